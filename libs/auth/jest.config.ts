@@ -1,0 +1,6 @@
+export default {
+  displayName: 'auth',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/auth',
+};

@@ -1,0 +1,2 @@
+export * from './lib/authenticator';
+export * from './lib/scopes';

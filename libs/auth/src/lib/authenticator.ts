@@ -1,0 +1,49 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { ClientConfig } from '@ferry/config';
+import { PermissionDeniedError, UnauthenticatedError } from '@ferry/errors';
+import { satisfiesScope } from './scopes';
+
+export interface Principal {
+  clientId: string;
+  scopes: readonly string[];
+}
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+/**
+ * Checks bearer tokens against the configured clients and scopes against what they hold.
+ * Tokens are compared by their sha256 in constant time.
+ */
+export class Authenticator {
+  private readonly clients: { tokenDigest: Buffer; principal: Principal }[];
+
+  constructor(clients: readonly ClientConfig[]) {
+    this.clients = clients.map((c) => ({
+      tokenDigest: digest(c.accessToken),
+      principal: { clientId: c.clientId, scopes: [...c.scopes] },
+    }));
+  }
+
+  /** Authenticates an `Authorization` header value (`Bearer <token>`). */
+  authenticateBearer(header: string | undefined): Principal {
+    if (!header) throw new UnauthenticatedError('missing credentials: send "authorization: Bearer <token>"');
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) throw new UnauthenticatedError('malformed authorization header: expected "Bearer <token>"');
+    const presented = digest(match[1]);
+    let found: Principal | undefined;
+    for (const c of this.clients) {
+      if (timingSafeEqual(c.tokenDigest, presented)) found = c.principal;
+    }
+    if (!found) throw new UnauthenticatedError('invalid credentials');
+    return found;
+  }
+
+  /** Throws PermissionDeniedError unless the principal holds a scope that covers `required`. */
+  require(principal: Principal, required: string): void {
+    if (!satisfiesScope(principal.scopes, required)) {
+      throw new PermissionDeniedError(`client ${principal.clientId} lacks scope ${required}`);
+    }
+  }
+}

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'bytestream',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/bytestream',
+};

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'catalog',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/catalog',
+};

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'config',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/config',
+};

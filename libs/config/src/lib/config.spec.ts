@@ -1,0 +1,43 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEV_CLIENT, loadConfig } from './config';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig({});
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.ports).toEqual({ grpc: 50051, multipart: 8081, object: 8080, worker: 8082 });
+    expect(c.redis.url).toBe('redis://127.0.0.1:6379');
+    expect(c.storage).toBe('fs');
+    expect(c.uploads.idleLifetimeMs).toBe(86_400_000);
+    expect(c.grpc.maxMessageBytes).toBe(16 * 1024 * 1024);
+    expect(c.auth).toEqual({ clients: [DEV_CLIENT], devMode: true });
+    expect(c.dataDir.endsWith('/data')).toBe(true);
+  });
+
+  it('names the bad variable', () => {
+    expect(() => loadConfig({ FERRY_GRPC_PORT: 'abc' })).toThrow(/FERRY_GRPC_PORT/);
+    expect(() => loadConfig({ REDIS_URL: 'http://x' })).toThrow(/REDIS_URL/);
+    expect(() => loadConfig({ FERRY_STORAGE: 'nfs' })).toThrow(/FERRY_STORAGE/);
+  });
+
+  it('refuses to listen beyond loopback in development mode', () => {
+    expect(() => loadConfig({ FERRY_HOST: '0.0.0.0' })).toThrow(ConfigError);
+    const clients = JSON.stringify([{ clientId: 'a', accessToken: 'secret-token-a', scopes: ['*'] }]);
+    expect(loadConfig({ FERRY_HOST: '0.0.0.0', FERRY_CLIENTS: clients }).auth.devMode).toBe(false);
+  });
+
+  it('reads clients from FERRY_CLIENTS_FILE and validates them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-config-'));
+    const file = join(dir, 'clients.json');
+    writeFileSync(file, JSON.stringify([{ clientId: 'ci', accessToken: 'ci-secret-1', scopes: ['ferry:read:*'] }]));
+    expect(loadConfig({ FERRY_CLIENTS_FILE: file }).auth.clients).toEqual([
+      { clientId: 'ci', accessToken: 'ci-secret-1', scopes: ['ferry:read:*'] },
+    ]);
+    writeFileSync(file, '[{"clientId":"x"}]');
+    expect(() => loadConfig({ FERRY_CLIENTS_FILE: file })).toThrow(/FERRY_CLIENTS_FILE: 0.accessToken/);
+    expect(() => loadConfig({ FERRY_CLIENTS: 'not json' })).toThrow(/FERRY_CLIENTS: not valid JSON/);
+    expect(() => loadConfig({ FERRY_CLIENTS_FILE: join(dir, 'missing.json') })).toThrow(/cannot read/);
+  });
+});

@@ -1,0 +1,178 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Ferry's configuration: parsed and validated once per process from the environment.
+ * Nothing else in Ferry reads `process.env`.
+ */
+export interface ClientConfig {
+  clientId: string;
+  accessToken: string;
+  scopes: string[];
+}
+
+export interface FerryConfig {
+  host: string;
+  ports: { grpc: number; multipart: number; object: number; worker: number };
+  redis: { url: string; prefix: string };
+  dataDir: string;
+  storage: 'fs' | 's3';
+  uploads: {
+    /** Unfinished uploads untouched this long are removed. */
+    idleLifetimeMs: number;
+    /** A writer's lease lasts this long unless renewed; a crashed writer blocks its upload at most this long. */
+    leaseTtlMs: number;
+    /** Committed size advances after this many bytes are written... */
+    fsyncBytes: number;
+    /** ...or after this long, whichever comes first. */
+    fsyncIntervalMs: number;
+    /** Longest accepted resource/object name, in UTF-8 bytes. */
+    maxNameBytes: number;
+  };
+  grpc: { maxMessageBytes: number };
+  worker: { expireIntervalMs: number; concurrency: number };
+  auth: { clients: ClientConfig[]; devMode: boolean };
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const DEV_CLIENT: ClientConfig = { clientId: 'dev', accessToken: 'dev-secret', scopes: ['*'] };
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+const clientsSchema = z
+  .array(
+    z
+      .object({
+        clientId: z.string().min(1),
+        accessToken: z.string().min(8, 'accessToken must be at least 8 characters'),
+        scopes: z.array(z.string()).default([]),
+      })
+      .strict(),
+  )
+  .superRefine((clients, ctx) => {
+    const seen = new Set<string>();
+    for (const c of clients) {
+      if (seen.has(c.clientId)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `duplicate clientId ${c.clientId}` });
+      seen.add(c.clientId);
+    }
+  });
+
+const envSchema = z.object({
+  FERRY_HOST: z.string().min(1).default('127.0.0.1'),
+  FERRY_GRPC_PORT: port.default(50051),
+  FERRY_MULTIPART_PORT: port.default(8081),
+  FERRY_OBJECT_PORT: port.default(8080),
+  FERRY_WORKER_PORT: port.default(8082),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .default('redis://127.0.0.1:6379'),
+  FERRY_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - only')
+    .default('ferry'),
+  FERRY_DATA_DIR: z.string().min(1).default('./data'),
+  FERRY_STORAGE: z.enum(['fs', 's3']).default('fs'),
+  FERRY_UPLOAD_IDLE_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
+  FERRY_LEASE_TTL_MS: z.coerce.number().int().min(200).default(10_000),
+  FERRY_FSYNC_BYTES: z.coerce.number().int().min(64 * 1024).default(8 * 1024 * 1024),
+  FERRY_FSYNC_INTERVAL_MS: z.coerce.number().int().min(1).default(50),
+  FERRY_MAX_NAME_BYTES: z.coerce.number().int().min(64).max(8192).default(1024),
+  FERRY_GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(4 * 1024 * 1024).default(16 * 1024 * 1024),
+  FERRY_EXPIRE_INTERVAL_MS: positiveInt.default(60_000),
+  FERRY_WORKER_CONCURRENCY: positiveInt.default(2),
+  FERRY_CLIENTS: z.string().optional(),
+  FERRY_CLIENTS_FILE: z.string().optional(),
+  FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** The directory holding nx.json above `from`, or undefined outside a checkout (e.g. in a container). */
+export function findWorkspaceRoot(from = process.cwd()): string | undefined {
+  let dir = resolve(from);
+  for (;;) {
+    if (existsSync(join(dir, 'nx.json'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+function parseClients(env: z.infer<typeof envSchema>): ClientConfig[] | undefined {
+  let raw: string | undefined;
+  let source: string;
+  if (env.FERRY_CLIENTS !== undefined && env.FERRY_CLIENTS.trim() !== '') {
+    raw = env.FERRY_CLIENTS;
+    source = 'FERRY_CLIENTS';
+  } else if (env.FERRY_CLIENTS_FILE) {
+    source = 'FERRY_CLIENTS_FILE';
+    try {
+      raw = readFileSync(env.FERRY_CLIENTS_FILE, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`${source}: cannot read ${env.FERRY_CLIENTS_FILE}: ${(err as Error).message}`);
+    }
+  } else {
+    return undefined;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(`${source}: not valid JSON`);
+  }
+  const parsed = clientsSchema.safeParse(json);
+  if (!parsed.success) throw new ConfigError(`${source}: ${formatIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+function formatIssues(error: z.ZodError): string {
+  return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/**
+ * Parses and validates the environment. Throws a ConfigError naming the offending variable.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ConfigError(`invalid configuration: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  const clients = parseClients(e);
+  const devMode = clients === undefined;
+  if (devMode && !LOOPBACK.has(e.FERRY_HOST)) {
+    throw new ConfigError(
+      `FERRY_HOST=${e.FERRY_HOST}: development mode (FERRY_CLIENTS unset) only listens on loopback; set FERRY_CLIENTS or FERRY_CLIENTS_FILE`,
+    );
+  }
+  const root = findWorkspaceRoot() ?? process.cwd();
+  return {
+    host: e.FERRY_HOST,
+    ports: { grpc: e.FERRY_GRPC_PORT, multipart: e.FERRY_MULTIPART_PORT, object: e.FERRY_OBJECT_PORT, worker: e.FERRY_WORKER_PORT },
+    redis: { url: e.REDIS_URL, prefix: e.FERRY_REDIS_PREFIX },
+    dataDir: isAbsolute(e.FERRY_DATA_DIR) ? e.FERRY_DATA_DIR : resolve(root, e.FERRY_DATA_DIR),
+    storage: e.FERRY_STORAGE,
+    uploads: {
+      idleLifetimeMs: e.FERRY_UPLOAD_IDLE_TTL_MS,
+      leaseTtlMs: e.FERRY_LEASE_TTL_MS,
+      fsyncBytes: e.FERRY_FSYNC_BYTES,
+      fsyncIntervalMs: e.FERRY_FSYNC_INTERVAL_MS,
+      maxNameBytes: e.FERRY_MAX_NAME_BYTES,
+    },
+    grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES },
+    worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY },
+    auth: { clients: clients ?? [DEV_CLIENT], devMode },
+    logLevel: e.FERRY_LOG_LEVEL,
+  };
+}

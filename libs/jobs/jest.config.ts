@@ -1,0 +1,6 @@
+export default {
+  displayName: 'jobs',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/jobs',
+};

@@ -1,0 +1,3 @@
+export { default as Redis } from 'ioredis';
+export * from './lib/connections';
+export * from './lib/keys';

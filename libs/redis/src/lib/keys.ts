@@ -1,0 +1,45 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * Every Redis key Ferry uses, in one place. Keys that belong to one upload or one object share a
+ * hash tag (`{...}`), so multi-key scripts stay within one slot on Redis Cluster. Client-chosen
+ * names never appear inside a tag: they are hashed first (names may contain braces).
+ */
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  /** Upload session hash. */
+  upload(uploadId: string): string {
+    return `${this.prefix}:up:{${uploadId}}`;
+  }
+
+  /** Writer lease of an upload (value `holder:fence`, expires with PX). */
+  uploadLease(uploadId: string): string {
+    return `${this.prefix}:up:{${uploadId}}:lease`;
+  }
+
+  /** Sorted set of upload ids scored by their last activity (ms), scanned by the expiry job. */
+  uploadsByActivity(): string {
+    return `${this.prefix}:{uploads}:by-activity`;
+  }
+
+  /** Catalog entry of a published object. */
+  object(name: string): string {
+    return `${this.prefix}:obj:{${nameTag(name)}}`;
+  }
+
+  /** Names of catalog objects that reference a blob (for garbage collection). */
+  blobRefs(sha256: string): string {
+    return `${this.prefix}:blob:{${sha256}}:refs`;
+  }
+
+  /** BullMQ prefix: hash-tagged so every key of a queue lands in one slot. */
+  bullPrefix(): string {
+    return `{${this.prefix}:bull}`;
+  }
+}
+
+/** A stable, brace-free tag for a client-chosen name. */
+export function nameTag(name: string): string {
+  return createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 32);
+}

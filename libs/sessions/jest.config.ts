@@ -1,0 +1,6 @@
+export default {
+  displayName: 'sessions',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/sessions',
+};

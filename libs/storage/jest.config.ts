@@ -1,0 +1,6 @@
+export default {
+  displayName: 'storage',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/storage',
+};

@@ -1,0 +1,2 @@
+export * from './lib/fs-storage';
+export * from './lib/storage';

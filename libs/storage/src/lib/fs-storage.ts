@@ -1,0 +1,180 @@
+import { createReadStream } from 'node:fs';
+import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { NotFoundError } from '@ferry/errors';
+import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
+
+/**
+ * Local-disk storage under one data directory:
+ *
+ *   <dataDir>/staging/<uploadId>              bytes of an upload in progress
+ *   <dataDir>/blobs/sha256/<ab>/<sha256>      published content, one file per digest
+ *
+ * Publishing is fsync(staging) + rename into the blob tree + fsync(blob directory), so a blob is
+ * either absent or complete after a crash. Paths are built only from upload ids Ferry generated
+ * and hex digests, both validated, so no client-chosen name reaches the filesystem.
+ */
+export class FsStorage implements Storage {
+  readonly kind = 'fs' as const;
+  private readonly stagingDir: string;
+  private readonly blobDir: string;
+  private prepared?: Promise<void>;
+
+  constructor(readonly dataDir: string) {
+    this.stagingDir = join(dataDir, 'staging');
+    this.blobDir = join(dataDir, 'blobs', 'sha256');
+  }
+
+  private prepare(): Promise<void> {
+    this.prepared ??= Promise.all([
+      mkdir(this.stagingDir, { recursive: true }),
+      mkdir(this.blobDir, { recursive: true }),
+    ]).then(() => undefined);
+    return this.prepared;
+  }
+
+  private stagingPath(uploadId: string): string {
+    assertUploadId(uploadId);
+    return join(this.stagingDir, uploadId);
+  }
+
+  private blobPath(sha256: string): string {
+    assertSha256(sha256);
+    return join(this.blobDir, sha256.slice(0, 2), sha256);
+  }
+
+  async openStaging(uploadId: string, size: number): Promise<StagingFile> {
+    await this.prepare();
+    const fh = await open(this.stagingPath(uploadId), 'a+');
+    try {
+      // Anything past `size` was never committed: drop it so stale bytes cannot be published.
+      await fh.truncate(size);
+      // Make sure the file's directory entry is durable before any byte of it is acknowledged.
+      await syncDir(this.stagingDir);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return new FsStagingFile(uploadId, await reopenForPositionalWrites(fh, this.stagingPath(uploadId)));
+  }
+
+  async stagingSize(uploadId: string): Promise<number | undefined> {
+    return sizeOf(this.stagingPath(uploadId));
+  }
+
+  readStaging(uploadId: string, start: number, end: number): Readable {
+    return readRange(this.stagingPath(uploadId), start, end, 1024 * 1024);
+  }
+
+  async deleteStaging(uploadId: string): Promise<void> {
+    await rm(this.stagingPath(uploadId), { force: true });
+  }
+
+  async *listStaging(): AsyncIterable<StagingEntry> {
+    await this.prepare();
+    for (const uploadId of await readdir(this.stagingDir)) {
+      try {
+        const s = await stat(join(this.stagingDir, uploadId));
+        yield { uploadId, size: s.size, modifiedMs: s.mtimeMs };
+      } catch {
+        // removed while listing
+      }
+    }
+  }
+
+  async publishStaging(uploadId: string, sha256: string): Promise<void> {
+    const from = this.stagingPath(uploadId);
+    const to = this.blobPath(sha256);
+    if ((await sizeOf(to)) !== undefined) {
+      await rm(from, { force: true });
+      return;
+    }
+    const source = await sizeOf(from);
+    if (source === undefined) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
+    const fh = await open(from, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await mkdir(dirname(to), { recursive: true });
+    await rename(from, to);
+    await syncDir(dirname(to));
+    await syncDir(this.stagingDir);
+  }
+
+  async blobSize(sha256: string): Promise<number | undefined> {
+    if (sha256 === SHA256_EMPTY) return 0;
+    return sizeOf(this.blobPath(sha256));
+  }
+
+  readBlob(sha256: string, start: number, end: number, chunkSize = 2 * 1024 * 1024): Readable {
+    if (sha256 === SHA256_EMPTY || end <= start) return Readable.from([]);
+    return readRange(this.blobPath(sha256), start, end, chunkSize);
+  }
+
+  async deleteBlob(sha256: string): Promise<void> {
+    await rm(this.blobPath(sha256), { force: true });
+  }
+
+  async check(): Promise<void> {
+    await this.prepare();
+    const probe = join(this.dataDir, `.probe-${process.pid}`);
+    const fh = await open(probe, 'w');
+    await fh.close();
+    await unlink(probe);
+  }
+}
+
+class FsStagingFile implements StagingFile {
+  constructor(
+    readonly uploadId: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  async write(data: Buffer, position: number): Promise<void> {
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await this.fh.write(data, offset, data.length - offset, position + offset);
+      offset += bytesWritten;
+    }
+  }
+
+  sync(): Promise<void> {
+    return this.fh.datasync();
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+/** `a+` appends regardless of position on Linux; reopen read-write so positional writes land where asked. */
+async function reopenForPositionalWrites(fh: FileHandle, path: string): Promise<FileHandle> {
+  await fh.close();
+  return open(path, 'r+');
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function readRange(path: string, start: number, end: number, chunkSize: number): Readable {
+  if (end <= start) return Readable.from([]);
+  return createReadStream(path, { start, end: end - 1, highWaterMark: chunkSize });
+}

@@ -1,0 +1,105 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { SHA256_EMPTY, Storage } from './storage';
+
+/**
+ * The behaviour every storage backend must have. Each backend's spec calls this with a factory
+ * that returns a fresh, empty storage.
+ */
+export function describeStorageConformance(label: string, make: () => Promise<{ storage: Storage; cleanup(): Promise<void> }>): void {
+  describe(`Storage conformance: ${label}`, () => {
+    let storage: Storage;
+    let cleanup: () => Promise<void>;
+
+    beforeEach(async () => {
+      ({ storage, cleanup } = await make());
+    });
+
+    afterEach(async () => {
+      await cleanup();
+    });
+
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+    it('writes staging at positions, syncs, and reads ranges back', async () => {
+      const data = randomBytes(300_000);
+      const f = await storage.openStaging('up1', 0);
+      await Promise.all([f.write(data.subarray(100_000), 100_000), f.write(data.subarray(0, 100_000), 0)]);
+      await f.sync();
+      await f.close();
+      expect(await storage.stagingSize('up1')).toBe(data.length);
+      expect(await collect(storage.readStaging('up1', 1000, 200_000))).toEqual(data.subarray(1000, 200_000));
+    });
+
+    it('cuts uncommitted bytes when reopening at a committed size', async () => {
+      const f = await storage.openStaging('up2', 0);
+      await f.write(Buffer.from('hello world'), 0);
+      await f.close();
+      const g = await storage.openStaging('up2', 5);
+      await g.write(Buffer.from('!'), 5);
+      await g.close();
+      expect((await collect(storage.readStaging('up2', 0, 6))).toString()).toBe('hello!');
+      expect(await storage.stagingSize('up2')).toBe(6);
+    });
+
+    it('publishes staging as a content-addressed blob, idempotently', async () => {
+      const data = randomBytes(70_000);
+      const digest = sha(data);
+      for (const id of ['a1', 'a2']) {
+        const f = await storage.openStaging(id, 0);
+        await f.write(data, 0);
+        await f.sync();
+        await f.close();
+        await storage.publishStaging(id, digest);
+        expect(await storage.stagingSize(id)).toBeUndefined();
+      }
+      expect(await storage.blobSize(digest)).toBe(data.length);
+      expect(await collect(storage.readBlob(digest, 0, data.length))).toEqual(data);
+      const chunks = await chunksOf(storage.readBlob(digest, 10, 70_000, 16_384));
+      expect(Math.max(...chunks.map((c) => c.length))).toBeLessThanOrEqual(16_384);
+      expect(Buffer.concat(chunks)).toEqual(data.subarray(10));
+      await storage.deleteBlob(digest);
+      expect(await storage.blobSize(digest)).toBeUndefined();
+    });
+
+    it('refuses to publish an upload that has no staged bytes', async () => {
+      await expect(storage.publishStaging('nothing', 'a'.repeat(64))).rejects.toThrow(/no staged bytes/);
+    });
+
+    it('always has the empty blob', async () => {
+      expect(await storage.blobSize(SHA256_EMPTY)).toBe(0);
+      expect(await collect(storage.readBlob(SHA256_EMPTY, 0, 0))).toEqual(Buffer.alloc(0));
+    });
+
+    it('lists and deletes staging objects', async () => {
+      const f = await storage.openStaging('listed', 0);
+      await f.write(Buffer.from('abc'), 0);
+      await f.close();
+      const listed = [];
+      for await (const e of storage.listStaging()) listed.push(e);
+      expect(listed).toEqual([expect.objectContaining({ uploadId: 'listed', size: 3 })]);
+      await storage.deleteStaging('listed');
+      await storage.deleteStaging('listed');
+      expect(await storage.stagingSize('listed')).toBeUndefined();
+    });
+
+    it('rejects ids and digests that could escape the storage root', async () => {
+      await expect(storage.openStaging('../etc', 0)).rejects.toThrow(/invalid upload id/);
+      await expect(storage.blobSize('../../x')).rejects.toThrow(/invalid sha256/);
+    });
+
+    it('reports itself ready', async () => {
+      await expect(storage.check()).resolves.toBeUndefined();
+    });
+  });
+}
+
+async function chunksOf(stream: Readable): Promise<Buffer[]> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return chunks;
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+  return Buffer.concat(await chunksOf(stream));
+}

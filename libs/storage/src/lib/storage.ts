@@ -1,0 +1,62 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Where bytes live. Two areas:
+ * - staging: one object per upload in progress, keyed by an upload id Ferry generated (never by a
+ *   client-chosen name), written at explicit positions and made durable by `sync()`;
+ * - blobs: published content, stored once per sha256 digest and immutable.
+ *
+ * Every backend passes the conformance suite in `storage.conformance.ts`.
+ */
+export interface StagingFile {
+  readonly uploadId: string;
+  /** Writes `data` at `position`. Writes to disjoint ranges may run concurrently. */
+  write(data: Buffer, position: number): Promise<void>;
+  /** Makes every write that completed before this call durable. */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StagingEntry {
+  uploadId: string;
+  size: number;
+  modifiedMs: number;
+}
+
+export interface Storage {
+  readonly kind: 'fs' | 's3';
+  /** Opens (creating if needed) an upload's staging object, cutting it to `size` bytes. */
+  openStaging(uploadId: string, size: number): Promise<StagingFile>;
+  /** Size of the staging object, or undefined if there is none. */
+  stagingSize(uploadId: string): Promise<number | undefined>;
+  /** Streams `[start, end)` of a staging object. */
+  readStaging(uploadId: string, start: number, end: number): Readable;
+  deleteStaging(uploadId: string): Promise<void>;
+  listStaging(): AsyncIterable<StagingEntry>;
+  /**
+   * Publishes a durable staging object as the blob `sha256`, atomically: readers see the whole blob
+   * or none. The staging object is gone afterwards. Idempotent: if the blob already exists, the
+   * staging object is simply removed (same digest, same bytes).
+   */
+  publishStaging(uploadId: string, sha256: string): Promise<void>;
+  /** Size of a published blob, or undefined if absent. */
+  blobSize(sha256: string): Promise<number | undefined>;
+  /** Streams `[start, end)` of a blob in chunks of at most `chunkSize` bytes. */
+  readBlob(sha256: string, start: number, end: number, chunkSize?: number): Readable;
+  deleteBlob(sha256: string): Promise<void>;
+  /** Throws if the backend cannot be used (for readiness probes). */
+  check(): Promise<void>;
+}
+
+export const SHA256_EMPTY = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+
+export function assertUploadId(uploadId: string): void {
+  if (!UPLOAD_ID.test(uploadId)) throw new TypeError(`invalid upload id ${JSON.stringify(uploadId)}`);
+}
+
+export function assertSha256(sha256: string): void {
+  if (!SHA256.test(sha256)) throw new TypeError(`invalid sha256 ${JSON.stringify(sha256)}`);
+}

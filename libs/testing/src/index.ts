@@ -1,0 +1,4 @@
+export * from './lib/bytes';
+export * from './lib/ports';
+export * from './lib/redis-server';
+export * from './lib/temp-dir';

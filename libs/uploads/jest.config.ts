@@ -1,0 +1,6 @@
+export default {
+  displayName: 'uploads',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/uploads',
+};
