@@ -2,7 +2,7 @@
 //   type:app -> feature, data-access, util      type:feature -> feature, data-access, util
 //   type:data-access -> data-access, util        type:util -> util
 //   scope:<x> -> scope:<x>, scope:shared          scope:shared -> scope:shared
-// type:testing libs may be imported only from tests (*.spec.ts, *.e2e-spec.ts, tools/bench).
+// type:testing libs may be imported only from tests (*.spec.ts, *.e2e-spec.ts, *.harness.ts, tools/).
 import nx from '@nx/eslint-plugin';
 import tseslint from 'typescript-eslint';
 
@@ -40,7 +40,7 @@ const boundaries = (allowTesting) => [
 export default [
   ...nx.configs['flat/base'],
   ...nx.configs['flat/typescript'],
-  { ignores: ['**/dist', '**/node_modules', '**/generated/**', 'tmp/**', 'data/**', '**/jest.config.ts', '**/webpack.config.js'] },
+  { ignores: ['**/dist', '**/node_modules', '**/generated/**', 'tmp/**', 'data/**', '**/jest.config.ts', '**/jest.*.config.ts', '**/webpack.config.js'] },
   {
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -61,7 +61,7 @@ export default [
     },
   },
   {
-    files: ['**/*.spec.ts', '**/*.e2e-spec.ts', 'tools/**/*.ts', 'libs/testing/**/*.ts', 'libs/config/src/lib/config.ts'],
+    files: ['**/*.spec.ts', '**/*.e2e-spec.ts', '**/*.harness.ts', 'tools/**/*.ts', 'libs/testing/**/*.ts', 'libs/config/src/lib/config.ts'],
     rules: {
       '@nx/enforce-module-boundaries': boundaries(true),
       'no-restricted-syntax': 'off',

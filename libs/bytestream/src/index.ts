@@ -1,1 +1,2 @@
-export {};
+export * from './lib/bytestream.service';
+export * from './lib/resource-name';

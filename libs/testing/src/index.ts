@@ -2,3 +2,4 @@ export * from './lib/bytes';
 export * from './lib/ports';
 export * from './lib/redis-server';
 export * from './lib/temp-dir';
+export * from './lib/bytestream-client';

@@ -1,1 +1,3 @@
-export {};
+export * from './lib/hashing';
+export * from './lib/upload-engine';
+export * from './lib/upload-writer';

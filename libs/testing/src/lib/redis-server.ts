@@ -43,6 +43,7 @@ async function startPrivateRedis(): Promise<TestRedis> {
   );
   const url = `redis://127.0.0.1:${port}`;
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => undefined); // connection refusals are expected while the server starts
   const deadline = Date.now() + 10_000;
   for (;;) {
     try {

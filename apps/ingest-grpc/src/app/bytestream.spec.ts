@@ -1,0 +1,377 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Catalog } from '@ferry/catalog';
+import { SessionStore } from '@ferry/sessions';
+import {
+  bearer,
+  chunkedRequests,
+  patternBytes,
+  queryWriteStatus,
+  randomName,
+  readBytes,
+  sha256Hex,
+  uploadBytes,
+  writeRequests,
+} from '@ferry/testing';
+import { ByteStreamService } from '@ferry/bytestream';
+import { IngestHarness, startIngest } from '../testing/ingest.harness';
+
+const MiB = 1024 * 1024;
+const EMPTY_SHA = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+/** Byte-for-byte comparison without jest's deep equality, which is very slow on megabytes. */
+function expectSameBytes(actual: Buffer, expected: Buffer): void {
+  expect(actual.length).toBe(expected.length);
+  expect(actual.equals(expected)).toBe(true);
+}
+
+async function expectCode(p: Promise<unknown>, code: grpc.status, message?: RegExp): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e as grpc.ServiceError,
+  );
+  expect(err).toBeDefined();
+  expect({ code: err?.code, details: err?.details }).toEqual({ code, details: message ? expect.stringMatching(message) : expect.anything() });
+}
+
+describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
+  let h: IngestHarness;
+
+  beforeAll(async () => {
+    h = await startIngest();
+  });
+
+  afterAll(async () => {
+    await h.close();
+  });
+
+  const blobFiles = () => readdirSync(join(h.data.path, 'blobs', 'sha256')).flatMap((d) => readdirSync(join(h.data.path, 'blobs', 'sha256', d)));
+
+  describe('Write and Read', () => {
+    it('stores a multi-chunk upload and reads back exactly the bytes sent', async () => {
+      const name = randomName('builds/app');
+      const data = patternBytes(9 * MiB + 123);
+      expect(await uploadBytes(h.client, name, data)).toBe(data.length);
+      const back = await readBytes(h.client, name);
+      expect(sha256Hex(back.data)).toBe(sha256Hex(data));
+      expect(Math.max(...back.chunks)).toBeLessThanOrEqual(2 * MiB);
+      expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: data.length, complete: true });
+      const object = await h.app.get(Catalog).get(name);
+      expect(object).toMatchObject({ name, size: data.length, sha256: sha256Hex(data), protocol: 'bytestream', owner: 'dev' });
+      expect(object?.md5).toMatch(/^[0-9a-f]{32}$/);
+      expect(object?.crc32c).toMatch(/^[0-9a-f]{8}$/);
+    });
+
+    it('reads ranges with read_offset and read_limit', async () => {
+      const name = randomName('range');
+      const data = patternBytes(5 * MiB, 7);
+      await uploadBytes(h.client, name, data);
+      expectSameBytes((await readBytes(h.client, name, { offset: 1000, limit: 3 * MiB })).data, data.subarray(1000, 1000 + 3 * MiB));
+      expectSameBytes((await readBytes(h.client, name, { offset: 4 * MiB })).data, data.subarray(4 * MiB));
+      expectSameBytes((await readBytes(h.client, name, { offset: 10, limit: 10 * MiB })).data, data.subarray(10));
+      expect((await readBytes(h.client, name, { offset: data.length })).data.length).toBe(0);
+    });
+
+    it('accepts messages above the 4 MiB grpc-js default (up to 16 MiB)', async () => {
+      const name = randomName('big-msg');
+      const data = patternBytes(12 * MiB, 3);
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { chunk: 12 * MiB }))).toBe(data.length);
+      expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+    });
+
+    it.each([
+      ['Bazel (name on the first message, finish on the last data message)', { nameOnEvery: false }],
+      ['Buildbarn (name on every message)', { nameOnEvery: true }],
+    ])('works with %s', async (_label, opts) => {
+      const name = randomName('client-style');
+      const data = patternBytes(100_000, 11);
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { chunk: 16 * 1024, ...opts }))).toBe(data.length);
+      expectSameBytes((await readBytes(h.client, name)).data, data);
+    });
+
+    it('works with the Go client style (a final empty request with finish_write and the name)', async () => {
+      const name = randomName('go-style');
+      const data = patternBytes(50_000, 12);
+      const requests = [...chunkedRequests(name, data, { chunk: 20_000, finish: false }), { resource_name: name, write_offset: data.length, finish_write: true }];
+      expect(await writeRequests(h.client, requests)).toBe(data.length);
+      expectSameBytes((await readBytes(h.client, name)).data, data);
+    });
+
+    it('accepts empty keep-alive messages', async () => {
+      const name = randomName('keepalive');
+      const requests = [
+        { resource_name: name, write_offset: 0, data: Buffer.alloc(0) },
+        { write_offset: 0, data: Buffer.from('abc') },
+        { write_offset: 3, data: Buffer.alloc(0) },
+        { write_offset: 3, data: Buffer.from('def'), finish_write: true },
+      ];
+      expect(await writeRequests(h.client, requests)).toBe(6);
+      expect((await readBytes(h.client, name)).data.toString()).toBe('abcdef');
+    });
+
+    it('stores an empty generic object', async () => {
+      const name = randomName('empty');
+      expect(await writeRequests(h.client, [{ resource_name: name, write_offset: 0, finish_write: true }])).toBe(0);
+      expect((await readBytes(h.client, name)).data.length).toBe(0);
+    });
+  });
+
+  describe('resuming', () => {
+    it('continues from committed_size on a new stream after a stream ends unfinished', async () => {
+      const name = randomName('resume');
+      const data = patternBytes(6 * MiB + 17, 5);
+      const firstPart = 4 * MiB;
+      const committed = await writeRequests(h.client, chunkedRequests(name, data.subarray(0, firstPart), { finish: false, chunk: MiB }));
+      expect(committed).toBe(firstPart);
+      expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: firstPart, complete: false });
+      await expectCode(readBytes(h.client, name), grpc.status.NOT_FOUND); // nothing partial is visible
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: firstPart, chunk: MiB }))).toBe(data.length);
+      expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+    });
+
+    it('keeps the durable prefix when the client cancels mid-stream, and resumes from it', async () => {
+      const name = randomName('cancel');
+      const data = patternBytes(8 * MiB, 9);
+      const call = h.client.Write(bearer(), () => undefined);
+      call.on('error', () => undefined);
+      for (const req of chunkedRequests(name, data.subarray(0, 5 * MiB), { finish: false, chunk: MiB })) {
+        if (!call.write(req)) await new Promise((r) => call.once('drain', r));
+      }
+      await new Promise((r) => setTimeout(r, 300)); // let the server write and commit
+      call.cancel();
+      let status = await queryWriteStatus(h.client, name);
+      for (let i = 0; i < 50 && status.committed_size < 5 * MiB; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        status = await queryWriteStatus(h.client, name);
+      }
+      expect(status.committed_size).toBeGreaterThan(0);
+      expect(status.committed_size).toBeLessThanOrEqual(5 * MiB);
+      // the lease was released with the cancelled stream: resuming at once is allowed
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: status.committed_size, chunk: MiB }))).toBe(data.length);
+      expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+    });
+
+    it('never lets committed_size decrease across resumes', async () => {
+      const name = randomName('monotonic');
+      const data = patternBytes(3 * MiB, 21);
+      const seen: number[] = [];
+      for (let off = 0; off < data.length; off += MiB) {
+        await writeRequests(h.client, chunkedRequests(name, data.subarray(0, off + MiB), { offset: off, finish: false, chunk: 256 * 1024 }));
+        seen.push((await queryWriteStatus(h.client, name)).committed_size);
+      }
+      expect(seen).toEqual([MiB, 2 * MiB, 3 * MiB]);
+      await writeRequests(h.client, [{ resource_name: name, write_offset: data.length, finish_write: true }]);
+      expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: data.length, complete: true });
+    });
+  });
+
+  describe('refusals', () => {
+    it('refuses a first write_offset other than the committed size', async () => {
+      const name = randomName('bad-first');
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 5, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 0/);
+      await writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('abc') }]);
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 3/);
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: -1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /negative/);
+      expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: 3, complete: false });
+    });
+
+    it('refuses a gap in offsets', async () => {
+      const name = randomName('gap');
+      const requests = [
+        { resource_name: name, write_offset: 0, data: Buffer.from('abc') },
+        { write_offset: 4, data: Buffer.from('def'), finish_write: true },
+      ];
+      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /not the next byte \(3\)/);
+      await expectCode(readBytes(h.client, name), grpc.status.NOT_FOUND);
+    });
+
+    it('refuses a resource name that changes mid-stream', async () => {
+      const name = randomName('rename');
+      const requests = [
+        { resource_name: name, write_offset: 0, data: Buffer.from('abc') },
+        { resource_name: `${name}-other`, write_offset: 3, data: Buffer.from('def') },
+      ];
+      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /resource_name changed/);
+    });
+
+    it('refuses data after finish_write', async () => {
+      const name = randomName('after-finish');
+      const requests = [
+        { resource_name: name, write_offset: 0, data: Buffer.from('abc'), finish_write: true },
+        { write_offset: 3, data: Buffer.from('def') },
+      ];
+      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /after finish_write/);
+    });
+
+    it('refuses a first request without a resource name, and an empty stream', async () => {
+      await expectCode(writeRequests(h.client, [{ write_offset: 0, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /resource_name is required/);
+      await expectCode(writeRequests(h.client, []), grpc.status.INVALID_ARGUMENT, /empty Write stream/);
+    });
+
+    it('refuses bad read offsets and limits', async () => {
+      const name = randomName('read-bad');
+      await uploadBytes(h.client, name, Buffer.from('0123456789'));
+      await expectCode(readBytes(h.client, name, { offset: -1 }), grpc.status.OUT_OF_RANGE, /negative/);
+      await expectCode(readBytes(h.client, name, { offset: 11 }), grpc.status.OUT_OF_RANGE, /past the end/);
+      await expectCode(readBytes(h.client, name, { limit: -5 }), grpc.status.INVALID_ARGUMENT, /read_limit/);
+    });
+
+    it('answers NOT_FOUND for unknown resources', async () => {
+      await expectCode(readBytes(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
+      await expectCode(queryWriteStatus(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
+      await expectCode(readBytes(h.client, `blobs/${'c'.repeat(64)}/10`), grpc.status.NOT_FOUND);
+    });
+
+    it.each([
+      ['a ".." segment', 'dir/../../etc/passwd', /"\.\."/],
+      ['a NUL byte', 'bad\u0000name', /control character/],
+      ['10 KB', 'n'.repeat(10 * 1024), /longer than 1024 bytes/],
+    ])('refuses names with %s on every RPC, touching nothing', async (_label, name, message) => {
+      const before = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('x'), finish_write: true }]), grpc.status.INVALID_ARGUMENT, message);
+      await expectCode(readBytes(h.client, name), grpc.status.INVALID_ARGUMENT, message);
+      await expectCode(queryWriteStatus(h.client, name), grpc.status.INVALID_ARGUMENT, message);
+      const after = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
+      expect(after).toBe(before);
+    });
+
+    it('gives a concurrent second writer ABORTED, never interleaving', async () => {
+      const name = randomName('two-writers');
+      const data = patternBytes(4 * MiB, 31);
+      await writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: data.subarray(0, MiB) }]);
+      const first = h.client.Write(bearer(), () => undefined);
+      first.on('error', () => undefined);
+      first.write({ resource_name: name, write_offset: MiB, data: data.subarray(MiB, 2 * MiB) });
+      // wait until the first writer holds the lease
+      const sessions = h.app.get(SessionStore);
+      const uploadId = ByteStreamService.uploadId(name);
+      for (let i = 0; i < 100 && (await sessions.get(uploadId))?.committed !== 2 * MiB; i++) await new Promise((r) => setTimeout(r, 20));
+      await expectCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: 2 * MiB, data: data.subarray(2 * MiB), finish_write: true }]),
+        grpc.status.ABORTED,
+      );
+      first.write({ write_offset: 2 * MiB, data: data.subarray(2 * MiB), finish_write: true });
+      first.end();
+      await new Promise((r) => first.on('status', r));
+      expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+    });
+  });
+
+  describe('immutability of generic names', () => {
+    it('accepts identical content again and refuses different content with ALREADY_EXISTS', async () => {
+      const name = randomName('immutable');
+      const data = patternBytes(300_000, 41);
+      await uploadBytes(h.client, name, data);
+      expect(await uploadBytes(h.client, name, data)).toBe(data.length);
+      const other = Buffer.from(data);
+      other[5] ^= 0xff;
+      await expectCode(uploadBytes(h.client, name, other), grpc.status.ALREADY_EXISTS);
+      expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+      // a finish at offset == size is an idempotent success; data past the end is not
+      expect(await writeRequests(h.client, [{ resource_name: name, write_offset: data.length, finish_write: true }])).toBe(data.length);
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: data.length, data: Buffer.from('x') }]), grpc.status.OUT_OF_RANGE);
+      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 7, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /is complete/);
+    });
+  });
+
+  describe('Remote Execution API names', () => {
+    it('verifies, stores content-addressed, and reads back by digest', async () => {
+      const data = patternBytes(3 * MiB + 5, 51);
+      const sha = sha256Hex(data);
+      const upload = `inst/uploads/${randomName('uuid')}/blobs/${sha}/${data.length}`;
+      expect(await writeRequests(h.client, chunkedRequests(upload, data, { chunk: 16 * 1024 }))).toBe(data.length);
+      expect(blobFiles()).toContain(sha);
+      expectSameBytes((await readBytes(h.client, `inst/blobs/${sha}/${data.length}`)).data, data);
+      expectSameBytes((await readBytes(h.client, `blobs/${sha}/${data.length}`)).data, data);
+      expect(await h.app.get(Catalog).get(`blobs/${sha}/${data.length}`)).toMatchObject({ protocol: 'bytestream-cas', size: data.length });
+      expect(await queryWriteStatus(h.client, upload)).toEqual({ committed_size: data.length, complete: true });
+      await expectCode(readBytes(h.client, `blobs/${sha}/${data.length + 1}`), grpc.status.NOT_FOUND);
+    });
+
+    it('ends the Write at once with committed_size = size when the blob exists', async () => {
+      const data = patternBytes(2 * MiB, 52);
+      const sha = sha256Hex(data);
+      await uploadBytes(h.client, `uploads/a/blobs/${sha}/${data.length}`, data);
+      const again = writeRequests(h.client, [{ resource_name: `uploads/b/blobs/${sha}/${data.length}`, write_offset: 0, data: data.subarray(0, 1000) }]);
+      expect(await again).toBe(data.length);
+    });
+
+    it('always has the empty blob', async () => {
+      expect((await readBytes(h.client, `blobs/${EMPTY_SHA}/0`)).data.length).toBe(0);
+      expect(await writeRequests(h.client, [{ resource_name: `uploads/e/blobs/${EMPTY_SHA}/0`, write_offset: 0, finish_write: true }])).toBe(0);
+      expect(await queryWriteStatus(h.client, `uploads/e2/blobs/${EMPTY_SHA}/0`)).toEqual({ committed_size: 0, complete: true });
+    });
+
+    it('refuses a digest mismatch with INVALID_ARGUMENT and stores nothing', async () => {
+      const data = patternBytes(1 * MiB, 53);
+      const wrong = 'f'.repeat(64);
+      const upload = `uploads/mm/blobs/${wrong}/${data.length}`;
+      await expectCode(uploadBytes(h.client, upload, data), grpc.status.INVALID_ARGUMENT, /digest mismatch/);
+      expect(blobFiles()).not.toContain(sha256Hex(data));
+      expect(blobFiles()).not.toContain(wrong);
+      expect(await queryWriteStatus(h.client, upload)).toEqual({ committed_size: 0, complete: false });
+      expect(readdirSync(join(h.data.path, 'staging'))).not.toContain(ByteStreamService.uploadId(upload));
+    });
+
+    it('refuses a size mismatch (short and long) with INVALID_ARGUMENT and stores nothing', async () => {
+      const data = patternBytes(10_000, 54);
+      const sha = sha256Hex(data);
+      await expectCode(uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
+      await expectCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /more data than/);
+      expect(blobFiles()).not.toContain(sha);
+    });
+
+    it('answers {0, false} for unknown REAPI uploads and refuses writes to download names', async () => {
+      expect(await queryWriteStatus(h.client, `uploads/x/blobs/${'d'.repeat(64)}/9`)).toEqual({ committed_size: 0, complete: false });
+      await expectCode(
+        writeRequests(h.client, [{ resource_name: `blobs/${'d'.repeat(64)}/1`, write_offset: 0, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /download name/,
+      );
+    });
+
+    it('keys uploads by the whole name, so one uuid can carry different blobs', async () => {
+      const a = patternBytes(40_000, 61);
+      const b = patternBytes(50_000, 62);
+      await Promise.all([
+        writeRequests(h.client, chunkedRequests(`uploads/same/blobs/${sha256Hex(a)}/${a.length}`, a, { chunk: 16 * 1024 })),
+        writeRequests(h.client, chunkedRequests(`uploads/same/blobs/${sha256Hex(b)}/${b.length}`, b, { chunk: 16 * 1024 })),
+      ]);
+      expectSameBytes((await readBytes(h.client, `blobs/${sha256Hex(b)}/${b.length}`)).data, b);
+    });
+  });
+
+  describe('auth', () => {
+    it('refuses calls without or with bad credentials', async () => {
+      await expectCode(uploadBytes(h.client, 'x', Buffer.from('a'), new grpc.Metadata()), grpc.status.UNAUTHENTICATED, /missing credentials/);
+      await expectCode(readBytes(h.client, 'x', { metadata: bearer('wrong-token') }), grpc.status.UNAUTHENTICATED, /invalid credentials/);
+      await expectCode(queryWriteStatus(h.client, 'x', bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
+    });
+  });
+});
+
+describe('ByteStream scopes', () => {
+  let h: IngestHarness;
+
+  beforeAll(async () => {
+    h = await startIngest({
+      FERRY_CLIENTS: JSON.stringify([
+        { clientId: 'reader', accessToken: 'reader-token', scopes: ['ferry:read:*'] },
+        { clientId: 'writer', accessToken: 'writer-token', scopes: ['ferry:write:team/*', 'ferry:read:team/*'] },
+      ]),
+    });
+  });
+
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('enforces ferry:write:<name> and ferry:read:<name>', async () => {
+    expect(await uploadBytes(h.client, 'team/a', Buffer.from('hi'), bearer('writer-token'))).toBe(2);
+    await expectCode(uploadBytes(h.client, 'other/a', Buffer.from('hi'), bearer('writer-token')), grpc.status.PERMISSION_DENIED, /ferry:write:other\/a/);
+    await expectCode(uploadBytes(h.client, 'team/b', Buffer.from('hi'), bearer('reader-token')), grpc.status.PERMISSION_DENIED);
+    expect((await readBytes(h.client, 'team/a', { metadata: bearer('reader-token') })).data.toString()).toBe('hi');
+    await expectCode(readBytes(h.client, 'dev-only', { metadata: bearer('dev-secret') }), grpc.status.UNAUTHENTICATED);
+  });
+});

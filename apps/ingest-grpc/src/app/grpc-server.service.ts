@@ -1,0 +1,96 @@
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { HealthImplementation, ServingStatusMap } from 'grpc-health-check';
+import type { FerryConfig } from '@ferry/config';
+import { FERRY_CONFIG, LOGGER, REDIS, STORAGE } from '@ferry/core';
+import type { Logger } from '@ferry/logging';
+import { loadProtos } from '@ferry/protocol';
+import type { Redis } from '@ferry/redis';
+import type { Storage } from '@ferry/storage';
+import { ByteStreamGrpc } from './bytestream.grpc';
+
+const BYTESTREAM = 'google.bytestream.ByteStream';
+
+/**
+ * The gRPC server: ByteStream, grpc.health.v1 (SERVING while Redis and storage answer) and server
+ * reflection, on FERRY_HOST:FERRY_GRPC_PORT with a 16 MiB receive limit.
+ */
+@Injectable()
+export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly server: grpc.Server;
+  private readonly health: HealthImplementation;
+  private healthTimer?: NodeJS.Timeout;
+  private boundPort?: number;
+
+  constructor(
+    @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(STORAGE) private readonly storage: Storage,
+    bytestream: ByteStreamGrpc,
+  ) {
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': config.grpc.maxMessageBytes,
+      'grpc.max_send_message_length': config.grpc.maxMessageBytes,
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
+    const protos = loadProtos();
+    this.server.addService(protos.bytestream.ByteStream.service, bytestream.handlers());
+    const statusMap: ServingStatusMap = { '': 'NOT_SERVING', [BYTESTREAM]: 'NOT_SERVING' };
+    this.health = new HealthImplementation(statusMap);
+    this.health.addToServer(this.server);
+    new ReflectionService(protos.packageDefinition).addToServer(this.server);
+  }
+
+  /** The port actually bound (differs from the configured one when that is 0). */
+  get port(): number {
+    if (this.boundPort === undefined) throw new Error('gRPC server not started');
+    return this.boundPort;
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    const address = `${this.config.host.includes(':') ? `[${this.config.host}]` : this.config.host}:${this.config.ports.grpc}`;
+    this.boundPort = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    await this.checkHealth();
+    this.healthTimer = setInterval(() => void this.checkHealth(), 5000);
+    this.healthTimer.unref();
+    this.logger.info({ address: `${this.config.host}:${this.boundPort}`, devMode: this.config.auth.devMode }, 'ingest-grpc listening');
+    if (this.config.auth.devMode) {
+      this.logger.warn('FERRY_CLIENTS is unset: development mode, one client "dev" with token "dev-secret" and scope "*"');
+    }
+  }
+
+  private async checkHealth(): Promise<void> {
+    let status: 'SERVING' | 'NOT_SERVING' = 'SERVING';
+    try {
+      await Promise.all([this.redis.ping(), this.storage.check()]);
+    } catch (err) {
+      status = 'NOT_SERVING';
+      this.logger.warn({ err }, 'health check failed');
+    }
+    this.health.setStatus('', status);
+    this.health.setStatus(BYTESTREAM, status);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.healthTimer);
+    this.health.setStatus('', 'NOT_SERVING');
+    this.health.setStatus(BYTESTREAM, 'NOT_SERVING');
+    // Let in-flight streams finish (each commits what is durable when it ends), then force.
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 10_000);
+      force.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+}

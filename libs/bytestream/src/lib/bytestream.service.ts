@@ -1,0 +1,225 @@
+import type { Readable } from 'node:stream';
+import { Authenticator, Principal, Scopes } from '@ferry/auth';
+import type { CatalogObject } from '@ferry/catalog';
+import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
+import { nameTag } from '@ferry/redis';
+import { SHA256_EMPTY } from '@ferry/storage';
+import { Digests, UploadEngine, UploadWriter } from '@ferry/uploads';
+import { ResourceName, casObjectName, parseResourceName } from './resource-name';
+
+/** One WriteRequest as decoded (defaults filled in). */
+export interface WriteMessage {
+  resource_name: string;
+  write_offset: number;
+  finish_write: boolean;
+  data: Buffer;
+}
+
+export interface ReadResult {
+  /** Bytes of the requested range, in chunks of at most `READ_CHUNK_BYTES`. */
+  stream: Readable;
+  length: number;
+}
+
+export interface WriteStatus {
+  committed_size: number;
+  complete: boolean;
+}
+
+export const READ_CHUNK_BYTES = 2 * 1024 * 1024;
+
+export interface ByteStreamOptions {
+  maxNameBytes: number;
+}
+
+/**
+ * google.bytestream.ByteStream over the upload engine, independent of the transport.
+ *
+ * Naming: a generic resource name is the catalog object's name; a REAPI upload
+ * `[inst/]uploads/{uuid}/blobs/{sha256}/{size}` publishes the blob and the catalog object
+ * `blobs/{sha256}/{size}` (the name it is read back by with an empty instance).
+ *
+ * Immutability: writing a finished generic name again with identical content succeeds; with other
+ * content it fails with ALREADY_EXISTS and nothing changes.
+ */
+export class ByteStreamService {
+  constructor(
+    private readonly engine: UploadEngine,
+    private readonly auth: Authenticator,
+    private readonly options: ByteStreamOptions,
+  ) {}
+
+  private parse(name: string): ResourceName {
+    return parseResourceName(name, this.options.maxNameBytes);
+  }
+
+  /** Upload state lives under an id derived from the whole name (REAPI clients reuse uuids). */
+  static uploadId(name: string): string {
+    return `bs_${nameTag(name)}`;
+  }
+
+  async write(principal: Principal, messages: AsyncIterable<WriteMessage>): Promise<number> {
+    const it = messages[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done) throw new InvalidArgumentError('empty Write stream: the first request must carry resource_name');
+    const req = first.value;
+    if (!req.resource_name) throw new InvalidArgumentError('resource_name is required on the first WriteRequest');
+    const target = this.parse(req.resource_name);
+    this.auth.require(principal, Scopes.write(target.name));
+    if (target.kind === 'cas-download') {
+      throw new InvalidArgumentError('cannot write to a download name; write to {instance}/uploads/{uuid}/blobs/{hash}/{size}');
+    }
+    if (req.write_offset < 0) throw new InvalidArgumentError(`write_offset ${req.write_offset} is negative`);
+
+    if (target.kind === 'cas-upload') {
+      // The blob is already here (or empty): the upload is done before it starts.
+      if ((await this.engine.storage.blobSize(target.sha256)) === target.size) return target.size;
+    }
+
+    const uploadId = ByteStreamService.uploadId(req.resource_name);
+    let session = await this.engine.getSession(uploadId);
+    if (!session && target.kind === 'generic') {
+      const existing = await this.engine.catalog.get(target.name);
+      if (existing) {
+        if (req.write_offset === existing.size) return this.drainFinished(existing, req, it);
+        if (req.write_offset !== 0) {
+          throw new InvalidArgumentError(
+            `${target.name} is complete (${existing.size} bytes): write from offset 0 to verify identical content, or query its status`,
+          );
+        }
+      }
+    }
+    session ??= await this.engine.getOrCreateSession({
+      id: uploadId,
+      name: req.resource_name,
+      protocol: 'bytestream',
+      owner: principal.clientId,
+      attributes: target.kind === 'cas-upload' ? { sha256: target.sha256, size: String(target.size) } : {},
+    });
+    if (req.write_offset !== session.committed) {
+      throw new InvalidArgumentError(
+        `write_offset ${req.write_offset} does not match the committed size ${session.committed}; call QueryWriteStatus and resume from there`,
+      );
+    }
+    const small = req.finish_write && req.write_offset === 0;
+    const writer = await this.engine.openWriter(uploadId, small);
+    try {
+      return await this.stream(principal, target, req, it, writer);
+    } finally {
+      await writer.close();
+    }
+  }
+
+  private async stream(
+    principal: Principal,
+    target: Exclude<ResourceName, { kind: 'cas-download' }>,
+    first: WriteMessage,
+    rest: AsyncIterator<WriteMessage>,
+    writer: UploadWriter,
+  ): Promise<number> {
+    if (first.write_offset !== writer.committedSize) {
+      // Another writer moved the upload between our read of the session and taking the lease.
+      throw new InvalidArgumentError(
+        `write_offset ${first.write_offset} does not match the committed size ${writer.committedSize}; call QueryWriteStatus and resume from there`,
+      );
+    }
+    const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
+    let msg: WriteMessage = first;
+    let finished: CatalogObject | undefined;
+    for (;;) {
+      if (msg !== first) {
+        if (finished) throw new InvalidArgumentError('WriteRequest after finish_write=true');
+        if (msg.resource_name && msg.resource_name !== first.resource_name) {
+          throw new InvalidArgumentError('resource_name changed within the Write stream');
+        }
+        if (msg.write_offset !== writer.receivedSize) {
+          throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${writer.receivedSize})`);
+        }
+      }
+      if (msg.data.length > 0) {
+        if (declaredSize !== undefined && writer.receivedSize + msg.data.length > declaredSize) {
+          throw new InvalidArgumentError(`more data than the ${declaredSize} bytes the resource name declares`);
+        }
+        await writer.write(msg.data);
+      }
+      if (msg.finish_write) {
+        finished = await writer.finish(
+          target.kind === 'cas-upload' ? { size: target.size, sha256: target.sha256 } : {},
+          (size, digests) => this.describe(target, principal, size, digests),
+        );
+      }
+      const next = await rest.next();
+      if (next.done) break;
+      msg = next.value;
+    }
+    return finished ? finished.size : writer.flush();
+  }
+
+  /**
+   * A Write to a finished generic name at offset == its size: nothing more can be written; a
+   * finish (with no data) is an idempotent success.
+   */
+  private async drainFinished(existing: CatalogObject, first: WriteMessage, rest: AsyncIterator<WriteMessage>): Promise<number> {
+    for (let msg: WriteMessage | undefined = first; msg; ) {
+      if (msg.data.length > 0) throw new OutOfRangeError(`${existing.name} is complete; no data may follow its ${existing.size} bytes`);
+      const next = await rest.next();
+      msg = next.done ? undefined : next.value;
+    }
+    return existing.size;
+  }
+
+  private describe(target: ResourceName, principal: Principal, size: number, digests: Digests): CatalogObject {
+    return {
+      name: target.kind === 'generic' ? target.name : casObjectName(digests.sha256, size),
+      size,
+      ...digests,
+      contentType: 'application/octet-stream',
+      owner: principal.clientId,
+      project: target.kind === 'cas-upload' ? target.instance : '',
+      createdAt: new Date().toISOString(),
+      expires: null,
+      protocol: target.kind === 'generic' ? 'bytestream' : 'bytestream-cas',
+      blob: digests.sha256,
+    };
+  }
+
+  async read(principal: Principal, req: { resource_name: string; read_offset: number; read_limit: number }): Promise<ReadResult> {
+    const target = this.parse(req.resource_name);
+    this.auth.require(principal, Scopes.read(target.name));
+    if (req.read_offset < 0) throw new OutOfRangeError(`read_offset ${req.read_offset} is negative`);
+    if (req.read_limit < 0) throw new InvalidArgumentError(`read_limit ${req.read_limit} is negative`);
+    const { sha256, size } = await this.locate(target);
+    if (req.read_offset > size) throw new OutOfRangeError(`read_offset ${req.read_offset} is past the end (${size} bytes)`);
+    const end = req.read_limit > 0 ? Math.min(size, req.read_offset + req.read_limit) : size;
+    return { stream: this.engine.storage.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES), length: end - req.read_offset };
+  }
+
+  private async locate(target: ResourceName): Promise<{ sha256: string; size: number }> {
+    if (target.kind === 'cas-upload') throw new InvalidArgumentError('cannot read an upload name; read {instance}/blobs/{hash}/{size}');
+    if (target.kind === 'cas-download') {
+      if (target.sha256 === SHA256_EMPTY && target.size === 0) return { sha256: SHA256_EMPTY, size: 0 };
+      const size = await this.engine.storage.blobSize(target.sha256);
+      if (size !== target.size) throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
+      return { sha256: target.sha256, size };
+    }
+    const object = await this.engine.catalog.get(target.name);
+    if (!object) throw new NotFoundError(`${target.name} not found`);
+    return { sha256: object.blob, size: object.size };
+  }
+
+  async queryWriteStatus(principal: Principal, resourceName: string): Promise<WriteStatus> {
+    const target = this.parse(resourceName);
+    this.auth.require(principal, Scopes.write(target.name));
+    if (target.kind === 'cas-download') throw new InvalidArgumentError('QueryWriteStatus takes an upload name');
+    const session = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
+    if (session) return { committed_size: session.committed, complete: false };
+    if (target.kind === 'cas-upload') {
+      const size = await this.engine.storage.blobSize(target.sha256);
+      // Unknown REAPI uploads answer {0, false}, as remote caches do: clients then (re)start from 0.
+      return size === target.size ? { committed_size: size, complete: true } : { committed_size: 0, complete: false };
+    }
+    const object = await this.engine.catalog.get(target.name);
+    if (!object) throw new NotFoundError(`${target.name} not found`);
+    return { committed_size: object.size, complete: true };
+  }
+}

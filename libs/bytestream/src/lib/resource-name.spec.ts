@@ -1,0 +1,44 @@
+import { InvalidArgumentError } from '@ferry/errors';
+import { parseResourceName } from './resource-name';
+
+const H = 'ab'.repeat(32);
+const parse = (n: string) => parseResourceName(n, 1024);
+
+describe('parseResourceName', () => {
+  it('recognises REAPI upload names with and without instance and trailing metadata', () => {
+    expect(parse(`uploads/u1/blobs/${H}/42`)).toEqual({
+      kind: 'cas-upload', name: `uploads/u1/blobs/${H}/42`, instance: '', uuid: 'u1', sha256: H, size: 42,
+    });
+    expect(parse(`main/ci/uploads/u2/blobs/${H}/0/extra/meta`)).toMatchObject({ kind: 'cas-upload', instance: 'main/ci', uuid: 'u2', size: 0 });
+    expect(parse(`/uploads/u3/blobs/${H.toUpperCase()}/7`)).toMatchObject({ kind: 'cas-upload', instance: '', sha256: H });
+  });
+
+  it('recognises REAPI download names', () => {
+    expect(parse(`blobs/${H}/5`)).toEqual({ kind: 'cas-download', name: `blobs/${H}/5`, instance: '', sha256: H, size: 5 });
+    expect(parse(`inst/blobs/${H}/5`)).toMatchObject({ kind: 'cas-download', instance: 'inst' });
+  });
+
+  it('treats everything else as a generic name', () => {
+    expect(parse('builds/2026/app.tar.gz')).toEqual({ kind: 'generic', name: 'builds/2026/app.tar.gz' });
+    expect(parse(`blobs/${H}/5/more`)).toMatchObject({ kind: 'generic' });
+    expect(parse('blobs/nothex/5')).toMatchObject({ kind: 'generic' });
+    expect(parse('with space & ünïcode')).toMatchObject({ kind: 'generic' });
+  });
+
+  it.each([
+    ['', /required/],
+    ['a/../b', /"\.\."/],
+    ['..', /"\.\."/],
+    ['./a', /"\.\."/],
+    ['a\u0000b', /control character/],
+    ['a\nb', /control character/],
+    ['x'.repeat(10 * 1024), /longer than 1024 bytes/],
+    ['/abs/name', /empty segments/],
+    ['a//b', /empty segments/],
+    [`uploads/u/blobs/${'a'.repeat(40)}/3`, /unsupported digest function/],
+    [`compressed-blobs/zstd/${H}/3`, /compressed-blobs/],
+  ])('refuses %j', (name, message) => {
+    expect(() => parse(name)).toThrow(InvalidArgumentError);
+    expect(() => parse(name)).toThrow(message);
+  });
+});

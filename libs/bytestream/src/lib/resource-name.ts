@@ -1,0 +1,75 @@
+import { InvalidArgumentError } from '@ferry/errors';
+
+/**
+ * ByteStream resource names.
+ *
+ * Remote Execution API (Bazel remote caches), recognised first:
+ *   upload:   [{instance}/]uploads/{uuid}/blobs/{hash}/{size}[/{anything}]
+ *   download: [{instance}/]blobs/{hash}/{size}
+ * A leading "/" is tolerated. The digest function follows from the hash length; Ferry stores
+ * SHA-256 (64 hex digits). Every other name is a generic name: the catalog object's name.
+ */
+export type ResourceName =
+  | { kind: 'cas-upload'; name: string; instance: string; uuid: string; sha256: string; size: number }
+  | { kind: 'cas-download'; name: string; instance: string; sha256: string; size: number }
+  | { kind: 'generic'; name: string };
+
+const RESERVED_SEGMENTS = new Set(['blobs', 'uploads', 'compressed-blobs', 'actions', 'actionResults', 'operations', 'capabilities']);
+const HEX = /^[0-9a-fA-F]+$/;
+const DECIMAL = /^(0|[1-9][0-9]{0,15})$/;
+// C0 controls and DEL. NUL is the dangerous one, but no control character belongs in a name.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** The catalog name of a CAS blob: the name Bazel reads it by with an empty instance. */
+export function casObjectName(sha256: string, size: number): string {
+  return `blobs/${sha256}/${size}`;
+}
+
+export function parseResourceName(raw: string, maxBytes: number): ResourceName {
+  if (!raw) throw new InvalidArgumentError('resource_name is required');
+  if (Buffer.byteLength(raw, 'utf8') > maxBytes) {
+    throw new InvalidArgumentError(`resource_name is longer than ${maxBytes} bytes`);
+  }
+  if (CONTROL.test(raw)) throw new InvalidArgumentError('resource_name contains a control character');
+  const segments = (raw.startsWith('/') ? raw.slice(1) : raw).split('/');
+  if (segments.some((s) => s === '..' || s === '.')) {
+    throw new InvalidArgumentError('resource_name may not contain "." or ".." segments');
+  }
+  const reapi = parseReapi(segments);
+  if (reapi) return reapi;
+  if (raw.startsWith('/') || segments.some((s) => s === '')) {
+    throw new InvalidArgumentError('resource_name may not start with "/" or contain empty segments');
+  }
+  return { kind: 'generic', name: raw };
+}
+
+function parseReapi(segments: string[]): ResourceName | undefined {
+  const blobs = segments.indexOf('blobs');
+  const compressed = segments.indexOf('compressed-blobs');
+  if (compressed >= 0 && (blobs < 0 || compressed < blobs)) {
+    throw new InvalidArgumentError('compressed-blobs resource names are not supported; use uncompressed blobs/');
+  }
+  if (blobs < 0 || blobs + 2 >= segments.length) return undefined;
+  const hash = segments[blobs + 1];
+  const sizeText = segments[blobs + 2];
+  if (!HEX.test(hash) || !DECIMAL.test(sizeText)) return undefined;
+  const isUpload = blobs >= 2 && segments[blobs - 2] === 'uploads';
+  const instanceSegments = segments.slice(0, isUpload ? blobs - 2 : blobs);
+  // A download name ends at {size}; anything after it means this is not a REAPI name.
+  if (!isUpload && blobs + 3 !== segments.length) return undefined;
+  if (instanceSegments.some((s) => RESERVED_SEGMENTS.has(s) || s === '')) return undefined;
+  if (hash.length !== 64) {
+    throw new InvalidArgumentError(`unsupported digest function: hash of ${hash.length} hex digits (Ferry stores SHA-256)`);
+  }
+  const size = Number(sizeText);
+  const instance = instanceSegments.join('/');
+  const sha256 = hash.toLowerCase();
+  const name = segments.join('/');
+  if (isUpload) {
+    const uuid = segments[blobs - 1];
+    if (!uuid) throw new InvalidArgumentError('upload resource name has an empty uuid');
+    return { kind: 'cas-upload', name, instance, uuid, sha256, size };
+  }
+  return { kind: 'cas-download', name, instance, sha256, size };
+}

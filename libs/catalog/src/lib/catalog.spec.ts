@@ -1,0 +1,51 @@
+import { AlreadyExistsError } from '@ferry/errors';
+import { Redis, RedisKeys } from '@ferry/redis';
+import { TestRedis, startTestRedis } from '@ferry/testing';
+import { Catalog, CatalogObject } from './catalog';
+
+describe('Catalog (real Redis)', () => {
+  let server: TestRedis;
+  let redis: Redis;
+  let catalog: Catalog;
+
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+    catalog = new Catalog(redis, new RedisKeys(server.prefix));
+  });
+
+  afterAll(async () => {
+    await redis.quit();
+    await server.stop();
+  });
+
+  const obj = (name: string, sha: string): CatalogObject => ({
+    name, size: 3, sha256: sha, md5: 'm', crc32c: '00000000', contentType: 'application/octet-stream', owner: 'dev',
+    project: '', createdAt: '2026-01-01T00:00:00.000Z', expires: null, protocol: 'bytestream', blob: sha,
+  });
+
+  it('publishes once; identical content is idempotent, different content refused', async () => {
+    const a = obj('dir/a {weird} name', 'a'.repeat(64));
+    expect(await catalog.publish(a)).toEqual(a);
+    expect(await catalog.get(a.name)).toEqual(a);
+    expect(await catalog.publish({ ...a, createdAt: 'later' })).toEqual(a);
+    await expect(catalog.publish(obj(a.name, 'b'.repeat(64)))).rejects.toBeInstanceOf(AlreadyExistsError);
+    expect(await catalog.referencesOf('a'.repeat(64))).toEqual([a.name]);
+    expect(await catalog.referencesOf('b'.repeat(64))).toEqual([]);
+  });
+
+  it('lets only one of many concurrent publishers win', async () => {
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) => catalog.publish(obj('race', i.toString(16).repeat(64)))),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+  });
+
+  it('deletes objects and their blob reference', async () => {
+    const c = obj('gone', 'c'.repeat(64));
+    await catalog.publish(c);
+    await catalog.delete('gone');
+    expect(await catalog.get('gone')).toBeUndefined();
+    expect(await catalog.referencesOf('c'.repeat(64))).toEqual([]);
+  });
+});

@@ -1,0 +1,3 @@
+export * from './lib/core.module';
+export * from './lib/storage.factory';
+export * from './lib/tokens';

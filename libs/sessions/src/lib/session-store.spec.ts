@@ -1,0 +1,102 @@
+import { ConcurrentWriterError, NotFoundError } from '@ferry/errors';
+import { Redis, RedisKeys } from '@ferry/redis';
+import { TestRedis, startTestRedis } from '@ferry/testing';
+import { SessionStore } from './session-store';
+
+describe('SessionStore (real Redis)', () => {
+  let server: TestRedis;
+  let redis: Redis;
+  let keys: RedisKeys;
+  let store: SessionStore;
+  let n = 0;
+  const id = () => `s${n++}`;
+
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+    keys = new RedisKeys(server.prefix);
+    store = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 300 });
+  });
+
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  const init = (uid: string) => ({ id: uid, name: `name-${uid}`, protocol: 'bytestream', owner: 'dev', attributes: { a: '1' } });
+
+  it('creates once and returns the stored session afterwards', async () => {
+    const uid = id();
+    const first = await store.getOrCreate(init(uid));
+    expect(first).toMatchObject({ id: uid, committed: 0, state: 'open', attributes: { a: '1' } });
+    const again = await store.getOrCreate({ ...init(uid), name: 'other' });
+    expect(again.name).toBe(`name-${uid}`);
+    expect(await redis.pttl(keys.upload(uid))).toBeGreaterThan(60_000);
+  });
+
+  it('grants one lease at a time, with increasing fences', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const a = await store.acquireLease(uid);
+    await expect(store.acquireLease(uid)).rejects.toBeInstanceOf(ConcurrentWriterError);
+    await store.releaseLease(a);
+    const b = await store.acquireLease(uid);
+    expect(b.fence).toBe(a.fence + 1);
+    await store.releaseLease(b);
+  });
+
+  it('refuses a lease on an unknown upload', async () => {
+    await expect(store.acquireLease('missing')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('commits by compare-and-set and only under a live lease', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const lease = await store.acquireLease(uid);
+    await store.commit(lease, 0, 100);
+    await expect(store.commit(lease, 0, 200)).rejects.toThrow(/changed under the writer/);
+    expect((await store.get(uid))?.committed).toBe(100);
+    await new Promise((r) => setTimeout(r, 400)); // lease expires
+    await expect(store.commit(lease, 100, 200)).rejects.toThrow(/lease lost/);
+    const next = await store.acquireLease(uid);
+    expect(next.committed).toBe(100);
+    // the stale writer stays fenced out even though it knows the right committed size
+    await expect(store.commit(lease, 100, 300)).rejects.toBeInstanceOf(ConcurrentWriterError);
+    await store.commit(next, 100, 300);
+    await expect(store.renewLease(lease)).rejects.toBeInstanceOf(ConcurrentWriterError);
+    await store.renewLease(next);
+    await store.releaseLease(next);
+  });
+
+  it('records digests when publishing and forgets the session when finished', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const lease = await store.acquireLease(uid);
+    await store.markPublishing(lease, { sha256: 'aa', md5: 'bb', crc32c: 'cc' });
+    expect(await store.get(uid)).toMatchObject({ state: 'publishing', digests: { sha256: 'aa', md5: 'bb', crc32c: 'cc' } });
+    await store.finish(lease);
+    expect(await store.get(uid)).toBeUndefined();
+    expect(await redis.exists(keys.uploadLease(uid))).toBe(0);
+  });
+
+  it('expires idle sessions but never leased or recently active ones', async () => {
+    const idle = id();
+    const leased = id();
+    const fresh = id();
+    for (const u of [idle, leased, fresh]) await store.getOrCreate(init(u));
+    const lease = await store.acquireLease(leased);
+    const cutoff = Date.now() + 1;
+    await new Promise((r) => setTimeout(r, 5));
+    const later = await store.acquireLease(fresh); // activity after the cutoff
+    await store.releaseLease(later);
+    const candidates = await store.idleCandidates(cutoff, 100);
+    expect(candidates).toEqual(expect.arrayContaining([idle, leased]));
+    expect(candidates).not.toContain(fresh);
+    expect(await store.expireIfIdle(idle, cutoff)).toBe(true);
+    expect(await store.expireIfIdle(leased, cutoff)).toBe(false);
+    expect(await store.exists(idle)).toBe(false);
+    expect(await store.exists(leased)).toBe(true);
+    expect(await store.idleCandidates(cutoff, 100)).not.toContain(idle);
+    await store.releaseLease(lease);
+  });
+});

@@ -1,0 +1,198 @@
+import { randomBytes } from 'node:crypto';
+import { ConcurrentWriterError, InternalError, NotFoundError } from '@ferry/errors';
+import { Redis, RedisKeys } from '@ferry/redis';
+import * as scripts from './session.scripts';
+
+export type SessionState = 'open' | 'publishing';
+
+/** An upload in progress, as stored in Redis. */
+export interface UploadSession {
+  id: string;
+  /** The client-facing name (resource name, object name...). */
+  name: string;
+  protocol: string;
+  owner: string;
+  committed: number;
+  state: SessionState;
+  createdAt: number;
+  updatedAt: number;
+  /** Protocol-specific facts fixed at creation (expected size/digest, content type...). */
+  attributes: Record<string, string>;
+  /** Digests recorded when publishing began, so an interrupted publish can be completed. */
+  digests?: { sha256: string; md5: string; crc32c: string };
+}
+
+export interface NewSession {
+  id: string;
+  name: string;
+  protocol: string;
+  owner: string;
+  attributes?: Record<string, string>;
+}
+
+/** Proof of holding an upload's writer lease; `fence` grows with every acquisition. */
+export interface Lease {
+  uploadId: string;
+  token: string;
+  fence: number;
+  /** Committed size when the lease was taken. */
+  committed: number;
+}
+
+export interface SessionStoreOptions {
+  idleLifetimeMs: number;
+  leaseTtlMs: number;
+}
+
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+
+const SCRIPT_NAMES = ['create2', 'acquireLease2', 'renewLease2', 'releaseLease2', 'commit2', 'update2', 'finish2', 'expireIfIdle2'] as const;
+type ScriptName = (typeof SCRIPT_NAMES)[number];
+
+/**
+ * Upload sessions in Redis: creation, a writer lease with a fencing token, compare-and-set of the
+ * committed size, idle expiry. Stateless: any replica can serve any upload.
+ */
+export class SessionStore {
+  private readonly run: Record<ScriptName, ScriptFn>;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly options: SessionStoreOptions,
+  ) {
+    const run = {} as Record<ScriptName, ScriptFn>;
+    for (const name of SCRIPT_NAMES) {
+      const command = `ferrySession_${name}`;
+      if (!(command in redis)) redis.defineCommand(command, { numberOfKeys: 2, lua: scripts[name] });
+      const fn = (redis as unknown as Record<string, ScriptFn>)[command];
+      run[name] = (...args) => fn.call(redis, ...args);
+    }
+    this.run = run;
+  }
+
+  get leaseTtlMs(): number {
+    return this.options.leaseTtlMs;
+  }
+
+  private k(id: string): [string, string] {
+    return [this.keys.upload(id), this.keys.uploadLease(id)];
+  }
+
+  /** Retention of a session key in Redis: a safety net well past the expiry job's cutoff. */
+  private get keyTtlMs(): number {
+    return this.options.idleLifetimeMs * 2;
+  }
+
+  /** Creates the session unless it exists; returns the stored one either way. */
+  async getOrCreate(init: NewSession): Promise<UploadSession> {
+    const now = Date.now();
+    const fields: (string | number)[] = [
+      'name', init.name, 'protocol', init.protocol, 'owner', init.owner,
+      'committed', 0, 'state', 'open', 'createdAt', now, 'updatedAt', now, 'fence', 0,
+      'attributes', JSON.stringify(init.attributes ?? {}),
+    ];
+    const created = await this.run.create2(...this.k(init.id), this.keyTtlMs, ...fields);
+    if (created === 1) await this.touchIndex(init.id, now);
+    const session = await this.get(init.id);
+    if (!session) throw new InternalError(`session ${init.id} vanished after creation`);
+    return session;
+  }
+
+  async get(id: string): Promise<UploadSession | undefined> {
+    const h = await this.redis.hgetall(this.keys.upload(id));
+    if (!h['name']) return undefined;
+    return {
+      id,
+      name: h['name'],
+      protocol: h['protocol'],
+      owner: h['owner'],
+      committed: Number(h['committed']),
+      state: h['state'] as SessionState,
+      createdAt: Number(h['createdAt']),
+      updatedAt: Number(h['updatedAt']),
+      attributes: JSON.parse(h['attributes'] ?? '{}') as Record<string, string>,
+      digests: h['sha256'] ? { sha256: h['sha256'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+    };
+  }
+
+  /** Takes the writer lease, or throws ConcurrentWriterError (ABORTED) if someone holds it. */
+  async acquireLease(id: string): Promise<Lease> {
+    const holder = randomBytes(9).toString('base64url');
+    const now = Date.now();
+    const r = (await this.run.acquireLease2(...this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as
+      [number, string?];
+    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
+    if (r[0] === -2) throw new ConcurrentWriterError('another writer is active on this upload; retry later');
+    await this.touchIndex(id, now);
+    return { uploadId: id, fence: r[0], token: `${holder}:${r[0]}`, committed: Number(r[1]) };
+  }
+
+  /** Extends the lease; throws ConcurrentWriterError if it was lost. */
+  async renewLease(lease: Lease): Promise<void> {
+    const ok = await this.run.renewLease2(...this.k(lease.uploadId), lease.token, this.options.leaseTtlMs);
+    if (ok !== 1) throw new ConcurrentWriterError('writer lease lost; query the status and resume');
+  }
+
+  async releaseLease(lease: Lease): Promise<void> {
+    await this.run.releaseLease2(...this.k(lease.uploadId), lease.token);
+    await this.touchIndex(lease.uploadId, Date.now());
+  }
+
+  /** Moves the committed size from `expected` to `next` (also renews the lease). */
+  async commit(lease: Lease, expected: number, next: number): Promise<void> {
+    const r = await this.run.commit2(
+      ...this.k(lease.uploadId), lease.token, expected, next, Date.now(), this.keyTtlMs, this.options.leaseTtlMs,
+    );
+    this.check(r, lease);
+    if (r === -3) throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
+  }
+
+  /** Marks the session as publishing, recording the digests of its bytes. */
+  async markPublishing(lease: Lease, digests: { sha256: string; md5: string; crc32c: string }): Promise<void> {
+    const r = await this.run.update2(
+      ...this.k(lease.uploadId), lease.token, Date.now(),
+      'state', 'publishing', 'sha256', digests.sha256, 'md5', digests.md5, 'crc32c', digests.crc32c,
+    );
+    this.check(r, lease);
+  }
+
+  /** Removes a finished session (and its lease). */
+  async finish(lease: Lease): Promise<void> {
+    const r = await this.run.finish2(...this.k(lease.uploadId), lease.token);
+    this.check(r, lease);
+    await this.redis.zrem(this.keys.uploadsByActivity(), lease.uploadId);
+  }
+
+  private check(r: unknown, lease: Lease): void {
+    if (r === -1) throw new ConcurrentWriterError('writer lease lost; query the status and resume');
+    if (r === -2) throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
+  }
+
+  /** Ids of sessions whose recorded activity is older than `cutoffMs` (oldest first). */
+  async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.uploadsByActivity(), '-inf', cutoffMs, 'LIMIT', 0, limit);
+  }
+
+  /**
+   * Deletes a session idle since before `cutoffMs` and not leased. Returns true if the session is
+   * gone (deleted now or before), false if it is still active (its index entry is refreshed).
+   */
+  async expireIfIdle(id: string, cutoffMs: number): Promise<boolean> {
+    const r = await this.run.expireIfIdle2(...this.k(id), cutoffMs);
+    if (r === 1 || r === 0) {
+      await this.redis.zrem(this.keys.uploadsByActivity(), id);
+      return true;
+    }
+    await this.touchIndex(id, Array.isArray(r) ? Number(r[0]) : Date.now());
+    return false;
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.upload(id))) === 1;
+  }
+
+  private async touchIndex(id: string, atMs: number): Promise<void> {
+    await this.redis.zadd(this.keys.uploadsByActivity(), atMs, id);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Lua scripts of the session store. Each name ends with its number of keys (BullMQ's convention).
+ * KEYS[1] is always the upload hash and KEYS[2] its lease; both share the upload's hash tag.
+ * Lease values are `<holder>:<fence>`; the fence increases with every acquisition, so a writer that
+ * lost its lease can never commit, even if it still believes it holds it.
+ */
+
+/** ARGV: ttlMs, field, value, ... → 1 created, 0 existed. */
+export const create2 = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
+/** ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {fence, committed} | {-1} no session | {-2, current} held. */
+export const acquireLease2 = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local current = redis.call('GET', KEYS[2])
+if current then return {-2, current} end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {fence, redis.call('HGET', KEYS[1], 'committed')}`;
+
+/** ARGV: token, leaseTtlMs → 1 renewed, 0 lost. */
+export const renewLease2 = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1`;
+
+/** ARGV: token → 1 released, 0 not ours. */
+export const releaseLease2 = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+return 1`;
+
+/**
+ * Compare-and-set of the committed size, under the lease.
+ * ARGV: token, expected, next, nowMs, idleTtlMs, leaseTtlMs → 1 ok, -1 lease lost, -2 no session, -3 conflict.
+ */
+export const commit2 = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local committed = redis.call('HGET', KEYS[1], 'committed')
+if not committed then return -2 end
+if tonumber(committed) ~= tonumber(ARGV[2]) then return -3 end
+redis.call('HSET', KEYS[1], 'committed', ARGV[3], 'updatedAt', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 1`;
+
+/** Sets fields under the lease. ARGV: token, nowMs, field, value, ... → 1 ok, -1 lease lost, -2 no session. */
+export const update2 = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2], unpack(ARGV, 3))
+return 1`;
+
+/** Deletes the session under the lease. ARGV: token → 1 ok, -1 lease lost. */
+export const finish2 = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1`;
+
+/**
+ * Deletes a session idle since before the cutoff and not leased.
+ * ARGV: cutoffMs → 1 deleted, 0 gone already, {updatedAt} still active (or leased: -1).
+ */
+export const expireIfIdle2 = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0')
+if updated > tonumber(ARGV[1]) then return {updated} end
+redis.call('DEL', KEYS[1])
+return 1`;

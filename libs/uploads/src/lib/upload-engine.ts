@@ -1,0 +1,82 @@
+import { performance } from 'node:perf_hooks';
+import type { Catalog } from '@ferry/catalog';
+import { InternalError } from '@ferry/errors';
+import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
+import type { Storage } from '@ferry/storage';
+import { HashPool, InlineHasher, StreamHasher } from './hashing';
+import { UploadWriter, WriterOptions } from './upload-writer';
+
+export interface UploadEngineOptions {
+  fsyncBytes: number;
+  fsyncIntervalMs: number;
+  maxInFlightBytes?: number;
+}
+
+/**
+ * The upload engine every protocol face shares: sessions in Redis, bytes in staging, digests
+ * computed on the way, publication into blobs and the catalog.
+ */
+export class UploadEngine {
+  private readonly writerOptions: WriterOptions;
+
+  constructor(
+    readonly sessions: SessionStore,
+    readonly storage: Storage,
+    readonly catalog: Catalog,
+    private readonly hashPool: HashPool,
+    options: UploadEngineOptions,
+  ) {
+    this.writerOptions = {
+      fsyncBytes: options.fsyncBytes,
+      fsyncIntervalMs: options.fsyncIntervalMs,
+      maxInFlightBytes: options.maxInFlightBytes ?? 8 * 1024 * 1024,
+    };
+  }
+
+  getSession(id: string): Promise<UploadSession | undefined> {
+    return this.sessions.get(id);
+  }
+
+  getOrCreateSession(init: NewSession): Promise<UploadSession> {
+    return this.sessions.getOrCreate(init);
+  }
+
+  /**
+   * Becomes the single writer of an upload (ConcurrentWriterError if another one is active) and
+   * positions it at the committed size. A resumed upload re-hashes its committed prefix.
+   * @param small hint that the whole upload is one small message: hash inline instead of on a thread.
+   */
+  async openWriter(uploadId: string, small = false): Promise<UploadWriter> {
+    const takenAt = performance.now(); // before asking: the lease may start any time after this
+    const lease = await this.sessions.acquireLease(uploadId);
+    let hasher: StreamHasher | undefined;
+    let writer: UploadWriter;
+    try {
+      const session = await this.sessions.get(uploadId);
+      if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
+      session.committed = lease.committed;
+      const deps = { sessions: this.sessions, storage: this.storage, catalog: this.catalog };
+      if (session.state === 'publishing') {
+        return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
+      }
+      const staged = (await this.storage.stagingSize(uploadId)) ?? 0;
+      if (staged < lease.committed) {
+        throw new InternalError(`upload ${uploadId}: ${lease.committed} bytes committed but only ${staged} staged`);
+      }
+      hasher = small && lease.committed === 0 ? new InlineHasher() : this.hashPool.hasher();
+      const file = await this.storage.openStaging(uploadId, lease.committed);
+      writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
+    } catch (err) {
+      hasher?.dispose();
+      await this.sessions.releaseLease(lease).catch(() => undefined);
+      throw err;
+    }
+    try {
+      await writer.rehashCommittedPrefix();
+    } catch (err) {
+      await writer.close();
+      throw err;
+    }
+    return writer;
+  }
+}

@@ -1,0 +1,267 @@
+import { performance } from 'node:perf_hooks';
+import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
+import type { Lease, SessionStore, UploadSession } from '@ferry/sessions';
+import type { StagingFile, Storage } from '@ferry/storage';
+import type { Digests, StreamHasher } from './hashing';
+
+export interface WriterOptions {
+  fsyncBytes: number;
+  fsyncIntervalMs: number;
+  /** Bytes handed to the disk but not yet written before `write` waits. */
+  maxInFlightBytes: number;
+}
+
+/** What the protocol declared about the content before it arrived. */
+export interface Expectation {
+  size?: number;
+  sha256?: string;
+}
+
+export interface WriterDeps {
+  sessions: SessionStore;
+  storage: Storage;
+  catalog: Catalog;
+}
+
+/**
+ * The single writer of one upload, holding its lease. Bytes are hashed and written as they arrive;
+ * the committed size advances only after the bytes are durable (fsync in batches of `fsyncBytes`
+ * or every `fsyncIntervalMs`) and is moved in Redis by compare-and-set under the lease's fence.
+ * `finish` verifies and publishes atomically; `close` keeps whatever is durable for a later resume.
+ */
+export class UploadWriter {
+  private offset: number;
+  private committed: number;
+  private readonly pending = new Set<Promise<void>>();
+  private inFlight = 0;
+  private committing?: Promise<void>;
+  private failure?: unknown;
+  private lastCommitAt = performance.now();
+  private commitTimer?: NodeJS.Timeout;
+  private readonly renewTimer: NodeJS.Timeout;
+  /** Until then (performance.now() ms) our lease is certainly still ours. */
+  private leaseValidUntil: number;
+  private closed = false;
+
+  constructor(
+    private readonly deps: WriterDeps,
+    readonly session: UploadSession,
+    private readonly lease: Lease,
+    private readonly file: StagingFile | undefined,
+    private readonly hasher: StreamHasher | undefined,
+    private readonly options: WriterOptions,
+    leaseTakenAt: number,
+  ) {
+    this.offset = lease.committed;
+    this.committed = lease.committed;
+    this.leaseValidUntil = leaseTakenAt + this.safeLeaseMs;
+    this.renewTimer = setInterval(() => void this.renew().catch((err) => (this.failure ??= err)), this.deps.sessions.leaseTtlMs / 3);
+    this.renewTimer.unref();
+  }
+
+  /** Bytes received so far (the next expected offset). */
+  get receivedSize(): number {
+    return this.offset;
+  }
+
+  get committedSize(): number {
+    return this.committed;
+  }
+
+  /** True when a previous writer already verified the bytes and began publishing. */
+  get publishing(): boolean {
+    return this.session.state === 'publishing';
+  }
+
+  private get safeLeaseMs(): number {
+    return (this.deps.sessions.leaseTtlMs * 4) / 5;
+  }
+
+  private async renew(): Promise<void> {
+    if (this.closed) return;
+    const sentAt = performance.now();
+    await this.deps.sessions.renewLease(this.lease);
+    this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + this.safeLeaseMs);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new Error('writer is closed');
+  }
+
+  /**
+   * Digests cover the whole content, but a resumed writer starts mid-way: feed the committed
+   * prefix back through the hasher (the lease is renewed meanwhile).
+   */
+  async rehashCommittedPrefix(): Promise<void> {
+    if (!this.hasher || this.committed === 0) return;
+    for await (const chunk of this.deps.storage.readStaging(this.session.id, 0, this.committed)) {
+      this.throwIfFailed();
+      await this.hasher.update(chunk as Buffer);
+    }
+  }
+
+  /** Appends `chunk` at the current offset. Resolves when the writer can take more. */
+  async write(chunk: Buffer): Promise<void> {
+    this.throwIfFailed();
+    if (!this.file || !this.hasher) throw new InvalidArgumentError('upload is complete; no more data accepted');
+    // Never touch staging without a lease we know is live: a stale writer must not overwrite a successor's bytes.
+    if (performance.now() > this.leaseValidUntil) await this.renew();
+    const hashed = this.hasher.update(chunk);
+    const position = this.offset;
+    const length = chunk.length;
+    this.offset += length;
+    this.inFlight += length;
+    const written: Promise<void> = this.file.write(chunk, position).then(
+      () => {
+        this.inFlight -= length;
+        this.pending.delete(written);
+      },
+      (err: unknown) => {
+        this.inFlight -= length;
+        this.pending.delete(written);
+        this.failure ??= err;
+      },
+    );
+    this.pending.add(written);
+    if (hashed) await hashed;
+    while (this.inFlight > this.options.maxInFlightBytes && this.pending.size > 0) await Promise.race(this.pending);
+    this.throwIfFailed();
+    this.maybeCommit();
+  }
+
+  private maybeCommit(): void {
+    if (this.committing || this.closed || this.failure !== undefined) return;
+    const uncommitted = this.offset - this.committed;
+    if (uncommitted <= 0) return;
+    const elapsed = performance.now() - this.lastCommitAt;
+    if (uncommitted < this.options.fsyncBytes && elapsed < this.options.fsyncIntervalMs) {
+      this.commitTimer ??= setTimeout(() => {
+        this.commitTimer = undefined;
+        this.maybeCommit();
+      }, this.options.fsyncIntervalMs - elapsed);
+      return;
+    }
+    this.committing = this.commitNow()
+      .catch((err: unknown) => {
+        this.failure ??= err;
+      })
+      .finally(() => {
+        this.committing = undefined;
+        this.maybeCommit();
+      });
+  }
+
+  /** Makes every byte received so far durable, then moves the committed size to it. */
+  private async commitNow(): Promise<void> {
+    if (!this.file) return;
+    const target = this.offset;
+    const sentAt = performance.now();
+    await Promise.all([...this.pending]);
+    if (this.failure !== undefined) throw this.failure;
+    await this.file.sync();
+    await this.deps.sessions.commit(this.lease, this.committed, target);
+    this.committed = target;
+    this.lastCommitAt = performance.now();
+    this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + this.safeLeaseMs);
+  }
+
+  /** Waits until everything received is committed. */
+  async flush(): Promise<number> {
+    while (this.committing) await this.committing;
+    this.throwIfFailed();
+    if (this.offset > this.committed) await this.commitNow();
+    return this.committed;
+  }
+
+  /**
+   * Verifies the content against `expect` and publishes it: blob first (atomic rename), then the
+   * catalog entry built by `describe`, then the session is dropped. On a verification failure the
+   * staged bytes and the session are discarded (nothing is stored) and InvalidArgumentError thrown.
+   */
+  async finish(expect: Expectation, describe: (size: number, digests: Digests) => CatalogObject): Promise<CatalogObject> {
+    let digests: Digests;
+    let size: number;
+    if (this.publishing && this.session.digests) {
+      digests = this.session.digests;
+      size = this.committed;
+    } else {
+      size = await this.flush();
+      digests = await (this.hasher as StreamHasher).digest();
+      const mismatch = verify(expect, size, digests);
+      if (mismatch) {
+        await this.discard();
+        throw new InvalidArgumentError(mismatch);
+      }
+      await this.deps.sessions.markPublishing(this.lease, digests);
+      await this.file?.close();
+    }
+    this.stopTimers();
+    try {
+      await this.deps.storage.publishStaging(this.session.id, digests.sha256);
+    } catch (err) {
+      this.closed = true;
+      await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
+      throw err;
+    }
+    this.closed = true;
+    try {
+      const published = await this.deps.catalog.publish(describe(size, digests));
+      await this.deps.sessions.finish(this.lease);
+      return published;
+    } catch (err) {
+      // Immutable name taken by other content: this upload can never succeed, forget it.
+      // Anything else: keep the session (state publishing) so a retry completes the publish.
+      if (err instanceof AlreadyExistsError) await this.deps.sessions.finish(this.lease);
+      else await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Drops the staged bytes and the session: the upload is abandoned. */
+  private async discard(): Promise<void> {
+    this.stopTimers();
+    this.closed = true;
+    this.hasher?.dispose();
+    await this.file?.close();
+    await this.deps.storage.deleteStaging(this.session.id);
+    await this.deps.sessions.finish(this.lease);
+  }
+
+  /**
+   * Ends this writer without finishing the upload: commits what is durable-able (unless a failure
+   * makes the tail suspect), releases the lease, and returns the committed size.
+   */
+  async close(): Promise<number> {
+    if (this.closed) return this.committed;
+    try {
+      if (this.failure === undefined) await this.flush();
+    } catch {
+      // keep the last good committed size
+    }
+    this.closed = true;
+    this.stopTimers();
+    this.hasher?.dispose();
+    await Promise.allSettled([...this.pending]);
+    await this.file?.close().catch(() => undefined);
+    await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
+    return this.committed;
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.renewTimer);
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+  }
+}
+
+function verify(expect: Expectation, size: number, digests: Digests): string | undefined {
+  if (expect.size !== undefined && size !== expect.size) {
+    return `size mismatch: the resource name declares ${expect.size} bytes, ${size} were written`;
+  }
+  if (expect.sha256 !== undefined && digests.sha256 !== expect.sha256) {
+    return `digest mismatch: the resource name declares sha256 ${expect.sha256}, the content hashes to ${digests.sha256}`;
+  }
+  return undefined;
+}
