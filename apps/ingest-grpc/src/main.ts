@@ -1,10 +1,10 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import { ConfigError, loadConfig } from '@ferry/config';
+import { ConfigError, FerryConfig, loadConfig } from '@ferry/config';
 import { IngestModule } from './app/ingest.module';
 
 async function main(): Promise<void> {
-  let config;
+  let config: FerryConfig;
   try {
     config = loadConfig();
   } catch (err) {

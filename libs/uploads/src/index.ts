@@ -1,3 +1,4 @@
 export * from './lib/hashing';
 export * from './lib/upload-engine';
 export * from './lib/upload-writer';
+export * from './lib/upload-expiry';

@@ -1,0 +1,77 @@
+import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Job, Queue, Worker } from 'bullmq';
+import { Counter, Histogram } from 'prom-client';
+import type { FerryConfig } from '@ferry/config';
+import { FERRY_CONFIG, LOGGER } from '@ferry/core';
+import { EXPIRE_UPLOADS_SCHEDULER_ID, ExpireUploadsPayload, ExpireUploadsResult, JOBS, QUEUES } from '@ferry/jobs';
+import type { Logger } from '@ferry/logging';
+import { Redis, RedisKeys, createRedis } from '@ferry/redis';
+import { UploadExpiry } from '@ferry/uploads';
+
+const jobDuration = new Histogram({
+  name: 'ferry_job_duration_seconds',
+  help: 'Duration of worker jobs',
+  labelNames: ['queue', 'job', 'outcome'],
+});
+const expired = new Counter({ name: 'ferry_uploads_expired_total', help: 'Idle uploads removed by the expiry job' });
+
+/**
+ * The maintenance queue: a repeatable job (one scheduler per deployment, whatever the number of
+ * worker replicas) that expires idle uploads. Thin: the work is UploadExpiry's.
+ */
+@Injectable()
+export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicationShutdown {
+  private worker?: Worker<ExpireUploadsPayload, ExpireUploadsResult>;
+  private queue?: Queue<ExpireUploadsPayload, ExpireUploadsResult>;
+  /** BullMQ leaves connections it was given open: we close them after the worker and queue. */
+  private readonly connections: Redis[] = [];
+
+  constructor(
+    @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
+    private readonly keys: RedisKeys,
+    private readonly expiry: UploadExpiry,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    const prefix = this.keys.bullPrefix();
+    const producer = createRedis(this.config.redis.url, 'producer');
+    const consumer = createRedis(this.config.redis.url, 'worker');
+    this.connections.push(producer, consumer);
+    this.queue = new Queue(QUEUES.maintenance, { connection: producer, prefix });
+    await this.queue.upsertJobScheduler(
+      EXPIRE_UPLOADS_SCHEDULER_ID,
+      { every: this.config.worker.expireIntervalMs },
+      { name: JOBS.expireUploads, data: { batchSize: 500 }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+    );
+    this.worker = new Worker(QUEUES.maintenance, (job) => this.process(job), {
+      connection: consumer,
+      prefix,
+      concurrency: 1,
+    });
+    this.worker.on('failed', (job, err) => this.logger.error({ err, job: job?.name, id: job?.id }, 'job failed'));
+    this.logger.info({ intervalMs: this.config.worker.expireIntervalMs }, 'maintenance worker started');
+  }
+
+  private async process(job: Job<ExpireUploadsPayload, ExpireUploadsResult>): Promise<ExpireUploadsResult> {
+    const end = jobDuration.startTimer({ queue: QUEUES.maintenance, job: job.name });
+    try {
+      if (job.name !== JOBS.expireUploads) throw new Error(`unknown job ${job.name}`);
+      const report = await this.expiry.run(Date.now(), job.data.batchSize);
+      expired.inc(report.expiredSessions);
+      if (report.expiredSessions || report.removedStaging) this.logger.info(report, 'expired idle uploads');
+      end({ outcome: 'completed' });
+      return report;
+    } catch (err) {
+      end({ outcome: 'failed' });
+      throw err;
+    }
+  }
+
+  /** SIGTERM: stop taking jobs, let the running one finish, close connections. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.worker?.close();
+    await this.queue?.close();
+    await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
+  }
+}

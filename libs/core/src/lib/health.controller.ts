@@ -1,0 +1,37 @@
+import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { collectDefaultMetrics, register } from 'prom-client';
+import type { Redis } from '@ferry/redis';
+import type { Storage } from '@ferry/storage';
+import { REDIS, STORAGE } from './tokens';
+
+collectDefaultMetrics({ prefix: 'ferry_' });
+
+/** Liveness, readiness (Redis and storage reachable) and Prometheus metrics for every HTTP app. */
+@Controller()
+export class HealthController {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(STORAGE) private readonly storage: Storage,
+  ) {}
+
+  @Get('healthz')
+  @HttpCode(200)
+  healthz(): { status: 'ok' } {
+    return { status: 'ok' };
+  }
+
+  @Get('readyz')
+  async readyz(@Res() res: Response): Promise<void> {
+    const checks = await Promise.allSettled([this.redis.ping(), this.storage.check()]);
+    const [redis, storage] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : 'unavailable'));
+    const ready = redis === 'ok' && storage === 'ok';
+    res.status(ready ? 200 : 503).json(ready ? { status: 'ok', redis, storage } : { code: 'UNAVAILABLE', message: `redis: ${redis}, storage: ${storage}` });
+  }
+
+  @Get('metrics')
+  async metrics(@Res() res: Response): Promise<void> {
+    res.setHeader('Content-Type', register.contentType);
+    res.send(await register.metrics());
+  }
+}
