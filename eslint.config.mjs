@@ -40,7 +40,7 @@ const boundaries = (allowTesting) => [
 export default [
   ...nx.configs['flat/base'],
   ...nx.configs['flat/typescript'],
-  { ignores: ['**/dist', '**/node_modules', '**/generated/**', 'tmp/**', 'data/**', '**/jest.config.ts', '**/jest.*.config.ts', '**/webpack.config.js'] },
+  { ignores: ['**/__boundary_probe_*', '**/dist', '**/node_modules', '**/generated/**', 'tmp/**', 'data/**', '**/jest.config.ts', '**/jest.*.config.ts', '**/webpack.config.js'] },
   {
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },

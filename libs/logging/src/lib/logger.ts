@@ -1,10 +1,10 @@
-import pino, { Logger } from 'pino';
+import pino, { DestinationStream, Logger } from 'pino';
 
 export type { Logger } from 'pino';
 
 /** A structured JSON logger; secrets in request headers and metadata are redacted. */
-export function createLogger(app: string, level = 'info'): Logger {
-  return pino({
+export function createLogger(app: string, level = 'info', destination?: DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     name: app,
     level,
     base: { app, pid: process.pid },
@@ -13,5 +13,6 @@ export function createLogger(app: string, level = 'info'): Logger {
       censor: '[redacted]',
     },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
