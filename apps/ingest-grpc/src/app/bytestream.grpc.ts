@@ -20,6 +20,17 @@ import { toGrpcError } from './grpc-status';
 type AnyCall = { metadata: grpc.Metadata };
 
 /**
+ * grpc-js decodes one message each time its readable asks, and an object-mode readable asks until
+ * 16 messages are buffered: 32 MiB per stream with 2 MiB messages. Two is enough to keep the disk
+ * busy; the HTTP/2 window holds the rest back at the client. (Node reads the high-water mark from
+ * the stream state on every read, so lowering it after construction takes effect.)
+ */
+function limitReadAhead(stream: NodeJS.ReadableStream): void {
+  const state = (stream as unknown as { _readableState?: { highWaterMark: number } })._readableState;
+  if (state) state.highWaterMark = 2;
+}
+
+/**
  * grpc-js handlers for google.bytestream.ByteStream: authentication, backpressure and cancellation
  * on the raw streams, errors mapped to status codes. Protocol rules live in ByteStreamService.
  */
@@ -51,6 +62,7 @@ export class ByteStreamGrpc {
     // A cancelled call (client gone, deadline passed) must end the iteration instead of hanging it.
     const onCancel = () => call.destroy(new CancelledError('client cancelled the Write'));
     call.once('cancelled', onCancel);
+    limitReadAhead(call);
     try {
       const principal = this.principal(call);
       const committed = await this.service.write(principal, call as AsyncIterable<WriteMessage>);

@@ -1,3 +1,4 @@
+import type * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
@@ -55,12 +56,36 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
     this.boundPort = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
     );
+    this.tuneHttp2();
     await this.checkHealth();
     this.healthTimer = setInterval(() => void this.checkHealth(), 5000);
     this.healthTimer.unref();
     this.logger.info({ address: `${this.config.host}:${this.boundPort}`, devMode: this.config.auth.devMode }, 'ingest-grpc listening');
     if (this.config.auth.devMode) {
       this.logger.warn('FERRY_CLIENTS is unset: development mode, one client "dev" with token "dev-secret" and scope "*"');
+    }
+  }
+
+  /**
+   * grpc-js leaves HTTP/2 at its defaults: 64 KiB flow-control windows and 16 KiB frames, so a
+   * 2 MiB message arrives as 128 frames, each a trip into JavaScript, and the sender stalls on
+   * window updates. Bulk uploads want large windows and frames. grpc-js has no option for the
+   * server side, so we reach its http2 servers (a private field of the pinned version; a test
+   * asserts the settings reach clients) and use Node's public http2 API on them.
+   */
+  private tuneHttp2(): void {
+    const window = this.config.grpc.flowControlWindowBytes;
+    if (window <= 65_535) return;
+    const servers = (this.server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
+    if (!servers) {
+      this.logger.warn('cannot tune HTTP/2 windows: grpc-js internals changed');
+      return;
+    }
+    for (const http2Server of servers.keys()) {
+      http2Server.updateSettings({ initialWindowSize: window, maxFrameSize: Math.min(window, 1024 * 1024) });
+      http2Server.on('session', (session: http2.ServerHttp2Session) => {
+        session.once('localSettings', () => session.setLocalWindowSize(window));
+      });
     }
   }
 

@@ -30,7 +30,11 @@ export interface FerryConfig {
     /** Longest accepted resource/object name, in UTF-8 bytes. */
     maxNameBytes: number;
   };
-  grpc: { maxMessageBytes: number };
+  grpc: {
+    maxMessageBytes: number;
+    /** HTTP/2 flow-control window (per stream and per connection) of the gRPC server. */
+    flowControlWindowBytes: number;
+  };
   worker: { expireIntervalMs: number; concurrency: number };
   auth: { clients: ClientConfig[]; devMode: boolean };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -88,6 +92,7 @@ const envSchema = z.object({
   FERRY_FSYNC_INTERVAL_MS: z.coerce.number().int().min(1).default(50),
   FERRY_MAX_NAME_BYTES: z.coerce.number().int().min(64).max(8192).default(1024),
   FERRY_GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(4 * 1024 * 1024).default(16 * 1024 * 1024),
+  FERRY_GRPC_WINDOW_BYTES: z.coerce.number().int().min(65_535).max(2 ** 31 - 1).default(8 * 1024 * 1024),
   FERRY_EXPIRE_INTERVAL_MS: positiveInt.default(60_000),
   FERRY_WORKER_CONCURRENCY: positiveInt.default(2),
   FERRY_CLIENTS: z.string().optional(),
@@ -170,7 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
       fsyncIntervalMs: e.FERRY_FSYNC_INTERVAL_MS,
       maxNameBytes: e.FERRY_MAX_NAME_BYTES,
     },
-    grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES },
+    grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES, flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES },
     worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY },
     auth: { clients: clients ?? [DEV_CLIENT], devMode },
     logLevel: e.FERRY_LOG_LEVEL,

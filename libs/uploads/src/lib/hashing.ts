@@ -12,7 +12,11 @@ export interface Digests {
 
 /** Computes sha256, md5 and crc32c of a byte stream fed in order. */
 export interface StreamHasher {
-  /** Feeds the next chunk; resolves when the hasher can take more (backpressure). */
+  /**
+   * Feeds the next chunk; resolves when the hasher can take more (backpressure).
+   * Takes ownership of `chunk`: the caller must not use it afterwards (its memory may move to
+   * another thread).
+   */
   update(chunk: Buffer): Promise<void> | void;
   digest(): Promise<Digests>;
   /** Frees resources without producing a digest. */
@@ -92,7 +96,7 @@ export class HashPool {
   /** @param maxOutstandingBytes bytes a stream may have queued at its worker before `update` waits. */
   constructor(
     size = Math.max(1, Math.min(4, availableParallelism() - 1)),
-    private readonly maxOutstandingBytes = 16 * 1024 * 1024,
+    private readonly maxOutstandingBytes = 8 * 1024 * 1024,
   ) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(WORKER_SOURCE, { eval: true, name: `ferry-hash-${i}` });
@@ -129,10 +133,12 @@ export class HashPool {
         if (done) throw new Error('hasher already finished');
         crc = crc32c(chunk, crc);
         stream.outstanding += chunk.length;
-        // One copy into a buffer of its own, transferred (not cloned) to the worker: cloning a view
-        // would copy its whole underlying ArrayBuffer, which may be far larger than the chunk.
-        const copy = new Uint8Array(chunk);
-        worker.postMessage({ op: 'update', id, data: copy }, [copy.buffer]);
+        // The chunk is ours (StreamHasher contract). If it is the only view of its own ArrayBuffer
+        // (a gRPC message, a file read), hand the memory to the worker without copying; otherwise
+        // (a slice of a shared buffer) transfer a copy. Cloning would copy the whole ArrayBuffer.
+        const exclusive = chunk.length >= 64 * 1024 && chunk.buffer.byteLength - chunk.length <= 4096;
+        const data = exclusive ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length) : new Uint8Array(chunk);
+        worker.postMessage({ op: 'update', id, data }, [data.buffer as ArrayBuffer]);
         if (stream.outstanding <= this.maxOutstandingBytes) return;
         return new Promise<void>((resolve) => stream.waiters.push(resolve));
       },

@@ -33,9 +33,11 @@ export interface WriterDeps {
 export class UploadWriter {
   private offset: number;
   private committed: number;
+  /** Chunks written or hashing, not yet both. */
   private readonly pending = new Set<Promise<void>>();
+  private hashedSoFar: Promise<unknown> = Promise.resolve();
   private inFlight = 0;
-  private committing?: Promise<void>;
+  private commitRunning?: Promise<void>;
   private failure?: unknown;
   private lastCommitAt = performance.now();
   private commitTimer?: NodeJS.Timeout;
@@ -102,37 +104,45 @@ export class UploadWriter {
     }
   }
 
-  /** Appends `chunk` at the current offset. Resolves when the writer can take more. */
+  /**
+   * Appends `chunk` at the current offset and resolves when the writer can take more. Takes
+   * ownership of `chunk`: once the bytes are written it goes to the hasher, which may move its
+   * memory to another thread, so the caller must not touch it afterwards.
+   */
   async write(chunk: Buffer): Promise<void> {
     this.throwIfFailed();
-    if (!this.file || !this.hasher) throw new InvalidArgumentError('upload is complete; no more data accepted');
+    const hasher = this.hasher;
+    if (!this.file || !hasher) throw new InvalidArgumentError('upload is complete; no more data accepted');
     // Never touch staging without a lease we know is live: a stale writer must not overwrite a successor's bytes.
     if (performance.now() > this.leaseValidUntil) await this.renew();
-    const hashed = this.hasher.update(chunk);
     const position = this.offset;
     const length = chunk.length;
     this.offset += length;
     this.inFlight += length;
-    const written: Promise<void> = this.file.write(chunk, position).then(
-      () => {
-        this.inFlight -= length;
-        this.pending.delete(written);
-      },
-      (err: unknown) => {
-        this.inFlight -= length;
-        this.pending.delete(written);
-        this.failure ??= err;
-      },
-    );
-    this.pending.add(written);
-    if (hashed) await hashed;
+    const written = this.file.write(chunk, position);
+    // Hash in order, each chunk after its bytes are on their way to disk (see the ownership note).
+    const done: Promise<void> = Promise.all([written, this.hashedSoFar])
+      .then(() => hasher.update(chunk))
+      .then(
+        () => {
+          this.inFlight -= length;
+          this.pending.delete(done);
+        },
+        (err: unknown) => {
+          this.inFlight -= length;
+          this.pending.delete(done);
+          this.failure ??= err;
+        },
+      );
+    this.hashedSoFar = done;
+    this.pending.add(done);
     while (this.inFlight > this.options.maxInFlightBytes && this.pending.size > 0) await Promise.race(this.pending);
     this.throwIfFailed();
     this.maybeCommit();
   }
 
   private maybeCommit(): void {
-    if (this.committing || this.closed || this.failure !== undefined) return;
+    if (this.commitRunning || this.closed || this.failure !== undefined) return;
     const uncommitted = this.offset - this.committed;
     if (uncommitted <= 0) return;
     const elapsed = performance.now() - this.lastCommitAt;
@@ -143,24 +153,34 @@ export class UploadWriter {
       }, this.options.fsyncIntervalMs - elapsed);
       return;
     }
-    this.committing = this.commitNow()
-      .catch((err: unknown) => {
+    this.commit().then(
+      () => this.maybeCommit(),
+      (err: unknown) => {
         this.failure ??= err;
-      })
-      .finally(() => {
-        this.committing = undefined;
-        this.maybeCommit();
-      });
+      },
+    );
+  }
+
+  /** Commits everything received so far; one commit at a time (they compare-and-set in order). */
+  private async commit(): Promise<void> {
+    while (this.commitRunning) await this.commitRunning.catch(() => undefined);
+    if (this.offset <= this.committed || !this.file) return;
+    const run = this.commitNow(this.file);
+    this.commitRunning = run;
+    try {
+      await run;
+    } finally {
+      if (this.commitRunning === run) this.commitRunning = undefined;
+    }
   }
 
   /** Makes every byte received so far durable, then moves the committed size to it. */
-  private async commitNow(): Promise<void> {
-    if (!this.file) return;
+  private async commitNow(file: StagingFile): Promise<void> {
     const target = this.offset;
     const sentAt = performance.now();
     await Promise.all([...this.pending]);
     if (this.failure !== undefined) throw this.failure;
-    await this.file.sync();
+    await file.sync();
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
     this.lastCommitAt = performance.now();
@@ -169,9 +189,8 @@ export class UploadWriter {
 
   /** Waits until everything received is committed. */
   async flush(): Promise<number> {
-    while (this.committing) await this.committing;
+    await this.commit();
     this.throwIfFailed();
-    if (this.offset > this.committed) await this.commitNow();
     return this.committed;
   }
 

@@ -1,0 +1,114 @@
+import { createHash } from 'node:crypto';
+import { Catalog } from '@ferry/catalog';
+import { ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
+import { Redis, RedisKeys } from '@ferry/redis';
+import { SessionStore } from '@ferry/sessions';
+import { FsStorage } from '@ferry/storage';
+import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
+import { HashPool } from './hashing';
+import { UploadEngine } from './upload-engine';
+
+const KiB = 1024;
+
+describe('UploadWriter (real Redis and disk)', () => {
+  let server: TestRedis;
+  let redis: Redis;
+  let keys: RedisKeys;
+  let dir: TempDir;
+  let sessions: SessionStore;
+  let storage: FsStorage;
+  let catalog: Catalog;
+  let pool: HashPool;
+  let engine: UploadEngine;
+  let n = 0;
+
+  beforeAll(async () => {
+    server = await startTestRedis();
+    redis = new Redis(server.url);
+    keys = new RedisKeys(server.prefix);
+    dir = tempDir('ferry-writer');
+    sessions = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });
+    storage = new FsStorage(dir.path);
+    catalog = new Catalog(redis, keys);
+    pool = new HashPool(1, 256 * KiB);
+    // tiny batches and intervals so timer commits and explicit flushes interleave
+    engine = new UploadEngine(sessions, storage, catalog, pool, { fsyncBytes: 64 * KiB, fsyncIntervalMs: 1, maxInFlightBytes: 128 * KiB });
+  });
+
+  afterAll(async () => {
+    await pool.close();
+    await redis.quit();
+    await server.stop();
+    dir.remove();
+  });
+
+  async function newUpload(): Promise<string> {
+    const id = `w${n++}`;
+    await engine.getOrCreateSession({ id, name: `obj-${id}`, protocol: 'test', owner: 'dev' });
+    return id;
+  }
+
+  const describeObject = (id: string) => (size: number, d: { sha256: string; md5: string; crc32c: string }) => ({
+    name: `obj-${id}`, size, ...d, contentType: 'application/octet-stream', owner: 'dev', project: '',
+    createdAt: new Date().toISOString(), expires: null, protocol: 'test', blob: d.sha256,
+  });
+
+  it('commits only durable bytes, in order, while timer commits and flushes interleave', async () => {
+    const id = await newUpload();
+    const data = patternBytes(3 * 1024 * KiB, 5);
+    const writer = await engine.openWriter(id);
+    const observed: number[] = [];
+    for (let off = 0; off < data.length; off += 48 * KiB) {
+      await writer.write(Buffer.from(data.subarray(off, off + 48 * KiB)));
+      if (off % (480 * KiB) === 0) await writer.flush();
+      const s = await sessions.get(id);
+      observed.push(s?.committed ?? -1);
+      expect(await storage.stagingSize(id)).toBeGreaterThanOrEqual(s?.committed ?? 0);
+    }
+    expect(observed).toEqual([...observed].sort((a, b) => a - b)); // never decreases
+    const object = await writer.finish({}, describeObject(id));
+    expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
+    expect(object.size).toBe(data.length);
+  });
+
+  it('produces whole-content digests after a resume (the committed prefix is re-hashed)', async () => {
+    const id = await newUpload();
+    const data = patternBytes(700 * KiB, 6);
+    const first = await engine.openWriter(id);
+    await first.write(Buffer.from(data.subarray(0, 300 * KiB)));
+    expect(await first.close()).toBe(300 * KiB);
+    const second = await engine.openWriter(id);
+    expect(second.committedSize).toBe(300 * KiB);
+    await second.write(Buffer.from(data.subarray(300 * KiB)));
+    const object = await second.finish({ size: data.length }, describeObject(id));
+    expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+  });
+
+  it('fences out a writer whose lease was lost: it can neither commit nor keep writing', async () => {
+    const id = await newUpload();
+    const writer = await engine.openWriter(id);
+    await writer.write(Buffer.from(patternBytes(100 * KiB, 7)));
+    await writer.flush();
+    await redis.del(keys.uploadLease(id)); // the lease vanishes (expired while the writer stalled)
+    const usurper = await sessions.acquireLease(id);
+    await expect(async () => {
+      for (let i = 0; i < 20; i++) {
+        await writer.write(Buffer.from(patternBytes(64 * KiB, 8)));
+        await writer.flush();
+      }
+    }).rejects.toBeInstanceOf(ConcurrentWriterError);
+    expect((await sessions.get(id))?.committed).toBe(100 * KiB);
+    await writer.close();
+    await sessions.releaseLease(usurper);
+  });
+
+  it('discards everything on a failed verification', async () => {
+    const id = await newUpload();
+    const writer = await engine.openWriter(id);
+    await writer.write(Buffer.from('hello'));
+    await expect(writer.finish({ sha256: 'f'.repeat(64) }, describeObject(id))).rejects.toBeInstanceOf(InvalidArgumentError);
+    expect(await sessions.get(id)).toBeUndefined();
+    expect(await storage.stagingSize(id)).toBeUndefined();
+  });
+});
