@@ -318,7 +318,11 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(10_000, 54);
       const sha = sha256Hex(data);
       await expectCode(uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
-      await expectCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /more data than/);
+      await expectCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
+      // streamed in several messages, the excess is refused as soon as it arrives
+      const streamed = chunkedRequests(`uploads/s3/blobs/${sha}/${data.length - 1}`, data, { chunk: 4096 });
+      await expectCode(writeRequests(h.client, streamed), grpc.status.INVALID_ARGUMENT, /more data than/);
+      expect(await queryWriteStatus(h.client, `uploads/s3/blobs/${sha}/${data.length - 1}`)).toEqual({ committed_size: 0, complete: false });
       expect(blobFiles()).not.toContain(sha);
     });
 

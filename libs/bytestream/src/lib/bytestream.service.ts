@@ -4,7 +4,7 @@ import type { CatalogObject } from '@ferry/catalog';
 import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
 import { nameTag } from '@ferry/redis';
 import { SHA256_EMPTY } from '@ferry/storage';
-import { Digests, UploadEngine, UploadWriter } from '@ferry/uploads';
+import { Digests, Expectation, UploadEngine, UploadWriter } from '@ferry/uploads';
 import { ResourceName, casObjectName, parseResourceName } from './resource-name';
 
 /** One WriteRequest as decoded (defaults filled in). */
@@ -89,6 +89,15 @@ export class ByteStreamService {
         }
       }
     }
+    if (!session && req.finish_write && req.write_offset === 0) {
+      // The whole upload is this one message: anything after it is an error, and then nothing is
+      // published. Otherwise store and publish it in one step, without a resumable session.
+      if (!(await it.next()).done) throw new InvalidArgumentError('WriteRequest after finish_write=true');
+      const object = await this.engine.publishWhole(req.data, this.expectation(target), (size, digests) =>
+        this.describe(target, principal, size, digests),
+      );
+      return object.size;
+    }
     session ??= await this.engine.getOrCreateSession({
       id: uploadId,
       name: req.resource_name,
@@ -101,8 +110,7 @@ export class ByteStreamService {
         `write_offset ${req.write_offset} does not match the committed size ${session.committed}; call QueryWriteStatus and resume from there`,
       );
     }
-    const small = req.finish_write && req.write_offset === 0;
-    const writer = await this.engine.openWriter(uploadId, small);
+    const writer = await this.engine.openWriter(uploadId);
     try {
       return await this.stream(principal, target, req, it, writer);
     } finally {
@@ -138,15 +146,13 @@ export class ByteStreamService {
       }
       if (msg.data.length > 0) {
         if (declaredSize !== undefined && writer.receivedSize + msg.data.length > declaredSize) {
+          await writer.abandon(); // this content can never match its name: keep nothing
           throw new InvalidArgumentError(`more data than the ${declaredSize} bytes the resource name declares`);
         }
         await writer.write(msg.data);
       }
       if (msg.finish_write) {
-        finished = await writer.finish(
-          target.kind === 'cas-upload' ? { size: target.size, sha256: target.sha256 } : {},
-          (size, digests) => this.describe(target, principal, size, digests),
-        );
+        finished = await writer.finish(this.expectation(target), (size, digests) => this.describe(target, principal, size, digests));
       }
       const next = await rest.next();
       if (next.done) break;
@@ -166,6 +172,10 @@ export class ByteStreamService {
       msg = next.done ? undefined : next.value;
     }
     return existing.size;
+  }
+
+  private expectation(target: ResourceName): Expectation {
+    return target.kind === 'cas-upload' ? { size: target.size, sha256: target.sha256 } : {};
   }
 
   private describe(target: ResourceName, principal: Principal, size: number, digests: Digests): CatalogObject {

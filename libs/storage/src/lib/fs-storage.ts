@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -102,6 +103,27 @@ export class FsStorage implements Storage {
     await rename(from, to);
     await syncDir(dirname(to));
     await syncDir(this.stagingDir);
+  }
+
+  async putBlob(data: Buffer, sha256: string): Promise<void> {
+    const to = this.blobPath(sha256);
+    if (sha256 === SHA256_EMPTY || (await sizeOf(to)) !== undefined) return;
+    await this.prepare();
+    // A private temporary name in staging (same filesystem), never visible as a blob until renamed.
+    const tmp = join(this.stagingDir, `put-${randomBytes(12).toString('hex')}`);
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.datasync();
+    } catch (err) {
+      await fh.close();
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await mkdir(dirname(to), { recursive: true });
+    await rename(tmp, to);
+    await syncDir(dirname(to));
   }
 
   async blobSize(sha256: string): Promise<number | undefined> {

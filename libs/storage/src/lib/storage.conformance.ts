@@ -62,6 +62,18 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
       expect(await storage.blobSize(digest)).toBeUndefined();
     });
 
+    it('stores a whole blob in one step, idempotently', async () => {
+      const data = randomBytes(5000);
+      const digest = sha(data);
+      await storage.putBlob(data, digest);
+      await storage.putBlob(data, digest);
+      expect(await storage.blobSize(digest)).toBe(5000);
+      expect(await collect(storage.readBlob(digest, 0, 5000))).toEqual(data);
+      const leftovers = [];
+      for await (const e of storage.listStaging()) leftovers.push(e);
+      expect(leftovers).toEqual([]);
+    });
+
     it('refuses to publish an upload that has no staged bytes', async () => {
       await expect(storage.publishStaging('nothing', 'a'.repeat(64))).rejects.toThrow(/no staged bytes/);
     });

@@ -39,6 +39,11 @@ export interface Storage {
    * staging object is simply removed (same digest, same bytes).
    */
   publishStaging(uploadId: string, sha256: string): Promise<void>;
+  /**
+   * Stores `data` as the blob `sha256` (which the caller computed), atomically and durably, in one
+   * step: for uploads small enough to arrive whole. Idempotent.
+   */
+  putBlob(data: Buffer, sha256: string): Promise<void>;
   /** Size of a published blob, or undefined if absent. */
   blobSize(sha256: string): Promise<number | undefined>;
   /** Streams `[start, end)` of a blob in chunks of at most `chunkSize` bytes. */

@@ -1,10 +1,10 @@
 import { performance } from 'node:perf_hooks';
-import type { Catalog } from '@ferry/catalog';
-import { InternalError } from '@ferry/errors';
+import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { HashPool, InlineHasher, StreamHasher } from './hashing';
-import { UploadWriter, WriterOptions } from './upload-writer';
+import { Digests, HashPool, InlineHasher, StreamHasher } from './hashing';
+import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
 export interface UploadEngineOptions {
   fsyncBytes: number;
@@ -42,11 +42,29 @@ export class UploadEngine {
   }
 
   /**
+   * Publishes an upload that arrived whole in one message (the common case for small blobs): no
+   * session, no staging, no lease; verify, store the blob durably, publish the catalog entry.
+   * Verification happens before anything touches storage.
+   */
+  async publishWhole(
+    data: Buffer,
+    expect: Expectation,
+    describe: (size: number, digests: Digests) => CatalogObject,
+  ): Promise<CatalogObject> {
+    const hasher = new InlineHasher();
+    hasher.update(data);
+    const digests = await hasher.digest();
+    const mismatch = verifyContent(expect, data.length, digests);
+    if (mismatch) throw new InvalidArgumentError(mismatch);
+    await this.storage.putBlob(data, digests.sha256);
+    return this.catalog.publish(describe(data.length, digests));
+  }
+
+  /**
    * Becomes the single writer of an upload (ConcurrentWriterError if another one is active) and
    * positions it at the committed size. A resumed upload re-hashes its committed prefix.
-   * @param small hint that the whole upload is one small message: hash inline instead of on a thread.
    */
-  async openWriter(uploadId: string, small = false): Promise<UploadWriter> {
+  async openWriter(uploadId: string): Promise<UploadWriter> {
     const takenAt = performance.now(); // before asking: the lease may start any time after this
     const lease = await this.sessions.acquireLease(uploadId);
     let hasher: StreamHasher | undefined;
@@ -63,7 +81,7 @@ export class UploadEngine {
       if (staged < lease.committed) {
         throw new InternalError(`upload ${uploadId}: ${lease.committed} bytes committed but only ${staged} staged`);
       }
-      hasher = small && lease.committed === 0 ? new InlineHasher() : this.hashPool.hasher();
+      hasher = this.hashPool.hasher();
       const file = await this.storage.openStaging(uploadId, lease.committed);
       writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
     } catch (err) {

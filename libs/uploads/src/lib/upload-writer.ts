@@ -208,9 +208,9 @@ export class UploadWriter {
     } else {
       size = await this.flush();
       digests = await (this.hasher as StreamHasher).digest();
-      const mismatch = verify(expect, size, digests);
+      const mismatch = verifyContent(expect, size, digests);
       if (mismatch) {
-        await this.discard();
+        await this.abandon();
         throw new InvalidArgumentError(mismatch);
       }
       await this.deps.sessions.markPublishing(this.lease, digests);
@@ -238,10 +238,12 @@ export class UploadWriter {
     }
   }
 
-  /** Drops the staged bytes and the session: the upload is abandoned. */
-  private async discard(): Promise<void> {
+  /** Drops the staged bytes and the session: the upload can never succeed. */
+  async abandon(): Promise<void> {
+    if (this.closed) return;
     this.stopTimers();
     this.closed = true;
+    await Promise.allSettled([...this.pending]);
     this.hasher?.dispose();
     await this.file?.close();
     await this.deps.storage.deleteStaging(this.session.id);
@@ -261,8 +263,8 @@ export class UploadWriter {
     }
     this.closed = true;
     this.stopTimers();
-    this.hasher?.dispose();
     await Promise.allSettled([...this.pending]);
+    this.hasher?.dispose();
     await this.file?.close().catch(() => undefined);
     await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
     return this.committed;
@@ -275,7 +277,8 @@ export class UploadWriter {
   }
 }
 
-function verify(expect: Expectation, size: number, digests: Digests): string | undefined {
+/** Why the content does not match what was declared, or undefined when it does. */
+export function verifyContent(expect: Expectation, size: number, digests: Digests): string | undefined {
   if (expect.size !== undefined && size !== expect.size) {
     return `size mismatch: the resource name declares ${expect.size} bytes, ${size} were written`;
   }
