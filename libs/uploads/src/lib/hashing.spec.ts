@@ -1,0 +1,43 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
+import { HashPool, InlineHasher, crc32cHex } from './hashing';
+
+describe('hashing', () => {
+  const data = randomBytes(3 * 1024 * 1024 + 17);
+  const expected = {
+    sha256: createHash('sha256').update(data).digest('hex'),
+    md5: createHash('md5').update(data).digest('hex'),
+    crc32c: crc32cHex(crc32c(data)),
+  };
+
+  it('InlineHasher digests a stream fed in pieces', async () => {
+    const h = new InlineHasher();
+    for (let i = 0; i < data.length; i += 100_000) h.update(data.subarray(i, i + 100_000));
+    expect(await h.digest()).toEqual(expected);
+  });
+
+  it('HashPool gives the same digests, for shared slices and exclusive buffers alike, with many streams at once', async () => {
+    const pool = new HashPool(2, 256 * 1024);
+    try {
+      const digests = await Promise.all(
+        Array.from({ length: 4 }, async (_, k) => {
+          const h = pool.hasher();
+          for (let i = 0; i < data.length; i += 200_000) {
+            // alternate slices of the shared buffer (copied) and buffers of their own (transferred)
+            const piece = k % 2 ? Buffer.from(data.subarray(i, i + 200_000)) : data.subarray(i, i + 200_000);
+            await h.update(piece);
+          }
+          return h.digest();
+        }),
+      );
+      for (const d of digests) expect(d).toEqual(expected);
+      expect(data.length).toBe(3 * 1024 * 1024 + 17); // the shared buffer was copied, never detached
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('crc32c is the Castagnoli CRC (check value of "123456789")', () => {
+    expect(crc32cHex(crc32c(Buffer.from('123456789')))).toBe('e3069283');
+  });
+});
