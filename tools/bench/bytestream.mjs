@@ -81,7 +81,7 @@ async function main() {
   const pingSink = () => new Promise((r) => sinkClient.QueryWriteStatus({ resource_name: 'x' }, md, (err) => r(!err)));
   const ferry = await startProcess(
     [join(root, 'dist', 'apps', 'ingest-grpc', 'main.js')],
-    { FERRY_GRPC_PORT: String(ferryPort), REDIS_URL: redis.url, FERRY_DATA_DIR: ferryDir, FERRY_LOG_LEVEL: 'warn' },
+    { ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'), FERRY_GRPC_PORT: String(ferryPort), REDIS_URL: redis.url, FERRY_DATA_DIR: ferryDir, FERRY_LOG_LEVEL: 'warn' },
     pingFerry,
   );
   const sink = await startProcess([join(root, 'tools', 'bench', 'bare-sink.mjs'), String(sinkPort), sinkDir], {}, pingSink);
@@ -100,9 +100,11 @@ async function main() {
           const name = `bench/${label}-${size}-${round}-${Date.now()}`;
           const m = await measure(proc.pid, () => stream(c, name, size));
           if (m.result !== size) throw new Error(`${label}: committed ${m.result} of ${size}`);
-          const r = { mbps: size / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / size, peakRssMiB: m.peakRssMiB };
+          const r = { mbps: size / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / size, peakRssMiB: m.peakRssMiB, faultsMiBPerGiB: (m.minorFaults * 4096 * GiB) / size / MiB };
           results[label].push(r);
-          console.log(`${label.padEnd(5)} ${fmt(size / MiB, 0)} MiB round ${round + 1}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB`);
+          console.log(
+            `${label.padEnd(5)} ${fmt(size / MiB, 0)} MiB round ${round + 1}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB, fresh pages ${fmt(r.faultsMiBPerGiB, 0)} MiB/GiB`,
+          );
         }
       }
       const f = median(results.ferry.map((r) => r.mbps));

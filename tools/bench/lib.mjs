@@ -43,7 +43,7 @@ export function procSample(pid) {
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const ticks = Number(stat[11]) + Number(stat[12]); // utime + stime
-  return { rssMiB: rssKiB / 1024, cpuSeconds: ticks / 100 };
+  return { rssMiB: rssKiB / 1024, cpuSeconds: ticks / 100, minorFaults: Number(stat[7]) };
 }
 
 /** Samples a process's RSS every 20 ms while `fn` runs; returns fn's result, peak RSS and CPU used. */
@@ -62,7 +62,13 @@ export async function measure(pid, fn) {
     const result = await fn();
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const end = procSample(pid);
-    return { result, seconds, peakRssMiB: Math.max(peak, end.rssMiB), cpuSeconds: end.cpuSeconds - start.cpuSeconds };
+    return {
+      result,
+      seconds,
+      peakRssMiB: Math.max(peak, end.rssMiB),
+      cpuSeconds: end.cpuSeconds - start.cpuSeconds,
+      minorFaults: end.minorFaults - start.minorFaults,
+    };
   } finally {
     clearInterval(timer);
   }
