@@ -1,20 +1,2 @@
-const { NxAppWebpackPlugin } = require('@nx/webpack/app-plugin');
-const { join } = require('node:path');
-
-module.exports = {
-  output: { path: join(__dirname, '../../dist/apps/ingest-grpc'), clean: true },
-  devtool: 'source-map',
-  plugins: [
-    new NxAppWebpackPlugin({
-      target: 'node',
-      compiler: 'tsc',
-      main: './src/main.ts',
-      tsConfig: './tsconfig.app.json',
-      assets: [{ input: '../../proto', glob: '**/*', output: 'proto' }],
-      optimization: false,
-      outputHashing: 'none',
-      generatePackageJson: false,
-      sourceMap: true,
-    }),
-  ],
-};
+// Ferry's proto/ travels with the bundle (dist/apps/ingest-grpc/proto), found by @ferry/protocol.
+module.exports = require('../../tools/webpack/app.config')(__dirname, [{ input: '../../proto', glob: '**/*', output: 'proto' }]);

@@ -1,21 +1,12 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import { ConfigError, FerryConfig, loadConfig } from '@ferry/config';
+import { loadConfigOrExit } from '@ferry/config';
 import { LOGGER } from '@ferry/core';
 import type { Logger } from '@ferry/logging';
 import { WorkerModule } from './app/worker.module';
 
 async function main(): Promise<void> {
-  let config: FerryConfig;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`assembler-worker: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit('assembler-worker');
   const app = await NestFactory.create(WorkerModule.register(config), { logger: ['error', 'warn'] });
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   await app.listen(config.ports.worker, config.host);

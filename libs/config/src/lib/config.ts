@@ -181,3 +181,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     logLevel: e.FERRY_LOG_LEVEL,
   };
 }
+
+/**
+ * For an app's main: the validated configuration, or exit with status 2 and a message naming the
+ * bad variable (a configuration mistake is not a crash: no stack trace).
+ */
+export function loadConfigOrExit(app: string, env: NodeJS.ProcessEnv = process.env): FerryConfig {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`${app}: ${err.message}`);
+    process.exit(2);
+  }
+}
