@@ -76,7 +76,7 @@ async function ensureRedis() {
   const child = spawn(
     'redis-server',
     ['--port', port, '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--maxmemory-policy', 'noeviction'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   attach('redis', child);
   for (let i = 0; i < 100; i++) {
@@ -134,6 +134,9 @@ async function main() {
       cwd: root,
       env: { ...env, FERRY_DATA_DIR: dataDir },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Own process group: Ctrl-C reaches only this script, which stops each app with one SIGTERM
+      // (a second signal would make an app skip its graceful shutdown).
+      detached: true,
     });
     attach(app, child);
   }

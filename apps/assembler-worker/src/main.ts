@@ -1,14 +1,14 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { loadConfigOrExit } from '@ferry/config';
-import { LOGGER } from '@ferry/core';
+import { LOGGER, exitOnSignals } from '@ferry/core';
 import type { Logger } from '@ferry/logging';
 import { WorkerModule } from './app/worker.module';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit('assembler-worker');
   const app = await NestFactory.create(WorkerModule.register(config), { logger: ['error', 'warn'] });
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  exitOnSignals(app, 'assembler-worker');
   await app.listen(config.ports.worker, config.host);
   app.get<Logger>(LOGGER).info(`health and metrics on http://${config.host}:${config.ports.worker}`);
 }

@@ -1,12 +1,13 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { loadConfigOrExit } from '@ferry/config';
+import { exitOnSignals } from '@ferry/core';
 import { IngestModule } from './app/ingest.module';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit('ingest-grpc');
   const app = await NestFactory.createApplicationContext(IngestModule.register(config), { logger: ['error', 'warn'] });
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  exitOnSignals(app, 'ingest-grpc');
 }
 
 main().catch((err) => {

@@ -2,3 +2,4 @@ export * from './lib/core.module';
 export * from './lib/storage.factory';
 export * from './lib/tokens';
 export * from './lib/health.controller';
+export * from './lib/shutdown';
