@@ -111,7 +111,7 @@ export class HashPool {
   /** @param maxOutstandingBytes bytes a stream may have queued at its worker before `update` waits. */
   constructor(
     size = Math.max(1, Math.min(4, availableParallelism() - 1)),
-    private readonly maxOutstandingBytes = 8 * 1024 * 1024,
+    private readonly maxOutstandingBytes = 4 * 1024 * 1024,
   ) {
     for (let i = 0; i < size; i++) this.workers.push(this.spawn(i));
   }
