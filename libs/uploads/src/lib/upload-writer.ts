@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { Catalog, CatalogObject } from '@ferry/catalog';
-import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
+import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
 import type { Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
 import type { Digests, StreamHasher } from './hashing';
@@ -124,7 +124,13 @@ export class UploadWriter {
     // in the kernel (measured: CPU burnt spinning, no gain). The event loop still overlaps the
     // running write with receiving and hashing the next chunks.
     const file = this.file;
-    const written = this.writtenSoFar.then(() => file.write(chunk, position));
+    const written = this.writtenSoFar.then(() => {
+      // Checked again when the write really starts: it may have waited behind slow ones. After a
+      // failure nothing more is written (the tail past the committed size is cut on resume anyway).
+      if (this.failure !== undefined) throw this.failure;
+      if (performance.now() > this.leaseValidUntil) throw new ConcurrentWriterError('writer lease may have expired; resume');
+      return file.write(chunk, position);
+    });
     this.writtenSoFar = written.catch(() => undefined);
     // Hash in order, each chunk after its bytes are written (see the ownership note).
     const done: Promise<void> = Promise.all([written, this.hashedSoFar])
