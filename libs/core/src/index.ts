@@ -3,3 +3,4 @@ export * from './lib/storage.factory';
 export * from './lib/tokens';
 export * from './lib/health.controller';
 export * from './lib/shutdown';
+export * from './lib/infra-errors';

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath, service as healthService } from 'grpc-health-check';
+import { queryWriteStatus } from '@ferry/testing';
 import { IngestHarness, startIngest } from '../testing/ingest.harness';
 
 describe('ingest-grpc server surface', () => {
@@ -64,4 +65,17 @@ describe('ingest-grpc server surface', () => {
     expect(settings.initialWindowSize).toBe(h.config.grpc.flowControlWindowBytes);
     expect(settings.maxFrameSize).toBe(1024 * 1024);
   });
+});
+
+describe('ingest-grpc without Redis', () => {
+  it('answers UNAVAILABLE (retryable) instead of INTERNAL', async () => {
+    const h = await startIngest();
+    try {
+      await h.redis.stop();
+      const err = await queryWriteStatus(h.client, 'some/name').catch((e: grpc.ServiceError) => e);
+      expect((err as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
+    } finally {
+      await h.close();
+    }
+  }, 30_000);
 });
