@@ -105,11 +105,7 @@ export class ByteStreamService {
       owner: principal.clientId,
       attributes: target.kind === 'cas-upload' ? { sha256: target.sha256, size: String(target.size) } : {},
     });
-    if (req.write_offset !== session.committed) {
-      throw new InvalidArgumentError(
-        `write_offset ${req.write_offset} does not match the committed size ${session.committed}; call QueryWriteStatus and resume from there`,
-      );
-    }
+    if (req.write_offset !== session.committed) throw offsetMismatch(req.write_offset, session.committed);
     const writer = await this.engine.openWriter(uploadId);
     try {
       return await this.stream(principal, target, req, it, writer);
@@ -125,12 +121,8 @@ export class ByteStreamService {
     rest: AsyncIterator<WriteMessage>,
     writer: UploadWriter,
   ): Promise<number> {
-    if (first.write_offset !== writer.committedSize) {
-      // Another writer moved the upload between our read of the session and taking the lease.
-      throw new InvalidArgumentError(
-        `write_offset ${first.write_offset} does not match the committed size ${writer.committedSize}; call QueryWriteStatus and resume from there`,
-      );
-    }
+    // Checked again under the lease: another writer may have moved the upload in between.
+    if (first.write_offset !== writer.committedSize) throw offsetMismatch(first.write_offset, writer.committedSize);
     const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
     let msg: WriteMessage = first;
     let finished: CatalogObject | undefined;
@@ -232,4 +224,10 @@ export class ByteStreamService {
     if (!object) throw new NotFoundError(`${target.name} not found`);
     return { committed_size: object.size, complete: true };
   }
+}
+
+function offsetMismatch(offset: number, committed: number): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `write_offset ${offset} does not match the committed size ${committed}; call QueryWriteStatus and resume from there`,
+  );
 }
