@@ -19,7 +19,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SIZES = (process.env.BENCH_SIZES_MIB ?? '256,1024').split(',').map((s) => Number(s) * MiB);
 const SMALL = Number(process.env.BENCH_SMALL ?? 1000);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
-const CHUNK = 2 * MiB;
+const CHUNK = Number(process.env.BENCH_CHUNK_KIB ?? 2048) * 1024;
 
 const { ByteStream } = loadByteStream();
 const md = new grpc.Metadata();
@@ -133,7 +133,7 @@ async function main() {
       await writeOnce(sinkClient, `small-${i}`, data);
       sinkLatencies.push(Number(process.hrtime.bigint() - t) / 1e6);
     }
-    console.log('\nLarge uploads (2 MiB messages, medians of %d rounds, alternating Ferry / bare sink):', ROUNDS);
+    console.log('\nLarge uploads (%d KiB messages, medians of %d rounds, alternating Ferry / bare sink):', CHUNK / 1024, ROUNDS);
     console.table(rows);
     console.log(`\n${SMALL} sequential 4 KiB CAS writes: Ferry p50 ${fmt(median(latencies), 2)} ms, p99 ${fmt(percentile(latencies, 99), 2)} ms; bare sink p50 ${fmt(median(sinkLatencies), 2)} ms, p99 ${fmt(percentile(sinkLatencies, 99), 2)} ms`);
     const big = rows[rows.length - 1];
