@@ -15,7 +15,9 @@ class RedisLifecycle implements OnApplicationShutdown {
   constructor(@Inject(REDIS) private readonly redis: Redis) {}
 
   async onApplicationShutdown(): Promise<void> {
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    // quit() on a connection that is down would wait for the retries to run out
+    if (this.redis.status !== 'ready') this.redis.disconnect();
+    else await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }
 
