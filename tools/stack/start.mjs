@@ -3,10 +3,11 @@
 // the whole Ferry stack on the local defaults. Ctrl-C stops everything it started.
 // Uses only Node's standard library so it can run before `npm ci`.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { installIfNeeded } from './install.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The apps of the stack, in start order. */
@@ -28,14 +29,6 @@ function run(cmd, args) {
     log(`${cmd} ${args.join(' ')} failed (exit ${r.status ?? r.signal})`);
     process.exit(1);
   }
-}
-
-function installIfNeeded() {
-  const marker = join(root, 'node_modules', '.package-lock.json');
-  const lock = join(root, 'package-lock.json');
-  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
-  log('installing dependencies (npm install)');
-  run('npm', ['install', '--no-audit', '--no-fund']);
 }
 
 /** Sends PING and resolves true on +PONG (or an auth error: something Redis-like answers). */
