@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { GiB, MiB, freePort, grpc, loadByteStream, measure, median, percentile, root, sleep, startProcess, startRedis, stopProcess } from './lib.mjs';
+import { GiB, MiB, bearer, freePort, grpc, loadByteStream, measure, median, percentile, root, sleep, startProcess, startRedis, stopProcess } from './lib.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SIZES = (process.env.BENCH_SIZES_MIB ?? '256,1024').split(',').map((s) => Number(s) * MiB);
@@ -22,8 +22,7 @@ const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
 const CHUNK = Number(process.env.BENCH_CHUNK_KIB ?? 2048) * 1024;
 
 const { ByteStream } = loadByteStream();
-const md = new grpc.Metadata();
-md.set('authorization', 'Bearer dev-secret');
+const md = bearer('dev-secret');
 
 function client(port) {
   return new ByteStream(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 16 * MiB });

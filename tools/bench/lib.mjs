@@ -1,28 +1,12 @@
-// Shared pieces of the benchmarks: proto loading, process sampling, statistics, Redis.
+// Shared pieces of the benchmarks: process sampling, statistics, Redis, server processes.
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const require = createRequire(join(root, 'package.json'));
-export const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
+export { bearer, grpc, loadByteStream, root } from '../lib/bytestream.mjs';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
-
-export function loadByteStream() {
-  const definition = protoLoader.loadSync('google/bytestream/bytestream.proto', {
-    keepCase: true,
-    longs: Number,
-    defaults: true,
-    includeDirs: [dirname(require.resolve('google-proto-files/package.json'))],
-  });
-  return grpc.loadPackageDefinition(definition).google.bytestream;
-}
 
 export function freePort() {
   return new Promise((resolve, reject) => {

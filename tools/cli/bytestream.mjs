@@ -7,31 +7,16 @@
 //
 // Environment: FERRY_GRPC_ADDRESS (default 127.0.0.1:50051), FERRY_TOKEN (default dev-secret).
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-
-const require = createRequire(import.meta.url);
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
+import { bearer, grpc, loadByteStream } from '../lib/bytestream.mjs';
 
 const address = process.env.FERRY_GRPC_ADDRESS ?? '127.0.0.1:50051';
 const token = process.env.FERRY_TOKEN ?? 'dev-secret';
 const CHUNK = 2 * 1024 * 1024;
 
-const definition = protoLoader.loadSync('google/bytestream/bytestream.proto', {
-  keepCase: true,
-  longs: Number,
-  defaults: true,
-  includeDirs: [dirname(require.resolve('google-proto-files/package.json'))],
-});
-const { ByteStream } = grpc.loadPackageDefinition(definition).google.bytestream;
+const { ByteStream } = loadByteStream();
 const client = new ByteStream(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-const metadata = () => {
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${token}`);
-  return md;
-};
+const metadata = () => bearer(token);
 
 function status(name) {
   return new Promise((resolve, reject) =>

@@ -5,7 +5,7 @@ import type { Redis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { REDIS, STORAGE } from './tokens';
 
-collectDefaultMetrics({ prefix: 'ferry_' });
+let defaultMetrics = false;
 
 /** Liveness, readiness (Redis and storage reachable) and Prometheus metrics for every HTTP app. */
 @Controller()
@@ -13,7 +13,11 @@ export class HealthController {
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(STORAGE) private readonly storage: Storage,
-  ) {}
+  ) {
+    // Process metrics only where they are served (not a side effect of importing @ferry/core).
+    if (!defaultMetrics) collectDefaultMetrics({ prefix: 'ferry_' });
+    defaultMetrics = true;
+  }
 
   @Get('healthz')
   @HttpCode(200)

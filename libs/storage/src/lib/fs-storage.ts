@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { NotFoundError } from '@ferry/errors';
+import { InternalError, NotFoundError } from '@ferry/errors';
 import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
 
 /**
@@ -12,9 +12,10 @@ import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertU
  *   <dataDir>/staging/<uploadId>              bytes of an upload in progress
  *   <dataDir>/blobs/sha256/<ab>/<sha256>      published content, one file per digest
  *
- * Publishing is fsync(staging) + rename into the blob tree + fsync(blob directory), so a blob is
- * either absent or complete after a crash. Paths are built only from upload ids Ferry generated
- * and hex digests, both validated, so no client-chosen name reaches the filesystem.
+ * Publishing is a rename of the (already fsynced) staging file into the blob tree + fsync of the
+ * blob directory, so a blob is either absent or complete after a crash. Paths are built only from
+ * upload ids Ferry generated and hex digests, both validated, so no client-chosen name reaches the
+ * filesystem.
  */
 export class FsStorage implements Storage {
   readonly kind = 'fs' as const;
@@ -47,17 +48,30 @@ export class FsStorage implements Storage {
 
   async openStaging(uploadId: string, size: number): Promise<StagingFile> {
     await this.prepare();
-    const fh = await open(this.stagingPath(uploadId), 'a+');
+    const path = this.stagingPath(uploadId);
+    let fh: FileHandle;
     try {
+      fh = await open(path, constants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644);
+      // A new file: make its directory entry durable before any byte of it is acknowledged.
+      await syncDir(this.stagingDir).catch(async (e: unknown) => {
+        await fh.close();
+        throw e;
+      });
+    }
+    try {
+      const staged = (await fh.stat()).size;
+      // Truncating up would invent zero bytes where committed ones were lost: refuse instead.
+      if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
       // Anything past `size` was never committed: drop it so stale bytes cannot be published.
-      await fh.truncate(size);
-      // Make sure the file's directory entry is durable before any byte of it is acknowledged.
-      await syncDir(this.stagingDir);
+      if (staged > size) await fh.truncate(size);
     } catch (err) {
       await fh.close();
       throw err;
     }
-    return new FsStagingFile(uploadId, await reopenForPositionalWrites(fh, this.stagingPath(uploadId)));
+    return new FsStagingFile(uploadId, fh);
   }
 
   async stagingSize(uploadId: string): Promise<number | undefined> {
@@ -91,14 +105,8 @@ export class FsStorage implements Storage {
       await rm(from, { force: true });
       return;
     }
-    const source = await sizeOf(from);
-    if (source === undefined) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
-    const fh = await open(from, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    // The caller made the staged bytes durable (Storage contract): only the rename needs syncing.
+    if ((await sizeOf(from)) === undefined) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
     await mkdir(dirname(to), { recursive: true });
     await rename(from, to);
     await syncDir(dirname(to));
@@ -170,12 +178,6 @@ class FsStagingFile implements StagingFile {
   close(): Promise<void> {
     return this.fh.close();
   }
-}
-
-/** `a+` appends regardless of position on Linux; reopen read-write so positional writes land where asked. */
-async function reopenForPositionalWrites(fh: FileHandle, path: string): Promise<FileHandle> {
-  await fh.close();
-  return open(path, 'r+');
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {

@@ -42,6 +42,14 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
       expect(await storage.stagingSize('up2')).toBe(6);
     });
 
+    it('refuses to open staging at a size beyond the bytes it holds', async () => {
+      const f = await storage.openStaging('short', 0);
+      await f.write(Buffer.from('abc'), 0);
+      await f.close();
+      await expect(storage.openStaging('short', 10)).rejects.toThrow(/10 bytes committed but only 3 staged/);
+      expect(await storage.stagingSize('short')).toBe(3);
+    });
+
     it('publishes staging as a content-addressed blob, idempotently', async () => {
       const data = randomBytes(70_000);
       const digest = sha(data);

@@ -25,7 +25,10 @@ export interface StagingEntry {
 
 export interface Storage {
   readonly kind: 'fs' | 's3';
-  /** Opens (creating if needed) an upload's staging object, cutting it to `size` bytes. */
+  /**
+   * Opens (creating if needed) an upload's staging object, cutting it to `size` bytes. Never
+   * extends it: if fewer than `size` bytes are staged, the committed bytes were lost (InternalError).
+   */
   openStaging(uploadId: string, size: number): Promise<StagingFile>;
   /** Size of the staging object, or undefined if there is none. */
   stagingSize(uploadId: string): Promise<number | undefined>;

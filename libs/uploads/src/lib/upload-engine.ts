@@ -77,12 +77,8 @@ export class UploadEngine {
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
       }
-      const staged = (await this.storage.stagingSize(uploadId)) ?? 0;
-      if (staged < lease.committed) {
-        throw new InternalError(`upload ${uploadId}: ${lease.committed} bytes committed but only ${staged} staged`);
-      }
-      hasher = this.hashPool.hasher();
       const file = await this.storage.openStaging(uploadId, lease.committed);
+      hasher = this.hashPool.hasher();
       writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
     } catch (err) {
       hasher?.dispose();
