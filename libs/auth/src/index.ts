@@ -1,2 +1,3 @@
 export * from './lib/authenticator';
 export * from './lib/scopes';
+export * from './lib/url-signer';

@@ -4,3 +4,4 @@ export * from './lib/tokens';
 export * from './lib/health.controller';
 export * from './lib/shutdown';
 export * from './lib/infra-errors';
+export * from './lib/multipart.module';

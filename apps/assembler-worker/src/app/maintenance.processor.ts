@@ -6,6 +6,7 @@ import { FERRY_CONFIG, LOGGER } from '@ferry/core';
 import { EXPIRE_UPLOADS_SCHEDULER_ID, ExpireUploadsPayload, ExpireUploadsResult, JOBS, QUEUES } from '@ferry/jobs';
 import type { Logger } from '@ferry/logging';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
+import { MultipartExpiry } from '@ferry/multipart';
 import { UploadExpiry } from '@ferry/uploads';
 
 const jobDuration = new Histogram({
@@ -31,6 +32,7 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly keys: RedisKeys,
     private readonly expiry: UploadExpiry,
+    private readonly multipartExpiry: MultipartExpiry,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -57,9 +59,12 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     const end = jobDuration.startTimer({ queue: QUEUES.maintenance, job: job.name });
     try {
       if (job.name !== JOBS.expireUploads) throw new Error(`unknown job ${job.name}`);
-      const report = await this.expiry.run(Date.now(), job.data.batchSize);
-      expired.inc(report.expiredSessions);
-      if (report.expiredSessions || report.removedStaging) this.logger.info(report, 'expired idle uploads');
+      const now = Date.now();
+      // multipart first: the staging sweep of UploadExpiry then sees those uploads gone
+      const expiredMultipart = await this.multipartExpiry.run(now, job.data.batchSize);
+      const report = { ...(await this.expiry.run(now, job.data.batchSize)), expiredMultipart };
+      expired.inc(report.expiredSessions + expiredMultipart);
+      if (report.expiredSessions || report.removedStaging || expiredMultipart) this.logger.info(report, 'expired idle uploads');
       end({ outcome: 'completed' });
       return report;
     } catch (err) {

@@ -1,26 +1,41 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, HealthController, STORAGE } from '@ferry/core';
+import { FerryCoreModule, HealthController, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
+import { FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore } from '@ferry/multipart';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { UploadExpiry } from '@ferry/uploads';
+import { HashPool, UploadExpiry } from '@ferry/uploads';
+import { AssemblyProcessor } from './assembly.processor';
 import { MaintenanceProcessor } from './maintenance.processor';
 
-/** assembler-worker: BullMQ processors plus health and metrics over HTTP. */
+/** assembler-worker: BullMQ processors (assembly, maintenance) plus health and metrics over HTTP. */
 @Module({})
 export class WorkerModule {
   static register(config: FerryConfig): DynamicModule {
     return {
       module: WorkerModule,
-      imports: [FerryCoreModule.forApp('assembler-worker', config)],
+      imports: [FerryCoreModule.forApp('assembler-worker', config), UploadsModule, MultipartCoreModule],
       controllers: [HealthController],
       providers: [
         {
           provide: UploadExpiry,
-          useFactory: (sessions: SessionStore, storage: Storage) => new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs),
-          inject: [SessionStore, STORAGE],
+          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore) =>
+            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart]),
+          inject: [SessionStore, STORAGE, MultipartStore],
+        },
+        {
+          provide: MultipartExpiry,
+          useFactory: (store: MultipartStore, storage: Storage) => new MultipartExpiry(store, storage, config.uploads.idleLifetimeMs),
+          inject: [MultipartStore, STORAGE],
+        },
+        {
+          provide: MultipartAssembler,
+          useFactory: (store: MultipartStore, handles: FileHandles, storage: Storage, pool: HashPool) =>
+            new MultipartAssembler(store, handles, storage, pool),
+          inject: [MultipartStore, FileHandles, STORAGE, HashPool],
         },
         MaintenanceProcessor,
+        AssemblyProcessor,
       ],
     };
   }

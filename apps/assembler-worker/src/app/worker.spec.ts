@@ -2,9 +2,13 @@ import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FerryConfig, loadConfig } from '@ferry/config';
 import { STORAGE } from '@ferry/core';
+import { utimesSync } from 'node:fs';
+import { join } from 'node:path';
+import { AssemblyQueue, MultipartStore, requestDigest } from '@ferry/multipart';
+import { RedisKeys, createRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { TempDir, TestRedis, freePort, startTestRedis, tempDir } from '@ferry/testing';
+import { TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
 import { WorkerModule } from './worker.module';
 
 describe('assembler-worker (real Redis, disk and HTTP)', () => {
@@ -69,5 +73,70 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/ferry_uploads_expired_total [1-9]/);
     await sessions.releaseLease(lease);
+  });
+
+  const until = async (check: () => Promise<boolean>, ms = 10_000) => {
+    const deadline = Date.now() + ms;
+    while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  };
+
+  it('assembles a completed multipart upload from the queue and publishes one file handle', async () => {
+    const store = app.get(MultipartStore);
+    const storage = app.get<Storage>(STORAGE);
+    const content = patternBytes(3 * 1024 * 1024 + 5, 3);
+    const request = { fileName: 'w.bin', contentType: 'text/plain', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: 5 * 1024 * 1024 };
+    await store.create('mp_worker1', 'dev', requestDigest(request), request);
+    const file = await storage.openStagingForParts('mp_worker1', content.length);
+    await file.write(content, 0);
+    await file.sync();
+    await file.close();
+    const lease = await store.beginPart('mp_worker1', 1);
+    await store.endPart(lease, md5Hex(content));
+    expect(await store.addPart('mp_worker1', 1, md5Hex(content))).toEqual({ ok: true });
+    expect(await store.complete('mp_worker1')).toEqual({ state: 'ASSEMBLING' });
+    const producer = createRedis(config.redis.url, 'producer');
+    const queue = new AssemblyQueue(producer, app.get(RedisKeys).bullPrefix());
+    try {
+      await queue.ensure('mp_worker1');
+      await queue.ensure('mp_worker1'); // idempotent
+      await until(async () => (await store.get('mp_worker1'))?.state === 'COMPLETED');
+    } finally {
+      await queue.close();
+      await producer.quit();
+    }
+    const done = await store.get('mp_worker1');
+    expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.stringMatching(/^\d+$/) });
+    expect(await storage.blobSize(sha256Hex(content))).toBe(content.length);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/);
+  });
+
+  it('expires idle multipart uploads with their staged parts and request entry, never one being written', async () => {
+    const store = app.get(MultipartStore);
+    const storage = app.get<Storage>(STORAGE);
+    const request = { fileName: 'i.bin', contentType: 'x/y', contentMD5Hex: md5Hex('x'), fileSizeBytes: 10, partSizeBytes: 10 };
+    for (const id of ['mp_idle', 'mp_busy']) {
+      await store.create(id, 'dev', `${id}-request`, request);
+      const f = await storage.openStagingForParts(id, 10);
+      await f.close();
+    }
+    expect((await store.swapRequest('dev', 'mp_idle-request', '', 'mp_idle')).ok).toBe(true);
+    const lease = await store.beginPart('mp_busy', 1);
+    // the staging file of the busy upload looks old: the orphan sweep must still leave it alone
+    const old = new Date(Date.now() - 3_600_000);
+    utimesSync(join(data.path, 'staging', 'mp_busy'), old, old);
+    const renew = setInterval(() => void store.renewPart(lease), 200);
+    try {
+      await until(async () => !(await store.exists('mp_idle')));
+      await new Promise((r) => setTimeout(r, 800));
+    } finally {
+      clearInterval(renew);
+    }
+    expect(await store.exists('mp_idle')).toBe(false);
+    expect(await storage.stagingSize('mp_idle')).toBeUndefined();
+    expect(await store.uploadForRequest('dev', 'mp_idle-request')).toBeUndefined();
+    expect(await store.exists('mp_busy')).toBe(true);
+    expect(await storage.stagingSize('mp_busy')).toBe(10);
+    await store.abortPart(lease);
   });
 });

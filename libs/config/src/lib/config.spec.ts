@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, DEV_CLIENT, loadConfig } from './config';
+import { ConfigError, DEV_CLIENT, DEV_SIGNING_KEY, loadConfig } from './config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -39,5 +39,26 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ FERRY_CLIENTS_FILE: file })).toThrow(/FERRY_CLIENTS_FILE: 0.accessToken/);
     expect(() => loadConfig({ FERRY_CLIENTS: 'not json' })).toThrow(/FERRY_CLIENTS: not valid JSON/);
     expect(() => loadConfig({ FERRY_CLIENTS_FILE: join(dir, 'missing.json') })).toThrow(/cannot read/);
+  });
+});
+
+describe('signing key', () => {
+  const clients = JSON.stringify([{ clientId: 'a', accessToken: 'secret-token-a', scopes: ['*'] }]);
+
+  it('has a public default in development mode only', () => {
+    expect(loadConfig({}, ['signingKey']).signingKey).toBe(DEV_SIGNING_KEY);
+    expect(loadConfig({ FERRY_CLIENTS: clients }).signingKey).toBeUndefined();
+  });
+
+  it('is required, and long enough, where an app signs URLs outside development mode', () => {
+    expect(() => loadConfig({ FERRY_CLIENTS: clients }, ['signingKey'])).toThrow(/FERRY_SIGNING_KEY: required/);
+    expect(() => loadConfig({ FERRY_SIGNING_KEY: 'short' })).toThrow(/FERRY_SIGNING_KEY: at least 32/);
+    const key = 'k'.repeat(32);
+    expect(loadConfig({ FERRY_CLIENTS: clients, FERRY_SIGNING_KEY: key }, ['signingKey']).signingKey).toBe(key);
+  });
+
+  it('validates the public URL of signed links', () => {
+    expect(loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://up.example.org/' }).multipart.publicUrl).toBe('https://up.example.org');
+    expect(() => loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://x/y' })).toThrow(/FERRY_PUBLIC_URL_MULTIPART/);
   });
 });

@@ -35,7 +35,24 @@ export interface FerryConfig {
     /** HTTP/2 flow-control window (per stream and per connection) of the gRPC server. */
     flowControlWindowBytes: number;
   };
-  worker: { expireIntervalMs: number; concurrency: number };
+  worker: {
+    expireIntervalMs: number;
+    concurrency: number;
+    /** A job whose worker stops renewing its lock this long is taken over by another worker. */
+    jobLockMs: number;
+  };
+  multipart: {
+    /** Presigned part URLs (and download URLs) stay valid this long. */
+    urlTtlMs: number;
+    /** `complete` waits this long for the assembly before answering 202 (call again for the result). */
+    completeWaitMs: number;
+    /** Most part numbers one presigned-URL batch may ask for. */
+    maxUrlBatch: number;
+    /** Base URL signed URLs name (scheme://host:port); unset: the Host the request came to. */
+    publicUrl?: string;
+  };
+  /** Key for HMAC-signed URLs; shared by every replica. Undefined only outside development mode when unset. */
+  signingKey?: string;
   auth: { clients: ClientConfig[]; devMode: boolean };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
@@ -46,6 +63,9 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
   }
 }
+
+/** The signing key of development mode: public, like the dev client's token (loopback only). */
+export const DEV_SIGNING_KEY = 'ferry-development-signing-key-not-a-secret';
 
 export const DEV_CLIENT: ClientConfig = { clientId: 'dev', accessToken: 'dev-secret', scopes: ['*'] };
 
@@ -95,6 +115,16 @@ const envSchema = z.object({
   FERRY_GRPC_WINDOW_BYTES: z.coerce.number().int().min(65_535).max(2 ** 31 - 1).default(8 * 1024 * 1024),
   FERRY_EXPIRE_INTERVAL_MS: positiveInt.default(60_000),
   FERRY_WORKER_CONCURRENCY: positiveInt.default(2),
+  FERRY_JOB_LOCK_MS: z.coerce.number().int().min(500).default(30_000),
+  FERRY_SIGNED_URL_TTL_MS: z.coerce.number().int().min(1000).default(15 * 60 * 1000),
+  FERRY_MULTIPART_COMPLETE_WAIT_MS: z.coerce.number().int().min(0).default(30_000),
+  FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
+  FERRY_PUBLIC_URL_MULTIPART: z
+    .string()
+    .url()
+    .regex(/^https?:\/\/[^/?#]+\/?$/, 'scheme://host[:port] only')
+    .optional(),
+  FERRY_SIGNING_KEY: z.string().min(32, 'at least 32 characters').optional(),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
   FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -142,12 +172,15 @@ function formatIssues(error: z.ZodError): string {
   return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
 }
 
+/** Settings only some apps require (an app that signs URLs needs a signing key). */
+export type ConfigNeed = 'signingKey';
+
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 /**
  * Parses and validates the environment. Throws a ConfigError naming the offending variable.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNeed[] = []): FerryConfig {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -160,6 +193,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     throw new ConfigError(
       `FERRY_HOST=${e.FERRY_HOST}: development mode (FERRY_CLIENTS unset) only listens on loopback; set FERRY_CLIENTS or FERRY_CLIENTS_FILE`,
     );
+  }
+  if (needs.includes('signingKey') && !devMode && !e.FERRY_SIGNING_KEY) {
+    throw new ConfigError('FERRY_SIGNING_KEY: required to sign URLs when FERRY_CLIENTS is set (at least 32 characters, the same on every replica)');
   }
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
@@ -176,7 +212,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
       maxNameBytes: e.FERRY_MAX_NAME_BYTES,
     },
     grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES, flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES },
-    worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY },
+    worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY, jobLockMs: e.FERRY_JOB_LOCK_MS },
+    multipart: {
+      urlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
+      completeWaitMs: e.FERRY_MULTIPART_COMPLETE_WAIT_MS,
+      maxUrlBatch: e.FERRY_MULTIPART_MAX_URL_BATCH,
+      publicUrl: e.FERRY_PUBLIC_URL_MULTIPART?.replace(/\/$/, ''),
+    },
+    signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
     auth: { clients: clients ?? [DEV_CLIENT], devMode },
     logLevel: e.FERRY_LOG_LEVEL,
   };
@@ -186,9 +229,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
  * For an app's main: the validated configuration, or exit with status 2 and a message naming the
  * bad variable (a configuration mistake is not a crash: no stack trace).
  */
-export function loadConfigOrExit(app: string, env: NodeJS.ProcessEnv = process.env): FerryConfig {
+export function loadConfigOrExit(app: string, env: NodeJS.ProcessEnv = process.env, needs: ConfigNeed[] = []): FerryConfig {
   try {
-    return loadConfig(env);
+    return loadConfig(env, needs);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`${app}: ${err.message}`);

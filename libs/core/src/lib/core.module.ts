@@ -76,6 +76,6 @@ class HashPoolLifecycle implements OnApplicationShutdown {
       inject: [FERRY_CONFIG, SessionStore, STORAGE, Catalog, HashPool],
     },
   ],
-  exports: [UploadEngine],
+  exports: [UploadEngine, HashPool],
 })
 export class UploadsModule {}

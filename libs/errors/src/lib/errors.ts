@@ -45,6 +45,7 @@ export class AlreadyExistsError extends FerryError {
   readonly code = 'ALREADY_EXISTS';
 }
 
+/** The resource is not in a state that allows the request (e.g. an upload that is already completing). */
 export class FailedPreconditionError extends FerryError {
   readonly code = 'FAILED_PRECONDITION';
 }

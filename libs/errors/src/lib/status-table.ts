@@ -12,7 +12,7 @@ export const STATUS_TABLE: Readonly<Record<FerryErrorCode, { grpc: number; http:
   ALREADY_EXISTS: { grpc: 6, http: 409 },
   PERMISSION_DENIED: { grpc: 7, http: 403 },
   RESOURCE_EXHAUSTED: { grpc: 8, http: 429 },
-  FAILED_PRECONDITION: { grpc: 9, http: 412 },
+  FAILED_PRECONDITION: { grpc: 9, http: 409 },
   ABORTED: { grpc: 10, http: 409 },
   OUT_OF_RANGE: { grpc: 11, http: 416 },
   INTERNAL: { grpc: 13, http: 500 },

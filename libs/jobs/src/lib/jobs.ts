@@ -5,11 +5,32 @@
 export const QUEUES = {
   /** Periodic housekeeping: expiry of idle uploads (later: objects, garbage collection). */
   maintenance: 'maintenance',
+  /** Work proportional to an object's size once its last byte is in: joining and verifying multipart uploads. */
+  assembly: 'assembly',
 } as const;
 
 export const JOBS = {
   expireUploads: 'expire-uploads',
+  assembleMultipart: 'assemble-multipart',
 } as const;
+
+export interface AssembleMultipartPayload {
+  uploadId: string;
+}
+
+export interface AssembleMultipartResult {
+  state: 'COMPLETED' | 'FAILED';
+  fileHandleId?: string;
+  reason?: string;
+}
+
+/** Deterministic job id: completing an upload twice enqueues one assembly. */
+export function assemblyJobId(uploadId: string): string {
+  return `assemble-${uploadId}`;
+}
+
+/** Retries of an assembly job whose worker failed or died (the job is idempotent). */
+export const ASSEMBLY_ATTEMPTS = 8;
 
 export interface ExpireUploadsPayload {
   /** Upper bound of sessions examined per run. */
@@ -19,6 +40,7 @@ export interface ExpireUploadsPayload {
 export interface ExpireUploadsResult {
   expiredSessions: number;
   removedStaging: number;
+  expiredMultipart?: number;
 }
 
 /** Deterministic id of the repeatable expiry job scheduler (one per deployment, whatever the replica count). */

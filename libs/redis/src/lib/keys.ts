@@ -23,6 +23,41 @@ export class RedisKeys {
     return `${this.prefix}:{uploads}:by-activity`;
   }
 
+  /** Multipart upload: request, state, and per part the staged/added md5s and PUT leases. */
+  multipartUpload(uploadId: string): string {
+    return `${this.prefix}:mp:{${uploadId}}`;
+  }
+
+  /** Multipart upload's partsState: one '0'/'1' character per part, updated with SETRANGE. */
+  multipartParts(uploadId: string): string {
+    return `${this.prefix}:mp:{${uploadId}}:parts`;
+  }
+
+  /** Sorted set of multipart upload ids scored by their last activity (ms), scanned by the expiry job. */
+  multipartByActivity(): string {
+    return `${this.prefix}:{multipart}:by-activity`;
+  }
+
+  /** A user's start requests (request digest → upload id): idempotent start. */
+  multipartRequests(owner: string): string {
+    return `${this.prefix}:mpreq:{${nameTag(owner)}}`;
+  }
+
+  /** A user's completed files (`md5:size` → file handle id): dedup of a file started again. */
+  multipartDedup(owner: string): string {
+    return `${this.prefix}:mpdedup:{${nameTag(owner)}}`;
+  }
+
+  /** A file handle (the multipart face of a catalog object). */
+  fileHandle(id: string): string {
+    return `${this.prefix}:fh:{${id}}`;
+  }
+
+  /** Counter allocating file handle ids. */
+  fileHandleSequence(): string {
+    return `${this.prefix}:{fh}:seq`;
+  }
+
   /** Catalog entry of a published object. */
   object(name: string): string {
     return `${this.prefix}:obj:{${nameTag(name)}}`;

@@ -74,6 +74,26 @@ export class FsStorage implements Storage {
     return new FsStagingFile(uploadId, fh);
   }
 
+  async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
+    await this.prepare();
+    const path = this.stagingPath(uploadId);
+    const fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    try {
+      const staged = (await fh.stat()).size;
+      if (staged > size) throw new InternalError(`upload ${uploadId}: staging holds ${staged} bytes, more than its ${size}`);
+      if (staged < size) {
+        // A new file (or one whose creation was cut short): a hole of the final size, and its
+        // directory entry made durable before any part written into it is acknowledged.
+        await fh.truncate(size);
+        await syncDir(this.stagingDir);
+      }
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return new FsStagingFile(uploadId, fh);
+  }
+
   async stagingSize(uploadId: string): Promise<number | undefined> {
     return sizeOf(this.stagingPath(uploadId));
   }

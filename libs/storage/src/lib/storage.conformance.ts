@@ -50,6 +50,26 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
       expect(await storage.stagingSize('short')).toBe(3);
     });
 
+    it('writes parts of a fixed-size staging object independently, in any order, from several writers', async () => {
+      const data = randomBytes(250_000);
+      const parts = [0, 100_000, 200_000].map((start) => data.subarray(start, start + 100_000));
+      const [a, b] = await Promise.all([storage.openStagingForParts('mp1', data.length), storage.openStagingForParts('mp1', data.length)]);
+      expect(await storage.stagingSize('mp1')).toBe(data.length);
+      await Promise.all([b.write(parts[2], 200_000), a.write(parts[0], 0)]);
+      await Promise.all([a.sync(), b.sync()]);
+      await Promise.all([a.close(), b.close()]);
+      expect(await collect(storage.readStaging('mp1', 100_000, 100_010))).toEqual(Buffer.alloc(10));
+      const c = await storage.openStagingForParts('mp1', data.length);
+      await c.write(Buffer.alloc(100_000, 7), 100_000);
+      await c.write(parts[1], 100_000); // a part written again replaces its bytes
+      await c.sync();
+      await c.close();
+      expect(sha(await collect(storage.readStaging('mp1', 0, data.length)))).toBe(sha(data));
+      await expect(storage.openStagingForParts('mp1', 10)).rejects.toThrow(/more than/);
+      await storage.publishStaging('mp1', sha(data));
+      expect(await storage.blobSize(sha(data))).toBe(data.length);
+    });
+
     it('publishes staging as a content-addressed blob, idempotently', async () => {
       const data = randomBytes(70_000);
       const digest = sha(data);

@@ -30,6 +30,12 @@ export interface Storage {
    * extends it: if fewer than `size` bytes are staged, the committed bytes were lost (InternalError).
    */
   openStaging(uploadId: string, size: number): Promise<StagingFile>;
+  /**
+   * Opens (creating if needed) a staging object of exactly `size` bytes whose ranges are written
+   * independently and in any order, by several writers at once (multipart parts at their offsets).
+   * Never truncates or moves bytes already written; unwritten ranges read as zeros.
+   */
+  openStagingForParts(uploadId: string, size: number): Promise<StagingFile>;
   /** Size of the staging object, or undefined if there is none. */
   stagingSize(uploadId: string): Promise<number | undefined>;
   /** Streams `[start, end)` of a staging object. */

@@ -37,6 +37,18 @@ describe('hashing', () => {
     }
   });
 
+  it('HashPool computes md5 alone, and a finished hasher refuses more bytes', async () => {
+    const pool = new HashPool(1);
+    try {
+      const h = pool.md5Hasher();
+      for (let i = 0; i < data.length; i += 1_000_000) await h.update(Buffer.from(data.subarray(i, i + 1_000_000)));
+      expect(await h.digest()).toBe(expected.md5);
+      await expect(h.update(Buffer.from('x'))).rejects.toThrow(/already finished/);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('crc32c is the Castagnoli CRC (check value of "123456789")', () => {
     expect(crc32cHex(crc32c(Buffer.from('123456789')))).toBe('e3069283');
   });

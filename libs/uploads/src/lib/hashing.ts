@@ -24,6 +24,13 @@ export interface StreamHasher {
   dispose(): void;
 }
 
+/** md5 of a byte stream fed in order; same ownership and backpressure contract as StreamHasher. */
+export interface Md5Hasher {
+  update(chunk: Buffer): Promise<void> | void;
+  digest(): Promise<string>;
+  dispose(): void;
+}
+
 export function crc32cHex(value: number): string {
   return (value >>> 0).toString(16).padStart(8, '0');
 }
@@ -148,13 +155,28 @@ export class HashPool {
     }
   }
 
+  /** sha256 and crc32c on this thread, md5 on a pool thread. */
   hasher(): StreamHasher {
+    const md5 = this.md5Hasher();
+    const sha = createHash('sha256');
+    let crc = 0;
+    return {
+      update: (chunk: Buffer) => {
+        crc = crc32c(chunk, crc);
+        sha.update(chunk);
+        return md5.update(chunk);
+      },
+      digest: async () => ({ md5: await md5.digest(), sha256: sha.digest('hex'), crc32c: crc32cHex(crc) }),
+      dispose: () => md5.dispose(),
+    };
+  }
+
+  /** md5 alone, on a pool thread (multipart parts are checked by md5 only). */
+  md5Hasher(): Md5Hasher {
     const id = this.nextId++;
     const slot = id % this.workers.length;
     const stream: Stream = { worker: slot, outstanding: 0, waiters: [] };
     this.streams.set(id, stream);
-    let crc = 0;
-    const sha = createHash('sha256');
     let done = false;
     const finish = () => {
       done = true;
@@ -167,8 +189,6 @@ export class HashPool {
     return {
       update: async (chunk: Buffer) => {
         check();
-        crc = crc32c(chunk, crc);
-        sha.update(chunk);
         stream.outstanding += chunk.length;
         // The chunk is ours (StreamHasher contract). If it is the only view of its own ArrayBuffer
         // (a gRPC message, a file read), hand the memory to the worker without copying; otherwise
@@ -180,12 +200,12 @@ export class HashPool {
         check();
       },
       digest: () =>
-        new Promise<Digests>((resolve, reject) => {
+        new Promise<string>((resolve, reject) => {
           check();
           stream.onDigest = (r) => {
             finish();
             if (stream.failure) reject(stream.failure);
-            else resolve({ sha256: sha.digest('hex'), md5: r.md5 ?? '', crc32c: crc32cHex(crc) });
+            else resolve(r.md5 ?? '');
           };
           this.workers[slot].postMessage({ op: 'digest', id });
         }),

@@ -1,6 +1,11 @@
 import type { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 
+/** Something else that keeps uploads in staging (multipart uploads): the orphan sweep asks it too. */
+export interface StagingOwner {
+  exists(uploadId: string): Promise<boolean>;
+}
+
 export interface ExpiryReport {
   expiredSessions: number;
   removedStaging: number;
@@ -16,6 +21,7 @@ export class UploadExpiry {
     private readonly sessions: SessionStore,
     private readonly storage: Storage,
     private readonly idleLifetimeMs: number,
+    private readonly otherOwners: StagingOwner[] = [],
   ) {}
 
   async run(now = Date.now(), batchSize = 500): Promise<ExpiryReport> {
@@ -36,10 +42,16 @@ export class UploadExpiry {
     }
     for await (const entry of this.storage.listStaging()) {
       if (entry.modifiedMs > cutoff) continue;
-      if (await this.sessions.exists(entry.uploadId)) continue;
+      if (await this.owned(entry.uploadId)) continue;
       await this.storage.deleteStaging(entry.uploadId);
       removedStaging++;
     }
     return { expiredSessions, removedStaging };
+  }
+
+  private async owned(uploadId: string): Promise<boolean> {
+    if (await this.sessions.exists(uploadId)) return true;
+    for (const owner of this.otherOwners) if (await owner.exists(uploadId)) return true;
+    return false;
   }
 }

@@ -1,0 +1,19 @@
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { FerryConfig } from '@ferry/config';
+import { LOGGER, classifyInfraError } from '@ferry/core';
+import { FerryErrorFilter, configureHttpApp } from '@ferry/http';
+import type { Logger } from '@ferry/logging';
+import { MultipartApiModule } from './multipart-api.module';
+
+/** Routes whose bodies are part bytes, streamed to staging (never parsed). */
+const STREAMED = /^\/file\/multipart\/[^/]+\/parts\/[^/]+$/;
+
+/** The multipart-api application, configured but not listening (main and the tests listen). */
+export async function createMultipartApi(config: FerryConfig, nestLogger: false | ('error' | 'warn')[] = ['error', 'warn']): Promise<INestApplication> {
+  const app = await NestFactory.create(MultipartApiModule.register(config), { bodyParser: false, logger: nestLogger });
+  configureHttpApp(app, { streamedPaths: STREAMED });
+  const logger = app.get<Logger>(LOGGER);
+  app.useGlobalFilters(new FerryErrorFilter((err) => logger.error({ err }, 'unexpected error'), classifyInfraError));
+  return app;
+}

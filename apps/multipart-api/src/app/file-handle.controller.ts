@@ -1,0 +1,56 @@
+import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import { Authenticator } from '@ferry/auth';
+import type { FerryConfig } from '@ferry/config';
+import { FERRY_CONFIG } from '@ferry/core';
+import { parseRange, publicBaseUrl } from '@ferry/http';
+import { FileHandle, MultipartService, parseBooleanFlag } from '@ferry/multipart';
+import { principalOf } from './principal';
+
+@Controller('file/fileHandle')
+export class FileHandleController {
+  constructor(
+    private readonly multipart: MultipartService,
+    private readonly auth: Authenticator,
+    @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
+  ) {}
+
+  @Get(':id')
+  get(@Req() req: Request, @Param('id') id: string): Promise<FileHandle> {
+    return this.multipart.fileHandle(principalOf(this.auth, req), id);
+  }
+
+  /** A signed download URL: as text with redirect=false, else a 307 to it. */
+  @Get(':id/url')
+  async url(@Req() req: Request, @Res() res: Response, @Param('id') id: string, @Query('redirect') redirect: unknown): Promise<void> {
+    const follow = parseBooleanFlag(redirect, 'redirect', true);
+    const url = await this.multipart.fileHandleUrl(principalOf(this.auth, req), id, publicBaseUrl(req, this.config.multipart.publicUrl));
+    if (follow) res.redirect(307, url);
+    else res.type('text/plain').send(url);
+  }
+
+  /** Data plane: the content behind a signed download URL, with Range support. */
+  @Get(':id/content')
+  async content(@Req() req: Request, @Res() res: Response, @Param('id') id: string): Promise<void> {
+    const { handle, object, read } = await this.multipart.openContent(id, {
+      method: req.method,
+      path: req.path,
+      query: req.query as Record<string, unknown>,
+      header: (n) => req.header(n),
+    });
+    const range = parseRange(req.header('range'), object.size);
+    const start = range?.start ?? 0;
+    const end = range?.end ?? object.size;
+    res.status(range ? 206 : 200);
+    res.setHeader('Content-Type', handle.contentType);
+    res.setHeader('Content-Length', String(end - start));
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('ETag', `"${object.md5}"`);
+    res.setHeader('Content-Disposition', `attachment; filename*=UTF-8''${encodeURIComponent(handle.fileName)}`);
+    if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${object.size}`);
+    if (!range) res.setHeader('Content-MD5', Buffer.from(object.md5, 'hex').toString('base64'));
+    // a client that goes away mid-download is not an error of ours
+    await pipeline(read(start, end), res).catch(() => res.destroy());
+  }
+}

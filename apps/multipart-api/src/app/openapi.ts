@@ -1,0 +1,493 @@
+/** The OpenAPI 3.1 description of Ferry's multipart REST API (served at GET /docs). */
+export const MULTIPART_OPENAPI = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Ferry multipart upload API',
+    version: '1.0.0',
+    description:
+      'Synapse-style multipart upload. 1) POST /file/multipart starts an upload, or resumes the caller\'s unfinished ' +
+      'upload of the same request. 2) Request presigned part URLs and PUT each part\'s bytes to its presigned URL. ' +
+      '3) Add each part with its MD5 (PUT .../add/{partNumber}). 4) Complete the upload: the worker assembles the parts ' +
+      'and verifies the whole-file MD5 in the background; complete answers COMPLETED with a file handle, or ASSEMBLING ' +
+      '(202, call again) while the assembly runs. Dedup: when the same user starts a file with the same contentMD5Hex ' +
+      'and fileSizeBytes as one they already completed, the upload is COMPLETED at once with a new file handle. ' +
+      'Presigned URLs expire after 15 minutes by default (FERRY_SIGNED_URL_TTL_MS).',
+  },
+  security: [{ bearer: [] }],
+  paths: {
+    '/file/multipart': {
+      post: {
+        operationId: 'startMultipartUpload',
+        summary: 'Start or resume a multipart upload',
+        parameters: [{ $ref: '#/components/parameters/forceRestart' }],
+        requestBody: { $ref: '#/components/requestBodies/MultipartUploadRequest' },
+        responses: {
+          '201': { $ref: '#/components/responses/MultipartUploadStatus' },
+          '400': { $ref: '#/components/responses/BadRequest' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+        },
+      },
+    },
+    '/file/multipart/upload': {
+      post: {
+        operationId: 'startMultipartUploadAlias',
+        summary: 'Start or resume a multipart upload (alias from Synapse\'s documentation)',
+        parameters: [{ $ref: '#/components/parameters/forceRestart' }],
+        requestBody: { $ref: '#/components/requestBodies/MultipartUploadRequest' },
+        responses: {
+          '201': { $ref: '#/components/responses/MultipartUploadStatus' },
+          '400': { $ref: '#/components/responses/BadRequest' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}': {
+      get: {
+        operationId: 'getMultipartUploadStatus',
+        summary: 'Status of a multipart upload',
+        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        responses: {
+          '200': { $ref: '#/components/responses/MultipartUploadStatus' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}/presigned/url/batch': {
+      post: {
+        operationId: 'getPresignedUploadUrls',
+        summary: 'Presigned PUT URLs for a batch of parts',
+        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        requestBody: { $ref: '#/components/requestBodies/BatchPresignedUploadUrlRequest' },
+        responses: {
+          '201': { $ref: '#/components/responses/BatchPresignedUploadUrlResponse' },
+          '400': { $ref: '#/components/responses/BadRequest' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}/presignedurl/batch': {
+      post: {
+        operationId: 'getPresignedUploadUrlsAlias',
+        summary: 'Presigned PUT URLs for a batch of parts (alias from Synapse\'s documentation)',
+        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        requestBody: { $ref: '#/components/requestBodies/BatchPresignedUploadUrlRequest' },
+        responses: {
+          '201': { $ref: '#/components/responses/BatchPresignedUploadUrlResponse' },
+          '400': { $ref: '#/components/responses/BadRequest' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}/add/{partNumber}': {
+      put: {
+        operationId: 'addMultipartPart',
+        summary: 'Add an uploaded part, checking its MD5',
+        parameters: [
+          { $ref: '#/components/parameters/uploadId' },
+          { $ref: '#/components/parameters/partNumber' },
+          { name: 'partMD5Hex', in: 'query', required: true, schema: { $ref: '#/components/schemas/Md5Hex' } },
+        ],
+        responses: {
+          '200': {
+            description: 'ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/AddPartResponse' } } },
+          },
+          '400': { $ref: '#/components/responses/BadRequest' },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}/complete': {
+      put: {
+        operationId: 'completeMultipartUpload',
+        summary: 'Complete a multipart upload',
+        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        responses: {
+          '200': {
+            description: 'The upload is COMPLETED; resultFileHandleId names the new file handle.',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadStatus' } } },
+          },
+          '202': {
+            description: 'State ASSEMBLING: the assembly is still running after the configured wait; call complete again.',
+            headers: { 'Retry-After': { description: 'Seconds to wait.', schema: { type: 'integer', minimum: 0 } } },
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadStatus' } } },
+          },
+          '400': {
+            $ref: '#/components/responses/BadRequest',
+            description: 'Parts are missing, or the assembled file\'s MD5 differs from contentMD5Hex (the upload is FAILED).',
+          },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/multipart/{uploadId}/parts/{partNumber}': {
+      put: {
+        operationId: 'putMultipartPart',
+        summary: 'Upload one part\'s bytes (data plane: the presigned part URL)',
+        description:
+          'The body is exactly the part\'s bytes: part n covers bytes [(n-1)*partSize, min(n*partSize, fileSize)-1]. ' +
+          'The request must send the signedHeaders returned with the URL.',
+        security: [],
+        parameters: [
+          { $ref: '#/components/parameters/uploadId' },
+          { $ref: '#/components/parameters/partNumber' },
+          { $ref: '#/components/parameters/expires' },
+          { $ref: '#/components/parameters/signedHeaders' },
+          { $ref: '#/components/parameters/signature' },
+        ],
+        requestBody: {
+          required: true,
+          content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+        },
+        responses: {
+          '200': {
+            description: 'The part is stored (empty body).',
+            headers: { ETag: { description: 'The part\'s MD5 hex, quoted.', schema: { type: 'string' } } },
+          },
+          '400': { $ref: '#/components/responses/BadRequest', description: 'The body is not exactly the part\'s length.' },
+          '403': { $ref: '#/components/responses/SignatureRejected' },
+          '404': { $ref: '#/components/responses/NotFound', description: 'Unknown upload.' },
+          '409': {
+            $ref: '#/components/responses/Error',
+            description: 'Another PUT of this part is in progress, or the upload is already completing.',
+          },
+        },
+      },
+    },
+    '/file/fileHandle/{id}': {
+      get: {
+        operationId: 'getFileHandle',
+        summary: 'A file handle',
+        parameters: [{ $ref: '#/components/parameters/fileHandleId' }],
+        responses: {
+          '200': {
+            description: 'The file handle.',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/FileHandle' } } },
+          },
+          '401': { $ref: '#/components/responses/Unauthenticated' },
+          '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/fileHandle/{id}/url': {
+      get: {
+        operationId: 'getFileHandleUrl',
+        summary: 'A signed download URL for a file handle',
+        parameters: [
+          { $ref: '#/components/parameters/fileHandleId' },
+          { name: 'redirect', in: 'query', schema: { type: 'string', enum: ['true', 'false'], default: 'true' } },
+        ],
+        responses: {
+          '200': {
+            description: 'The signed URL (redirect=false).',
+            content: { 'text/plain': { schema: { type: 'string', format: 'uri' } } },
+          },
+          '307': {
+            description: 'Redirect to the signed URL (redirect=true).',
+            headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
+          },
+          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
+          '404': { $ref: '#/components/responses/NotFound' },
+        },
+      },
+    },
+    '/file/fileHandle/{id}/content': {
+      get: {
+        operationId: 'downloadFileHandleContent',
+        summary: 'Download a file\'s bytes (data plane: the signed download URL)',
+        security: [],
+        parameters: [
+          { $ref: '#/components/parameters/fileHandleId' },
+          { $ref: '#/components/parameters/expires' },
+          { $ref: '#/components/parameters/signedHeaders' },
+          { $ref: '#/components/parameters/signature' },
+          {
+            name: 'Range',
+            in: 'header',
+            description: 'A single byte range, e.g. bytes=0-1023.',
+            schema: { type: 'string', pattern: '^bytes=[0-9]*-[0-9]*$' },
+          },
+        ],
+        responses: {
+          '200': {
+            description: 'The whole file.',
+            headers: {
+              'Accept-Ranges': { $ref: '#/components/headers/AcceptRanges' },
+              ETag: { $ref: '#/components/headers/ETag' },
+              'Content-MD5': { description: 'Base64 MD5 of the whole file.', schema: { type: 'string' } },
+              'Content-Disposition': { $ref: '#/components/headers/ContentDisposition' },
+            },
+            content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+          },
+          '206': {
+            description: 'The requested byte range.',
+            headers: {
+              'Content-Range': { description: 'bytes start-end/size', schema: { type: 'string' } },
+              'Accept-Ranges': { $ref: '#/components/headers/AcceptRanges' },
+              ETag: { $ref: '#/components/headers/ETag' },
+              'Content-Disposition': { $ref: '#/components/headers/ContentDisposition' },
+            },
+            content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+          },
+          '403': { $ref: '#/components/responses/SignatureRejected' },
+          '404': { $ref: '#/components/responses/NotFound' },
+          '416': { $ref: '#/components/responses/Error', description: 'The range is not satisfiable.' },
+        },
+      },
+    },
+    '/healthz': {
+      get: {
+        operationId: 'healthz',
+        summary: 'Liveness',
+        security: [],
+        responses: {
+          '200': {
+            description: 'The process is alive.',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
+          },
+        },
+      },
+    },
+    '/readyz': {
+      get: {
+        operationId: 'readyz',
+        summary: 'Readiness (Redis and storage reachable)',
+        security: [],
+        responses: {
+          '200': {
+            description: 'Ready.',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/Readiness' } } },
+          },
+          '503': { $ref: '#/components/responses/Error', description: 'Not ready.' },
+        },
+      },
+    },
+    '/metrics': {
+      get: {
+        operationId: 'metrics',
+        summary: 'Prometheus metrics',
+        security: [],
+        responses: {
+          '200': { description: 'Prometheus text format.', content: { 'text/plain': { schema: { type: 'string' } } } },
+        },
+      },
+    },
+    '/docs': {
+      get: {
+        operationId: 'docs',
+        summary: 'This OpenAPI document',
+        security: [],
+        responses: {
+          '200': { description: 'The OpenAPI 3.1 document.', content: { 'application/json': { schema: { type: 'object' } } } },
+        },
+      },
+    },
+  },
+  components: {
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+    parameters: {
+      uploadId: { name: 'uploadId', in: 'path', required: true, schema: { type: 'string', pattern: '^mp_[A-Za-z0-9_-]+$' } },
+      partNumber: { name: 'partNumber', in: 'path', required: true, schema: { type: 'integer', minimum: 1, maximum: 10000 } },
+      fileHandleId: { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' } },
+      forceRestart: {
+        name: 'forceRestart', in: 'query',
+        description: 'true abandons the caller\'s previous upload of this request and skips dedup.',
+        schema: { type: 'string', enum: ['true', 'false'], default: 'false' },
+      },
+      expires: {
+        name: 'X-Ferry-Expires', in: 'query', required: true,
+        description: 'When the signed URL expires, in unix seconds.',
+        schema: { type: 'string', pattern: '^[0-9]+$' },
+      },
+      signedHeaders: {
+        name: 'X-Ferry-SignedHeaders', in: 'query', required: true,
+        description: 'Semicolon-separated lowercase names of the signed headers the request must send; may be empty.',
+        schema: { type: 'string' },
+      },
+      signature: {
+        name: 'X-Ferry-Signature', in: 'query', required: true,
+        description: 'base64url HMAC-SHA256 signature.',
+        schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+      },
+    },
+    headers: {
+      ETag: { description: 'The content\'s entity tag.', schema: { type: 'string' } },
+      AcceptRanges: { description: 'Byte ranges are supported.', schema: { type: 'string', const: 'bytes' } },
+      ContentDisposition: { description: 'attachment, with the file name.', schema: { type: 'string' } },
+    },
+    requestBodies: {
+      MultipartUploadRequest: {
+        required: true,
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadRequest' } } },
+      },
+      BatchPresignedUploadUrlRequest: {
+        required: true,
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/BatchPresignedUploadUrlRequest' } } },
+      },
+    },
+    responses: {
+      Error: {
+        description: 'An error.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+      MultipartUploadStatus: {
+        description: 'The upload\'s status.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadStatus' } } },
+      },
+      BatchPresignedUploadUrlResponse: {
+        description: 'One presigned URL per requested part.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/BatchPresignedUploadUrlResponse' } } },
+      },
+      BadRequest: {
+        description: 'The request is invalid.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+      Unauthenticated: {
+        description: 'Missing or invalid bearer token.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+      PermissionDenied: {
+        description: 'The caller may not access this resource.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+      NotFound: {
+        description: 'No such resource.',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+      SignatureRejected: {
+        description: 'The signed URL has expired or its signature does not match (tampered).',
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      },
+    },
+    schemas: {
+      Health: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } },
+      Readiness: {
+        type: 'object',
+        required: ['status', 'redis', 'storage'],
+        properties: { status: { type: 'string' }, redis: { type: 'string' }, storage: { type: 'string' } },
+      },
+      Md5Hex: { type: 'string', pattern: '^[0-9a-fA-F]{32}$' },
+      Binary: { type: 'string', contentMediaType: 'application/octet-stream' },
+      MultipartUploadRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['fileName', 'contentMD5Hex', 'fileSizeBytes', 'partSizeBytes'],
+        properties: {
+          concreteType: { type: 'string', const: 'org.sagebionetworks.repo.model.file.MultipartUploadRequest' },
+          fileName: {
+            type: 'string', minLength: 1, maxLength: 256, pattern: '^[^/\\u0000-\\u001F\\u007F]+$',
+            description: 'No "/" or control characters.',
+          },
+          contentType: { type: 'string', default: 'application/octet-stream' },
+          contentMD5Hex: { $ref: '#/components/schemas/Md5Hex' },
+          fileSizeBytes: { type: 'integer', minimum: 1 },
+          partSizeBytes: {
+            type: 'integer', minimum: 5242880, maximum: 5368709120,
+            description: 'Smaller only when the whole file fits in one part; the file may have at most 10000 parts.',
+          },
+          storageLocationId: { type: 'integer', minimum: 0 },
+          generatePreview: { type: 'boolean' },
+        },
+      },
+      MultipartUploadStatus: {
+        type: 'object',
+        required: ['uploadId', 'startedBy', 'startedOn', 'updatedOn', 'partsState', 'state'],
+        properties: {
+          uploadId: { type: 'string' },
+          startedBy: { type: 'string', description: 'The client id of the user who started the upload.' },
+          startedOn: { type: 'string', format: 'date-time' }, updatedOn: { type: 'string', format: 'date-time' },
+          partsState: { type: 'string', pattern: '^[01]+$', description: 'One character per part; \'1\' once added.' },
+          state: {
+            type: 'string',
+            enum: ['UPLOADING', 'ASSEMBLING', 'COMPLETED', 'FAILED'],
+            description: 'ASSEMBLING and FAILED are Ferry extensions.',
+          },
+          resultFileHandleId: { type: 'string', description: 'Set when COMPLETED only.' },
+          errorMessage: { type: 'string', description: 'Set when FAILED only.' },
+        },
+      },
+      BatchPresignedUploadUrlRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['partNumbers'],
+        properties: {
+          uploadId: { type: 'string', description: 'Optional; must match the path\'s uploadId.' },
+          partNumbers: {
+            type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 1000,
+            description: 'At most 1000 by default (configurable: FERRY_MULTIPART_MAX_URL_BATCH).',
+          },
+          contentType: { type: 'string', description: 'If given, it becomes a signed header the part PUT must send.' },
+        },
+      },
+      BatchPresignedUploadUrlResponse: {
+        type: 'object',
+        required: ['partPresignedUrls'],
+        properties: {
+          partPresignedUrls: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['partNumber', 'uploadPresignedUrl', 'signedHeaders'],
+              properties: {
+                partNumber: { type: 'integer', minimum: 1 },
+                uploadPresignedUrl: { type: 'string', format: 'uri' },
+                signedHeaders: { type: 'object', additionalProperties: { type: 'string' } },
+              },
+            },
+          },
+        },
+      },
+      AddPartResponse: {
+        type: 'object',
+        required: ['uploadId', 'partNumber', 'addPartState'],
+        properties: {
+          uploadId: { type: 'string' },
+          partNumber: { type: 'integer', minimum: 1 },
+          addPartState: { type: 'string', enum: ['ADD_SUCCESS', 'ADD_FAILED'] },
+          errorMessage: { type: 'string', description: 'Set when ADD_FAILED.' },
+        },
+      },
+      FileHandle: {
+        type: 'object',
+        required: [
+          'id', 'etag', 'concreteType', 'fileName', 'contentType', 'contentMd5', 'contentSize',
+          'createdBy', 'createdOn', 'modifiedOn', 'status', 'objectName', 'contentSha256',
+        ],
+        properties: {
+          id: { type: 'string', pattern: '^[1-9][0-9]*$' },
+          etag: { type: 'string' }, concreteType: { type: 'string' }, fileName: { type: 'string' },
+          contentType: { type: 'string' }, contentMd5: { type: 'string' },
+          contentSize: { type: 'integer', minimum: 0 },
+          createdBy: { type: 'string' },
+          createdOn: { type: 'string', format: 'date-time' }, modifiedOn: { type: 'string', format: 'date-time' },
+          storageLocationId: { type: 'integer' },
+          status: { type: 'string', const: 'AVAILABLE' },
+          objectName: { type: 'string', description: 'Ferry extension: the catalog object name, "fileHandle/<id>".' },
+          contentSha256: { type: 'string', description: 'Ferry extension: the SHA-256 hex of the content.' },
+        },
+      },
+      Error: {
+        type: 'object',
+        required: ['code', 'message', 'reason'],
+        properties: {
+          code: {
+            type: 'string',
+            enum: [
+              'INVALID_ARGUMENT', 'OUT_OF_RANGE', 'NOT_FOUND', 'ALREADY_EXISTS', 'FAILED_PRECONDITION', 'ABORTED',
+              'UNAUTHENTICATED', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'CANCELLED', 'DEADLINE_EXCEEDED',
+              'UNAVAILABLE', 'INTERNAL',
+            ],
+          },
+          message: { type: 'string' },
+          reason: { type: 'string', description: 'The same text as message, for Synapse clients.' },
+        },
+      },
+    },
+  },
+} as const;

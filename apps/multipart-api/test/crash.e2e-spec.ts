@@ -1,0 +1,196 @@
+/**
+ * Crash tests: multipart-api and assembler-worker run as separate processes (the built dist/apps)
+ * and are killed with SIGKILL: multipart-api while parts are being PUT, the worker while it
+ * assembles. The client behaves like the Python client (start, PUT and add the missing parts,
+ * complete; retry the whole cycle on failure). Checks: the upload completes, the file's sha256 is
+ * right, and there is exactly one file handle for it.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { Queue } from 'bullmq';
+import IORedis from 'ioredis';
+import { MultipartClient, TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
+
+const MiB = 1024 * 1024;
+const PART = 5 * MiB;
+const DIST = join(__dirname, '..', '..', '..', 'dist', 'apps');
+const TOKEN = 'crash-token';
+
+type Status = { uploadId: string; state: string; partsState: string; resultFileHandleId?: string };
+
+describe('multipart uploads survive kill -9 of multipart-api and of the worker', () => {
+  let redis: TestRedis;
+  let data: TempDir;
+  let apiPort: number;
+  let workerPort: number;
+  let api: ChildProcess | undefined;
+  let worker: ChildProcess | undefined;
+  let client: MultipartClient;
+
+  const env = () => ({
+    ...process.env,
+    REDIS_URL: redis.url,
+    FERRY_REDIS_PREFIX: redis.prefix,
+    FERRY_DATA_DIR: data.path,
+    FERRY_MULTIPART_PORT: String(apiPort),
+    FERRY_WORKER_PORT: String(workerPort),
+    FERRY_LEASE_TTL_MS: '1000',
+    FERRY_JOB_LOCK_MS: '1000',
+    FERRY_MULTIPART_COMPLETE_WAIT_MS: '2000',
+    FERRY_CLIENTS: JSON.stringify([{ clientId: 'crash', accessToken: TOKEN, scopes: ['*'] }]),
+    FERRY_SIGNING_KEY: 'crash-test-signing-key-0123456789abcdef',
+    FERRY_LOG_LEVEL: 'warn',
+  });
+
+  async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`app on port ${port} did not start`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async function startApi(): Promise<void> {
+    api = spawn(process.execPath, [join(DIST, 'multipart-api', 'main.js')], { env: env(), stdio: ['ignore', 'ignore', 'inherit'] });
+    await waitHealthy(apiPort, api);
+  }
+
+  async function startWorker(): Promise<void> {
+    worker = spawn(process.execPath, [join(DIST, 'assembler-worker', 'main.js')], { env: env(), stdio: ['ignore', 'ignore', 'inherit'] });
+    await waitHealthy(workerPort, worker);
+  }
+
+  function kill9(child: ChildProcess | undefined): Promise<void> {
+    if (!child || child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGKILL');
+    });
+  }
+
+  beforeAll(async () => {
+    redis = await startTestRedis();
+    data = tempDir('ferry-mp-crash');
+    apiPort = await freePort();
+    workerPort = await freePort();
+    client = new MultipartClient({ base: `http://127.0.0.1:${apiPort}`, token: TOKEN });
+    await Promise.all([startApi(), startWorker()]);
+  });
+
+  afterAll(async () => {
+    await Promise.all([kill9(api), kill9(worker)]);
+    await redis.stop();
+    data.remove();
+  });
+
+  /** One cycle of the Python client; throws on any failure (the caller retries the cycle). */
+  async function cycle(content: Buffer, fileName: string): Promise<Status> {
+    const r = await client.upload(content, { fileName, partSizeBytes: PART }, 4);
+    if (r.status !== 200 && r.status !== 201) throw new Error(`complete: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body as Status;
+  }
+
+  async function handlesOf(sha256: string): Promise<string[]> {
+    const conn = new IORedis(redis.url);
+    try {
+      return await conn.smembers(`${redis.prefix}:blob:{${sha256}}:refs`);
+    } finally {
+      conn.disconnect();
+    }
+  }
+
+  it('completes an upload whose multipart-api is killed three times during part PUTs', async () => {
+    const content = patternBytes(160 * MiB + 12345, 5);
+    const request = {
+      fileName: 'crash-api.bin',
+      contentType: 'application/octet-stream',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: PART,
+    };
+    let result: Status | undefined;
+    const killedAt: string[] = [];
+    // kill whenever a few more parts were added since the last kill, while parts are still missing
+    const killer = (async () => {
+      let added = 0;
+      while (killedAt.length < 3 && !result) {
+        await new Promise((r) => setTimeout(r, 20));
+        const status = await client.start(request).catch(() => undefined);
+        const parts = (status?.body as Status | undefined)?.partsState ?? '';
+        const now = [...parts].filter((c) => c === '1').length;
+        if (now >= added + 3 && parts.includes('0')) {
+          await kill9(api);
+          killedAt.push(parts);
+          added = now;
+          await startApi();
+        }
+      }
+    })();
+    for (let attempt = 0; attempt < 30 && !result; attempt++) {
+      try {
+        result = await cycle(content, 'crash-api.bin');
+      } catch {
+        await new Promise((r) => setTimeout(r, 300)); // server down, or a dead PUT's lease not yet lapsed
+      }
+    }
+    await killer;
+    expect(killedAt).toHaveLength(3);
+    expect(result).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+    expect(await handlesOf(sha256Hex(content))).toEqual([`fileHandle/${result?.resultFileHandleId}`]);
+    const url = await client.request('GET', `/file/fileHandle/${result?.resultFileHandleId}/url?redirect=false`);
+    const body = Buffer.from(await (await fetch(String(url.body))).arrayBuffer());
+    expect(sha256Hex(body)).toBe(sha256Hex(content));
+  });
+
+  it('completes an upload whose worker is killed in the middle of the assembly, with exactly one file handle', async () => {
+    const content = patternBytes(192 * MiB + 3, 6);
+    const start = (await client.start({
+      fileName: 'crash-worker.bin',
+      contentType: 'application/octet-stream',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: 16 * MiB,
+    })).body as unknown as Status;
+    const parts = start.partsState.length;
+    const urls = (await client.urls(start.uploadId, Array.from({ length: parts }, (_, i) => i + 1))).body.partPresignedUrls;
+    for (const u of urls) {
+      const part = content.subarray((u.partNumber - 1) * 16 * MiB, u.partNumber * 16 * MiB);
+      expect((await MultipartClient.put(u.uploadPresignedUrl, part)).status).toBe(200);
+      expect((await client.add(start.uploadId, u.partNumber, md5Hex(part))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    }
+    // watch the job; kill the worker as soon as it is assembling
+    const conn = new IORedis(redis.url, { maxRetriesPerRequest: null });
+    const queue = new Queue('assembly', { connection: conn, prefix: `{${redis.prefix}:bull}` });
+    try {
+      const completing = client.complete(start.uploadId);
+      let killedWhileActive = false;
+      for (let i = 0; i < 2000 && !killedWhileActive; i++) {
+        const job = await queue.getJob(`assemble-${start.uploadId}`);
+        if (job && (await job.getState()) === 'active') {
+          await kill9(worker);
+          killedWhileActive = true;
+        } else {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+      expect(killedWhileActive).toBe(true);
+      const first = await completing;
+      expect(first.status).toBe(202); // the assembly did not finish: its worker died
+      await startWorker();
+      let done = first;
+      for (let i = 0; i < 60 && done.status !== 200; i++) done = await client.complete(start.uploadId);
+      expect(done.body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+      const handleId = (done.body as Status).resultFileHandleId;
+      expect(await handlesOf(sha256Hex(content))).toEqual([`fileHandle/${handleId}`]);
+      expect((await client.request('GET', `/file/fileHandle/${handleId}`)).body).toMatchObject({ contentSha256: sha256Hex(content) });
+    } finally {
+      await queue.close();
+      conn.disconnect();
+    }
+  });
+});

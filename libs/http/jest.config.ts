@@ -1,0 +1,6 @@
+export default {
+  displayName: 'http',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/http',
+};

@@ -1,0 +1,3 @@
+export * from './lib/error.filter';
+export * from './lib/range';
+export * from './lib/http-app';

@@ -1,0 +1,47 @@
+import type { INestApplication } from '@nestjs/common';
+import type { NextFunction, Request, Response } from 'express';
+import { json } from 'express';
+import type { Server } from 'node:http';
+import { InvalidArgumentError, ResourceExhaustedError } from '@ferry/errors';
+
+export interface HttpAppOptions {
+  /** Paths whose bodies are streamed by the handler (never parsed as JSON), e.g. presigned PUTs. */
+  streamedPaths: RegExp;
+  /** Largest JSON body accepted on the other routes. */
+  jsonLimit?: string;
+}
+
+/**
+ * What every Ferry HTTP app sets on its Nest application (created with `bodyParser: false`):
+ * JSON bodies parsed only where a route takes JSON, so an uploaded part whose content type
+ * happens to be JSON still streams to disk; no whole-request timeout (a 5 GiB part takes as long
+ * as it takes; idle sockets are cut by the handlers instead); and the `x-powered-by` banner off.
+ */
+export function configureHttpApp(app: INestApplication, options: HttpAppOptions): void {
+  const parse = json({ limit: options.jsonLimit ?? '1mb' });
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if (options.streamedPaths.test(req.path)) return next();
+    parse(req, res, (err?: unknown) => next(err === undefined ? undefined : bodyError(err)));
+  });
+  const express = app.getHttpAdapter().getInstance() as { disable(setting: string): void };
+  express.disable('x-powered-by');
+  const server = app.getHttpServer() as Server;
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 65_000;
+}
+
+/** Base URL (`scheme://host[:port]`) of signed links: the configured public URL, else the Host the request came to. */
+export function publicBaseUrl(req: Request, configured: string | undefined): string {
+  if (configured) return configured;
+  return `${req.protocol}://${req.headers.host ?? 'localhost'}`;
+}
+
+/** body-parser failures (they carry `type`) as domain errors. */
+function bodyError(err: unknown): unknown {
+  const type = (err as { type?: unknown }).type;
+  if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
+  if (type === 'entity.too.large') return new ResourceExhaustedError('body too large');
+  if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
+  return err;
+}

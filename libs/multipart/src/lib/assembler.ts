@@ -1,0 +1,84 @@
+import type { AssembleMultipartResult } from '@ferry/jobs';
+import type { Storage } from '@ferry/storage';
+import type { Digests, HashPool } from '@ferry/uploads';
+import { FileHandles } from './file-handles';
+import { MultipartStore, MultipartUpload } from './multipart-store';
+
+/**
+ * The assembly of a completed multipart upload, run by the worker as an idempotent job.
+ *
+ * Parts were written at their offsets in one staging object, so there is nothing to join: one
+ * sequential read hashes the whole file (md5 on a pool thread, sha256 and crc32c on this one), the
+ * md5 is checked against the client's contentMD5Hex, and the staging object is renamed into the
+ * content-addressed blobs. Every step can be repeated after a crash: the digests are recorded
+ * before the rename, the handle id before the handle, and each write is idempotent.
+ */
+export class MultipartAssembler {
+  constructor(
+    private readonly store: MultipartStore,
+    private readonly handles: FileHandles,
+    private readonly storage: Storage,
+    private readonly hashPool: HashPool,
+  ) {}
+
+  async assemble(uploadId: string): Promise<AssembleMultipartResult> {
+    const upload = await this.store.get(uploadId);
+    if (!upload) return { state: 'FAILED', reason: `upload ${uploadId} no longer exists` };
+    if (upload.state === 'COMPLETED') return { state: 'COMPLETED', fileHandleId: upload.resultFileHandleId };
+    if (upload.state === 'FAILED') return { state: 'FAILED', reason: upload.failureReason };
+    if (upload.state !== 'ASSEMBLING') return { state: 'FAILED', reason: `upload ${uploadId} is ${upload.state}, not completing` };
+
+    const size = upload.request.fileSizeBytes;
+    let digests = upload.digests;
+    if (!digests) {
+      const staged = await this.storage.stagingSize(uploadId);
+      if (staged !== size) return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`);
+      digests = await this.hash(uploadId, size);
+      if (digests.md5 !== upload.request.contentMD5Hex) {
+        return this.fail(upload, `the MD5 of the assembled file is ${digests.md5}, but contentMD5Hex is ${upload.request.contentMD5Hex}`);
+      }
+      if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { ...digests }))) return this.settled(uploadId);
+    }
+
+    if ((await this.storage.blobSize(digests.sha256)) !== size) await this.storage.publishStaging(uploadId, digests.sha256);
+    else await this.storage.deleteStaging(uploadId);
+
+    const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
+    if (!handleId) return this.settled(uploadId);
+    const { request } = upload;
+    await this.handles.create(
+      handleId,
+      { fileName: request.fileName, contentType: request.contentType, owner: upload.owner, storageLocationId: request.storageLocationId },
+      { size, ...digests },
+    );
+    await this.store.dedupRecord(upload.owner, digests.md5, size, handleId);
+    if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { state: 'COMPLETED', resultFileHandleId: handleId }))) {
+      return this.settled(uploadId);
+    }
+    return { state: 'COMPLETED', fileHandleId: handleId };
+  }
+
+  private async hash(uploadId: string, size: number): Promise<Digests> {
+    const hasher = this.hashPool.hasher();
+    try {
+      for await (const chunk of this.storage.readStaging(uploadId, 0, size)) await hasher.update(chunk as Buffer);
+      return await hasher.digest();
+    } catch (err) {
+      hasher.dispose();
+      throw err;
+    }
+  }
+
+  private async fail(upload: MultipartUpload, reason: string): Promise<AssembleMultipartResult> {
+    if (!(await this.store.updateIf(upload.id, 'ASSEMBLING', { state: 'FAILED', failureReason: reason }))) return this.settled(upload.id);
+    await this.storage.deleteStaging(upload.id);
+    return { state: 'FAILED', reason };
+  }
+
+  /** Someone else (a previous attempt still running) settled the upload: report what it decided. */
+  private async settled(uploadId: string): Promise<AssembleMultipartResult> {
+    const u = await this.store.get(uploadId);
+    if (u?.state === 'COMPLETED') return { state: 'COMPLETED', fileHandleId: u.resultFileHandleId };
+    return { state: 'FAILED', reason: u?.failureReason ?? `upload ${uploadId} is ${u?.state ?? 'gone'}` };
+  }
+}

@@ -1,0 +1,98 @@
+import { Job, Queue, Worker } from 'bullmq';
+import {
+  ASSEMBLY_ATTEMPTS,
+  AssembleMultipartPayload,
+  AssembleMultipartResult,
+  JOBS,
+  QUEUES,
+  assemblyJobId,
+} from '@ferry/jobs';
+import type { Redis } from '@ferry/redis';
+import type { MultipartAssembler } from './assembler';
+
+type AssemblyJob = Job<AssembleMultipartPayload, AssembleMultipartResult>;
+
+/** The producer side: makes sure exactly one assembly job exists for an upload that is completing. */
+export class AssemblyQueue {
+  private readonly queue: Queue<AssembleMultipartPayload, AssembleMultipartResult>;
+
+  constructor(connection: Redis, prefix: string) {
+    this.queue = new Queue(QUEUES.assembly, { connection, prefix });
+  }
+
+  /**
+   * Enqueues the upload's assembly (job id from the upload id, so repeated completes enqueue it
+   * once), or revives it if it failed for good earlier (its retries ran out).
+   */
+  async ensure(uploadId: string): Promise<void> {
+    const jobId = assemblyJobId(uploadId);
+    const existing = (await this.queue.getJob(jobId)) as AssemblyJob | undefined;
+    if (existing) {
+      const state = await existing.getState();
+      if (state === 'failed') return existing.retry('failed');
+      if (state !== 'completed' && state !== 'unknown') return;
+      // finished without settling the upload (cannot happen unless it was edited by hand): run again
+      await existing.remove().catch(() => undefined);
+    }
+    await this.queue.add(
+      JOBS.assembleMultipart,
+      { uploadId },
+      {
+        jobId,
+        attempts: ASSEMBLY_ATTEMPTS,
+        backoff: { type: 'exponential', delay: 1000 },
+        removeOnComplete: { age: 24 * 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 24 * 3600 },
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}
+
+export interface AssemblyWorkerOptions {
+  concurrency: number;
+  /** Lock of a running job; a worker that dies holding one is replaced after about this long. */
+  lockMs: number;
+  onFailed?: (uploadId: string | undefined, err: Error) => void;
+  onSettled?: (uploadId: string, result: AssembleMultipartResult, ms: number) => void;
+}
+
+/** The consumer side, run by the assembler worker (and by in-process tests). */
+export class AssemblyWorker {
+  private readonly worker: Worker<AssembleMultipartPayload, AssembleMultipartResult>;
+
+  constructor(connection: Redis, prefix: string, assembler: MultipartAssembler, options: AssemblyWorkerOptions) {
+    this.worker = new Worker<AssembleMultipartPayload, AssembleMultipartResult>(
+      QUEUES.assembly,
+      async (job) => {
+        if (job.name !== JOBS.assembleMultipart) throw new Error(`unknown job ${job.name}`);
+        const started = Date.now();
+        const result = await assembler.assemble(job.data.uploadId);
+        options.onSettled?.(job.data.uploadId, result, Date.now() - started);
+        return result;
+      },
+      {
+        connection,
+        prefix,
+        concurrency: options.concurrency,
+        lockDuration: options.lockMs,
+        stalledInterval: Math.max(500, Math.floor(options.lockMs / 2)),
+        maxStalledCount: ASSEMBLY_ATTEMPTS,
+      },
+    );
+    this.worker.on('failed', (job, err) => options.onFailed?.(job?.data.uploadId, err));
+  }
+
+  /** Resolves once the worker is connected and taking jobs. */
+  async ready(): Promise<void> {
+    await this.worker.waitUntilReady();
+  }
+
+  /** Stops taking jobs and waits for the running ones. */
+  async close(): Promise<void> {
+    await this.worker.close();
+  }
+}

@@ -1,0 +1,102 @@
+import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { InternalError } from '@ferry/errors';
+import type { Redis, RedisKeys } from '@ferry/redis';
+import type { Storage } from '@ferry/storage';
+import { FILE_HANDLE_CONCRETE_TYPE, FileHandle } from './model';
+
+/** The catalog name of a file handle's object (documented in the README's name mapping). */
+export function fileHandleObjectName(id: string): string {
+  return `fileHandle/${id}`;
+}
+
+export interface Content {
+  size: number;
+  sha256: string;
+  md5: string;
+  crc32c: string;
+}
+
+export interface NewFileHandle {
+  fileName: string;
+  contentType: string;
+  owner: string;
+  storageLocationId?: number;
+}
+
+/**
+ * File handles: the multipart face of catalog objects. A handle is a small immutable JSON record
+ * (name, type, creator) whose bytes are the catalog object `fileHandle/<id>`, itself pointing at a
+ * content-addressed blob; two handles of the same content share the blob.
+ */
+export class FileHandles {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly catalog: Catalog,
+    private readonly storage: Storage,
+  ) {}
+
+  async allocateId(): Promise<string> {
+    return String(await this.redis.incr(this.keys.fileHandleSequence()));
+  }
+
+  /**
+   * Publishes the catalog object, then the handle (idempotent: a handle that exists is returned as
+   * it is, so a retried assembly yields the same handle).
+   */
+  async create(id: string, init: NewFileHandle, content: Content): Promise<FileHandle> {
+    const now = new Date().toISOString();
+    const object: CatalogObject = {
+      name: fileHandleObjectName(id),
+      size: content.size,
+      sha256: content.sha256,
+      md5: content.md5,
+      crc32c: content.crc32c,
+      contentType: init.contentType,
+      owner: init.owner,
+      project: '',
+      createdAt: now,
+      expires: null,
+      protocol: 'multipart',
+      blob: content.sha256,
+    };
+    await this.catalog.publish(object);
+    const handle: FileHandle = {
+      id,
+      etag: content.md5,
+      concreteType: FILE_HANDLE_CONCRETE_TYPE,
+      fileName: init.fileName,
+      contentType: init.contentType,
+      contentMd5: content.md5,
+      contentSize: content.size,
+      createdBy: init.owner,
+      createdOn: now,
+      modifiedOn: now,
+      ...(init.storageLocationId !== undefined ? { storageLocationId: init.storageLocationId } : {}),
+      status: 'AVAILABLE',
+      objectName: object.name,
+      contentSha256: content.sha256,
+    };
+    const set = await this.redis.set(this.keys.fileHandle(id), JSON.stringify(handle), 'NX');
+    if (set === 'OK') return handle;
+    const existing = await this.get(id);
+    if (!existing) throw new InternalError(`file handle ${id} vanished`);
+    return existing;
+  }
+
+  async get(id: string): Promise<FileHandle | undefined> {
+    if (!/^[1-9]\d{0,15}$/.test(id)) return undefined;
+    const raw = await this.redis.get(this.keys.fileHandle(id));
+    return raw ? (JSON.parse(raw) as FileHandle) : undefined;
+  }
+
+  /** The handle's catalog object, if the handle exists and its object and bytes are still there. */
+  async liveObject(id: string): Promise<{ handle: FileHandle; object: CatalogObject } | undefined> {
+    const handle = await this.get(id);
+    if (!handle) return undefined;
+    const object = await this.catalog.get(handle.objectName);
+    if (!object || object.sha256 !== handle.contentSha256) return undefined;
+    if ((await this.storage.blobSize(object.blob)) !== object.size) return undefined;
+    return { handle, object };
+  }
+}

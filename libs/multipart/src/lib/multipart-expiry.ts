@@ -1,0 +1,31 @@
+import type { Storage } from '@ferry/storage';
+import type { MultipartStore } from './multipart-store';
+
+/**
+ * Removes multipart uploads untouched for longer than their lifetime, with their staged parts and
+ * their entry in the user's request index. A PUT in progress renews its upload's activity, so a
+ * slow part is never expired under its writer.
+ */
+export class MultipartExpiry {
+  constructor(
+    private readonly store: MultipartStore,
+    private readonly storage: Storage,
+    private readonly idleLifetimeMs: number,
+  ) {}
+
+  async run(now = Date.now(), batchSize = 500): Promise<number> {
+    const cutoff = now - this.idleLifetimeMs;
+    let expired = 0;
+    for (;;) {
+      const ids = await this.store.idleCandidates(cutoff, batchSize);
+      let progressed = 0;
+      for (const id of ids) {
+        if (!(await this.store.expireIfIdle(id, cutoff))) continue;
+        await this.storage.deleteStaging(id);
+        expired++;
+        progressed++;
+      }
+      if (ids.length < batchSize || progressed === 0) return expired;
+    }
+  }
+}

@@ -1,0 +1,284 @@
+import { randomBytes } from 'node:crypto';
+import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
+import type { Redis, RedisKeys } from '@ferry/redis';
+import type { MultipartState, MultipartUploadRequest, MultipartUploadStatus } from './model';
+import { partCount } from './model';
+import * as scripts from './multipart.scripts';
+
+/** A multipart upload as stored in Redis. */
+export interface MultipartUpload {
+  id: string;
+  owner: string;
+  requestKey: string;
+  request: MultipartUploadRequest;
+  parts: number;
+  partsState: string;
+  state: MultipartState;
+  startedOn: number;
+  updatedOn: number;
+  resultFileHandleId?: string;
+  failureReason?: string;
+  /** Digests of the assembled file, recorded before it is published (so a retry can finish without the staging). */
+  digests?: { sha256: string; md5: string; crc32c: string };
+}
+
+/** The lease of one part's PUT. */
+export interface PartLease {
+  uploadId: string;
+  partNumber: number;
+  holder: string;
+}
+
+export type AddPartOutcome =
+  | { ok: true }
+  | { ok: false; reason: string };
+
+type Fn = (...args: (string | number)[]) => Promise<unknown>;
+
+const SCRIPTS = {
+  create1: 2, beginPart1: 3, renewPart1: 3, endPart1: 3, abortPart1: 3, addPart1: 3, complete1: 2, update1: 2,
+  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2,
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+
+const META = [
+  'owner', 'requestKey', 'request', 'parts', 'state', 'startedOn', 'updatedOn', 'resultFileHandleId', 'failureReason',
+  'sha256', 'md5', 'crc32c',
+] as const;
+
+export interface MultipartStoreOptions {
+  /** Idle uploads are removed after this long (the key lifetime is twice that, as a safety net). */
+  idleLifetimeMs: number;
+  leaseTtlMs: number;
+}
+
+/**
+ * Multipart uploads in Redis: one hash and one partsState string per upload under the upload's hash
+ * tag, a lease key per part being PUT, and per user the index of start requests (idempotent start)
+ * and of completed files (dedup). Shared by every replica; no state in the process.
+ */
+export class MultipartStore {
+  private readonly run: Record<ScriptName, Fn>;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    readonly options: MultipartStoreOptions,
+  ) {
+    const run = {} as Record<ScriptName, Fn>;
+    for (const [name, numberOfKeys] of Object.entries(SCRIPTS) as [ScriptName, number][]) {
+      const command = `ferryMultipart_${name}`;
+      if (!(command in redis)) redis.defineCommand(command, { numberOfKeys, lua: scripts[name] });
+      const fn = (redis as unknown as Record<string, Fn>)[command];
+      run[name] = (...args) => fn.call(redis, ...args);
+    }
+    this.run = run;
+  }
+
+  static newUploadId(): string {
+    return `mp_${randomBytes(15).toString('base64url')}`;
+  }
+
+  private k(id: string): [string, string] {
+    return [this.keys.multipartUpload(id), this.keys.multipartParts(id)];
+  }
+
+  private kl(id: string, n: number): [string, string, string] {
+    return [...this.k(id), `${this.keys.multipartUpload(id)}:lease:${n}`];
+  }
+
+  private get keyTtlMs(): number {
+    return this.options.idleLifetimeMs * 2;
+  }
+
+  private t(): [number, number] {
+    return [Date.now(), this.keyTtlMs];
+  }
+
+  async create(id: string, owner: string, requestKey: string, request: MultipartUploadRequest): Promise<void> {
+    const parts = partCount(request.fileSizeBytes, request.partSizeBytes);
+    const now = Date.now();
+    const fields = ['owner', owner, 'requestKey', requestKey, 'request', JSON.stringify(request), 'parts', parts, 'state', 'UPLOADING', 'startedOn', now];
+    const created = await this.run.create1(...this.k(id), now, this.keyTtlMs, parts, ...fields);
+    if (created !== 1) throw new InternalError(`upload id ${id} already exists`);
+    await this.touchIndex(id, now);
+  }
+
+  async get(id: string): Promise<MultipartUpload | undefined> {
+    const [meta, parts] = this.k(id);
+    const r = await this.redis.multi().hmget(meta, ...META).get(parts).exec();
+    if (!r) throw new InternalError('transaction aborted');
+    for (const [err] of r) if (err) throw err;
+    const values = r[0][1] as (string | null)[];
+    const h = Object.fromEntries(META.map((f, i) => [f, values[i] ?? undefined])) as Record<(typeof META)[number], string | undefined>;
+    if (!h.state || !h.request || !h.owner) return undefined;
+    return {
+      id,
+      owner: h.owner,
+      requestKey: h.requestKey ?? '',
+      request: JSON.parse(h.request) as MultipartUploadRequest,
+      parts: Number(h.parts),
+      partsState: (r[1][1] as string | null) ?? '',
+      state: h.state as MultipartState,
+      startedOn: Number(h.startedOn),
+      updatedOn: Number(h.updatedOn),
+      resultFileHandleId: h.resultFileHandleId,
+      failureReason: h.failureReason,
+      digests: h.sha256 && h.md5 && h.crc32c ? { sha256: h.sha256, md5: h.md5, crc32c: h.crc32c } : undefined,
+    };
+  }
+
+  /** Takes part `n`'s PUT lease and marks the part missing until the PUT ends. */
+  async beginPart(id: string, n: number): Promise<PartLease> {
+    const holder = randomBytes(9).toString('base64url');
+    const r = (await this.run.beginPart1(...this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs)) as [number, string | number];
+    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
+    if (r[0] === -2) throw new FailedPreconditionError(`upload ${id} is ${r[1]}: its parts can no longer change`);
+    if (r[0] === -3) {
+      throw new ConcurrentWriterError(
+        `another PUT of part ${n} is in progress; retry in ${Math.ceil(Number(r[1]) / 1000)} s or when it ends`,
+      );
+    }
+    await this.touchIndex(id, Date.now());
+    return { uploadId: id, partNumber: n, holder };
+  }
+
+  async renewPart(lease: PartLease): Promise<void> {
+    const ok = await this.run.renewPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder, this.options.leaseTtlMs);
+    if (ok !== 1) throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
+  }
+
+  /** Records the md5 of the part's durable bytes and releases the lease. */
+  async endPart(lease: PartLease, md5: string): Promise<void> {
+    const r = await this.run.endPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder, md5);
+    if (r === -1) throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
+    if (r !== 1) throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
+    await this.touchIndex(lease.uploadId, Date.now());
+  }
+
+  async abortPart(lease: PartLease): Promise<void> {
+    await this.run.abortPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder);
+  }
+
+  async addPart(id: string, n: number, md5: string): Promise<AddPartOutcome> {
+    const r = (await this.run.addPart1(...this.kl(id, n), ...this.t(), n, md5)) as [number, string?];
+    switch (r[0]) {
+      case 1:
+        await this.touchIndex(id, Date.now());
+        return { ok: true };
+      case -1:
+        throw new NotFoundError(`upload ${id} not found`);
+      case -2:
+        return { ok: false, reason: `the upload is ${r[1]}: its parts can no longer change` };
+      case -3:
+        return { ok: false, reason: `a PUT of part ${n} is in progress; add the part when it has finished` };
+      case -4:
+        return { ok: false, reason: `no bytes are stored for part ${n}: PUT them to a presigned URL first` };
+      default:
+        return { ok: false, reason: `the MD5 of the stored bytes of part ${n} is ${r[1]}, not ${md5}; PUT the part again` };
+    }
+  }
+
+  /** Moves to ASSEMBLING when every part is added; returns the state afterwards or the missing part numbers. */
+  async complete(id: string): Promise<{ state: MultipartState } | { missing: number[] }> {
+    const r = (await this.run.complete1(...this.k(id), ...this.t())) as [number, string?];
+    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
+    if (r[0] === -4) {
+      const missing: number[] = [];
+      for (let i = 0; i < (r[1] ?? '').length; i++) if (r[1]?.[i] === '0') missing.push(i + 1);
+      return { missing };
+    }
+    await this.touchIndex(id, Date.now());
+    return { state: r[1] as MultipartState };
+  }
+
+  /** Sets fields if the upload is in state `from`; returns whether it was. */
+  async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
+    const r = await this.run.update1(...this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
+    return r === 1;
+  }
+
+  /** Completes an upload at start as a copy of a file the user already uploaded. */
+  async completeAsDuplicate(id: string, handleId: string, originalHandleId: string): Promise<boolean> {
+    return (await this.run.completeAsDuplicate1(...this.k(id), ...this.t(), handleId, originalHandleId)) === 1;
+  }
+
+  /** The upload's file handle id, recording `candidate` if none is recorded yet (undefined unless ASSEMBLING). */
+  async claimHandle(id: string, candidate: string): Promise<string | undefined> {
+    const r = (await this.run.claimHandle1(...this.k(id), ...this.t(), candidate)) as string;
+    return r === '' ? undefined : r;
+  }
+
+  /** Deletes an upload whose activity is older than `cutoffMs`, with its index entries; returns whether it is gone. */
+  async expireIfIdle(id: string, cutoffMs: number): Promise<boolean> {
+    const r = (await this.run.expireIfIdle1(...this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?];
+    if (r[0] === -1) {
+      await this.touchIndex(id, Number(r[1]));
+      return false;
+    }
+    if (r[0] === 1 && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
+    await this.redis.zrem(this.keys.multipartByActivity(), id);
+    return true;
+  }
+
+  async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.multipartByActivity(), '-inf', cutoffMs, 'LIMIT', 0, limit);
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.multipartUpload(id))) === 1;
+  }
+
+  /** Deletes an upload outright (abandoned by forceRestart, or lost a start race). */
+  async delete(id: string): Promise<void> {
+    await this.redis.del(...this.k(id));
+    await this.redis.zrem(this.keys.multipartByActivity(), id);
+  }
+
+  // --- per-user indexes -------------------------------------------------------------------------
+
+  async uploadForRequest(owner: string, requestKey: string): Promise<string | undefined> {
+    return (await this.redis.hget(this.keys.multipartRequests(owner), requestKey)) ?? undefined;
+  }
+
+  /** Points the request at `next` if it currently points at `expected` ('' = nothing); else returns the current upload id. */
+  async swapRequest(owner: string, requestKey: string, expected: string, next: string): Promise<{ ok: true } | { ok: false; current?: string }> {
+    const r = await this.compareAndSet(this.keys.multipartRequests(owner), requestKey, expected, next);
+    return r === 1 ? { ok: true } : { ok: false, current: (r as string | null) ?? undefined };
+  }
+
+  async dedupLookup(owner: string, md5: string, size: number): Promise<string | undefined> {
+    return (await this.redis.hget(this.keys.multipartDedup(owner), `${md5}:${size}`)) ?? undefined;
+  }
+
+  async dedupRecord(owner: string, md5: string, size: number, handleId: string): Promise<void> {
+    await this.redis.hset(this.keys.multipartDedup(owner), `${md5}:${size}`, handleId);
+  }
+
+  async dedupForget(owner: string, md5: string, size: number, handleId: string): Promise<void> {
+    await this.compareAndSet(this.keys.multipartDedup(owner), `${md5}:${size}`, handleId, '');
+  }
+
+  private compareAndSet(key: string, field: string, expected: string, next: string): Promise<unknown> {
+    return this.run.compareAndSetField1(key, field, expected, next);
+  }
+
+  private async touchIndex(id: string, atMs: number): Promise<void> {
+    await this.redis.zadd(this.keys.multipartByActivity(), atMs, id);
+  }
+}
+
+/** The wire form of an upload's status. */
+export function toStatus(u: MultipartUpload): MultipartUploadStatus {
+  const s: MultipartUploadStatus = {
+    uploadId: u.id,
+    startedBy: u.owner,
+    startedOn: new Date(u.startedOn).toISOString(),
+    updatedOn: new Date(u.updatedOn).toISOString(),
+    partsState: u.partsState,
+    state: u.state,
+  };
+  if (u.state === 'COMPLETED' && u.resultFileHandleId) s.resultFileHandleId = u.resultFileHandleId;
+  if (u.state === 'FAILED' && u.failureReason) s.errorMessage = u.failureReason;
+  return s;
+}

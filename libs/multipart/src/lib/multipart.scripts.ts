@@ -1,0 +1,131 @@
+/**
+ * Lua scripts of the multipart store. Every script checks that the upload still exists before
+ * writing (so nothing resurrects an expired or abandoned upload) and refreshes its activity time
+ * and key lifetime.
+ *
+ * KEYS[1] upload hash, KEYS[2] partsState string, KEYS[3] (where used) the lease of one part.
+ * ARGV[1] now (ms), ARGV[2] key lifetime (ms), then the script's own arguments.
+ * Hash fields: request and state fields, `s:<n>` = md5 of part n's stored bytes.
+ */
+const prelude = `
+local function touch()
+  redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+`;
+
+/** ARGV[3] parts count, then field/value pairs → 1 created, 0 existed. */
+export const create1 = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SET', KEYS[2], string.rep('0', tonumber(ARGV[3])))
+redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1`;
+
+/**
+ * A PUT of part ARGV[3] begins, holder ARGV[4], lease ARGV[5] ms: the part's previous bytes are no
+ * longer trusted (its stored md5 is dropped and it is missing again) until this PUT ends.
+ * → {1} | {-1} no upload | {-2, state} not UPLOADING | {-3, pttl} another PUT holds the part.
+ */
+export const beginPart1 = `${prelude}
+if not state then return {-1} end
+if state ~= 'UPLOADING' then return {-2, state} end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {-3, redis.call('PTTL', KEYS[3])} end
+redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
+redis.call('SETRANGE', KEYS[2], tonumber(ARGV[3]) - 1, '0')
+touch()
+return {1}`;
+
+/** Renews part ARGV[3]'s lease held by ARGV[4] for ARGV[5] ms → 1, or 0 if lost. */
+export const renewPart1 = `${prelude}
+if not state or redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+touch()
+return 1`;
+
+/** The PUT of part ARGV[3] by ARGV[4] stored bytes with md5 ARGV[5] durably → 1, or 0 if its lease was lost, -1 no upload. */
+export const endPart1 = `${prelude}
+if not state then return -1 end
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
+redis.call('DEL', KEYS[3])
+touch()
+return 1`;
+
+/** A PUT by ARGV[4] failed: releases its lease (the part stays missing). */
+export const abortPart1 = `
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+return 1`;
+
+/**
+ * Adds part ARGV[3] if its stored bytes have md5 ARGV[4].
+ * → {1} | {-1} | {-2, state} | {-3} a PUT is in progress | {-4} no bytes stored | {-5, stored md5}.
+ * Adding an already-added part with the same md5 succeeds whatever the state (idempotent).
+ */
+export const addPart1 = `${prelude}
+if not state then return {-1} end
+local n = tonumber(ARGV[3])
+local stored = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
+if stored == ARGV[4] and redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then return {1} end
+if state ~= 'UPLOADING' then return {-2, state} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-3} end
+if not stored then return {-4} end
+if stored ~= ARGV[4] then return {-5, stored} end
+redis.call('SETRANGE', KEYS[2], n - 1, '1')
+touch()
+return {1}`;
+
+/** UPLOADING → ASSEMBLING if every part is added. → {1, state} | {-1} | {-4, partsState}. */
+export const complete1 = `${prelude}
+if not state then return {-1} end
+if state ~= 'UPLOADING' then return {1, state} end
+local parts = redis.call('GET', KEYS[2])
+if string.find(parts, '0', 1, true) then return {-4, parts} end
+redis.call('HSET', KEYS[1], 'state', 'ASSEMBLING')
+touch()
+return {1, 'ASSEMBLING'}`;
+
+/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → 1, else the state ('' if none). */
+export const update1 = `${prelude}
+if state ~= ARGV[3] then return state or '' end
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+touch()
+return 1`;
+
+/** While ASSEMBLING: records ARGV[3] as the handle id unless one is recorded → the recorded id, or '' if not assembling. */
+export const claimHandle1 = `${prelude}
+if state ~= 'ASSEMBLING' then return '' end
+redis.call('HSETNX', KEYS[1], 'handleId', ARGV[3])
+touch()
+return redis.call('HGET', KEYS[1], 'handleId')`;
+
+/**
+ * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,
+ * {0} already gone, {-1, updatedOn} still active.
+ */
+export const expireIfIdle1 = `${prelude}
+if not state then redis.call('DEL', KEYS[2]) return {0} end
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
+if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
+local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey')
+redis.call('DEL', KEYS[1], KEYS[2])
+return {1, info[1] or '', info[2] or '', state}`;
+
+/** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → 1, else its value. */
+export const compareAndSetField1 = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (cur or '') ~= ARGV[2] then return cur end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1`;
+
+/** Dedup: UPLOADING → COMPLETED with handle ARGV[3] (a copy of ARGV[4]), every part present → 1, else the state. */
+export const completeAsDuplicate1 = `${prelude}
+if state ~= 'UPLOADING' then return state or '' end
+redis.call('SET', KEYS[2], string.rep('1', tonumber(redis.call('HGET', KEYS[1], 'parts'))))
+redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
+touch()
+return 1`;

@@ -1,0 +1,373 @@
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import { Authenticator, Principal, Scopes, UrlSigner, satisfiesScope } from '@ferry/auth';
+import type { CatalogObject } from '@ferry/catalog';
+import {
+  CancelledError,
+  ConcurrentWriterError,
+  FerryError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+} from '@ferry/errors';
+import type { StagingFile, Storage } from '@ferry/storage';
+import type { HashPool, Md5Hasher } from '@ferry/uploads';
+import type { AssemblyQueue } from './assembly-queue';
+import { FileHandles } from './file-handles';
+import {
+  AddPartResponse,
+  FileHandle,
+  MultipartUploadRequest,
+  MultipartUploadStatus,
+  PartPresignedUrl,
+  parseMd5Hex,
+  parsePartNumber,
+  parseUploadRequest,
+  parseUrlBatch,
+  partRange,
+  requestDigest,
+} from './model';
+import { MultipartStore, MultipartUpload, PartLease, toStatus } from './multipart-store';
+
+export interface MultipartOptions {
+  urlTtlMs: number;
+  completeWaitMs: number;
+  maxUrlBatch: number;
+}
+
+/** What a signed request carries, for verification (the transport's view of it). */
+export interface SignedRequest {
+  method: string;
+  path: string;
+  query: Record<string, unknown>;
+  header(name: string): string | undefined;
+}
+
+/** Paths of the data plane (signed URLs), shared by the signer and the HTTP routes. */
+export const DataPaths = {
+  part: (uploadId: string, partNumber: number) => `/file/multipart/${uploadId}/parts/${partNumber}`,
+  content: (fileHandleId: string) => `/file/fileHandle/${fileHandleId}/content`,
+};
+
+/** Scope a client needs to upload files through the multipart API. */
+export const MULTIPART_UPLOAD_SCOPE = Scopes.write('fileHandle/*');
+
+const BATCH_BYTES = 1024 * 1024;
+
+/**
+ * The multipart upload protocol (PROTOCOLS.md section 4), transport-free: the HTTP app parses
+ * requests and maps the typed errors thrown here to statuses.
+ */
+export class MultipartService {
+  constructor(
+    private readonly store: MultipartStore,
+    private readonly handles: FileHandles,
+    private readonly storage: Storage,
+    private readonly hashPool: HashPool,
+    private readonly queue: AssemblyQueue,
+    private readonly auth: Authenticator,
+    private readonly signer: UrlSigner,
+    private readonly options: MultipartOptions,
+  ) {}
+
+  // --- control plane (bearer-authenticated) ----------------------------------------------------
+
+  /**
+   * Start or resume. The same user sending the same request gets the same upload (and its missing
+   * parts); a file this user already uploaded (same MD5 and size) is answered COMPLETED at once
+   * with a new handle sharing the content; forceRestart abandons the previous upload and skips dedup.
+   */
+  async start(principal: Principal, body: unknown, forceRestart: boolean): Promise<MultipartUploadStatus> {
+    this.auth.require(principal, MULTIPART_UPLOAD_SCOPE);
+    const request = parseUploadRequest(body);
+    const owner = principal.clientId;
+    const requestKey = requestDigest(request);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const previousId = (await this.store.uploadForRequest(owner, requestKey)) ?? '';
+      const previous = previousId ? await this.store.get(previousId) : undefined;
+      if (previous && !forceRestart && previous.state !== 'FAILED') {
+        return toStatus((await this.touch(previous)) ?? previous);
+      }
+      const id = MultipartStore.newUploadId();
+      await this.store.create(id, owner, requestKey, request);
+      const swapped = await this.store.swapRequest(owner, requestKey, previousId, id);
+      if (!swapped.ok) {
+        // a concurrent start of the same request won: answer with its upload
+        await this.store.delete(id);
+        continue;
+      }
+      if (previous && previous.state === 'UPLOADING') await this.abandon(previous);
+      if (!forceRestart) await this.dedup(id, owner, request);
+      return this.statusOf(id);
+    }
+    throw new ConcurrentWriterError('too many concurrent starts of this upload; retry');
+  }
+
+  async status(principal: Principal, uploadId: string): Promise<MultipartUploadStatus> {
+    return toStatus(await this.owned(principal, uploadId));
+  }
+
+  async presignedUrls(
+    principal: Principal,
+    uploadId: string,
+    body: unknown,
+    baseUrl: string,
+  ): Promise<{ partPresignedUrls: PartPresignedUrl[] }> {
+    const upload = await this.owned(principal, uploadId);
+    const { partNumbers, contentType } = parseUrlBatch(body, uploadId, upload.parts, this.options.maxUrlBatch);
+    const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
+    const signedHeaders: Record<string, string> = contentType ? { 'Content-Type': contentType } : {};
+    return {
+      partPresignedUrls: partNumbers.map((partNumber) => {
+        const path = DataPaths.part(uploadId, partNumber);
+        const query = this.signer.sign({ method: 'PUT', path, expiresAt, headers: signedHeaders });
+        return { partNumber, uploadPresignedUrl: `${baseUrl}${path}?${query}`, signedHeaders };
+      }),
+    };
+  }
+
+  async addPart(principal: Principal, uploadId: string, partNumberRaw: string, md5Raw: unknown): Promise<AddPartResponse> {
+    const upload = await this.owned(principal, uploadId);
+    const partNumber = parsePartNumber(partNumberRaw, upload.parts);
+    const md5 = parseMd5Hex(md5Raw, 'partMD5Hex');
+    const outcome = await this.store.addPart(uploadId, partNumber, md5);
+    return outcome.ok
+      ? { uploadId, partNumber, addPartState: 'ADD_SUCCESS' }
+      : { uploadId, partNumber, addPartState: 'ADD_FAILED', errorMessage: outcome.reason };
+  }
+
+  /**
+   * Checks every part is added, enqueues the assembly (once) and waits for it up to the configured
+   * time. `done` is false when the wait ran out: the client calls complete again for the result.
+   */
+  async complete(principal: Principal, uploadId: string, signal?: AbortSignal): Promise<{ status: MultipartUploadStatus; done: boolean }> {
+    await this.owned(principal, uploadId);
+    const r = await this.store.complete(uploadId);
+    if ('missing' in r) {
+      const shown = r.missing.slice(0, 20).join(', ');
+      const more = r.missing.length > 20 ? ` and ${r.missing.length - 20} more` : '';
+      throw new InvalidArgumentError(`cannot complete: ${r.missing.length} part(s) missing: ${shown}${more}`);
+    }
+    if (r.state === 'ASSEMBLING') await this.queue.ensure(uploadId);
+    const deadline = Date.now() + this.options.completeWaitMs;
+    let pause = 25;
+    for (;;) {
+      const upload = await this.store.get(uploadId);
+      if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
+      if (upload.state === 'FAILED') throw new InvalidArgumentError(`the upload failed: ${upload.failureReason ?? 'unknown reason'}; start it again`);
+      if (upload.state === 'COMPLETED') return { status: toStatus(upload), done: true };
+      if (Date.now() >= deadline || signal?.aborted) return { status: toStatus(upload), done: false };
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(1, deadline - Date.now()))));
+      pause = Math.min(500, pause * 2);
+    }
+  }
+
+  async fileHandle(principal: Principal, id: string): Promise<FileHandle> {
+    const handle = await this.handles.get(id);
+    if (!handle) throw new NotFoundError(`file handle ${id} not found`);
+    if (handle.createdBy !== principal.clientId && !satisfiesScope(principal.scopes, Scopes.read(handle.objectName))) {
+      throw new PermissionDeniedError(`file handle ${id} belongs to another user`);
+    }
+    return handle;
+  }
+
+  /** A signed, short-lived URL of the handle's content. */
+  async fileHandleUrl(principal: Principal, id: string, baseUrl: string): Promise<string> {
+    const handle = await this.fileHandle(principal, id);
+    const path = DataPaths.content(handle.id);
+    const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
+    return `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`;
+  }
+
+  // --- data plane (signed URLs) ----------------------------------------------------------------
+
+  /**
+   * Receives part `n` of an upload from a presigned PUT: streams it to its offset in the upload's
+   * staging object with backpressure, computing its md5 on the way, makes it durable, then records
+   * the md5 (what add-part compares). A part PUT again replaces the previous bytes.
+   */
+  async putPart(
+    uploadId: string,
+    partNumberRaw: string,
+    signed: SignedRequest,
+    body: AsyncIterable<Buffer>,
+    declaredLength: number | undefined,
+  ): Promise<{ md5: string; size: number }> {
+    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    const upload = await this.store.get(uploadId);
+    if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
+    const n = parsePartNumber(partNumberRaw, upload.parts);
+    const { start, end } = partRange(n, upload.request.fileSizeBytes, upload.request.partSizeBytes);
+    const expected = end - start;
+    if (declaredLength !== undefined && declaredLength !== expected) {
+      throw new InvalidArgumentError(`part ${n} is exactly ${expected} bytes; Content-Length says ${declaredLength}`);
+    }
+    const takenAt = performance.now();
+    const lease = await this.store.beginPart(uploadId, n);
+    const writer = new PartWriter(this.store, lease, this.hashPool.md5Hasher(), takenAt);
+    try {
+      writer.file = await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes);
+      let received = 0;
+      // Iterated by hand: leaving the loop early (a refusal) must not destroy the request, or the
+      // refusal could not be sent; the server drops the connection after answering instead.
+      const chunks = body[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await chunks.next();
+        if (next.done) break;
+        const chunk = next.value;
+        received += chunk.length;
+        if (received > expected) throw new InvalidArgumentError(`part ${n} is exactly ${expected} bytes; more were sent`);
+        await writer.push(chunk, start);
+      }
+      if (received !== expected) throw new InvalidArgumentError(`part ${n} is exactly ${expected} bytes; ${received} were sent`);
+      const md5 = await writer.finish(start);
+      await this.store.endPart(lease, md5);
+      return { md5, size: expected };
+    } catch (err) {
+      await writer.abort();
+      throw isAbort(err) ? new CancelledError('the client closed the request before the part was complete') : err;
+    } finally {
+      await writer.close();
+    }
+  }
+
+  /** Opens a file handle's content from a signed GET URL. */
+  async openContent(id: string, signed: SignedRequest): Promise<{ handle: FileHandle; object: CatalogObject; read(start: number, end: number): Readable }> {
+    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    const live = await this.handles.liveObject(id);
+    if (!live) throw new NotFoundError(`file handle ${id} not found`);
+    return { ...live, read: (start, end) => this.storage.readBlob(live.object.blob, start, end) };
+  }
+
+  // --- helpers ---------------------------------------------------------------------------------
+
+  private async owned(principal: Principal, uploadId: string): Promise<MultipartUpload> {
+    const upload = /^mp_[A-Za-z0-9_-]{1,64}$/.test(uploadId) ? await this.store.get(uploadId) : undefined;
+    if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
+    if (upload.owner !== principal.clientId) throw new PermissionDeniedError(`upload ${uploadId} was started by another user`);
+    return upload;
+  }
+
+  private async statusOf(id: string): Promise<MultipartUploadStatus> {
+    const upload = await this.store.get(id);
+    if (!upload) throw new NotFoundError(`upload ${id} not found`);
+    return toStatus(upload);
+  }
+
+  /** A resumed start counts as activity (keeps the upload from expiring). */
+  private async touch(upload: MultipartUpload): Promise<MultipartUpload | undefined> {
+    await this.store.updateIf(upload.id, upload.state, {});
+    return this.store.get(upload.id);
+  }
+
+  private async abandon(upload: MultipartUpload): Promise<void> {
+    await this.store.delete(upload.id);
+    await this.storage.deleteStaging(upload.id);
+  }
+
+  /** Seed 003: the same user, the same content (md5 and size): a new handle at once, sharing the bytes. */
+  private async dedup(id: string, owner: string, request: MultipartUploadRequest): Promise<void> {
+    const originalId = await this.store.dedupLookup(owner, request.contentMD5Hex, request.fileSizeBytes);
+    if (!originalId) return;
+    const original = await this.handles.liveObject(originalId);
+    if (!original || original.handle.createdBy !== owner) {
+      await this.store.dedupForget(owner, request.contentMD5Hex, request.fileSizeBytes, originalId);
+      return;
+    }
+    const { object } = original;
+    const handleId = await this.handles.allocateId();
+    await this.handles.create(
+      handleId,
+      { fileName: request.fileName, contentType: request.contentType, owner, storageLocationId: request.storageLocationId },
+      { size: object.size, sha256: object.sha256, md5: object.md5, crc32c: object.crc32c },
+    );
+    await this.store.completeAsDuplicate(id, handleId, originalId);
+  }
+}
+
+/**
+ * Writes one part: chunks are gathered into batches (fewer, larger writes), each batch is written
+ * at its offset and then handed to the md5 thread, while the next batch is being received.
+ * Stops writing as soon as its lease may have lapsed (local deadline), so a stalled writer never
+ * overwrites bytes of a PUT that took the part over.
+ */
+class PartWriter {
+  file?: StagingFile;
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private written = 0;
+  private pending: Promise<void> = Promise.resolve();
+  private deadline: number;
+  private lost?: Error;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly store: MultipartStore,
+    private readonly lease: PartLease,
+    private readonly md5: Md5Hasher,
+    takenAt: number,
+  ) {
+    const ttl = store.options.leaseTtlMs;
+    this.deadline = takenAt + ttl;
+    this.timer = setInterval(() => {
+      const askedAt = performance.now();
+      this.store.renewPart(lease).then(
+        () => (this.deadline = askedAt + ttl),
+        (err: unknown) => (this.lost = err instanceof FerryError ? err : new ConcurrentWriterError(`lease renewal failed: ${String(err)}`)),
+      );
+    }, Math.max(50, Math.floor(ttl / 3)));
+    this.timer.unref();
+  }
+
+  async push(chunk: Buffer, partStart: number): Promise<void> {
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    if (this.batchBytes >= BATCH_BYTES) await this.flush(partStart);
+  }
+
+  private async flush(partStart: number): Promise<void> {
+    if (this.batchBytes === 0) return;
+    const data = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchBytes);
+    const position = partStart + this.written;
+    this.written += data.length;
+    this.batch = [];
+    this.batchBytes = 0;
+    await this.pending; // one batch in flight while the next one is received
+    this.check();
+    const file = this.file;
+    if (!file) throw new Error('part writer has no staging file');
+    this.pending = file.write(data, position).then(() => this.md5.update(data));
+    // surface a failed write at the next flush or at finish, never as an unhandled rejection
+    this.pending.catch(() => undefined);
+  }
+
+  private check(): void {
+    if (this.lost) throw this.lost;
+    if (performance.now() > this.deadline) throw new ConcurrentWriterError(`the PUT of part ${this.lease.partNumber} lost its lease; PUT the part again`);
+  }
+
+  async finish(partStart: number): Promise<string> {
+    await this.flush(partStart);
+    await this.pending;
+    await this.file?.sync();
+    this.check();
+    return this.md5.digest();
+  }
+
+  async abort(): Promise<void> {
+    clearInterval(this.timer);
+    this.md5.dispose();
+    await this.pending.catch(() => undefined);
+    await this.store.abortPart(this.lease).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.file?.close().catch(() => undefined);
+  }
+}
+
+function isAbort(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.message === 'aborted';
+}
