@@ -11,7 +11,7 @@ import { installIfNeeded } from './install.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The apps of the stack, in start order. */
-export const APPS = ['ingest-grpc', 'assembler-worker'];
+export const APPS = ['ingest-grpc', 'multipart-api', 'assembler-worker'];
 
 const env = { ...process.env };
 const redisUrl = new URL(env.REDIS_URL ?? 'redis://127.0.0.1:6379');
@@ -133,7 +133,11 @@ async function main() {
     });
     attach(app, child);
   }
-  log('Ferry is starting: ByteStream on 127.0.0.1:50051, worker health on http://127.0.0.1:8082/healthz (Ctrl-C stops)');
+  const host = env.FERRY_HOST ?? '127.0.0.1';
+  log(`Ferry is starting (Ctrl-C stops):`);
+  log(`  ByteStream (gRPC)   ${host}:${env.FERRY_GRPC_PORT ?? 50051}`);
+  log(`  multipart REST API  http://${host}:${env.FERRY_MULTIPART_PORT ?? 8081}/file/multipart  (OpenAPI at /docs)`);
+  log(`  worker health       http://${host}:${env.FERRY_WORKER_PORT ?? 8082}/healthz`);
 }
 
 main().catch((err) => {

@@ -61,9 +61,6 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
     this.healthTimer = setInterval(() => void this.checkHealth(), 5000);
     this.healthTimer.unref();
     this.logger.info({ address: `${this.config.host}:${this.boundPort}`, devMode: this.config.auth.devMode }, 'ingest-grpc listening');
-    if (this.config.auth.devMode) {
-      this.logger.warn('FERRY_CLIENTS is unset: development mode, one client "dev" with token "dev-secret" and scope "*"');
-    }
   }
 
   /**

@@ -1,4 +1,4 @@
-import { DynamicModule, Global, Inject, Injectable, Module, OnApplicationShutdown } from '@nestjs/common';
+import { DynamicModule, Global, Inject, Injectable, Module, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Authenticator } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import type { FerryConfig } from '@ferry/config';
@@ -9,6 +9,21 @@ import type { Storage } from '@ferry/storage';
 import { HashPool, UploadEngine } from '@ferry/uploads';
 import { createStorage } from './storage.factory';
 import { FERRY_CONFIG, LOGGER, REDIS, STORAGE } from './tokens';
+
+/** Every app says so at boot when it runs in development mode. */
+@Injectable()
+class DevModeWarning implements OnApplicationBootstrap {
+  constructor(
+    @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    if (this.config.auth.devMode) {
+      this.logger.warn('FERRY_CLIENTS is unset: development mode, one client "dev" with token "dev-secret" and scope "*", loopback only');
+    }
+  }
+}
 
 @Injectable()
 class RedisLifecycle implements OnApplicationShutdown {
@@ -46,6 +61,7 @@ export class FerryCoreModule {
         { provide: Catalog, useFactory: (redis: Redis, keys: RedisKeys) => new Catalog(redis, keys), inject: [REDIS, RedisKeys] },
         { provide: Authenticator, useFactory: () => new Authenticator(config.auth.clients) },
         RedisLifecycle,
+        DevModeWarning,
       ],
       exports: [FERRY_CONFIG, LOGGER, RedisKeys, REDIS, STORAGE, SessionStore, Catalog, Authenticator],
     };
