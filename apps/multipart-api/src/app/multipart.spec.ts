@@ -134,6 +134,13 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect(bobs.uploadId).not.toBe(s.uploadId);
   });
 
+  it('gives concurrent identical starts one upload', async () => {
+    const content = patternBytes(PART + 10, 21);
+    const all = await Promise.all(Array.from({ length: 10 }, () => alice.start(startRequest(content, 'race.bin'))));
+    expect(all.map((r) => r.status)).toEqual(Array(10).fill(201));
+    expect(new Set(all.map((r) => (r.body as unknown as Status).uploadId)).size).toBe(1);
+  });
+
   it('forceRestart abandons the previous upload and its staged parts', async () => {
     const content = patternBytes(PART + 10, 12);
     const s = await started(alice, content, 'restart.bin');
