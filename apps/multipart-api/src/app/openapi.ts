@@ -1,4 +1,39 @@
 /** The OpenAPI 3.1 description of Ferry's multipart REST API (served at GET /docs). */
+
+/** A JSON response (or body) of a schema in components.schemas. */
+function json(description: string, schema: string) {
+  return { description, content: { 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } } };
+}
+const res = (name: string) => ({ $ref: `#/components/responses/${name}` });
+const param = (name: string) => ({ $ref: `#/components/parameters/${name}` });
+/** The same operation under the spelling of Synapse's documentation. */
+const alias = <T extends { summary: string }>(op: T, operationId: string) => ({ ...op, operationId, summary: `${op.summary} (alias from Synapse's documentation)` });
+
+const startOp = {
+  operationId: 'startMultipartUpload',
+  summary: 'Start or resume a multipart upload',
+  parameters: [param('forceRestart')],
+  requestBody: { $ref: '#/components/requestBodies/MultipartUploadRequest' },
+  responses: {
+    '201': res('MultipartUploadStatus'),
+    '400': res('BadRequest'),
+    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+  },
+};
+
+const urlBatchOp = {
+  operationId: 'getPresignedUploadUrls',
+  summary: 'Presigned PUT URLs for a batch of parts',
+  parameters: [param('uploadId')],
+  requestBody: { $ref: '#/components/requestBodies/BatchPresignedUploadUrlRequest' },
+  responses: {
+    '201': res('BatchPresignedUploadUrlResponse'),
+    '400': res('BadRequest'),
+    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+    '404': res('NotFound'),
+  },
+};
+
 export const MULTIPART_OPENAPI = {
   openapi: '3.1.0',
   info: {
@@ -15,89 +50,36 @@ export const MULTIPART_OPENAPI = {
   },
   security: [{ bearer: [] }],
   paths: {
-    '/file/multipart': {
-      post: {
-        operationId: 'startMultipartUpload',
-        summary: 'Start or resume a multipart upload',
-        parameters: [{ $ref: '#/components/parameters/forceRestart' }],
-        requestBody: { $ref: '#/components/requestBodies/MultipartUploadRequest' },
-        responses: {
-          '201': { $ref: '#/components/responses/MultipartUploadStatus' },
-          '400': { $ref: '#/components/responses/BadRequest' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-        },
-      },
-    },
-    '/file/multipart/upload': {
-      post: {
-        operationId: 'startMultipartUploadAlias',
-        summary: 'Start or resume a multipart upload (alias from Synapse\'s documentation)',
-        parameters: [{ $ref: '#/components/parameters/forceRestart' }],
-        requestBody: { $ref: '#/components/requestBodies/MultipartUploadRequest' },
-        responses: {
-          '201': { $ref: '#/components/responses/MultipartUploadStatus' },
-          '400': { $ref: '#/components/responses/BadRequest' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-        },
-      },
-    },
+    '/file/multipart': { post: startOp },
+    '/file/multipart/upload': { post: alias(startOp, 'startMultipartUploadAlias') },
     '/file/multipart/{uploadId}': {
       get: {
         operationId: 'getMultipartUploadStatus',
         summary: 'Status of a multipart upload',
-        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        parameters: [param('uploadId')],
         responses: {
-          '200': { $ref: '#/components/responses/MultipartUploadStatus' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '200': res('MultipartUploadStatus'),
+          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '404': res('NotFound'),
         },
       },
     },
-    '/file/multipart/{uploadId}/presigned/url/batch': {
-      post: {
-        operationId: 'getPresignedUploadUrls',
-        summary: 'Presigned PUT URLs for a batch of parts',
-        parameters: [{ $ref: '#/components/parameters/uploadId' }],
-        requestBody: { $ref: '#/components/requestBodies/BatchPresignedUploadUrlRequest' },
-        responses: {
-          '201': { $ref: '#/components/responses/BatchPresignedUploadUrlResponse' },
-          '400': { $ref: '#/components/responses/BadRequest' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
-        },
-      },
-    },
-    '/file/multipart/{uploadId}/presignedurl/batch': {
-      post: {
-        operationId: 'getPresignedUploadUrlsAlias',
-        summary: 'Presigned PUT URLs for a batch of parts (alias from Synapse\'s documentation)',
-        parameters: [{ $ref: '#/components/parameters/uploadId' }],
-        requestBody: { $ref: '#/components/requestBodies/BatchPresignedUploadUrlRequest' },
-        responses: {
-          '201': { $ref: '#/components/responses/BatchPresignedUploadUrlResponse' },
-          '400': { $ref: '#/components/responses/BadRequest' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
-        },
-      },
-    },
+    '/file/multipart/{uploadId}/presigned/url/batch': { post: urlBatchOp },
+    '/file/multipart/{uploadId}/presignedurl/batch': { post: alias(urlBatchOp, 'getPresignedUploadUrlsAlias') },
     '/file/multipart/{uploadId}/add/{partNumber}': {
       put: {
         operationId: 'addMultipartPart',
         summary: 'Add an uploaded part, checking its MD5',
         parameters: [
-          { $ref: '#/components/parameters/uploadId' },
-          { $ref: '#/components/parameters/partNumber' },
+          param('uploadId'),
+          param('partNumber'),
           { name: 'partMD5Hex', in: 'query', required: true, schema: { $ref: '#/components/schemas/Md5Hex' } },
         ],
         responses: {
-          '200': {
-            description: 'ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/AddPartResponse' } } },
-          },
-          '400': { $ref: '#/components/responses/BadRequest' },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '200': json('ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).', 'AddPartResponse'),
+          '400': res('BadRequest'),
+          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '404': res('NotFound'),
         },
       },
     },
@@ -105,12 +87,9 @@ export const MULTIPART_OPENAPI = {
       put: {
         operationId: 'completeMultipartUpload',
         summary: 'Complete a multipart upload',
-        parameters: [{ $ref: '#/components/parameters/uploadId' }],
+        parameters: [param('uploadId')],
         responses: {
-          '200': {
-            description: 'The upload is COMPLETED; resultFileHandleId names the new file handle.',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadStatus' } } },
-          },
+          '200': json('The upload is COMPLETED; resultFileHandleId names the new file handle.', 'MultipartUploadStatus'),
           '202': {
             description: 'State ASSEMBLING: the assembly is still running after the configured wait; call complete again.',
             headers: { 'Retry-After': { description: 'Seconds to wait.', schema: { type: 'integer', minimum: 0 } } },
@@ -120,8 +99,8 @@ export const MULTIPART_OPENAPI = {
             $ref: '#/components/responses/BadRequest',
             description: 'Parts are missing, or the assembled file\'s MD5 differs from contentMD5Hex (the upload is FAILED).',
           },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '404': res('NotFound'),
         },
       },
     },
@@ -134,11 +113,11 @@ export const MULTIPART_OPENAPI = {
           'The request must send the signedHeaders returned with the URL.',
         security: [],
         parameters: [
-          { $ref: '#/components/parameters/uploadId' },
-          { $ref: '#/components/parameters/partNumber' },
-          { $ref: '#/components/parameters/expires' },
-          { $ref: '#/components/parameters/signedHeaders' },
-          { $ref: '#/components/parameters/signature' },
+          param('uploadId'),
+          param('partNumber'),
+          param('expires'),
+          param('signedHeaders'),
+          param('signature'),
         ],
         requestBody: {
           required: true,
@@ -150,7 +129,7 @@ export const MULTIPART_OPENAPI = {
             headers: { ETag: { description: 'The part\'s MD5 hex, quoted.', schema: { type: 'string' } } },
           },
           '400': { $ref: '#/components/responses/BadRequest', description: 'The body is not exactly the part\'s length.' },
-          '403': { $ref: '#/components/responses/SignatureRejected' },
+          '403': res('SignatureRejected'),
           '404': { $ref: '#/components/responses/NotFound', description: 'Unknown upload.' },
           '409': {
             $ref: '#/components/responses/Error',
@@ -163,15 +142,12 @@ export const MULTIPART_OPENAPI = {
       get: {
         operationId: 'getFileHandle',
         summary: 'A file handle',
-        parameters: [{ $ref: '#/components/parameters/fileHandleId' }],
+        parameters: [param('fileHandleId')],
         responses: {
-          '200': {
-            description: 'The file handle.',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/FileHandle' } } },
-          },
-          '401': { $ref: '#/components/responses/Unauthenticated' },
+          '200': json('The file handle.', 'FileHandle'),
+          '401': res('Unauthenticated'),
           '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '404': res('NotFound'),
         },
       },
     },
@@ -180,7 +156,7 @@ export const MULTIPART_OPENAPI = {
         operationId: 'getFileHandleUrl',
         summary: 'A signed download URL for a file handle',
         parameters: [
-          { $ref: '#/components/parameters/fileHandleId' },
+          param('fileHandleId'),
           { name: 'redirect', in: 'query', schema: { type: 'string', enum: ['true', 'false'], default: 'true' } },
         ],
         responses: {
@@ -192,8 +168,8 @@ export const MULTIPART_OPENAPI = {
             description: 'Redirect to the signed URL (redirect=true).',
             headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
           },
-          '401': { $ref: '#/components/responses/Unauthenticated' }, '403': { $ref: '#/components/responses/PermissionDenied' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '404': res('NotFound'),
         },
       },
     },
@@ -203,10 +179,10 @@ export const MULTIPART_OPENAPI = {
         summary: 'Download a file\'s bytes (data plane: the signed download URL)',
         security: [],
         parameters: [
-          { $ref: '#/components/parameters/fileHandleId' },
-          { $ref: '#/components/parameters/expires' },
-          { $ref: '#/components/parameters/signedHeaders' },
-          { $ref: '#/components/parameters/signature' },
+          param('fileHandleId'),
+          param('expires'),
+          param('signedHeaders'),
+          param('signature'),
           {
             name: 'Range',
             in: 'header',
@@ -235,8 +211,8 @@ export const MULTIPART_OPENAPI = {
             },
             content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
           },
-          '403': { $ref: '#/components/responses/SignatureRejected' },
-          '404': { $ref: '#/components/responses/NotFound' },
+          '403': res('SignatureRejected'),
+          '404': res('NotFound'),
           '416': { $ref: '#/components/responses/Error', description: 'The range is not satisfiable.' },
         },
       },
@@ -247,10 +223,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'Liveness',
         security: [],
         responses: {
-          '200': {
-            description: 'The process is alive.',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/Health' } } },
-          },
+          '200': json('The process is alive.', 'Health'),
         },
       },
     },
@@ -260,10 +233,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'Readiness (Redis and storage reachable)',
         security: [],
         responses: {
-          '200': {
-            description: 'Ready.',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/Readiness' } } },
-          },
+          '200': json('Ready.', 'Readiness'),
           '503': { $ref: '#/components/responses/Error', description: 'Not ready.' },
         },
       },
@@ -332,38 +302,14 @@ export const MULTIPART_OPENAPI = {
       },
     },
     responses: {
-      Error: {
-        description: 'An error.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
-      MultipartUploadStatus: {
-        description: 'The upload\'s status.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/MultipartUploadStatus' } } },
-      },
-      BatchPresignedUploadUrlResponse: {
-        description: 'One presigned URL per requested part.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/BatchPresignedUploadUrlResponse' } } },
-      },
-      BadRequest: {
-        description: 'The request is invalid.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
-      Unauthenticated: {
-        description: 'Missing or invalid bearer token.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
-      PermissionDenied: {
-        description: 'The caller may not access this resource.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
-      NotFound: {
-        description: 'No such resource.',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
-      SignatureRejected: {
-        description: 'The signed URL has expired or its signature does not match (tampered).',
-        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-      },
+      Error: json('An error.', 'Error'),
+      MultipartUploadStatus: json('The upload\'s status.', 'MultipartUploadStatus'),
+      BatchPresignedUploadUrlResponse: json('One presigned URL per requested part.', 'BatchPresignedUploadUrlResponse'),
+      BadRequest: json('The request is invalid.', 'Error'),
+      Unauthenticated: json('Missing or invalid bearer token.', 'Error'),
+      PermissionDenied: json('The caller may not access this resource.', 'Error'),
+      NotFound: json('No such resource.', 'Error'),
+      SignatureRejected: json('The signed URL has expired or its signature does not match (tampered).', 'Error'),
     },
     schemas: {
       Health: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } },
