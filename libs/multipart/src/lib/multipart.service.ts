@@ -158,7 +158,7 @@ export class MultipartService {
       if (upload.state === 'COMPLETED') return { status: toStatus(upload), done: true };
       if (Date.now() >= deadline || signal?.aborted) return { status: toStatus(upload), done: false };
       await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(1, deadline - Date.now()))));
-      pause = Math.min(500, pause * 2);
+      pause = Math.min(100, pause * 2);
     }
   }
 
