@@ -22,6 +22,8 @@ export class FsStorage implements Storage {
   private readonly stagingDir: string;
   private readonly blobDir: string;
   private prepared?: Promise<void>;
+  /** Per staging file opened for parts: the tail of its chain of writes (see openStagingForParts). */
+  private readonly partWrites = new Map<string, Promise<void>>();
 
   constructor(readonly dataDir: string) {
     this.stagingDir = join(dataDir, 'staging');
@@ -91,7 +93,16 @@ export class FsStorage implements Storage {
       await fh.close();
       throw err;
     }
-    return new FsStagingFile(uploadId, fh);
+    // Writers of one file (the parts PUT in parallel) take turns: concurrent writes into one inode
+    // serialise on its lock in the kernel anyway, and the waiting threads spin, which measured
+    // ~1.7x the CPU per GiB of the same writes issued one at a time (tools/bench/one-file-writes.mjs).
+    return new FsStagingFile(uploadId, fh, (write) => {
+      const run = (this.partWrites.get(path) ?? Promise.resolve()).then(write);
+      const tail = run.catch(() => undefined);
+      this.partWrites.set(path, tail);
+      void tail.then(() => this.partWrites.get(path) === tail && this.partWrites.delete(path));
+      return run;
+    });
   }
 
   async stagingSize(uploadId: string): Promise<number | undefined> {
@@ -181,9 +192,14 @@ class FsStagingFile implements StagingFile {
   constructor(
     readonly uploadId: string,
     private readonly fh: FileHandle,
+    private readonly turn: (write: () => Promise<void>) => Promise<void> = (write) => write(),
   ) {}
 
-  async write(data: Buffer, position: number): Promise<void> {
+  write(data: Buffer, position: number): Promise<void> {
+    return this.turn(() => this.writeAll(data, position));
+  }
+
+  private async writeAll(data: Buffer, position: number): Promise<void> {
     let offset = 0;
     while (offset < data.length) {
       const { bytesWritten } = await this.fh.write(data, offset, data.length - offset, position + offset);
