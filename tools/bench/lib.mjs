@@ -85,7 +85,7 @@ export async function startRedis() {
 
 /** Starts a node process and waits until `ready()` resolves true. */
 export async function startProcess(args, env, ready) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', process.env.BENCH_STDOUT ? 'inherit' : 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`);
     if (await ready().catch(() => false)) return child;
