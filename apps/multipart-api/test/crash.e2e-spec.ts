@@ -5,15 +5,14 @@
  * complete; retry the whole cycle on failure). Checks: the upload completes, the file's sha256 is
  * right, and there is exactly one file handle for it.
  */
-import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { Queue } from 'bullmq';
 import IORedis from 'ioredis';
 import { MultipartClient, TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
+import { kill9, startApp, waitReady } from './stack.harness';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
-const DIST = join(__dirname, '..', '..', '..', 'dist', 'apps');
 const TOKEN = 'crash-token';
 
 type Status = { uploadId: string; state: string; partsState: string; resultFileHandleId?: string };
@@ -28,7 +27,6 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
   let client: MultipartClient;
 
   const env = () => ({
-    ...process.env,
     REDIS_URL: redis.url,
     FERRY_REDIS_PREFIX: redis.prefix,
     FERRY_DATA_DIR: data.path,
@@ -42,35 +40,16 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     FERRY_LOG_LEVEL: 'warn',
   });
 
-  async function waitHealthy(port: number, child: ChildProcess): Promise<void> {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      try {
-        if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) return;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`app on port ${port} did not start`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-
   async function startApi(): Promise<void> {
-    api = spawn(process.execPath, [join(DIST, 'multipart-api', 'main.js')], { env: env(), stdio: ['ignore', 'ignore', 'inherit'] });
-    await waitHealthy(apiPort, api);
+    api = startApp('multipart-api', env());
+    api.stderr?.pipe(process.stderr);
+    await waitReady(apiPort, api);
   }
 
   async function startWorker(): Promise<void> {
-    worker = spawn(process.execPath, [join(DIST, 'assembler-worker', 'main.js')], { env: env(), stdio: ['ignore', 'ignore', 'inherit'] });
-    await waitHealthy(workerPort, worker);
-  }
-
-  function kill9(child: ChildProcess | undefined): Promise<void> {
-    if (!child || child.exitCode !== null) return Promise.resolve();
-    return new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGKILL');
-    });
+    worker = startApp('assembler-worker', env());
+    worker.stderr?.pipe(process.stderr);
+    await waitReady(workerPort, worker);
   }
 
   beforeAll(async () => {

@@ -69,6 +69,9 @@ export const DEV_SIGNING_KEY = 'ferry-development-signing-key-not-a-secret';
 
 export const DEV_CLIENT: ClientConfig = { clientId: 'dev', accessToken: 'dev-secret', scopes: ['*'] };
 
+/** An optional variable set to the empty string (as compose files often do) counts as unset. */
+const unsetIfEmpty = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
+
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
@@ -119,12 +122,14 @@ const envSchema = z.object({
   FERRY_SIGNED_URL_TTL_MS: z.coerce.number().int().min(1000).default(15 * 60 * 1000),
   FERRY_MULTIPART_COMPLETE_WAIT_MS: z.coerce.number().int().min(0).default(30_000),
   FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
-  FERRY_PUBLIC_URL_MULTIPART: z
-    .string()
-    .url()
-    .regex(/^https?:\/\/[^/?#]+\/?$/, 'scheme://host[:port] only')
-    .optional(),
-  FERRY_SIGNING_KEY: z.string().min(32, 'at least 32 characters').optional(),
+  FERRY_PUBLIC_URL_MULTIPART: unsetIfEmpty(
+    z
+      .string()
+      .url()
+      .regex(/^https?:\/\/[^/?#]+\/?$/, 'scheme://host[:port] only')
+      .optional(),
+  ),
+  FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
   FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

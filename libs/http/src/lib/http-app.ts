@@ -45,3 +45,25 @@ function bodyError(err: unknown): unknown {
   if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
   return err;
 }
+
+/**
+ * First step of an HTTP app's graceful shutdown: stop accepting connections, let the requests in
+ * flight finish (a part being PUT completes and is acknowledged), and close keep-alive connections
+ * as soon as they are idle (Nest's own close waits for clients to drop them, seconds later).
+ * Nest then runs the shutdown hooks (Redis, hash threads) once the server is closed.
+ */
+export function drainHttpServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    // responses sent from now on close their connection instead of keeping it alive
+    server.on('request', (_req, res: { setHeader(name: string, value: string): void; headersSent: boolean }) => {
+      if (!res.headersSent) res.setHeader('Connection', 'close');
+    });
+    const idle = setInterval(() => server.closeIdleConnections(), 100);
+    server.close(() => {
+      clearInterval(idle);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

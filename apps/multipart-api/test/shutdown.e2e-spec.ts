@@ -1,0 +1,81 @@
+/**
+ * Graceful shutdown of the built multipart-api: on SIGTERM it stops accepting connections, lets a
+ * part PUT in flight finish and be acknowledged (durably: it can be added after a restart), closes
+ * idle keep-alive connections and exits 0 promptly. A bad configuration exits 2 with a message naming the variable.
+ */
+import { request as httpRequest } from 'node:http';
+import { MultipartClient, TempDir, TestRedis, freePort, md5Hex, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
+import { exitOf, kill9, startApp, waitReady } from './stack.harness';
+
+const MiB = 1024 * 1024;
+
+describe('multipart-api shuts down gracefully', () => {
+  let redis: TestRedis;
+  let data: TempDir;
+
+  beforeAll(async () => {
+    redis = await startTestRedis();
+    data = tempDir('ferry-mp-shutdown');
+  });
+
+  afterAll(async () => {
+    await redis.stop();
+    data.remove();
+  });
+
+  it('finishes a part PUT in flight at SIGTERM, refuses new connections, and exits 0', async () => {
+    const port = await freePort();
+    const env = { REDIS_URL: redis.url, FERRY_REDIS_PREFIX: redis.prefix, FERRY_DATA_DIR: data.path, FERRY_MULTIPART_PORT: String(port), FERRY_LOG_LEVEL: 'warn' };
+    let api = startApp('multipart-api', env);
+    try {
+      await waitReady(port, api);
+      const client = new MultipartClient({ base: `http://127.0.0.1:${port}`, token: 'dev-secret' });
+      const content = patternBytes(8 * MiB, 3);
+      const start = (await client.start({ fileName: 'x', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: content.length }))
+        .body as { uploadId: string };
+      const [u] = (await client.urls(start.uploadId, [1])).body.partPresignedUrls;
+
+      // half the part, then SIGTERM, then the other half
+      const req = httpRequest(u.uploadPresignedUrl, { method: 'PUT', headers: { 'content-length': String(content.length) } });
+      const answered = new Promise<{ status: number; etag?: string }>((resolve, reject) => {
+        req.on('response', (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, etag: res.headers.etag });
+        });
+        req.on('error', reject);
+      });
+      await new Promise<void>((resolve) => req.write(content.subarray(0, content.length / 2), () => resolve()));
+      await new Promise((r) => setTimeout(r, 200));
+      const exited = exitOf(api);
+      api.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+      req.end(content.subarray(content.length / 2));
+      expect(await answered).toEqual({ status: 200, etag: `"${md5Hex(content)}"` });
+      // and exits promptly: idle keep-alive connections (the client's earlier calls) are closed
+      const answeredAt = Date.now();
+      expect(await exited).toBe(0);
+      expect(Date.now() - answeredAt).toBeLessThan(2500);
+
+      // the acknowledged part is durable: after a restart it can be added
+      api = startApp('multipart-api', env);
+      await waitReady(port, api);
+      expect((await client.add(start.uploadId, 1, md5Hex(content))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    } finally {
+      await kill9(api);
+    }
+  });
+
+  it('refuses to start without a signing key outside development mode, naming the variable', async () => {
+    const api = startApp('multipart-api', {
+      REDIS_URL: redis.url,
+      FERRY_MULTIPART_PORT: String(await freePort()),
+      FERRY_CLIENTS: JSON.stringify([{ clientId: 'a', accessToken: 'token-of-a', scopes: ['*'] }]),
+      FERRY_SIGNING_KEY: '',
+    });
+    let stderr = '';
+    api.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    expect(await exitOf(api)).toBe(2);
+    expect(stderr).toMatch(/FERRY_SIGNING_KEY: required/);
+  });
+});
