@@ -1,3 +1,4 @@
 export * from './lib/authenticator';
 export * from './lib/scopes';
 export * from './lib/url-signer';
+export * from './lib/hawk';

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { ClientConfig } from '@ferry/config';
 import { PermissionDeniedError, UnauthenticatedError } from '@ferry/errors';
+import { HawkRequest, NonceStore, parseHawkHeader, verifyHawk } from './hawk';
 import { satisfiesScope } from './scopes';
 
 export interface Principal {
@@ -18,17 +19,32 @@ function digest(token: string): Buffer {
  */
 export class Authenticator {
   private readonly clients: { tokenDigest: Buffer; principal: Principal }[];
+  private readonly byId: Map<string, { key: string; principal: Principal }>;
 
   constructor(clients: readonly ClientConfig[]) {
     this.clients = clients.map((c) => ({
       tokenDigest: digest(c.accessToken),
       principal: { clientId: c.clientId, scopes: [...c.scopes] },
     }));
+    this.byId = new Map(clients.map((c, i) => [c.clientId, { key: c.accessToken, principal: this.clients[i].principal }]));
+  }
+
+  /**
+   * Authenticates an `Authorization` header that is either `Bearer <token>` or Hawk (sha256, what
+   * Taskcluster clients send) for the request `req`; nonces are remembered in `nonces`.
+   */
+  async authenticate(header: string | undefined, req: HawkRequest, nonces: NonceStore, nowMs = Date.now()): Promise<Principal> {
+    const hawk = header ? parseHawkHeader(header) : undefined;
+    if (!hawk) return this.authenticateBearer(header);
+    const client = this.byId.get(hawk.id);
+    if (!client) throw new UnauthenticatedError('Hawk: unknown client');
+    await verifyHawk(hawk, client.key, req, nonces, nowMs);
+    return client.principal;
   }
 
   /** Authenticates an `Authorization` header value (`Bearer <token>`). */
   authenticateBearer(header: string | undefined): Principal {
-    if (!header) throw new UnauthenticatedError('missing credentials: send "authorization: Bearer <token>"');
+    if (!header) throw new UnauthenticatedError('missing credentials: send "authorization: Bearer <token>" (or Hawk)');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new UnauthenticatedError('malformed authorization header: expected "Bearer <token>"');
     const presented = digest(match[1]);
