@@ -11,7 +11,7 @@ import { installIfNeeded } from './install.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The apps of the stack, in start order. */
-export const APPS = ['ingest-grpc', 'multipart-api', 'assembler-worker'];
+export const APPS = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'];
 
 const env = { ...process.env };
 const redisUrl = new URL(env.REDIS_URL ?? 'redis://127.0.0.1:6379');
@@ -137,6 +137,7 @@ async function main() {
   log(`Ferry is starting (Ctrl-C stops):`);
   log(`  ByteStream (gRPC)   ${host}:${env.FERRY_GRPC_PORT ?? 50051}`);
   log(`  multipart REST API  http://${host}:${env.FERRY_MULTIPART_PORT ?? 8081}/file/multipart  (OpenAPI at /docs)`);
+  log(`  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`);
   log(`  worker health       http://${host}:${env.FERRY_WORKER_PORT ?? 8082}/healthz`);
 }
 

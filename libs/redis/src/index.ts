@@ -1,3 +1,4 @@
 export { default as Redis } from 'ioredis';
 export * from './lib/connections';
 export * from './lib/keys';
+export * from './lib/nonces';

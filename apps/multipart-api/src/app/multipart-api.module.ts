@@ -59,7 +59,7 @@ export class MultipartApiModule {
           ) => {
             if (!config.signingKey) throw new Error('multipart-api needs a signing key (FERRY_SIGNING_KEY)');
             return new MultipartService(store, handles, storage, pool, queue.queue, auth, new UrlSigner(config.signingKey), {
-              urlTtlMs: config.multipart.urlTtlMs,
+              urlTtlMs: config.signedUrlTtlMs,
               completeWaitMs: config.multipart.completeWaitMs,
               maxUrlBatch: config.multipart.maxUrlBatch,
             });

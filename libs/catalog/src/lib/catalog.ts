@@ -22,10 +22,12 @@ export interface CatalogObject {
   protocol: string;
   /** The blob holding the bytes: its sha256. */
   blob: string;
+  /** sha512, when the uploader's protocol provides it (the object API does). */
+  sha512?: string;
 }
 
 const FIELDS: (keyof CatalogObject)[] = [
-  'name', 'size', 'sha256', 'md5', 'crc32c', 'contentType', 'owner', 'project', 'createdAt', 'expires', 'protocol', 'blob',
+  'name', 'size', 'sha256', 'md5', 'crc32c', 'contentType', 'owner', 'project', 'createdAt', 'expires', 'protocol', 'blob', 'sha512',
 ];
 
 /** ARGV: field, value, ... → nil if created, else the existing hash as a flat list. */
@@ -91,7 +93,7 @@ export class Catalog {
 }
 
 function encodeField(v: CatalogObject[keyof CatalogObject]): string {
-  return v === null ? '' : String(v);
+  return v === null || v === undefined ? '' : String(v);
 }
 
 function pairs(flat: string[]): Record<string, string> {
@@ -115,5 +117,6 @@ function decode(h: Record<string, string>): CatalogObject | undefined {
     expires: h['expires'] ? h['expires'] : null,
     protocol: h['protocol'],
     blob: h['blob'],
+    ...(h['sha512'] ? { sha512: h['sha512'] } : {}),
   };
 }

@@ -42,8 +42,6 @@ export interface FerryConfig {
     jobLockMs: number;
   };
   multipart: {
-    /** Presigned part URLs (and download URLs) stay valid this long. */
-    urlTtlMs: number;
     /** `complete` waits this long for the assembly before answering 202 (call again for the result). */
     completeWaitMs: number;
     /** Most part numbers one presigned-URL batch may ask for. */
@@ -51,6 +49,12 @@ export interface FerryConfig {
     /** Base URL signed URLs name (scheme://host:port); unset: the Host the request came to. */
     publicUrl?: string;
   };
+  objects: {
+    /** Base URL of signed object URLs (putUrl, getUrl); unset: the Host the request came to. */
+    publicUrl?: string;
+  };
+  /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
+  signedUrlTtlMs: number;
   /** Key for HMAC-signed URLs; shared by every replica. Undefined only outside development mode when unset. */
   signingKey?: string;
   auth: { clients: ClientConfig[]; devMode: boolean };
@@ -71,6 +75,15 @@ export const DEV_CLIENT: ClientConfig = { clientId: 'dev', accessToken: 'dev-sec
 
 /** An optional variable set to the empty string (as compose files often do) counts as unset. */
 const unsetIfEmpty = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
+
+/** `scheme://host[:port]` that signed URLs name, when it differs from the Host requests arrive at. */
+const publicUrl = unsetIfEmpty(
+  z
+    .string()
+    .url()
+    .regex(/^https?:\/\/[^/?#]+\/?$/, 'scheme://host[:port] only')
+    .optional(),
+);
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -122,13 +135,8 @@ const envSchema = z.object({
   FERRY_SIGNED_URL_TTL_MS: z.coerce.number().int().min(1000).default(15 * 60 * 1000),
   FERRY_MULTIPART_COMPLETE_WAIT_MS: z.coerce.number().int().min(0).default(30_000),
   FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
-  FERRY_PUBLIC_URL_MULTIPART: unsetIfEmpty(
-    z
-      .string()
-      .url()
-      .regex(/^https?:\/\/[^/?#]+\/?$/, 'scheme://host[:port] only')
-      .optional(),
-  ),
+  FERRY_PUBLIC_URL_MULTIPART: publicUrl,
+  FERRY_PUBLIC_URL_OBJECT: publicUrl,
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
@@ -219,11 +227,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES, flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES },
     worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY, jobLockMs: e.FERRY_JOB_LOCK_MS },
     multipart: {
-      urlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
       completeWaitMs: e.FERRY_MULTIPART_COMPLETE_WAIT_MS,
       maxUrlBatch: e.FERRY_MULTIPART_MAX_URL_BATCH,
       publicUrl: e.FERRY_PUBLIC_URL_MULTIPART?.replace(/\/$/, ''),
     },
+    objects: { publicUrl: e.FERRY_PUBLIC_URL_OBJECT?.replace(/\/$/, '') },
+    signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
     auth: { clients: clients ?? [DEV_CLIENT], devMode },
     logLevel: e.FERRY_LOG_LEVEL,

@@ -58,6 +58,16 @@ export class RedisKeys {
     return `${this.prefix}:{fh}:seq`;
   }
 
+  /** Object API: the unfinished upload of an object name (its uploadId, projectId, staged digests...). */
+  objectUpload(name: string): string {
+    return `${this.prefix}:objup:{${nameTag(name)}}`;
+  }
+
+  /** A Hawk nonce seen recently (replay protection). */
+  hawkNonce(key: string): string {
+    return `${this.prefix}:hawk:{${nameTag(key)}}`;
+  }
+
   /** Catalog entry of a published object. */
   object(name: string): string {
     return `${this.prefix}:obj:{${nameTag(name)}}`;

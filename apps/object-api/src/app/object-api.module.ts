@@ -1,0 +1,34 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { Authenticator, UrlSigner } from '@ferry/auth';
+import { Catalog } from '@ferry/catalog';
+import type { FerryConfig } from '@ferry/config';
+import { FerryCoreModule, HealthController, REDIS, STORAGE } from '@ferry/core';
+import { ObjectService } from '@ferry/objects';
+import { Redis, RedisKeys, RedisNonceStore } from '@ferry/redis';
+import type { Storage } from '@ferry/storage';
+import { DataController } from './data.controller';
+import { DockerflowController } from './dockerflow.controller';
+import { ObjectController } from './object.controller';
+
+/** object-api: the Taskcluster object service over Ferry's catalog, and its signed-URL data plane. */
+@Module({})
+export class ObjectApiModule {
+  static register(config: FerryConfig): DynamicModule {
+    return {
+      module: ObjectApiModule,
+      imports: [FerryCoreModule.forApp('object-api', config)],
+      controllers: [HealthController, DockerflowController, ObjectController, DataController],
+      providers: [
+        { provide: RedisNonceStore, useFactory: (redis: Redis, keys: RedisKeys) => new RedisNonceStore(redis, keys), inject: [REDIS, RedisKeys] },
+        {
+          provide: ObjectService,
+          useFactory: (redis: Redis, keys: RedisKeys, catalog: Catalog, storage: Storage, auth: Authenticator) => {
+            if (!config.signingKey) throw new Error('object-api needs a signing key (FERRY_SIGNING_KEY)');
+            return new ObjectService(redis, keys, catalog, storage, auth, new UrlSigner(config.signingKey), { urlTtlMs: config.signedUrlTtlMs });
+          },
+          inject: [REDIS, RedisKeys, Catalog, STORAGE, Authenticator],
+        },
+      ],
+    };
+  }
+}

@@ -1,0 +1,59 @@
+import { Controller, Get, HttpCode, Inject, Param, Post, Put, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { Authenticator } from '@ferry/auth';
+import type { FerryConfig } from '@ferry/config';
+import { FERRY_CONFIG } from '@ferry/core';
+import { publicBaseUrl } from '@ferry/http';
+import { ObjectService } from '@ferry/objects';
+import { RedisNonceStore } from '@ferry/redis';
+import { principalOf } from './principal';
+
+const started = Date.now();
+
+/** The Taskcluster object API, `/api/object/v1` (PROTOCOLS.md section 5). */
+@Controller('api/object/v1')
+export class ObjectController {
+  constructor(
+    private readonly objects: ObjectService,
+    private readonly auth: Authenticator,
+    private readonly nonces: RedisNonceStore,
+    @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
+  ) {}
+
+  @Get('ping')
+  ping(): { alive: true; uptime: number } {
+    return { alive: true, uptime: (Date.now() - started) / 1000 };
+  }
+
+  @Put('upload/:name')
+  async createUpload(@Req() req: Request, @Param('name') name: string) {
+    const principal = await principalOf(this.auth, this.nonces, req);
+    return this.objects.createUpload(principal, name, req.body, this.base(req));
+  }
+
+  @Post('finish-upload/:name')
+  @HttpCode(200)
+  async finishUpload(@Req() req: Request, @Param('name') name: string) {
+    return this.objects.finishUpload(await principalOf(this.auth, this.nonces, req), name, req.body);
+  }
+
+  @Put('start-download/:name')
+  async startDownload(@Req() req: Request, @Param('name') name: string) {
+    return this.objects.startDownload(await principalOf(this.auth, this.nonces, req), name, req.body, this.base(req));
+  }
+
+  @Get('metadata/:name')
+  async metadata(@Req() req: Request, @Param('name') name: string) {
+    return this.objects.metadata(await principalOf(this.auth, this.nonces, req), name);
+  }
+
+  @Get('download/:name')
+  async download(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
+    const url = await this.objects.downloadUrl(await principalOf(this.auth, this.nonces, req), name, this.base(req));
+    res.redirect(303, url);
+  }
+
+  private base(req: Request): string {
+    return publicBaseUrl(req, this.config.objects.publicUrl);
+  }
+}

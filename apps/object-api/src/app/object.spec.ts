@@ -1,0 +1,180 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Catalog } from '@ferry/catalog';
+import { hawkHeader, patternBytes, sha256Hex } from '@ferry/testing';
+import { ObjectHarness, startObjectApi } from '../testing/object.harness';
+
+const run = promisify(execFile);
+const sha512Hex = (b: Buffer) => createHash('sha512').update(b).digest('hex');
+const slugid = () => {
+  const b = Buffer.from(crypto.randomUUID().replace(/-/g, ''), 'hex');
+  return b.toString('base64url');
+};
+
+type Json = Record<string, unknown>;
+
+describe('object-api (real HTTP, Redis and disk)', () => {
+  let h: ObjectHarness;
+  const expires = new Date(Date.now() + 86_400_000).toISOString();
+
+  beforeAll(async () => {
+    h = await startObjectApi();
+  });
+
+  afterAll(async () => {
+    await h.close();
+  });
+
+  async function call(method: string, path: string, body?: unknown, token: string | null = 'uploader-token'): Promise<{ status: number; body: Json; headers: Headers }> {
+    const res = await fetch(`${h.base}/api/object/v1${path}`, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      redirect: 'manual',
+    });
+    const text = await res.text();
+    return { status: res.status, body: text && res.headers.get('content-type')?.includes('json') ? (JSON.parse(text) as Json) : { text }, headers: res.headers };
+  }
+
+  const enc = encodeURIComponent;
+
+  async function uploadInline(name: string, data: Buffer, uploadId = slugid()) {
+    const r = await call('PUT', `/upload/${enc(name)}`, {
+      projectId: 'proj/a', uploadId, expires,
+      proposedUploadMethods: { dataInline: { contentType: 'text/plain', objectData: data.toString('base64') }, putUrl: { contentType: 'text/plain', contentLength: data.length } },
+    });
+    return { r, uploadId };
+  }
+
+  it('answers ping and the Dockerflow endpoints', async () => {
+    expect((await call('GET', '/ping', undefined, null)).body).toMatchObject({ alive: true, uptime: expect.any(Number) });
+    for (const p of ['__heartbeat__', '__lbheartbeat__', '__version__']) expect((await fetch(`${h.base}/${p}`)).status).toBe(200);
+  });
+
+  it('stores a small object inline, finishes it with its hashes, and serves metadata, getUrl, simple and download', async () => {
+    const data = Buffer.from('hello');
+    const name = 'small objects/with spaces & punctuation!.txt';
+    const { r, uploadId } = await uploadInline(name, data);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ projectId: 'proj/a', uploadId, expires, uploadMethod: { dataInline: true } });
+    expect((await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).status).toBe(404);
+    const hashes = { sha256: sha256Hex(data), sha512: sha512Hex(data) };
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes })).body).toEqual({});
+    // finishing again with the same hashes succeeds; with other hashes it conflicts
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: hashes.sha256 } })).status).toBe(200);
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex('x') } })).status).toBe(409);
+    expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toEqual({ projectId: 'proj/a', expires, hashes });
+    const get = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true, simple: true } }, 'reader-token');
+    expect(get.body).toMatchObject({ method: 'getUrl', url: expect.stringContaining('/data/objects/'), expires: expect.any(String), hashes });
+    expect(Buffer.from(await (await fetch(String(get.body['url']))).arrayBuffer()).toString()).toBe('hello');
+    const simple = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { simple: true } }, 'reader-token');
+    expect(simple.body).toEqual({ method: 'simple', url: expect.any(String) });
+    const none = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: {} }, 'reader-token');
+    expect([none.status, none.body['code']]).toEqual([406, 'NoMatchingMethod']);
+    const redirect = await call('GET', `/download/${enc(name)}`, undefined, 'reader-token');
+    expect(redirect.status).toBe(303);
+    const ranged = await fetch(redirect.headers.get('location') ?? '', { headers: { range: 'bytes=1-3' } });
+    expect([ranged.status, await ranged.text()]).toEqual([206, 'ell']);
+    // the object is immutable: a new upload of the name conflicts
+    expect((await uploadInline(name, Buffer.from('other'))).r.status).toBe(409);
+  });
+
+  it('negotiates a putUrl for large objects, verifies size and hashes at finish, and publishes nothing on a mismatch', async () => {
+    const data = patternBytes(3 * 1024 * 1024, 9);
+    const name = 'big/object.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'application/x-big', contentLength: data.length } } };
+    const first = await call('PUT', `/upload/${enc(name)}`, body);
+    const put = first.body['uploadMethod'] as { putUrl: { url: string; expires: string; headers: Record<string, string> } };
+    expect(put.putUrl.headers).toEqual({ 'Content-Type': 'application/x-big', 'Content-Length': String(data.length) });
+    // idempotent while unfinished: the same call renews the URL
+    const again = await call('PUT', `/upload/${enc(name)}`, body);
+    expect(again.status).toBe(200);
+    expect(again.body['uploadId']).toBe(uploadId);
+    // another uploadId, or other expires, conflict
+    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(409);
+    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, expires: new Date(Date.now() + 7_200_000).toISOString() })).status).toBe(409);
+    // finishing before any byte arrived conflicts
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId })).status).toBe(409);
+    // a tampered URL and a wrong length are refused
+    expect((await fetch(put.putUrl.url.replace('X-Ferry-Signature=', 'X-Ferry-Signature=x'), { method: 'PUT', headers: put.putUrl.headers, body: data })).status).toBe(403);
+    const res = await fetch(put.putUrl.url, { method: 'PUT', headers: put.putUrl.headers, body: data });
+    expect(res.status).toBe(200);
+    // wrong hashes: refused, nothing published
+    const bad = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex('nope') } });
+    expect([bad.status, bad.body['code']]).toEqual([400, 'InputValidationError']);
+    expect(String(bad.body['message'])).toMatch(/nothing was published/);
+    expect((await call('GET', `/metadata/${enc(name)}`)).status).toBe(404);
+    // wrong uploadId, wrong projectId
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId: slugid() })).status).toBe(409);
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/b', uploadId })).status).toBe(400);
+    const ok = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data), sha512: sha512Hex(data) } });
+    expect(ok.status).toBe(200);
+    const object = await h.app.get(Catalog).get(name);
+    expect(object).toMatchObject({ size: data.length, sha256: sha256Hex(data), sha512: sha512Hex(data), protocol: 'object', project: 'proj/a', expires });
+    expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409);
+  });
+
+  it('validates bodies and names, and authenticates (bearer and Hawk) and authorises every call', async () => {
+    const good = { projectId: 'proj/a', uploadId: slugid(), expires, proposedUploadMethods: {} };
+    const invalid: [unknown, RegExp][] = [
+      [{ ...good, extra: 1 }, /Unrecognized key/],
+      [{ ...good, uploadId: 'not-a-slugid' }, /slugid/],
+      [{ ...good, projectId: 'bad project' }, /projectId/],
+      [{ ...good, expires: 'tomorrow' }, /expires/],
+      [{ ...good, hashes: { sha256: 'abc' } }, /sha256 must be/],
+    ];
+    for (const [body, why] of invalid) {
+      const r = await call('PUT', '/upload/n1', body);
+      expect([r.status, r.body['code'], r.body['message']]).toEqual([400, 'InputValidationError', expect.stringMatching(why)]);
+    }
+    // nothing offered: {} is an answer, not an error
+    expect((await call('PUT', '/upload/n1', good)).body['uploadMethod']).toEqual({});
+    expect((await call('PUT', `/upload/${enc('tab\there')}`, good)).status).toBe(400);
+    const noAuth = await call('PUT', '/upload/n2', good, null);
+    expect([noAuth.status, noAuth.body['code']]).toEqual([401, 'AuthenticationFailed']);
+    expect((await call('PUT', '/upload/n2', good, 'wrong-token')).status).toBe(401);
+    const scopes = await call('PUT', '/upload/n2', good, 'reader-token');
+    expect([scopes.status, scopes.body['code']]).toEqual([403, 'InsufficientScopes']);
+    expect((await call('PUT', '/upload/n2', { ...good, projectId: 'other' })).status).toBe(403);
+
+    // Hawk, as Taskcluster clients sign; a replay is refused
+    const url = `${h.base}/api/object/v1/metadata/${enc('small objects/with spaces & punctuation!.txt')}`;
+    const header = hawkHeader(url, 'GET', 'reader', 'reader-token');
+    expect((await fetch(url, { headers: { authorization: header } })).status).toBe(200);
+    const replay = await fetch(url, { headers: { authorization: header } });
+    expect([replay.status, ((await replay.json()) as Json)['code']]).toEqual([401, 'AuthenticationFailed']);
+    const wrongKey = hawkHeader(url, 'GET', 'reader', 'nope');
+    expect((await fetch(url, { headers: { authorization: wrongKey } })).status).toBe(401);
+  });
+
+  it('serves objects uploaded through ByteStream and multipart under their catalog names', async () => {
+    const data = Buffer.from('from another protocol');
+    await h.storage.putBlob(data, sha256Hex(data));
+    const catalog = h.app.get(Catalog);
+    for (const name of ['builds/app.tar.gz', 'fileHandle/42']) {
+      await catalog.publish({
+        name, size: data.length, sha256: sha256Hex(data), md5: '', crc32c: '', contentType: 'application/gzip', owner: 'dev',
+        project: '', createdAt: new Date().toISOString(), expires: null, protocol: 'bytestream', blob: sha256Hex(data),
+      });
+      expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({ hashes: { sha256: sha256Hex(data) } });
+      const r = await call('GET', `/download/${enc(name)}`, undefined, 'reader-token');
+      expect(await (await fetch(r.headers.get('location') ?? '')).text()).toBe('from another protocol');
+    }
+  });
+
+  it('works with the unmodified Taskcluster client (taskcluster-client 87.1.3): upload() and download() of 5 bytes and 3 MiB', async () => {
+    const script = join(__dirname, '..', '..', 'test', 'tc-client.mjs');
+    for (const [name, size] of [['tc/five bytes', 5], ['tc/three-mib', 3 * 1024 * 1024]] as const) {
+      const { stdout } = await run(process.execPath, [script, h.base, 'uploader', 'uploader-token', 'proj/tc', name, String(size)]);
+      const out = JSON.parse(stdout) as { uploadedSha256: string; downloadedSha256: string; contentType: string };
+      expect(out.downloadedSha256).toBe(out.uploadedSha256);
+      expect(out.contentType).toBe('application/x-test');
+    }
+    // and downloads an object another protocol published
+    const { stdout } = await run(process.execPath, [script, h.base, 'reader', 'reader-token', 'proj/tc', 'builds/app.tar.gz', '0', 'download-only']);
+    expect(JSON.parse(stdout)).toMatchObject({ downloadedSha256: sha256Hex(Buffer.from('from another protocol')) });
+  });
+});

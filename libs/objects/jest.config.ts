@@ -1,0 +1,6 @@
+export default {
+  displayName: 'objects',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/objects',
+};

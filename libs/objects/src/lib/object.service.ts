@@ -1,0 +1,339 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { crc32c } from '@node-rs/crc32';
+import { Authenticator, Principal, UrlSigner } from '@ferry/auth';
+import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
+import type { Redis, RedisKeys } from '@ferry/redis';
+import type { Storage } from '@ferry/storage';
+import { crc32cHex } from '@ferry/uploads';
+import {
+  CreateUploadResponse,
+  DATA_INLINE_MAX_BYTES,
+  DownloadResponse,
+  Hashes,
+  NoMatchingMethodError,
+  ObjectMetadata,
+  UPLOAD_LIFETIME_MS,
+  UploadMethod,
+  assertObjectName,
+  mergeHashes,
+  parseCreateUpload,
+  parseFinishUpload,
+  parseStartDownload,
+} from './model';
+
+export interface ObjectServiceOptions {
+  urlTtlMs: number;
+}
+
+/** What a signed data-plane request carries (the transport's view of it). */
+export interface SignedRequest {
+  method: string;
+  path: string;
+  query: Record<string, unknown>;
+  header(name: string): string | undefined;
+}
+
+/** Data-plane paths (signed URLs), shared by the signer and the HTTP routes. */
+export const ObjectDataPaths = {
+  upload: (uploadId: string, name: string) => `/data/uploads/${uploadId}/${encodeURIComponent(name)}`,
+  object: (name: string) => `/data/objects/${encodeURIComponent(name)}`,
+};
+
+export const ObjectScopes = {
+  upload: (projectId: string, name: string) => `object:upload:${projectId}:${name}`,
+  download: (name: string) => `object:download:${name}`,
+};
+
+/** An unfinished upload, as stored in Redis (one hash per object name, expiring with the upload). */
+interface PendingUpload {
+  name: string;
+  projectId: string;
+  uploadId: string;
+  expires: string;
+  owner: string;
+  createdAt: number;
+  stagingId: string;
+  hashes: Hashes;
+  contentType: string;
+  /** Declared length of the putUrl body (-1: none declared). */
+  contentLength: number;
+  /** What is stored, once data arrived. */
+  stored?: { size: number; sha256: string; sha512: string; md5: string; crc32c: string };
+}
+
+/** ARGV: ttl, field, value... → nil if created, else the existing hash flat. */
+const createIfAbsent1 = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return nil`;
+
+/** ARGV: uploadId, field, value... → 1 if the upload still has this uploadId (fields set), else 0. */
+const updateIfUpload1 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1`;
+
+/**
+ * The Taskcluster object service (PROTOCOLS.md section 5) over Ferry's catalog, transport-free.
+ * Uploads negotiate `dataInline` (stored at once) or `putUrl` (a signed URL of the data plane, whose
+ * PUT computes every digest on the way); finishUpload compares the declared hashes with the stored
+ * bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
+ */
+export class ObjectService {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly catalog: Catalog,
+    private readonly storage: Storage,
+    private readonly auth: Authenticator,
+    private readonly signer: UrlSigner,
+    private readonly options: ObjectServiceOptions,
+  ) {
+    if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 1, lua: createIfAbsent1 });
+    if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 1, lua: updateIfUpload1 });
+  }
+
+  async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
+    assertObjectName(name);
+    const req = parseCreateUpload(body);
+    this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
+    if (await this.liveObject(name)) throw new AlreadyExistsError(`object ${JSON.stringify(name)} is already finished`);
+    const expires = new Date(req.expires).toISOString();
+    const fresh: PendingUpload = {
+      name, projectId: req.projectId, uploadId: req.uploadId, expires, owner: principal.clientId, createdAt: Date.now(),
+      stagingId: `ob_${randomBytes(15).toString('base64url')}`, hashes: req.hashes ?? {},
+      contentType: req.proposedUploadMethods.putUrl?.contentType ?? req.proposedUploadMethods.dataInline?.contentType ?? 'application/binary',
+      contentLength: req.proposedUploadMethods.putUrl?.contentLength ?? -1,
+    };
+    const existing = await this.createPending(fresh);
+    const upload = existing ?? fresh;
+    if (existing) {
+      if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
+        throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
+      }
+      const { merged, conflict } = mergeHashes(existing.hashes, req.hashes);
+      if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
+      await this.update(existing, { hashes: JSON.stringify(merged) });
+    }
+
+    let uploadMethod: UploadMethod = {};
+    const inline = req.proposedUploadMethods.dataInline;
+    const put = req.proposedUploadMethods.putUrl;
+    const inlineBytes = inline ? Buffer.from(inline.objectData, 'base64') : undefined;
+    if (inline && inlineBytes && inlineBytes.length <= DATA_INLINE_MAX_BYTES) {
+      await this.store(upload, inlineBytes, inline.contentType);
+      uploadMethod = { dataInline: true };
+    } else if (put) {
+      const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
+      const headers = { 'Content-Type': put.contentType, 'Content-Length': String(put.contentLength) };
+      const path = ObjectDataPaths.upload(upload.uploadId, name);
+      const url = `${baseUrl}${path}?${this.signer.sign({ method: 'PUT', path, expiresAt, headers: { 'Content-Type': put.contentType } })}`;
+      await this.update(upload, { contentType: put.contentType, contentLength: put.contentLength });
+      uploadMethod = { putUrl: { url, expires: new Date(expiresAt * 1000).toISOString(), headers } };
+    }
+    return { projectId: upload.projectId, uploadId: upload.uploadId, expires, uploadMethod };
+  }
+
+  /** Data plane: the PUT of a putUrl. Streams to staging, computing every digest on the way. */
+  async putData(uploadId: string, name: string, signed: SignedRequest, body: AsyncIterable<Buffer>): Promise<void> {
+    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    const upload = await this.pending(name);
+    if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
+    const lease = this.keys.objectUpload(name) + ':put';
+    const holder = randomBytes(9).toString('base64url');
+    if ((await this.redis.set(lease, holder, 'PX', 60_000, 'NX')) !== 'OK') throw new ConcurrentWriterError('another PUT of this object is in progress');
+    const renew = setInterval(() => void this.redis.pexpire(lease, 60_000), 20_000);
+    try {
+      const file = await this.storage.openStaging(upload.stagingId, 0);
+      const digests = new Digester();
+      let size = 0;
+      try {
+        for await (const chunk of body) {
+          if (upload.contentLength >= 0 && size + chunk.length > upload.contentLength) {
+            throw new InvalidArgumentError(`the body is longer than the declared contentLength ${upload.contentLength}`);
+          }
+          await file.write(chunk, size);
+          digests.update(chunk);
+          size += chunk.length;
+        }
+        if (upload.contentLength >= 0 && size !== upload.contentLength) {
+          throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
+        }
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      if (!(await this.update(upload, { size, ...digests.digest() }))) throw new NotFoundError('the upload ended while its data arrived');
+    } finally {
+      clearInterval(renew);
+      if ((await this.redis.get(lease)) === holder) await this.redis.del(lease);
+    }
+  }
+
+  async finishUpload(principal: Principal, name: string, body: unknown): Promise<Record<string, never>> {
+    assertObjectName(name);
+    const req = parseFinishUpload(body);
+    this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
+    const upload = await this.pending(name);
+    if (!upload) {
+      const object = await this.liveObject(name);
+      if (!object) throw new NotFoundError(`no object or upload named ${JSON.stringify(name)}`);
+      if (object.project !== req.projectId) throw new InvalidArgumentError('projectId does not match the object');
+      const known: Hashes = { sha256: object.sha256, ...(object.sha512 ? { sha512: object.sha512 } : {}) };
+      if (mergeHashes(known, req.hashes).conflict) throw new AlreadyExistsError('the object is finished with different hashes');
+      return {};
+    }
+    if (upload.projectId !== req.projectId) throw new InvalidArgumentError('projectId does not match the upload');
+    if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
+    const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
+    if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
+    const stored = upload.stored;
+    if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
+    for (const algo of ['sha256', 'sha512'] as const) {
+      if (merged[algo] !== undefined && merged[algo] !== stored[algo]) {
+        throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
+      }
+    }
+    if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(upload.stagingId, stored.sha256);
+    else await this.storage.deleteStaging(upload.stagingId);
+    // an expired object of this name may still be cataloged until the worker removes it
+    const previous = await this.catalog.get(name);
+    if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.delete(name);
+    await this.catalog.publish({
+      name, size: stored.size, sha256: stored.sha256, sha512: stored.sha512, md5: stored.md5, crc32c: stored.crc32c,
+      contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
+      expires: upload.expires, protocol: 'object', blob: stored.sha256,
+    });
+    await this.redis.del(this.keys.objectUpload(name));
+    return {};
+  }
+
+  async startDownload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<DownloadResponse> {
+    assertObjectName(name);
+    const { acceptDownloadMethods: accept } = parseStartDownload(body);
+    this.auth.require(principal, ObjectScopes.download(name));
+    const object = await this.liveObject(name);
+    if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
+    const { url, expires } = this.signedGet(name, baseUrl);
+    if (accept.getUrl) return { method: 'getUrl', url, expires, hashes: hashesOf(object) };
+    if (accept.simple) return { method: 'simple', url };
+    throw new NoMatchingMethodError('none of the accepted download methods is offered (getUrl, simple)');
+  }
+
+  async metadata(principal: Principal, name: string): Promise<ObjectMetadata> {
+    assertObjectName(name);
+    this.auth.require(principal, ObjectScopes.download(name));
+    const object = await this.liveObject(name);
+    if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
+    return { projectId: object.project, expires: object.expires ?? '9999-12-31T23:59:59.999Z', hashes: hashesOf(object) };
+  }
+
+  /** The signed URL `download` redirects to (303). */
+  async downloadUrl(principal: Principal, name: string, baseUrl: string): Promise<string> {
+    await this.metadata(principal, name);
+    return this.signedGet(name, baseUrl).url;
+  }
+
+  /** Data plane: the bytes behind a signed GET URL. */
+  async openData(name: string, signed: SignedRequest): Promise<{ object: CatalogObject; read(start: number, end: number): Readable }> {
+    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    const object = await this.liveObject(name);
+    if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
+    return { object, read: (start, end) => this.storage.readBlob(object.blob, start, end) };
+  }
+
+  // --- helpers ---------------------------------------------------------------------------------
+
+  /** A finished object, unless it expired (the worker deletes it later; it is gone already). */
+  private async liveObject(name: string): Promise<CatalogObject | undefined> {
+    const object = await this.catalog.get(name);
+    if (!object || (object.expires && Date.parse(object.expires) <= Date.now())) return undefined;
+    return object;
+  }
+
+  private signedGet(name: string, baseUrl: string): { url: string; expires: string } {
+    const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
+    const path = ObjectDataPaths.object(name);
+    return { url: `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`, expires: new Date(expiresAt * 1000).toISOString() };
+  }
+
+  private async store(upload: PendingUpload, data: Buffer, contentType: string): Promise<void> {
+    const file = await this.storage.openStaging(upload.stagingId, 0);
+    try {
+      await file.write(data, 0);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    const digests = new Digester();
+    digests.update(data);
+    await this.update(upload, { size: data.length, contentType, contentLength: data.length, ...digests.digest() });
+  }
+
+  private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
+    const fields = Object.entries(encode(u)).flat();
+    const create = (this.redis as unknown as { ferryObjectCreate(key: string, ...a: (string | number)[]): Promise<string[] | null> }).ferryObjectCreate;
+    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), UPLOAD_LIFETIME_MS, ...fields);
+    if (existing === null) return undefined;
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];
+    return decode(h);
+  }
+
+  private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
+    const run = (this.redis as unknown as { ferryObjectUpdate(key: string, ...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
+    return (await run.call(this.redis, this.keys.objectUpload(u.name), u.uploadId, ...Object.entries(fields).flat())) === 1;
+  }
+
+  private async pending(name: string): Promise<PendingUpload | undefined> {
+    return decode(await this.redis.hgetall(this.keys.objectUpload(name)));
+  }
+}
+
+function hashesOf(o: CatalogObject): Hashes {
+  return { sha256: o.sha256, ...(o.sha512 ? { sha512: o.sha512 } : {}) };
+}
+
+function encode(u: PendingUpload): Record<string, string | number> {
+  return {
+    name: u.name, projectId: u.projectId, uploadId: u.uploadId, expires: u.expires, owner: u.owner, createdAt: u.createdAt,
+    stagingId: u.stagingId, hashes: JSON.stringify(u.hashes), contentType: u.contentType, contentLength: u.contentLength,
+  };
+}
+
+function decode(h: Record<string, string>): PendingUpload | undefined {
+  if (!h['uploadId']) return undefined;
+  return {
+    name: h['name'], projectId: h['projectId'], uploadId: h['uploadId'], expires: h['expires'], owner: h['owner'],
+    createdAt: Number(h['createdAt']), stagingId: h['stagingId'], hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
+    contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1),
+    stored: h['sha256'] ? { size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+  };
+}
+
+/** sha256, sha512, md5 and crc32c of a stream, on this thread. */
+class Digester {
+  private readonly sha256 = createHash('sha256');
+  private readonly sha512 = createHash('sha512');
+  private readonly md5 = createHash('md5');
+  private crc = 0;
+
+  update(chunk: Buffer): void {
+    this.sha256.update(chunk);
+    this.sha512.update(chunk);
+    this.md5.update(chunk);
+    this.crc = crc32c(chunk, this.crc);
+  }
+
+  digest(): { sha256: string; sha512: string; md5: string; crc32c: string } {
+    return {
+      sha256: this.sha256.digest('hex'),
+      sha512: this.sha512.digest('hex'),
+      md5: this.md5.digest('hex'),
+      crc32c: crc32cHex(this.crc),
+    };
+  }
+}

@@ -1,0 +1,8 @@
+// eslint-disable-next-line @typescript-eslint/triple-slash-reference -- hawk ships no types; the declaration must travel with this module to every project that imports it
+/// <reference path="../types/hawk.d.ts" />
+import * as hawk from 'hawk';
+
+/** An Authorization header signed by the hawk library, exactly as Taskcluster clients sign requests. */
+export function hawkHeader(url: string, method: string, id: string, key: string, options: { ext?: string; timestamp?: number } = {}): string {
+  return hawk.client.header(url, method, { credentials: { id, key, algorithm: 'sha256' }, ...options }).header;
+}
