@@ -1,2 +1,3 @@
 export * from './lib/model';
 export * from './lib/object.service';
+export * from './lib/object-expiry';

@@ -7,6 +7,7 @@ import { EXPIRE_UPLOADS_SCHEDULER_ID, ExpireUploadsPayload, ExpireUploadsResult,
 import type { Logger } from '@ferry/logging';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import { MultipartExpiry } from '@ferry/multipart';
+import { ObjectExpiry } from '@ferry/objects';
 import { UploadExpiry } from '@ferry/uploads';
 
 const jobDuration = new Histogram({
@@ -15,6 +16,8 @@ const jobDuration = new Histogram({
   labelNames: ['queue', 'job', 'outcome'],
 });
 const expired = new Counter({ name: 'ferry_uploads_expired_total', help: 'Idle uploads removed by the expiry job' });
+const expiredObjects = new Counter({ name: 'ferry_objects_expired_total', help: 'Objects removed at their expires' });
+const collectedBlobs = new Counter({ name: 'ferry_blobs_collected_total', help: 'Blobs deleted because no object references them' });
 
 /**
  * The maintenance queue: a repeatable job (one scheduler per deployment, whatever the number of
@@ -33,6 +36,7 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     private readonly keys: RedisKeys,
     private readonly expiry: UploadExpiry,
     private readonly multipartExpiry: MultipartExpiry,
+    private readonly objectExpiry: ObjectExpiry,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -62,9 +66,11 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
       const now = Date.now();
       // multipart first: the staging sweep of UploadExpiry then sees those uploads gone
       const expiredMultipart = await this.multipartExpiry.run(now, job.data.batchSize);
-      const report = { ...(await this.expiry.run(now, job.data.batchSize)), expiredMultipart };
+      const report = { ...(await this.expiry.run(now, job.data.batchSize)), expiredMultipart, ...(await this.objectExpiry.run(now, job.data.batchSize)) };
       expired.inc(report.expiredSessions + expiredMultipart);
-      if (report.expiredSessions || report.removedStaging || expiredMultipart) this.logger.info(report, 'expired idle uploads');
+      expiredObjects.inc(report.expiredObjects);
+      collectedBlobs.inc(report.collectedBlobs);
+      if (Object.values(report).some((n) => n > 0)) this.logger.info(report, 'expiry');
       end({ outcome: 'completed' });
       return report;
     } catch (err) {

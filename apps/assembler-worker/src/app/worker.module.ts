@@ -1,7 +1,9 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
 import { FerryCoreModule, HealthController, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
+import { Catalog } from '@ferry/catalog';
 import { FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore } from '@ferry/multipart';
+import { ObjectExpiry } from '@ferry/objects';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { HashPool, UploadExpiry } from '@ferry/uploads';
@@ -33,6 +35,11 @@ export class WorkerModule {
           useFactory: (store: MultipartStore, handles: FileHandles, storage: Storage, pool: HashPool) =>
             new MultipartAssembler(store, handles, storage, pool),
           inject: [MultipartStore, FileHandles, STORAGE, HashPool],
+        },
+        {
+          provide: ObjectExpiry,
+          useFactory: (catalog: Catalog, storage: Storage) => new ObjectExpiry(catalog, storage, config.objects.blobGraceMs),
+          inject: [Catalog, STORAGE],
         },
         MaintenanceProcessor,
         AssemblyProcessor,

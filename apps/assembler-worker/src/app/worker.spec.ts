@@ -4,6 +4,7 @@ import { FerryConfig, loadConfig } from '@ferry/config';
 import { STORAGE } from '@ferry/core';
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
+import { Catalog, CatalogObject } from '@ferry/catalog';
 import { AssemblyQueue, MultipartStore, requestDigest } from '@ferry/multipart';
 import { RedisKeys, createRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
@@ -29,6 +30,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
       FERRY_WORKER_PORT: String(port),
       FERRY_EXPIRE_INTERVAL_MS: '200',
       FERRY_UPLOAD_IDLE_TTL_MS: '600',
+      FERRY_BLOB_GRACE_MS: '0',
       FERRY_LOG_LEVEL: 'silent',
     });
     app = await NestFactory.create(WorkerModule.register(config), { logger: false });
@@ -138,5 +140,32 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await store.exists('mp_busy')).toBe(true);
     expect(await storage.stagingSize('mp_busy')).toBe(10);
     await store.abortPart(lease);
+  });
+
+  it('removes objects at their expires and collects their blob only when no live object references it', async () => {
+    const catalog = app.get(Catalog);
+    const storage = app.get<Storage>(STORAGE);
+    const shared = Buffer.from('shared bytes');
+    const alone = Buffer.from('bytes of one object');
+    for (const b of [shared, alone]) await storage.putBlob(b, sha256Hex(b));
+    const object = (name: string, data: Buffer, expires: string | null): CatalogObject => ({
+      name, size: data.length, sha256: sha256Hex(data), md5: md5Hex(data), crc32c: '00000000', contentType: 'x/y', owner: 'dev',
+      project: 'p', createdAt: new Date().toISOString(), expires, protocol: 'object', blob: sha256Hex(data),
+    });
+    const soon = new Date(Date.now() + 300).toISOString();
+    await catalog.publish(object('exp/shared', shared, soon));
+    await catalog.publish(object('live/shared', shared, null));
+    await catalog.publish(object('exp/alone', alone, soon));
+    await until(async () => (await storage.blobSize(sha256Hex(alone))) === undefined);
+    expect(await catalog.get('exp/alone')).toBeUndefined();
+    expect(await catalog.get('exp/shared')).toBeUndefined();
+    expect(await storage.blobSize(sha256Hex(alone))).toBeUndefined();
+    // the blob a live object references stays, through several more runs
+    await new Promise((r) => setTimeout(r, 800));
+    expect(await catalog.get('live/shared')).toBeDefined();
+    expect(await storage.blobSize(sha256Hex(shared))).toBe(shared.length);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);
+    expect(metrics).toMatch(/ferry_blobs_collected_total [1-9]/);
   });
 });

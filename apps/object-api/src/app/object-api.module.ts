@@ -24,7 +24,10 @@ export class ObjectApiModule {
           provide: ObjectService,
           useFactory: (redis: Redis, keys: RedisKeys, catalog: Catalog, storage: Storage, auth: Authenticator) => {
             if (!config.signingKey) throw new Error('object-api needs a signing key (FERRY_SIGNING_KEY)');
-            return new ObjectService(redis, keys, catalog, storage, auth, new UrlSigner(config.signingKey), { urlTtlMs: config.signedUrlTtlMs });
+            return new ObjectService(redis, keys, catalog, storage, auth, new UrlSigner(config.signingKey), {
+              urlTtlMs: config.signedUrlTtlMs,
+              uploadLifetimeMs: config.objects.uploadLifetimeMs,
+            });
           },
           inject: [REDIS, RedisKeys, Catalog, STORAGE, Authenticator],
         },

@@ -165,6 +165,30 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     }
   });
 
+  it('forgets an unfinished upload when its lifetime ends, and stops serving an object past its expires', async () => {
+    const short = await startObjectApi({ FERRY_OBJECT_UPLOAD_TTL_MS: '400' });
+    try {
+      const token = { authorization: 'Bearer uploader-token', 'content-type': 'application/json' };
+      const uploadId = slugid();
+      const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { dataInline: { contentType: 'x/y', objectData: 'aGk=' } } };
+      expect((await fetch(`${short.base}/api/object/v1/upload/late`, { method: 'PUT', headers: token, body: JSON.stringify(body) })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 600));
+      const finish = await fetch(`${short.base}/api/object/v1/finish-upload/late`, { method: 'POST', headers: token, body: JSON.stringify({ projectId: 'proj/a', uploadId }) });
+      expect(finish.status).toBe(404);
+      // an object whose expires has passed is gone for clients even before the worker deletes it
+      const soon = new Date(Date.now() + 300).toISOString();
+      const id2 = slugid();
+      const b2 = { ...body, uploadId: id2, expires: soon };
+      await fetch(`${short.base}/api/object/v1/upload/brief`, { method: 'PUT', headers: token, body: JSON.stringify(b2) });
+      expect((await fetch(`${short.base}/api/object/v1/finish-upload/brief`, { method: 'POST', headers: token, body: JSON.stringify({ projectId: 'proj/a', uploadId: id2 }) })).status).toBe(200);
+      expect((await fetch(`${short.base}/api/object/v1/metadata/brief`, { headers: token })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 400));
+      expect((await fetch(`${short.base}/api/object/v1/metadata/brief`, { headers: token })).status).toBe(404);
+    } finally {
+      await short.close();
+    }
+  });
+
   it('works with the unmodified Taskcluster client (taskcluster-client 87.1.3): upload() and download() of 5 bytes and 3 MiB', async () => {
     const script = join(__dirname, '..', '..', 'test', 'tc-client.mjs');
     for (const [name, size] of [['tc/five bytes', 5], ['tc/three-mib', 3 * 1024 * 1024]] as const) {

@@ -48,4 +48,25 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.get('gone')).toBeUndefined();
     expect(await catalog.referencesOf('c'.repeat(64))).toEqual([]);
   });
+
+  it('indexes expiring objects and collects a blob only once nothing references or claims it', async () => {
+    const sha = 'd'.repeat(64);
+    await catalog.publish({ ...obj('exp-1', sha), expires: '2020-01-01T00:00:00.000Z' });
+    await catalog.publish(obj('keep-1', sha));
+    expect(await catalog.expiredNames(Date.now(), 10)).toEqual(['exp-1']);
+    await catalog.delete('exp-1');
+    expect(await catalog.expiredNames(Date.now(), 10)).toEqual([]);
+    expect(await catalog.orphanedBlobs(Date.now(), 100)).not.toContain(sha); // keep-1 still references it
+    await catalog.delete('keep-1');
+    expect(await catalog.orphanedBlobs(Date.now(), 100)).toContain(sha);
+    // a publisher claims it before the collector decides: kept
+    await catalog.claimBlob(sha, 'new-1');
+    expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false);
+    // the claim never became an object: once it is older than the cutoff it is dropped, and the blob goes
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
+    expect(await catalog.referencesOf(sha)).toEqual([]);
+    // collected once: a second decision finds no orphan mark
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(false);
+  });
 });

@@ -36,6 +36,25 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return nil`;
 
+/** KEYS: refs, orphan. ARGV: name, now → claims the blob for name and clears any orphan mark. */
+const claim1 = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1`;
+
+/** KEYS: refs, orphan. ARGV: name, now → 1 if that was the last reference (the blob is now an orphan). */
+const release1 = `
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return 1`;
+
+/** KEYS: refs, orphan → 1 (and the mark is gone) if the blob is an orphan with no reference, else 0. */
+const collect1 = `
+if redis.call('HLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return 1`;
+
 export type PutResult = { created: true; object: CatalogObject } | { created: false; object: CatalogObject };
 
 /**
@@ -49,6 +68,29 @@ export class Catalog {
     private readonly keys: RedisKeys,
   ) {
     if (!('ferryCatalogPut' in redis)) redis.defineCommand('ferryCatalogPut', { numberOfKeys: 1, lua: putIfAbsent1 });
+    for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1]]) {
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 2, lua });
+    }
+  }
+
+  private blobScript(name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect', sha256: string, ...args: string[]): Promise<number> {
+    const fn = (this.redis as unknown as Record<string, (...a: string[]) => Promise<number>>)[name];
+    return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), ...args);
+  }
+
+  /**
+   * Claims a blob for `name` before its bytes are published: from then on the collector leaves the
+   * blob alone, so a publisher that finds the blob present can rely on it staying. Publishers call
+   * this first, then make sure the blob exists, then publish the catalog entry.
+   */
+  async claimBlob(sha256: string, name: string): Promise<void> {
+    await this.blobScript('ferryBlobClaim', sha256, name, String(Date.now()));
+  }
+
+  private async releaseBlob(sha256: string, name: string): Promise<void> {
+    if ((await this.blobScript('ferryBlobRelease', sha256, name, String(Date.now()))) === 1) {
+      await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
+    }
   }
 
   async get(name: string): Promise<CatalogObject | undefined> {
@@ -57,15 +99,18 @@ export class Catalog {
 
   /** Publishes `object` unless the name is taken; returns what the name holds afterwards. */
   async putIfAbsent(object: CatalogObject): Promise<PutResult> {
-    await this.redis.sadd(this.keys.blobRefs(object.blob), object.name);
+    await this.claimBlob(object.blob, object.name);
     const args = FIELDS.flatMap((f) => [f, encodeField(object[f])]);
     const put = (this.redis as unknown as { ferryCatalogPut(key: string, ...a: string[]): Promise<string[] | null> })
       .ferryCatalogPut;
     const existing = await put.call(this.redis, this.keys.object(object.name), ...args);
-    if (existing === null) return { created: true, object };
+    if (existing === null) {
+      if (object.expires) await this.redis.zadd(this.keys.objectsByExpiry(), Date.parse(object.expires), object.name);
+      return { created: true, object };
+    }
     const current = decode(pairs(existing));
     if (!current) throw new Error('catalog entry disappeared');
-    if (current.blob !== object.blob) await this.redis.srem(this.keys.blobRefs(object.blob), object.name);
+    if (current.blob !== object.blob) await this.releaseBlob(object.blob, object.name);
     return { created: false, object: current };
   }
 
@@ -83,12 +128,42 @@ export class Catalog {
   async delete(name: string): Promise<void> {
     const current = await this.get(name);
     await this.redis.del(this.keys.object(name));
-    if (current) await this.redis.srem(this.keys.blobRefs(current.blob), name);
+    await this.redis.zrem(this.keys.objectsByExpiry(), name);
+    if (current) await this.releaseBlob(current.blob, name);
   }
 
   /** Names that reference the blob (as recorded; verify each against its object before relying on it). */
   async referencesOf(sha256: string): Promise<string[]> {
-    return this.redis.smembers(this.keys.blobRefs(sha256));
+    return this.redis.hkeys(this.keys.blobRefs(sha256));
+  }
+
+  /** Names whose `expires` is at or before `nowMs` (oldest first). */
+  async expiredNames(nowMs: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.objectsByExpiry(), '-inf', nowMs, 'LIMIT', 0, limit);
+  }
+
+  /** Blobs that lost their last reference at or before `cutoffMs`. */
+  async orphanedBlobs(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.keys.blobsOrphaned(), '-inf', cutoffMs, 'LIMIT', 0, limit);
+  }
+
+  /**
+   * Decides whether an orphaned blob may be deleted: references whose object no longer points at
+   * the blob and that were claimed before `staleBeforeMs` are dropped (a publisher that died between
+   * claim and publish); then, atomically, the blob is collectable only if no reference remains.
+   * A claim made at any moment before that decision keeps the blob. Returns true when the caller
+   * may delete the blob's bytes.
+   */
+  async collectBlob(sha256: string, staleBeforeMs: number): Promise<boolean> {
+    const refs = await this.redis.hgetall(this.keys.blobRefs(sha256));
+    for (const [name, claimedAt] of Object.entries(refs)) {
+      const object = await this.get(name);
+      if (object?.blob === sha256 || Number(claimedAt) >= staleBeforeMs) continue;
+      await this.releaseBlob(sha256, name);
+    }
+    const collectable = (await this.blobScript('ferryBlobCollect', sha256)) === 1;
+    await this.redis.zrem(this.keys.blobsOrphaned(), sha256);
+    return collectable;
   }
 }
 

@@ -52,6 +52,10 @@ export interface FerryConfig {
   objects: {
     /** Base URL of signed object URLs (putUrl, getUrl); unset: the Host the request came to. */
     publicUrl?: string;
+    /** Unfinished object uploads expire this long after they began. */
+    uploadLifetimeMs: number;
+    /** A blob is collected only after it has had no reference this long. */
+    blobGraceMs: number;
   };
   /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
   signedUrlTtlMs: number;
@@ -137,6 +141,8 @@ const envSchema = z.object({
   FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
   FERRY_PUBLIC_URL_MULTIPART: publicUrl,
   FERRY_PUBLIC_URL_OBJECT: publicUrl,
+  FERRY_OBJECT_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
+  FERRY_BLOB_GRACE_MS: z.coerce.number().int().min(0).default(10 * 60 * 1000),
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
@@ -231,7 +237,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       maxUrlBatch: e.FERRY_MULTIPART_MAX_URL_BATCH,
       publicUrl: e.FERRY_PUBLIC_URL_MULTIPART?.replace(/\/$/, ''),
     },
-    objects: { publicUrl: e.FERRY_PUBLIC_URL_OBJECT?.replace(/\/$/, '') },
+    objects: {
+      publicUrl: e.FERRY_PUBLIC_URL_OBJECT?.replace(/\/$/, ''),
+      uploadLifetimeMs: e.FERRY_OBJECT_UPLOAD_TTL_MS,
+      blobGraceMs: e.FERRY_BLOB_GRACE_MS,
+    },
     signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
     auth: { clients: clients ?? [DEV_CLIENT], devMode },

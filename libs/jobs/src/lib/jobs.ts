@@ -41,6 +41,8 @@ export interface ExpireUploadsResult {
   expiredSessions: number;
   removedStaging: number;
   expiredMultipart?: number;
+  expiredObjects?: number;
+  collectedBlobs?: number;
 }
 
 /** Deterministic id of the repeatable expiry job scheduler (one per deployment, whatever the replica count). */

@@ -40,11 +40,12 @@ export class MultipartAssembler {
       if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { ...digests }))) return this.settled(uploadId);
     }
 
+    const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
+    if (!handleId) return this.settled(uploadId);
+    await this.handles.claimContent(handleId, digests.sha256); // before the bytes: see Catalog.claimBlob
     if ((await this.storage.blobSize(digests.sha256)) !== size) await this.storage.publishStaging(uploadId, digests.sha256);
     else await this.storage.deleteStaging(uploadId);
 
-    const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
-    if (!handleId) return this.settled(uploadId);
     const { request } = upload;
     await this.handles.create(
       handleId,

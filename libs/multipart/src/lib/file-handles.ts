@@ -36,6 +36,11 @@ export class FileHandles {
     private readonly storage: Storage,
   ) {}
 
+  /** Claims the blob for the handle's object before its bytes are published (see Catalog.claimBlob). */
+  async claimContent(id: string, sha256: string): Promise<void> {
+    await this.catalog.claimBlob(sha256, fileHandleObjectName(id));
+  }
+
   async allocateId(): Promise<string> {
     return String(await this.redis.incr(this.keys.fileHandleSequence()));
   }

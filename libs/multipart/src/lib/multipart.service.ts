@@ -276,6 +276,9 @@ export class MultipartService {
     }
     const { object } = original;
     const handleId = await this.handles.allocateId();
+    // claim, then make sure the bytes are still there: the collector may have taken them just before
+    await this.handles.claimContent(handleId, object.blob);
+    if ((await this.storage.blobSize(object.blob)) !== object.size) return;
     await this.handles.create(
       handleId,
       { fileName: request.fileName, contentType: request.contentType, owner, storageLocationId: request.storageLocationId },

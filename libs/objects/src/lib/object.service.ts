@@ -25,6 +25,8 @@ import {
 
 export interface ObjectServiceOptions {
   urlTtlMs: number;
+  /** Unfinished uploads expire this long after they began (default one day). */
+  uploadLifetimeMs?: number;
 }
 
 /** What a signed data-plane request carries (the transport's view of it). */
@@ -197,6 +199,7 @@ export class ObjectService {
         throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
       }
     }
+    await this.catalog.claimBlob(stored.sha256, name); // before the bytes: see Catalog.claimBlob
     if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(upload.stagingId, stored.sha256);
     else await this.storage.deleteStaging(upload.stagingId);
     // an expired object of this name may still be cataloged until the worker removes it
@@ -276,7 +279,7 @@ export class ObjectService {
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
     const fields = Object.entries(encode(u)).flat();
     const create = (this.redis as unknown as { ferryObjectCreate(key: string, ...a: (string | number)[]): Promise<string[] | null> }).ferryObjectCreate;
-    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), UPLOAD_LIFETIME_MS, ...fields);
+    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.options.uploadLifetimeMs ?? UPLOAD_LIFETIME_MS, ...fields);
     if (existing === null) return undefined;
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];

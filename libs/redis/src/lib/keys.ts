@@ -73,9 +73,24 @@ export class RedisKeys {
     return `${this.prefix}:obj:{${nameTag(name)}}`;
   }
 
-  /** Names of catalog objects that reference a blob (for garbage collection). */
+  /** Names that reference (or claimed) a blob, each with the time of its claim (for garbage collection). */
   blobRefs(sha256: string): string {
     return `${this.prefix}:blob:{${sha256}}:refs`;
+  }
+
+  /** Set when a blob's last reference went away (ms); cleared by a new claim. */
+  blobOrphan(sha256: string): string {
+    return `${this.prefix}:blob:{${sha256}}:orphan`;
+  }
+
+  /** Sorted set of blobs that lost their last reference, scored by when (ms): the collector's queue. */
+  blobsOrphaned(): string {
+    return `${this.prefix}:{blobs}:orphaned`;
+  }
+
+  /** Sorted set of catalog names scored by their `expires` (ms): the expiry job's queue. */
+  objectsByExpiry(): string {
+    return `${this.prefix}:{objects}:by-expiry`;
   }
 
   /** BullMQ prefix: hash-tagged so every key of a queue lands in one slot. */

@@ -56,8 +56,10 @@ export class UploadEngine {
     const digests = await hasher.digest();
     const mismatch = verifyContent(expect, data.length, digests);
     if (mismatch) throw new InvalidArgumentError(mismatch);
+    const object = describe(data.length, digests);
+    await this.catalog.claimBlob(object.blob, object.name); // before the bytes: see Catalog.claimBlob
     await this.storage.putBlob(data, digests.sha256);
-    return this.catalog.publish(describe(data.length, digests));
+    return this.catalog.publish(object);
   }
 
   /**

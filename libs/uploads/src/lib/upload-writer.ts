@@ -268,7 +268,10 @@ export class UploadWriter {
       await this.file?.close();
     }
     this.stopTimers();
+    const object = describe(size, digests);
     try {
+      // claim first: the blob collector then leaves an existing blob of this content alone
+      await this.deps.catalog.claimBlob(object.blob, object.name);
       await this.deps.storage.publishStaging(this.session.id, digests.sha256);
     } catch (err) {
       this.closed = true;
@@ -277,7 +280,7 @@ export class UploadWriter {
     }
     this.closed = true;
     try {
-      const published = await this.deps.catalog.publish(describe(size, digests));
+      const published = await this.deps.catalog.publish(object);
       await this.deps.sessions.finish(this.lease);
       return published;
     } catch (err) {
