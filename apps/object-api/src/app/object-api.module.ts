@@ -7,6 +7,7 @@ import { ObjectService } from '@ferry/objects';
 import { Redis, RedisKeys, RedisNonceStore } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { DataController } from './data.controller';
+import { DocsController } from './docs.controller';
 import { DockerflowController } from './dockerflow.controller';
 import { ObjectController } from './object.controller';
 
@@ -17,7 +18,7 @@ export class ObjectApiModule {
     return {
       module: ObjectApiModule,
       imports: [FerryCoreModule.forApp('object-api', config)],
-      controllers: [HealthController, DockerflowController, ObjectController, DataController],
+      controllers: [HealthController, DockerflowController, ObjectController, DataController, DocsController],
       providers: [
         { provide: RedisNonceStore, useFactory: (redis: Redis, keys: RedisKeys) => new RedisNonceStore(redis, keys), inject: [REDIS, RedisKeys] },
         {

@@ -201,4 +201,20 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const { stdout } = await run(process.execPath, [script, h.base, 'reader', 'reader-token', 'proj/tc', 'builds/app.tar.gz', '0', 'download-only']);
     expect(JSON.parse(stdout)).toMatchObject({ downloadedSha256: sha256Hex(Buffer.from('from another protocol')) });
   });
+
+  it('serves its OpenAPI description, documenting every route it serves', async () => {
+    const r = await fetch(`${h.base}/docs`);
+    expect(r.status).toBe(200);
+    const doc = (await r.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    expect(doc.openapi).toMatch(/^3\./);
+    const served = [
+      'get /api/object/v1/ping', 'put /api/object/v1/upload/{name}', 'post /api/object/v1/finish-upload/{name}',
+      'put /api/object/v1/start-download/{name}', 'get /api/object/v1/metadata/{name}', 'get /api/object/v1/download/{name}',
+      'put /data/uploads/{uploadId}/{name}', 'get /data/objects/{name}', 'get /__heartbeat__', 'get /__lbheartbeat__',
+      'get /__version__', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
+    ];
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters').map((m) => `${m} ${path}`));
+    expect(documented.sort()).toEqual(served.sort());
+    expect(await (await fetch(`${h.base}/nope`)).json()).toMatchObject({ code: 'ResourceNotFound' });
+  });
 });

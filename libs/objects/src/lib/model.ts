@@ -56,8 +56,8 @@ const uploadId = z
 const hashes = z
   .record(z.string())
   .superRefine((h, ctx) => {
-    if (h['sha256'] !== undefined && !/^[a-z0-9]{64}$/.test(h['sha256'])) ctx.addIssue({ code: 'custom', message: 'sha256 must be 64 lowercase hex digits' });
-    if (h['sha512'] !== undefined && !/^[a-z0-9]{128}$/.test(h['sha512'])) ctx.addIssue({ code: 'custom', message: 'sha512 must be 128 lowercase hex digits' });
+    if (h['sha256'] !== undefined && !/^[0-9a-f]{64}$/.test(h['sha256'])) ctx.addIssue({ code: 'custom', message: 'sha256 must be 64 lowercase hex digits' });
+    if (h['sha512'] !== undefined && !/^[0-9a-f]{128}$/.test(h['sha512'])) ctx.addIssue({ code: 'custom', message: 'sha512 must be 128 lowercase hex digits' });
   })
   .transform((h): Hashes => ({ ...(h['sha256'] ? { sha256: h['sha256'] } : {}), ...(h['sha512'] ? { sha512: h['sha512'] } : {}) }));
 
