@@ -148,6 +148,12 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect([replay.status, ((await replay.json()) as Json)['code']]).toEqual([401, 'AuthenticationFailed']);
     const wrongKey = hawkHeader(url, 'GET', 'reader', 'nope');
     expect((await fetch(url, { headers: { authorization: wrongKey } })).status).toBe(401);
+    const stale = hawkHeader(url, 'GET', 'reader', 'reader-token', { timestamp: Math.floor(Date.now() / 1000) - 600 });
+    const staleRes = await fetch(url, { headers: { authorization: stale } });
+    expect([staleRes.status, ((await staleRes.json()) as Json)['message']]).toEqual([401, expect.stringMatching(/stale timestamp/)]);
+    // signed for another host: the MAC covers host and port
+    const elsewhere = hawkHeader(url.replace('127.0.0.1', 'localhost'), 'GET', 'reader', 'reader-token');
+    expect((await fetch(url, { headers: { authorization: elsewhere } })).status).toBe(401);
   });
 
   it('serves objects uploaded through ByteStream and multipart under their catalog names', async () => {
