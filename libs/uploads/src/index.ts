@@ -2,3 +2,4 @@ export * from './lib/hashing';
 export * from './lib/upload-engine';
 export * from './lib/upload-writer';
 export * from './lib/upload-expiry';
+export * from './lib/batched-writer';

@@ -11,6 +11,7 @@ import {
   PermissionDeniedError,
 } from '@ferry/errors';
 import type { StagingFile, Storage } from '@ferry/storage';
+import { BatchedWriter } from '@ferry/uploads';
 import type { HashPool, Md5Hasher } from '@ferry/uploads';
 import type { AssemblyQueue } from './assembly-queue';
 import { FileHandles } from './file-handles';
@@ -51,8 +52,6 @@ export const DataPaths = {
 
 /** Scope a client needs to upload files through the multipart API. */
 export const MULTIPART_UPLOAD_SCOPE = Scopes.write('fileHandle/*');
-
-const BATCH_BYTES = 1024 * 1024;
 
 /**
  * The multipart upload protocol (PROTOCOLS.md section 4), transport-free: the HTTP app parses
@@ -206,7 +205,7 @@ export class MultipartService {
     const lease = await this.store.beginPart(uploadId, n);
     const writer = new PartWriter(this.store, lease, this.hashPool.md5Hasher(), takenAt);
     try {
-      writer.file = await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes);
+      writer.attach(await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes), start);
       let received = 0;
       // Iterated by hand: leaving the loop early (a refusal) must not destroy the request, or the
       // refusal could not be sent; the server drops the connection after answering instead.
@@ -217,10 +216,10 @@ export class MultipartService {
         const chunk = next.value;
         received += chunk.length;
         if (received > expected) throw new InvalidArgumentError(`part ${n} is exactly ${expected} bytes; more were sent`);
-        await writer.push(chunk, start);
+        await writer.push(chunk);
       }
       if (received !== expected) throw new InvalidArgumentError(`part ${n} is exactly ${expected} bytes; ${received} were sent`);
-      const md5 = await writer.finish(start);
+      const md5 = await writer.finish();
       await this.store.endPart(lease, md5);
       return { md5, size: expected };
     } catch (err) {
@@ -289,17 +288,13 @@ export class MultipartService {
 }
 
 /**
- * Writes one part: chunks are gathered into batches (fewer, larger writes), each batch is written
- * at its offset and then handed to the md5 thread, while the next batch is being received.
- * Stops writing as soon as its lease may have lapsed (local deadline), so a stalled writer never
- * overwrites bytes of a PUT that took the part over.
+ * Writes one part through a BatchedWriter, md5 on the hash-pool thread. Stops writing as soon as
+ * its lease may have lapsed (local deadline), so a stalled writer never overwrites bytes of a PUT
+ * that took the part over.
  */
 class PartWriter {
-  file?: StagingFile;
-  private batch: Buffer[] = [];
-  private batchBytes = 0;
-  private written = 0;
-  private pending: Promise<void> = Promise.resolve();
+  private out?: BatchedWriter;
+  private file?: StagingFile;
   private deadline: number;
   private lost?: Error;
   private readonly timer: NodeJS.Timeout;
@@ -322,26 +317,14 @@ class PartWriter {
     this.timer.unref();
   }
 
-  async push(chunk: Buffer, partStart: number): Promise<void> {
-    this.batch.push(chunk);
-    this.batchBytes += chunk.length;
-    if (this.batchBytes >= BATCH_BYTES) await this.flush(partStart);
+  attach(file: StagingFile, partStart: number): void {
+    this.file = file;
+    this.out = new BatchedWriter(file, partStart, (data) => this.md5.update(data), () => this.check());
   }
 
-  private async flush(partStart: number): Promise<void> {
-    if (this.batchBytes === 0) return;
-    const data = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchBytes);
-    const position = partStart + this.written;
-    this.written += data.length;
-    this.batch = [];
-    this.batchBytes = 0;
-    await this.pending; // one batch in flight while the next one is received
-    this.check();
-    const file = this.file;
-    if (!file) throw new Error('part writer has no staging file');
-    this.pending = file.write(data, position).then(() => this.md5.update(data));
-    // surface a failed write at the next flush or at finish, never as an unhandled rejection
-    this.pending.catch(() => undefined);
+  push(chunk: Buffer): Promise<void> {
+    if (!this.out) throw new Error('part writer has no staging file');
+    return this.out.push(chunk);
   }
 
   private check(): void {
@@ -349,9 +332,8 @@ class PartWriter {
     if (performance.now() > this.deadline) throw new ConcurrentWriterError(`the PUT of part ${this.lease.partNumber} lost its lease; PUT the part again`);
   }
 
-  async finish(partStart: number): Promise<string> {
-    await this.flush(partStart);
-    await this.pending;
+  async finish(): Promise<string> {
+    await this.out?.finish();
     await this.file?.sync();
     this.check();
     return this.md5.digest();
@@ -360,7 +342,7 @@ class PartWriter {
   async abort(): Promise<void> {
     clearInterval(this.timer);
     this.md5.dispose();
-    await this.pending.catch(() => undefined);
+    await this.out?.settle();
     await this.store.abortPart(this.lease).catch(() => undefined);
   }
 

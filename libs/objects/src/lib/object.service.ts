@@ -6,7 +6,8 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
-import { crc32cHex } from '@ferry/uploads';
+import { BatchedWriter, crc32cHex } from '@ferry/uploads';
+import type { HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
   DATA_INLINE_MAX_BYTES,
@@ -92,6 +93,7 @@ export class ObjectService {
     private readonly storage: Storage,
     private readonly auth: Authenticator,
     private readonly signer: UrlSigner,
+    private readonly hashPool: HashPool,
     private readonly options: ObjectServiceOptions,
   ) {
     if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 1, lua: createIfAbsent1 });
@@ -150,25 +152,39 @@ export class ObjectService {
     const renew = setInterval(() => void this.redis.pexpire(lease, 60_000), 20_000);
     try {
       const file = await this.storage.openStaging(upload.stagingId, 0);
-      const digests = new Digester();
-      let size = 0;
+      // sha256 and crc32c here, md5 and sha512 (no CPU instructions for them) on a pool thread
+      const offloaded = this.hashPool.offloaded(['md5', 'sha512']);
+      const sha256 = createHash('sha256');
+      let crc = 0;
+      const out = new BatchedWriter(file, 0, (data) => {
+        sha256.update(data);
+        crc = crc32c(data, crc);
+        return offloaded.update(data);
+      });
+      let size: number;
+      let digests: { sha256: string; sha512: string; md5: string; crc32c: string };
       try {
         for await (const chunk of body) {
-          if (upload.contentLength >= 0 && size + chunk.length > upload.contentLength) {
+          if (upload.contentLength >= 0 && out.received + chunk.length > upload.contentLength) {
             throw new InvalidArgumentError(`the body is longer than the declared contentLength ${upload.contentLength}`);
           }
-          await file.write(chunk, size);
-          digests.update(chunk);
-          size += chunk.length;
+          await out.push(chunk);
         }
+        size = await out.finish();
         if (upload.contentLength >= 0 && size !== upload.contentLength) {
           throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
         }
         await file.sync();
+        const { md5, sha512 } = await offloaded.digest();
+        digests = { sha256: sha256.digest('hex'), sha512, md5, crc32c: crc32cHex(crc) };
+      } catch (err) {
+        offloaded.dispose();
+        await out.settle();
+        throw err;
       } finally {
         await file.close();
       }
-      if (!(await this.update(upload, { size, ...digests.digest() }))) throw new NotFoundError('the upload ended while its data arrived');
+      if (!(await this.update(upload, { size, ...digests }))) throw new NotFoundError('the upload ended while its data arrived');
     } finally {
       clearInterval(renew);
       if ((await this.redis.get(lease)) === holder) await this.redis.del(lease);

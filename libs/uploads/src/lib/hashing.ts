@@ -75,19 +75,20 @@ const COLLECT_EVERY = 16 * 1024 * 1024;
 let sinceCollect = 0;
 const states = new Map();
 parentPort.on('message', (m) => {
-  if (m.op === 'update') {
-    let md5 = states.get(m.id);
-    if (!md5) { md5 = createHash('md5'); states.set(m.id, md5); }
+  if (m.op === 'start') {
+    states.set(m.id, m.algos.map((a) => [a, createHash(a)]));
+  } else if (m.op === 'update') {
+    const hashes = states.get(m.id);
     const bytes = m.data.length;
-    md5.update(m.data);
+    if (hashes) for (const [, h] of hashes) h.update(m.data);
     m.data = undefined;
     sinceCollect += bytes;
     if (sinceCollect >= COLLECT_EVERY) { sinceCollect = 0; collect({ type: 'minor' }); }
     parentPort.postMessage({ id: m.id, op: 'ack', bytes });
   } else if (m.op === 'digest') {
-    const md5 = states.get(m.id) || createHash('md5');
+    const hashes = states.get(m.id) || [];
     states.delete(m.id);
-    parentPort.postMessage({ id: m.id, op: 'digest', md5: md5.digest('hex') });
+    parentPort.postMessage({ id: m.id, op: 'digest', digests: Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) });
   } else if (m.op === 'dispose') {
     states.delete(m.id);
   }
@@ -98,7 +99,17 @@ interface WorkerReply {
   id: number;
   op: 'ack' | 'digest';
   bytes?: number;
-  md5?: string;
+  digests?: Record<string, string>;
+}
+
+/** Digests a pool thread can compute (the expensive ones, which cannot use CPU hash instructions). */
+export type OffloadedAlgorithm = 'md5' | 'sha512';
+
+/** Digests computed on a pool thread; same ownership and backpressure contract as StreamHasher. */
+export interface OffloadedHasher<A extends OffloadedAlgorithm> {
+  update(chunk: Buffer): Promise<void> | void;
+  digest(): Promise<Record<A, string>>;
+  dispose(): void;
 }
 
 interface Stream {
@@ -173,10 +184,17 @@ export class HashPool {
 
   /** md5 alone, on a pool thread (multipart parts are checked by md5 only). */
   md5Hasher(): Md5Hasher {
+    const h = this.offloaded(['md5']);
+    return { update: (chunk) => h.update(chunk), digest: async () => (await h.digest()).md5, dispose: () => h.dispose() };
+  }
+
+  /** The given digests on a pool thread (one thread per stream, so their order is kept). */
+  offloaded<A extends OffloadedAlgorithm>(algos: A[]): OffloadedHasher<A> {
     const id = this.nextId++;
     const slot = id % this.workers.length;
     const stream: Stream = { worker: slot, outstanding: 0, waiters: [] };
     this.streams.set(id, stream);
+    this.workers[slot].postMessage({ op: 'start', id, algos });
     let done = false;
     const finish = () => {
       done = true;
@@ -200,12 +218,12 @@ export class HashPool {
         check();
       },
       digest: () =>
-        new Promise<string>((resolve, reject) => {
+        new Promise<Record<A, string>>((resolve, reject) => {
           check();
           stream.onDigest = (r) => {
             finish();
-            if (stream.failure) reject(stream.failure);
-            else resolve(r.md5 ?? '');
+            if (stream.failure || !r.digests) reject(stream.failure ?? new InternalError('hashing failed'));
+            else resolve(r.digests as Record<A, string>);
           };
           this.workers[slot].postMessage({ op: 'digest', id });
         }),

@@ -1,0 +1,60 @@
+import type { StagingFile } from '@ferry/storage';
+
+/**
+ * Writes a stream of chunks in order from `start` into a staging file, gathered into batches of
+ * `batchBytes` (network chunks are 16-64 KiB: fewer, larger writes), with one write in flight while
+ * the next batch fills. Each batch, once written, goes to `afterWrite`, which takes ownership of it
+ * (hashers may move its memory to another thread). `beforeWrite` may refuse a write by throwing
+ * (a writer whose lease may have lapsed).
+ */
+export class BatchedWriter {
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private written = 0;
+  private pending: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly file: StagingFile,
+    private readonly start: number,
+    private readonly afterWrite: (data: Buffer) => Promise<void> | void,
+    private readonly beforeWrite: () => void = () => undefined,
+    private readonly batchBytesMax = 1024 * 1024,
+  ) {}
+
+  /** Bytes received so far. */
+  get received(): number {
+    return this.written + this.batchBytes;
+  }
+
+  async push(chunk: Buffer): Promise<void> {
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    if (this.batchBytes >= this.batchBytesMax) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.batchBytes === 0) return;
+    const data = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchBytes);
+    const position = this.start + this.written;
+    this.written += data.length;
+    this.batch = [];
+    this.batchBytes = 0;
+    await this.pending;
+    this.beforeWrite();
+    this.pending = this.file.write(data, position).then(() => this.afterWrite(data));
+    // surface a failed write at the next flush or at finish, never as an unhandled rejection
+    this.pending.catch(() => undefined);
+  }
+
+  /** Writes what is left and waits for every write (not made durable: the caller syncs). Returns the bytes written. */
+  async finish(): Promise<number> {
+    await this.flush();
+    await this.pending;
+    return this.written;
+  }
+
+  /** Waits for the write in flight to end, whatever its outcome (before giving up). */
+  async settle(): Promise<void> {
+    await this.pending.catch(() => undefined);
+  }
+}
