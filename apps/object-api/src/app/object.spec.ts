@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -115,6 +116,31 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const object = await h.app.get(Catalog).get(name);
     expect(object).toMatchObject({ size: data.length, sha256: sha256Hex(data), sha512: sha512Hex(data), protocol: 'object', project: 'proj/a', expires });
     expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409);
+  });
+
+  it('forgets the stored bytes when a new PUT begins: a broken re-PUT leaves nothing to finish', async () => {
+    const data = patternBytes(2 * 1024 * 1024, 11);
+    const name = 'replaced/object.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    // a second PUT breaks off half way
+    const req = httpRequest(put.url, { method: 'PUT', headers: put.headers });
+    req.on('error', () => undefined);
+    await new Promise<void>((resolve) => req.write(data.subarray(0, data.length / 2), () => resolve()));
+    await new Promise((r) => setTimeout(r, 200));
+    // while it is in flight, finishing is refused
+    const during = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
+    expect([during.status, during.body['message']]).toEqual([409, expect.stringMatching(/in progress/)]);
+    req.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const after = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
+    expect([after.status, after.body['message']]).toEqual([409, expect.stringMatching(/no data was uploaded/)]);
+    expect((await call('GET', `/metadata/${enc(name)}`)).status).toBe(404);
+    // a complete PUT again makes it finishable
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } })).status).toBe(200);
   });
 
   it('validates bodies and names, and authenticates (bearer and Hawk) and authorises every call', async () => {

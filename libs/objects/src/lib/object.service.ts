@@ -79,6 +79,21 @@ if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1`;
 
+/** KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, ttl → 1 if the lease was taken (and the stored digests dropped). */
+const beginPut1 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
+redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c')
+return 1`;
+
+/** KEYS[1] a lease. ARGV: holder, ttl (0: release) → 1 if held by holder. */
+const lease1 = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1`;
+
+const PUT_LEASE_MS = 60_000;
+
 /**
  * The Taskcluster object service (PROTOCOLS.md section 5) over Ferry's catalog, transport-free.
  * Uploads negotiate `dataInline` (stored at once) or `putUrl` (a signed URL of the data plane, whose
@@ -98,6 +113,8 @@ export class ObjectService {
   ) {
     if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 1, lua: createIfAbsent1 });
     if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 1, lua: updateIfUpload1 });
+    if (!('ferryObjectBeginPut' in redis)) redis.defineCommand('ferryObjectBeginPut', { numberOfKeys: 2, lua: beginPut1 });
+    if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
   }
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
@@ -146,10 +163,19 @@ export class ObjectService {
     this.signer.verify(signed.method, signed.path, signed.query, signed.header);
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
-    const lease = this.keys.objectUpload(name) + ':put';
+    const lease = this.putLease(name);
     const holder = randomBytes(9).toString('base64url');
-    if ((await this.redis.set(lease, holder, 'PX', 60_000, 'NX')) !== 'OK') throw new ConcurrentWriterError('another PUT of this object is in progress');
-    const renew = setInterval(() => void this.redis.pexpire(lease, 60_000), 20_000);
+    // taking the lease also forgets the digests of earlier bytes: this PUT replaces them
+    const begun = await this.script('ferryObjectBeginPut', this.keys.objectUpload(name), lease, uploadId, holder, PUT_LEASE_MS);
+    if (begun === -1) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
+    if (begun !== 1) throw new ConcurrentWriterError('another PUT of this object is in progress');
+    let lost = false;
+    const renew = setInterval(() => {
+      this.script('ferryObjectLease', lease, holder, PUT_LEASE_MS).then(
+        (held) => (lost ||= held !== 1),
+        () => undefined, // Redis unreachable: the lease may lapse; the final update then refuses
+      );
+    }, PUT_LEASE_MS / 3);
     try {
       const file = await this.storage.openStaging(upload.stagingId, 0);
       // sha256 and crc32c here, md5 and sha512 (no CPU instructions for them) on a pool thread
@@ -184,10 +210,14 @@ export class ObjectService {
       } finally {
         await file.close();
       }
+      // recorded only while this PUT still holds the lease (no other PUT replaced the bytes meanwhile)
+      if (lost || (await this.script('ferryObjectLease', lease, holder, PUT_LEASE_MS)) !== 1) {
+        throw new ConcurrentWriterError('this PUT lost its lease to another one; PUT again');
+      }
       if (!(await this.update(upload, { size, ...digests }))) throw new NotFoundError('the upload ended while its data arrived');
     } finally {
       clearInterval(renew);
-      if ((await this.redis.get(lease)) === holder) await this.redis.del(lease);
+      await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
     }
   }
 
@@ -208,8 +238,12 @@ export class ObjectService {
     if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
     const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
     if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
+    if ((await this.redis.exists(this.putLease(name))) === 1) throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
     const stored = upload.stored;
     if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
+    if ((await this.storage.stagingSize(upload.stagingId)) !== stored.size) {
+      throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
+    }
     for (const algo of ['sha256', 'sha512'] as const) {
       if (merged[algo] !== undefined && merged[algo] !== stored[algo]) {
         throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
@@ -305,6 +339,15 @@ export class ObjectService {
   private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
     const run = (this.redis as unknown as { ferryObjectUpdate(key: string, ...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
     return (await run.call(this.redis, this.keys.objectUpload(u.name), u.uploadId, ...Object.entries(fields).flat())) === 1;
+  }
+
+  private putLease(name: string): string {
+    return `${this.keys.objectUpload(name)}:put`;
+  }
+
+  private script(name: 'ferryObjectBeginPut' | 'ferryObjectLease', ...args: (string | number)[]): Promise<number> {
+    const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number>>)[name];
+    return fn.call(this.redis, ...args);
   }
 
   private async pending(name: string): Promise<PendingUpload | undefined> {

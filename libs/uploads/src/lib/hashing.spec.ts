@@ -49,6 +49,23 @@ describe('hashing', () => {
     }
   });
 
+  it('wakes an update waiting for backpressure when the hasher is disposed', async () => {
+    const pool = new HashPool(1, 64 * 1024);
+    try {
+      const busy = pool.md5Hasher();
+      const h = pool.md5Hasher();
+      // keep the only thread busy so acks come late, then overrun the backpressure limit
+      const hog = Promise.all(Array.from({ length: 8 }, async () => busy.update(Buffer.alloc(1024 * 1024))));
+      const waiting = (async () => h.update(Buffer.alloc(1024 * 1024)))();
+      h.dispose();
+      await expect(waiting).rejects.toThrow(/cancelled/);
+      await hog.catch(() => undefined);
+      busy.dispose();
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('crc32c is the Castagnoli CRC (check value of "123456789")', () => {
     expect(crc32cHex(crc32c(Buffer.from('123456789')))).toBe('e3069283');
   });

@@ -229,6 +229,9 @@ export class HashPool {
         }),
       dispose: () => {
         if (done) return;
+        // wake an update() waiting for acks: they are no longer routed to this stream
+        stream.failure ??= new InternalError('hashing was cancelled');
+        stream.waiters.splice(0).forEach((w) => w());
         finish();
         this.workers[slot].postMessage({ op: 'dispose', id });
       },
