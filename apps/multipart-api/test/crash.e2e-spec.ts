@@ -77,7 +77,7 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
   async function handlesOf(sha256: string): Promise<string[]> {
     const conn = new IORedis(redis.url);
     try {
-      return await conn.hkeys(`${redis.prefix}:blob:{${sha256}}:refs`);
+      return await conn.hkeys(`${redis.prefix}:blob:{${sha256}}:claims`);
     } finally {
       conn.disconnect();
     }

@@ -247,6 +247,7 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       [{ ...ok, fileName: '' }, /fileName/],
       [{ ...ok, fileName: 'a/b' }, /fileName: must not contain/],
       [{ ...ok, unexpected: 1 }, /Unrecognized key/],
+      [{ ...ok, contentType: 'text/plain; charset=é' }, /contentType: must be printable ASCII/],
       [{ ...ok, fileSizeBytes: undefined }, /fileSizeBytes/],
       ['[1,2]', /JSON object/],
       ['{not json', /not valid JSON/],

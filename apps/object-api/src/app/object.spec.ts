@@ -151,6 +151,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       [{ ...good, projectId: 'bad project' }, /projectId/],
       [{ ...good, expires: 'tomorrow' }, /expires/],
       [{ ...good, hashes: { sha256: 'abc' } }, /sha256 must be/],
+      [{ ...good, proposedUploadMethods: { putUrl: { contentType: 'text/plain\nX-Evil: 1', contentLength: 1 } } }, /printable ASCII/],
     ];
     for (const [body, why] of invalid) {
       const r = await call('PUT', '/upload/n1', body);

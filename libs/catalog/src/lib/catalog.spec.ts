@@ -69,4 +69,25 @@ describe('Catalog (real Redis)', () => {
     // collected once: a second decision finds no orphan mark
     expect(await catalog.collectBlob(sha, Date.now())).toBe(false);
   });
+
+  it('makes a claim wait while a collection it missed deletes the bytes, and deletes only the object examined', async () => {
+    const sha = 'e'.repeat(64);
+    await catalog.publish(obj('e-1', sha));
+    await catalog.delete('e-1');
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
+    let claimed = false;
+    const claim = catalog.claimBlob(sha, 'e-2').then(() => (claimed = true));
+    await new Promise((r) => setTimeout(r, 150));
+    expect(claimed).toBe(false);
+    await catalog.finishCollection(sha);
+    await claim;
+    expect(claimed).toBe(true);
+
+    await catalog.publish({ ...obj('f-1', 'f'.repeat(64)), createdAt: 'second' });
+    expect(await catalog.deleteIfUnchanged('f-1', 'first')).toBe(false);
+    expect(await catalog.get('f-1')).toBeDefined();
+    expect(await catalog.deleteIfUnchanged('f-1', 'second')).toBe(true);
+    expect(await catalog.get('f-1')).toBeUndefined();
+    expect(await catalog.referencesOf('f'.repeat(64))).toEqual([]);
+  });
 });

@@ -36,11 +36,14 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return nil`;
 
-/** KEYS: refs, orphan. ARGV: name, now → claims the blob for name and clears any orphan mark. */
+/**
+ * KEYS: refs, orphan, collecting. ARGV: name, now → claims the blob for name and clears any orphan
+ * mark; returns the milliseconds a collection of this blob still runs (0: none).
+ */
 const claim1 = `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[2])
-return 1`;
+return math.max(0, redis.call('PTTL', KEYS[3]))`;
 
 /** KEYS: refs, orphan. ARGV: name, now → 1 if that was the last reference (the blob is now an orphan). */
 const release1 = `
@@ -49,11 +52,22 @@ if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1`;
 
-/** KEYS: refs, orphan → 1 (and the mark is gone) if the blob is an orphan with no reference, else 0. */
+/**
+ * KEYS: refs, orphan, collecting → 1 if the blob is an orphan with no reference: the mark is gone
+ * and a collection is under way (claims wait for it) until finishCollection or 60 s; else 0.
+ */
 const collect1 = `
 if redis.call('HLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', 60000)
 return 1`;
+
+/** KEYS: object. ARGV: createdAt → the object's blob if it was deleted (it still had that createdAt), else nil. */
+const deleteIfUnchanged1 = `
+if redis.call('HGET', KEYS[1], 'createdAt') ~= ARGV[1] then return nil end
+local blob = redis.call('HGET', KEYS[1], 'blob')
+redis.call('DEL', KEYS[1])
+return blob`;
 
 export type PutResult = { created: true; object: CatalogObject } | { created: false; object: CatalogObject };
 
@@ -68,14 +82,15 @@ export class Catalog {
     private readonly keys: RedisKeys,
   ) {
     if (!('ferryCatalogPut' in redis)) redis.defineCommand('ferryCatalogPut', { numberOfKeys: 1, lua: putIfAbsent1 });
+    if (!('ferryCatalogDeleteIf' in redis)) redis.defineCommand('ferryCatalogDeleteIf', { numberOfKeys: 1, lua: deleteIfUnchanged1 });
     for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1]]) {
-      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 2, lua });
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
     }
   }
 
   private blobScript(name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect', sha256: string, ...args: string[]): Promise<number> {
     const fn = (this.redis as unknown as Record<string, (...a: string[]) => Promise<number>>)[name];
-    return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), ...args);
+    return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256), ...args);
   }
 
   /**
@@ -84,7 +99,31 @@ export class Catalog {
    * this first, then make sure the blob exists, then publish the catalog entry.
    */
   async claimBlob(sha256: string, name: string): Promise<void> {
-    await this.blobScript('ferryBlobClaim', sha256, name, String(Date.now()));
+    // A collection decided just before this claim may still be deleting the bytes: wait for it,
+    // so that "the blob is present" means it stays (or the publisher sees it gone and writes it).
+    for (;;) {
+      const collectingMs = await this.blobScript('ferryBlobClaim', sha256, name, String(Date.now()));
+      if (collectingMs <= 0) return;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(collectingMs, 25)));
+    }
+  }
+
+  /** Ends a collection decided by collectBlob (after the bytes are deleted): waiting claims proceed. */
+  async finishCollection(sha256: string): Promise<void> {
+    await this.redis.del(this.keys.blobCollecting(sha256));
+  }
+
+  /**
+   * Deletes an object if it is still the one the caller examined (same createdAt): an expiry
+   * decision never removes an object published again under the name meanwhile.
+   */
+  async deleteIfUnchanged(name: string, createdAt: string): Promise<boolean> {
+    const del = (this.redis as unknown as { ferryCatalogDeleteIf(key: string, createdAt: string): Promise<string | null> }).ferryCatalogDeleteIf;
+    const blob = await del.call(this.redis, this.keys.object(name), createdAt);
+    if (blob === null) return false;
+    await this.redis.zrem(this.keys.objectsByExpiry(), name);
+    await this.releaseBlob(blob, name);
+    return true;
   }
 
   private async releaseBlob(sha256: string, name: string): Promise<void> {
@@ -151,8 +190,9 @@ export class Catalog {
    * Decides whether an orphaned blob may be deleted: references whose object no longer points at
    * the blob and that were claimed before `staleBeforeMs` are dropped (a publisher that died between
    * claim and publish); then, atomically, the blob is collectable only if no reference remains.
-   * A claim made at any moment before that decision keeps the blob. Returns true when the caller
-   * may delete the blob's bytes.
+   * A claim made at any moment before that decision keeps the blob; one made after it waits until
+   * the caller, having deleted the bytes, calls finishCollection. Returns true when the caller may
+   * delete the blob's bytes.
    */
   async collectBlob(sha256: string, staleBeforeMs: number): Promise<boolean> {
     const refs = await this.redis.hgetall(this.keys.blobRefs(sha256));

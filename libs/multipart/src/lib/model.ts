@@ -86,7 +86,7 @@ const requestSchema = z
   .object({
     concreteType: z.literal(MULTIPART_REQUEST_CONCRETE_TYPE).optional(),
     fileName: printable(LIMITS.maxNameChars).refine((s) => !s.includes('/'), 'must not contain "/"'),
-    contentType: printable(255).default('application/octet-stream'),
+    contentType: printable(255).refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII').default('application/octet-stream'),
     contentMD5Hex: z.string().regex(/^[0-9a-fA-F]{32}$/, 'must be 32 hexadecimal digits'),
     fileSizeBytes: safeInt.min(1, 'must be at least 1'),
     partSizeBytes: safeInt.min(1, 'must be at least 1'),
@@ -99,7 +99,7 @@ const batchSchema = z
   .object({
     uploadId: z.string().optional(),
     partNumbers: z.array(safeInt.min(1, 'part numbers start at 1'), { required_error: 'is required' }).min(1, 'ask for at least one part'),
-    contentType: printable(255).optional(),
+    contentType: printable(255).refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII').optional(),
   })
   .strict();
 

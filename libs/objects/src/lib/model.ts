@@ -48,6 +48,9 @@ export interface ObjectMetadata {
 /** The Taskcluster object service's codes; the HTTP app maps these errors by class. */
 export class NoMatchingMethodError extends InvalidArgumentError {}
 
+/** Content types end up in a response header: printable ASCII only. */
+const contentType = z.string().max(255).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII');
+
 const projectId = z.string().regex(/^[a-zA-Z0-9._/-]{1,500}$/, 'must match ^[a-zA-Z0-9._/-]{1,500}$');
 /** A slugid: 22 URL-safe base64 characters encoding a v4 UUID. */
 const uploadId = z
@@ -69,8 +72,8 @@ const createSchema = z
     hashes: hashes.optional(),
     proposedUploadMethods: z
       .object({
-        dataInline: z.object({ contentType: z.string().max(255), objectData: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64') }).strict().optional(),
-        putUrl: z.object({ contentType: z.string().max(255), contentLength: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict().optional(),
+        dataInline: z.object({ contentType, objectData: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64') }).strict().optional(),
+        putUrl: z.object({ contentType, contentLength: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict().optional(),
       })
       .strict(),
   })

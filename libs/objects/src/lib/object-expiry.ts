@@ -23,16 +23,23 @@ export class ObjectExpiry {
     let expiredObjects = 0;
     for (const name of await this.catalog.expiredNames(now, batchSize)) {
       const object = await this.catalog.get(name);
-      // delete() also drops the name from the expiry index when the object is already gone
-      if (object?.expires && Date.parse(object.expires) > now) continue;
-      await this.catalog.delete(name);
-      if (object) expiredObjects++;
+      if (!object) {
+        await this.catalog.delete(name); // drops the stale index entry
+        continue;
+      }
+      if (object.expires && Date.parse(object.expires) > now) continue;
+      // only the object examined: one published again under the name meanwhile stays
+      if (await this.catalog.deleteIfUnchanged(name, object.createdAt)) expiredObjects++;
     }
     let collectedBlobs = 0;
     const cutoff = now - this.graceMs;
     for (const sha256 of await this.catalog.orphanedBlobs(cutoff, batchSize)) {
       if (!(await this.catalog.collectBlob(sha256, cutoff))) continue;
-      await this.storage.deleteBlob(sha256);
+      try {
+        await this.storage.deleteBlob(sha256);
+      } finally {
+        await this.catalog.finishCollection(sha256);
+      }
       collectedBlobs++;
     }
     return { expiredObjects, collectedBlobs };

@@ -75,12 +75,17 @@ export class RedisKeys {
 
   /** Names that reference (or claimed) a blob, each with the time of its claim (for garbage collection). */
   blobRefs(sha256: string): string {
-    return `${this.prefix}:blob:{${sha256}}:refs`;
+    return `${this.prefix}:blob:{${sha256}}:claims`;
   }
 
   /** Set when a blob's last reference went away (ms); cleared by a new claim. */
   blobOrphan(sha256: string): string {
     return `${this.prefix}:blob:{${sha256}}:orphan`;
+  }
+
+  /** Set (briefly) while the collector deletes a blob: claims made meanwhile wait for it to end. */
+  blobCollecting(sha256: string): string {
+    return `${this.prefix}:blob:{${sha256}}:collecting`;
   }
 
   /** Sorted set of blobs that lost their last reference, scored by when (ms): the collector's queue. */
