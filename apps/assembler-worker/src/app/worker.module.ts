@@ -1,9 +1,10 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, HealthController, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
+import { FerryCoreModule, HealthController, MultipartCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
 import { Catalog } from '@ferry/catalog';
 import { FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore } from '@ferry/multipart';
-import { ObjectExpiry } from '@ferry/objects';
+import { ObjectExpiry, ObjectStagingOwner } from '@ferry/objects';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { HashPool, UploadExpiry } from '@ferry/uploads';
@@ -21,9 +22,9 @@ export class WorkerModule {
       providers: [
         {
           provide: UploadExpiry,
-          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore) =>
-            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart]),
-          inject: [SessionStore, STORAGE, MultipartStore],
+          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore, redis: Redis, keys: RedisKeys) =>
+            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart, new ObjectStagingOwner(redis, keys)]),
+          inject: [SessionStore, STORAGE, MultipartStore, REDIS, RedisKeys],
         },
         {
           provide: MultipartExpiry,

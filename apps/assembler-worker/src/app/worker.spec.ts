@@ -1,12 +1,12 @@
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FerryConfig, loadConfig } from '@ferry/config';
-import { STORAGE } from '@ferry/core';
+import { REDIS, STORAGE } from '@ferry/core';
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { Catalog, CatalogObject } from '@ferry/catalog';
 import { AssemblyQueue, MultipartStore, requestDigest } from '@ferry/multipart';
-import { RedisKeys, createRedis } from '@ferry/redis';
+import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
@@ -167,5 +167,21 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);
     expect(metrics).toMatch(/ferry_blobs_collected_total [1-9]/);
+  });
+
+  it('sweeps orphaned object-upload staging but not that of an upload still alive', async () => {
+    const storage = app.get<Storage>(STORAGE);
+    const redis = app.get<Redis>(REDIS);
+    for (const id of ['ob_live', 'ob_dead']) {
+      const f = await storage.openStaging(id, 0);
+      await f.write(Buffer.from('bytes'), 0);
+      await f.close();
+      const old = new Date(Date.now() - 3_600_000);
+      utimesSync(join(data.path, 'staging', id), old, old);
+    }
+    await redis.set(app.get(RedisKeys).objectStaging('ob_live'), 'some/name', 'PX', 60_000);
+    await until(async () => (await storage.stagingSize('ob_dead')) === undefined);
+    expect(await storage.stagingSize('ob_dead')).toBeUndefined();
+    expect(await storage.stagingSize('ob_live')).toBe(5);
   });
 });

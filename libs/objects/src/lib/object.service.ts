@@ -44,6 +44,18 @@ export const ObjectDataPaths = {
   object: (name: string) => `/data/objects/${encodeURIComponent(name)}`,
 };
 
+/** Tells the staging sweep which staging objects belong to object uploads still alive. */
+export class ObjectStagingOwner {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+  ) {}
+
+  async exists(stagingId: string): Promise<boolean> {
+    return stagingId.startsWith('ob_') && (await this.redis.exists(this.keys.objectStaging(stagingId))) === 1;
+  }
+}
+
 export const ObjectScopes = {
   upload: (projectId: string, name: string) => `object:upload:${projectId}:${name}`,
   download: (name: string) => `object:download:${name}`,
@@ -131,6 +143,7 @@ export class ObjectService {
     };
     const existing = await this.createPending(fresh);
     const upload = existing ?? fresh;
+    if (!existing) await this.redis.set(this.keys.objectStaging(fresh.stagingId), name, 'PX', this.options.uploadLifetimeMs ?? UPLOAD_LIFETIME_MS);
     if (existing) {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);

@@ -63,6 +63,11 @@ export class RedisKeys {
     return `${this.prefix}:objup:{${nameTag(name)}}`;
   }
 
+  /** Marks an object upload's staging object as owned while the upload lives (for the staging sweep). */
+  objectStaging(stagingId: string): string {
+    return `${this.prefix}:objstage:{${stagingId}}`;
+  }
+
   /** A Hawk nonce seen recently (replay protection). */
   hawkNonce(key: string): string {
     return `${this.prefix}:hawk:{${nameTag(key)}}`;
