@@ -39,7 +39,7 @@ export class Authenticator {
     const client = this.byId.get(hawk.id);
     if (!client) throw new UnauthenticatedError('Hawk: unknown client');
     await verifyHawk(hawk, client.key, req, nonces, nowMs);
-    return client.principal;
+    return restrictByExt(client.principal, hawk.ext);
   }
 
   /** Authenticates an `Authorization` header value (`Bearer <token>`). */
@@ -62,4 +62,29 @@ export class Authenticator {
       throw new PermissionDeniedError(`client ${principal.clientId} lacks scope ${required}`);
     }
   }
+}
+
+/**
+ * Taskcluster clients send `ext` = base64(JSON) with optional `authorizedScopes` (the caller limits
+ * itself to these; each must be covered by the client's own scopes) and `certificate` (temporary
+ * credentials, which Ferry does not issue, so refuses).
+ */
+function restrictByExt(principal: Principal, ext: string | undefined): Principal {
+  if (!ext) return principal;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(ext, 'base64').toString('utf8'));
+  } catch {
+    throw new UnauthenticatedError('Hawk: ext is not base64-encoded JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null) throw new UnauthenticatedError('Hawk: ext must be a JSON object');
+  const { certificate, authorizedScopes } = parsed as { certificate?: unknown; authorizedScopes?: unknown };
+  if (certificate !== undefined) throw new UnauthenticatedError('temporary credentials (ext.certificate) are not supported');
+  if (authorizedScopes === undefined) return principal;
+  if (!Array.isArray(authorizedScopes) || !authorizedScopes.every((x): x is string => typeof x === 'string')) {
+    throw new UnauthenticatedError('Hawk: ext.authorizedScopes must be an array of strings');
+  }
+  const beyond = authorizedScopes.find((scope) => !satisfiesScope(principal.scopes, scope));
+  if (beyond !== undefined) throw new UnauthenticatedError(`ext.authorizedScopes asks for ${beyond}, which client ${principal.clientId} does not have`);
+  return { clientId: principal.clientId, scopes: authorizedScopes };
 }

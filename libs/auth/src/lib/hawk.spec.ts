@@ -46,6 +46,16 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     await fails(auth.authenticate(unknown, req, nonces), UnauthenticatedError as never);
   });
 
+  it('honours Taskcluster authorizedScopes in ext and refuses temporary credentials', async () => {
+    const nonces = memoryNonces();
+    const ext = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64');
+    const narrowed = await auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:upload:proj/a:*'] }) }), req, nonces);
+    expect(narrowed.scopes).toEqual(['object:upload:proj/a:*']);
+    await expect(auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:download:x'] }) }), req, nonces)).rejects.toThrow(/does not have/);
+    await expect(auth.authenticate(sign({ ext: ext({ certificate: {} }) }), req, nonces)).rejects.toThrow(/temporary credentials/);
+    await expect(auth.authenticate(sign({ ext: ext('text') }), req, nonces)).rejects.toThrow(/JSON object/);
+  });
+
   it('parses strictly', () => {
     expect(parseHawkHeader('Bearer x')).toBeUndefined();
     expect(() => parseHawkHeader('Hawk id="a", ts="1", nonce="n"')).toThrow(/missing attribute mac/);
