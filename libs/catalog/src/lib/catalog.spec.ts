@@ -56,7 +56,7 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.expiredNames(Date.now(), 10)).toEqual(['exp-1']);
     await catalog.delete('exp-1');
     expect(await catalog.expiredNames(Date.now(), 10)).toEqual([]);
-    expect(await catalog.orphanedBlobs(Date.now(), 100)).not.toContain(sha); // keep-1 still references it
+    expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false); // keep-1 still references it
     await catalog.delete('keep-1');
     expect(await catalog.orphanedBlobs(Date.now(), 100)).toContain(sha);
     // a publisher claims it before the collector decides: kept
@@ -89,5 +89,21 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.deleteIfUnchanged('f-1', 'second')).toBe(true);
     expect(await catalog.get('f-1')).toBeUndefined();
     expect(await catalog.referencesOf('f'.repeat(64))).toEqual([]);
+  });
+
+  it('collects a blob whose only remaining claim is stale (a publisher that died before publishing)', async () => {
+    const sha = '9a'.repeat(32);
+    await catalog.claimBlob(sha, 'died-before-publishing');
+    await catalog.publish(obj('real-owner', sha));
+    await catalog.delete('real-owner');
+    expect(await catalog.orphanedBlobs(Date.now(), 1000)).toContain(sha);
+    // within the grace period the claim counts, and the blob stays queued to be looked at again
+    expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false);
+    expect(await catalog.orphanedBlobs(Date.now(), 1000)).toContain(sha);
+    // past it, the claim is dropped and the blob goes
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
+    expect(await catalog.referencesOf(sha)).toEqual([]);
+    expect(await catalog.orphanedBlobs(Date.now(), 1000)).not.toContain(sha);
   });
 });

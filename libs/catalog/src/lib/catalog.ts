@@ -126,10 +126,14 @@ export class Catalog {
     return true;
   }
 
+  /**
+   * Drops a reference. The blob is queued for the collector even when references remain: some of
+   * them may be claims of publishers that died before publishing, which only the collector (after
+   * the grace period) recognises and drops.
+   */
   private async releaseBlob(sha256: string, name: string): Promise<void> {
-    if ((await this.blobScript('ferryBlobRelease', sha256, name, String(Date.now()))) === 1) {
-      await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
-    }
+    await this.blobScript('ferryBlobRelease', sha256, name, String(Date.now()));
+    await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
   async get(name: string): Promise<CatalogObject | undefined> {
@@ -196,15 +200,19 @@ export class Catalog {
    */
   async collectBlob(sha256: string, staleBeforeMs: number): Promise<boolean> {
     const refs = await this.redis.hgetall(this.keys.blobRefs(sha256));
+    let pendingClaims = false;
     for (const [name, claimedAt] of Object.entries(refs)) {
-      const object = await this.get(name);
-      if (object?.blob === sha256 || Number(claimedAt) >= staleBeforeMs) continue;
-      await this.releaseBlob(sha256, name);
+      if ((await this.get(name))?.blob === sha256) continue;
+      if (Number(claimedAt) >= staleBeforeMs) pendingClaims = true;
+      else await this.releaseBlob(sha256, name);
     }
     const collectable = (await this.blobScript('ferryBlobCollect', sha256)) === 1;
-    await this.redis.zrem(this.keys.blobsOrphaned(), sha256);
+    // a claim not yet published, nor stale: look again later; otherwise the blob leaves the queue
+    if (!collectable && pendingClaims) await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
+    else await this.redis.zrem(this.keys.blobsOrphaned(), sha256);
     return collectable;
   }
+
 }
 
 function encodeField(v: CatalogObject[keyof CatalogObject]): string {
