@@ -195,8 +195,11 @@ class FsStagingFile implements StagingFile {
     private readonly turn: (write: () => Promise<void>) => Promise<void> = (write) => write(),
   ) {}
 
-  write(data: Buffer, position: number): Promise<void> {
-    return this.turn(() => this.writeAll(data, position));
+  write(data: Buffer, position: number, guard?: () => void): Promise<void> {
+    return this.turn(() => {
+      guard?.();
+      return this.writeAll(data, position);
+    });
   }
 
   private async writeAll(data: Buffer, position: number): Promise<void> {

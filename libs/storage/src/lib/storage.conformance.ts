@@ -70,6 +70,18 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
       expect(await storage.blobSize(sha(data))).toBe(data.length);
     });
 
+    it('runs a write guard right before writing, and writes nothing when it refuses', async () => {
+      const f = await storage.openStagingForParts('mp2', 10);
+      let checked = 0;
+      await f.write(Buffer.from('ab'), 0, () => void checked++);
+      await expect(f.write(Buffer.from('cd'), 2, () => {
+        throw new Error('lease lapsed');
+      })).rejects.toThrow('lease lapsed');
+      await f.close();
+      expect(checked).toBe(1);
+      expect(await collect(storage.readStaging('mp2', 0, 4))).toEqual(Buffer.from('ab\0\0'));
+    });
+
     it('publishes staging as a content-addressed blob, idempotently', async () => {
       const data = randomBytes(70_000);
       const digest = sha(data);

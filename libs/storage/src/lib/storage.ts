@@ -10,8 +10,11 @@ import type { Readable } from 'node:stream';
  */
 export interface StagingFile {
   readonly uploadId: string;
-  /** Writes `data` at `position`. Writes to disjoint ranges may run concurrently. */
-  write(data: Buffer, position: number): Promise<void>;
+  /**
+   * Writes `data` at `position`. Writes to disjoint ranges may run concurrently. `guard` runs right
+   * before the bytes are written (after any wait for other writers) and may refuse by throwing.
+   */
+  write(data: Buffer, position: number, guard?: () => void): Promise<void>;
   /** Makes every write that completed before this call durable. */
   sync(): Promise<void>;
   close(): Promise<void>;

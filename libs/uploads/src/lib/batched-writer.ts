@@ -41,7 +41,8 @@ export class BatchedWriter {
     this.batchBytes = 0;
     await this.pending;
     this.beforeWrite();
-    this.pending = this.file.write(data, position).then(() => this.afterWrite(data));
+    // checked again when the write really starts: it may wait behind other writers of the file
+    this.pending = this.file.write(data, position, this.beforeWrite).then(() => this.afterWrite(data));
     // surface a failed write at the next flush or at finish, never as an unhandled rejection
     this.pending.catch(() => undefined);
   }
