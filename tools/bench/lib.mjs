@@ -1,7 +1,8 @@
 // Shared pieces of the benchmarks: process sampling, statistics, Redis, server processes.
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
 
 export { bearer, grpc, loadByteStream, root } from '../lib/bytestream.mjs';
 
@@ -69,7 +70,7 @@ export function percentile(xs, p) {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 }
 
-/** A private redis-server on a free port (no persistence), stopped with the returned function. */
+/** A private redis-server on a free port (no persistence); `stop()` resolves once its port is free. */
 export async function startRedis() {
   if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
     throw new Error('benchmarks need redis-server on the PATH (apt-get install redis-server)');
@@ -80,7 +81,25 @@ export async function startRedis() {
     if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout?.includes('PONG')) break;
     await sleep(50);
   }
-  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGTERM') };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill('SIGTERM');
+      for (let i = 0; i < 100 && (await listening(port)); i++) await sleep(50);
+    },
+  };
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function listening(port) {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
 
 /** Starts a node process and waits until `ready()` resolves true. */
@@ -101,4 +120,70 @@ export function stopProcess(child) {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
   });
+}
+
+/** SIGTERM, then SIGKILL if the process has not exited within `ms`. */
+export async function stopWithin(child, ms = 15000) {
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  await stopProcess(child);
+  clearTimeout(timer);
+}
+
+/** Peak resident memory of the process's whole life (VmHWM), MiB. */
+export function hwmMiB(pid) {
+  return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+}
+
+/** The sizes of every file under `dir` (recursively). */
+export function filesUnder(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => statSync(join(e.parentPath ?? e.path, e.name)).size);
+}
+
+/** Runs `fn(i)` for i in 0..count-1, `concurrency` at a time. */
+export async function inParallel(count, concurrency, fn) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      for (let i = next++; i < count; i = next++) await fn(i);
+    }),
+  );
+}
+
+/**
+ * Runs a benchmark's `main(onCleanup)`. The steps it registers with `onCleanup` run in reverse at
+ * the end, after an error and on Ctrl-C; then `paths` are removed, and `work` if it is empty (another
+ * benchmark's output stays). Exit status 1 after an error, 130 after a signal.
+ */
+export function runBenchmark(main, { paths = [], work } = {}) {
+  const steps = [];
+  let cleaned;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      for (const fn of steps.reverse()) await Promise.resolve().then(fn).catch((err) => console.error('cleanup:', err));
+      for (const path of paths) rmSync(path, { recursive: true, force: true });
+      try {
+        if (work) rmdirSync(work);
+      } catch {
+        // not empty, or already gone
+      }
+    })());
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      console.error(`\n${signal}: stopping`);
+      cleanup().finally(() => process.exit(130));
+    });
+  }
+  main((fn) => steps.push(fn))
+    .then(
+      () => cleanup(),
+      async (err) => {
+        console.error(err);
+        await cleanup();
+        process.exitCode = 1;
+      },
+    )
+    .then(() => process.exit());
 }

@@ -15,12 +15,11 @@
 //   (env: BENCH_SIZE_MIB=1024 BENCH_PART_MIB=5,64 BENCH_ROUNDS=3 BENCH_PARALLEL=4 BENCH_SETTLE_MS=15000)
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { GiB, MiB, freePort, measure, median, root, sleep, startProcess, startRedis, stopProcess } from './lib.mjs';
+import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const PART_SIZES = (process.env.BENCH_PART_MIB ?? '5,64').split(',').map((s) => Number(s) * MiB);
@@ -72,73 +71,14 @@ async function api(base, agent, method, path, json, expect) {
 const keepAlive = () => new Agent({ keepAlive: true, maxSockets: PARALLEL });
 
 /** Runs `fn(partNumber)` for parts 1..count, `PARALLEL` at a time. */
-async function eachPart(count, fn) {
-  let next = 1;
-  await Promise.all(
-    Array.from({ length: Math.min(PARALLEL, count) }, async () => {
-      for (let n = next++; n <= count; n = next++) await fn(n);
-    }),
-  );
-}
+const eachPart = (count, fn) => inParallel(count, PARALLEL, (i) => fn(i + 1));
 
 // --- processes and cleanup -----------------------------------------------------------------------
 
-const cleanups = [];
-let cleaned;
-
-/** SIGTERM, then SIGKILL if the process has not exited within 15 s. */
-async function stop(child) {
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-  await stopProcess(child);
-  clearTimeout(timer);
-}
-
-function cleanup() {
-  cleaned ??= (async () => {
-    for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch((err) => console.error('cleanup:', err));
-    for (const path of [dataDir, bareDir, hashFile]) rmSync(path, { recursive: true, force: true });
-    try {
-      rmdirSync(work); // only when empty: another benchmark's output stays
-    } catch {
-      // not empty, or already gone
-    }
-  })();
-  return cleaned;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: stopping`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function listening(port) {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 const readyz = (port) => () => request(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200);
 
-/** Peak resident memory of the process's whole life (VmHWM), MiB. */
-function hwmMiB(pid) {
-  return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-}
 
-/** Every file under `dir` (recursively) with its size. */
-function filesUnder(dir) {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => statSync(join(e.parentPath ?? e.path, e.name)).size);
-}
 
 // --- the hashing baseline ------------------------------------------------------------------------
 
@@ -165,7 +105,7 @@ function readPass(path, hash) {
 
 // --- main ----------------------------------------------------------------------------------------
 
-async function main() {
+async function main(onCleanup) {
   const knobs = { BENCH_SIZE_MIB: SIZE / MiB, BENCH_PART_MIB: PART_SIZES.map((p) => p / MiB).join(','), BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
   console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/multipart.mjs`);
   console.log(`node ${process.version}, ${cpus().length} CPUs; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`);
@@ -193,12 +133,7 @@ async function main() {
   const part = (partSize, n) => data.subarray((n - 1) * partSize, Math.min(SIZE, n * partSize));
 
   const redis = await startRedis();
-  cleanups.push(async () => {
-    redis.stop();
-    // wait until it has let go of its port (the helper does not wait for the exit)
-    const port = Number(new URL(redis.url).port);
-    for (let i = 0; i < 100 && (await listening(port)); i++) await sleep(50);
-  });
+  onCleanup(() => redis.stop());
   const apiPort = await freePort();
   const workerPort = await freePort();
   const barePort = await freePort();
@@ -216,13 +151,13 @@ async function main() {
     FERRY_CLIENTS_FILE: '',
   };
   const apiProc = await startProcess([dist('multipart-api')], ferryEnv, readyz(apiPort));
-  cleanups.push(() => stop(apiProc));
+  onCleanup(() => stopWithin(apiProc));
   const workerProc = await startProcess([dist('assembler-worker')], ferryEnv, readyz(workerPort));
-  cleanups.push(() => stop(workerProc));
+  onCleanup(() => stopWithin(workerProc));
   const bareProc = await startProcess([join(root, 'tools', 'bench', 'bare-http.mjs'), String(barePort), bareDir], {}, () =>
     request(`http://127.0.0.1:${barePort}/`).then(() => true),
   );
-  cleanups.push(() => stop(bareProc));
+  onCleanup(() => stopWithin(bareProc));
   const base = `http://127.0.0.1:${apiPort}`;
 
   /** Deletes what earlier measurements wrote (Ferry's published blobs, the bare files), then idles. */
@@ -375,13 +310,4 @@ async function main() {
   );
 }
 
-main()
-  .then(
-    () => cleanup(),
-    async (err) => {
-      console.error(err);
-      await cleanup();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBenchmark(main, { paths: [dataDir, bareDir, hashFile], work });

@@ -17,15 +17,14 @@
 //   (env: BENCH_SMALL=1000 BENCH_CONCURRENCY=8 BENCH_SIZE_MIB=1024 BENCH_ROUNDS=3 BENCH_SETTLE_MS=15000)
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect } from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import taskcluster from 'taskcluster-client';
-import { GiB, MiB, freePort, measure, median, percentile, root, sleep, startProcess, startRedis, stopProcess } from './lib.mjs';
+import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, percentile, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
 
 const SMALL = Number(process.env.BENCH_SMALL ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -71,14 +70,7 @@ function hashSink() {
 }
 
 /** Runs `fn(i)` for i in 0..count-1, `CONCURRENCY` at a time. */
-async function pool(count, fn) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(CONCURRENCY, count) }, async () => {
-      for (let i = next++; i < count; i = next++) await fn(i);
-    }),
-  );
-}
+const pool = (count, fn) => inParallel(count, CONCURRENCY, fn);
 
 /** Measures `fn` with lib.mjs measure (server `pid`) and adds this process's CPU-seconds (the client). */
 async function measureBoth(pid, fn) {
@@ -109,64 +101,12 @@ async function text(res) {
 
 // --- processes and cleanup -----------------------------------------------------------------------
 
-const cleanups = [];
-let cleaned;
 
-/** SIGTERM, then SIGKILL if the process has not exited within 15 s. */
-async function stop(child) {
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-  await stopProcess(child);
-  clearTimeout(timer);
-}
 
-function cleanup() {
-  cleaned ??= (async () => {
-    for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch((err) => console.error('cleanup:', err));
-    for (const path of [dataDir, bareDir]) rmSync(path, { recursive: true, force: true });
-    try {
-      rmdirSync(work); // only when empty: another benchmark's output stays
-    } catch {
-      // not empty, or already gone
-    }
-  })();
-  return cleaned;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: stopping`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function listening(port) {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-/** Peak resident memory of the process's whole life (VmHWM), MiB. */
-function hwmMiB(pid) {
-  return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-}
-
-/** Every file under `dir` (recursively) with its size. */
-function filesUnder(dir) {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => statSync(join(e.parentPath ?? e.path, e.name)).size);
-}
 
 // --- main ----------------------------------------------------------------------------------------
 
-async function main() {
+async function main(onCleanup) {
   const knobs = { BENCH_SMALL: SMALL, BENCH_CONCURRENCY: CONCURRENCY, BENCH_SIZE_MIB: SIZE / MiB, BENCH_ROUNDS: ROUNDS, BENCH_SETTLE_MS: SETTLE_MS };
   console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/objects.mjs`);
   console.log(
@@ -192,12 +132,7 @@ async function main() {
   const largeSha = largeHash.digest('hex');
 
   const redis = await startRedis();
-  cleanups.push(async () => {
-    redis.stop();
-    // wait until it has let go of its port (the helper does not wait for the exit)
-    const port = Number(new URL(redis.url).port);
-    for (let i = 0; i < 100 && (await listening(port)); i++) await sleep(50);
-  });
+  onCleanup(() => redis.stop());
   const apiPort = await freePort();
   const barePort = await freePort();
   const ferryEnv = {
@@ -217,14 +152,14 @@ async function main() {
       return res.statusCode === 200;
     }),
   );
-  cleanups.push(() => stop(apiProc));
+  onCleanup(() => stopWithin(apiProc));
   const bareProc = await startProcess([join(root, 'tools', 'bench', 'bare-http.mjs'), String(barePort), bareDir], {}, () =>
     send(`http://127.0.0.1:${barePort}/`).then((res) => {
       res.resume();
       return true;
     }),
   );
-  cleanups.push(() => stop(bareProc));
+  onCleanup(() => stopWithin(bareProc));
 
   // retries: 0 everywhere, so that a failure aborts the bench instead of hiding in its timings
   const object = new taskcluster.Object({ rootUrl: `http://127.0.0.1:${apiPort}`, credentials: CREDENTIALS, retries: 0 });
@@ -364,13 +299,4 @@ async function main() {
   console.log(`targets: Ferry/bare >= 0.80 (upload ${fmt(ratio.up, 2)}, download ${fmt(ratio.down, 2)})`);
 }
 
-main()
-  .then(
-    () => cleanup(),
-    async (err) => {
-      console.error(err);
-      await cleanup();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBenchmark(main, { paths: [dataDir, bareDir], work });

@@ -3,11 +3,7 @@
  * bad configuration with exit code 2 and a message naming the variable, and on SIGTERM closes its
  * BullMQ worker and exits 0.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { TempDir, TestRedis, freePort, startTestRedis, tempDir } from '@ferry/testing';
-
-const MAIN = join(__dirname, '..', '..', '..', 'dist', 'apps', 'assembler-worker', 'main.js');
+import { TempDir, TestRedis, exitOf, freePort, startBuiltApp, startTestRedis, tempDir, waitHttpReady } from '@ferry/testing';
 
 describe('assembler-worker process', () => {
   let redis: TestRedis;
@@ -25,17 +21,14 @@ describe('assembler-worker process', () => {
 
   it('serves health and exits 0 on SIGTERM', async () => {
     const port = await freePort();
-    const child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, FERRY_WORKER_PORT: String(port), REDIS_URL: redis.url, FERRY_REDIS_PREFIX: redis.prefix, FERRY_DATA_DIR: data.path },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const child = startBuiltApp('assembler-worker', {
+      FERRY_WORKER_PORT: String(port),
+      REDIS_URL: redis.url,
+      FERRY_REDIS_PREFIX: redis.prefix,
+      FERRY_DATA_DIR: data.path,
     });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    let healthy = false;
-    for (let i = 0; i < 100 && !healthy; i++) {
-      healthy = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
-      if (!healthy) await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(healthy).toBe(true);
+    const exited = exitOf(child);
+    await waitHttpReady(child, port);
     const started = Date.now();
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
@@ -43,10 +36,10 @@ describe('assembler-worker process', () => {
   });
 
   it('refuses a bad configuration, naming the variable', async () => {
-    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, FERRY_EXPIRE_INTERVAL_MS: '-5' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = startBuiltApp('assembler-worker', { FERRY_EXPIRE_INTERVAL_MS: '-5' });
     let stderr = '';
-    child.stderr?.on('data', (d) => (stderr += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await exitOf(child);
     expect(code).toBe(2);
     expect(stderr).toContain('FERRY_EXPIRE_INTERVAL_MS');
   });

@@ -5,8 +5,7 @@
  * Checks: no acknowledged byte is lost (committed_size never goes below what was reported before
  * the kill), committed_size never exceeds what was sent, and the final object's sha256 is right.
  */
-import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import type { ByteStreamClient } from '@ferry/protocol';
 import {
@@ -19,13 +18,15 @@ import {
   queryWriteStatus,
   readBytes,
   sha256Hex,
+  startBuiltApp,
   startTestRedis,
+  stopProcess,
+  waitUntilReady,
   tempDir,
   writeRequests,
 } from '@ferry/testing';
 
 const MiB = 1024 * 1024;
-const MAIN = join(__dirname, '..', '..', '..', 'dist', 'apps', 'ingest-grpc', 'main.js');
 const SIZE = 96 * MiB;
 const RUNS = 10;
 const KILLS_PER_RUN = 3;
@@ -51,9 +52,9 @@ describe('ingest-grpc survives kill -9 during uploads', () => {
   const expectedSha = sha256Hex(content);
 
   async function startServer(): Promise<void> {
-    server = spawn(process.execPath, [MAIN], {
-      env: {
-        ...process.env,
+    const child = startBuiltApp(
+      'ingest-grpc',
+      {
         FERRY_GRPC_PORT: String(port),
         REDIS_URL: redis.url,
         FERRY_REDIS_PREFIX: redis.prefix,
@@ -61,26 +62,22 @@ describe('ingest-grpc survives kill -9 during uploads', () => {
         FERRY_LEASE_TTL_MS: '1000',
         FERRY_LOG_LEVEL: 'warn',
       },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    const deadline = Date.now() + 20_000;
-    for (;;) {
+      true,
+    );
+    server = child;
+    // ready when it answers: NOT_FOUND for a name nobody wrote
+    await waitUntilReady(child, async () => {
       try {
         await queryWriteStatus(client, 'crash/probe');
+        return true;
       } catch (err) {
-        if ((err as grpc.ServiceError).code === grpc.status.NOT_FOUND) return;
-        if (Date.now() > deadline || server.exitCode !== null) throw new Error(`server did not start: ${(err as Error).message}`);
+        return (err as grpc.ServiceError).code === grpc.status.NOT_FOUND;
       }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    }, 'ingest-grpc');
   }
 
   function kill9(): Promise<void> {
-    const s = server;
-    if (!s || s.exitCode !== null) return Promise.resolve();
-    const exited = new Promise<void>((r) => s.once('exit', () => r()));
-    s.kill('SIGKILL');
-    return exited;
+    return stopProcess(server);
   }
 
   async function committed(name: string): Promise<number> {

@@ -8,8 +8,20 @@
 import type { ChildProcess } from 'node:child_process';
 import { Queue } from 'bullmq';
 import IORedis from 'ioredis';
-import { MultipartClient, TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
-import { kill9, startApp, waitReady } from './stack.harness';
+import {
+  MultipartClient,
+  TempDir,
+  TestRedis,
+  freePort,
+  md5Hex,
+  patternBytes,
+  sha256Hex,
+  startBuiltApp,
+  startTestRedis,
+  stopProcess,
+  tempDir,
+  waitHttpReady,
+} from '@ferry/testing';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
@@ -41,15 +53,13 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
   });
 
   async function startApi(): Promise<void> {
-    api = startApp('multipart-api', env());
-    api.stderr?.pipe(process.stderr);
-    await waitReady(apiPort, api);
+    api = startBuiltApp('multipart-api', env(), true);
+    await waitHttpReady(api, apiPort);
   }
 
   async function startWorker(): Promise<void> {
-    worker = startApp('assembler-worker', env());
-    worker.stderr?.pipe(process.stderr);
-    await waitReady(workerPort, worker);
+    worker = startBuiltApp('assembler-worker', env(), true);
+    await waitHttpReady(worker, workerPort);
   }
 
   beforeAll(async () => {
@@ -62,7 +72,7 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
   });
 
   afterAll(async () => {
-    await Promise.all([kill9(api), kill9(worker)]);
+    await Promise.all([stopProcess(api), stopProcess(worker)]);
     await redis.stop();
     data.remove();
   });
@@ -103,7 +113,7 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
         const parts = (status?.body as Status | undefined)?.partsState ?? '';
         const now = [...parts].filter((c) => c === '1').length;
         if (now >= added + 3 && parts.includes('0')) {
-          await kill9(api);
+          await stopProcess(api);
           killedAt.push(parts);
           added = now;
           await startApi();
@@ -151,7 +161,7 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
       for (let i = 0; i < 2000 && !killedWhileActive; i++) {
         const job = await queue.getJob(`assemble-${start.uploadId}`);
         if (job && (await job.getState()) === 'active') {
-          await kill9(worker);
+          await stopProcess(worker);
           killedWhileActive = true;
         } else {
           await new Promise((r) => setTimeout(r, 5));

@@ -4,8 +4,20 @@
  * idle keep-alive connections and exits 0 promptly. A bad configuration exits 2 with a message naming the variable.
  */
 import { request as httpRequest } from 'node:http';
-import { MultipartClient, TempDir, TestRedis, freePort, md5Hex, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
-import { exitOf, kill9, startApp, waitReady } from './stack.harness';
+import {
+  MultipartClient,
+  TempDir,
+  TestRedis,
+  exitOf,
+  freePort,
+  md5Hex,
+  patternBytes,
+  startBuiltApp,
+  startTestRedis,
+  stopProcess,
+  tempDir,
+  waitHttpReady,
+} from '@ferry/testing';
 
 const MiB = 1024 * 1024;
 
@@ -26,9 +38,9 @@ describe('multipart-api shuts down gracefully', () => {
   it('finishes a part PUT in flight at SIGTERM, refuses new connections, and exits 0', async () => {
     const port = await freePort();
     const env = { REDIS_URL: redis.url, FERRY_REDIS_PREFIX: redis.prefix, FERRY_DATA_DIR: data.path, FERRY_MULTIPART_PORT: String(port), FERRY_LOG_LEVEL: 'warn' };
-    let api = startApp('multipart-api', env);
+    let api = startBuiltApp('multipart-api', env);
     try {
-      await waitReady(port, api);
+      await waitHttpReady(api, port);
       const client = new MultipartClient({ base: `http://127.0.0.1:${port}`, token: 'dev-secret' });
       const content = patternBytes(8 * MiB, 3);
       const start = (await client.start({ fileName: 'x', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: content.length }))
@@ -58,16 +70,16 @@ describe('multipart-api shuts down gracefully', () => {
       expect(Date.now() - answeredAt).toBeLessThan(2500);
 
       // the acknowledged part is durable: after a restart it can be added
-      api = startApp('multipart-api', env);
-      await waitReady(port, api);
+      api = startBuiltApp('multipart-api', env);
+      await waitHttpReady(api, port);
       expect((await client.add(start.uploadId, 1, md5Hex(content))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     } finally {
-      await kill9(api);
+      await stopProcess(api);
     }
   });
 
   it('refuses to start without a signing key outside development mode, naming the variable', async () => {
-    const api = startApp('multipart-api', {
+    const api = startBuiltApp('multipart-api', {
       REDIS_URL: redis.url,
       FERRY_MULTIPART_PORT: String(await freePort()),
       FERRY_CLIENTS: JSON.stringify([{ clientId: 'a', accessToken: 'token-of-a', scopes: ['*'] }]),

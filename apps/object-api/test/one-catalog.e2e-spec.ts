@@ -4,7 +4,7 @@
  * (assembled by the worker) and an object uploaded through the object API are each downloaded by
  * the unmodified Taskcluster client from object-api, under their documented names.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcess, execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -15,31 +15,17 @@ import {
   freePort,
   patternBytes,
   sha256Hex,
+  startBuiltApp,
   startTestRedis,
+  stopProcess,
   tempDir,
   uploadBytes,
+  waitHttpReady,
+  waitUntilReady,
 } from '@ferry/testing';
 
 const run = promisify(execFile);
-const DIST = join(__dirname, '..', '..', '..', 'dist', 'apps');
 const TC_CLIENT = join(__dirname, 'tc-client.mjs');
-
-async function waitFor(check: () => Promise<boolean>, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${what} did not start`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
 
 describe('one catalog across ByteStream, multipart and the object API', () => {
   let redis: TestRedis;
@@ -52,7 +38,6 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
     data = tempDir('ferry-one-catalog');
     for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await freePort();
     const env = {
-      ...process.env,
       REDIS_URL: redis.url,
       FERRY_REDIS_PREFIX: redis.prefix,
       FERRY_DATA_DIR: data.path,
@@ -62,17 +47,14 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
       FERRY_WORKER_PORT: String(ports.worker),
       FERRY_LOG_LEVEL: 'warn',
     };
-    for (const app of ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker']) {
-      children.push(spawn(process.execPath, [join(DIST, app, 'main.js')], { env, stdio: ['ignore', 'ignore', 'inherit'] }));
-    }
-    const ready = (port: number) => async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
-    await waitFor(ready(ports.multipart), children[1], 'multipart-api');
-    await waitFor(ready(ports.object), children[2], 'object-api');
-    await waitFor(ready(ports.worker), children[3], 'assembler-worker');
+    for (const app of ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'] as const) children.push(startBuiltApp(app, env, true));
+    await waitHttpReady(children[1], ports.multipart);
+    await waitHttpReady(children[2], ports.object);
+    await waitHttpReady(children[3], ports.worker);
   });
 
   afterAll(async () => {
-    await Promise.all(children.map(stop));
+    await Promise.all(children.map((c) => stopProcess(c, 'SIGTERM')));
     await redis.stop();
     data.remove();
   });
@@ -86,7 +68,7 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
     const content = patternBytes(3 * 1024 * 1024 + 1, 41);
     const client = byteStreamClient(`127.0.0.1:${ports.grpc}`);
     try {
-      await waitFor(async () => (await uploadBytes(client, 'builds/one-catalog.bin', content)) === content.length, children[0], 'ingest-grpc');
+      await waitUntilReady(children[0], async () => (await uploadBytes(client, 'builds/one-catalog.bin', content)) === content.length, 'ingest-grpc');
     } finally {
       client.close();
     }

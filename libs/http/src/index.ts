@@ -1,3 +1,4 @@
 export * from './lib/error.filter';
 export * from './lib/range';
 export * from './lib/http-app';
+export * from './lib/openapi';

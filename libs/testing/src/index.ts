@@ -5,3 +5,5 @@ export * from './lib/temp-dir';
 export * from './lib/bytestream-client';
 export * from './lib/multipart-client';
 export * from './lib/hawk';
+export * from './lib/processes';
+export * from './lib/http-app.harness';

@@ -3,3 +3,4 @@ export * from './lib/upload-engine';
 export * from './lib/upload-writer';
 export * from './lib/upload-expiry';
 export * from './lib/batched-writer';
+export * from './lib/lease-keeper';

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { Authenticator } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
-import { parseRange, publicBaseUrl } from '@ferry/http';
+import { parseRange, publicBaseUrl, signedRequestOf } from '@ferry/http';
 import { FileHandle, MultipartService, parseBooleanFlag } from '@ferry/multipart';
 import { principalOf } from './principal';
 
@@ -33,12 +33,7 @@ export class FileHandleController {
   /** Data plane: the content behind a signed download URL, with Range support. */
   @Get(':id/content')
   async content(@Req() req: Request, @Res() res: Response, @Param('id') id: string): Promise<void> {
-    const { handle, object, read } = await this.multipart.openContent(id, {
-      method: req.method,
-      path: req.path,
-      query: req.query as Record<string, unknown>,
-      header: (n) => req.header(n),
-    });
+    const { handle, object, read } = await this.multipart.openContent(id, signedRequestOf(req));
     const range = parseRange(req.header('range'), object.size);
     const start = range?.start ?? 0;
     const end = range?.end ?? object.size;

@@ -4,7 +4,7 @@ import { Authenticator } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
 import { InvalidArgumentError } from '@ferry/errors';
-import { publicBaseUrl } from '@ferry/http';
+import { publicBaseUrl, signedRequestOf } from '@ferry/http';
 import { AddPartResponse, MultipartService, MultipartUploadStatus, parseBooleanFlag } from '@ferry/multipart';
 import { partBytes, partsStored } from './metrics';
 import { principalOf } from './principal';
@@ -69,7 +69,7 @@ export class MultipartController {
     const { md5, size } = await this.multipart.putPart(
       uploadId,
       partNumber,
-      { method: req.method, path: req.path, query: req.query as Record<string, unknown>, header: (n) => req.header(n) },
+      signedRequestOf(req),
       req,
       length === undefined ? undefined : Number(length),
     );

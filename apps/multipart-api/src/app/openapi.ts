@@ -1,11 +1,9 @@
+import { SIGNED_URL_PARAMETERS, jsonContent, parameterRef, responseRef, signedUrlParameterRefs } from '@ferry/http';
+
 /** The OpenAPI 3.1 description of Ferry's multipart REST API (served at GET /docs). */
 
-/** A JSON response (or body) of a schema in components.schemas. */
-function json(description: string, schema: string) {
-  return { description, content: { 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } } };
-}
-const res = (name: string) => ({ $ref: `#/components/responses/${name}` });
-const param = (name: string) => ({ $ref: `#/components/parameters/${name}` });
+const res = responseRef;
+const param = parameterRef;
 /** The same operation under the spelling of Synapse's documentation. */
 const alias = <T extends { summary: string }>(op: T, operationId: string) => ({ ...op, operationId, summary: `${op.summary} (alias from Synapse's documentation)` });
 
@@ -76,7 +74,7 @@ export const MULTIPART_OPENAPI = {
           { name: 'partMD5Hex', in: 'query', required: true, schema: { $ref: '#/components/schemas/Md5Hex' } },
         ],
         responses: {
-          '200': json('ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).', 'AddPartResponse'),
+          '200': jsonContent('ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).', 'AddPartResponse'),
           '400': res('BadRequest'),
           '401': res('Unauthenticated'), '403': res('PermissionDenied'),
           '404': res('NotFound'),
@@ -89,7 +87,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'Complete a multipart upload',
         parameters: [param('uploadId')],
         responses: {
-          '200': json('The upload is COMPLETED; resultFileHandleId names the new file handle.', 'MultipartUploadStatus'),
+          '200': jsonContent('The upload is COMPLETED; resultFileHandleId names the new file handle.', 'MultipartUploadStatus'),
           '202': {
             description: 'State ASSEMBLING: the assembly is still running after the configured wait; call complete again.',
             headers: { 'Retry-After': { description: 'Seconds to wait.', schema: { type: 'integer', minimum: 0 } } },
@@ -115,9 +113,7 @@ export const MULTIPART_OPENAPI = {
         parameters: [
           param('uploadId'),
           param('partNumber'),
-          param('expires'),
-          param('signedHeaders'),
-          param('signature'),
+          ...signedUrlParameterRefs(),
         ],
         requestBody: {
           required: true,
@@ -144,7 +140,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'A file handle',
         parameters: [param('fileHandleId')],
         responses: {
-          '200': json('The file handle.', 'FileHandle'),
+          '200': jsonContent('The file handle.', 'FileHandle'),
           '401': res('Unauthenticated'),
           '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
           '404': res('NotFound'),
@@ -180,9 +176,7 @@ export const MULTIPART_OPENAPI = {
         security: [],
         parameters: [
           param('fileHandleId'),
-          param('expires'),
-          param('signedHeaders'),
-          param('signature'),
+          ...signedUrlParameterRefs(),
           {
             name: 'Range',
             in: 'header',
@@ -223,7 +217,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'Liveness',
         security: [],
         responses: {
-          '200': json('The process is alive.', 'Health'),
+          '200': jsonContent('The process is alive.', 'Health'),
         },
       },
     },
@@ -233,7 +227,7 @@ export const MULTIPART_OPENAPI = {
         summary: 'Readiness (Redis and storage reachable)',
         security: [],
         responses: {
-          '200': json('Ready.', 'Readiness'),
+          '200': jsonContent('Ready.', 'Readiness'),
           '503': { $ref: '#/components/responses/Error', description: 'Not ready.' },
         },
       },
@@ -270,21 +264,7 @@ export const MULTIPART_OPENAPI = {
         description: 'true abandons the caller\'s previous upload of this request and skips dedup.',
         schema: { type: 'string', enum: ['true', 'false'], default: 'false' },
       },
-      expires: {
-        name: 'X-Ferry-Expires', in: 'query', required: true,
-        description: 'When the signed URL expires, in unix seconds.',
-        schema: { type: 'string', pattern: '^[0-9]+$' },
-      },
-      signedHeaders: {
-        name: 'X-Ferry-SignedHeaders', in: 'query', required: true,
-        description: 'Semicolon-separated lowercase names of the signed headers the request must send; may be empty.',
-        schema: { type: 'string' },
-      },
-      signature: {
-        name: 'X-Ferry-Signature', in: 'query', required: true,
-        description: 'base64url HMAC-SHA256 signature.',
-        schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
-      },
+      ...SIGNED_URL_PARAMETERS,
     },
     headers: {
       ETag: { description: 'The content\'s entity tag.', schema: { type: 'string' } },
@@ -302,14 +282,14 @@ export const MULTIPART_OPENAPI = {
       },
     },
     responses: {
-      Error: json('An error.', 'Error'),
-      MultipartUploadStatus: json('The upload\'s status.', 'MultipartUploadStatus'),
-      BatchPresignedUploadUrlResponse: json('One presigned URL per requested part.', 'BatchPresignedUploadUrlResponse'),
-      BadRequest: json('The request is invalid.', 'Error'),
-      Unauthenticated: json('Missing or invalid bearer token.', 'Error'),
-      PermissionDenied: json('The caller may not access this resource.', 'Error'),
-      NotFound: json('No such resource.', 'Error'),
-      SignatureRejected: json('The signed URL has expired or its signature does not match (tampered).', 'Error'),
+      Error: jsonContent('An error.', 'Error'),
+      MultipartUploadStatus: jsonContent('The upload\'s status.', 'MultipartUploadStatus'),
+      BatchPresignedUploadUrlResponse: jsonContent('One presigned URL per requested part.', 'BatchPresignedUploadUrlResponse'),
+      BadRequest: jsonContent('The request is invalid.', 'Error'),
+      Unauthenticated: jsonContent('Missing or invalid bearer token.', 'Error'),
+      PermissionDenied: jsonContent('The caller may not access this resource.', 'Error'),
+      NotFound: jsonContent('No such resource.', 'Error'),
+      SignatureRejected: jsonContent('The signed URL has expired or its signature does not match (tampered).', 'Error'),
     },
     schemas: {
       Health: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } },

@@ -2,16 +2,16 @@ import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { FerryConfig } from '@ferry/config';
 import { LOGGER, classifyInfraError } from '@ferry/core';
-import { configureHttpApp } from '@ferry/http';
+import { FerryErrorFilter, configureHttpApp } from '@ferry/http';
 import type { Logger } from '@ferry/logging';
 import { ObjectApiModule } from './object-api.module';
-import { TaskclusterErrorFilter } from './tc-error.filter';
+import { taskclusterErrorBody } from './tc-error.filter';
 
 /** The object-api application, configured but not listening (main and the tests listen). */
 export async function createObjectApi(config: FerryConfig, nestLogger: false | ('error' | 'warn')[] = ['error', 'warn']): Promise<INestApplication> {
   const app = await NestFactory.create(ObjectApiModule.register(config), { bodyParser: false, logger: nestLogger });
   configureHttpApp(app, { streamedPaths: /^\/data\/uploads\// });
   const logger = app.get<Logger>(LOGGER);
-  app.useGlobalFilters(new TaskclusterErrorFilter((err) => logger.error({ err }, 'unexpected error'), classifyInfraError));
+  app.useGlobalFilters(new FerryErrorFilter((err) => logger.error({ err }, 'unexpected error'), classifyInfraError, taskclusterErrorBody));
   return app;
 }

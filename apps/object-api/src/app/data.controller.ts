@@ -1,10 +1,8 @@
 import { Controller, Get, Param, Put, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { pipeline } from 'node:stream/promises';
-import { parseRange } from '@ferry/http';
+import { parseRange, signedRequestOf } from '@ferry/http';
 import { ObjectService } from '@ferry/objects';
-
-const signed = (req: Request) => ({ method: req.method, path: req.path, query: req.query as Record<string, unknown>, header: (n: string) => req.header(n) });
 
 /** The data plane of signed putUrl / getUrl URLs (local-disk storage). */
 @Controller('data')
@@ -14,13 +12,13 @@ export class DataController {
   @Put('uploads/:uploadId/:name')
   async put(@Req() req: Request, @Res() res: Response, @Param('uploadId') uploadId: string, @Param('name') name: string): Promise<void> {
     req.setTimeout(60_000, () => req.destroy(new Error('aborted')));
-    await this.objects.putData(uploadId, name, signed(req), req);
+    await this.objects.putData(uploadId, name, signedRequestOf(req), req);
     res.status(200).end();
   }
 
   @Get('objects/:name')
   async get(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
-    const { object, read } = await this.objects.openData(name, signed(req));
+    const { object, read } = await this.objects.openData(name, signedRequestOf(req));
     const range = parseRange(req.header('range'), object.size);
     const start = range?.start ?? 0;
     const end = range?.end ?? object.size;

@@ -28,6 +28,7 @@ export class ObjectApiModule {
             if (!config.signingKey) throw new Error('object-api needs a signing key (FERRY_SIGNING_KEY)');
             return new ObjectService(redis, keys, catalog, storage, auth, new UrlSigner(config.signingKey), pool, {
               urlTtlMs: config.signedUrlTtlMs,
+              leaseTtlMs: config.uploads.leaseTtlMs,
               uploadLifetimeMs: config.objects.uploadLifetimeMs,
             });
           },

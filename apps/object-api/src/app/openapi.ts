@@ -1,12 +1,10 @@
+import { SIGNED_URL_PARAMETERS, jsonContent, parameterRef, responseRef, schemaRef, signedUrlParameterRefs } from '@ferry/http';
+
 /** The OpenAPI 3.1 description of Ferry's Taskcluster object API (served at GET /docs). */
 
-/** A JSON response (or body) of a schema in components.schemas. */
-function json(description: string, schema: string) {
-  return { description, content: { 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } } };
-}
-const res = (name: string) => ({ $ref: `#/components/responses/${name}` });
-const param = (name: string) => ({ $ref: `#/components/parameters/${name}` });
-const schema = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const res = responseRef;
+const param = parameterRef;
+const schema = schemaRef;
 /** A Taskcluster error response `{code, message}`, described for one operation. */
 const err = (name: string, description: string) => ({ $ref: `#/components/responses/${name}`, description });
 /** A JSON request body of a schema in components.schemas. */
@@ -42,7 +40,7 @@ export const OBJECT_OPENAPI = {
   },
   security: [{ hawk: [] }, { bearer: [] }],
   paths: {
-    '/api/object/v1/ping': { get: open('ping', 'Liveness of the object service', json('Alive, with the uptime in seconds.', 'Ping')) },
+    '/api/object/v1/ping': { get: open('ping', 'Liveness of the object service', jsonContent('Alive, with the uptime in seconds.', 'Ping')) },
     '/api/object/v1/upload/{name}': {
       ...named,
       put: {
@@ -54,7 +52,7 @@ export const OBJECT_OPENAPI = {
           'is at most 8 KiB decoded, else putUrl when proposed, else nothing (`uploadMethod: {}`, not an error).',
         requestBody: body('CreateUploadRequest'),
         responses: {
-          '200': json('The upload, with the chosen upload method.', 'CreateUploadResponse'),
+          '200': jsonContent('The upload, with the chosen upload method.', 'CreateUploadResponse'),
           '400': err('InputValidationError', 'Invalid name or body.'),
           '403': err('InsufficientScopes', 'Missing scope object:upload:<projectId>:<name>.'),
           '409': err(
@@ -77,7 +75,7 @@ export const OBJECT_OPENAPI = {
           'given hash equals a stored one.',
         requestBody: body('FinishUploadRequest'),
         responses: {
-          '200': json('Finished (an empty object).', 'Empty'),
+          '200': jsonContent('Finished (an empty object).', 'Empty'),
           '400': err('InputValidationError', 'Invalid name or body, projectId differs from the upload\'s, or the data\'s hashes differ from the declared ones (nothing is published).'),
           '403': err('InsufficientScopes', 'Missing scope object:upload:<projectId>:<name>.'),
           '404': err('ResourceNotFound', 'No object or upload of this name.'),
@@ -94,7 +92,7 @@ export const OBJECT_OPENAPI = {
         description: 'Needs scope `object:download:<name>`. The server prefers getUrl over simple; both URLs are signed and expire.',
         requestBody: body('StartDownloadRequest'),
         responses: {
-          '200': json('The chosen download method.', 'DownloadResponse'),
+          '200': jsonContent('The chosen download method.', 'DownloadResponse'),
           '400': err('InputValidationError', 'Invalid name or body.'),
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name (unknown, unfinished or expired).'),
@@ -110,7 +108,7 @@ export const OBJECT_OPENAPI = {
         summary: 'An object\'s metadata',
         description: 'Needs scope `object:download:<name>`.',
         responses: {
-          '200': json('The object\'s project, expiry and hashes.', 'ObjectMetadata'),
+          '200': jsonContent('The object\'s project, expiry and hashes.', 'ObjectMetadata'),
           '400': err('InputValidationError', 'Invalid name.'),
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name.'),
@@ -144,7 +142,7 @@ export const OBJECT_OPENAPI = {
           'The body is exactly the declared contentLength bytes. The request must send the headers returned with the putUrl ' +
           '(Content-Type is signed).',
         security: [],
-        parameters: [param('uploadId'), param('name'), param('expires'), param('signedHeaders'), param('signature')],
+        parameters: [param('uploadId'), param('name'), ...signedUrlParameterRefs()],
         requestBody: { required: true, content: { '*/*': { schema: schema('Binary') } } },
         responses: {
           '200': { description: 'The bytes are stored (empty body).' },
@@ -162,7 +160,7 @@ export const OBJECT_OPENAPI = {
         summary: 'Download an object\'s bytes (data plane: the signed getUrl / simple URL)',
         security: [],
         parameters: [
-          param('name'), param('expires'), param('signedHeaders'), param('signature'),
+          param('name'), ...signedUrlParameterRefs(),
           {
             name: 'Range', in: 'header',
             description: 'One byte range (bytes=first-last, bytes=first- or bytes=-suffix); a malformed one is ignored.',
@@ -182,18 +180,18 @@ export const OBJECT_OPENAPI = {
         },
       },
     },
-    '/__heartbeat__': { get: open('heartbeat', 'Dockerflow heartbeat', json('Healthy.', 'Empty')) },
-    '/__lbheartbeat__': { get: open('lbheartbeat', 'Dockerflow load-balancer heartbeat', json('Alive.', 'Empty')) },
-    '/__version__': { get: open('version', 'Dockerflow version', json('The running version.', 'Version')) },
-    '/healthz': { get: open('healthz', 'Liveness', json('The process is alive.', 'Health')) },
+    '/__heartbeat__': { get: open('heartbeat', 'Dockerflow heartbeat', jsonContent('Healthy.', 'Empty')) },
+    '/__lbheartbeat__': { get: open('lbheartbeat', 'Dockerflow load-balancer heartbeat', jsonContent('Alive.', 'Empty')) },
+    '/__version__': { get: open('version', 'Dockerflow version', jsonContent('The running version.', 'Version')) },
+    '/healthz': { get: open('healthz', 'Liveness', jsonContent('The process is alive.', 'Health')) },
     '/readyz': {
       get: {
         operationId: 'readyz',
         summary: 'Readiness (Redis and storage reachable)',
         security: [],
         responses: {
-          '200': json('Ready.', 'Readiness'),
-          '503': json('Not ready (this body uses Ferry\'s code UNAVAILABLE, not Taskcluster\'s).', 'NotReady'),
+          '200': jsonContent('Ready.', 'Readiness'),
+          '503': jsonContent('Not ready (this body uses Ferry\'s code UNAVAILABLE, not Taskcluster\'s).', 'NotReady'),
         },
       },
     },
@@ -224,21 +222,7 @@ export const OBJECT_OPENAPI = {
         schema: { type: 'string', minLength: 1, maxLength: 1024, pattern: '^[\\x20-\\x7e]{1,1024}$' },
       },
       uploadId: { name: 'uploadId', in: 'path', required: true, schema: schema('UploadId') },
-      expires: {
-        name: 'X-Ferry-Expires', in: 'query', required: true,
-        description: 'When the signed URL expires, in unix seconds.',
-        schema: { type: 'string', pattern: '^[0-9]+$' },
-      },
-      signedHeaders: {
-        name: 'X-Ferry-SignedHeaders', in: 'query', required: true,
-        description: 'Semicolon-separated lowercase names of the signed headers the request must send; may be empty.',
-        schema: { type: 'string' },
-      },
-      signature: {
-        name: 'X-Ferry-Signature', in: 'query', required: true,
-        description: 'base64url HMAC-SHA256 signature.',
-        schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
-      },
+      ...SIGNED_URL_PARAMETERS,
     },
     headers: {
       ETag: { description: 'The object\'s SHA-256 hex, quoted.', schema: { type: 'string' } },
@@ -246,16 +230,16 @@ export const OBJECT_OPENAPI = {
       ContentType: { description: 'The object\'s contentType (application/binary if none was given).', schema: { type: 'string' } },
     },
     responses: {
-      InputValidationError: json('InputValidationError: the request is invalid.', 'Error'),
-      AuthenticationFailed: json('AuthenticationFailed: missing, malformed or invalid Hawk or bearer credentials.', 'Error'),
-      InsufficientScopes: json('InsufficientScopes: the caller lacks a required scope.', 'Error'),
-      ResourceNotFound: json('ResourceNotFound: no such resource.', 'Error'),
-      NoMatchingMethod: json('NoMatchingMethod: no common method.', 'Error'),
-      RequestConflict: json('RequestConflict: the request conflicts with the current state.', 'Error'),
-      RangeNotSatisfiable: json('RangeNotSatisfiable: the range is not satisfiable.', 'Error'),
-      InternalServerError: json('InternalServerError: an unexpected error.', 'Error'),
-      ServiceUnavailable: json('ServiceUnavailable: a dependency is unavailable, or the body is too large.', 'Error'),
-      SignatureRejected: json('InsufficientScopes: the signed URL has expired, or its signature does not match (tampered).', 'Error'),
+      InputValidationError: jsonContent('InputValidationError: the request is invalid.', 'Error'),
+      AuthenticationFailed: jsonContent('AuthenticationFailed: missing, malformed or invalid Hawk or bearer credentials.', 'Error'),
+      InsufficientScopes: jsonContent('InsufficientScopes: the caller lacks a required scope.', 'Error'),
+      ResourceNotFound: jsonContent('ResourceNotFound: no such resource.', 'Error'),
+      NoMatchingMethod: jsonContent('NoMatchingMethod: no common method.', 'Error'),
+      RequestConflict: jsonContent('RequestConflict: the request conflicts with the current state.', 'Error'),
+      RangeNotSatisfiable: jsonContent('RangeNotSatisfiable: the range is not satisfiable.', 'Error'),
+      InternalServerError: jsonContent('InternalServerError: an unexpected error.', 'Error'),
+      ServiceUnavailable: jsonContent('ServiceUnavailable: a dependency is unavailable, or the body is too large.', 'Error'),
+      SignatureRejected: jsonContent('InsufficientScopes: the signed URL has expired, or its signature does not match (tampered).', 'Error'),
     },
     schemas: {
       Empty: { type: 'object', maxProperties: 0 },

@@ -1,53 +1,27 @@
-import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/common';
-import type { Response } from 'express';
-import { FerryErrorCode, toWireError } from '@ferry/errors';
+import type { FerryErrorCode } from '@ferry/errors';
+import type { ErrorRenderer } from '@ferry/http';
 import { NoMatchingMethodError } from '@ferry/objects';
 
 /** Taskcluster's error codes for Ferry's domain errors (the object API speaks Taskcluster). */
-const TC_CODES: Record<FerryErrorCode, { code: string; status: number }> = {
-  INVALID_ARGUMENT: { code: 'InputValidationError', status: 400 },
-  OUT_OF_RANGE: { code: 'RangeNotSatisfiable', status: 416 },
-  NOT_FOUND: { code: 'ResourceNotFound', status: 404 },
-  ALREADY_EXISTS: { code: 'RequestConflict', status: 409 },
-  FAILED_PRECONDITION: { code: 'RequestConflict', status: 409 },
-  ABORTED: { code: 'RequestConflict', status: 409 },
-  UNAUTHENTICATED: { code: 'AuthenticationFailed', status: 401 },
-  PERMISSION_DENIED: { code: 'InsufficientScopes', status: 403 },
-  RESOURCE_EXHAUSTED: { code: 'ServiceUnavailable', status: 503 },
-  CANCELLED: { code: 'ClientClosedRequest', status: 499 },
-  DEADLINE_EXCEEDED: { code: 'GatewayTimeout', status: 504 },
-  UNAVAILABLE: { code: 'ServiceUnavailable', status: 503 },
-  INTERNAL: { code: 'InternalServerError', status: 500 },
+const TC_CODES: Record<FerryErrorCode, [code: string, status: number]> = {
+  INVALID_ARGUMENT: ['InputValidationError', 400],
+  OUT_OF_RANGE: ['RangeNotSatisfiable', 416],
+  NOT_FOUND: ['ResourceNotFound', 404],
+  ALREADY_EXISTS: ['RequestConflict', 409],
+  FAILED_PRECONDITION: ['RequestConflict', 409],
+  ABORTED: ['RequestConflict', 409],
+  UNAUTHENTICATED: ['AuthenticationFailed', 401],
+  PERMISSION_DENIED: ['InsufficientScopes', 403],
+  RESOURCE_EXHAUSTED: ['ServiceUnavailable', 503],
+  CANCELLED: ['ClientClosedRequest', 499],
+  DEADLINE_EXCEEDED: ['GatewayTimeout', 504],
+  UNAVAILABLE: ['ServiceUnavailable', 503],
+  INTERNAL: ['InternalServerError', 500],
 };
 
 /** `{code, message}` in Taskcluster's vocabulary, for every route of object-api. */
-@Catch()
-export class TaskclusterErrorFilter implements ExceptionFilter {
-  constructor(
-    private readonly onUnexpected: (err: unknown) => void,
-    private readonly classify: (err: unknown) => unknown,
-  ) {}
-
-  catch(exception: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<Response>();
-    let status: number;
-    let body: { code: string; message: string };
-    if (exception instanceof HttpException) {
-      status = exception.getStatus();
-      body = { code: status === 404 ? 'ResourceNotFound' : 'InputValidationError', message: status === 404 ? 'no such route' : exception.message };
-    } else if (exception instanceof NoMatchingMethodError) {
-      status = 406;
-      body = { code: 'NoMatchingMethod', message: exception.message };
-    } else {
-      const wire = toWireError(this.classify(exception));
-      if (!wire.expected) this.onUnexpected(exception);
-      ({ status } = TC_CODES[wire.code]);
-      body = { code: TC_CODES[wire.code].code, message: wire.message };
-    }
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    res.status(status).json(body);
-  }
-}
+export const taskclusterErrorBody: ErrorRenderer = (e) => {
+  if (e.error instanceof NoMatchingMethodError) return { status: 406, body: { code: 'NoMatchingMethod', message: e.message } };
+  const [code, status] = TC_CODES[e.code];
+  return { status, body: { code, message: e.message } };
+};

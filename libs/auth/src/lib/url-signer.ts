@@ -19,6 +19,15 @@ export interface SignedUrlParts {
   headers?: Record<string, string>;
 }
 
+/** What a request to a signed URL carries, as the transport sees it. */
+export interface SignedRequest {
+  method: string;
+  /** Path without the query, exactly as received. */
+  path: string;
+  query: Record<string, unknown>;
+  header(name: string): string | undefined;
+}
+
 /**
  * HMAC-SHA256 signed URLs: nothing is stored; the signature covers the method, the path (which
  * names the upload and part, or the object), the expiry and the signed headers. Any replica holding
@@ -74,6 +83,11 @@ export class UrlSigner {
     if (expiresAt * 1000 <= nowMs) {
       throw new PermissionDeniedError(`signed URL expired at ${new Date(expiresAt * 1000).toISOString()}; ask for a new URL`);
     }
+  }
+
+  /** verify() for a whole request. */
+  verifyRequest(req: SignedRequest, nowMs = Date.now()): void {
+    this.verify(req.method, req.path, req.query, (name) => req.header(name), nowMs);
   }
 
   private mac(method: string, path: string, expiresAt: number, names: string[], value: (name: string) => string | undefined): string {

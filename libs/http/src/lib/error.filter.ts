@@ -2,45 +2,56 @@ import { ArgumentsHost, Catch, ExceptionFilter, HttpException } from '@nestjs/co
 import type { Response } from 'express';
 import { FerryErrorCode, STATUS_TABLE, toWireError } from '@ferry/errors';
 
-/** The JSON body of every error Ferry's HTTP apps send. `reason` repeats `message` for Synapse clients. */
-export interface ErrorBody {
+/** A failure as an HTTP edge sees it: domain code, HTTP status by the one status table, message. */
+export interface EdgeError {
   code: FerryErrorCode;
+  status: number;
   message: string;
-  reason: string;
+  /** What was thrown. */
+  error: unknown;
+  /** false for an unexpected fault (to be logged with its stack). */
+  expected: boolean;
 }
+
+/** Turns an EdgeError into the status and JSON body an app's protocol uses. */
+export type ErrorRenderer = (e: EdgeError) => { status: number; body: object };
+
+/** Ferry's own error body: `{code, message, reason}` (`reason` repeats `message` for Synapse clients). */
+export const ferryErrorBody: ErrorRenderer = (e) => ({ status: e.status, body: { code: e.code, message: e.message, reason: e.message } });
 
 const CODE_OF_STATUS: Record<number, FerryErrorCode> = Object.fromEntries(
   Object.entries(STATUS_TABLE).map(([code, s]) => [s.http, code as FerryErrorCode]),
 );
 
-/** Turns any thrown value into `{code, message, reason}` with the status of the one status table. */
-export function toErrorResponse(err: unknown, classify: (err: unknown) => unknown = (e) => e): { status: number; body: ErrorBody; expected: boolean } {
+/** Classifies any thrown value (Nest's own HTTP exceptions included, e.g. an unknown route). */
+export function toEdgeError(err: unknown, classify: (err: unknown) => unknown = (e) => e): EdgeError {
   if (err instanceof HttpException) {
     const status = err.getStatus();
     const code = CODE_OF_STATUS[status] ?? (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT');
-    const message = status === 404 ? 'no such route' : err.message;
-    return { status, body: { code, message, reason: message }, expected: true };
+    return { code, status, message: status === 404 ? 'no such route' : err.message, error: err, expected: true };
   }
   const wire = toWireError(classify(err));
-  return { status: wire.http, body: { code: wire.code, message: wire.message, reason: wire.message }, expected: wire.expected };
+  return { code: wire.code, status: wire.http, message: wire.message, error: err, expected: wire.expected };
 }
 
-/** Nest exception filter for every route of an HTTP app. */
+/** Nest exception filter for every route of an HTTP app; `render` gives the protocol's error shape. */
 @Catch()
 export class FerryErrorFilter implements ExceptionFilter {
   constructor(
     private readonly onUnexpected: (err: unknown) => void = () => undefined,
     private readonly classify: (err: unknown) => unknown = (e) => e,
+    private readonly render: ErrorRenderer = ferryErrorBody,
   ) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
-    const { status, body, expected } = toErrorResponse(exception, this.classify);
-    if (!expected) this.onUnexpected(exception);
+    const edge = toEdgeError(exception, this.classify);
+    if (!edge.expected) this.onUnexpected(exception);
     if (res.headersSent) {
       res.destroy();
       return;
     }
+    const { status, body } = this.render(edge);
     res.status(status).json(body);
   }
 }

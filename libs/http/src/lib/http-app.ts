@@ -2,6 +2,7 @@ import type { INestApplication } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { json } from 'express';
 import type { Server } from 'node:http';
+import type { SignedRequest } from '@ferry/auth';
 import { InvalidArgumentError, ResourceExhaustedError } from '@ferry/errors';
 
 export interface HttpAppOptions {
@@ -29,6 +30,11 @@ export function configureHttpApp(app: INestApplication, options: HttpAppOptions)
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 65_000;
+}
+
+/** A request to a signed URL, for UrlSigner.verifyRequest (the raw path: percent-encoding kept). */
+export function signedRequestOf(req: Request): SignedRequest {
+  return { method: req.method, path: req.path, query: req.query as Record<string, unknown>, header: (name) => req.header(name) };
 }
 
 /** Base URL (`scheme://host[:port]`) of signed links: the configured public URL, else the Host the request came to. */

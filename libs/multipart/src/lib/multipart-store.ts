@@ -128,6 +128,11 @@ export class MultipartStore {
     };
   }
 
+  /** Just the state of an upload (cheap to poll), or undefined if there is none. */
+  async stateOf(id: string): Promise<MultipartState | undefined> {
+    return ((await this.redis.hget(this.keys.multipartUpload(id), 'state')) as MultipartState | null) ?? undefined;
+  }
+
   /** Takes part `n`'s PUT lease and marks the part missing until the PUT ends. */
   async beginPart(id: string, n: number): Promise<PartLease> {
     const holder = randomBytes(9).toString('base64url');

@@ -1,18 +1,17 @@
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { Authenticator, Principal, Scopes, UrlSigner, satisfiesScope } from '@ferry/auth';
+import { Authenticator, Principal, SignedRequest, Scopes, UrlSigner, satisfiesScope } from '@ferry/auth';
 import type { CatalogObject } from '@ferry/catalog';
 import {
   CancelledError,
   ConcurrentWriterError,
-  FerryError,
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
 } from '@ferry/errors';
 import type { StagingFile, Storage } from '@ferry/storage';
-import { BatchedWriter } from '@ferry/uploads';
-import type { HashPool, Md5Hasher } from '@ferry/uploads';
+import { BatchedWriter, LeaseKeeper } from '@ferry/uploads';
+import type { HashPool, OffloadedHasher } from '@ferry/uploads';
 import type { AssemblyQueue } from './assembly-queue';
 import { FileHandles } from './file-handles';
 import {
@@ -34,14 +33,6 @@ export interface MultipartOptions {
   urlTtlMs: number;
   completeWaitMs: number;
   maxUrlBatch: number;
-}
-
-/** What a signed request carries, for verification (the transport's view of it). */
-export interface SignedRequest {
-  method: string;
-  path: string;
-  query: Record<string, unknown>;
-  header(name: string): string | undefined;
 }
 
 /** Paths of the data plane (signed URLs), shared by the signer and the HTTP routes. */
@@ -151,11 +142,15 @@ export class MultipartService {
     const deadline = Date.now() + this.options.completeWaitMs;
     let pause = 25;
     for (;;) {
-      const upload = await this.store.get(uploadId);
-      if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
-      if (upload.state === 'FAILED') throw new InvalidArgumentError(`the upload failed: ${upload.failureReason ?? 'unknown reason'}; start it again`);
-      if (upload.state === 'COMPLETED') return { status: toStatus(upload), done: true };
-      if (Date.now() >= deadline || signal?.aborted) return { status: toStatus(upload), done: false };
+      // polled: the state alone, not the partsState string (up to 10,000 characters)
+      const state = await this.store.stateOf(uploadId);
+      if (state === 'FAILED' || state === 'COMPLETED' || state === undefined || Date.now() >= deadline || signal?.aborted) {
+        const upload = await this.store.get(uploadId);
+        if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
+        if (upload.state === 'FAILED') throw new InvalidArgumentError(`the upload failed: ${upload.failureReason ?? 'unknown reason'}; start it again`);
+        if (upload.state === 'COMPLETED') return { status: toStatus(upload), done: true };
+        if (Date.now() >= deadline || signal?.aborted) return { status: toStatus(upload), done: false };
+      }
       await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(1, deadline - Date.now()))));
       pause = Math.min(100, pause * 2);
     }
@@ -192,7 +187,7 @@ export class MultipartService {
     body: AsyncIterable<Buffer>,
     declaredLength: number | undefined,
   ): Promise<{ md5: string; size: number }> {
-    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    this.signer.verifyRequest(signed);
     const upload = await this.store.get(uploadId);
     if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
     const n = parsePartNumber(partNumberRaw, upload.parts);
@@ -203,7 +198,7 @@ export class MultipartService {
     }
     const takenAt = performance.now();
     const lease = await this.store.beginPart(uploadId, n);
-    const writer = new PartWriter(this.store, lease, this.hashPool.md5Hasher(), takenAt);
+    const writer = new PartWriter(this.store, lease, this.hashPool, takenAt);
     try {
       writer.attach(await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes), start);
       let received = 0;
@@ -232,7 +227,7 @@ export class MultipartService {
 
   /** Opens a file handle's content from a signed GET URL. */
   async openContent(id: string, signed: SignedRequest): Promise<{ handle: FileHandle; object: CatalogObject; read(start: number, end: number): Readable }> {
-    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    this.signer.verifyRequest(signed);
     const live = await this.handles.liveObject(id);
     if (!live) throw new NotFoundError(`file handle ${id} not found`);
     return { ...live, read: (start, end) => this.storage.readBlob(live.object.blob, start, end) };
@@ -295,31 +290,27 @@ export class MultipartService {
 class PartWriter {
   private out?: BatchedWriter;
   private file?: StagingFile;
-  private deadline: number;
-  private lost?: Error;
-  private readonly timer: NodeJS.Timeout;
+  private readonly lease: LeaseKeeper;
+  private readonly md5: OffloadedHasher<'md5'>;
 
   constructor(
     private readonly store: MultipartStore,
-    private readonly lease: PartLease,
-    private readonly md5: Md5Hasher,
+    private readonly partLease: PartLease,
+    pool: HashPool,
     takenAt: number,
   ) {
-    const ttl = store.options.leaseTtlMs;
-    this.deadline = takenAt + ttl;
-    this.timer = setInterval(() => {
-      const askedAt = performance.now();
-      this.store.renewPart(lease).then(
-        () => (this.deadline = askedAt + ttl),
-        (err: unknown) => (this.lost = err instanceof FerryError ? err : new ConcurrentWriterError(`lease renewal failed: ${String(err)}`)),
-      );
-    }, Math.max(50, Math.floor(ttl / 3)));
-    this.timer.unref();
+    this.md5 = pool.offloaded(['md5']);
+    this.lease = new LeaseKeeper(
+      () => store.renewPart(partLease),
+      store.options.leaseTtlMs,
+      takenAt,
+      `the PUT of part ${partLease.partNumber} lost its lease; PUT the part again`,
+    );
   }
 
   attach(file: StagingFile, partStart: number): void {
     this.file = file;
-    this.out = new BatchedWriter(file, partStart, (data) => this.md5.update(data), () => this.check());
+    this.out = new BatchedWriter(file, partStart, (data) => this.md5.update(data), () => this.lease.check());
   }
 
   push(chunk: Buffer): Promise<void> {
@@ -327,27 +318,22 @@ class PartWriter {
     return this.out.push(chunk);
   }
 
-  private check(): void {
-    if (this.lost) throw this.lost;
-    if (performance.now() > this.deadline) throw new ConcurrentWriterError(`the PUT of part ${this.lease.partNumber} lost its lease; PUT the part again`);
-  }
-
   async finish(): Promise<string> {
     await this.out?.finish();
     await this.file?.sync();
-    this.check();
-    return this.md5.digest();
+    this.lease.check();
+    return (await this.md5.digest()).md5;
   }
 
   async abort(): Promise<void> {
-    clearInterval(this.timer);
+    this.lease.stop();
     this.md5.dispose();
     await this.out?.settle();
-    await this.store.abortPart(this.lease).catch(() => undefined);
+    await this.store.abortPart(this.partLease).catch(() => undefined);
   }
 
   async close(): Promise<void> {
-    clearInterval(this.timer);
+    this.lease.stop();
     await this.file?.close().catch(() => undefined);
   }
 }

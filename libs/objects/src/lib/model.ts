@@ -3,8 +3,6 @@ import { InvalidArgumentError } from '@ferry/errors';
 
 /** Largest `dataInline` payload, decoded (PROTOCOLS.md section 5). */
 export const DATA_INLINE_MAX_BYTES = 8192;
-/** Unfinished uploads expire this long after they began. */
-export const UPLOAD_LIFETIME_MS = 24 * 60 * 60 * 1000;
 
 /** The hashes the object service knows; others are accepted and ignored. */
 export type Hashes = { sha256?: string; sha512?: string };

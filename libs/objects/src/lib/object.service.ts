@@ -1,13 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { crc32c } from '@node-rs/crc32';
-import { Authenticator, Principal, UrlSigner } from '@ferry/auth';
+import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
 import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
-import { BatchedWriter, crc32cHex } from '@ferry/uploads';
-import type { HashPool } from '@ferry/uploads';
+import { BatchedWriter, InlineHasher, LeaseKeeper } from '@ferry/uploads';
+import type { Digests, HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
   DATA_INLINE_MAX_BYTES,
@@ -15,7 +15,6 @@ import {
   Hashes,
   NoMatchingMethodError,
   ObjectMetadata,
-  UPLOAD_LIFETIME_MS,
   UploadMethod,
   assertObjectName,
   mergeHashes,
@@ -26,16 +25,10 @@ import {
 
 export interface ObjectServiceOptions {
   urlTtlMs: number;
-  /** Unfinished uploads expire this long after they began (default one day). */
-  uploadLifetimeMs?: number;
-}
-
-/** What a signed data-plane request carries (the transport's view of it). */
-export interface SignedRequest {
-  method: string;
-  path: string;
-  query: Record<string, unknown>;
-  header(name: string): string | undefined;
+  /** Lease of a PUT of the data (renewed while it runs). */
+  leaseTtlMs: number;
+  /** Unfinished uploads expire this long after they began (FERRY_OBJECT_UPLOAD_TTL_MS, one day). */
+  uploadLifetimeMs: number;
 }
 
 /** Data-plane paths (signed URLs), shared by the signer and the HTTP routes. */
@@ -104,8 +97,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1`;
 
-const PUT_LEASE_MS = 60_000;
-
 /**
  * The Taskcluster object service (PROTOCOLS.md section 5) over Ferry's catalog, transport-free.
  * Uploads negotiate `dataInline` (stored at once) or `putUrl` (a signed URL of the data plane, whose
@@ -143,7 +134,7 @@ export class ObjectService {
     };
     const existing = await this.createPending(fresh);
     const upload = existing ?? fresh;
-    if (!existing) await this.redis.set(this.keys.objectStaging(fresh.stagingId), name, 'PX', this.options.uploadLifetimeMs ?? UPLOAD_LIFETIME_MS);
+    if (!existing) await this.redis.set(this.keys.objectStaging(fresh.stagingId), name, 'PX', this.options.uploadLifetimeMs);
     if (existing) {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
@@ -173,35 +164,33 @@ export class ObjectService {
 
   /** Data plane: the PUT of a putUrl. Streams to staging, computing every digest on the way. */
   async putData(uploadId: string, name: string, signed: SignedRequest, body: AsyncIterable<Buffer>): Promise<void> {
-    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    this.signer.verifyRequest(signed);
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
     const lease = this.putLease(name);
     const holder = randomBytes(9).toString('base64url');
+    const takenAt = performance.now();
     // taking the lease also forgets the digests of earlier bytes: this PUT replaces them
-    const begun = await this.script('ferryObjectBeginPut', this.keys.objectUpload(name), lease, uploadId, holder, PUT_LEASE_MS);
+    const begun = await this.script('ferryObjectBeginPut', this.keys.objectUpload(name), lease, uploadId, holder, this.options.leaseTtlMs);
     if (begun === -1) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
     if (begun !== 1) throw new ConcurrentWriterError('another PUT of this object is in progress');
-    let lost = false;
-    const renew = setInterval(() => {
-      this.script('ferryObjectLease', lease, holder, PUT_LEASE_MS).then(
-        (held) => (lost ||= held !== 1),
-        () => undefined, // Redis unreachable: the lease may lapse; the final update then refuses
-      );
-    }, PUT_LEASE_MS / 3);
+    const keeper = new LeaseKeeper(
+      async () => {
+        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) {
+          throw new ConcurrentWriterError('this PUT lost its lease to another one; PUT again');
+        }
+      },
+      this.options.leaseTtlMs,
+      takenAt,
+      'this PUT may have lost its lease; PUT again',
+    );
     try {
       const file = await this.storage.openStaging(upload.stagingId, 0);
       // sha256 and crc32c here, md5 and sha512 (no CPU instructions for them) on a pool thread
-      const offloaded = this.hashPool.offloaded(['md5', 'sha512']);
-      const sha256 = createHash('sha256');
-      let crc = 0;
-      const out = new BatchedWriter(file, 0, (data) => {
-        sha256.update(data);
-        crc = crc32c(data, crc);
-        return offloaded.update(data);
-      });
+      const hasher = this.hashPool.hasher({ sha512: true });
+      const out = new BatchedWriter(file, 0, (data) => hasher.update(data), () => keeper.check());
       let size: number;
-      let digests: { sha256: string; sha512: string; md5: string; crc32c: string };
+      let digests: Digests;
       try {
         for await (const chunk of body) {
           if (upload.contentLength >= 0 && out.received + chunk.length > upload.contentLength) {
@@ -214,22 +203,19 @@ export class ObjectService {
           throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
         }
         await file.sync();
-        const { md5, sha512 } = await offloaded.digest();
-        digests = { sha256: sha256.digest('hex'), sha512, md5, crc32c: crc32cHex(crc) };
+        digests = await hasher.digest();
       } catch (err) {
-        offloaded.dispose();
+        hasher.dispose();
         await out.settle();
         throw err;
       } finally {
         await file.close();
       }
       // recorded only while this PUT still holds the lease (no other PUT replaced the bytes meanwhile)
-      if (lost || (await this.script('ferryObjectLease', lease, holder, PUT_LEASE_MS)) !== 1) {
-        throw new ConcurrentWriterError('this PUT lost its lease to another one; PUT again');
-      }
+      await keeper.renew();
       if (!(await this.update(upload, { size, ...digests }))) throw new NotFoundError('the upload ended while its data arrived');
     } finally {
-      clearInterval(renew);
+      keeper.stop();
       await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
     }
   }
@@ -305,7 +291,7 @@ export class ObjectService {
 
   /** Data plane: the bytes behind a signed GET URL. */
   async openData(name: string, signed: SignedRequest): Promise<{ object: CatalogObject; read(start: number, end: number): Readable }> {
-    this.signer.verify(signed.method, signed.path, signed.query, signed.header);
+    this.signer.verifyRequest(signed);
     const object = await this.liveObject(name);
     if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
     return { object, read: (start, end) => this.storage.readBlob(object.blob, start, end) };
@@ -334,15 +320,15 @@ export class ObjectService {
     } finally {
       await file.close();
     }
-    const digests = new Digester();
-    digests.update(data);
-    await this.update(upload, { size: data.length, contentType, contentLength: data.length, ...digests.digest() });
+    const hasher = new InlineHasher({ sha512: true });
+    hasher.update(data);
+    await this.update(upload, { size: data.length, contentType, contentLength: data.length, ...(await hasher.digest()) });
   }
 
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
     const fields = Object.entries(encode(u)).flat();
     const create = (this.redis as unknown as { ferryObjectCreate(key: string, ...a: (string | number)[]): Promise<string[] | null> }).ferryObjectCreate;
-    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.options.uploadLifetimeMs ?? UPLOAD_LIFETIME_MS, ...fields);
+    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.options.uploadLifetimeMs, ...fields);
     if (existing === null) return undefined;
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];
@@ -387,28 +373,4 @@ function decode(h: Record<string, string>): PendingUpload | undefined {
     contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1),
     stored: h['sha256'] ? { size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
   };
-}
-
-/** sha256, sha512, md5 and crc32c of a stream, on this thread. */
-class Digester {
-  private readonly sha256 = createHash('sha256');
-  private readonly sha512 = createHash('sha512');
-  private readonly md5 = createHash('md5');
-  private crc = 0;
-
-  update(chunk: Buffer): void {
-    this.sha256.update(chunk);
-    this.sha512.update(chunk);
-    this.md5.update(chunk);
-    this.crc = crc32c(chunk, this.crc);
-  }
-
-  digest(): { sha256: string; sha512: string; md5: string; crc32c: string } {
-    return {
-      sha256: this.sha256.digest('hex'),
-      sha512: this.sha512.digest('hex'),
-      md5: this.md5.digest('hex'),
-      crc32c: crc32cHex(this.crc),
-    };
-  }
 }

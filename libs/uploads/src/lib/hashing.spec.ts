@@ -40,9 +40,9 @@ describe('hashing', () => {
   it('HashPool computes md5 alone, and a finished hasher refuses more bytes', async () => {
     const pool = new HashPool(1);
     try {
-      const h = pool.md5Hasher();
+      const h = pool.offloaded(['md5']);
       for (let i = 0; i < data.length; i += 1_000_000) await h.update(Buffer.from(data.subarray(i, i + 1_000_000)));
-      expect(await h.digest()).toBe(expected.md5);
+      expect((await h.digest()).md5).toBe(expected.md5);
       await expect(h.update(Buffer.from('x'))).rejects.toThrow(/already finished/);
     } finally {
       await pool.close();
@@ -52,8 +52,8 @@ describe('hashing', () => {
   it('wakes an update waiting for backpressure when the hasher is disposed', async () => {
     const pool = new HashPool(1, 64 * 1024);
     try {
-      const busy = pool.md5Hasher();
-      const h = pool.md5Hasher();
+      const busy = pool.offloaded(['md5']);
+      const h = pool.offloaded(['md5']);
       // keep the only thread busy so acks come late, then overrun the backpressure limit
       const hog = Promise.all(Array.from({ length: 8 }, async () => busy.update(Buffer.alloc(1024 * 1024))));
       const waiting = (async () => h.update(Buffer.alloc(1024 * 1024)))();

@@ -9,6 +9,13 @@ export interface Digests {
   sha256: string;
   md5: string;
   crc32c: string;
+  /** Only when asked for (`{ sha512: true }`): the object API verifies it. */
+  sha512?: string;
+}
+
+export interface HasherOptions {
+  /** Also compute sha512 (costly: no CPU instruction for it). */
+  sha512?: boolean;
 }
 
 /** Computes sha256, md5 and crc32c of a byte stream fed in order. */
@@ -24,13 +31,6 @@ export interface StreamHasher {
   dispose(): void;
 }
 
-/** md5 of a byte stream fed in order; same ownership and backpressure contract as StreamHasher. */
-export interface Md5Hasher {
-  update(chunk: Buffer): Promise<void> | void;
-  digest(): Promise<string>;
-  dispose(): void;
-}
-
 export function crc32cHex(value: number): string {
   return (value >>> 0).toString(16).padStart(8, '0');
 }
@@ -39,16 +39,24 @@ export function crc32cHex(value: number): string {
 export class InlineHasher implements StreamHasher {
   private readonly sha = createHash('sha256');
   private readonly md5 = createHash('md5');
+  private readonly sha512;
   private crc = 0;
+
+  constructor(options: HasherOptions = {}) {
+    this.sha512 = options.sha512 ? createHash('sha512') : undefined;
+  }
 
   update(chunk: Buffer): void {
     this.sha.update(chunk);
     this.md5.update(chunk);
+    this.sha512?.update(chunk);
     this.crc = crc32c(chunk, this.crc);
   }
 
   async digest(): Promise<Digests> {
-    return { sha256: this.sha.digest('hex'), md5: this.md5.digest('hex'), crc32c: crc32cHex(this.crc) };
+    const digests: Digests = { sha256: this.sha.digest('hex'), md5: this.md5.digest('hex'), crc32c: crc32cHex(this.crc) };
+    if (this.sha512) digests.sha512 = this.sha512.digest('hex');
+    return digests;
   }
 
   dispose(): void {
@@ -167,25 +175,22 @@ export class HashPool {
   }
 
   /** sha256 and crc32c on this thread, md5 on a pool thread. */
-  hasher(): StreamHasher {
-    const md5 = this.md5Hasher();
+  hasher(options: HasherOptions = {}): StreamHasher {
+    const offloaded = this.offloaded<OffloadedAlgorithm>(options.sha512 ? ['md5', 'sha512'] : ['md5']);
     const sha = createHash('sha256');
     let crc = 0;
     return {
       update: (chunk: Buffer) => {
         crc = crc32c(chunk, crc);
         sha.update(chunk);
-        return md5.update(chunk);
+        return offloaded.update(chunk);
       },
-      digest: async () => ({ md5: await md5.digest(), sha256: sha.digest('hex'), crc32c: crc32cHex(crc) }),
-      dispose: () => md5.dispose(),
+      digest: async () => {
+        const { md5, sha512 } = await offloaded.digest();
+        return { md5, sha256: sha.digest('hex'), crc32c: crc32cHex(crc), ...(sha512 ? { sha512 } : {}) };
+      },
+      dispose: () => offloaded.dispose(),
     };
-  }
-
-  /** md5 alone, on a pool thread (multipart parts are checked by md5 only). */
-  md5Hasher(): Md5Hasher {
-    const h = this.offloaded(['md5']);
-    return { update: (chunk) => h.update(chunk), digest: async () => (await h.digest()).md5, dispose: () => h.dispose() };
   }
 
   /** The given digests on a pool thread (one thread per stream, so their order is kept). */

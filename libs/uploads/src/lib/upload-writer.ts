@@ -1,9 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import type { Catalog, CatalogObject } from '@ferry/catalog';
-import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
+import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
 import type { Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
 import type { Digests, StreamHasher } from './hashing';
+import { LeaseKeeper } from './lease-keeper';
 
 const BATCH_BYTES = 1024 * 1024;
 
@@ -48,9 +49,7 @@ export class UploadWriter {
   private failure?: unknown;
   private lastCommitAt = performance.now();
   private commitTimer?: NodeJS.Timeout;
-  private readonly renewTimer: NodeJS.Timeout;
-  /** Until then (performance.now() ms) our lease is certainly still ours. */
-  private leaseValidUntil: number;
+  private readonly leaseKeeper: LeaseKeeper;
   private closed = false;
 
   constructor(
@@ -64,9 +63,13 @@ export class UploadWriter {
   ) {
     this.offset = lease.committed;
     this.committed = lease.committed;
-    this.leaseValidUntil = leaseTakenAt + this.safeLeaseMs;
-    this.renewTimer = setInterval(() => void this.renew().catch((err) => (this.failure ??= err)), this.deps.sessions.leaseTtlMs / 3);
-    this.renewTimer.unref();
+    this.leaseKeeper = new LeaseKeeper(
+      () => this.deps.sessions.renewLease(this.lease),
+      this.deps.sessions.leaseTtlMs,
+      leaseTakenAt,
+      'writer lease may have expired; resume',
+      (err) => (this.failure ??= err),
+    );
   }
 
   /** Bytes received so far (the next expected offset). */
@@ -81,17 +84,6 @@ export class UploadWriter {
   /** True when a previous writer already verified the bytes and began publishing. */
   get publishing(): boolean {
     return this.session.state === 'publishing';
-  }
-
-  private get safeLeaseMs(): number {
-    return (this.deps.sessions.leaseTtlMs * 4) / 5;
-  }
-
-  private async renew(): Promise<void> {
-    if (this.closed) return;
-    const sentAt = performance.now();
-    await this.deps.sessions.renewLease(this.lease);
-    this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + this.safeLeaseMs);
   }
 
   private throwIfFailed(): void {
@@ -124,7 +116,7 @@ export class UploadWriter {
     this.throwIfFailed();
     if (!this.file || !this.hasher) throw new InvalidArgumentError('upload is complete; no more data accepted');
     // Never touch staging without a lease we know is live: a stale writer must not overwrite a successor's bytes.
-    if (performance.now() > this.leaseValidUntil) await this.renew();
+    if (!this.leaseKeeper.valid) await this.leaseKeeper.renew();
     if (chunk.length >= BATCH_BYTES / 4) {
       this.submitBatch();
       this.submit(chunk, this.offset);
@@ -169,7 +161,7 @@ export class UploadWriter {
       // Checked again when the write really starts: it may have waited behind slow ones. After a
       // failure nothing more is written (the tail past the committed size is cut on resume anyway).
       if (this.failure !== undefined) throw this.failure;
-      if (performance.now() > this.leaseValidUntil) throw new ConcurrentWriterError('writer lease may have expired; resume');
+      this.leaseKeeper.check();
       return file.write(chunk, position);
     });
     this.writtenSoFar = written.catch(() => undefined);
@@ -235,7 +227,7 @@ export class UploadWriter {
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
     this.lastCommitAt = performance.now();
-    this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + this.safeLeaseMs);
+    this.leaseKeeper.extend(sentAt);
   }
 
   /** Waits until everything received is committed. */
@@ -326,7 +318,7 @@ export class UploadWriter {
   }
 
   private stopTimers(): void {
-    clearInterval(this.renewTimer);
+    this.leaseKeeper.stop();
     if (this.commitTimer) clearTimeout(this.commitTimer);
     this.commitTimer = undefined;
   }

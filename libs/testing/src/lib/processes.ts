@@ -1,0 +1,50 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { findWorkspaceRoot } from '@ferry/config';
+
+export type AppName = 'ingest-grpc' | 'multipart-api' | 'object-api' | 'assembler-worker';
+
+/** `dist/apps/<app>/main.js` of this checkout (what `nx run <app>:build` produces). */
+export function builtApp(app: AppName): string {
+  return join(findWorkspaceRoot(__dirname) ?? process.cwd(), 'dist', 'apps', app, 'main.js');
+}
+
+/**
+ * Runs a built app as its own process, as users run it (for crash and shutdown tests). Its stderr
+ * is piped (read it, or pass `inheritStderr` to see it in the test output).
+ */
+export function startBuiltApp(app: AppName, env: NodeJS.ProcessEnv, inheritStderr = false): ChildProcess {
+  return spawn(process.execPath, [builtApp(app)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', inheritStderr ? 'inherit' : 'pipe'],
+  });
+}
+
+/** Resolves once `ready()` does (errors count as not yet); rejects if the process exits or 20 s pass. */
+export async function waitUntilReady(child: ChildProcess, ready: () => Promise<boolean>, what = 'app'): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (await ready().catch(() => false)) return;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${what} did not start`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Resolves once GET /readyz on `port` answers 200. */
+export function waitHttpReady(child: ChildProcess, port: number): Promise<void> {
+  return waitUntilReady(child, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, `app on port ${port}`);
+}
+
+/** The process's exit code, once it exits. */
+export function exitOf(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+/** Sends `signal` (SIGKILL by default) unless the process already ended, and waits for its exit. */
+export async function stopProcess(child: ChildProcess | undefined, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = exitOf(child);
+  child.kill(signal);
+  await exited;
+}
