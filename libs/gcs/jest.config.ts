@@ -1,0 +1,6 @@
+export default {
+  displayName: 'gcs',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/gcs',
+};

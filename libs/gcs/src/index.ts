@@ -1,0 +1,2 @@
+export * from './lib/gcs-model';
+export * from './lib/gcs.service';
