@@ -1,0 +1,6 @@
+export default {
+  displayName: 'reapi',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/reapi',
+};

@@ -1,0 +1,2 @@
+export * from './lib/action-cache';
+export * from './lib/reapi.service';

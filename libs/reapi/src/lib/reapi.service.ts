@@ -1,0 +1,319 @@
+import { Authenticator, Principal, Scopes, satisfiesScope } from '@ferry/auth';
+import { ReapiInstances, casCatalogObject } from '@ferry/bytestream';
+import { FerryError, InvalidArgumentError, NotFoundError, toWireError } from '@ferry/errors';
+import type {
+  ActionResult,
+  ActionResult__Output,
+  BatchReadBlobsRequest__Output,
+  BatchReadBlobsResponse,
+  BatchUpdateBlobsRequest__Output,
+  BatchUpdateBlobsResponse,
+  Directory,
+  Directory__Output,
+  FindMissingBlobsRequest__Output,
+  FindMissingBlobsResponse,
+  GetActionResultRequest__Output,
+  GetTreeRequest__Output,
+  GetTreeResponse,
+  ReapiDigest__Output,
+  ServerCapabilities,
+  UpdateActionResultRequest__Output,
+} from '@ferry/protocol';
+import { messageCodec } from '@ferry/protocol';
+import type { UploadEngine } from '@ferry/uploads';
+import { ActionCacheStore, MAX_ACTION_RESULT_BYTES } from './action-cache';
+
+export interface ReapiOptions {
+  instances: ReapiInstances;
+  /** max_batch_total_size_bytes. */
+  maxBatchBytes: number;
+  /** max_cas_blob_size_bytes; 0: no limit. */
+  maxBlobBytes: number;
+}
+
+/** A digest as Ferry uses it: lowercase SHA-256 hex and a size. */
+export interface BlobDigest {
+  hash: string;
+  size: number;
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** Most blobs whose presence is checked at once (stat calls in flight). */
+const STAT_CONCURRENCY = 32;
+const DEFAULT_TREE_PAGE = 1000;
+
+/** google.rpc.Status of one blob in a batch. */
+interface RpcStatus {
+  code: number;
+  message: string;
+}
+
+const OK: RpcStatus = { code: 0, message: '' };
+
+function statusOf(err: unknown): RpcStatus {
+  if (err instanceof FerryError) {
+    const wire = toWireError(err);
+    return { code: wire.grpc, message: wire.message };
+  }
+  throw err;
+}
+
+/**
+ * The Remote Execution API cache services (Capabilities, ContentAddressableStorage, ActionCache)
+ * over the upload engine's content-addressed storage, transport-free. Large blobs travel over
+ * ByteStream (`[instance/]uploads/{uuid}/blobs/{hash}/{size}`), small ones in batches here; both
+ * land as the same SHA-256 blobs and `blobs/{hash}/{size}` catalog objects, shared by every
+ * instance. The action cache is namespaced by instance.
+ *
+ * Scopes, with `p` = the instance name and a slash (empty for the default instance):
+ * `ferry:read:{p}blobs/...` and `ferry:write:{p}blobs/...` for the CAS,
+ * `ferry:read:{p}actionResults/...` and `ferry:write:{p}actionResults/...` for the action cache
+ * (`ferry:write:{p}*` grants everything a remote cache client does).
+ */
+export class ReapiService {
+  private readonly directories = messageCodec<Directory, Directory__Output>('build.bazel.remote.execution.v2.Directory');
+
+  constructor(
+    private readonly engine: UploadEngine,
+    private readonly auth: Authenticator,
+    private readonly actionCache: ActionCacheStore,
+    private readonly options: ReapiOptions,
+  ) {}
+
+  /**
+   * GetCapabilities. `update_enabled` follows the caller's scopes. Without credentials (Bazel 2.x
+   * sends none on this call, only on the cache calls that follow) it says whether any client may
+   * update this instance's action cache; every update is still checked against its caller.
+   */
+  capabilities(principal: Principal | undefined, instanceName: string): ServerCapabilities {
+    const { prefix } = this.scope(instanceName);
+    const updateScope = Scopes.write(`${prefix}actionResults/*`);
+    const updateEnabled = principal ? satisfiesScope(principal.scopes, updateScope) : this.auth.someClientHolds(updateScope);
+    const version = (minor: number) => ({ major: 2, minor, patch: 0, prerelease: '' });
+    return {
+      cache_capabilities: {
+        digest_functions: ['SHA256'],
+        action_cache_update_capabilities: { update_enabled: updateEnabled },
+        cache_priority_capabilities: { priorities: [{ min_priority: 0, max_priority: 0 }] },
+        max_batch_total_size_bytes: this.options.maxBatchBytes,
+        symlink_absolute_path_strategy: 'ALLOWED',
+        supported_compressors: [],
+        supported_batch_update_compressors: [],
+        max_cas_blob_size_bytes: this.options.maxBlobBytes,
+      },
+      execution_capabilities: { digest_function: 'SHA256', exec_enabled: false, digest_functions: ['SHA256'] },
+      deprecated_api_version: version(0),
+      low_api_version: version(0),
+      high_api_version: version(3),
+    };
+  }
+
+  async findMissingBlobs(principal: Principal, req: FindMissingBlobsRequest__Output): Promise<FindMissingBlobsResponse> {
+    const { prefix } = this.scope(req.instance_name, req.digest_function);
+    this.auth.require(principal, Scopes.read(`${prefix}blobs/*`));
+    const digests = req.blob_digests.map((d) => parseDigest(d));
+    const present = await this.present(digests);
+    return { missing_blob_digests: digests.filter((_, i) => !present[i]).map(wireDigest) };
+  }
+
+  async batchUpdateBlobs(principal: Principal, req: BatchUpdateBlobsRequest__Output): Promise<BatchUpdateBlobsResponse> {
+    const { instance, prefix } = this.scope(req.instance_name, req.digest_function);
+    this.checkBatchSize(req.requests.reduce((n, r) => n + r.data.length, 0));
+    const responses = await Promise.all(
+      req.requests.map(async (r) => {
+        const wire = r.digest ?? { hash: '', size_bytes: 0 };
+        try {
+          const digest = parseDigest(r.digest);
+          this.auth.require(principal, Scopes.write(`${prefix}blobs/${digest.hash}/${digest.size}`));
+          if (r.compressor !== 'IDENTITY') throw new InvalidArgumentError(`compressor ${r.compressor} is not supported; send IDENTITY`);
+          this.checkBlobSize(digest.size);
+          if (r.data.length !== digest.size) {
+            throw new InvalidArgumentError(`blob ${digest.hash}: ${r.data.length} bytes sent, the digest declares ${digest.size}`);
+          }
+          if ((await this.engine.storage.blobSize(digest.hash)) !== digest.size) {
+            await this.engine.publishWhole(r.data, { size: digest.size, sha256: digest.hash, declaredBy: 'the digest' }, (size, digests) =>
+              casCatalogObject(digests, size, principal.clientId, instance, 'reapi-cas'),
+            );
+          }
+          return { digest: wire, status: OK };
+        } catch (err) {
+          return { digest: wire, status: statusOf(err) };
+        }
+      }),
+    );
+    return { responses };
+  }
+
+  async batchReadBlobs(principal: Principal, req: BatchReadBlobsRequest__Output): Promise<BatchReadBlobsResponse> {
+    const { prefix } = this.scope(req.instance_name, req.digest_function);
+    const digests = req.digests.map((d) => parseDigest(d));
+    this.checkBatchSize(digests.reduce((n, d) => n + d.size, 0));
+    const responses = await Promise.all(
+      digests.map(async (digest) => {
+        try {
+          this.auth.require(principal, Scopes.read(`${prefix}blobs/${digest.hash}/${digest.size}`));
+          return { digest: wireDigest(digest), data: await this.readBlob(digest), compressor: 'IDENTITY' as const, status: OK };
+        } catch (err) {
+          return { digest: wireDigest(digest), data: Buffer.alloc(0), compressor: 'IDENTITY' as const, status: statusOf(err) };
+        }
+      }),
+    );
+    return { responses };
+  }
+
+  /**
+   * Every Directory reachable from the root, breadth first, in pages of `page_size` (default 1000);
+   * the page token is the position of the page's first directory. A missing root is NOT_FOUND; a
+   * missing or malformed directory below it ends the tree there (REAPI: the server may omit them).
+   */
+  async *getTree(principal: Principal, req: GetTreeRequest__Output): AsyncIterable<GetTreeResponse> {
+    const { prefix } = this.scope(req.instance_name, req.digest_function);
+    this.auth.require(principal, Scopes.read(`${prefix}blobs/*`));
+    const root = parseDigest(req.root_digest);
+    if (req.page_size < 0) throw new InvalidArgumentError(`page_size ${req.page_size} is negative`);
+    const pageSize = req.page_size || DEFAULT_TREE_PAGE;
+    const start = req.page_token ? Number(req.page_token) : 0;
+    if (!Number.isSafeInteger(start) || start < 0) throw new InvalidArgumentError(`page_token ${JSON.stringify(req.page_token)} is not one Ferry gave`);
+    if ((await this.engine.storage.blobSize(root.hash)) !== root.size) throw new NotFoundError(`root directory ${root.hash}/${root.size} not found`);
+    const queue: BlobDigest[] = [root];
+    const seen = new Set<string>([`${root.hash}/${root.size}`]);
+    let page: Directory__Output[] = [];
+    for (let position = 0; position < queue.length; position++) {
+      const directory = await this.readDirectory(queue[position]);
+      if (!directory) continue;
+      for (const child of directory.directories) {
+        const digest = safeDigest(child.digest);
+        const key = digest && `${digest.hash}/${digest.size}`;
+        if (digest && key && !seen.has(key)) {
+          seen.add(key);
+          queue.push(digest);
+        }
+      }
+      if (position < start) continue;
+      page.push(directory);
+      if (page.length === pageSize) {
+        const more = position + 1 < queue.length;
+        yield { directories: page, next_page_token: more ? String(position + 1) : '' };
+        if (!more) return;
+        page = [];
+      }
+    }
+    yield { directories: page, next_page_token: '' };
+  }
+
+  async getActionResult(principal: Principal, req: GetActionResultRequest__Output): Promise<ActionResult__Output> {
+    const { instance, prefix } = this.scope(req.instance_name, req.digest_function);
+    const action = parseDigest(req.action_digest);
+    this.auth.require(principal, Scopes.read(`${prefix}actionResults/${action.hash}/${action.size}`));
+    const result = await this.actionCache.get(instance, action.hash, action.size);
+    if (!result) throw new NotFoundError(`no action result for ${action.hash}/${action.size}`);
+    // A result whose outputs are gone would make the client fail to fetch them: report a miss.
+    const outputs = referencedBlobs(result);
+    if ((await this.present(outputs)).some((present) => !present)) {
+      throw new NotFoundError(`the action result for ${action.hash}/${action.size} refers to blobs that are gone`);
+    }
+    return result;
+  }
+
+  async updateActionResult(principal: Principal, req: UpdateActionResultRequest__Output): Promise<ActionResult> {
+    const { instance, prefix } = this.scope(req.instance_name, req.digest_function);
+    const action = parseDigest(req.action_digest);
+    this.auth.require(principal, Scopes.write(`${prefix}actionResults/${action.hash}/${action.size}`));
+    if (!req.action_result) throw new InvalidArgumentError('action_result is required');
+    referencedBlobs(req.action_result); // throws INVALID_ARGUMENT on a malformed output digest
+    const encoded = this.actionCache.encode(req.action_result);
+    if (encoded.length > MAX_ACTION_RESULT_BYTES) {
+      throw new InvalidArgumentError(`action result of ${encoded.length} bytes exceeds ${MAX_ACTION_RESULT_BYTES}; keep outputs in the CAS`);
+    }
+    await this.actionCache.put(instance, action.hash, action.size, encoded);
+    return req.action_result;
+  }
+
+  /**
+   * The request's instance, checked with its digest function, and the scope prefix of its names:
+   * `instance/` (or '' for the default instance).
+   */
+  private scope(instanceName: string, digestFunction: string | number = 'UNKNOWN'): { instance: string; prefix: string } {
+    const instance = this.options.instances.check(instanceName);
+    if (digestFunction !== 'UNKNOWN' && digestFunction !== 'SHA256' && digestFunction !== 0 && digestFunction !== 1) {
+      throw new InvalidArgumentError(`digest function ${digestFunction} is not supported; Ferry stores SHA256`);
+    }
+    return { instance, prefix: instance ? `${instance}/` : '' };
+  }
+
+  private checkBatchSize(bytes: number): void {
+    if (bytes > this.options.maxBatchBytes) {
+      throw new InvalidArgumentError(`batch of ${bytes} bytes exceeds max_batch_total_size_bytes ${this.options.maxBatchBytes}; use ByteStream`);
+    }
+  }
+
+  private checkBlobSize(size: number): void {
+    const max = this.options.maxBlobBytes;
+    if (max > 0 && size > max) throw new InvalidArgumentError(`blob of ${size} bytes exceeds max_cas_blob_size_bytes ${max}`);
+  }
+
+  /** Whether each blob is stored with its size (the empty blob always is). */
+  private async present(digests: BlobDigest[]): Promise<boolean[]> {
+    const out = new Array<boolean>(digests.length);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(STAT_CONCURRENCY, digests.length) }, async () => {
+        for (let i = next++; i < digests.length; i = next++) {
+          out[i] = (await this.engine.storage.blobSize(digests[i].hash)) === digests[i].size;
+        }
+      }),
+    );
+    return out;
+  }
+
+  private async readBlob(digest: BlobDigest): Promise<Buffer> {
+    if ((await this.engine.storage.blobSize(digest.hash)) !== digest.size) throw new NotFoundError(`blob ${digest.hash}/${digest.size} not found`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.engine.storage.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks, digest.size);
+  }
+
+  private async readDirectory(digest: BlobDigest): Promise<Directory__Output | undefined> {
+    try {
+      return this.directories.decode(await this.readBlob(digest));
+    } catch (err) {
+      if (err instanceof NotFoundError || !(err instanceof FerryError)) return undefined;
+      throw err;
+    }
+  }
+}
+
+/** A wire digest, checked: 64 lowercase hex digits (SHA-256) and a size ≥ 0; INVALID_ARGUMENT otherwise. */
+export function parseDigest(d: ReapiDigest__Output | null | undefined): BlobDigest {
+  if (!d) throw new InvalidArgumentError('digest is required');
+  if (!SHA256_HEX.test(d.hash)) {
+    throw new InvalidArgumentError(`digest hash ${JSON.stringify(d.hash)} is not a SHA-256 (64 lowercase hex digits)`);
+  }
+  if (!Number.isSafeInteger(d.size_bytes) || d.size_bytes < 0) throw new InvalidArgumentError(`digest size ${d.size_bytes} is invalid`);
+  return { hash: d.hash, size: d.size_bytes };
+}
+
+function safeDigest(d: ReapiDigest__Output | null | undefined): BlobDigest | undefined {
+  try {
+    return parseDigest(d);
+  } catch {
+    return undefined;
+  }
+}
+
+function wireDigest(d: BlobDigest): { hash: string; size_bytes: number } {
+  return { hash: d.hash, size_bytes: d.size };
+}
+
+/** The CAS blobs an action result points at (outputs, trees, stdout, stderr), each checked. */
+function referencedBlobs(result: ActionResult | ActionResult__Output): BlobDigest[] {
+  const digests = [
+    ...(result.output_files ?? []).map((f) => f.digest),
+    ...(result.output_directories ?? []).map((d) => d.tree_digest),
+    result.stdout_digest,
+    result.stderr_digest,
+  ];
+  return digests
+    .filter((d): d is ReapiDigest__Output => !!d && !!d.hash)
+    .map((d) => parseDigest({ hash: d.hash, size_bytes: Number(d.size_bytes ?? 0) }));
+}
