@@ -10,4 +10,7 @@ module.exports = {
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
   setupFiles: [require.resolve('./tools/jest/setup.js')],
+  // A suite that failed half-way (a timed-out test leaves its requests and jobs running) can keep
+  // handles open; without this jest then waits forever instead of reporting the failure.
+  forceExit: true,
 };

@@ -80,7 +80,7 @@ async function main() {
   const pingSink = () => new Promise((r) => sinkClient.QueryWriteStatus({ resource_name: 'x' }, md, (err) => r(!err)));
   const ferry = await startProcess(
     [join(root, 'dist', 'apps', 'ingest-grpc', 'main.js')],
-    { ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'), FERRY_GRPC_PORT: String(ferryPort), REDIS_URL: redis.url, FERRY_DATA_DIR: ferryDir, FERRY_LOG_LEVEL: 'warn' },
+    { ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'), FERRY_GRPC_PORT: String(ferryPort), FERRY_GRPC_METRICS_PORT: '0', REDIS_URL: redis.url, FERRY_DATA_DIR: ferryDir, FERRY_LOG_LEVEL: 'warn' },
     pingFerry,
   );
   const sink = await startProcess([join(root, 'tools', 'bench', 'bare-sink.mjs'), String(sinkPort), sinkDir], {}, pingSink);

@@ -9,15 +9,22 @@ const require = createRequire(join(root, 'package.json'));
 export const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-/** The google.bytestream package: `new (loadByteStream().ByteStream)(address, credentials)`. */
-export function loadByteStream() {
-  const definition = protoLoader.loadSync('google/bytestream/bytestream.proto', {
+/** The grpc-js package object of one proto of google-proto-files, loaded as Ferry loads it. */
+export function loadGoogleProto(file) {
+  const definition = protoLoader.loadSync(file, {
     keepCase: true,
     longs: Number,
+    enums: String,
     defaults: true,
+    oneofs: true,
     includeDirs: [dirname(require.resolve('google-proto-files/package.json'))],
   });
-  return grpc.loadPackageDefinition(definition).google.bytestream;
+  return grpc.loadPackageDefinition(definition);
+}
+
+/** The google.bytestream package: `new (loadByteStream().ByteStream)(address, credentials)`. */
+export function loadByteStream() {
+  return loadGoogleProto('google/bytestream/bytestream.proto').google.bytestream;
 }
 
 /** Call metadata carrying `Authorization: Bearer <token>`. */

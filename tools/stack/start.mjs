@@ -135,7 +135,7 @@ async function main() {
   }
   const host = env.FERRY_HOST ?? '127.0.0.1';
   log(`Ferry is starting (Ctrl-C stops):`);
-  log(`  ByteStream (gRPC)   ${host}:${env.FERRY_GRPC_PORT ?? 50051}`);
+  log(`  gRPC                ${host}:${env.FERRY_GRPC_PORT ?? 50051}  (ByteStream, GCS v2, REAPI cache; metrics http://${host}:${env.FERRY_GRPC_METRICS_PORT ?? 8083}/metrics)`);
   log(`  multipart REST API  http://${host}:${env.FERRY_MULTIPART_PORT ?? 8081}/file/multipart  (OpenAPI at /docs)`);
   log(`  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`);
   log(`  worker health       http://${host}:${env.FERRY_WORKER_PORT ?? 8082}/healthz`);

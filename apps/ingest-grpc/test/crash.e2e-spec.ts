@@ -1,34 +1,42 @@
 /**
  * Crash test: ingest-grpc runs as a separate process (the built dist/apps/ingest-grpc) and is
- * killed with SIGKILL at random points of a large upload, several times per run, over ten runs
- * with different kill points. After each restart the client resumes from QueryWriteStatus.
- * Checks: no acknowledged byte is lost (committed_size never goes below what was reported before
- * the kill), committed_size never exceeds what was sent, and the final object's sha256 is right.
+ * killed with SIGKILL at random points of a large upload, several times per run, over several
+ * runs with different kill points, for each protocol face: ByteStream Write, GCS v2 WriteObject
+ * and GCS v2 BidiWriteObject (flushing every 16 MiB). After each restart the client resumes from
+ * QueryWriteStatus. Checks: no acknowledged byte is lost (the committed/persisted size never goes
+ * below what was reported before the kill), it never exceeds what was sent, and the final object's
+ * sha256 is right.
  */
 import type { ChildProcess } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import type { ByteStreamClient } from '@ferry/protocol';
+import type { BidiWriteObjectRequest, ByteStreamClient, GcsWriteObjectRequest, StorageClient } from '@ferry/protocol';
 import {
   TempDir,
   TestRedis,
+  bidiWrite,
   byteStreamClient,
   chunkedRequests,
   freePort,
+  gcsQueryWriteStatus,
+  gcsRequests,
   patternBytes,
   queryWriteStatus,
   readBytes,
+  readObject,
   sha256Hex,
   startBuiltApp,
+  startResumableWrite,
   startTestRedis,
   stopProcess,
+  storageClient,
   waitUntilReady,
   tempDir,
+  writeObject,
   writeRequests,
 } from '@ferry/testing';
 
 const MiB = 1024 * 1024;
 const SIZE = 96 * MiB;
-const RUNS = 10;
 const KILLS_PER_RUN = 3;
 
 /** A small deterministic PRNG so each run's kill points are reproducible from its seed. */
@@ -42,12 +50,40 @@ function rng(seed: number): () => number {
   };
 }
 
+const isCode = (err: unknown, code: grpc.status) => (err as grpc.ServiceError).code === code;
+
+/** One upload as a protocol face sees it. */
+interface Upload {
+  /** Committed (persisted) size, and whether the upload is complete. */
+  status(): Promise<{ committed: number; complete: boolean }>;
+  /** Streams `requests` (data from `from` on) and returns the final size once finished. */
+  send(from: number, stopAfter: number, onSent: (end: number) => void): Promise<unknown>;
+  read(): Promise<Buffer>;
+}
+
+interface Face {
+  label: string;
+  runs: number;
+  begin(run: number): Promise<Upload>;
+}
+
+/** Yields `requests` until one ends at or past `stopAfter`, reporting each end offset. */
+function* until<R>(requests: Iterable<R>, endOf: (r: R) => number, stopAfter: number, onSent: (end: number) => void): Generator<R> {
+  for (const req of requests) {
+    yield req;
+    const end = endOf(req);
+    onSent(end);
+    if (end >= stopAfter) return;
+  }
+}
+
 describe('ingest-grpc survives kill -9 during uploads', () => {
   let redis: TestRedis;
   let data: TempDir;
   let port: number;
   let server: ChildProcess | undefined;
   let client: ByteStreamClient;
+  let storage: StorageClient;
   const content = patternBytes(SIZE, 99);
   const expectedSha = sha256Hex(content);
 
@@ -71,7 +107,7 @@ describe('ingest-grpc survives kill -9 during uploads', () => {
         await queryWriteStatus(client, 'crash/probe');
         return true;
       } catch (err) {
-        return (err as grpc.ServiceError).code === grpc.status.NOT_FOUND;
+        return isCode(err, grpc.status.NOT_FOUND);
       }
     }, 'ingest-grpc');
   }
@@ -80,98 +116,154 @@ describe('ingest-grpc survives kill -9 during uploads', () => {
     return stopProcess(server);
   }
 
-  async function committed(name: string): Promise<number> {
-    try {
-      return (await queryWriteStatus(client, name)).committed_size;
-    } catch (err) {
-      if ((err as grpc.ServiceError).code === grpc.status.NOT_FOUND) return 0;
-      throw err;
-    }
-  }
-
   beforeAll(async () => {
     redis = await startTestRedis();
     data = tempDir('ferry-crash');
     port = await freePort();
     client = byteStreamClient(`127.0.0.1:${port}`);
+    storage = storageClient(`127.0.0.1:${port}`);
     await startServer();
   });
 
   afterAll(async () => {
     await kill9();
     client.close();
+    storage.close();
     await redis.stop();
     data.remove();
   });
 
-  it.each(Array.from({ length: RUNS }, (_, i) => i + 1))('run %i: kills at random points, resumes, and lands the exact bytes', async (run) => {
-    const random = rng(run);
-    const name = `crash/run-${run}.bin`;
-    let acknowledged = 0; // highest committed_size the server reported before a kill
-    let sent = 0; // bytes handed to the current stream so far (end offset)
-    let overcommitted = 0; // a committed_size above what was ever sent: must stay 0
-    const resumedAt: number[] = [];
-    const polling = setInterval(() => {
-      const sentBefore = sent;
-      queryWriteStatus(client, name).then(
-        (s) => {
-          if (!s.complete && s.committed_size > Math.max(sentBefore, sent)) overcommitted = s.committed_size;
-          acknowledged = Math.max(acknowledged, s.committed_size);
+  const byteStream: Face = {
+    label: 'ByteStream Write',
+    runs: 6,
+    begin: async (run) => {
+      const name = `crash/run-${run}.bin`;
+      return {
+        status: async () => {
+          try {
+            const s = await queryWriteStatus(client, name);
+            return { committed: s.committed_size, complete: s.complete };
+          } catch (err) {
+            if (isCode(err, grpc.status.NOT_FOUND)) return { committed: 0, complete: false };
+            throw err;
+          }
         },
-        () => undefined,
-      );
-    }, 20);
-    try {
-      for (let kill = 0; kill <= KILLS_PER_RUN; kill++) {
-        const last = kill === KILLS_PER_RUN;
-        // kill after a random number of further bytes have been handed to the stream
-        const resumeAt = await committed(name);
-        expect(resumeAt).toBeGreaterThanOrEqual(acknowledged); // nothing acknowledged was lost
-        if (kill > 0) resumedAt.push(resumeAt);
-        const killAfter = last ? Infinity : resumeAt + MiB + Math.floor(random() * (SIZE - resumeAt) * 0.8);
-        const writing = writeFrom(name, killAfter, (end) => (sent = end));
-        if (last) {
-          expect(await writing).toBe(SIZE);
-          break;
+        send: (from, stopAfter, onSent) =>
+          writeRequests(
+            client,
+            until(chunkedRequests(name, content, { offset: from, chunk: 2 * MiB }), (r) => Number(r.write_offset) + (r.data as Buffer).length, stopAfter, onSent),
+          ),
+        read: async () => (await readBytes(client, name)).data,
+      };
+    },
+  };
+
+  const gcsStatus = async (id: string) => {
+    const s = await gcsQueryWriteStatus(storage, id);
+    return s.write_status === 'resource' ? { committed: Number(s.resource?.size), complete: true } : { committed: Number(s.persisted_size), complete: false };
+  };
+  const endOfGcs = (r: GcsWriteObjectRequest | BidiWriteObjectRequest) => Number(r.write_offset) + (r.checksummed_data?.content as Buffer).length;
+
+  const gcsWrite: Face = {
+    label: 'GCS v2 WriteObject',
+    runs: 3,
+    begin: async (run) => {
+      const object = `write-${run}.bin`;
+      const id = await startResumableWrite(storage, 'crash', object);
+      return {
+        status: () => gcsStatus(id),
+        send: (from, stopAfter, onSent) =>
+          writeObject(storage, until(gcsRequests(content, { first: { upload_id: id }, offset: from }), endOfGcs, stopAfter, onSent)),
+        read: async () => (await readObject(storage, 'crash', object)).data,
+      };
+    },
+  };
+
+  const gcsBidi: Face = {
+    label: 'GCS v2 BidiWriteObject, flush every 16 MiB',
+    runs: 3,
+    begin: async (run) => {
+      const object = `bidi-${run}.bin`;
+      const id = await startResumableWrite(storage, 'crash', object);
+      return {
+        status: () => gcsStatus(id),
+        send: (from, stopAfter, onSent) => {
+          const flushing = function* (): Generator<BidiWriteObjectRequest> {
+            for (const r of gcsRequests(content, { first: { upload_id: id }, offset: from })) {
+              const end = endOfGcs(r);
+              yield r.finish_write || end % (16 * MiB) !== 0 ? r : { ...r, flush: true, state_lookup: true };
+            }
+          };
+          return bidiWrite(storage, until(flushing(), endOfGcs, stopAfter, onSent));
+        },
+        read: async () => (await readObject(storage, 'crash', object)).data,
+      };
+    },
+  };
+
+  describe.each([byteStream, gcsWrite, gcsBidi])('$label', (face) => {
+    it.each(Array.from({ length: face.runs }, (_, i) => i + 1))('run %i: kills at random points, resumes, and lands the exact bytes', async (run) => {
+      const random = rng(run + face.label.length * 100);
+      const upload = await face.begin(run);
+      let acknowledged = 0; // highest committed size the server reported before a kill
+      let sent = 0; // bytes handed to the current stream so far (end offset)
+      let overcommitted = 0; // a committed size above what was ever sent: must stay 0
+      const resumedAt: number[] = [];
+      const polling = setInterval(() => {
+        const sentBefore = sent;
+        upload.status().then(
+          (s) => {
+            if (!s.complete && s.committed > Math.max(sentBefore, sent)) overcommitted = s.committed;
+            acknowledged = Math.max(acknowledged, s.committed);
+          },
+          () => undefined,
+        );
+      }, 20);
+      try {
+        for (let kill = 0; kill <= KILLS_PER_RUN; kill++) {
+          const last = kill === KILLS_PER_RUN;
+          const resumeAt = (await upload.status()).committed;
+          expect(resumeAt).toBeGreaterThanOrEqual(acknowledged); // nothing acknowledged was lost
+          if (kill > 0) resumedAt.push(resumeAt);
+          // kill after a random number of further bytes have been handed to the stream
+          const killAfter = last ? Infinity : resumeAt + MiB + Math.floor(random() * (SIZE - resumeAt) * 0.8);
+          const writing = writeFrom(upload, killAfter, (end) => (sent = end));
+          if (last) {
+            await writing;
+            break;
+          }
+          // kill once the stream passed its kill point and the server acknowledged some progress on
+          // this stream (so every run really resumes from a partial size)
+          const deadline = Date.now() + 30_000;
+          while ((sent < killAfter || acknowledged <= resumeAt) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+          await kill9();
+          await writing.catch(() => undefined);
+          await startServer();
         }
-        // kill once the stream passed its kill point and the server acknowledged some progress on
-        // this stream (so every run really resumes from a partial size)
-        const deadline = Date.now() + 30_000;
-        while ((sent < killAfter || acknowledged <= resumeAt) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-        await kill9();
-        await writing.catch(() => undefined);
-        await startServer();
+      } finally {
+        clearInterval(polling);
       }
-    } finally {
-      clearInterval(polling);
-    }
-    expect(overcommitted).toBe(0);
-    // the kills really interrupted uploads in the middle: resumes started from partial sizes
-    expect(resumedAt.some((at) => at > 0 && at < SIZE)).toBe(true);
-    expect(await queryWriteStatus(client, name)).toEqual({ committed_size: SIZE, complete: true });
-    expect(sha256Hex((await readBytes(client, name)).data)).toBe(expectedSha);
+      expect(overcommitted).toBe(0);
+      // the kills really interrupted uploads in the middle: resumes started from partial sizes
+      expect(resumedAt.some((at) => at > 0 && at < SIZE)).toBe(true);
+      expect(await upload.status()).toEqual({ committed: SIZE, complete: true });
+      expect(sha256Hex(await upload.read())).toBe(expectedSha);
+    });
   });
 
   /**
    * Streams `content` from the committed size until `stopAfter` bytes were handed over.
    * A restarted server still sees the killed writer's lease for up to its TTL: ABORTED is retried.
    */
-  async function writeFrom(name: string, stopAfter: number, onSent: (end: number) => void): Promise<number> {
+  async function writeFrom(upload: Upload, stopAfter: number, onSent: (end: number) => void): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const from = await committed(name);
+      const from = (await upload.status()).committed;
       onSent(from);
-      const requests = (function* () {
-        for (const req of chunkedRequests(name, content, { offset: from, chunk: 2 * MiB })) {
-          yield req;
-          const end = Number(req.write_offset) + (req.data as Buffer).length;
-          onSent(end);
-          if (end >= stopAfter) return;
-        }
-      })();
       try {
-        return await writeRequests(client, requests);
+        await upload.send(from, stopAfter, onSent);
+        return;
       } catch (err) {
-        if ((err as grpc.ServiceError).code !== grpc.status.ABORTED || attempt > 50) throw err;
+        if (!isCode(err, grpc.status.ABORTED) || attempt > 50) throw err;
         await new Promise((r) => setTimeout(r, 200));
       }
     }

@@ -1,4 +1,3 @@
-export { default as Redis } from 'ioredis';
 export * from './lib/connections';
 export * from './lib/keys';
 export * from './lib/nonces';

@@ -7,3 +7,6 @@ export * from './lib/multipart-client';
 export * from './lib/hawk';
 export * from './lib/processes';
 export * from './lib/http-app.harness';
+export * from './lib/gcs-client';
+export * from './lib/reapi-client';
+export * from './lib/expectations';

@@ -4,3 +4,5 @@ export * from './lib/upload-writer';
 export * from './lib/upload-expiry';
 export * from './lib/batched-writer';
 export * from './lib/lease-keeper';
+export * from './lib/interruptible';
+export * from './lib/upload-metrics';

@@ -34,6 +34,7 @@ export class AssemblyProcessor implements OnApplicationBootstrap, OnApplicationS
       concurrency: this.config.worker.concurrency,
       lockMs: this.config.worker.jobLockMs,
       onFailed: (uploadId, err) => this.logger.error({ err, uploadId, queue: QUEUES.assembly }, 'assembly attempt failed'),
+      onError: (err) => this.logger.warn({ err, queue: QUEUES.assembly }, 'assembly worker: Redis trouble'),
       onSettled: (uploadId, result, ms) => {
         assemblyDuration.observe({ outcome: result.state }, ms / 1000);
         assemblies.inc({ outcome: result.state });

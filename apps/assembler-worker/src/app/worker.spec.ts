@@ -51,6 +51,8 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await ready.json()).toEqual({ status: 'ok', redis: 'ok', storage: 'ok' });
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain('ferry_uploads_expired_total');
+    expect(metrics).toMatch(/^ferry_queue_jobs\{queue="assembly",state="waiting"\} \d+$/m);
+    expect(metrics).toMatch(/^ferry_queue_jobs\{queue="maintenance",state="(delayed|waiting|active|completed)"\} [1-9]\d*$/m); // the scheduled expiry job
     expect(metrics).toContain('ferry_process_cpu_seconds_total');
   });
 
@@ -66,7 +68,10 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     const lease = await sessions.acquireLease('busy');
     const renew = setInterval(() => void sessions.renewLease(lease), 300);
     const deadline = Date.now() + 10_000;
-    while ((await sessions.exists('idle')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // the job removes the session, then its staged bytes: wait for both
+    while (((await sessions.exists('idle')) || (await storage.stagingSize('idle')) !== undefined) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     clearInterval(renew);
     expect(await sessions.exists('idle')).toBe(false);
     expect(await storage.stagingSize('idle')).toBeUndefined();

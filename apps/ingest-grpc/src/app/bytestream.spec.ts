@@ -6,6 +6,8 @@ import { SessionStore } from '@ferry/sessions';
 import {
   bearer,
   chunkedRequests,
+  expectGrpcCode,
+  expectSameBytes,
   patternBytes,
   queryWriteStatus,
   randomName,
@@ -19,21 +21,6 @@ import { IngestHarness, startIngest } from '../testing/ingest.harness';
 
 const MiB = 1024 * 1024;
 const EMPTY_SHA = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
-/** Byte-for-byte comparison without jest's deep equality, which is very slow on megabytes. */
-function expectSameBytes(actual: Buffer, expected: Buffer): void {
-  expect(actual.length).toBe(expected.length);
-  expect(actual.equals(expected)).toBe(true);
-}
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, message?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e as grpc.ServiceError,
-  );
-  expect(err).toBeDefined();
-  expect({ code: err?.code, details: err?.details }).toEqual({ code, details: message ? expect.stringMatching(message) : expect.anything() });
-}
 
 describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
   let h: IngestHarness;
@@ -125,7 +112,7 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const committed = await writeRequests(h.client, chunkedRequests(name, data.subarray(0, firstPart), { finish: false, chunk: MiB }));
       expect(committed).toBe(firstPart);
       expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: firstPart, complete: false });
-      await expectCode(readBytes(h.client, name), grpc.status.NOT_FOUND); // nothing partial is visible
+      await expectGrpcCode(readBytes(h.client, name), grpc.status.NOT_FOUND); // nothing partial is visible
       expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: firstPart, chunk: MiB }))).toBe(data.length);
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
     });
@@ -169,10 +156,10 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
   describe('refusals', () => {
     it('refuses a first write_offset other than the committed size', async () => {
       const name = randomName('bad-first');
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 5, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 0/);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 5, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 0/);
       await writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('abc') }]);
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 3/);
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: -1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /negative/);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 3/);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: -1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /negative/);
       expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: 3, complete: false });
     });
 
@@ -182,8 +169,8 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
         { resource_name: name, write_offset: 0, data: Buffer.from('abc') },
         { write_offset: 4, data: Buffer.from('def'), finish_write: true },
       ];
-      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /not the next byte \(3\)/);
-      await expectCode(readBytes(h.client, name), grpc.status.NOT_FOUND);
+      await expectGrpcCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /not the next byte \(3\)/);
+      await expectGrpcCode(readBytes(h.client, name), grpc.status.NOT_FOUND);
     });
 
     it('refuses a resource name that changes mid-stream', async () => {
@@ -192,7 +179,7 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
         { resource_name: name, write_offset: 0, data: Buffer.from('abc') },
         { resource_name: `${name}-other`, write_offset: 3, data: Buffer.from('def') },
       ];
-      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /resource_name changed/);
+      await expectGrpcCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /resource_name changed/);
     });
 
     it('refuses data after finish_write', async () => {
@@ -201,26 +188,26 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
         { resource_name: name, write_offset: 0, data: Buffer.from('abc'), finish_write: true },
         { write_offset: 3, data: Buffer.from('def') },
       ];
-      await expectCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /after finish_write/);
+      await expectGrpcCode(writeRequests(h.client, requests), grpc.status.INVALID_ARGUMENT, /after finish_write/);
     });
 
     it('refuses a first request without a resource name, and an empty stream', async () => {
-      await expectCode(writeRequests(h.client, [{ write_offset: 0, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /resource_name is required/);
-      await expectCode(writeRequests(h.client, []), grpc.status.INVALID_ARGUMENT, /empty Write stream/);
+      await expectGrpcCode(writeRequests(h.client, [{ write_offset: 0, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /resource_name is required/);
+      await expectGrpcCode(writeRequests(h.client, []), grpc.status.INVALID_ARGUMENT, /empty Write stream/);
     });
 
     it('refuses bad read offsets and limits', async () => {
       const name = randomName('read-bad');
       await uploadBytes(h.client, name, Buffer.from('0123456789'));
-      await expectCode(readBytes(h.client, name, { offset: -1 }), grpc.status.OUT_OF_RANGE, /negative/);
-      await expectCode(readBytes(h.client, name, { offset: 11 }), grpc.status.OUT_OF_RANGE, /past the end/);
-      await expectCode(readBytes(h.client, name, { limit: -5 }), grpc.status.INVALID_ARGUMENT, /read_limit/);
+      await expectGrpcCode(readBytes(h.client, name, { offset: -1 }), grpc.status.OUT_OF_RANGE, /negative/);
+      await expectGrpcCode(readBytes(h.client, name, { offset: 11 }), grpc.status.OUT_OF_RANGE, /past the end/);
+      await expectGrpcCode(readBytes(h.client, name, { limit: -5 }), grpc.status.INVALID_ARGUMENT, /read_limit/);
     });
 
     it('answers NOT_FOUND for unknown resources', async () => {
-      await expectCode(readBytes(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
-      await expectCode(queryWriteStatus(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
-      await expectCode(readBytes(h.client, `blobs/${'c'.repeat(64)}/10`), grpc.status.NOT_FOUND);
+      await expectGrpcCode(readBytes(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
+      await expectGrpcCode(queryWriteStatus(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
+      await expectGrpcCode(readBytes(h.client, `blobs/${'c'.repeat(64)}/10`), grpc.status.NOT_FOUND);
     });
 
     it.each([
@@ -229,9 +216,9 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       ['10 KB', 'n'.repeat(10 * 1024), /longer than 1024 bytes/],
     ])('refuses names with %s on every RPC, touching nothing', async (_label, name, message) => {
       const before = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('x'), finish_write: true }]), grpc.status.INVALID_ARGUMENT, message);
-      await expectCode(readBytes(h.client, name), grpc.status.INVALID_ARGUMENT, message);
-      await expectCode(queryWriteStatus(h.client, name), grpc.status.INVALID_ARGUMENT, message);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('x'), finish_write: true }]), grpc.status.INVALID_ARGUMENT, message);
+      await expectGrpcCode(readBytes(h.client, name), grpc.status.INVALID_ARGUMENT, message);
+      await expectGrpcCode(queryWriteStatus(h.client, name), grpc.status.INVALID_ARGUMENT, message);
       const after = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
       expect(after).toBe(before);
     });
@@ -247,7 +234,7 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const sessions = h.app.get(SessionStore);
       const uploadId = ByteStreamService.uploadId(name);
       for (let i = 0; i < 100 && (await sessions.get(uploadId))?.committed !== 2 * MiB; i++) await new Promise((r) => setTimeout(r, 20));
-      await expectCode(
+      await expectGrpcCode(
         writeRequests(h.client, [{ resource_name: name, write_offset: 2 * MiB, data: data.subarray(2 * MiB), finish_write: true }]),
         grpc.status.ABORTED,
       );
@@ -266,12 +253,12 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       expect(await uploadBytes(h.client, name, data)).toBe(data.length);
       const other = Buffer.from(data);
       other[5] ^= 0xff;
-      await expectCode(uploadBytes(h.client, name, other), grpc.status.ALREADY_EXISTS);
+      await expectGrpcCode(uploadBytes(h.client, name, other), grpc.status.ALREADY_EXISTS);
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
       // a finish at offset == size is an idempotent success; data past the end is not
       expect(await writeRequests(h.client, [{ resource_name: name, write_offset: data.length, finish_write: true }])).toBe(data.length);
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: data.length, data: Buffer.from('x') }]), grpc.status.OUT_OF_RANGE);
-      await expectCode(writeRequests(h.client, [{ resource_name: name, write_offset: 7, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /is complete/);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: data.length, data: Buffer.from('x') }]), grpc.status.OUT_OF_RANGE);
+      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 7, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /is complete/);
     });
   });
 
@@ -286,7 +273,7 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       expectSameBytes((await readBytes(h.client, `blobs/${sha}/${data.length}`)).data, data);
       expect(await h.app.get(Catalog).get(`blobs/${sha}/${data.length}`)).toMatchObject({ protocol: 'bytestream-cas', size: data.length });
       expect(await queryWriteStatus(h.client, upload)).toEqual({ committed_size: data.length, complete: true });
-      await expectCode(readBytes(h.client, `blobs/${sha}/${data.length + 1}`), grpc.status.NOT_FOUND);
+      await expectGrpcCode(readBytes(h.client, `blobs/${sha}/${data.length + 1}`), grpc.status.NOT_FOUND);
     });
 
     it('ends the Write at once with committed_size = size when the blob exists', async () => {
@@ -307,7 +294,7 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(1 * MiB, 53);
       const wrong = 'f'.repeat(64);
       const upload = `uploads/mm/blobs/${wrong}/${data.length}`;
-      await expectCode(uploadBytes(h.client, upload, data), grpc.status.INVALID_ARGUMENT, /digest mismatch/);
+      await expectGrpcCode(uploadBytes(h.client, upload, data), grpc.status.INVALID_ARGUMENT, /digest mismatch/);
       expect(blobFiles()).not.toContain(sha256Hex(data));
       expect(blobFiles()).not.toContain(wrong);
       expect(await queryWriteStatus(h.client, upload)).toEqual({ committed_size: 0, complete: false });
@@ -317,18 +304,18 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
     it('refuses a size mismatch (short and long) with INVALID_ARGUMENT and stores nothing', async () => {
       const data = patternBytes(10_000, 54);
       const sha = sha256Hex(data);
-      await expectCode(uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
-      await expectCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
+      await expectGrpcCode(uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
+      await expectGrpcCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
       // streamed in several messages, the excess is refused as soon as it arrives
       const streamed = chunkedRequests(`uploads/s3/blobs/${sha}/${data.length - 1}`, data, { chunk: 4096 });
-      await expectCode(writeRequests(h.client, streamed), grpc.status.INVALID_ARGUMENT, /more data than/);
+      await expectGrpcCode(writeRequests(h.client, streamed), grpc.status.INVALID_ARGUMENT, /more data than/);
       expect(await queryWriteStatus(h.client, `uploads/s3/blobs/${sha}/${data.length - 1}`)).toEqual({ committed_size: 0, complete: false });
       expect(blobFiles()).not.toContain(sha);
     });
 
     it('answers {0, false} for unknown REAPI uploads and refuses writes to download names', async () => {
       expect(await queryWriteStatus(h.client, `uploads/x/blobs/${'d'.repeat(64)}/9`)).toEqual({ committed_size: 0, complete: false });
-      await expectCode(
+      await expectGrpcCode(
         writeRequests(h.client, [{ resource_name: `blobs/${'d'.repeat(64)}/1`, write_offset: 0, data: Buffer.from('x') }]),
         grpc.status.INVALID_ARGUMENT,
         /download name/,
@@ -348,9 +335,9 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
 
   describe('auth', () => {
     it('refuses calls without or with bad credentials', async () => {
-      await expectCode(uploadBytes(h.client, 'x', Buffer.from('a'), new grpc.Metadata()), grpc.status.UNAUTHENTICATED, /missing credentials/);
-      await expectCode(readBytes(h.client, 'x', { metadata: bearer('wrong-token') }), grpc.status.UNAUTHENTICATED, /invalid credentials/);
-      await expectCode(queryWriteStatus(h.client, 'x', bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
+      await expectGrpcCode(uploadBytes(h.client, 'x', Buffer.from('a'), new grpc.Metadata()), grpc.status.UNAUTHENTICATED, /missing credentials/);
+      await expectGrpcCode(readBytes(h.client, 'x', { metadata: bearer('wrong-token') }), grpc.status.UNAUTHENTICATED, /invalid credentials/);
+      await expectGrpcCode(queryWriteStatus(h.client, 'x', bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
     });
   });
 });
@@ -373,9 +360,9 @@ describe('ByteStream scopes', () => {
 
   it('enforces ferry:write:<name> and ferry:read:<name>', async () => {
     expect(await uploadBytes(h.client, 'team/a', Buffer.from('hi'), bearer('writer-token'))).toBe(2);
-    await expectCode(uploadBytes(h.client, 'other/a', Buffer.from('hi'), bearer('writer-token')), grpc.status.PERMISSION_DENIED, /ferry:write:other\/a/);
-    await expectCode(uploadBytes(h.client, 'team/b', Buffer.from('hi'), bearer('reader-token')), grpc.status.PERMISSION_DENIED);
+    await expectGrpcCode(uploadBytes(h.client, 'other/a', Buffer.from('hi'), bearer('writer-token')), grpc.status.PERMISSION_DENIED, /ferry:write:other\/a/);
+    await expectGrpcCode(uploadBytes(h.client, 'team/b', Buffer.from('hi'), bearer('reader-token')), grpc.status.PERMISSION_DENIED);
     expect((await readBytes(h.client, 'team/a', { metadata: bearer('reader-token') })).data.toString()).toBe('hi');
-    await expectCode(readBytes(h.client, 'dev-only', { metadata: bearer('dev-secret') }), grpc.status.UNAUTHENTICATED);
+    await expectGrpcCode(readBytes(h.client, 'dev-only', { metadata: bearer('dev-secret') }), grpc.status.UNAUTHENTICATED);
   });
 });

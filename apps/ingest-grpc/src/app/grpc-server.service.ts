@@ -10,11 +10,24 @@ import { loadProtos } from '@ferry/protocol';
 import type { Redis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { ByteStreamGrpc } from './bytestream.grpc';
+import { CallDrain } from './call-drain';
+import { ReapiGrpc } from './reapi.grpc';
+import { StorageGrpc } from './storage.grpc';
 
-const BYTESTREAM = 'google.bytestream.ByteStream';
+const REAPI = 'build.bazel.remote.execution.v2';
+/** Services whose health grpc.health.v1 reports (with '' for the server as a whole). */
+const SERVICES = [
+  '',
+  'google.bytestream.ByteStream',
+  'google.storage.v2.Storage',
+  `${REAPI}.Capabilities`,
+  `${REAPI}.ContentAddressableStorage`,
+  `${REAPI}.ActionCache`,
+];
 
 /**
- * The gRPC server: ByteStream, grpc.health.v1 (SERVING while Redis and storage answer) and server
+ * The gRPC server: ByteStream, google.storage.v2.Storage (resumable subset), the REAPI cache
+ * services (Capabilities, ContentAddressableStorage, ActionCache), grpc.health.v1 (SERVING while Redis and storage answer) and server
  * reflection, on FERRY_HOST:FERRY_GRPC_PORT with a 16 MiB receive limit.
  */
 @Injectable()
@@ -30,6 +43,9 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(STORAGE) private readonly storage: Storage,
     bytestream: ByteStreamGrpc,
+    gcs: StorageGrpc,
+    reapi: ReapiGrpc,
+    private readonly drain: CallDrain,
   ) {
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': config.grpc.maxMessageBytes,
@@ -39,7 +55,12 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
     });
     const protos = loadProtos();
     this.server.addService(protos.bytestream.ByteStream.service, bytestream.handlers());
-    const statusMap: ServingStatusMap = { '': 'NOT_SERVING', [BYTESTREAM]: 'NOT_SERVING' };
+    // methods without a handler answer UNIMPLEMENTED
+    this.server.addService(protos.storage.Storage.service, gcs.handlers() as grpc.UntypedServiceImplementation);
+    this.server.addService(protos.reapi.Capabilities.service, reapi.capabilities());
+    this.server.addService(protos.reapi.ContentAddressableStorage.service, reapi.cas());
+    this.server.addService(protos.reapi.ActionCache.service, reapi.actionCache());
+    const statusMap: ServingStatusMap = Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING']));
     this.health = new HealthImplementation(statusMap);
     this.health.addToServer(this.server);
     new ReflectionService(protos.packageDefinition).addToServer(this.server);
@@ -94,16 +115,15 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
       status = 'NOT_SERVING';
       this.logger.warn({ err }, 'health check failed');
     }
-    this.health.setStatus('', status);
-    this.health.setStatus(BYTESTREAM, status);
+    for (const service of SERVICES) this.health.setStatus(service, status);
   }
 
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.healthTimer);
-    this.health.setStatus('', 'NOT_SERVING');
-    this.health.setStatus(BYTESTREAM, 'NOT_SERVING');
-    // Let in-flight streams finish (each commits what is durable when it ends), then force.
-    await new Promise<void>((resolve) => {
+    for (const service of SERVICES) this.health.setStatus(service, 'NOT_SERVING');
+    // No new calls; upload streams stop reading, commit what they received and answer
+    // UNAVAILABLE (clients resume elsewhere); other calls may finish, then the rest is forced.
+    const stopped = new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.server.forceShutdown();
         resolve();
@@ -114,5 +134,7 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
         resolve();
       });
     });
+    this.drain.drain();
+    await stopped;
   }
 }

@@ -3,7 +3,8 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath, service as healthService } from 'grpc-health-check';
-import { queryWriteStatus } from '@ferry/testing';
+import { queryWriteStatus, readBytes, uploadBytes } from '@ferry/testing';
+import { MetricsServer } from './metrics-server.service';
 import { IngestHarness, startIngest } from '../testing/ingest.harness';
 
 describe('ingest-grpc server surface', () => {
@@ -17,7 +18,7 @@ describe('ingest-grpc server surface', () => {
     await h.close();
   });
 
-  it('answers grpc.health.v1 Check with SERVING, for the server and for ByteStream', async () => {
+  it('answers grpc.health.v1 Check with SERVING, for the server, ByteStream and Storage', async () => {
     const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
     const client = new Health(h.address, grpc.credentials.createInsecure()) as unknown as {
       Check(req: { service: string }, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
@@ -28,11 +29,15 @@ describe('ingest-grpc server surface', () => {
     expect(healthProtoPath).toBeTruthy();
     expect(await check('')).toBe('SERVING');
     expect(await check('google.bytestream.ByteStream')).toBe('SERVING');
+    expect(await check('google.storage.v2.Storage')).toBe('SERVING');
+    for (const reapi of ['Capabilities', 'ContentAddressableStorage', 'ActionCache']) {
+      expect(await check(`build.bazel.remote.execution.v2.${reapi}`)).toBe('SERVING');
+    }
     await expect(check('no.such.Service')).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
     client.close();
   });
 
-  it('lists ByteStream through server reflection', async () => {
+  it('lists ByteStream and Storage through server reflection', async () => {
     const reflectionProto = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto', 'grpc', 'reflection', 'v1', 'reflection.proto');
     const def = protoLoader.loadSync(reflectionProto, { keepCase: true, defaults: true, oneofs: true });
     const pkg = grpc.loadPackageDefinition(def) as unknown as {
@@ -52,7 +57,26 @@ describe('ingest-grpc server surface', () => {
     const names = await response;
     call.end();
     client.close();
-    expect(names).toContain('google.bytestream.ByteStream');
+    expect(names).toEqual(
+      expect.arrayContaining(['google.bytestream.ByteStream', 'google.storage.v2.Storage', 'build.bazel.remote.execution.v2.ActionCache']),
+    );
+  });
+
+  it('serves Prometheus metrics of the upload engine on its HTTP listener', async () => {
+    const base = `http://127.0.0.1:${h.app.get(MetricsServer).port}`;
+    const data = Buffer.alloc(3 * 1024 * 1024, 7);
+    await uploadBytes(h.client, 'metrics/one.bin', data);
+    await readBytes(h.client, 'metrics/one.bin');
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const value = (metric: string) => Number(new RegExp(`^${metric.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    expect(value('ferry_upload_bytes_received_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(data.length);
+    expect(value('ferry_download_bytes_sent_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(data.length);
+    expect(value('ferry_uploads_completed_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(1);
+    expect(value('ferry_upload_streams_total{protocol="bytestream",resumed="false"}')).toBeGreaterThanOrEqual(1);
+    expect(value('ferry_upload_commit_seconds_count{protocol="bytestream"}')).toBeGreaterThanOrEqual(1);
+    expect(text).toContain('ferry_process_cpu_seconds_total');
+    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
   });
 
   it('advertises large HTTP/2 windows and frames to clients', async () => {

@@ -1,8 +1,8 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FerryConfig, loadConfig } from '@ferry/config';
-import type { ByteStreamClient } from '@ferry/protocol';
-import { TempDir, TestRedis, byteStreamClient, startTestRedis, tempDir } from '@ferry/testing';
+import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
+import { TempDir, TestRedis, byteStreamClient, startTestRedis, storageClient, tempDir } from '@ferry/testing';
 import { GrpcServer } from '../app/grpc-server.service';
 import { IngestModule } from '../app/ingest.module';
 
@@ -11,6 +11,8 @@ export interface IngestHarness {
   app: INestApplicationContext;
   address: string;
   client: ByteStreamClient;
+  /** google.storage.v2.Storage client on the same server. */
+  storage: StorageClient;
   redis: TestRedis;
   data: TempDir;
   close(): Promise<void>;
@@ -22,6 +24,7 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
   const data = tempDir('ferry-ingest');
   const config = loadConfig({
     FERRY_GRPC_PORT: '0',
+    FERRY_GRPC_METRICS_PORT: '0',
     REDIS_URL: redis.url,
     FERRY_REDIS_PREFIX: redis.prefix,
     FERRY_DATA_DIR: data.path,
@@ -33,15 +36,18 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
   await app.init();
   const address = `127.0.0.1:${app.get(GrpcServer).port}`;
   const client = byteStreamClient(address);
+  const storage = storageClient(address);
   return {
     config,
     app,
     address,
     client,
+    storage,
     redis,
     data,
     close: async () => {
       client.close();
+      storage.close();
       await app.close();
       await redis.stop();
       data.remove();

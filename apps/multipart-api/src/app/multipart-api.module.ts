@@ -23,7 +23,7 @@ class AssemblyQueueHolder implements OnApplicationBootstrap, OnApplicationShutdo
     keys: RedisKeys,
   ) {
     this.connection = createRedis(config.redis.url, 'producer');
-    this.queue = new AssemblyQueue(this.connection, keys.bullPrefix());
+    this.queue = new AssemblyQueue(this.connection, keys.bullPrefix(), (err) => this.logger.warn({ err }, 'assembly queue: Redis trouble'));
   }
 
   async onApplicationBootstrap(): Promise<void> {

@@ -5,7 +5,7 @@ import { UrlSigner } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import { REDIS } from '@ferry/core';
 import type { Redis } from '@ferry/redis';
-import { MultipartClient, md5Hex, patternBytes, sha256Hex } from '@ferry/testing';
+import { MultipartClient, allKeys, md5Hex, patternBytes, sha256Hex } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
 
 const MiB = 1024 * 1024;
@@ -43,7 +43,7 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
 
   afterAll(async () => {
     await h.close();
-  });
+  }, 30_000); // waits for assemblies still running
 
   async function started(client: MultipartClient, content: Buffer, name: string, extra: Record<string, unknown> = {}): Promise<Status> {
     const r = await client.start(startRequest(content, name, extra));
@@ -253,7 +253,7 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       ['{not json', /not valid JSON/],
     ];
     const redis = h.app.get<Redis>(REDIS);
-    const state = async () => (await redis.keys('*')).filter((k) => !k.includes(':bull}')).sort();
+    const state = async () => (await allKeys(redis)).filter((k) => !k.includes(':bull}')).sort();
     const keysBefore = await state();
     for (const [body, reason] of cases) {
       const r = await alice.request('POST', '/file/multipart', body);
@@ -307,7 +307,7 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     } finally {
       await big.close();
     }
-  });
+  }, 30_000); // starts a second app with its own Redis (a six-node cluster in the cluster run)
 
   it('refuses tampered, expired and header-violating part URLs with 403, and wrong lengths with 400', async () => {
     const content = patternBytes(PART + 10, 17);
@@ -418,7 +418,7 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       expect(object?.sha256).toBe(sha256Hex(contents[i]));
     }
     expect(handles.size).toBe(20);
-  });
+  }, 60_000); // 100+ MB through parts and assembly: 3 s alone, several times that beside other suites
 
   it('serves its OpenAPI description, documenting every route it serves', async () => {
     const r = await alice.request('GET', '/docs');

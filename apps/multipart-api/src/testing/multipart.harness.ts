@@ -24,7 +24,7 @@ export interface MultipartHarness extends HttpAppHarness {
 export async function startMultipartApi(env: Record<string, string> = {}, withWorker = true): Promise<MultipartHarness> {
   const h = await startHttpAppHarness({
     portVariable: 'FERRY_MULTIPART_PORT',
-    env: { FERRY_LEASE_TTL_MS: '2000', FERRY_CLIENTS: JSON.stringify(CLIENTS), FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef', ...env },
+    env: { FERRY_LEASE_TTL_MS: '5000', FERRY_CLIENTS: JSON.stringify(CLIENTS), FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef', ...env },
     needs: ['signingKey'],
     create: (config) => createMultipartApi(config, false),
   });

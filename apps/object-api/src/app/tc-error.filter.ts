@@ -16,6 +16,7 @@ const TC_CODES: Record<FerryErrorCode, [code: string, status: number]> = {
   CANCELLED: ['ClientClosedRequest', 499],
   DEADLINE_EXCEEDED: ['GatewayTimeout', 504],
   UNAVAILABLE: ['ServiceUnavailable', 503],
+  UNIMPLEMENTED: ['NotImplemented', 501],
   INTERNAL: ['InternalServerError', 500],
 };
 

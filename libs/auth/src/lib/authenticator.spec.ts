@@ -35,4 +35,15 @@ describe('Authenticator', () => {
     expect(() => auth.require(ci, Scopes.read('a'))).not.toThrow();
     expect(() => auth.require(ci, Scopes.write('a'))).toThrow(PermissionDeniedError);
   });
+
+  it('gives requests without credentials the anonymous scopes, when configured; bad credentials stay refused', () => {
+    const open = new Authenticator([{ clientId: 'ci', accessToken: 'ci-token-123', scopes: ['ferry:write:ci/actionResults/*'] }], ['ferry:read:ci/blobs/*']);
+    const anonymous = open.authenticateBearer(undefined);
+    expect(anonymous).toEqual({ clientId: 'anonymous', scopes: ['ferry:read:ci/blobs/*'] });
+    expect(() => open.require(anonymous, Scopes.write('ci/blobs/x'))).toThrow(PermissionDeniedError);
+    expect(() => open.authenticateBearer('Bearer nope')).toThrow(/invalid credentials/);
+    expect(open.someClientHolds(Scopes.read('ci/blobs/abc'))).toBe(true); // the anonymous principal counts
+    expect(open.someClientHolds(Scopes.write('ci/actionResults/*'))).toBe(true);
+    expect(open.someClientHolds(Scopes.write('other/actionResults/*'))).toBe(false);
+  });
 });

@@ -21,7 +21,11 @@ export class Authenticator {
   private readonly clients: { tokenDigest: Buffer; principal: Principal }[];
   private readonly byId: Map<string, { key: string; principal: Principal }>;
 
-  constructor(clients: readonly ClientConfig[]) {
+  private readonly anonymous?: Principal;
+
+  /** @param anonymousScopes what a request without credentials may do; undefined: it is refused. */
+  constructor(clients: readonly ClientConfig[], anonymousScopes?: readonly string[]) {
+    this.anonymous = anonymousScopes ? { clientId: 'anonymous', scopes: [...anonymousScopes] } : undefined;
     this.clients = clients.map((c) => ({
       tokenDigest: digest(c.accessToken),
       principal: { clientId: c.clientId, scopes: [...c.scopes] },
@@ -42,8 +46,9 @@ export class Authenticator {
     return restrictByExt(client.principal, hawk.ext);
   }
 
-  /** Authenticates an `Authorization` header value (`Bearer <token>`). */
+  /** Authenticates an `Authorization` header value (`Bearer <token>`); none: the anonymous principal, if configured. */
   authenticateBearer(header: string | undefined): Principal {
+    if (!header && this.anonymous) return this.anonymous;
     if (!header) throw new UnauthenticatedError('missing credentials: send "authorization: Bearer <token>" (or Hawk)');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw new UnauthenticatedError('malformed authorization header: expected "Bearer <token>"');
@@ -54,6 +59,11 @@ export class Authenticator {
     }
     if (!found) throw new UnauthenticatedError('invalid credentials');
     return found;
+  }
+
+  /** Whether some configured client holds a scope that covers `required` (what an anonymous caller may be told is possible). */
+  someClientHolds(required: string): boolean {
+    return [...this.clients.map((c) => c.principal), ...(this.anonymous ? [this.anonymous] : [])].some((p) => satisfiesScope(p.scopes, required));
   }
 
   /** Throws PermissionDeniedError unless the principal holds a scope that covers `required`. */

@@ -5,7 +5,7 @@ import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/err
 import { nameTag } from '@ferry/redis';
 import { SHA256_EMPTY } from '@ferry/storage';
 import { Digests, Expectation, UploadEngine, UploadWriter } from '@ferry/uploads';
-import { ResourceName, casObjectName, parseResourceName } from './resource-name';
+import { ReapiInstances, ResourceName, casObjectName, parseResourceName } from './resource-name';
 
 /** One WriteRequest as decoded (defaults filled in). */
 export interface WriteMessage {
@@ -30,6 +30,10 @@ export const READ_CHUNK_BYTES = 2 * 1024 * 1024;
 
 export interface ByteStreamOptions {
   maxNameBytes: number;
+  /** REAPI instance names served (upload and download names carry one). */
+  instances: ReapiInstances;
+  /** Largest CAS blob accepted (max_cas_blob_size_bytes); 0: no limit. */
+  maxBlobBytes: number;
 }
 
 /**
@@ -41,6 +45,13 @@ export interface ByteStreamOptions {
  *
  * Immutability: writing a finished generic name again with identical content succeeds; with other
  * content it fails with ALREADY_EXISTS and nothing changes.
+ *
+ * REAPI uploads and old Bazel: Bazel 2.x re-sends a broken upload from 0 when QueryWriteStatus says
+ * 0 or NOT_FOUND, and fails when it says anything else short of complete; current clients resume
+ * from whatever it says. So for REAPI upload names QueryWriteStatus answers 0 until the blob is
+ * complete, and a Write may start anywhere from 0 to the committed size: the bytes Ferry already
+ * holds are skipped (not written again; the blob's digest still covers every byte). Both kinds of
+ * client work; a resumed CAS upload re-sends bytes over the network but never rewrites them.
  */
 export class ByteStreamService {
   constructor(
@@ -50,7 +61,9 @@ export class ByteStreamService {
   ) {}
 
   private parse(name: string): ResourceName {
-    return parseResourceName(name, this.options.maxNameBytes);
+    const target = parseResourceName(name, this.options.maxNameBytes);
+    if (target.kind !== 'generic') this.options.instances.check(target.instance);
+    return target;
   }
 
   /** Upload state lives under an id derived from the whole name (REAPI clients reuse uuids). */
@@ -72,6 +85,8 @@ export class ByteStreamService {
     if (req.write_offset < 0) throw new InvalidArgumentError(`write_offset ${req.write_offset} is negative`);
 
     if (target.kind === 'cas-upload') {
+      const max = this.options.maxBlobBytes;
+      if (max > 0 && target.size > max) throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
       // The blob is already here (or empty): the upload is done before it starts.
       if ((await this.engine.storage.blobSize(target.sha256)) === target.size) return target.size;
     }
@@ -105,7 +120,7 @@ export class ByteStreamService {
       owner: principal.clientId,
       attributes: target.kind === 'cas-upload' ? { sha256: target.sha256, size: String(target.size) } : {},
     });
-    if (req.write_offset !== session.committed) throw offsetMismatch(req.write_offset, session.committed);
+    if (!this.offsetAccepted(target, req.write_offset, session.committed)) throw offsetMismatch(req.write_offset, session.committed);
     const writer = await this.engine.openWriter(uploadId);
     try {
       return await this.stream(principal, target, req, it, writer);
@@ -122,28 +137,32 @@ export class ByteStreamService {
     writer: UploadWriter,
   ): Promise<number> {
     // Checked again under the lease: another writer may have moved the upload in between.
-    if (first.write_offset !== writer.committedSize) throw offsetMismatch(first.write_offset, writer.committedSize);
+    if (!this.offsetAccepted(target, first.write_offset, writer.committedSize)) throw offsetMismatch(first.write_offset, writer.committedSize);
     const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
     let msg: WriteMessage = first;
     let finished: CatalogObject | undefined;
+    let offset = first.write_offset; // the client's next offset; below receivedSize only while re-sending held bytes
     for (;;) {
       if (msg !== first) {
         if (finished) throw new InvalidArgumentError('WriteRequest after finish_write=true');
         if (msg.resource_name && msg.resource_name !== first.resource_name) {
           throw new InvalidArgumentError('resource_name changed within the Write stream');
         }
-        if (msg.write_offset !== writer.receivedSize) {
-          throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${writer.receivedSize})`);
-        }
+        if (msg.write_offset !== offset) throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${offset})`);
       }
       if (msg.data.length > 0) {
-        if (declaredSize !== undefined && writer.receivedSize + msg.data.length > declaredSize) {
+        if (declaredSize !== undefined && offset + msg.data.length > declaredSize) {
           await writer.abandon(); // this content can never match its name: keep nothing
           throw new InvalidArgumentError(`more data than the ${declaredSize} bytes the resource name declares`);
         }
-        await writer.write(msg.data);
+        const held = writer.receivedSize - offset; // bytes of this message Ferry already has
+        if (held < msg.data.length) await writer.write(held > 0 ? msg.data.subarray(held) : msg.data);
+        offset += msg.data.length;
       }
       if (msg.finish_write) {
+        if (offset < writer.receivedSize) {
+          throw new InvalidArgumentError(`finish_write at offset ${offset}, before the ${writer.receivedSize} bytes already committed`);
+        }
         finished = await writer.finish(this.expectation(target), (size, digests) => this.describe(target, principal, size, digests));
       }
       const next = await rest.next();
@@ -166,21 +185,27 @@ export class ByteStreamService {
     return existing.size;
   }
 
+  /** A Write starts at the committed size; a REAPI upload may also re-send from any earlier offset. */
+  private offsetAccepted(target: ResourceName, offset: number, committed: number): boolean {
+    return offset === committed || (target.kind === 'cas-upload' && offset >= 0 && offset < committed);
+  }
+
   private expectation(target: ResourceName): Expectation {
     return target.kind === 'cas-upload' ? { size: target.size, sha256: target.sha256 } : {};
   }
 
   private describe(target: ResourceName, principal: Principal, size: number, digests: Digests): CatalogObject {
+    if (target.kind !== 'generic') return casCatalogObject(digests, size, principal.clientId, target.instance, 'bytestream-cas');
     return {
-      name: target.kind === 'generic' ? target.name : casObjectName(digests.sha256, size),
+      name: target.name,
       size,
       ...digests,
       contentType: 'application/octet-stream',
       owner: principal.clientId,
-      project: target.kind === 'cas-upload' ? target.instance : '',
+      project: '',
       createdAt: new Date().toISOString(),
       expires: null,
-      protocol: target.kind === 'generic' ? 'bytestream' : 'bytestream-cas',
+      protocol: 'bytestream',
       blob: digests.sha256,
     };
   }
@@ -213,13 +238,14 @@ export class ByteStreamService {
     const target = this.parse(resourceName);
     this.auth.require(principal, Scopes.write(target.name));
     if (target.kind === 'cas-download') throw new InvalidArgumentError('QueryWriteStatus takes an upload name');
-    const session = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
-    if (session) return { committed_size: session.committed, complete: false };
     if (target.kind === 'cas-upload') {
       const size = await this.engine.storage.blobSize(target.sha256);
-      // Unknown REAPI uploads answer {0, false}, as remote caches do: clients then (re)start from 0.
+      // Unfinished or unknown REAPI uploads answer {0, false} (see the class comment): clients
+      // re-send from 0, and the bytes Ferry holds are skipped.
       return size === target.size ? { committed_size: size, complete: true } : { committed_size: 0, complete: false };
     }
+    const session = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
+    if (session) return { committed_size: session.committed, complete: false };
     const object = await this.engine.catalog.get(target.name);
     if (!object) throw new NotFoundError(`${target.name} not found`);
     return { committed_size: object.size, complete: true };
@@ -230,4 +256,20 @@ function offsetMismatch(offset: number, committed: number): InvalidArgumentError
   return new InvalidArgumentError(
     `write_offset ${offset} does not match the committed size ${committed}; call QueryWriteStatus and resume from there`,
   );
+}
+
+/** The catalog object of a CAS blob (`blobs/{sha256}/{size}`), whichever REAPI call stored it. */
+export function casCatalogObject(digests: Digests, size: number, owner: string, instance: string, protocol: string): CatalogObject {
+  return {
+    name: casObjectName(digests.sha256, size),
+    size,
+    ...digests,
+    contentType: 'application/octet-stream',
+    owner,
+    project: instance,
+    createdAt: new Date().toISOString(),
+    expires: null,
+    protocol,
+    blob: digests.sha256,
+  };
 }

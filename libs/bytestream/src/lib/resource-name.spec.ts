@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '@ferry/errors';
-import { parseResourceName } from './resource-name';
+import { ReapiInstances, parseResourceName } from './resource-name';
 
 const H = 'ab'.repeat(32);
 const parse = (n: string) => parseResourceName(n, 1024);
@@ -40,5 +40,21 @@ describe('parseResourceName', () => {
   ])('refuses %j', (name, message) => {
     expect(() => parse(name)).toThrow(InvalidArgumentError);
     expect(() => parse(name)).toThrow(message);
+  });
+});
+
+describe('ReapiInstances', () => {
+  it('accepts the default and any well-formed instance when no list is configured', () => {
+    const any = new ReapiInstances();
+    for (const ok of ['', 'main', 'team/ci', 'a.b-c_d']) expect(any.check(ok)).toBe(ok);
+    for (const bad of ['a//b', '/a', 'a/', 'x/blobs', 'uploads', 'a/../b', 'tab\there']) expect(() => any.check(bad)).toThrow(InvalidArgumentError);
+  });
+
+  it('serves only the configured instances, and refuses a malformed list at boot', () => {
+    const listed = new ReapiInstances(['', 'ci']);
+    expect(listed.check('')).toBe('');
+    expect(listed.check('ci')).toBe('ci');
+    expect(() => listed.check('other')).toThrow(/unknown instance name "other"/);
+    expect(() => new ReapiInstances(['ok', 'x/blobs'])).toThrow(/FERRY_REAPI_INSTANCES: "x\/blobs" uses the reserved segment "blobs"/);
   });
 });

@@ -1,3 +1,4 @@
+import { ConfigError } from '@ferry/config';
 import { InvalidArgumentError } from '@ferry/errors';
 
 /**
@@ -72,4 +73,39 @@ function parseReapi(segments: string[]): ResourceName | undefined {
     return { kind: 'cas-upload', name, instance, uuid, sha256, size };
   }
   return { kind: 'cas-download', name, instance, sha256, size };
+}
+
+/**
+ * REAPI instance names: `/`-separated segments, none empty or reserved (`blobs`, `uploads`...),
+ * no control characters; the empty name is the default instance. With a configured list, only
+ * those are served (INVALID_ARGUMENT for others, as remote caches answer).
+ */
+export class ReapiInstances {
+  private readonly served?: ReadonlySet<string>;
+
+  constructor(served?: readonly string[]) {
+    for (const name of served ?? []) {
+      const problem = instanceProblem(name);
+      if (problem) throw new ConfigError(`FERRY_REAPI_INSTANCES: ${JSON.stringify(name)} ${problem}`);
+    }
+    this.served = served ? new Set(served) : undefined;
+  }
+
+  /** The instance name, checked; INVALID_ARGUMENT when malformed or not served. */
+  check(name: string): string {
+    const problem = instanceProblem(name);
+    if (problem) throw new InvalidArgumentError(`instance name ${JSON.stringify(name)} ${problem}`);
+    if (this.served && !this.served.has(name)) throw new InvalidArgumentError(`unknown instance name ${JSON.stringify(name)}`);
+    return name;
+  }
+}
+
+function instanceProblem(name: string): string | undefined {
+  if (name === '') return undefined;
+  if (CONTROL.test(name)) return 'contains a control character';
+  const segments = name.split('/');
+  if (segments.some((s) => s === '' || s === '.' || s === '..')) return 'has an empty, "." or ".." segment';
+  const reserved = segments.find((s) => RESERVED_SEGMENTS.has(s));
+  if (reserved) return `uses the reserved segment "${reserved}"`;
+  return undefined;
 }

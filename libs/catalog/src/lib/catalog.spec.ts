@@ -1,5 +1,5 @@
 import { AlreadyExistsError } from '@ferry/errors';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { TestRedis, startTestRedis } from '@ferry/testing';
 import { Catalog, CatalogObject } from './catalog';
 
@@ -10,7 +10,8 @@ describe('Catalog (real Redis)', () => {
 
   beforeAll(async () => {
     server = await startTestRedis();
-    redis = new Redis(server.url);
+    redis = createRedis(server.url, 'command');
+    await waitForRedis(redis);
     catalog = new Catalog(redis, new RedisKeys(server.prefix));
   });
 
@@ -32,6 +33,15 @@ describe('Catalog (real Redis)', () => {
     await expect(catalog.publish(obj(a.name, 'b'.repeat(64)))).rejects.toBeInstanceOf(AlreadyExistsError);
     expect(await catalog.referencesOf('a'.repeat(64))).toEqual([a.name]);
     expect(await catalog.referencesOf('b'.repeat(64))).toEqual([]);
+  });
+
+  it('round-trips the optional fields: sha512, generation, user metadata', async () => {
+    const full = { ...obj('b/full', '9'.repeat(64)), sha512: 'f'.repeat(128), generation: 1_790_000_000_123_456, metadata: { k: 'v', 'ü': '{}' } };
+    await catalog.publish(full);
+    expect(await catalog.get(full.name)).toEqual(full);
+    const plain = obj('b/plain', '9'.repeat(64));
+    await catalog.publish(plain);
+    expect(await catalog.get(plain.name)).toEqual(plain); // no empty optional fields appear
   });
 
   it('lets only one of many concurrent publishers win', async () => {

@@ -24,10 +24,19 @@ export interface CatalogObject {
   blob: string;
   /** sha512, when the uploader's protocol provides it (the object API does). */
   sha512?: string;
+  /**
+   * GCS generation (microseconds since the epoch at publication), set by the GCS face; other
+   * objects present `createdAt` in microseconds. Unique per name over time: a name published again
+   * after a delete gets a higher one.
+   */
+  generation?: number;
+  /** User metadata (GCS `metadata`), when the protocol carries it. */
+  metadata?: Record<string, string>;
 }
 
 const FIELDS: (keyof CatalogObject)[] = [
   'name', 'size', 'sha256', 'md5', 'crc32c', 'contentType', 'owner', 'project', 'createdAt', 'expires', 'protocol', 'blob', 'sha512',
+  'generation', 'metadata',
 ];
 
 /** ARGV: field, value, ... → nil if created, else the existing hash as a flat list. */
@@ -216,7 +225,8 @@ export class Catalog {
 }
 
 function encodeField(v: CatalogObject[keyof CatalogObject]): string {
-  return v === null || v === undefined ? '' : String(v);
+  if (v === null || v === undefined) return '';
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
 function pairs(flat: string[]): Record<string, string> {
@@ -241,5 +251,7 @@ function decode(h: Record<string, string>): CatalogObject | undefined {
     protocol: h['protocol'],
     blob: h['blob'],
     ...(h['sha512'] ? { sha512: h['sha512'] } : {}),
+    ...(h['generation'] ? { generation: Number(h['generation']) } : {}),
+    ...(h['metadata'] ? { metadata: JSON.parse(h['metadata']) as Record<string, string> } : {}),
   };
 }

@@ -1,13 +1,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, DEV_CLIENT, DEV_SIGNING_KEY, loadConfig } from './config';
+import { ConfigError, DEV_CLIENT, DEV_SIGNING_KEY, isGcsBucketName, loadConfig } from './config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
     const c = loadConfig({});
     expect(c.host).toBe('127.0.0.1');
-    expect(c.ports).toEqual({ grpc: 50051, multipart: 8081, object: 8080, worker: 8082 });
+    expect(c.ports).toEqual({ grpc: 50051, grpcMetrics: 8083, multipart: 8081, object: 8080, worker: 8082 });
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
     expect(c.storage).toBe('fs');
     expect(c.uploads.idleLifetimeMs).toBe(86_400_000);
@@ -60,5 +60,44 @@ describe('signing key', () => {
   it('validates the public URL of signed links', () => {
     expect(loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://up.example.org/' }).multipart.publicUrl).toBe('https://up.example.org');
     expect(() => loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://x/y' })).toThrow(/FERRY_PUBLIC_URL_MULTIPART/);
+  });
+
+});
+
+describe('GCS buckets', () => {
+  it('takes the GCS bucket list (unset: any valid name) and checks every name', () => {
+    expect(loadConfig({}).gcs.buckets).toBeUndefined();
+    expect(loadConfig({ FERRY_GCS_BUCKETS: '' }).gcs.buckets).toBeUndefined();
+    expect(loadConfig({ FERRY_GCS_BUCKETS: 'builds, logs.example.org' }).gcs.buckets).toEqual(['builds', 'logs.example.org']);
+    expect(() => loadConfig({ FERRY_GCS_BUCKETS: 'okay,Bad' })).toThrow(/FERRY_GCS_BUCKETS.*Bad: not a valid bucket name/);
+  });
+});
+
+describe('isGcsBucketName', () => {
+  it.each(['abc', 'a-b_c.d', '0bucket9', `${'a'.repeat(63)}.${'b'.repeat(63)}`])('accepts %s', (name) => {
+    expect(isGcsBucketName(name)).toBe(true);
+  });
+
+  it.each(['ab', 'Abc', '-abc', 'abc-', 'a..b', 'a/b', '192.168.0.1', 'goog-x', 'my-google-bucket', 'a'.repeat(64)])('refuses %s', (name) => {
+    expect(isGcsBucketName(name)).toBe(false);
+  });
+});
+
+describe('anonymous scopes', () => {
+  it('are unset by default and a comma-separated list otherwise', () => {
+    expect(loadConfig({}).auth.anonymousScopes).toBeUndefined();
+    expect(loadConfig({ FERRY_ANONYMOUS_SCOPES: 'ferry:write:ci/uploads/*, ferry:read:ci/blobs/*' }).auth.anonymousScopes).toEqual([
+      'ferry:write:ci/uploads/*',
+      'ferry:read:ci/blobs/*',
+    ]);
+  });
+});
+
+describe('Redis Cluster settings', () => {
+  it('accepts a cluster URL in REDIS_URL, or the nodes in REDIS_CLUSTER_NODES', () => {
+    expect(loadConfig({ REDIS_URL: 'redis+cluster://a:7000,b:7001' }).redis.url).toBe('redis+cluster://a:7000,b:7001');
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:7000,b:7001' }).redis.url).toBe('redis+cluster://a:7000,b:7001');
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a,b' })).toThrow(/REDIS_CLUSTER_NODES/);
+    expect(() => loadConfig({ REDIS_URL: 'cluster://a:1' })).toThrow(/REDIS_URL/);
   });
 });

@@ -14,7 +14,8 @@ export interface ClientConfig {
 
 export interface FerryConfig {
   host: string;
-  ports: { grpc: number; multipart: number; object: number; worker: number };
+  /** `grpcMetrics`: ingest-grpc's HTTP listener for /metrics and /healthz (gRPC has no such routes). */
+  ports: { grpc: number; grpcMetrics: number; multipart: number; object: number; worker: number };
   redis: { url: string; prefix: string };
   dataDir: string;
   storage: 'fs' | 's3';
@@ -57,11 +58,29 @@ export interface FerryConfig {
     /** A blob is collected only after it has had no reference this long. */
     blobGraceMs: number;
   };
+  gcs: {
+    /** The buckets that exist (GCS face); undefined: any valid bucket name exists. */
+    buckets?: string[];
+  };
+  reapi: {
+    /** REAPI instance names served; undefined: any valid instance name. */
+    instances?: string[];
+    /** max_batch_total_size_bytes: most blob bytes in one BatchUpdateBlobs / BatchReadBlobs. */
+    maxBatchBytes: number;
+    /** max_cas_blob_size_bytes: largest CAS blob accepted; 0: no limit. */
+    maxBlobBytes: number;
+    /** An action cache entry not read or written this long is forgotten. */
+    actionCacheTtlMs: number;
+  };
   /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
   signedUrlTtlMs: number;
   /** Key for HMAC-signed URLs; shared by every replica. Undefined only outside development mode when unset. */
   signingKey?: string;
-  auth: { clients: ClientConfig[]; devMode: boolean };
+  /**
+   * `anonymousScopes`: what a request without credentials may do (unset: nothing, it is refused).
+   * For clients that cannot send credentials on every call (Bazel 2.x sends none on ByteStream).
+   */
+  auth: { clients: ClientConfig[]; devMode: boolean; anonymousScopes?: string[] };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
 
@@ -89,6 +108,29 @@ const publicUrl = unsetIfEmpty(
     .optional(),
 );
 
+/**
+ * Cloud Storage bucket naming rules: 3-63 characters (up to 222 with dots, 63 per dot-separated
+ * part) of lowercase letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit;
+ * not an IP address; not starting with `goog` nor containing `google`.
+ */
+export function isGcsBucketName(name: string): boolean {
+  if (!/^[a-z0-9][a-z0-9._-]*[a-z0-9]$/.test(name) || name.length < 3) return false;
+  if (name.length > (name.includes('.') ? 222 : 63) || name.split('.').some((part) => part.length === 0 || part.length > 63)) return false;
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(name)) return false;
+  return !name.startsWith('goog') && !name.includes('google');
+}
+
+const bucketList = unsetIfEmpty(
+  z
+    .string()
+    .transform((v) => v.split(',').map((b) => b.trim()).filter((b) => b !== ''))
+    .refine((list) => list.length > 0, 'at least one bucket name')
+    .superRefine((list, ctx) => {
+      for (const b of list) if (!isGcsBucketName(b)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${b}: not a valid bucket name` });
+    })
+    .optional(),
+);
+
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
 
@@ -113,13 +155,20 @@ const clientsSchema = z
 const envSchema = z.object({
   FERRY_HOST: z.string().min(1).default('127.0.0.1'),
   FERRY_GRPC_PORT: port.default(50051),
+  FERRY_GRPC_METRICS_PORT: port.default(8083),
   FERRY_MULTIPART_PORT: port.default(8081),
   FERRY_OBJECT_PORT: port.default(8080),
   FERRY_WORKER_PORT: port.default(8082),
   REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .regex(/^rediss?(\+cluster)?:\/\//, 'must start with redis://, rediss://, redis+cluster:// or rediss+cluster://')
     .default('redis://127.0.0.1:6379'),
+  REDIS_CLUSTER_NODES: unsetIfEmpty(
+    z
+      .string()
+      .regex(/^[^,\s]+:\d+(,[^,\s]+:\d+)*$/, 'host:port,host:port,...')
+      .optional(),
+  ),
   FERRY_REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - only')
@@ -143,9 +192,20 @@ const envSchema = z.object({
   FERRY_PUBLIC_URL_OBJECT: publicUrl,
   FERRY_OBJECT_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
   FERRY_BLOB_GRACE_MS: z.coerce.number().int().min(0).default(10 * 60 * 1000),
+  FERRY_GCS_BUCKETS: bucketList,
+  FERRY_REAPI_INSTANCES: unsetIfEmpty(z.string().transform((v) => v.split(',').map((i) => i.trim())).optional()),
+  FERRY_REAPI_MAX_BATCH_BYTES: z.coerce.number().int().min(64 * 1024).max(15 * 1024 * 1024).default(4 * 1024 * 1024),
+  FERRY_CAS_MAX_BLOB_BYTES: z.coerce.number().int().min(0).default(0),
+  FERRY_ACTION_CACHE_TTL_MS: positiveInt.default(7 * 24 * 60 * 60 * 1000),
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
+  FERRY_ANONYMOUS_SCOPES: unsetIfEmpty(
+    z
+      .string()
+      .transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''))
+      .optional(),
+  ),
   FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -219,8 +279,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
     host: e.FERRY_HOST,
-    ports: { grpc: e.FERRY_GRPC_PORT, multipart: e.FERRY_MULTIPART_PORT, object: e.FERRY_OBJECT_PORT, worker: e.FERRY_WORKER_PORT },
-    redis: { url: e.REDIS_URL, prefix: e.FERRY_REDIS_PREFIX },
+    ports: { grpc: e.FERRY_GRPC_PORT, grpcMetrics: e.FERRY_GRPC_METRICS_PORT, multipart: e.FERRY_MULTIPART_PORT, object: e.FERRY_OBJECT_PORT, worker: e.FERRY_WORKER_PORT },
+    redis: { url: e.REDIS_CLUSTER_NODES ? `redis+cluster://${e.REDIS_CLUSTER_NODES}` : e.REDIS_URL, prefix: e.FERRY_REDIS_PREFIX },
     dataDir: isAbsolute(e.FERRY_DATA_DIR) ? e.FERRY_DATA_DIR : resolve(root, e.FERRY_DATA_DIR),
     storage: e.FERRY_STORAGE,
     uploads: {
@@ -242,9 +302,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       uploadLifetimeMs: e.FERRY_OBJECT_UPLOAD_TTL_MS,
       blobGraceMs: e.FERRY_BLOB_GRACE_MS,
     },
+    gcs: { buckets: e.FERRY_GCS_BUCKETS },
+    reapi: {
+      instances: e.FERRY_REAPI_INSTANCES,
+      maxBatchBytes: e.FERRY_REAPI_MAX_BATCH_BYTES,
+      maxBlobBytes: e.FERRY_CAS_MAX_BLOB_BYTES,
+      actionCacheTtlMs: e.FERRY_ACTION_CACHE_TTL_MS,
+    },
     signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
-    auth: { clients: clients ?? [DEV_CLIENT], devMode },
+    auth: { clients: clients ?? [DEV_CLIENT], devMode, ...(e.FERRY_ANONYMOUS_SCOPES ? { anonymousScopes: e.FERRY_ANONYMOUS_SCOPES } : {}) },
     logLevel: e.FERRY_LOG_LEVEL,
   };
 }

@@ -1,9 +1,9 @@
-import { DynamicModule, Global, Inject, Injectable, Module, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { DynamicModule, Global, Inject, Injectable, Module, OnApplicationBootstrap, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { Authenticator } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import type { FerryConfig } from '@ferry/config';
 import { Logger, createLogger } from '@ferry/logging';
-import { Redis, RedisKeys, createRedis } from '@ferry/redis';
+import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { HashPool, UploadEngine } from '@ferry/uploads';
@@ -26,8 +26,16 @@ class DevModeWarning implements OnApplicationBootstrap {
 }
 
 @Injectable()
-class RedisLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+class RedisLifecycle implements OnModuleInit, OnApplicationShutdown {
+  constructor(
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  /** Boot waits (briefly) for Redis: a cluster connection refuses commands until it knows the slots. */
+  async onModuleInit(): Promise<void> {
+    await waitForRedis(this.redis, 10_000).catch((err: unknown) => this.logger.warn({ err }, 'Redis not reachable yet; requests answer UNAVAILABLE meanwhile'));
+  }
 
   async onApplicationShutdown(): Promise<void> {
     // quit() on a connection that is down would wait for the retries to run out
@@ -59,7 +67,7 @@ export class FerryCoreModule {
           inject: [REDIS, RedisKeys],
         },
         { provide: Catalog, useFactory: (redis: Redis, keys: RedisKeys) => new Catalog(redis, keys), inject: [REDIS, RedisKeys] },
-        { provide: Authenticator, useFactory: () => new Authenticator(config.auth.clients) },
+        { provide: Authenticator, useFactory: () => new Authenticator(config.auth.clients, config.auth.anonymousScopes) },
         RedisLifecycle,
         DevModeWarning,
       ],

@@ -1,11 +1,11 @@
 import { InvalidArgumentError, ResourceExhaustedError, UnavailableError } from '@ferry/errors';
-import { Redis } from '@ferry/redis';
+import IORedis from 'ioredis';
 import { freePort } from '@ferry/testing';
 import { classifyInfraError } from './infra-errors';
 
 describe('classifyInfraError', () => {
   it('maps a Redis that cannot be reached to UNAVAILABLE', async () => {
-    const redis = new Redis(`redis://127.0.0.1:${await freePort()}`, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    const redis = new IORedis(`redis://127.0.0.1:${await freePort()}`, { maxRetriesPerRequest: 1, retryStrategy: () => 50 });
     redis.on('error', () => undefined);
     const err = await redis.get('x').catch((e: unknown) => e);
     redis.disconnect();

@@ -15,6 +15,7 @@ export type FerryErrorCode =
   | 'CANCELLED'
   | 'DEADLINE_EXCEEDED'
   | 'UNAVAILABLE'
+  | 'UNIMPLEMENTED'
   | 'INTERNAL';
 
 export abstract class FerryError extends Error {
@@ -75,6 +76,11 @@ export class CancelledError extends FerryError {
 /** A dependency (Redis, storage) cannot be reached right now. Retryable. */
 export class UnavailableError extends FerryError {
   readonly code = 'UNAVAILABLE';
+}
+
+/** A valid request for a feature Ferry does not offer (appendable objects, customer-supplied keys...). */
+export class UnimplementedError extends FerryError {
+  readonly code = 'UNIMPLEMENTED';
 }
 
 /** A broken invariant inside Ferry; never the client's fault. */

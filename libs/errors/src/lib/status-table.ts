@@ -15,6 +15,7 @@ export const STATUS_TABLE: Readonly<Record<FerryErrorCode, { grpc: number; http:
   FAILED_PRECONDITION: { grpc: 9, http: 409 },
   ABORTED: { grpc: 10, http: 409 },
   OUT_OF_RANGE: { grpc: 11, http: 416 },
+  UNIMPLEMENTED: { grpc: 12, http: 501 },
   INTERNAL: { grpc: 13, http: 500 },
   UNAVAILABLE: { grpc: 14, http: 503 },
   UNAUTHENTICATED: { grpc: 16, http: 401 },

@@ -16,8 +16,10 @@ type AssemblyJob = Job<AssembleMultipartPayload, AssembleMultipartResult>;
 export class AssemblyQueue {
   private readonly queue: Queue<AssembleMultipartPayload, AssembleMultipartResult>;
 
-  constructor(connection: Redis, prefix: string) {
+  /** @param onError connection trouble (BullMQ retries by itself); without a listener Node would crash on it. */
+  constructor(connection: Redis, prefix: string, onError: (err: Error) => void = () => undefined) {
     this.queue = new Queue(QUEUES.assembly, { connection, prefix });
+    this.queue.on('error', onError);
   }
 
   /**
@@ -58,6 +60,8 @@ export interface AssemblyWorkerOptions {
   lockMs: number;
   onFailed?: (uploadId: string | undefined, err: Error) => void;
   onSettled?: (uploadId: string, result: AssembleMultipartResult, ms: number) => void;
+  /** Connection trouble (BullMQ retries by itself); without a listener Node would crash on it. */
+  onError?: (err: Error) => void;
 }
 
 /** The consumer side, run by the assembler worker (and by in-process tests). */
@@ -84,6 +88,7 @@ export class AssemblyWorker {
       },
     );
     this.worker.on('failed', (job, err) => options.onFailed?.(job?.data.uploadId, err));
+    this.worker.on('error', (err) => options.onError?.(err));
   }
 
   /** Resolves once the worker is connected and taking jobs. */

@@ -4,6 +4,8 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType as ByteStreamProto } from '../generated/bytestream';
+import type { ProtoGrpcType as ReapiProto } from '../generated/remote_execution';
+import type { ProtoGrpcType as StorageProto } from '../generated/storage';
 
 /** Must match the flags of tools/proto/generate.mjs, which generated the types in ../generated. */
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
@@ -46,6 +48,9 @@ export function protoEntries(): string[] {
 export interface LoadedProtos {
   packageDefinition: protoLoader.PackageDefinition;
   bytestream: ByteStreamProto['google']['bytestream'];
+  storage: StorageProto['google']['storage']['v2'];
+  /** build.bazel.remote.execution.v2 (the cache subset Ferry serves, from proto/). */
+  reapi: ReapiProto['build']['bazel']['remote']['execution']['v2'];
 }
 
 let cached: LoadedProtos | undefined;
@@ -54,7 +59,26 @@ let cached: LoadedProtos | undefined;
 export function loadProtos(): LoadedProtos {
   if (cached) return cached;
   const packageDefinition = protoLoader.loadSync(protoEntries(), { ...PROTO_LOADER_OPTIONS, includeDirs: protoIncludeDirs() });
-  const root = grpc.loadPackageDefinition(packageDefinition) as unknown as ByteStreamProto;
-  cached = { packageDefinition, bytestream: root.google.bytestream };
+  const root = grpc.loadPackageDefinition(packageDefinition) as unknown as ByteStreamProto & StorageProto & ReapiProto;
+  cached = { packageDefinition, bytestream: root.google.bytestream, storage: root.google.storage.v2, reapi: root.build.bazel.remote.execution.v2 };
   return cached;
+}
+
+export interface MessageCodec<In, Out> {
+  encode(message: In): Buffer;
+  decode(bytes: Buffer): Out;
+}
+
+/**
+ * Protobuf encoding of one message type (fully qualified name), with the same loader options as
+ * the gRPC services: for messages Ferry stores as bytes (an action cache entry) or reads from
+ * stored bytes (a REAPI Directory).
+ */
+export function messageCodec<In, Out>(typeName: string): MessageCodec<In, Out> {
+  const type = loadProtos().packageDefinition[typeName] as unknown as
+    | { serialize?: (m: In) => Buffer; deserialize?: (b: Buffer) => Out }
+    | undefined;
+  const { serialize, deserialize } = type ?? {};
+  if (!serialize || !deserialize) throw new Error(`${typeName} is not a message type Ferry loads`);
+  return { encode: (m) => serialize(m), decode: (b) => deserialize(b) };
 }

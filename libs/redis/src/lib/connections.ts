@@ -1,4 +1,11 @@
-import Redis, { RedisOptions } from 'ioredis';
+import IORedis, { Cluster, ClusterOptions, RedisOptions } from 'ioredis';
+
+/**
+ * A connection to Redis: one server, or a Redis Cluster (`redis+cluster://host:port,host:port`).
+ * Both speak the same command API; every multi-key command and script of Ferry stays within one
+ * hash tag, so it works on either.
+ */
+export type Redis = IORedis | Cluster;
 
 /**
  * Redis connections with the settings each role needs:
@@ -25,8 +32,45 @@ export function redisOptions(role: RedisRole): RedisOptions {
   }
 }
 
+const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]+)\/?$/;
+
+/** The seed nodes and credentials of a `redis+cluster://` (or `rediss+cluster://`) URL, or undefined for a plain URL. */
+export function parseClusterUrl(url: string): { nodes: { host: string; port: number }[]; tls: boolean; username?: string; password?: string } | undefined {
+  const m = CLUSTER_URL.exec(url);
+  if (!m) return undefined;
+  const nodes = m[4].split(',').map((hostPort) => {
+    const at = hostPort.lastIndexOf(':');
+    const host = at > 0 ? hostPort.slice(0, at).replace(/^\[|\]$/g, '') : hostPort;
+    const port = at > 0 ? Number(hostPort.slice(at + 1)) : 6379;
+    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`bad cluster node ${JSON.stringify(hostPort)} in ${url}`);
+    return { host, port };
+  });
+  return {
+    nodes,
+    tls: m[1] === 'rediss',
+    ...(m[2] ? { username: decodeURIComponent(m[2]) } : {}),
+    ...(m[3] ? { password: decodeURIComponent(m[3]) } : {}),
+  };
+}
+
+/** A connection for `role` to the Redis (or Redis Cluster) at `url`. */
 export function createRedis(url: string, role: RedisRole): Redis {
-  return new Redis(url, redisOptions(role));
+  const cluster = parseClusterUrl(url);
+  if (!cluster) return new IORedis(url, redisOptions(role));
+  // A cluster queues commands while it is down and never fails them: commands fail fast instead
+  // (UNAVAILABLE to clients, who retry), and apps wait for `ready` at boot (waitForRedis).
+  const { retryStrategy, enableOfflineQueue: _queue, ...perNode } = redisOptions(role);
+  const options: ClusterOptions = {
+    redisOptions: {
+      ...perNode,
+      ...(cluster.username ? { username: cluster.username } : {}),
+      ...(cluster.password ? { password: cluster.password } : {}),
+      ...(cluster.tls ? { tls: {} } : {}),
+    },
+    clusterRetryStrategy: retryStrategy,
+    enableOfflineQueue: role === 'worker',
+  };
+  return new Cluster(cluster.nodes, options);
 }
 
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */

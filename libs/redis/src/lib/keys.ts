@@ -103,6 +103,11 @@ export class RedisKeys {
     return `${this.prefix}:{objects}:by-expiry`;
   }
 
+  /** Action cache entry (an encoded REAPI ActionResult) of one action digest in one instance. */
+  actionResult(instance: string, hash: string, size: number): string {
+    return `${this.prefix}:ac:{${nameTag(`${instance}\n${hash}/${size}`)}}`;
+  }
+
   /** BullMQ prefix: hash-tagged so every key of a queue lands in one slot. */
   bullPrefix(): string {
     return `{${this.prefix}:bull}`;

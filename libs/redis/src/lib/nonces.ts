@@ -1,5 +1,5 @@
 import type { NonceStore } from '@ferry/auth';
-import type Redis from 'ioredis';
+import type { Redis } from './connections';
 import type { RedisKeys } from './keys';
 
 /** Hawk nonces in Redis (SET NX with expiry): a replay is refused by every replica. */

@@ -1,5 +1,5 @@
-import { ConcurrentWriterError, NotFoundError } from '@ferry/errors';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
+import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { TestRedis, startTestRedis } from '@ferry/testing';
 import { SessionStore } from './session-store';
 
@@ -13,7 +13,8 @@ describe('SessionStore (real Redis)', () => {
 
   beforeAll(async () => {
     server = await startTestRedis();
-    redis = new Redis(server.url);
+    redis = createRedis(server.url, 'command');
+    await waitForRedis(redis);
     keys = new RedisKeys(server.prefix);
     store = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 300 });
   });
@@ -77,6 +78,18 @@ describe('SessionStore (real Redis)', () => {
     await store.finish(lease);
     expect(await store.get(uid)).toBeUndefined();
     expect(await redis.exists(keys.uploadLease(uid))).toBe(0);
+  });
+
+  it('keeps a finished session as a record when asked, and never leases it again', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const lease = await store.acquireLease(uid);
+    await store.finish(lease, { result: 'bucket/object#7', retainMs: 5_000 });
+    expect(await store.get(uid)).toMatchObject({ state: 'finished', result: 'bucket/object#7' });
+    expect(await redis.exists(keys.uploadLease(uid))).toBe(0);
+    expect(await redis.pttl(keys.upload(uid))).toBeLessThanOrEqual(5_000);
+    expect(await store.idleCandidates(Date.now() + 60_000, 1000)).not.toContain(uid);
+    await expect(store.acquireLease(uid)).rejects.toBeInstanceOf(FailedPreconditionError);
   });
 
   it('expires idle sessions but never leased or recently active ones', async () => {

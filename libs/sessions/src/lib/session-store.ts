@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { ConcurrentWriterError, InternalError, NotFoundError } from '@ferry/errors';
+import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys } from '@ferry/redis';
 import * as scripts from './session.scripts';
 
-export type SessionState = 'open' | 'publishing';
+/** `finished`: only kept when the protocol asked to remember the outcome (see `finish`). */
+export type SessionState = 'open' | 'publishing' | 'finished';
 
 /** An upload in progress, as stored in Redis. */
 export interface UploadSession {
@@ -20,6 +21,14 @@ export interface UploadSession {
   attributes: Record<string, string>;
   /** Digests recorded when publishing began, so an interrupted publish can be completed. */
   digests?: { sha256: string; md5: string; crc32c: string };
+  /** What a finished session recorded about its outcome (opaque to the store). */
+  result?: string;
+}
+
+/** Keep a finished session, as a record of its outcome, for `retainMs`. */
+export interface FinishRecord {
+  result: string;
+  retainMs: number;
 }
 
 export interface NewSession {
@@ -113,6 +122,7 @@ export class SessionStore {
       updatedAt: Number(h['updatedAt']),
       attributes: JSON.parse(h['attributes'] ?? '{}') as Record<string, string>,
       digests: h['sha256'] ? { sha256: h['sha256'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+      ...(h['result'] !== undefined ? { result: h['result'] } : {}),
     };
   }
 
@@ -124,6 +134,7 @@ export class SessionStore {
       [number, string?];
     if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
     if (r[0] === -2) throw new ConcurrentWriterError('another writer is active on this upload; retry later');
+    if (r[0] === -3) throw new FailedPreconditionError(`upload ${id} is already finished`);
     await this.touchIndex(id, now);
     return { uploadId: id, fence: r[0], token: `${holder}:${r[0]}`, committed: Number(r[1]) };
   }
@@ -157,9 +168,10 @@ export class SessionStore {
     this.check(r, lease);
   }
 
-  /** Removes a finished session (and its lease). */
-  async finish(lease: Lease): Promise<void> {
-    const r = await this.run.finish2(...this.k(lease.uploadId), lease.token);
+  /** Removes a finished session (and its lease), or keeps it as a record of its outcome. */
+  async finish(lease: Lease, record?: FinishRecord): Promise<void> {
+    const args = record ? [record.result, record.retainMs] : [];
+    const r = await this.run.finish2(...this.k(lease.uploadId), lease.token, ...args);
     this.check(r, lease);
     await this.redis.zrem(this.keys.uploadsByActivity(), lease.uploadId);
   }

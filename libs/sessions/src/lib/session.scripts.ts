@@ -12,9 +12,13 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
-/** ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {fence, committed} | {-1} no session | {-2, current} held. */
+/**
+ * ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {fence, committed} | {-1} no session | {-2, current} held
+ * | {-3} finished (nothing more can be written).
+ */
 export const acquireLease2 = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+if redis.call('HGET', KEYS[1], 'state') == 'finished' then return {-3} end
 local current = redis.call('GET', KEYS[2])
 if current then return {-2, current} end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
@@ -56,10 +60,19 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2], unpack(ARGV, 3))
 return 1`;
 
-/** Deletes the session under the lease. ARGV: token → 1 ok, -1 lease lost. */
+/**
+ * Ends the session under the lease: deletes it, or (ARGV[2] given) keeps it as a record of the
+ * finished upload for ARGV[3] ms. ARGV: token[, result, retainMs] → 1 ok, -1 lease lost.
+ */
 export const finish2 = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'state', 'finished', 'result', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
 return 1`;
 
 /**

@@ -21,6 +21,22 @@ export interface GrpcFailure extends Error {
   details: string;
 }
 
+/**
+ * Writes `requests` to a client-streaming call in order, honouring backpressure, then half-closes.
+ * If the source throws, the call is cancelled and the error rethrown.
+ */
+export async function streamRequests<T>(call: grpc.ClientWritableStream<T>, requests: Iterable<T> | AsyncIterable<T>): Promise<void> {
+  try {
+    for await (const req of requests) {
+      if (!call.write(req)) await new Promise((r) => call.once('drain', r));
+    }
+    call.end();
+  } catch (err) {
+    call.cancel();
+    throw err;
+  }
+}
+
 /** Sends the requests in order (honouring backpressure), half-closes, and returns the committed size. */
 export function writeRequests(
   client: ByteStreamClient,
@@ -30,17 +46,7 @@ export function writeRequests(
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const call = client.Write(metadata, options, (err, res) => (err ? reject(err) : resolve(Number(res?.committed_size))));
-    void (async () => {
-      try {
-        for await (const req of requests) {
-          if (!call.write(req)) await new Promise((r) => call.once('drain', r));
-        }
-        call.end();
-      } catch (err) {
-        call.cancel();
-        reject(err);
-      }
-    })();
+    streamRequests(call, requests).catch(reject);
   });
 }
 
@@ -92,4 +98,12 @@ export function queryWriteStatus(
       err || !res ? reject(err) : resolve({ committed_size: Number(res.committed_size), complete: res.complete }),
     ),
   );
+}
+
+type UnaryMethod = (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => unknown;
+
+/** Calls unary method `method` of a grpc-js client; resolves with the response as `Res`. */
+export function unaryCall<Res>(client: grpc.Client, method: string, req: object, metadata: grpc.Metadata): Promise<Res> {
+  const fn = (client as unknown as Record<string, UnaryMethod>)[method];
+  return new Promise((resolve, reject) => fn.call(client, req, metadata, (err, res) => (err || res === undefined ? reject(err) : resolve(res as Res))));
 }

@@ -89,7 +89,12 @@ export class MultipartClient {
       Array.from({ length: parallel }, async () => {
         for (let u = queue.shift(); u; u = queue.shift()) {
           const part = content.subarray((u.partNumber - 1) * request.partSizeBytes, u.partNumber * request.partSizeBytes);
-          const put = await MultipartClient.put(u.uploadPresignedUrl, part, u.signedHeaders);
+          // a PUT whose lease lapsed (a starved server) answers 409 ABORTED: PUT the part again, as clients do
+          let put = await MultipartClient.put(u.uploadPresignedUrl, part, u.signedHeaders);
+          for (let retry = 0; retry < 3 && put.status === 409 && (put.body as { code?: string }).code === 'ABORTED'; retry++) {
+            await new Promise((r) => setTimeout(r, 200));
+            put = await MultipartClient.put(u.uploadPresignedUrl, part, u.signedHeaders);
+          }
           if (put.status !== 200) throw new Error(`PUT part ${u.partNumber}: ${put.status} ${JSON.stringify(put.body)}`);
           const add = await this.add(status.uploadId, u.partNumber, md5Hex(part));
           if ((add.body as { addPartState?: string }).addPartState !== 'ADD_SUCCESS') throw new Error(`add ${u.partNumber}: ${JSON.stringify(add.body)}`);

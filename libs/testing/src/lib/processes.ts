@@ -15,7 +15,8 @@ export function builtApp(app: AppName): string {
  */
 export function startBuiltApp(app: AppName, env: NodeJS.ProcessEnv, inheritStderr = false): ChildProcess {
   return spawn(process.execPath, [builtApp(app)], {
-    env: { ...process.env, ...env },
+    // ingest-grpc's metrics listener on a free port: tests run several of them side by side
+    env: { ...process.env, FERRY_GRPC_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', inheritStderr ? 'inherit' : 'pipe'],
   });
 }

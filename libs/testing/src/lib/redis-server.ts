@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import IORedis, { Cluster } from 'ioredis';
 import { freePort } from './ports';
 
 export interface TestRedis {
@@ -25,8 +26,11 @@ function redisServerOnPath(): boolean {
 /**
  * A real Redis for one test suite: a private `redis-server` on a free port when one is installed,
  * else the server at REDIS_URL (with a unique key prefix). Fails loudly when neither exists.
+ * With FERRY_TEST_REDIS_CLUSTER=1, a private six-node Redis Cluster instead.
  */
 export async function startTestRedis(): Promise<TestRedis> {
+  // `npm test` runs the session, catalog, multipart and job suites a second time on a cluster
+  if (process.env['FERRY_TEST_REDIS_CLUSTER'] === '1') return startTestRedisCluster();
   if (redisServerOnPath()) return startPrivateRedis();
   const url = process.env['REDIS_URL'];
   if (url) return { url, prefix: uniquePrefix(), stop: async () => undefined };
@@ -80,4 +84,72 @@ function answersPing(port: number): Promise<boolean> {
     socket.once('connect', () => socket.write('PING\r\n'));
     socket.once('data', (d) => done(d.toString().startsWith('+PONG')));
   });
+}
+
+export interface TestRedisCluster extends TestRedis {
+  /** `host:port` of every node (three masters, three replicas). */
+  nodes: string[];
+}
+
+/**
+ * A private six-node Redis Cluster on loopback (three masters, each with a replica), made with
+ * `redis-server --cluster-enabled yes` and `redis-cli --cluster create`. Its `url` is a
+ * `redis+cluster://` URL naming every node.
+ */
+export async function startTestRedisCluster(): Promise<TestRedisCluster> {
+  if (!redisServerOnPath()) throw new Error('the Redis Cluster tests need redis-server and redis-cli (apt-get install redis-server)');
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-redis-cluster-'));
+  const ports: number[] = [];
+  while (ports.length < 6) {
+    const port = await freePort();
+    if (!ports.includes(port) && port < 55536) ports.push(port); // the cluster bus uses port + 10000
+  }
+  const children = ports.map((port) =>
+    spawn(
+      'redis-server',
+      [
+        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning',
+        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '5000',
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    ),
+  );
+  const stop = async () => {
+    await Promise.all(
+      children.map(async (child) => {
+        if (child.exitCode !== null) return;
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 10_000;
+    for (const port of ports) {
+      while (!(await answersPing(port))) {
+        if (Date.now() > deadline) throw new Error(`redis-server (cluster node) did not start on port ${port}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const nodes = ports.map((p) => `127.0.0.1:${p}`);
+    const create = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '1', '--cluster-yes'], { encoding: 'utf8', timeout: 60_000 });
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    // every node must agree that all slots are served before the suite starts
+    while (!ports.every((p) => spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'))) {
+      if (Date.now() > deadline + 30_000) throw new Error('the Redis Cluster did not reach cluster_state:ok');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { url: `redis+cluster://${nodes.join(',')}`, nodes, prefix: uniquePrefix(), stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Every key matching `pattern`, on one server or on every master of a cluster (KEYS alone asks one node). */
+export async function allKeys(redis: IORedis | Cluster, pattern = '*'): Promise<string[]> {
+  const servers = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  return (await Promise.all(servers.map((s) => s.keys(pattern)))).flat();
 }

@@ -4,6 +4,7 @@ import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { Digests, HashPool, InlineHasher, StreamHasher } from './hashing';
+import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
 export interface UploadEngineOptions {
@@ -54,12 +55,34 @@ export class UploadEngine {
     const hasher = new InlineHasher();
     hasher.update(data);
     const digests = await hasher.digest();
-    const mismatch = verifyContent(expect, data.length, digests);
-    if (mismatch) throw new InvalidArgumentError(mismatch);
     const object = describe(data.length, digests);
+    const protocol = { protocol: object.protocol };
+    uploadMetrics.bytesReceived.inc(protocol, data.length);
+    const mismatch = verifyContent(expect, data.length, digests);
+    if (mismatch) {
+      uploadMetrics.failed.inc(protocol);
+      throw new InvalidArgumentError(mismatch);
+    }
     await this.catalog.claimBlob(object.blob, object.name); // before the bytes: see Catalog.claimBlob
     await this.storage.putBlob(data, digests.sha256);
-    return this.catalog.publish(object);
+    const published = await this.catalog.publish(object);
+    uploadMetrics.completed.inc(protocol);
+    return published;
+  }
+
+  /**
+   * Drops an unfinished upload: its staged bytes and its session. Refused (ABORTED) while a writer
+   * holds it; a finished upload cannot be discarded (FAILED_PRECONDITION).
+   */
+  async discard(uploadId: string): Promise<void> {
+    const lease = await this.sessions.acquireLease(uploadId);
+    try {
+      await this.storage.deleteStaging(uploadId);
+    } catch (err) {
+      await this.sessions.releaseLease(lease).catch(() => undefined);
+      throw err;
+    }
+    await this.sessions.finish(lease);
   }
 
   /**
@@ -75,6 +98,7 @@ export class UploadEngine {
       const session = await this.sessions.get(uploadId);
       if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
       session.committed = lease.committed;
+      uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
       const deps = { sessions: this.sessions, storage: this.storage, catalog: this.catalog };
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);

@@ -1,6 +1,6 @@
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage } from '@ferry/storage';
 import { TempDir, TestRedis, startTestRedis, tempDir } from '@ferry/testing';
@@ -16,7 +16,8 @@ describe('UploadExpiry (real Redis and disk)', () => {
 
   beforeAll(async () => {
     server = await startTestRedis();
-    redis = new Redis(server.url);
+    redis = createRedis(server.url, 'command');
+    await waitForRedis(redis);
     dir = tempDir('ferry-expiry');
     sessions = new SessionStore(redis, new RedisKeys(server.prefix), { idleLifetimeMs: lifetime, leaseTtlMs: 5000 });
     storage = new FsStorage(dir.path);

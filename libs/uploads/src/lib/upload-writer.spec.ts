@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Catalog } from '@ferry/catalog';
 import { ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage } from '@ferry/storage';
 import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
@@ -24,7 +24,8 @@ describe('UploadWriter (real Redis and disk)', () => {
 
   beforeAll(async () => {
     server = await startTestRedis();
-    redis = new Redis(server.url);
+    redis = createRedis(server.url, 'command');
+    await waitForRedis(redis);
     keys = new RedisKeys(server.prefix);
     dir = tempDir('ferry-writer');
     sessions = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });

@@ -1,10 +1,11 @@
 import { performance } from 'node:perf_hooks';
 import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
-import type { Lease, SessionStore, UploadSession } from '@ferry/sessions';
+import type { FinishRecord, Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
 import type { Digests, StreamHasher } from './hashing';
 import { LeaseKeeper } from './lease-keeper';
+import { uploadMetrics } from './upload-metrics';
 
 const BATCH_BYTES = 1024 * 1024;
 
@@ -15,10 +16,14 @@ export interface WriterOptions {
   maxInFlightBytes: number;
 }
 
-/** What the protocol declared about the content before it arrived. */
+/** What the protocol declared about the content (lowercase hex digests). */
 export interface Expectation {
   size?: number;
   sha256?: string;
+  md5?: string;
+  crc32c?: string;
+  /** Who declared it, for the error message ("the resource name", "object_checksums"). */
+  declaredBy?: string;
 }
 
 export interface WriterDeps {
@@ -51,6 +56,11 @@ export class UploadWriter {
   private commitTimer?: NodeJS.Timeout;
   private readonly leaseKeeper: LeaseKeeper;
   private closed = false;
+  /** This upload's metric series, looked up once (not per chunk). */
+  private readonly metrics: {
+    bytesReceived: ReturnType<typeof uploadMetrics.bytesReceived.labels>;
+    commitSeconds: ReturnType<typeof uploadMetrics.commitSeconds.labels>;
+  };
 
   constructor(
     private readonly deps: WriterDeps,
@@ -63,6 +73,10 @@ export class UploadWriter {
   ) {
     this.offset = lease.committed;
     this.committed = lease.committed;
+    this.metrics = {
+      bytesReceived: uploadMetrics.bytesReceived.labels({ protocol: session.protocol }),
+      commitSeconds: uploadMetrics.commitSeconds.labels({ protocol: session.protocol }),
+    };
     this.leaseKeeper = new LeaseKeeper(
       () => this.deps.sessions.renewLease(this.lease),
       this.deps.sessions.leaseTtlMs,
@@ -153,6 +167,7 @@ export class UploadWriter {
     const file = this.file as StagingFile;
     const hasher = this.hasher as StreamHasher;
     const length = chunk.length;
+    this.metrics.bytesReceived.inc(length);
     this.inFlight += length;
     // One write at a time, in order: concurrent writes to one file only contend for its inode lock
     // in the kernel (measured: CPU burnt spinning, no gain). The event loop still overlaps the
@@ -223,10 +238,12 @@ export class UploadWriter {
     const sentAt = performance.now();
     await Promise.all([...this.pending]);
     if (this.failure !== undefined) throw this.failure;
+    const committing = performance.now();
     await file.sync();
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
     this.lastCommitAt = performance.now();
+    this.metrics.commitSeconds.observe((this.lastCommitAt - committing) / 1000);
     this.leaseKeeper.extend(sentAt);
   }
 
@@ -241,8 +258,13 @@ export class UploadWriter {
    * Verifies the content against `expect` and publishes it: blob first (atomic rename), then the
    * catalog entry built by `describe`, then the session is dropped. On a verification failure the
    * staged bytes and the session are discarded (nothing is stored) and InvalidArgumentError thrown.
+   * `remember` keeps the finished session as a record of the outcome (see SessionStore.finish).
    */
-  async finish(expect: Expectation, describe: (size: number, digests: Digests) => CatalogObject): Promise<CatalogObject> {
+  async finish(
+    expect: Expectation,
+    describe: (size: number, digests: Digests) => CatalogObject,
+    remember?: (published: CatalogObject) => FinishRecord,
+  ): Promise<CatalogObject> {
     let digests: Digests;
     let size: number;
     if (this.publishing && this.session.digests) {
@@ -253,6 +275,7 @@ export class UploadWriter {
       digests = await (this.hasher as StreamHasher).digest();
       const mismatch = verifyContent(expect, size, digests);
       if (mismatch) {
+        uploadMetrics.failed.inc({ protocol: this.session.protocol });
         await this.abandon();
         throw new InvalidArgumentError(mismatch);
       }
@@ -273,7 +296,8 @@ export class UploadWriter {
     this.closed = true;
     try {
       const published = await this.deps.catalog.publish(object);
-      await this.deps.sessions.finish(this.lease);
+      await this.deps.sessions.finish(this.lease, remember?.(published));
+      uploadMetrics.completed.inc({ protocol: this.session.protocol });
       return published;
     } catch (err) {
       // Immutable name taken by other content: this upload can never succeed, forget it.
@@ -326,11 +350,15 @@ export class UploadWriter {
 
 /** Why the content does not match what was declared, or undefined when it does. */
 export function verifyContent(expect: Expectation, size: number, digests: Digests): string | undefined {
+  const by = expect.declaredBy ?? 'the resource name';
   if (expect.size !== undefined && size !== expect.size) {
-    return `size mismatch: the resource name declares ${expect.size} bytes, ${size} were written`;
+    return `size mismatch: ${by} declares ${expect.size} bytes, ${size} were written`;
   }
-  if (expect.sha256 !== undefined && digests.sha256 !== expect.sha256) {
-    return `digest mismatch: the resource name declares sha256 ${expect.sha256}, the content hashes to ${digests.sha256}`;
+  for (const algo of ['sha256', 'md5', 'crc32c'] as const) {
+    const declared = expect[algo];
+    if (declared !== undefined && digests[algo] !== declared) {
+      return `digest mismatch: ${by} declares ${algo} ${declared}, the content hashes to ${digests[algo]}`;
+    }
   }
   return undefined;
 }

@@ -1,0 +1,20 @@
+import { Injectable } from '@nestjs/common';
+
+/**
+ * Tells the upload streams in flight that the server is shutting down. On SIGTERM the gRPC server
+ * stops taking calls and fires this: each Write/WriteObject/BidiWriteObject stream stops reading,
+ * its writer commits every byte it received, and the call ends with UNAVAILABLE so that the
+ * client queries the status and resumes (on another replica, or on this one restarted).
+ */
+@Injectable()
+export class CallDrain {
+  private readonly controller = new AbortController();
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  drain(): void {
+    this.controller.abort();
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Replicas: two ingest-grpc, two multipart-api and two object-api processes (the built apps) on one
+ * Redis and one data directory, with an assembler-worker. For each protocol (ByteStream, GCS v2,
+ * multipart, the object API) an
+ * upload is broken on replica A by killing it (SIGKILL) in the middle, resumed and finished on
+ * replica B from what B reports, and read back from both (A restarted): nothing a replica keeps
+ * in its own memory is needed to continue an upload.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import type { StorageClient, WriteRequest } from '@ferry/protocol';
+import {
+  MultipartClient,
+  TempDir,
+  TestRedis,
+  bearer,
+  byteStreamClient,
+  chunkedRequests,
+  freePort,
+  gcsQueryWriteStatus,
+  gcsRequests,
+  md5Hex,
+  patternBytes,
+  queryWriteStatus,
+  readBytes,
+  readObject,
+  sha256Hex,
+  startBuiltApp,
+  startResumableWrite,
+  startTestRedis,
+  stopProcess,
+  storageClient,
+  tempDir,
+  waitHttpReady,
+  waitUntilReady,
+  writeObject,
+  writeRequests,
+} from '@ferry/testing';
+
+const MiB = 1024 * 1024;
+const TOKEN = 'replica-token';
+const PART = 5 * MiB;
+
+type Status = { uploadId: string; state: string; partsState: string; resultFileHandleId?: string };
+
+describe('uploads broken on one replica resume on another', () => {
+  let redis: TestRedis;
+  let data: TempDir;
+  const procs = new Map<string, ChildProcess>();
+  const ports = new Map<string, number>();
+
+  const env = (name: string) => ({
+    REDIS_URL: redis.url,
+    FERRY_REDIS_PREFIX: redis.prefix,
+    FERRY_DATA_DIR: data.path,
+    FERRY_GRPC_PORT: String(ports.get(name)),
+    FERRY_MULTIPART_PORT: String(ports.get(name)),
+    FERRY_WORKER_PORT: String(ports.get(name)),
+    FERRY_OBJECT_PORT: String(ports.get(name)),
+    FERRY_LEASE_TTL_MS: '1000',
+    FERRY_MULTIPART_COMPLETE_WAIT_MS: '20000',
+    FERRY_CLIENTS: JSON.stringify([{ clientId: 'replicas', accessToken: TOKEN, scopes: ['*'] }]),
+    FERRY_SIGNING_KEY: 'replicas-test-signing-key-0123456789abcdef',
+    FERRY_LOG_LEVEL: 'warn',
+  });
+
+  type Replica = 'ingest-a' | 'ingest-b' | 'mp-a' | 'mp-b' | 'obj-a' | 'obj-b' | 'worker';
+  const REPLICAS: Replica[] = ['ingest-a', 'ingest-b', 'mp-a', 'mp-b', 'obj-a', 'obj-b', 'worker'];
+
+  async function start(name: Replica): Promise<void> {
+    const app = name.startsWith('ingest') ? 'ingest-grpc' : name === 'worker' ? 'assembler-worker' : name.startsWith('obj') ? 'object-api' : 'multipart-api';
+    const child = startBuiltApp(app, env(name), true);
+    procs.set(name, child);
+    if (app !== 'ingest-grpc') return waitHttpReady(child, ports.get(name) as number);
+    const probe = byteStreamClient(`127.0.0.1:${ports.get(name)}`);
+    try {
+      await waitUntilReady(child, () => queryWriteStatus(probe, 'replicas/probe', bearer(TOKEN)).then(() => true, (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND), app);
+    } finally {
+      probe.close();
+    }
+  }
+
+  const kill = (name: string) => stopProcess(procs.get(name));
+
+  beforeAll(async () => {
+    redis = await startTestRedis();
+    data = tempDir('ferry-replicas');
+    for (const name of REPLICAS) ports.set(name, await freePort());
+    await Promise.all(REPLICAS.map(start));
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all([...procs.keys()].map(kill));
+    await redis.stop();
+    data.remove();
+  });
+
+  /** Retries `fn` while the dead replica's writer lease has not lapsed yet (ABORTED). */
+  async function whileAborted<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if ((err as grpc.ServiceError).code !== grpc.status.ABORTED || attempt > 40) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  /** Waits until `committed()` passes `bytes`, then kills replica `name` with the stream still open. */
+  async function killOnceCommitted(name: string, committed: () => Promise<number>, bytes: number): Promise<number> {
+    const deadline = Date.now() + 30_000;
+    let at = 0;
+    while ((at = await committed()) < bytes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await kill(name);
+    return at;
+  }
+
+  it('ByteStream: Write broken on A, resumed and finished on B', async () => {
+    const content = patternBytes(48 * MiB, 21);
+    const name = `replicas/bytestream-${Date.now()}.bin`;
+    const a = byteStreamClient(`127.0.0.1:${ports.get('ingest-a')}`);
+    const b = byteStreamClient(`127.0.0.1:${ports.get('ingest-b')}`);
+    try {
+      // A receives the first 32 MiB on a stream that stays open, and dies
+      const first = writeRequests(a, (async function* (): AsyncGenerator<WriteRequest> {
+        yield* chunkedRequests(name, content.subarray(0, 32 * MiB), { finish: false });
+        await new Promise(() => undefined); // hold the stream open until A dies
+      })(), bearer(TOKEN));
+      first.catch(() => undefined);
+      const seenBeforeKill = await killOnceCommitted('ingest-a', async () => (await queryWriteStatus(b, name, bearer(TOKEN)).catch(() => ({ committed_size: 0 }))).committed_size, 8 * MiB);
+      await first.catch(() => undefined);
+      // B reports what is durable and takes the rest
+      const resumeAt = (await queryWriteStatus(b, name, bearer(TOKEN))).committed_size;
+      expect(resumeAt).toBeGreaterThanOrEqual(seenBeforeKill);
+      expect(resumeAt).toBeLessThan(content.length);
+      expect(await whileAborted(() => writeRequests(b, chunkedRequests(name, content, { offset: resumeAt }), bearer(TOKEN)))).toBe(content.length);
+      expect(sha256Hex((await readBytes(b, name, { metadata: bearer(TOKEN) })).data)).toBe(sha256Hex(content));
+      await start('ingest-a');
+      expect(sha256Hex((await readBytes(a, name, { metadata: bearer(TOKEN) })).data)).toBe(sha256Hex(content));
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('GCS v2: resumable write broken on A, resumed and finished on B', async () => {
+    const content = patternBytes(40 * MiB, 22);
+    const object = `gcs-${Date.now()}.bin`;
+    const a: StorageClient = storageClient(`127.0.0.1:${ports.get('ingest-a')}`);
+    const b: StorageClient = storageClient(`127.0.0.1:${ports.get('ingest-b')}`);
+    try {
+      const uploadId = await startResumableWrite(a, 'replicas', object, {}, bearer(TOKEN));
+      const first = writeObject(a, (async function* () {
+        yield* gcsRequests(content.subarray(0, 24 * MiB), { first: { upload_id: uploadId }, finish: false });
+        await new Promise(() => undefined);
+      })(), bearer(TOKEN));
+      first.catch(() => undefined);
+      const persisted = async () => Number((await gcsQueryWriteStatus(b, uploadId, bearer(TOKEN))).persisted_size);
+      const seenBeforeKill = await killOnceCommitted('ingest-a', persisted, 8 * MiB);
+      await first.catch(() => undefined);
+      const resumeAt = await persisted();
+      expect(resumeAt).toBeGreaterThanOrEqual(seenBeforeKill);
+      const done = await whileAborted(() => writeObject(b, gcsRequests(content, { first: { upload_id: uploadId }, offset: resumeAt }), bearer(TOKEN)));
+      expect(done.resource?.size).toBe(content.length);
+      expect(sha256Hex((await readObject(b, 'replicas', object, {}, bearer(TOKEN))).data)).toBe(sha256Hex(content));
+      await start('ingest-a');
+      expect(sha256Hex((await readObject(a, 'replicas', object, {}, bearer(TOKEN))).data)).toBe(sha256Hex(content));
+      expect((await gcsQueryWriteStatus(a, uploadId, bearer(TOKEN))).write_status).toBe('resource');
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('multipart: parts sent through A until it dies, the upload resumed, completed and served by B', async () => {
+    const content = patternBytes(8 * PART + 777, 23);
+    const request = { fileName: 'replicas.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: PART };
+    const a = new MultipartClient({ base: `http://127.0.0.1:${ports.get('mp-a')}`, token: TOKEN });
+    const b = new MultipartClient({ base: `http://127.0.0.1:${ports.get('mp-b')}`, token: TOKEN });
+    const started = (await a.start(request)).body as unknown as Status;
+    const part = (n: number) => content.subarray((n - 1) * PART, n * PART);
+    // three parts through A (its presigned URLs name A), then A dies
+    const urlsA = (await a.urls(started.uploadId, [1, 2, 3])).body.partPresignedUrls;
+    for (const u of urlsA) {
+      expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber))).status).toBe(200);
+      expect((await a.add(started.uploadId, u.partNumber, md5Hex(part(u.partNumber)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    }
+    await kill('mp-a');
+    // the same start on B resumes the same upload and names the missing parts
+    const resumed = (await b.start(request)).body as unknown as Status;
+    expect(resumed).toMatchObject({ uploadId: started.uploadId, state: 'UPLOADING', partsState: '111000000' });
+    const missing = [...resumed.partsState].flatMap((c, i) => (c === '0' ? [i + 1] : []));
+    for (const u of (await b.urls(started.uploadId, missing)).body.partPresignedUrls) {
+      expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber))).status).toBe(200);
+      expect((await b.add(started.uploadId, u.partNumber, md5Hex(part(u.partNumber)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    }
+    const done = (await b.complete(started.uploadId)).body as unknown as Status;
+    expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+    const url = await b.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`);
+    expect(sha256Hex(Buffer.from(await (await fetch(String(url.body))).arrayBuffer()))).toBe(sha256Hex(content));
+    await start('mp-a');
+    const viaA = await a.request('GET', `/file/fileHandle/${done.resultFileHandleId}`);
+    expect(viaA.status).toBe(200);
+  });
+
+  it('object API: a putUrl PUT broken with A, the upload renewed, finished and served by B', async () => {
+    const content = patternBytes(12 * MiB, 24);
+    const name = `replicas/object-${Date.now()}.bin`;
+    const api = (replica: string) => async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${ports.get(replica)}/api/object/v1${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        redirect: 'manual',
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const a = api('obj-a');
+    const b = api('obj-b');
+    const uploadId = Buffer.from(randomUUID().replace(/-/g, ''), 'hex').toString('base64url'); // a slugid
+    const create = { projectId: 'replicas', uploadId, expires: new Date(Date.now() + 86_400_000).toISOString(), proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: content.length } } };
+    type PutUrl = { url: string; headers: Record<string, string> };
+    const onA = (await a('PUT', `/upload/${encodeURIComponent(name)}`, create)).body['uploadMethod'] as { putUrl: PutUrl };
+    // the PUT to A's data plane dies half way with A
+    const broken = new Promise<void>((resolve) => {
+      const req = httpRequest(onA.putUrl.url, { method: 'PUT', headers: onA.putUrl.headers });
+      req.on('error', () => resolve());
+      req.on('response', (res) => {
+        res.resume();
+        resolve();
+      });
+      req.write(content.subarray(0, 4 * MiB), () => void kill('obj-a'));
+    });
+    await broken;
+    // B renews the same upload (same uploadId): a URL of its own, the PUT again, the finish
+    const onB = (await b('PUT', `/upload/${encodeURIComponent(name)}`, create)).body['uploadMethod'] as { putUrl: PutUrl };
+    expect(new URL(onB.putUrl.url).port).toBe(String(ports.get('obj-b')));
+    expect((await fetch(onB.putUrl.url, { method: 'PUT', headers: onB.putUrl.headers, body: content })).status).toBe(200);
+    expect((await b('POST', `/finish-upload/${encodeURIComponent(name)}`, { projectId: 'replicas', uploadId, hashes: { sha256: sha256Hex(content) } })).status).toBe(200);
+    const download = (await b('PUT', `/start-download/${encodeURIComponent(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };
+    expect(sha256Hex(Buffer.from(await (await fetch(download.url)).arrayBuffer()))).toBe(sha256Hex(content));
+    await start('obj-a');
+    expect((await a('GET', `/metadata/${encodeURIComponent(name)}`)).body).toMatchObject({ projectId: 'replicas' });
+  });
+});

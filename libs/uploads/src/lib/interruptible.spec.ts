@@ -1,0 +1,35 @@
+import { PassThrough } from 'node:stream';
+import { interruptible } from './interruptible';
+
+describe('interruptible', () => {
+  it('yields what the source yields, and ends with it', async () => {
+    async function* three() {
+      yield* [1, 2, 3];
+    }
+    const seen: number[] = [];
+    for await (const n of interruptible(three(), new AbortController().signal)) seen.push(n);
+    expect(seen).toEqual([1, 2, 3]);
+  });
+
+  it('rejects a pending next() with the reason when the signal aborts, leaving the stream open', async () => {
+    const stream = new PassThrough();
+    const stop = new AbortController();
+    const iteration = (async () => {
+      const seen: string[] = [];
+      for await (const chunk of interruptible(stream.iterator({ destroyOnReturn: false }), stop.signal)) seen.push(String(chunk));
+      return seen;
+    })();
+    stream.write('a');
+    await new Promise((r) => setTimeout(r, 20));
+    stop.abort(new Error('lease lost'));
+    await expect(iteration).rejects.toThrow('lease lost');
+    expect(stream.destroyed).toBe(false);
+  });
+
+  it('fails at once when the signal aborted already', async () => {
+    const stop = new AbortController();
+    stop.abort(new Error('draining'));
+    const never: AsyncIterator<number> = { next: () => new Promise(() => undefined) };
+    await expect(interruptible(never, stop.signal)[Symbol.asyncIterator]().next()).rejects.toThrow('draining');
+  });
+});
