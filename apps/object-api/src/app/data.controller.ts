@@ -12,7 +12,14 @@ export class DataController {
   @Put('uploads/:uploadId/:name')
   async put(@Req() req: Request, @Res() res: Response, @Param('uploadId') uploadId: string, @Param('name') name: string): Promise<void> {
     req.setTimeout(60_000, () => req.destroy(new Error('aborted')));
-    await this.objects.putData(uploadId, name, signedRequestOf(req), req);
+    try {
+      await this.objects.putData(uploadId, name, signedRequestOf(req), req);
+    } catch (err) {
+      // refused before the whole body arrived: close the connection after the answer, rather
+      // than keep it open while the rest of the body drains
+      if (!req.complete) res.setHeader('Connection', 'close');
+      throw err;
+    }
     res.status(200).end();
   }
 

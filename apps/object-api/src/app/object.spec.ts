@@ -4,6 +4,8 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Catalog } from '@ferry/catalog';
+import { REDIS } from '@ferry/core';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { hawkHeader, patternBytes, sha256Hex } from '@ferry/testing';
 import { ObjectHarness, startObjectApi } from '../testing/object.harness';
 
@@ -143,6 +145,47 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } })).status).toBe(200);
   });
 
+  it('lets the newest PUT win: it takes over from one still running and from one whose process died', async () => {
+    const first = patternBytes(4 * 1024 * 1024, 12);
+    const second = patternBytes(4 * 1024 * 1024, 13);
+    const name = 'newest/put.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: first.length } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const stagingIds = async () => {
+      const ids: string[] = [];
+      for await (const e of h.storage.listStaging()) ids.push(e.uploadId);
+      return ids.sort();
+    };
+    const before = await stagingIds();
+    // a PUT that stalls half way, its connection still open
+    const stalled = new Promise<number>((resolve) => {
+      const req = httpRequest(put.url, { method: 'PUT', headers: put.headers });
+      req.on('error', () => resolve(-1));
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.write(first.subarray(0, first.length / 2));
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    // the client gives up on it and PUTs again: the new PUT is not refused, and it is what is stored
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: second })).status).toBe(200);
+    // the stalled PUT learns it was replaced (at its next lease renewal) and stores nothing
+    expect(await stalled).toBe(409);
+    // a lease left behind by a process killed mid-PUT does not block the next PUT either
+    const redis = h.app.get<Redis>(REDIS);
+    await redis.set(`${h.app.get(RedisKeys).objectUpload(name)}:put`, 'killed-holder', 'PX', 60_000);
+    const during = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(second) } });
+    expect([during.status, during.body['message']]).toEqual([409, expect.stringMatching(/in progress/)]);
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: second })).status).toBe(200);
+    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(second) } })).status).toBe(200);
+    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };
+    expect(sha256Hex(Buffer.from(await (await fetch(download.url)).arrayBuffer()))).toBe(sha256Hex(second));
+    // every PUT wrote a staging object of its own; none is left behind
+    expect(await stagingIds()).toEqual(before);
+  }, 30_000);
+
   it('validates bodies and names, and authenticates (bearer and Hawk) and authorises every call', async () => {
     const good = { projectId: 'proj/a', uploadId: slugid(), expires, proposedUploadMethods: {} };
     const invalid: [unknown, RegExp][] = [
@@ -220,7 +263,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     } finally {
       await short.close();
     }
-  });
+  }, 30_000); // a second app with its own Redis (a six-node cluster in the cluster run)
 
   it('works with the unmodified Taskcluster client (taskcluster-client 87.1.3): upload() and download() of 5 bytes and 3 MiB', async () => {
     const script = join(__dirname, '..', '..', 'test', 'tc-client.mjs');

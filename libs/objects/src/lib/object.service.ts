@@ -5,9 +5,9 @@ import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth'
 import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
-import type { Storage } from '@ferry/storage';
-import { BatchedWriter, InlineHasher, LeaseKeeper } from '@ferry/uploads';
-import type { Digests, HashPool } from '@ferry/uploads';
+import type { StagingFile, Storage } from '@ferry/storage';
+import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/uploads';
+import type { HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
   DATA_INLINE_MAX_BYTES,
@@ -62,13 +62,12 @@ interface PendingUpload {
   expires: string;
   owner: string;
   createdAt: number;
-  stagingId: string;
   hashes: Hashes;
   contentType: string;
   /** Declared length of the putUrl body (-1: none declared). */
   contentLength: number;
-  /** What is stored, once data arrived. */
-  stored?: { size: number; sha256: string; sha512: string; md5: string; crc32c: string };
+  /** What is stored, once data arrived (in the staging object `stagingId`). */
+  stored?: { stagingId: string; size: number; sha256: string; sha512: string; md5: string; crc32c: string };
 }
 
 /** ARGV: ttl, field, value... → nil if created, else the existing hash flat. */
@@ -84,11 +83,29 @@ if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1`;
 
-/** KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, ttl → 1 if the lease was taken (and the stored digests dropped). */
+/**
+ * KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, ttl → the staging id of the
+ * bytes this PUT replaces ('' if none), or -1 if the upload is not this one. The newest PUT always
+ * takes the lease: an earlier one (alive, or dead with a process that was killed) loses it, and the
+ * stored digests are forgotten at once, so what was stored before can no longer be finished.
+ */
 const beginPut1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 0 end
-redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c')
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local previous = redis.call('HGET', KEYS[1], 'stagingId') or ''
+redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c', 'stagingId')
+return previous`;
+
+/**
+ * KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, field, value... → 1 if the
+ * stored bytes were recorded (this PUT still held the lease, now released), 0 if a newer PUT took
+ * it, -1 if the upload is gone.
+ */
+const recordPut1 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('DEL', KEYS[2])
 return 1`;
 
 /** KEYS[1] a lease. ARGV: holder, ttl (0: release) → 1 if held by holder. */
@@ -117,6 +134,7 @@ export class ObjectService {
     if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 1, lua: createIfAbsent1 });
     if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 1, lua: updateIfUpload1 });
     if (!('ferryObjectBeginPut' in redis)) redis.defineCommand('ferryObjectBeginPut', { numberOfKeys: 2, lua: beginPut1 });
+    if (!('ferryObjectRecordPut' in redis)) redis.defineCommand('ferryObjectRecordPut', { numberOfKeys: 2, lua: recordPut1 });
     if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
   }
 
@@ -128,13 +146,12 @@ export class ObjectService {
     const expires = new Date(req.expires).toISOString();
     const fresh: PendingUpload = {
       name, projectId: req.projectId, uploadId: req.uploadId, expires, owner: principal.clientId, createdAt: Date.now(),
-      stagingId: `ob_${randomBytes(15).toString('base64url')}`, hashes: req.hashes ?? {},
+      hashes: req.hashes ?? {},
       contentType: req.proposedUploadMethods.putUrl?.contentType ?? req.proposedUploadMethods.dataInline?.contentType ?? 'application/binary',
       contentLength: req.proposedUploadMethods.putUrl?.contentLength ?? -1,
     };
     const existing = await this.createPending(fresh);
     const upload = existing ?? fresh;
-    if (!existing) await this.redis.set(this.keys.objectStaging(fresh.stagingId), name, 'PX', this.options.uploadLifetimeMs);
     if (existing) {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
@@ -167,57 +184,29 @@ export class ObjectService {
     this.signer.verifyRequest(signed);
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
-    const lease = this.putLease(name);
-    const holder = randomBytes(9).toString('base64url');
-    const takenAt = performance.now();
-    // taking the lease also forgets the digests of earlier bytes: this PUT replaces them
-    const begun = await this.script('ferryObjectBeginPut', this.keys.objectUpload(name), lease, uploadId, holder, this.options.leaseTtlMs);
-    if (begun === -1) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
-    if (begun !== 1) throw new ConcurrentWriterError('another PUT of this object is in progress');
-    const keeper = new LeaseKeeper(
-      async () => {
-        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) {
-          throw new ConcurrentWriterError('this PUT lost its lease to another one; PUT again');
-        }
-      },
-      this.options.leaseTtlMs,
-      takenAt,
-      'this PUT may have lost its lease; PUT again',
-    );
-    try {
-      const file = await this.storage.openStaging(upload.stagingId, 0);
+    await this.replaceData(upload, async (file, keeper, replaced) => {
       // sha256 and crc32c here, md5 and sha512 (no CPU instructions for them) on a pool thread
       const hasher = this.hashPool.hasher({ sha512: true });
       const out = new BatchedWriter(file, 0, (data) => hasher.update(data), () => keeper.check());
-      let size: number;
-      let digests: Digests;
       try {
-        for await (const chunk of body) {
+        // a client that stalls while a newer PUT takes over hears 409 at once, not at its next byte
+        for await (const chunk of interruptible(body[Symbol.asyncIterator](), replaced)) {
           if (upload.contentLength >= 0 && out.received + chunk.length > upload.contentLength) {
             throw new InvalidArgumentError(`the body is longer than the declared contentLength ${upload.contentLength}`);
           }
           await out.push(chunk);
         }
-        size = await out.finish();
+        const size = await out.finish();
         if (upload.contentLength >= 0 && size !== upload.contentLength) {
           throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
         }
-        await file.sync();
-        digests = await hasher.digest();
+        return { size, ...(await hasher.digest()) };
       } catch (err) {
         hasher.dispose();
         await out.settle();
         throw err;
-      } finally {
-        await file.close();
       }
-      // recorded only while this PUT still holds the lease (no other PUT replaced the bytes meanwhile)
-      await keeper.renew();
-      if (!(await this.update(upload, { size, ...digests }))) throw new NotFoundError('the upload ended while its data arrived');
-    } finally {
-      keeper.stop();
-      await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
-    }
+    });
   }
 
   async finishUpload(principal: Principal, name: string, body: unknown): Promise<Record<string, never>> {
@@ -240,7 +229,7 @@ export class ObjectService {
     if ((await this.redis.exists(this.putLease(name))) === 1) throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
     const stored = upload.stored;
     if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
-    if ((await this.storage.stagingSize(upload.stagingId)) !== stored.size) {
+    if ((await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
       throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
     }
     for (const algo of ['sha256', 'sha512'] as const) {
@@ -249,8 +238,8 @@ export class ObjectService {
       }
     }
     await this.catalog.claimBlob(stored.sha256, name); // before the bytes: see Catalog.claimBlob
-    if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(upload.stagingId, stored.sha256);
-    else await this.storage.deleteStaging(upload.stagingId);
+    if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(stored.stagingId, stored.sha256);
+    else await this.storage.deleteStaging(stored.stagingId);
     // an expired object of this name may still be cataloged until the worker removes it
     const previous = await this.catalog.get(name);
     if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.delete(name);
@@ -260,6 +249,7 @@ export class ObjectService {
       expires: upload.expires, protocol: 'object', blob: stored.sha256,
     });
     await this.redis.del(this.keys.objectUpload(name));
+    await this.redis.del(this.keys.objectStaging(stored.stagingId));
     return {};
   }
 
@@ -313,16 +303,76 @@ export class ObjectService {
   }
 
   private async store(upload: PendingUpload, data: Buffer, contentType: string): Promise<void> {
-    const file = await this.storage.openStaging(upload.stagingId, 0);
-    try {
+    await this.replaceData(upload, async (file) => {
       await file.write(data, 0);
-      await file.sync();
-    } finally {
-      await file.close();
+      const hasher = new InlineHasher({ sha512: true });
+      hasher.update(data);
+      return { size: data.length, contentType, contentLength: data.length, ...(await hasher.digest()) };
+    });
+  }
+
+  /**
+   * Replaces the bytes stored for an upload; the newest call wins (see beginPut1). Each call writes
+   * a staging object of its own, so a PUT still running elsewhere, or one whose process died holding
+   * the lease, never mixes its bytes with these, and cannot block a client that PUTs again. Only a
+   * call still holding the lease when its bytes are durable records them (`write` returns the size,
+   * digests and any other fields to record).
+   */
+  private async replaceData(
+    upload: PendingUpload,
+    write: (file: StagingFile, keeper: LeaseKeeper, replaced: AbortSignal) => Promise<Record<string, string | number>>,
+  ): Promise<void> {
+    const key = this.keys.objectUpload(upload.name);
+    const lease = this.putLease(upload.name);
+    const holder = randomBytes(9).toString('base64url');
+    const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
+    // owned before it exists, so that the staging sweep leaves it alone
+    await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
+    const takenAt = performance.now();
+    const replaced = await this.script('ferryObjectBeginPut', key, lease, upload.uploadId, holder, this.options.leaseTtlMs);
+    if (replaced === -1) {
+      await this.dropStaging(stagingId);
+      throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
     }
-    const hasher = new InlineHasher({ sha512: true });
-    hasher.update(data);
-    await this.update(upload, { size: data.length, contentType, contentLength: data.length, ...(await hasher.digest()) });
+    if (replaced) await this.dropStaging(String(replaced));
+    const lost = new AbortController();
+    const keeper = new LeaseKeeper(
+      async () => {
+        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) {
+          throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
+        }
+      },
+      this.options.leaseTtlMs,
+      takenAt,
+      'this PUT may have lost its lease; PUT again',
+      (err) => lost.abort(err),
+    );
+    let recorded = false;
+    try {
+      const file = await this.storage.openStaging(stagingId, 0);
+      let fields: Record<string, string | number>;
+      try {
+        fields = await write(file, keeper, lost.signal);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      const result = await this.script('ferryObjectRecordPut', key, lease, upload.uploadId, holder, ...Object.entries({ ...fields, stagingId }).flat());
+      if (result === -1) throw new NotFoundError('the upload ended while its data arrived');
+      if (result !== 1) throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
+      recorded = true;
+    } finally {
+      keeper.stop();
+      if (!recorded) {
+        await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
+        await this.dropStaging(stagingId).catch(() => undefined);
+      }
+    }
+  }
+
+  private async dropStaging(stagingId: string): Promise<void> {
+    await this.storage.deleteStaging(stagingId);
+    await this.redis.del(this.keys.objectStaging(stagingId));
   }
 
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
@@ -344,8 +394,8 @@ export class ObjectService {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(name: 'ferryObjectBeginPut' | 'ferryObjectLease', ...args: (string | number)[]): Promise<number> {
-    const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number>>)[name];
+  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease', ...args: (string | number)[]): Promise<number | string> {
+    const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
     return fn.call(this.redis, ...args);
   }
 
@@ -361,7 +411,7 @@ function hashesOf(o: CatalogObject): Hashes {
 function encode(u: PendingUpload): Record<string, string | number> {
   return {
     name: u.name, projectId: u.projectId, uploadId: u.uploadId, expires: u.expires, owner: u.owner, createdAt: u.createdAt,
-    stagingId: u.stagingId, hashes: JSON.stringify(u.hashes), contentType: u.contentType, contentLength: u.contentLength,
+    hashes: JSON.stringify(u.hashes), contentType: u.contentType, contentLength: u.contentLength,
   };
 }
 
@@ -369,8 +419,8 @@ function decode(h: Record<string, string>): PendingUpload | undefined {
   if (!h['uploadId']) return undefined;
   return {
     name: h['name'], projectId: h['projectId'], uploadId: h['uploadId'], expires: h['expires'], owner: h['owner'],
-    createdAt: Number(h['createdAt']), stagingId: h['stagingId'], hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
+    createdAt: Number(h['createdAt']), hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
     contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1),
-    stored: h['sha256'] ? { size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+    stored: h['sha256'] ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
   };
 }
