@@ -1,2 +1,3 @@
 export * from './lib/fs-storage';
 export * from './lib/storage';
+export * from './lib/s3-storage';

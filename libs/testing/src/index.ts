@@ -10,3 +10,4 @@ export * from './lib/http-app.harness';
 export * from './lib/gcs-client';
 export * from './lib/reapi-client';
 export * from './lib/expectations';
+export * from './lib/s3-server';

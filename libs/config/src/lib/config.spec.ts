@@ -22,6 +22,23 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ FERRY_STORAGE: 'nfs' })).toThrow(/FERRY_STORAGE/);
   });
 
+  it('takes the S3 settings when FERRY_STORAGE=s3, naming what is missing or wrong', () => {
+    expect(loadConfig({}).s3).toBeUndefined();
+    expect(() => loadConfig({ FERRY_STORAGE: 's3' })).toThrow(/FERRY_S3_BUCKET: required/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'Not_A_Bucket' })).toThrow(/FERRY_S3_BUCKET/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_PART_SIZE: '1048576' })).toThrow(/FERRY_S3_PART_SIZE: at least 5 MiB/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_ACCESS_KEY_ID: 'k' })).toThrow(/set both, or neither/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_FORCE_PATH_STYLE: 'maybe' })).toThrow(/FERRY_S3_FORCE_PATH_STYLE/);
+    const c = loadConfig({
+      FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'ferry-data', FERRY_S3_ENDPOINT: 'http://minio:9000', FERRY_S3_FORCE_PATH_STYLE: 'true',
+      FERRY_S3_ACCESS_KEY_ID: 'k', FERRY_S3_SECRET_ACCESS_KEY: 's', FERRY_S3_CREATE_BUCKET: '1',
+    });
+    expect(c.s3).toEqual({
+      endpoint: 'http://minio:9000', bucket: 'ferry-data', region: 'us-east-1', accessKeyId: 'k', secretAccessKey: 's',
+      forcePathStyle: true, partBytes: 8 * 1024 * 1024, createBucket: true,
+    });
+  });
+
   it('refuses to listen beyond loopback in development mode', () => {
     expect(() => loadConfig({ FERRY_HOST: '0.0.0.0' })).toThrow(ConfigError);
     const clients = JSON.stringify([{ clientId: 'a', accessToken: 'secret-token-a', scopes: ['*'] }]);

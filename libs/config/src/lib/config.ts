@@ -19,6 +19,19 @@ export interface FerryConfig {
   redis: { url: string; prefix: string };
   dataDir: string;
   storage: 'fs' | 's3';
+  /** The bucket when `storage` is 's3' (FERRY_S3_*). */
+  s3?: {
+    endpoint?: string;
+    bucket: string;
+    region: string;
+    accessKeyId?: string;
+    secretAccessKey?: string;
+    forcePathStyle: boolean;
+    /** Staging part size: the committed size of a ByteStream/GCS/object upload advances in these steps. */
+    partBytes: number;
+    /** Create the bucket on first use if it does not exist. */
+    createBucket: boolean;
+  };
   uploads: {
     /** Unfinished uploads untouched this long are removed. */
     idleLifetimeMs: number;
@@ -132,6 +145,11 @@ const bucketList = unsetIfEmpty(
 );
 
 const port = z.coerce.number().int().min(0).max(65535);
+/** true/false, 1/0, yes/no. */
+const flag = z
+  .string()
+  .regex(/^(true|false|1|0|yes|no)$/i, 'true or false')
+  .transform((v) => /^(true|1|yes)$/i.test(v));
 const positiveInt = z.coerce.number().int().positive();
 
 const clientsSchema = z
@@ -175,6 +193,24 @@ const envSchema = z.object({
     .default('ferry'),
   FERRY_DATA_DIR: z.string().min(1).default('./data'),
   FERRY_STORAGE: z.enum(['fs', 's3']).default('fs'),
+  FERRY_S3_ENDPOINT: unsetIfEmpty(z.string().url().optional()),
+  FERRY_S3_BUCKET: unsetIfEmpty(
+    z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)')
+      .optional(),
+  ),
+  FERRY_S3_REGION: z.string().min(1).default('us-east-1'),
+  FERRY_S3_ACCESS_KEY_ID: unsetIfEmpty(z.string().optional()),
+  FERRY_S3_SECRET_ACCESS_KEY: unsetIfEmpty(z.string().optional()),
+  FERRY_S3_FORCE_PATH_STYLE: flag.default('false'),
+  FERRY_S3_PART_SIZE: z.coerce
+    .number()
+    .int()
+    .min(5 * 1024 * 1024, 'at least 5 MiB (the smallest S3 part)')
+    .max(5 * 1024 * 1024 * 1024, 'at most 5 GiB (the largest S3 part)')
+    .default(8 * 1024 * 1024),
+  FERRY_S3_CREATE_BUCKET: flag.default('false'),
   FERRY_UPLOAD_IDLE_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
   FERRY_LEASE_TTL_MS: z.coerce.number().int().min(200).default(10_000),
   FERRY_FSYNC_BYTES: z.coerce.number().int().min(64 * 1024).default(8 * 1024 * 1024),
@@ -276,6 +312,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   if (needs.includes('signingKey') && !devMode && !e.FERRY_SIGNING_KEY) {
     throw new ConfigError('FERRY_SIGNING_KEY: required to sign URLs when FERRY_CLIENTS is set (at least 32 characters, the same on every replica)');
   }
+  if (e.FERRY_STORAGE === 's3' && !e.FERRY_S3_BUCKET) throw new ConfigError('FERRY_S3_BUCKET: required when FERRY_STORAGE=s3');
+  if (Boolean(e.FERRY_S3_ACCESS_KEY_ID) !== Boolean(e.FERRY_S3_SECRET_ACCESS_KEY)) {
+    throw new ConfigError('FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY: set both, or neither (the AWS default credential chain)');
+  }
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
     host: e.FERRY_HOST,
@@ -283,6 +323,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     redis: { url: e.REDIS_CLUSTER_NODES ? `redis+cluster://${e.REDIS_CLUSTER_NODES}` : e.REDIS_URL, prefix: e.FERRY_REDIS_PREFIX },
     dataDir: isAbsolute(e.FERRY_DATA_DIR) ? e.FERRY_DATA_DIR : resolve(root, e.FERRY_DATA_DIR),
     storage: e.FERRY_STORAGE,
+    ...(e.FERRY_STORAGE === 's3' && e.FERRY_S3_BUCKET
+      ? {
+          s3: {
+            endpoint: e.FERRY_S3_ENDPOINT,
+            bucket: e.FERRY_S3_BUCKET,
+            region: e.FERRY_S3_REGION,
+            accessKeyId: e.FERRY_S3_ACCESS_KEY_ID,
+            secretAccessKey: e.FERRY_S3_SECRET_ACCESS_KEY,
+            forcePathStyle: e.FERRY_S3_FORCE_PATH_STYLE,
+            partBytes: e.FERRY_S3_PART_SIZE,
+            createBucket: e.FERRY_S3_CREATE_BUCKET,
+          },
+        }
+      : {}),
     uploads: {
       idleLifetimeMs: e.FERRY_UPLOAD_IDLE_TTL_MS,
       leaseTtlMs: e.FERRY_LEASE_TTL_MS,

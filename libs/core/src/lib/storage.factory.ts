@@ -1,11 +1,14 @@
 import { ConfigError, FerryConfig } from '@ferry/config';
-import { FsStorage, Storage } from '@ferry/storage';
+import { FsStorage, S3Storage, Storage, createS3Client } from '@ferry/storage';
 
 export function createStorage(config: FerryConfig): Storage {
   switch (config.storage) {
     case 'fs':
       return new FsStorage(config.dataDir);
-    case 's3':
-      throw new ConfigError('FERRY_STORAGE=s3: the S3 backend is not available in this version; use fs');
+    case 's3': {
+      if (!config.s3) throw new ConfigError('FERRY_S3_BUCKET: required when FERRY_STORAGE=s3');
+      const { bucket, partBytes, createBucket, ...connection } = config.s3;
+      return new S3Storage(createS3Client(connection), { bucket, partBytes, createBucket });
+    }
   }
 }

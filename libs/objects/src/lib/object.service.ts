@@ -353,7 +353,7 @@ export class ObjectService {
       let fields: Record<string, string | number>;
       try {
         fields = await write(file, keeper, lost.signal);
-        await file.sync();
+        await file.sync(true);
       } finally {
         await file.close();
       }

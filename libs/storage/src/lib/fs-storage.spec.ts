@@ -4,10 +4,14 @@ import { tempDir } from '@ferry/testing';
 import { FsStorage } from './fs-storage';
 import { describeStorageConformance } from './storage.conformance';
 
-describeStorageConformance('fs', async () => {
-  const dir = tempDir('ferry-fs');
-  return { storage: new FsStorage(dir.path), cleanup: async () => dir.remove() };
-});
+describeStorageConformance(
+  'fs',
+  async () => {
+    const dir = tempDir('ferry-fs');
+    return { storage: new FsStorage(dir.path), cleanup: async () => dir.remove() };
+  },
+  { parts: true },
+);
 
 describe('FsStorage layout', () => {
   it('keeps staging and blobs under the data directory', async () => {

@@ -189,6 +189,8 @@ export class FsStorage implements Storage {
 }
 
 class FsStagingFile implements StagingFile {
+  readonly syncStep = 1;
+
   constructor(
     readonly uploadId: string,
     private readonly fh: FileHandle,
@@ -196,9 +198,9 @@ class FsStagingFile implements StagingFile {
   ) {}
 
   write(data: Buffer, position: number, guard?: () => void): Promise<void> {
-    return this.turn(() => {
+    return this.turn(async () => {
       guard?.();
-      return this.writeAll(data, position);
+      await this.writeAll(data, position);
     });
   }
 
@@ -210,8 +212,9 @@ class FsStagingFile implements StagingFile {
     }
   }
 
-  sync(): Promise<void> {
-    return this.fh.datasync();
+  async sync(): Promise<number> {
+    await this.fh.datasync();
+    return (await this.fh.stat()).size;
   }
 
   close(): Promise<void> {

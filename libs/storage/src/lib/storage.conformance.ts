@@ -6,7 +6,11 @@ import { SHA256_EMPTY, Storage } from './storage';
  * The behaviour every storage backend must have. Each backend's spec calls this with a factory
  * that returns a fresh, empty storage.
  */
-export function describeStorageConformance(label: string, make: () => Promise<{ storage: Storage; cleanup(): Promise<void> }>): void {
+export function describeStorageConformance(
+  label: string,
+  make: () => Promise<{ storage: Storage; cleanup(): Promise<void> }>,
+  options: { /** Parts written through Ferry into one staging object (openStagingForParts). */ parts: boolean },
+): void {
   describe(`Storage conformance: ${label}`, () => {
     let storage: Storage;
     let cleanup: () => Promise<void>;
@@ -21,81 +25,139 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
 
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-    it('writes staging at positions, syncs, and reads ranges back', async () => {
-      const data = randomBytes(300_000);
+    /** A size of several sync steps (1 byte on disk, a part on S3), so that every case crosses steps. */
+    const unit = (step: number) => Math.max(step, 1000);
+
+    it('writes staging in order, syncs, and reads ranges back', async () => {
       const f = await storage.openStaging('up1', 0);
-      await Promise.all([f.write(data.subarray(100_000), 100_000), f.write(data.subarray(0, 100_000), 0)]);
-      await f.sync();
+      const data = randomBytes(Math.floor(unit(f.syncStep) * 3.5));
+      for (let at = 0; at < data.length; at += 40_000) await f.write(data.subarray(at, at + 40_000), at);
+      expect(await f.sync(true)).toBe(data.length);
       await f.close();
       expect(await storage.stagingSize('up1')).toBe(data.length);
-      expect(await collect(storage.readStaging('up1', 1000, 200_000))).toEqual(data.subarray(1000, 200_000));
+      expect(await collect(storage.readStaging('up1', 1000, data.length - 7))).toEqual(data.subarray(1000, data.length - 7));
     });
 
-    it('cuts uncommitted bytes when reopening at a committed size', async () => {
-      const f = await storage.openStaging('up2', 0);
-      await f.write(Buffer.from('hello world'), 0);
+    it('makes bytes durable in whole sync steps until the final sync', async () => {
+      const f = await storage.openStaging('steps', 0);
+      const u = unit(f.syncStep);
+      const data = randomBytes(2 * u + Math.floor(u / 2));
+      await f.write(data, 0);
+      const durable = await f.sync();
+      expect(durable % f.syncStep).toBe(0);
+      expect(durable).toBeGreaterThan(data.length - f.syncStep);
+      expect(durable).toBeLessThanOrEqual(data.length);
+      expect(await storage.stagingSize('steps')).toBe(durable);
+      expect(await f.sync(true)).toBe(data.length);
       await f.close();
-      const g = await storage.openStaging('up2', 5);
-      await g.write(Buffer.from('!'), 5);
+      expect(await collect(storage.readStaging('steps', 0, data.length))).toEqual(data);
+    });
+
+    it('cuts uncommitted bytes when reopening at a committed size, and continues from there', async () => {
+      const f = await storage.openStaging('up2', 0);
+      const u = unit(f.syncStep);
+      const data = randomBytes(3 * u);
+      await f.write(data, 0);
+      expect(await f.sync()).toBe(3 * u);
+      await f.close();
+      const g = await storage.openStaging('up2', u); // only u bytes were committed
+      const next = randomBytes(Math.floor(u / 2));
+      await g.write(next, u);
+      expect(await g.sync(true)).toBe(u + next.length);
       await g.close();
-      expect((await collect(storage.readStaging('up2', 0, 6))).toString()).toBe('hello!');
-      expect(await storage.stagingSize('up2')).toBe(6);
+      expect(await collect(storage.readStaging('up2', 0, u + next.length))).toEqual(Buffer.concat([data.subarray(0, u), next]));
+      expect(await storage.stagingSize('up2')).toBe(u + next.length);
+    });
+
+    it('loses bytes written but never synced when the writer goes away', async () => {
+      const f = await storage.openStaging('unsynced', 0);
+      const u = unit(f.syncStep);
+      const data = randomBytes(u + 10);
+      await f.write(data, 0);
+      const durable = await f.sync();
+      await f.write(randomBytes(5), data.length);
+      await f.close();
+      // whatever is staged beyond the durable size is cut by the next open at that size
+      const g = await storage.openStaging('unsynced', durable);
+      expect(await g.sync(true)).toBe(durable);
+      await g.close();
+      expect(await collect(storage.readStaging('unsynced', 0, durable))).toEqual(data.subarray(0, durable));
     });
 
     it('refuses to open staging at a size beyond the bytes it holds', async () => {
       const f = await storage.openStaging('short', 0);
       await f.write(Buffer.from('abc'), 0);
+      await f.sync(true);
       await f.close();
       await expect(storage.openStaging('short', 10)).rejects.toThrow(/10 bytes committed but only 3 staged/);
       expect(await storage.stagingSize('short')).toBe(3);
     });
 
-    it('writes parts of a fixed-size staging object independently, in any order, from several writers', async () => {
-      const data = randomBytes(250_000);
-      const parts = [0, 100_000, 200_000].map((start) => data.subarray(start, start + 100_000));
-      const [a, b] = await Promise.all([storage.openStagingForParts('mp1', data.length), storage.openStagingForParts('mp1', data.length)]);
-      expect(await storage.stagingSize('mp1')).toBe(data.length);
-      await Promise.all([b.write(parts[2], 200_000), a.write(parts[0], 0)]);
-      await Promise.all([a.sync(), b.sync()]);
-      await Promise.all([a.close(), b.close()]);
-      expect(await collect(storage.readStaging('mp1', 100_000, 100_010))).toEqual(Buffer.alloc(10));
-      const c = await storage.openStagingForParts('mp1', data.length);
-      await c.write(Buffer.alloc(100_000, 7), 100_000);
-      await c.write(parts[1], 100_000); // a part written again replaces its bytes
-      await c.sync();
-      await c.close();
-      expect(sha(await collect(storage.readStaging('mp1', 0, data.length)))).toBe(sha(data));
-      await expect(storage.openStagingForParts('mp1', 10)).rejects.toThrow(/more than/);
-      await storage.publishStaging('mp1', sha(data));
-      expect(await storage.blobSize(sha(data))).toBe(data.length);
-    });
-
     it('runs a write guard right before writing, and writes nothing when it refuses', async () => {
-      const f = await storage.openStagingForParts('mp2', 10);
+      const f = await storage.openStaging('guarded', 0);
       let checked = 0;
       await f.write(Buffer.from('ab'), 0, () => void checked++);
-      await expect(f.write(Buffer.from('cd'), 2, () => {
-        throw new Error('lease lapsed');
-      })).rejects.toThrow('lease lapsed');
+      await expect(
+        f.write(Buffer.from('cd'), 2, () => {
+          throw new Error('lease lapsed');
+        }),
+      ).rejects.toThrow('lease lapsed');
+      expect(await f.sync(true)).toBe(2);
       await f.close();
       expect(checked).toBe(1);
-      expect(await collect(storage.readStaging('mp2', 0, 4))).toEqual(Buffer.from('ab\0\0'));
+      expect(await collect(storage.readStaging('guarded', 0, 2))).toEqual(Buffer.from('ab'));
     });
 
+    if (options.parts) {
+      it('writes parts of a fixed-size staging object independently, in any order, from several writers', async () => {
+        const data = randomBytes(250_000);
+        const parts = [0, 100_000, 200_000].map((start) => data.subarray(start, start + 100_000));
+        const [a, b] = await Promise.all([storage.openStagingForParts('mp1', data.length), storage.openStagingForParts('mp1', data.length)]);
+        expect(await storage.stagingSize('mp1')).toBe(data.length);
+        await Promise.all([b.write(parts[2], 200_000), a.write(parts[0], 0)]);
+        await Promise.all([a.sync(), b.sync()]);
+        await Promise.all([a.close(), b.close()]);
+        expect(await collect(storage.readStaging('mp1', 100_000, 100_010))).toEqual(Buffer.alloc(10));
+        const c = await storage.openStagingForParts('mp1', data.length);
+        await c.write(Buffer.alloc(100_000, 7), 100_000);
+        await c.write(parts[1], 100_000); // a part written again replaces its bytes
+        await c.sync();
+        await c.close();
+        expect(sha(await collect(storage.readStaging('mp1', 0, data.length)))).toBe(sha(data));
+        await expect(storage.openStagingForParts('mp1', 10)).rejects.toThrow(/more than/);
+        await storage.publishStaging('mp1', sha(data));
+        expect(await storage.blobSize(sha(data))).toBe(data.length);
+      });
+
+      it('runs the guard of a part write right before writing, and writes nothing when it refuses', async () => {
+        const f = await storage.openStagingForParts('mp2', 10);
+        let checked = 0;
+        await f.write(Buffer.from('ab'), 0, () => void checked++);
+        await expect(
+          f.write(Buffer.from('cd'), 2, () => {
+            throw new Error('lease lapsed');
+          }),
+        ).rejects.toThrow('lease lapsed');
+        await f.close();
+        expect(checked).toBe(1);
+        expect(await collect(storage.readStaging('mp2', 0, 4))).toEqual(Buffer.from('ab\0\0'));
+      });
+    }
+
     it('publishes staging as a content-addressed blob, idempotently', async () => {
-      const data = randomBytes(70_000);
+      const data = randomBytes(170_000); // several parts on S3 (whose tests use 64 KiB parts)
       const digest = sha(data);
       for (const id of ['a1', 'a2']) {
         const f = await storage.openStaging(id, 0);
         await f.write(data, 0);
-        await f.sync();
+        await f.sync(true);
         await f.close();
         await storage.publishStaging(id, digest);
         expect(await storage.stagingSize(id)).toBeUndefined();
       }
       expect(await storage.blobSize(digest)).toBe(data.length);
       expect(await collect(storage.readBlob(digest, 0, data.length))).toEqual(data);
-      const chunks = await chunksOf(storage.readBlob(digest, 10, 70_000, 16_384));
+      const chunks = await chunksOf(storage.readBlob(digest, 10, data.length, 16_384));
       expect(Math.max(...chunks.map((c) => c.length))).toBeLessThanOrEqual(16_384);
       expect(Buffer.concat(chunks)).toEqual(data.subarray(10));
       await storage.deleteBlob(digest);
@@ -118,6 +180,15 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
       await expect(storage.publishStaging('nothing', 'a'.repeat(64))).rejects.toThrow(/no staged bytes/);
     });
 
+    it('stages an empty upload, which publishes as the empty blob', async () => {
+      const f = await storage.openStaging('empty', 0);
+      expect(await f.sync(true)).toBe(0);
+      await f.close();
+      expect(await storage.stagingSize('empty')).toBe(0);
+      await storage.publishStaging('empty', SHA256_EMPTY);
+      expect(await storage.stagingSize('empty')).toBeUndefined();
+    });
+
     it('always has the empty blob', async () => {
       expect(await storage.blobSize(SHA256_EMPTY)).toBe(0);
       expect(await collect(storage.readBlob(SHA256_EMPTY, 0, 0))).toEqual(Buffer.alloc(0));
@@ -126,6 +197,7 @@ export function describeStorageConformance(label: string, make: () => Promise<{ 
     it('lists and deletes staging objects', async () => {
       const f = await storage.openStaging('listed', 0);
       await f.write(Buffer.from('abc'), 0);
+      await f.sync(true);
       await f.close();
       const listed = [];
       for await (const e of storage.listStaging()) listed.push(e);

@@ -11,12 +11,25 @@ import type { Readable } from 'node:stream';
 export interface StagingFile {
   readonly uploadId: string;
   /**
-   * Writes `data` at `position`. Writes to disjoint ranges may run concurrently. `guard` runs right
-   * before the bytes are written (after any wait for other writers) and may refuse by throwing.
+   * Durability comes in steps of this many bytes from the start: 1 on local disk, the part size on
+   * S3, where `sync()` makes only whole parts durable until the final one.
+   */
+  readonly syncStep: number;
+  /**
+   * Writes `data` at `position`. A staging object opened by `openStaging` is written in order, each
+   * write starting where the previous one ended; one opened for parts takes writes to disjoint
+   * ranges concurrently. `guard` runs right before the bytes are written (after any wait for other
+   * writers) and may refuse by throwing. The caller owns `data` again once the write resolves (it
+   * may hand its memory to a hashing thread): a backend that holds bytes longer copies them.
    */
   write(data: Buffer, position: number, guard?: () => void): Promise<void>;
-  /** Makes every write that completed before this call durable. */
-  sync(): Promise<void>;
+  /**
+   * Makes the writes that completed before this call durable, in whole `syncStep`s unless `final`
+   * (the object is complete: its tail is written too and nothing may be appended), and returns the
+   * size that is durable. A committed size is never more than what sync returned.
+   */
+  sync(final?: boolean): Promise<number>;
+  /** Releases the object; bytes written since the last sync may be lost. */
   close(): Promise<void>;
 }
 

@@ -200,7 +200,9 @@ export class UploadWriter {
 
   private maybeCommit(): void {
     if (this.commitRunning || this.closed || this.failure !== undefined) return;
-    const uncommitted = this.offset - this.committed;
+    // on storage that makes bytes durable in steps (S3 parts), only whole steps can be committed
+    const step = this.file?.syncStep ?? 1;
+    const uncommitted = (step === 1 ? this.offset : Math.floor(this.offset / step) * step) - this.committed;
     if (uncommitted <= 0) return;
     const elapsed = performance.now() - this.lastCommitAt;
     if (uncommitted < this.options.fsyncBytes && elapsed < this.options.fsyncIntervalMs) {
@@ -218,11 +220,14 @@ export class UploadWriter {
     );
   }
 
-  /** Commits everything received so far; one commit at a time (they compare-and-set in order). */
-  private async commit(): Promise<void> {
+  /**
+   * Commits what the storage made durable of everything received so far (all of it when `final`);
+   * one commit at a time (they compare-and-set in order).
+   */
+  private async commit(final = false): Promise<void> {
     while (this.commitRunning) await this.commitRunning.catch(() => undefined);
     if (this.offset <= this.committed || !this.file) return;
-    const run = this.commitNow(this.file);
+    const run = this.commitNow(this.file, final);
     this.commitRunning = run;
     try {
       await run;
@@ -231,15 +236,16 @@ export class UploadWriter {
     }
   }
 
-  /** Makes every byte received so far durable, then moves the committed size to it. */
-  private async commitNow(file: StagingFile): Promise<void> {
+  /** Makes the bytes received so far durable, then moves the committed size to what is. */
+  private async commitNow(file: StagingFile, final: boolean): Promise<void> {
     this.submitBatch();
-    const target = this.offset;
+    const received = this.offset;
     const sentAt = performance.now();
     await Promise.all([...this.pending]);
     if (this.failure !== undefined) throw this.failure;
     const committing = performance.now();
-    await file.sync();
+    const target = Math.min(await file.sync(final), received);
+    if (target <= this.committed) return;
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
     this.lastCommitAt = performance.now();
@@ -247,9 +253,13 @@ export class UploadWriter {
     this.leaseKeeper.extend(sentAt);
   }
 
-  /** Waits until everything received is committed. */
-  async flush(): Promise<number> {
-    await this.commit();
+  /**
+   * Commits what was received and returns the committed size: everything when `final` (the upload
+   * is complete), else up to the storage's last whole sync step (a client asking for the persisted
+   * size may be told less than it sent, and resumes from there).
+   */
+  async flush(final = false): Promise<number> {
+    await this.commit(final);
     this.throwIfFailed();
     return this.committed;
   }
@@ -271,7 +281,7 @@ export class UploadWriter {
       digests = this.session.digests;
       size = this.committed;
     } else {
-      size = await this.flush();
+      size = await this.flush(true);
       digests = await (this.hasher as StreamHasher).digest();
       const mismatch = verifyContent(expect, size, digests);
       if (mismatch) {

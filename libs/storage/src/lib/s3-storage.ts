@@ -1,0 +1,470 @@
+import {
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  GetObjectCommandOutput,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  AbortMultipartUploadCommand,
+} from '@aws-sdk/client-s3';
+import { Readable } from 'node:stream';
+import { InternalError, NotFoundError } from '@ferry/errors';
+import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
+
+/** S3 limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html). */
+export const S3_LIMITS = {
+  /** Every part of a multipart upload but the last, and every source range of UploadPartCopy. */
+  minPartBytes: 5 * 1024 * 1024,
+  maxPartBytes: 5 * 1024 * 1024 * 1024,
+  maxParts: 10_000,
+  /** The largest object a single PutObject or CopyObject writes. */
+  maxSingleObjectBytes: 5 * 1024 * 1024 * 1024,
+} as const;
+
+export interface S3StorageOptions {
+  bucket: string;
+  /** Size of staging parts: the committed size of a sequential upload advances by whole parts. */
+  partBytes: number;
+  /** Creates the bucket on first use when it does not exist (local stacks: MinIO, s3rver). */
+  createBucket?: boolean;
+}
+
+export interface S3ConnectionOptions {
+  endpoint?: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  forcePathStyle: boolean;
+}
+
+/** An S3 client for Ferry: checksums only where S3 requires them (S3-compatible stores differ). */
+export function createS3Client(o: S3ConnectionOptions): S3Client {
+  return new S3Client({
+    endpoint: o.endpoint,
+    region: o.region,
+    forcePathStyle: o.forcePathStyle,
+    credentials: o.accessKeyId && o.secretAccessKey ? { accessKeyId: o.accessKeyId, secretAccessKey: o.secretAccessKey } : undefined,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
+/**
+ * Storage in an S3-compatible bucket:
+ *
+ *   staging/<uploadId>/<part index, 8 digits>   an upload in progress, as part objects (written by
+ *                                                Ferry: `partBytes` each, the last one shorter;
+ *                                                multipart parts: PUT by clients, the client's size)
+ *   blobs/sha256/<ab>/<sha256>                   published content, one object per digest
+ *
+ * A sequential upload (ByteStream, GCS, an object PUT) keeps the tail that does not fill a part in
+ * memory; `sync()` makes durable only whole parts, so the committed size lags the bytes received by
+ * less than one part (the protocols let a server persist less than it was sent), and the final sync
+ * writes the tail. Each part is its own object, so a resumed upload can read its committed prefix
+ * back (the parts of an unfinished S3 multipart upload cannot be read). Publishing assembles the
+ * parts into the blob server-side (CopyObject for one part, UploadPartCopy into a multipart upload
+ * for more) and falls back to streaming the parts through Ferry only where the store lacks
+ * UploadPartCopy. A completed multipart upload appears atomically, so a blob is whole or absent.
+ */
+export class S3Storage implements Storage {
+  readonly kind = 's3' as const;
+  private bucketReady?: Promise<void>;
+  private partCopyUnsupported = false;
+
+  constructor(
+    private readonly s3: S3Client,
+    private readonly options: S3StorageOptions,
+  ) {
+    if (!Number.isInteger(options.partBytes) || options.partBytes < 1 || options.partBytes > S3_LIMITS.maxPartBytes) {
+      throw new RangeError(`S3 part size ${options.partBytes} is outside 1..${S3_LIMITS.maxPartBytes}`);
+    }
+  }
+
+  get partBytes(): number {
+    return this.options.partBytes;
+  }
+
+  private get bucket(): string {
+    return this.options.bucket;
+  }
+
+  private ready(): Promise<void> {
+    this.bucketReady ??= this.ensureBucket().catch((err: unknown) => {
+      this.bucketReady = undefined;
+      throw err;
+    });
+    return this.bucketReady;
+  }
+
+  private async ensureBucket(): Promise<void> {
+    try {
+      await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      if (!this.options.createBucket || !isNotFound(err)) throw err;
+      await this.s3.send(new CreateBucketCommand({ Bucket: this.bucket })).catch((e: unknown) => {
+        if (!(e instanceof S3ServiceException && /BucketAlready/.test(e.name))) throw e;
+      });
+    }
+  }
+
+  static stagingPrefix(uploadId: string): string {
+    assertUploadId(uploadId);
+    return `staging/${uploadId}/`;
+  }
+
+  static partKey(uploadId: string, index: number): string {
+    return `${S3Storage.stagingPrefix(uploadId)}${String(index).padStart(8, '0')}`;
+  }
+
+  static blobKey(sha256: string): string {
+    assertSha256(sha256);
+    return `blobs/sha256/${sha256.slice(0, 2)}/${sha256}`;
+  }
+
+  /** The durable parts of a staging object, in order: only the run without gaps from index 0 counts. */
+  private async parts(uploadId: string): Promise<{ parts: StagedPart[]; stray: string[] }> {
+    await this.ready();
+    const found = new Map<number, StagedPart>();
+    const stray: string[] = [];
+    const prefix = S3Storage.stagingPrefix(uploadId);
+    for await (const o of this.list(prefix)) {
+      const index = Number(o.key.slice(prefix.length));
+      if (Number.isInteger(index) && index >= 0) found.set(index, { index, key: o.key, size: o.size, modifiedMs: o.modifiedMs });
+      else stray.push(o.key);
+    }
+    const parts: StagedPart[] = [];
+    for (let i = 0; found.has(i); i++) {
+      parts.push(found.get(i) as StagedPart);
+      found.delete(i);
+    }
+    stray.push(...[...found.values()].map((p) => p.key));
+    return { parts, stray };
+  }
+
+  async openStaging(uploadId: string, size: number): Promise<StagingFile> {
+    const { parts, stray } = await this.parts(uploadId);
+    const staged = sum(parts);
+    if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
+    let keep = 0;
+    for (let at = 0; at < size; keep++) at += parts[keep].size;
+    if (sum(parts.slice(0, keep)) !== size) throw new InternalError(`upload ${uploadId}: committed size ${size} is not a part boundary`);
+    // parts past the committed size were never committed (a writer died before its commit)
+    await this.deleteKeys([...parts.slice(keep).map((p) => p.key), ...stray]);
+    // a short last part ends the object: nothing can follow it
+    const sealed = keep > 0 && parts[keep - 1].size < this.partBytes;
+    return new S3StagingFile(this, uploadId, keep, size, sealed);
+  }
+
+  async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
+    throw new InternalError(
+      `upload ${uploadId} (${size} bytes): S3 storage takes multipart parts as objects PUT straight to the bucket; parts cannot be written through Ferry`,
+    );
+  }
+
+  async stagingSize(uploadId: string): Promise<number | undefined> {
+    const { parts } = await this.parts(uploadId);
+    return parts.length === 0 ? undefined : sum(parts);
+  }
+
+  readStaging(uploadId: string, start: number, end: number): Readable {
+    return Readable.from(this.readParts(uploadId, start, end), { objectMode: false });
+  }
+
+  private async *readParts(uploadId: string, start: number, end: number): AsyncGenerator<Buffer> {
+    if (end <= start) return;
+    const { parts } = await this.parts(uploadId);
+    let at = 0;
+    for (const part of parts) {
+      const from = Math.max(start, at);
+      const to = Math.min(end, at + part.size);
+      if (from < to) yield* this.getRange(part.key, from - at, to - at, 1024 * 1024);
+      at += part.size;
+      if (at >= end) return;
+    }
+    if (at < end) throw new InternalError(`upload ${uploadId}: asked for bytes up to ${end} but only ${at} are staged`);
+  }
+
+  async deleteStaging(uploadId: string): Promise<void> {
+    const keys: string[] = [];
+    await this.ready();
+    for await (const o of this.list(S3Storage.stagingPrefix(uploadId))) keys.push(o.key);
+    await this.deleteKeys(keys);
+  }
+
+  async *listStaging(): AsyncIterable<StagingEntry> {
+    await this.ready();
+    let current: StagingEntry | undefined;
+    // keys are listed in order, so the parts of one upload are adjacent
+    for await (const o of this.list('staging/')) {
+      const uploadId = o.key.slice('staging/'.length).split('/')[0];
+      if (current && current.uploadId !== uploadId) yield current;
+      if (!current || current.uploadId !== uploadId) current = { uploadId, size: 0, modifiedMs: 0 };
+      current.size += o.size;
+      current.modifiedMs = Math.max(current.modifiedMs, o.modifiedMs);
+    }
+    if (current) yield current;
+  }
+
+  async publishStaging(uploadId: string, sha256: string): Promise<void> {
+    const target = S3Storage.blobKey(sha256);
+    if ((await this.blobSize(sha256)) !== undefined) {
+      await this.deleteStaging(uploadId);
+      return;
+    }
+    const { parts } = await this.parts(uploadId);
+    if (parts.length === 0) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
+    if (parts.length === 1) {
+      await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(parts[0].key) }));
+    } else {
+      await this.assemble(target, parts);
+    }
+    await this.deleteStaging(uploadId);
+  }
+
+  /** Joins parts into one object by a multipart upload: server-side copies where the store can. */
+  private async assemble(target: string, parts: StagedPart[]): Promise<void> {
+    if (parts.length > S3_LIMITS.maxParts) throw new InternalError(`${parts.length} parts: more than S3's ${S3_LIMITS.maxParts}`);
+    const created = await this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target }));
+    const UploadId = created.UploadId as string;
+    try {
+      const done: { PartNumber: number; ETag: string }[] = [];
+      for (const part of parts) {
+        const PartNumber = part.index + 1;
+        done.push({ PartNumber, ETag: await this.copyPart(target, UploadId, PartNumber, part) });
+      }
+      await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }));
+    } catch (err) {
+      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async copyPart(target: string, UploadId: string, PartNumber: number, part: StagedPart): Promise<string> {
+    if (!this.partCopyUnsupported) {
+      try {
+        const r = await this.s3.send(
+          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(part.key) }),
+        );
+        return r.CopyPartResult?.ETag as string;
+      } catch (err) {
+        if (!(err instanceof S3ServiceException && err.name === 'NotImplemented')) throw err;
+        this.partCopyUnsupported = true; // e.g. s3rver: stream the parts through Ferry instead
+      }
+    }
+    const body = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: part.key }));
+    const r = await this.s3.send(
+      new UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, ContentLength: part.size, Body: body.Body as Readable }),
+    );
+    return r.ETag as string;
+  }
+
+  private copySource(key: string): string {
+    return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  async putBlob(data: Buffer, sha256: string): Promise<void> {
+    const key = S3Storage.blobKey(sha256);
+    if (sha256 === SHA256_EMPTY || (await this.blobSize(sha256)) !== undefined) return;
+    // a PUT is atomic: the blob appears whole or not at all
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length }));
+  }
+
+  async blobSize(sha256: string): Promise<number | undefined> {
+    const key = S3Storage.blobKey(sha256);
+    if (sha256 === SHA256_EMPTY) return 0;
+    await this.ready();
+    try {
+      const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return head.ContentLength ?? 0;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  readBlob(sha256: string, start: number, end: number, chunkSize = 2 * 1024 * 1024): Readable {
+    const key = S3Storage.blobKey(sha256);
+    if (sha256 === SHA256_EMPTY || end <= start) return Readable.from([]);
+    return Readable.from(this.getRange(key, start, end, chunkSize), { objectMode: false });
+  }
+
+  /** Streams `[start, end)` of an object in chunks of `chunkSize` (the last one shorter). */
+  private async *getRange(key: string, start: number, end: number, chunkSize: number): AsyncGenerator<Buffer> {
+    await this.ready();
+    let got: GetObjectCommandOutput;
+    try {
+      got = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }));
+    } catch (err) {
+      if (isNotFound(err)) throw new NotFoundError(`no object ${key}`);
+      throw err;
+    }
+    yield* rechunk(got.Body as AsyncIterable<Buffer>, chunkSize, end - start, key);
+  }
+
+  async deleteBlob(sha256: string): Promise<void> {
+    const key = S3Storage.blobKey(sha256);
+    await this.ready();
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  async check(): Promise<void> {
+    await this.ready();
+  }
+
+  /** Writes one staging part (a whole object: durable once the PUT returns). */
+  async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }));
+  }
+
+  private async *list(prefix: string): AsyncGenerator<{ key: string; size: number; modifiedMs: number }> {
+    let token: string | undefined;
+    do {
+      const page = await this.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      for (const o of page.Contents ?? []) {
+        if (o.Key) yield { key: o.Key, size: o.Size ?? 0, modifiedMs: o.LastModified?.getTime() ?? 0 };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  private async deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      await this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+    }
+  }
+}
+
+interface StagedPart {
+  index: number;
+  key: string;
+  size: number;
+  modifiedMs: number;
+}
+
+/**
+ * A sequential staging object on S3: bytes are appended, whole parts are PUT as they fill (at most
+ * two at a time, so memory per upload stays under three parts), the tail waits for the final sync.
+ */
+class S3StagingFile implements StagingFile {
+  /** The part being filled (copied in: callers own their buffers again once a write resolves). */
+  private part?: Buffer;
+  private partLength = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure?: unknown;
+
+  constructor(
+    private readonly storage: S3Storage,
+    readonly uploadId: string,
+    private nextIndex: number,
+    private end: number,
+    /** The last (short) part is written: nothing more may be appended. */
+    private sealed: boolean,
+  ) {}
+
+  get syncStep(): number {
+    return this.storage.partBytes;
+  }
+
+  async write(data: Buffer, position: number, guard?: () => void): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.sealed) throw new InternalError(`upload ${this.uploadId}: its last part is written; nothing can be appended`);
+    if (position !== this.end) throw new InternalError(`upload ${this.uploadId}: S3 staging is written in order (write at ${position}, end at ${this.end})`);
+    guard?.();
+    const step = this.storage.partBytes;
+    let from = 0;
+    while (from < data.length) {
+      this.part ??= Buffer.allocUnsafeSlow(step);
+      const n = data.copy(this.part, this.partLength, from);
+      this.partLength += n;
+      from += n;
+      if (this.partLength === step) {
+        const full = this.part;
+        this.part = undefined;
+        this.partLength = 0;
+        while (this.inFlight.size >= 2) await Promise.race(this.inFlight);
+        if (this.failure !== undefined) throw this.failure;
+        this.upload(full);
+      }
+    }
+    this.end += data.length;
+  }
+
+  private upload(part: Buffer): void {
+    const index = this.nextIndex++;
+    const run: Promise<void> = this.storage.putPart(this.uploadId, index, part).then(
+      () => {
+        this.inFlight.delete(run);
+      },
+      (err: unknown) => {
+        this.inFlight.delete(run);
+        this.failure ??= err;
+      },
+    );
+    this.inFlight.add(run);
+  }
+
+  async sync(final = false): Promise<number> {
+    if (final && !this.sealed && (this.partLength > 0 || this.end === 0)) {
+      this.upload((this.part ?? Buffer.alloc(0)).subarray(0, this.partLength));
+      this.part = undefined;
+      this.partLength = 0;
+      this.sealed = true;
+    }
+    await Promise.all([...this.inFlight]);
+    if (this.failure !== undefined) throw this.failure;
+    return this.end - this.partLength;
+  }
+
+  async close(): Promise<void> {
+    // what was not synced is dropped; parts still being written finish (past the committed size,
+    // they are cut when the upload is opened again)
+    await Promise.all([...this.inFlight]);
+    this.part = undefined;
+    this.partLength = 0;
+  }
+}
+
+function sum(parts: StagedPart[]): number {
+  return parts.reduce((n, p) => n + p.size, 0);
+}
+
+function isNotFound(err: unknown): boolean {
+  if (!(err instanceof S3ServiceException)) return false;
+  return err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey' || err.name === 'NoSuchBucket';
+}
+
+/** Re-cuts a byte stream into chunks of exactly `size` (the last one shorter), checking its length. */
+async function* rechunk(source: AsyncIterable<Buffer>, size: number, expected: number, what: string): AsyncGenerator<Buffer> {
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let total = 0;
+  for await (const piece of source) {
+    let chunk = piece;
+    total += chunk.length;
+    while (heldBytes + chunk.length >= size) {
+      const take = size - heldBytes;
+      held.push(chunk.subarray(0, take));
+      yield held.length === 1 ? held[0] : Buffer.concat(held, size);
+      held = [];
+      heldBytes = 0;
+      chunk = chunk.subarray(take);
+    }
+    if (chunk.length > 0) {
+      held.push(chunk);
+      heldBytes += chunk.length;
+    }
+  }
+  if (heldBytes > 0) yield held.length === 1 ? held[0] : Buffer.concat(held, heldBytes);
+  if (total !== expected) throw new InternalError(`${what}: read ${total} bytes, expected ${expected}`);
+}

@@ -1,0 +1,51 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tempDir } from './temp-dir';
+
+/** An S3-compatible server for tests: npm `s3rver` on a loopback port, its data in a temp dir. */
+export interface TestS3 {
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** The variables that point a Ferry app at it (FERRY_STORAGE=s3 and FERRY_S3_*). */
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+interface S3rverInstance {
+  run(): Promise<AddressInfo>;
+  close(): Promise<void>;
+  httpServer?: Server;
+}
+
+type S3rverClass = new (options: Record<string, unknown>) => S3rverInstance;
+
+/** Starts s3rver with one bucket. Its credentials are fixed (S3RVER/S3RVER) and it checks SigV4 signatures. */
+export async function startTestS3(bucket = 'ferry-test'): Promise<TestS3> {
+  const S3rver = require('s3rver') as S3rverClass;
+  const dir = tempDir('ferry-s3rver');
+  const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir.path, configureBuckets: [{ name: bucket }] });
+  const { port } = await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+  return {
+    endpoint,
+    bucket,
+    ...credentials,
+    env: {
+      FERRY_STORAGE: 's3',
+      FERRY_S3_ENDPOINT: endpoint,
+      FERRY_S3_BUCKET: bucket,
+      FERRY_S3_REGION: 'us-east-1',
+      FERRY_S3_ACCESS_KEY_ID: credentials.accessKeyId,
+      FERRY_S3_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      FERRY_S3_FORCE_PATH_STYLE: 'true',
+    },
+    stop: async () => {
+      server.httpServer?.closeAllConnections();
+      await server.close();
+      dir.remove();
+    },
+  };
+}
