@@ -34,7 +34,7 @@ describe('loadConfig', () => {
       FERRY_S3_ACCESS_KEY_ID: 'k', FERRY_S3_SECRET_ACCESS_KEY: 's', FERRY_S3_CREATE_BUCKET: '1',
     });
     expect(c.s3).toEqual({
-      endpoint: 'http://minio:9000', bucket: 'ferry-data', region: 'us-east-1', accessKeyId: 'k', secretAccessKey: 's',
+      endpoint: 'http://minio:9000', publicEndpoint: undefined, bucket: 'ferry-data', region: 'us-east-1', accessKeyId: 'k', secretAccessKey: 's',
       forcePathStyle: true, partBytes: 8 * 1024 * 1024, createBucket: true,
     });
   });

@@ -22,6 +22,8 @@ export interface FerryConfig {
   /** The bucket when `storage` is 's3' (FERRY_S3_*). */
   s3?: {
     endpoint?: string;
+    /** The endpoint presigned URLs name, when clients reach the store by another address than Ferry does. */
+    publicEndpoint?: string;
     bucket: string;
     region: string;
     accessKeyId?: string;
@@ -194,6 +196,7 @@ const envSchema = z.object({
   FERRY_DATA_DIR: z.string().min(1).default('./data'),
   FERRY_STORAGE: z.enum(['fs', 's3']).default('fs'),
   FERRY_S3_ENDPOINT: unsetIfEmpty(z.string().url().optional()),
+  FERRY_S3_PUBLIC_ENDPOINT: unsetIfEmpty(z.string().url().optional()),
   FERRY_S3_BUCKET: unsetIfEmpty(
     z
       .string()
@@ -327,6 +330,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       ? {
           s3: {
             endpoint: e.FERRY_S3_ENDPOINT,
+            publicEndpoint: e.FERRY_S3_PUBLIC_ENDPOINT,
             bucket: e.FERRY_S3_BUCKET,
             region: e.FERRY_S3_REGION,
             accessKeyId: e.FERRY_S3_ACCESS_KEY_ID,

@@ -7,8 +7,10 @@ export function createStorage(config: FerryConfig): Storage {
       return new FsStorage(config.dataDir);
     case 's3': {
       if (!config.s3) throw new ConfigError('FERRY_S3_BUCKET: required when FERRY_STORAGE=s3');
-      const { bucket, partBytes, createBucket, ...connection } = config.s3;
-      return new S3Storage(createS3Client(connection), { bucket, partBytes, createBucket });
+      const { bucket, partBytes, createBucket, publicEndpoint, ...connection } = config.s3;
+      const client = createS3Client(connection);
+      const presigner = publicEndpoint ? createS3Client({ ...connection, endpoint: publicEndpoint }) : client;
+      return new S3Storage(client, { bucket, partBytes, createBucket }, presigner);
     }
   }
 }

@@ -165,8 +165,9 @@ export class MultipartStore {
     await this.run.abortPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder);
   }
 
-  async addPart(id: string, n: number, md5: string): Promise<AddPartOutcome> {
-    const r = (await this.run.addPart1(...this.kl(id, n), ...this.t(), n, md5)) as [number, string?];
+  /** Adds part `n` if its stored bytes have `md5`; `observed` is the md5 the store reports for them (direct parts). */
+  async addPart(id: string, n: number, md5: string, observed = ''): Promise<AddPartOutcome> {
+    const r = (await this.run.addPart1(...this.kl(id, n), ...this.t(), n, md5, observed)) as [number, string?];
     switch (r[0]) {
       case 1:
         await this.touchIndex(id, Date.now());

@@ -62,13 +62,18 @@ if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 return 1`;
 
 /**
- * Adds part ARGV[3] if its stored bytes have md5 ARGV[4].
+ * Adds part ARGV[3] if its stored bytes have md5 ARGV[4]. ARGV[5], when not empty, is the md5 the
+ * store itself reports for the part (parts PUT straight to the bucket): it becomes the stored md5.
  * → {1} | {-1} | {-2, state} | {-3} a PUT is in progress | {-4} no bytes stored | {-5, stored md5}.
  * Adding an already-added part with the same md5 succeeds whatever the state (idempotent).
  */
 export const addPart1 = `${prelude}
 if not state then return {-1} end
 local n = tonumber(ARGV[3])
+if state == 'UPLOADING' and ARGV[5] ~= '' then
+  if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then redis.call('SETRANGE', KEYS[2], n - 1, '0') end
+  redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
+end
 local stored = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
 if stored == ARGV[4] and redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then return {1} end
 if state ~= 'UPLOADING' then return {-2, state} end

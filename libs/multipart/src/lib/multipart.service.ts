@@ -5,6 +5,7 @@ import type { CatalogObject } from '@ferry/catalog';
 import {
   CancelledError,
   ConcurrentWriterError,
+  FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
@@ -105,6 +106,20 @@ export class MultipartService {
   ): Promise<{ partPresignedUrls: PartPresignedUrl[] }> {
     const upload = await this.owned(principal, uploadId);
     const { partNumbers, contentType } = parseUrlBatch(body, uploadId, upload.parts, this.options.maxUrlBatch);
+    const direct = this.storage.direct;
+    if (direct) {
+      // S3: each part goes straight to the bucket, as an object of its own
+      const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
+      return {
+        partPresignedUrls: await Promise.all(
+          partNumbers.map(async (partNumber) => {
+            const { start, end } = partRange(partNumber, upload.request.fileSizeBytes, upload.request.partSizeBytes);
+            const { url, headers } = await direct.stagingPartPutUrl(uploadId, partNumber - 1, { contentLength: end - start, contentType, expiresInSeconds });
+            return { partNumber, uploadPresignedUrl: url, signedHeaders: headers };
+          }),
+        ),
+      };
+    }
     const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
     const signedHeaders: Record<string, string> = contentType ? { 'Content-Type': contentType } : {};
     return {
@@ -120,7 +135,17 @@ export class MultipartService {
     const upload = await this.owned(principal, uploadId);
     const partNumber = parsePartNumber(partNumberRaw, upload.parts);
     const md5 = parseMd5Hex(md5Raw, 'partMD5Hex');
-    const outcome = await this.store.addPart(uploadId, partNumber, md5);
+    let observed = '';
+    if (this.storage.direct && upload.state === 'UPLOADING') {
+      // the part went straight to the bucket: what the store holds is the truth
+      const part = await this.storage.direct.stagingPart(uploadId, partNumber - 1);
+      const { start, end } = partRange(partNumber, upload.request.fileSizeBytes, upload.request.partSizeBytes);
+      const fail = (errorMessage: string): AddPartResponse => ({ uploadId, partNumber, addPartState: 'ADD_FAILED', errorMessage });
+      if (!part) return fail(`no bytes are stored for part ${partNumber}: PUT them to a presigned URL first`);
+      if (part.size !== end - start) return fail(`part ${partNumber} is exactly ${end - start} bytes; the stored one has ${part.size}; PUT the part again`);
+      observed = part.md5;
+    }
+    const outcome = await this.store.addPart(uploadId, partNumber, md5, observed);
     return outcome.ok
       ? { uploadId, partNumber, addPartState: 'ADD_SUCCESS' }
       : { uploadId, partNumber, addPartState: 'ADD_FAILED', errorMessage: outcome.reason };
@@ -168,6 +193,12 @@ export class MultipartService {
   /** A signed, short-lived URL of the handle's content. */
   async fileHandleUrl(principal: Principal, id: string, baseUrl: string): Promise<string> {
     const handle = await this.fileHandle(principal, id);
+    if (this.storage.direct) {
+      const live = await this.handles.liveObject(handle.id);
+      if (!live) throw new NotFoundError(`file handle ${id} not found`);
+      const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
+      return this.storage.direct.blobGetUrl(live.object.blob, { expiresInSeconds, contentType: handle.contentType, fileName: handle.fileName });
+    }
     const path = DataPaths.content(handle.id);
     const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
     return `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`;
@@ -188,6 +219,7 @@ export class MultipartService {
     declaredLength: number | undefined,
   ): Promise<{ md5: string; size: number }> {
     this.signer.verifyRequest(signed);
+    if (this.storage.direct) throw new FailedPreconditionError('parts go straight to the bucket: ask for presigned part URLs again');
     const upload = await this.store.get(uploadId);
     if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
     const n = parsePartNumber(partNumberRaw, upload.parts);

@@ -17,9 +17,11 @@ import {
   UploadPartCopyCommand,
   AbortMultipartUploadCommand,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { InternalError, NotFoundError } from '@ferry/errors';
-import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
+import { DirectAccess, SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
 
 /** S3 limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html). */
 export const S3_LIMITS = {
@@ -78,13 +80,20 @@ export function createS3Client(o: S3ConnectionOptions): S3Client {
  */
 export class S3Storage implements Storage {
   readonly kind = 's3' as const;
+  readonly direct: DirectAccess;
   private bucketReady?: Promise<void>;
   private partCopyUnsupported = false;
 
+  /**
+   * @param presigner signs the URLs clients use (its endpoint is the one clients reach, which may
+   *   differ from the one Ferry uses, e.g. `localhost` outside a compose network); default `s3`
+   */
   constructor(
     private readonly s3: S3Client,
     private readonly options: S3StorageOptions,
+    presigner: S3Client = s3,
   ) {
+    this.direct = new S3DirectAccess(this, presigner, options.bucket);
     if (!Number.isInteger(options.partBytes) || options.partBytes < 1 || options.partBytes > S3_LIMITS.maxPartBytes) {
       throw new RangeError(`S3 part size ${options.partBytes} is outside 1..${S3_LIMITS.maxPartBytes}`);
     }
@@ -321,6 +330,28 @@ export class S3Storage implements Storage {
     await this.ready();
   }
 
+  async putEmptyBlob(): Promise<void> {
+    await this.ready();
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }));
+  }
+
+  /** Size and ETag of an object, or undefined if absent. */
+  async head(key: string): Promise<{ size: number; etag: string } | undefined> {
+    await this.ready();
+    try {
+      const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { size: head.ContentLength ?? 0, etag: (head.ETag ?? '').replace(/"/g, '') };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Streams a whole object. */
+  read(key: string, size: number): AsyncGenerator<Buffer> {
+    return this.getRange(key, 0, size, 1024 * 1024);
+  }
+
   /** Writes one staging part (a whole object: durable once the PUT returns). */
   async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
     await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }));
@@ -343,6 +374,60 @@ export class S3Storage implements Storage {
       await this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
     }
   }
+}
+
+/** Presigned URLs straight to the bucket (SigV4, query-string authentication). */
+class S3DirectAccess implements DirectAccess {
+  constructor(
+    private readonly storage: S3Storage,
+    private readonly presigner: S3Client,
+    private readonly bucket: string,
+  ) {}
+
+  async stagingPartPutUrl(
+    uploadId: string,
+    index: number,
+    o: { contentLength: number; contentType?: string; expiresInSeconds: number },
+  ): Promise<{ url: string; headers: Record<string, string> }> {
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), ContentLength: o.contentLength, ContentType: o.contentType });
+    // Content-Length and Content-Type are signed: S3 refuses a body of another length
+    const url = await getSignedUrl(this.presigner, command, {
+      expiresIn: o.expiresInSeconds,
+      signableHeaders: new Set(o.contentType ? ['content-type', 'content-length'] : ['content-length']),
+    });
+    // every HTTP client sends Content-Length itself; only Content-Type is the caller's to send
+    return { url, headers: o.contentType ? { 'Content-Type': o.contentType } : {} };
+  }
+
+  async stagingPart(uploadId: string, index: number): Promise<{ size: number; md5: string } | undefined> {
+    const key = S3Storage.partKey(uploadId, index);
+    const head = await this.storage.head(key);
+    if (!head) return undefined;
+    // The ETag of an object written by one PUT is its MD5, unless the bucket encrypts with KMS or
+    // customer keys: then the bytes are read back to hash them.
+    if (/^[0-9a-f]{32}$/.test(head.etag)) return { size: head.size, md5: head.etag };
+    const md5 = createHash('md5');
+    for await (const chunk of this.storage.read(key, head.size)) md5.update(chunk);
+    return { size: head.size, md5: md5.digest('hex') };
+  }
+
+  async blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string> {
+    // the empty blob exists without being stored; a URL needs an object to name
+    if (sha256 === SHA256_EMPTY) await this.storage.putEmptyBlob();
+    const command = new GetObjectCommand({
+      Bucket: this.bucket,
+      Key: S3Storage.blobKey(sha256),
+      ResponseContentType: o.contentType,
+      ResponseContentDisposition: o.fileName ? contentDisposition(o.fileName) : undefined,
+    });
+    return getSignedUrl(this.presigner, command, { expiresIn: o.expiresInSeconds });
+  }
+}
+
+/** `attachment` with the file name, ASCII fallback plus RFC 5987 UTF-8 form. */
+function contentDisposition(fileName: string): string {
+  const ascii = fileName.replace(/[^\x20-\x7e]|["\\]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(fileName)}`;
 }
 
 interface StagedPart {

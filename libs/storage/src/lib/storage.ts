@@ -39,8 +39,31 @@ export interface StagingEntry {
   modifiedMs: number;
 }
 
+/**
+ * What a store can do for clients directly, by presigned URLs (S3): bytes then go between client
+ * and bucket without passing through Ferry. Local disk has none; Ferry's own data plane serves.
+ */
+export interface DirectAccess {
+  /**
+   * A URL that PUTs part `index` of the staging object `uploadId` straight to the store. The client
+   * sends `headers` and exactly `contentLength` bytes (signed: the store refuses another length);
+   * a part PUT again replaces the previous one.
+   */
+  stagingPartPutUrl(
+    uploadId: string,
+    index: number,
+    o: { contentLength: number; contentType?: string; expiresInSeconds: number },
+  ): Promise<{ url: string; headers: Record<string, string> }>;
+  /** Size and MD5 (hex) of part `index` as the store holds it, or undefined if it has none. */
+  stagingPart(uploadId: string, index: number): Promise<{ size: number; md5: string } | undefined>;
+  /** A URL that GETs a blob straight from the store (`Range` honoured). */
+  blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string>;
+}
+
 export interface Storage {
   readonly kind: 'fs' | 's3';
+  /** Present when clients can reach the store directly (S3). */
+  readonly direct?: DirectAccess;
   /**
    * Opens (creating if needed) an upload's staging object, cutting it to `size` bytes. Never
    * extends it: if fewer than `size` bytes are staged, the committed bytes were lost (InternalError).

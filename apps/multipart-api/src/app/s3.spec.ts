@@ -1,0 +1,91 @@
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { createS3Client } from '@ferry/storage';
+import { MultipartClient, TestS3, md5Hex, patternBytes, sha256Hex, startTestS3 } from '@ferry/testing';
+import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
+
+const MiB = 1024 * 1024;
+const PART = 5 * MiB;
+
+type Status = { uploadId: string; state: string; partsState: string; resultFileHandleId?: string };
+type Urls = { partPresignedUrls: { partNumber: number; uploadPresignedUrl: string; signedHeaders: Record<string, string> }[] };
+
+/** multipart-api with FERRY_STORAGE=s3: parts go straight to the bucket, Ferry verifies and assembles. */
+describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly worker)', () => {
+  let s3: TestS3;
+  let h: MultipartHarness;
+  let alice: MultipartClient;
+  const file = patternBytes(2 * PART + 1234, 41);
+  const part = (n: number) => file.subarray((n - 1) * PART, n * PART);
+
+  beforeAll(async () => {
+    s3 = await startTestS3('multipart-bucket');
+    h = await startMultipartApi({ ...s3.env, FERRY_MULTIPART_COMPLETE_WAIT_MS: '20000' });
+    alice = h.client('alice-token');
+  }, 30_000);
+
+  afterAll(async () => {
+    await h?.close();
+    await s3?.stop();
+  }, 30_000);
+
+  async function keys(prefix: string): Promise<string[]> {
+    const client = createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
+    const page = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }));
+    return (page.Contents ?? []).map((o) => o.Key as string);
+  }
+
+  it('hands out part URLs of the bucket itself, verifies each part there, assembles and serves the file from the bucket', async () => {
+    const start = (await alice.start({ fileName: 's3.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
+      .body as unknown as Status;
+    const urls = ((await alice.urls(start.uploadId, [1, 2, 3], { contentType: 'application/octet-stream' })).body as Urls).partPresignedUrls;
+    for (const u of urls) {
+      expect(u.uploadPresignedUrl.startsWith(`${s3.endpoint}/${s3.bucket}/staging/${start.uploadId}/`)).toBe(true);
+      expect(u.uploadPresignedUrl).toMatch(/X-Amz-Signature=/);
+      expect(u.signedHeaders).toEqual({ 'Content-Type': 'application/octet-stream' });
+    }
+    // add-part before the PUT: nothing in the bucket yet
+    expect((await alice.add(start.uploadId, 1, md5Hex(part(1)))).body).toMatchObject({ addPartState: 'ADD_FAILED', errorMessage: expect.stringMatching(/no bytes are stored/) });
+    for (const u of urls) expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber), u.signedHeaders)).status).toBe(200);
+    // the MD5 the client claims is checked against what the bucket holds
+    expect((await alice.add(start.uploadId, 2, md5Hex(part(1)))).body).toMatchObject({ addPartState: 'ADD_FAILED', errorMessage: expect.stringMatching(/MD5 of the stored bytes of part 2/) });
+    for (const n of [1, 2, 3]) expect((await alice.add(start.uploadId, n, md5Hex(part(n)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    expect((await alice.add(start.uploadId, 3, md5Hex(part(3)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' }); // idempotent
+    const done = (await alice.complete(start.uploadId)).body as unknown as Status;
+    expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+    expect(await keys('staging/')).toEqual([]);
+    // the download URL is a presigned GET of the content-addressed blob, ranges included
+    const url = String((await alice.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`)).body);
+    expect(url.startsWith(`${s3.endpoint}/${s3.bucket}/blobs/sha256/`)).toBe(true);
+    expect(sha256Hex(Buffer.from(await (await fetch(url)).arrayBuffer()))).toBe(sha256Hex(file));
+    const ranged = await fetch(url, { headers: { range: `bytes=${PART - 2}-${PART + 1}` } });
+    expect(ranged.status).toBe(206);
+    expect(Buffer.from(await ranged.arrayBuffer())).toEqual(file.subarray(PART - 2, PART + 2));
+    // the same file again: deduplicated at once
+    const again = (await alice.start({ fileName: 'copy.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
+      .body as unknown as Status;
+    expect(again.state).toBe('COMPLETED');
+  }, 60_000);
+
+  it('refuses a part of the wrong size that reached the bucket, and a part replaced after it was added fails the assembly', async () => {
+    const content = patternBytes(PART + 10, 42);
+    const start = (await alice.start({ fileName: 'bad.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: PART }))
+      .body as unknown as Status;
+    const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
+    // s3rver does not enforce the signed Content-Length (S3 does): the size check of add-part still holds
+    await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART - 1), u1.signedHeaders);
+    expect((await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART - 1)))).body).toMatchObject({
+      addPartState: 'ADD_FAILED',
+      errorMessage: expect.stringMatching(/exactly 5242880 bytes; the stored one has 5242879/),
+    });
+    await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
+    await MultipartClient.put(u2.uploadPresignedUrl, content.subarray(PART), u2.signedHeaders);
+    expect((await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    expect((await alice.add(start.uploadId, 2, md5Hex(content.subarray(PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    // the client PUTs part 2 again after adding it (Ferry does not see PUTs to the bucket)
+    await MultipartClient.put(u2.uploadPresignedUrl, Buffer.alloc(10, 1), u2.signedHeaders);
+    const done = await alice.complete(start.uploadId);
+    expect(done.status).toBe(400);
+    expect((done.body as { message: string }).message).toMatch(/MD5 of the assembled file/);
+    expect(await keys(`staging/${start.uploadId}/`)).toEqual([]);
+  }, 60_000);
+});
