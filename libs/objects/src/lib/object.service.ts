@@ -5,7 +5,7 @@ import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth'
 import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
-import type { StagingFile, Storage } from '@ferry/storage';
+import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/uploads';
 import type { HashPool } from '@ferry/uploads';
 import {
@@ -66,6 +66,8 @@ interface PendingUpload {
   contentType: string;
   /** Declared length of the putUrl body (-1: none declared). */
   contentLength: number;
+  /** The staging object putUrls name when they go straight to the bucket (S3). */
+  directStagingId?: string;
   /** What is stored, once data arrived (in the staging object `stagingId`). */
   stored?: { stagingId: string; size: number; sha256: string; sha512: string; md5: string; crc32c: string };
 }
@@ -108,6 +110,11 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('DEL', KEYS[2])
 return 1`;
 
+/** ARGV: uploadId, field, value → 1 if the field was set (it was absent), 0 if present, -1 if the upload is not this one. */
+const setIfAbsent1 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
+return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])`;
+
 /** KEYS[1] a lease. ARGV: holder, ttl (0: release) → 1 if held by holder. */
 const lease1 = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -136,6 +143,7 @@ export class ObjectService {
     if (!('ferryObjectBeginPut' in redis)) redis.defineCommand('ferryObjectBeginPut', { numberOfKeys: 2, lua: beginPut1 });
     if (!('ferryObjectRecordPut' in redis)) redis.defineCommand('ferryObjectRecordPut', { numberOfKeys: 2, lua: recordPut1 });
     if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
+    if (!('ferryObjectSetIfAbsent' in redis)) redis.defineCommand('ferryObjectSetIfAbsent', { numberOfKeys: 1, lua: setIfAbsent1 });
   }
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
@@ -168,6 +176,8 @@ export class ObjectService {
     if (inline && inlineBytes && inlineBytes.length <= DATA_INLINE_MAX_BYTES) {
       await this.store(upload, inlineBytes, inline.contentType);
       uploadMethod = { dataInline: true };
+    } else if (put && this.storage.direct && put.contentLength <= this.storage.direct.maxPartBytes) {
+      uploadMethod = { putUrl: await this.directPutUrl(upload, put) };
     } else if (put) {
       const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
       const headers = { 'Content-Type': put.contentType, 'Content-Length': String(put.contentLength) };
@@ -177,6 +187,54 @@ export class ObjectService {
       uploadMethod = { putUrl: { url, expires: new Date(expiresAt * 1000).toISOString(), headers } };
     }
     return { projectId: upload.projectId, uploadId: upload.uploadId, expires, uploadMethod };
+  }
+
+  /**
+   * A putUrl straight to the bucket (S3). Every URL of one upload names the same staging object, so
+   * a renewed URL and a PUT again replace the bytes as S3 does (the last complete PUT wins); Ferry
+   * sees no PUT, so finishUpload reads the bytes back to verify them.
+   */
+  private async directPutUrl(upload: PendingUpload, put: { contentType: string; contentLength: number }): Promise<{ url: string; expires: string; headers: Record<string, string> }> {
+    const direct = this.storage.direct as DirectAccess;
+    let stagingId = upload.directStagingId;
+    if (!stagingId) {
+      stagingId = `ob_${randomBytes(15).toString('base64url')}`;
+      await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
+      const won = await this.script('ferryObjectSetIfAbsent', this.keys.objectUpload(upload.name), upload.uploadId, 'directStagingId', stagingId);
+      if (won !== 1) {
+        await this.redis.del(this.keys.objectStaging(stagingId));
+        const current = await this.pending(upload.name);
+        if (!current?.directStagingId || current.uploadId !== upload.uploadId) throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
+        stagingId = current.directStagingId;
+      }
+    }
+    const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
+    const { url } = await direct.stagingPartPutUrl(stagingId, 0, { contentLength: put.contentLength, contentType: put.contentType, expiresInSeconds });
+    await this.update(upload, { contentType: put.contentType, contentLength: put.contentLength });
+    return {
+      url,
+      expires: new Date(Date.now() + expiresInSeconds * 1000).toISOString(),
+      headers: { 'Content-Type': put.contentType, 'Content-Length': String(put.contentLength) },
+    };
+  }
+
+  /** What a client PUT straight to the bucket, hashed now (Ferry did not see the bytes arrive). */
+  private async directStored(upload: PendingUpload): Promise<PendingUpload['stored']> {
+    const stagingId = upload.directStagingId;
+    if (!stagingId) return undefined;
+    const size = await this.storage.stagingSize(stagingId);
+    if (size === undefined) return undefined;
+    if (upload.contentLength >= 0 && size !== upload.contentLength) {
+      throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
+    }
+    const hasher = this.hashPool.hasher({ sha512: true });
+    try {
+      for await (const chunk of this.storage.readStaging(stagingId, 0, size)) await hasher.update(chunk as Buffer);
+      return { stagingId, size, ...(await hasher.digest()) } as NonNullable<PendingUpload['stored']>;
+    } catch (err) {
+      hasher.dispose();
+      throw err;
+    }
   }
 
   /** Data plane: the PUT of a putUrl. Streams to staging, computing every digest on the way. */
@@ -227,7 +285,7 @@ export class ObjectService {
     const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
     if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
     if ((await this.redis.exists(this.putLease(name))) === 1) throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
-    const stored = upload.stored;
+    const stored = upload.stored ?? (await this.directStored(upload));
     if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
     if ((await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
       throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
@@ -259,7 +317,7 @@ export class ObjectService {
     this.auth.require(principal, ObjectScopes.download(name));
     const object = await this.liveObject(name);
     if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
-    const { url, expires } = this.signedGet(name, baseUrl);
+    const { url, expires } = await this.signedGet(object, baseUrl);
     if (accept.getUrl) return { method: 'getUrl', url, expires, hashes: hashesOf(object) };
     if (accept.simple) return { method: 'simple', url };
     throw new NoMatchingMethodError('none of the accepted download methods is offered (getUrl, simple)');
@@ -276,7 +334,9 @@ export class ObjectService {
   /** The signed URL `download` redirects to (303). */
   async downloadUrl(principal: Principal, name: string, baseUrl: string): Promise<string> {
     await this.metadata(principal, name);
-    return this.signedGet(name, baseUrl).url;
+    const object = await this.liveObject(name);
+    if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
+    return (await this.signedGet(object, baseUrl)).url;
   }
 
   /** Data plane: the bytes behind a signed GET URL. */
@@ -296,9 +356,15 @@ export class ObjectService {
     return object;
   }
 
-  private signedGet(name: string, baseUrl: string): { url: string; expires: string } {
+  /** A signed GET URL of the object: presigned to the bucket itself (S3), else Ferry's data plane. */
+  private async signedGet(object: CatalogObject, baseUrl: string): Promise<{ url: string; expires: string }> {
     const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
-    const path = ObjectDataPaths.object(name);
+    const expires = new Date(expiresAt * 1000).toISOString();
+    if (this.storage.direct) {
+      const url = await this.storage.direct.blobGetUrl(object.blob, { expiresInSeconds: Math.floor(this.options.urlTtlMs / 1000), contentType: object.contentType });
+      return { url, expires };
+    }
+    const path = ObjectDataPaths.object(object.name);
     return { url: `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`, expires: new Date(expiresAt * 1000).toISOString() };
   }
 
@@ -394,7 +460,7 @@ export class ObjectService {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease', ...args: (string | number)[]): Promise<number | string> {
+  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent', ...args: (string | number)[]): Promise<number | string> {
     const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
     return fn.call(this.redis, ...args);
   }
@@ -420,7 +486,7 @@ function decode(h: Record<string, string>): PendingUpload | undefined {
   return {
     name: h['name'], projectId: h['projectId'], uploadId: h['uploadId'], expires: h['expires'], owner: h['owner'],
     createdAt: Number(h['createdAt']), hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
-    contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1),
+    contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1), directStagingId: h['directStagingId'] || undefined,
     stored: h['sha256'] ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
   };
 }

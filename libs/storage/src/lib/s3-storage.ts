@@ -378,6 +378,8 @@ export class S3Storage implements Storage {
 
 /** Presigned URLs straight to the bucket (SigV4, query-string authentication). */
 class S3DirectAccess implements DirectAccess {
+  readonly maxPartBytes = S3_LIMITS.maxSingleObjectBytes;
+
   constructor(
     private readonly storage: S3Storage,
     private readonly presigner: S3Client,

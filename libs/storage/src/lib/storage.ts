@@ -44,6 +44,8 @@ export interface StagingEntry {
  * and bucket without passing through Ferry. Local disk has none; Ferry's own data plane serves.
  */
 export interface DirectAccess {
+  /** The largest part one presigned PUT may carry (S3: 5 GiB). */
+  readonly maxPartBytes: number;
   /**
    * A URL that PUTs part `index` of the staging object `uploadId` straight to the store. The client
    * sends `headers` and exactly `contentLength` bytes (signed: the store refuses another length);
