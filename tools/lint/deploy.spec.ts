@@ -62,6 +62,10 @@ describe('docker-compose.yml', () => {
       expect(s.depends_on?.['redis']).toEqual({ condition: 'service_healthy' });
       expect(s.ports).toContain(`${PORTS[app]}:${PORTS[app]}`);
       expect(s.environment?.['FERRY_HOST']).toBe('0.0.0.0');
+      // their bytes live in MinIO, through the S3 backend; presigned URLs name MinIO as the host sees it
+      expect(s.depends_on?.['minio']).toEqual({ condition: 'service_healthy' });
+      expect(s.environment).toMatchObject({ FERRY_STORAGE: 's3', FERRY_S3_ENDPOINT: 'http://minio:9000', FERRY_S3_FORCE_PATH_STYLE: 'true', FERRY_S3_CREATE_BUCKET: 'true' });
+      expect(s.environment?.['FERRY_S3_PUBLIC_ENDPOINT']).toContain('localhost:9000');
     }
   });
 

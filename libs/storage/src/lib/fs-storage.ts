@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { InternalError, NotFoundError } from '@ferry/errors';
 import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
@@ -240,7 +240,16 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** Streams `[start, end)` of a file, failing (never ending short) if the file holds less. */
 function readRange(path: string, start: number, end: number, chunkSize: number): Readable {
   if (end <= start) return Readable.from([]);
-  return createReadStream(path, { start, end: end - 1, highWaterMark: chunkSize });
+  async function* checked(): AsyncGenerator<Buffer> {
+    let got = 0;
+    for await (const chunk of createReadStream(path, { start, end: end - 1, highWaterMark: chunkSize })) {
+      got += (chunk as Buffer).length;
+      yield chunk as Buffer;
+    }
+    if (got !== end - start) throw new InternalError(`${basename(path)}: asked for bytes [${start}, ${end}) but it holds ${start + got}`);
+  }
+  return Readable.from(checked(), { objectMode: false });
 }

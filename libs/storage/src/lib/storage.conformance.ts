@@ -189,6 +189,44 @@ export function describeStorageConformance(
       expect(await storage.stagingSize('empty')).toBeUndefined();
     });
 
+    it('fails plainly on what is not there: reading a missing blob or range, deleting twice', async () => {
+      const missing = 'f'.repeat(64);
+      expect(await storage.blobSize(missing)).toBeUndefined();
+      await expect(collect(storage.readBlob(missing, 0, 10))).rejects.toThrow();
+      await storage.deleteBlob(missing);
+      await storage.deleteStaging('never-staged');
+      expect(await storage.stagingSize('never-staged')).toBeUndefined();
+      const f = await storage.openStaging('tiny', 0);
+      await f.write(Buffer.from('abc'), 0);
+      await f.sync(true);
+      await f.close();
+      await expect(collect(storage.readStaging('tiny', 0, 10))).rejects.toThrow();
+    });
+
+    it('lets clients PUT parts and GET blobs directly when the store offers it', async () => {
+      const direct = storage.direct;
+      if (!direct) return; // local disk: Ferry's own data plane serves clients
+      const parts = [randomBytes(100_000), randomBytes(1234)];
+      expect(await direct.stagingPart('direct', 0)).toBeUndefined();
+      for (const [index, part] of parts.entries()) {
+        const { url, headers } = await direct.stagingPartPutUrl('direct', index, { contentLength: part.length, contentType: 'application/x-part', expiresInSeconds: 60 });
+        expect((await fetch(url, { method: 'PUT', headers, body: part })).status).toBe(200);
+        expect(await direct.stagingPart('direct', index)).toEqual({ size: part.length, md5: createHash('md5').update(part).digest('hex') });
+      }
+      const whole = Buffer.concat(parts);
+      expect(await storage.stagingSize('direct')).toBe(whole.length);
+      expect(sha(await collect(storage.readStaging('direct', 0, whole.length)))).toBe(sha(whole));
+      await storage.publishStaging('direct', sha(whole));
+      const url = await direct.blobGetUrl(sha(whole), { expiresInSeconds: 60, contentType: 'text/x-test', fileName: 'r\u00e9sum\u00e9 "1".txt' });
+      const got = await fetch(url, { headers: { range: 'bytes=99998-100001' } });
+      expect(got.status).toBe(206);
+      expect(Buffer.from(await got.arrayBuffer())).toEqual(whole.subarray(99_998, 100_002));
+      expect(got.headers.get('content-type')).toBe('text/x-test');
+      expect(got.headers.get('content-disposition')).toBe(`attachment; filename="r_sum_ _1_.txt"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.txt`);
+      const empty = await fetch(await direct.blobGetUrl(SHA256_EMPTY, { expiresInSeconds: 60 }));
+      expect([empty.status, (await empty.arrayBuffer()).byteLength]).toEqual([200, 0]);
+    });
+
     it('always has the empty blob', async () => {
       expect(await storage.blobSize(SHA256_EMPTY)).toBe(0);
       expect(await collect(storage.readBlob(SHA256_EMPTY, 0, 0))).toEqual(Buffer.alloc(0));
