@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: process sampling, statistics, Redis, server processes.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -187,3 +188,22 @@ export function runBenchmark(main, { paths = [], work } = {}) {
     )
     .then(() => process.exit());
 }
+
+/** One request; resolves with status and body text. `body` is a Buffer (sent with Content-Length). */
+export function request(url, { method = 'GET', headers = {}, body, agent = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = httpRequest(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, agent, headers: { ...headers, 'content-length': body ? body.length : 0 } },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+

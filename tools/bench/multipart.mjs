@@ -16,10 +16,10 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const PART_SIZES = (process.env.BENCH_PART_MIB ?? '5,64').split(',').map((s) => Number(s) * MiB);
@@ -40,24 +40,6 @@ const fmt = (x, d = 1) => x.toFixed(d);
 const md5Hex = (b) => createHash('md5').update(b).digest('hex');
 
 // --- a small HTTP client (node:http, keep-alive) -------------------------------------------------
-
-/** One request; resolves with status and body text. `body` is a Buffer (sent with Content-Length). */
-function request(url, { method = 'GET', headers = {}, body, agent = false } = {}) {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = httpRequest(
-      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, agent, headers: { ...headers, 'content-length': body ? body.length : 0 } },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** A bearer-authenticated JSON call to the multipart API; throws unless the status is `expect`. */
 async function api(base, agent, method, path, json, expect) {

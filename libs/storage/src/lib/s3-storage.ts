@@ -20,7 +20,7 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { InternalError, NotFoundError } from '@ferry/errors';
+import { InternalError, NotFoundError, ResourceExhaustedError } from '@ferry/errors';
 import { DirectAccess, SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
 
 /** S3 limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html). */
@@ -246,11 +246,15 @@ export class S3Storage implements Storage {
     const created = await this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target }));
     const UploadId = created.UploadId as string;
     try {
-      const done: { PartNumber: number; ETag: string }[] = [];
-      for (const part of parts) {
-        const PartNumber = part.index + 1;
-        done.push({ PartNumber, ETag: await this.copyPart(target, UploadId, PartNumber, part) });
-      }
+      // a few parts at a time: copies are server-side, but each one is a round trip (or, streamed, a transfer)
+      const done: { PartNumber: number; ETag: string }[] = new Array(parts.length);
+      let next = 0;
+      const copier = async () => {
+        for (let i = next++; i < parts.length; i = next++) {
+          done[i] = { PartNumber: i + 1, ETag: await this.copyPart(target, UploadId, i + 1, parts[i]) };
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(4, parts.length) }, copier));
       await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }));
     } catch (err) {
       await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
@@ -328,6 +332,7 @@ export class S3Storage implements Storage {
 
   async check(): Promise<void> {
     await this.ready();
+    await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })); // every time: the store may have gone since
   }
 
   async putEmptyBlob(): Promise<void> {
@@ -476,6 +481,12 @@ class S3StagingFile implements StagingFile {
       this.partLength += n;
       from += n;
       if (this.partLength === step) {
+        // the last part may be short, so only a full part beyond the limit is certainly too many
+        if (this.nextIndex + 1 >= S3_LIMITS.maxParts) {
+          throw new ResourceExhaustedError(
+            `upload ${this.uploadId}: larger than S3's ${S3_LIMITS.maxParts} parts of ${step} bytes (FERRY_S3_PART_SIZE) allow`,
+          );
+        }
         const full = this.part;
         this.part = undefined;
         this.partLength = 0;
