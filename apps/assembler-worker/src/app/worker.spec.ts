@@ -1,47 +1,30 @@
 import type { INestApplication } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
-import { FerryConfig, loadConfig } from '@ferry/config';
+import type { FerryConfig } from '@ferry/config';
 import { REDIS, STORAGE } from '@ferry/core';
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { Catalog, CatalogObject } from '@ferry/catalog';
 import { AssemblyQueue, MultipartStore, requestDigest } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
-import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { TempDir, TestRedis, freePort, md5Hex, patternBytes, sha256Hex, startTestRedis, tempDir } from '@ferry/testing';
-import { WorkerModule } from './worker.module';
+import { TempDir, md5Hex, patternBytes, sha256Hex } from '@ferry/testing';
+import { WorkerContext, WorkerHarness, itExpiresObjects, itRemovesIdleUploads, startWorker, until } from '../testing/worker.harness';
 
 describe('assembler-worker (real Redis, disk and HTTP)', () => {
-  let redis: TestRedis;
+  let h: WorkerHarness;
   let data: TempDir;
   let config: FerryConfig;
   let app: INestApplication;
   let base: string;
 
   beforeAll(async () => {
-    redis = await startTestRedis();
-    data = tempDir('ferry-worker');
-    const port = await freePort();
-    config = loadConfig({
-      REDIS_URL: redis.url,
-      FERRY_REDIS_PREFIX: redis.prefix,
-      FERRY_DATA_DIR: data.path,
-      FERRY_WORKER_PORT: String(port),
-      FERRY_EXPIRE_INTERVAL_MS: '200',
-      FERRY_UPLOAD_IDLE_TTL_MS: '600',
-      FERRY_BLOB_GRACE_MS: '0',
-      FERRY_LOG_LEVEL: 'silent',
-    });
-    app = await NestFactory.create(WorkerModule.register(config), { logger: false });
-    await app.listen(port, '127.0.0.1');
-    base = `http://127.0.0.1:${port}`;
+    h = await startWorker();
+    ({ config, app, base, data } = h);
   });
 
+  const ctx: WorkerContext = () => h;
+
   afterAll(async () => {
-    await app.close();
-    await redis.stop();
-    data.remove();
+    await h.close();
   });
 
   it('serves liveness, readiness and Prometheus metrics', async () => {
@@ -56,36 +39,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(metrics).toContain('ferry_process_cpu_seconds_total');
   });
 
-  it('removes an idle upload and its staged bytes on schedule, but not an active one', async () => {
-    const sessions = app.get(SessionStore);
-    const storage = app.get<Storage>(STORAGE);
-    for (const id of ['idle', 'busy']) {
-      await sessions.getOrCreate({ id, name: id, protocol: 'test', owner: 'dev' });
-      const f = await storage.openStaging(id, 0);
-      await f.write(Buffer.from('partial'), 0);
-      await f.close();
-    }
-    const lease = await sessions.acquireLease('busy');
-    const renew = setInterval(() => void sessions.renewLease(lease), 300);
-    const deadline = Date.now() + 10_000;
-    // the job removes the session, then its staged bytes: wait for both
-    while (((await sessions.exists('idle')) || (await storage.stagingSize('idle')) !== undefined) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    clearInterval(renew);
-    expect(await sessions.exists('idle')).toBe(false);
-    expect(await storage.stagingSize('idle')).toBeUndefined();
-    expect(await sessions.exists('busy')).toBe(true);
-    expect(await storage.stagingSize('busy')).toBe(7);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/ferry_uploads_expired_total [1-9]/);
-    await sessions.releaseLease(lease);
-  });
-
-  const until = async (check: () => Promise<boolean>, ms = 10_000) => {
-    const deadline = Date.now() + ms;
-    while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  };
+  itRemovesIdleUploads(ctx);
 
   it('assembles a completed multipart upload from the queue and publishes one file handle', async () => {
     const store = app.get(MultipartStore);
@@ -147,32 +101,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     await store.abortPart(lease);
   });
 
-  it('removes objects at their expires and collects their blob only when no live object references it', async () => {
-    const catalog = app.get(Catalog);
-    const storage = app.get<Storage>(STORAGE);
-    const shared = Buffer.from('shared bytes');
-    const alone = Buffer.from('bytes of one object');
-    for (const b of [shared, alone]) await storage.putBlob(b, sha256Hex(b));
-    const object = (name: string, data: Buffer, expires: string | null): CatalogObject => ({
-      name, size: data.length, sha256: sha256Hex(data), md5: md5Hex(data), crc32c: '00000000', contentType: 'x/y', owner: 'dev',
-      project: 'p', createdAt: new Date().toISOString(), expires, protocol: 'object', blob: sha256Hex(data),
-    });
-    const soon = new Date(Date.now() + 300).toISOString();
-    await catalog.publish(object('exp/shared', shared, soon));
-    await catalog.publish(object('live/shared', shared, null));
-    await catalog.publish(object('exp/alone', alone, soon));
-    await until(async () => (await storage.blobSize(sha256Hex(alone))) === undefined);
-    expect(await catalog.get('exp/alone')).toBeUndefined();
-    expect(await catalog.get('exp/shared')).toBeUndefined();
-    expect(await storage.blobSize(sha256Hex(alone))).toBeUndefined();
-    // the blob a live object references stays, through several more runs
-    await new Promise((r) => setTimeout(r, 800));
-    expect(await catalog.get('live/shared')).toBeDefined();
-    expect(await storage.blobSize(sha256Hex(shared))).toBe(shared.length);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);
-    expect(metrics).toMatch(/ferry_blobs_collected_total [1-9]/);
-  });
+  itExpiresObjects(ctx);
 
   it('sweeps orphaned object-upload staging but not that of an upload still alive', async () => {
     const storage = app.get<Storage>(STORAGE);

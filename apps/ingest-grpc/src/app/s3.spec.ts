@@ -1,6 +1,4 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import * as grpc from '@grpc/grpc-js';
-import { createS3Client } from '@ferry/storage';
 import {
   TestS3,
   bearer,
@@ -40,12 +38,6 @@ describe('ingest-grpc on S3 storage (s3rver, real Redis and sockets)', () => {
     await s3?.stop();
   });
 
-  async function keys(prefix: string): Promise<string[]> {
-    const client = createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
-    const page = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }));
-    return (page.Contents ?? []).map((o) => o.Key as string);
-  }
-
   it('ByteStream: commits whole parts while the stream runs, resumes from there, and publishes one blob', async () => {
     const name = randomName('s3/bytestream');
     const data = patternBytes(2 * PART + 3 * MiB + 11, 31);
@@ -60,8 +52,8 @@ describe('ingest-grpc on S3 storage (s3rver, real Redis and sockets)', () => {
     expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: data.length, complete: true });
     const back = await readBytes(h.client, name);
     expect(sha256Hex(back.data)).toBe(sha256Hex(data));
-    expect(await keys('staging/')).toEqual([]);
-    expect(await keys('blobs/')).toContain(`blobs/sha256/${sha256Hex(data).slice(0, 2)}/${sha256Hex(data)}`);
+    expect(await s3.keys('staging/')).toEqual([]);
+    expect(await s3.keys('blobs/')).toContain(`blobs/sha256/${sha256Hex(data).slice(0, 2)}/${sha256Hex(data)}`);
   }, 60_000);
 
   it('GCS: persisted_size advances by whole parts on flush, the object finishes and reads back with ranges', async () => {

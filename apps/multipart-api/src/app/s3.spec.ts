@@ -1,5 +1,3 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createS3Client } from '@ferry/storage';
 import { MultipartClient, TestS3, md5Hex, patternBytes, sha256Hex, startTestS3 } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
 
@@ -28,12 +26,6 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     await s3?.stop();
   }, 30_000);
 
-  async function keys(prefix: string): Promise<string[]> {
-    const client = createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
-    const page = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }));
-    return (page.Contents ?? []).map((o) => o.Key as string);
-  }
-
   it('hands out part URLs of the bucket itself, verifies each part there, assembles and serves the file from the bucket', async () => {
     const start = (await alice.start({ fileName: 's3.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
       .body as unknown as Status;
@@ -52,7 +44,7 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     expect((await alice.add(start.uploadId, 3, md5Hex(part(3)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' }); // idempotent
     const done = (await alice.complete(start.uploadId)).body as unknown as Status;
     expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
-    expect(await keys('staging/')).toEqual([]);
+    expect(await s3.keys('staging/')).toEqual([]);
     // the download URL is a presigned GET of the content-addressed blob, ranges included
     const url = String((await alice.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`)).body);
     expect(url.startsWith(`${s3.endpoint}/${s3.bucket}/blobs/sha256/`)).toBe(true);
@@ -86,6 +78,6 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     const done = await alice.complete(start.uploadId);
     expect(done.status).toBe(400);
     expect((done.body as { message: string }).message).toMatch(/MD5 of the assembled file/);
-    expect(await keys(`staging/${start.uploadId}/`)).toEqual([]);
+    expect(await s3.keys(`staging/${start.uploadId}/`)).toEqual([]);
   }, 60_000);
 });

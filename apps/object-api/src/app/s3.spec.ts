@@ -1,8 +1,6 @@
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createS3Client } from '@ferry/storage';
 import { TestS3, patternBytes, sha256Hex, startTestS3 } from '@ferry/testing';
 import { ObjectHarness, startObjectApi } from '../testing/object.harness';
 
@@ -36,12 +34,6 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
     return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
   }
 
-  async function keys(prefix: string): Promise<string[]> {
-    const client = createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
-    const page = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix }));
-    return (page.Contents ?? []).map((o) => o.Key as string);
-  }
-
   it('negotiates a putUrl of the bucket, verifies the bytes there at finish, and hands out getUrls of the bucket', async () => {
     const data = patternBytes(3 * 1024 * 1024 + 5, 51);
     const name = 's3/direct.bin';
@@ -60,7 +52,7 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
     expect(renewed.putUrl.url.split('?')[0]).toBe(first.putUrl.url.split('?')[0]);
     expect((await fetch(renewed.putUrl.url, { method: 'PUT', headers, body: data })).status).toBe(200);
     expect((await call('POST', `/finish-upload/${encodeURIComponent(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } })).status).toBe(200);
-    expect(await keys('staging/')).toEqual([]);
+    expect(await s3.keys('staging/')).toEqual([]);
     const download = (await call('PUT', `/start-download/${encodeURIComponent(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string; hashes: { sha256: string } };
     expect(download.url.startsWith(`${s3.endpoint}/${s3.bucket}/blobs/sha256/`)).toBe(true);
     expect(download.hashes.sha256).toBe(sha256Hex(data));

@@ -1,3 +1,4 @@
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tempDir } from './temp-dir';
@@ -10,6 +11,8 @@ export interface TestS3 {
   secretAccessKey: string;
   /** The variables that point a Ferry app at it (FERRY_STORAGE=s3 and FERRY_S3_*). */
   env: Record<string, string>;
+  /** The keys in the bucket under `prefix`, in order (what a test expects the store to hold). */
+  keys(prefix?: string): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -41,6 +44,15 @@ export async function startTestS3(bucket = 'ferry-test'): Promise<TestS3> {
       FERRY_S3_ACCESS_KEY_ID: credentials.accessKeyId,
       FERRY_S3_SECRET_ACCESS_KEY: credentials.secretAccessKey,
       FERRY_S3_FORCE_PATH_STYLE: 'true',
+    },
+    keys: async (prefix = '') => {
+      const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+      try {
+        const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
+        return (page.Contents ?? []).map((o) => o.Key as string);
+      } finally {
+        client.destroy();
+      }
     },
     stop: async () => {
       server.httpServer?.closeAllConnections();
