@@ -1,10 +1,10 @@
 /**
  * Replicas: two ingest-grpc, two multipart-api and two object-api processes (the built apps) on one
- * Redis and one data directory, with an assembler-worker. For each protocol (ByteStream, GCS v2,
- * multipart, the object API) an
- * upload is broken on replica A by killing it (SIGKILL) in the middle, resumed and finished on
- * replica B from what B reports, and read back from both (A restarted): nothing a replica keeps
- * in its own memory is needed to continue an upload.
+ * Redis and one storage (a data directory, then an S3 bucket of s3rver), with an assembler-worker.
+ * For each protocol (ByteStream, GCS v2, multipart, the object API) an upload is broken on replica
+ * A by killing it (SIGKILL) in the middle, resumed and finished on replica B from what B reports,
+ * and read back from both (A restarted): nothing a replica keeps in its own memory is needed to
+ * continue an upload.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import {
   MultipartClient,
   TempDir,
   TestRedis,
+  TestS3,
   bearer,
   byteStreamClient,
   chunkedRequests,
@@ -30,6 +31,7 @@ import {
   startBuiltApp,
   startResumableWrite,
   startTestRedis,
+  startTestS3,
   stopProcess,
   storageClient,
   tempDir,
@@ -45,9 +47,10 @@ const PART = 5 * MiB;
 
 type Status = { uploadId: string; state: string; partsState: string; resultFileHandleId?: string };
 
-describe('uploads broken on one replica resume on another', () => {
+describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('uploads broken on one replica resume on another: %s', (_label, storage) => {
   let redis: TestRedis;
   let data: TempDir;
+  let s3: TestS3 | undefined;
   const procs = new Map<string, ChildProcess>();
   const ports = new Map<string, number>();
 
@@ -64,6 +67,8 @@ describe('uploads broken on one replica resume on another', () => {
     FERRY_CLIENTS: JSON.stringify([{ clientId: 'replicas', accessToken: TOKEN, scopes: ['*'] }]),
     FERRY_SIGNING_KEY: 'replicas-test-signing-key-0123456789abcdef',
     FERRY_LOG_LEVEL: 'warn',
+    // S3: committed sizes advance by 5 MiB parts
+    ...(s3 ? { ...s3.env, FERRY_S3_PART_SIZE: String(5 * MiB) } : {}),
   });
 
   type Replica = 'ingest-a' | 'ingest-b' | 'mp-a' | 'mp-b' | 'obj-a' | 'obj-b' | 'worker';
@@ -87,6 +92,7 @@ describe('uploads broken on one replica resume on another', () => {
   beforeAll(async () => {
     redis = await startTestRedis();
     data = tempDir('ferry-replicas');
+    if (storage === 's3') s3 = await startTestS3('replicas');
     for (const name of REPLICAS) ports.set(name, await freePort());
     await Promise.all(REPLICAS.map(start));
   }, 120_000);
@@ -94,6 +100,7 @@ describe('uploads broken on one replica resume on another', () => {
   afterAll(async () => {
     await Promise.all([...procs.keys()].map(kill));
     await redis.stop();
+    await s3?.stop();
     data.remove();
   });
 
@@ -182,7 +189,7 @@ describe('uploads broken on one replica resume on another', () => {
     const b = new MultipartClient({ base: `http://127.0.0.1:${ports.get('mp-b')}`, token: TOKEN });
     const started = (await a.start(request)).body as unknown as Status;
     const part = (n: number) => content.subarray((n - 1) * PART, n * PART);
-    // three parts through A (its presigned URLs name A), then A dies
+    // three parts through A (its presigned URLs name A's data plane, or the bucket on S3), then A dies
     const urlsA = (await a.urls(started.uploadId, [1, 2, 3])).body.partPresignedUrls;
     for (const u of urlsA) {
       expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber))).status).toBe(200);
@@ -206,7 +213,7 @@ describe('uploads broken on one replica resume on another', () => {
     expect(viaA.status).toBe(200);
   });
 
-  it('object API: a putUrl PUT broken with A, the upload renewed, finished and served by B', async () => {
+  it('object API: a putUrl PUT broken with A (or, on S3, in the bucket), the upload renewed, finished and served by B', async () => {
     const content = patternBytes(12 * MiB, 24);
     const name = `replicas/object-${Date.now()}.bin`;
     const api = (replica: string) => async (method: string, path: string, body?: unknown) => {
@@ -224,7 +231,8 @@ describe('uploads broken on one replica resume on another', () => {
     const create = { projectId: 'replicas', uploadId, expires: new Date(Date.now() + 86_400_000).toISOString(), proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: content.length } } };
     type PutUrl = { url: string; headers: Record<string, string> };
     const onA = (await a('PUT', `/upload/${encodeURIComponent(name)}`, create)).body['uploadMethod'] as { putUrl: PutUrl };
-    // the PUT to A's data plane dies half way with A
+    // the PUT dies half way with A (to A's data plane; on S3 the PUT to the bucket is cut and A dies too)
+    expect(new URL(onA.putUrl.url).port).toBe(String(storage === 's3' ? new URL(s3?.endpoint ?? '').port : ports.get('obj-a')));
     const broken = new Promise<void>((resolve) => {
       const req = httpRequest(onA.putUrl.url, { method: 'PUT', headers: onA.putUrl.headers });
       req.on('error', () => resolve());
@@ -232,12 +240,12 @@ describe('uploads broken on one replica resume on another', () => {
         res.resume();
         resolve();
       });
-      req.write(content.subarray(0, 4 * MiB), () => void kill('obj-a'));
+      req.write(content.subarray(0, 4 * MiB), () => void (storage === 's3' ? kill('obj-a').then(() => req.destroy()) : kill('obj-a')));
     });
     await broken;
     // B renews the same upload (same uploadId): a URL of its own, the PUT again, the finish
     const onB = (await b('PUT', `/upload/${encodeURIComponent(name)}`, create)).body['uploadMethod'] as { putUrl: PutUrl };
-    expect(new URL(onB.putUrl.url).port).toBe(String(ports.get('obj-b')));
+    expect(new URL(onB.putUrl.url).port).toBe(String(storage === 's3' ? new URL(s3?.endpoint ?? '').port : ports.get('obj-b')));
     expect((await fetch(onB.putUrl.url, { method: 'PUT', headers: onB.putUrl.headers, body: content })).status).toBe(200);
     expect((await b('POST', `/finish-upload/${encodeURIComponent(name)}`, { projectId: 'replicas', uploadId, hashes: { sha256: sha256Hex(content) } })).status).toBe(200);
     const download = (await b('PUT', `/start-download/${encodeURIComponent(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };

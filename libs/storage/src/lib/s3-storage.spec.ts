@@ -31,8 +31,15 @@ describeStorageConformance('s3 (s3rver)', async () => ({ storage: freshStorage()
 describe('S3Storage layout and parts', () => {
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+  const bucketOf = (storage: S3Storage) => (storage as unknown as { options: { bucket: string } }).options.bucket;
+  const collect = async (stream: AsyncIterable<unknown>) => {
+    const chunks: Buffer[] = [];
+    for await (const c of stream) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  };
+
   async function keys(storage: S3Storage, prefix: string): Promise<string[]> {
-    const bucket = (storage as unknown as { options: { bucket: string } }).options.bucket;
+    const bucket = bucketOf(storage);
     const page = await client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
     return (page.Contents ?? []).map((o) => o.Key as string);
   }
@@ -57,21 +64,64 @@ describe('S3Storage layout and parts', () => {
     expect(Buffer.concat(back)).toEqual(data);
   });
 
-  it('resumes at a committed part boundary on another instance, dropping parts that were never committed', async () => {
+  it('resumes on another instance at the committed size, dropping parts that were never committed', async () => {
     const a = freshStorage();
     const data = randomBytes(3 * PART);
     const f = await a.openStaging('resumed', 0);
     await f.write(data, 0);
     await f.sync(); // three parts durable, but say only one was committed before the writer died
-    const b = new S3Storage(client(), { bucket: (a as unknown as { options: { bucket: string } }).options.bucket, partBytes: PART });
-    await expect(b.openStaging('resumed', PART + 1)).rejects.toThrow(/not a part boundary/);
+    const b = new S3Storage(client(), { bucket: bucketOf(a), partBytes: PART });
     const g = await b.openStaging('resumed', PART);
     expect(await keys(b, 'staging/')).toEqual(['staging/resumed/00000000']);
     await g.write(data.subarray(PART), PART);
     expect(await g.sync(true)).toBe(data.length);
-    const back: Buffer[] = [];
-    for await (const c of b.readStaging('resumed', 0, data.length)) back.push(c as Buffer);
-    expect(sha(Buffer.concat(back))).toBe(sha(data));
+    expect(sha(await collect(b.readStaging('resumed', 0, data.length)))).toBe(sha(data));
+  });
+
+  it('resumes inside a part (a writer with another part size committed it), and after a final short part', async () => {
+    const data = randomBytes(5 * PART);
+    const a = freshStorage(PART);
+    const f = await a.openStaging('mixed', 0);
+    await f.write(data.subarray(0, 2 * PART + 100), 0);
+    expect(await f.sync()).toBe(2 * PART);
+    // the next writer uses parts of 1.5 PART: the committed size is a boundary of the old parts only
+    const b = new S3Storage(client(), { bucket: bucketOf(a), partBytes: PART + PART / 2 });
+    const g = await b.openStaging('mixed', 2 * PART);
+    await g.write(data.subarray(2 * PART, 3 * PART + 7), 2 * PART);
+    // its last old part is shorter than its own parts: it was read back and begins its first part
+    expect(await g.sync()).toBe(PART + PART + PART / 2);
+    expect(await g.sync(true)).toBe(3 * PART + 7); // a final short part
+    await g.close();
+    // and a third writer resumes in the middle of that writer's first part, then after its short tail
+    const c = new S3Storage(client(), { bucket: bucketOf(a), partBytes: PART });
+    const h = await c.openStaging('mixed', 2 * PART + 10);
+    await h.write(data.subarray(2 * PART + 10, 4 * PART), 2 * PART + 10);
+    expect(await h.sync(true)).toBe(4 * PART);
+    await h.close();
+    const i = await c.openStaging('mixed', 4 * PART);
+    await i.write(data.subarray(4 * PART), 4 * PART);
+    expect(await i.sync(true)).toBe(5 * PART);
+    expect(sha(await collect(c.readStaging('mixed', 0, data.length)))).toBe(sha(data));
+    await c.publishStaging('mixed', sha(data));
+    expect(sha(await collect(c.readBlob(sha(data), 0, data.length)))).toBe(sha(data));
+  });
+
+  it('reports as durable only whole parts already in the bucket, even while a write is running', async () => {
+    const storage = freshStorage();
+    const f = await storage.openStaging('racing', 0);
+    const data = randomBytes(6 * PART + 10);
+    await f.write(data.subarray(0, PART + 10), 0);
+    // a sync while the next write (five more parts) is still running: whatever it answers must be
+    // a part boundary that really is in the bucket (a replica resumes from it)
+    const running = f.write(data.subarray(PART + 10), PART + 10);
+    const durable = await f.sync();
+    expect(durable % PART).toBe(0);
+    expect(await storage.stagingSize('racing')).toBeGreaterThanOrEqual(durable);
+    await running;
+    expect(await f.sync()).toBe(6 * PART);
+    await f.close();
+    const resumed = await storage.openStaging('racing', durable);
+    await resumed.close();
   });
 
   it('refuses writes out of order', async () => {

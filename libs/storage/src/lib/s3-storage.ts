@@ -164,14 +164,19 @@ export class S3Storage implements Storage {
     const { parts, stray } = await this.parts(uploadId);
     const staged = sum(parts);
     if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
+    // the parts wholly within the committed size stay
     let keep = 0;
-    for (let at = 0; at < size; keep++) at += parts[keep].size;
-    if (sum(parts.slice(0, keep)) !== size) throw new InternalError(`upload ${uploadId}: committed size ${size} is not a part boundary`);
+    let at = 0;
+    while (keep < parts.length && at + parts[keep].size <= size) at += parts[keep++].size;
+    // A short last part (the tail of a final sync) must not end up in the middle of the object, and
+    // a committed size may fall inside a part (its writer used another FERRY_S3_PART_SIZE): then
+    // that part's committed bytes are read back and begin the next part, written again with what
+    // follows. The old part keeps them durable until it is replaced.
+    if (at === size && keep > 0 && parts[keep - 1].size < this.partBytes) at -= parts[--keep].size;
+    const prefix = at < size ? await this.readAll(parts[keep].key, size - at) : undefined;
     // parts past the committed size were never committed (a writer died before its commit)
-    await this.deleteKeys([...parts.slice(keep).map((p) => p.key), ...stray]);
-    // a short last part ends the object: nothing can follow it
-    const sealed = keep > 0 && parts[keep - 1].size < this.partBytes;
-    return new S3StagingFile(this, uploadId, keep, size, sealed);
+    await this.deleteKeys([...parts.slice(prefix ? keep + 1 : keep).map((p) => p.key), ...stray]);
+    return new S3StagingFile(this, uploadId, keep, size, prefix);
   }
 
   async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
@@ -352,6 +357,13 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** The first `length` bytes of an object. */
+  private async readAll(key: string, length: number): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.getRange(key, 0, length, length)) chunks.push(chunk);
+    return Buffer.concat(chunks, length);
+  }
+
   /** Streams a whole object. */
   read(key: string, size: number): AsyncGenerator<Buffer> {
     return this.getRange(key, 0, size, 1024 * 1024);
@@ -454,15 +466,35 @@ class S3StagingFile implements StagingFile {
   private partLength = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private failure?: unknown;
+  /** The last (short) part is written: nothing more may be appended. */
+  private sealed = false;
+  /** Where the parts written so far end, contiguously from the start (the durable size). */
+  private durable: number;
+  /** Parts written out of order, waiting for their predecessors: index → where each ends. */
+  private readonly doneEarly = new Map<number, number>();
+  private nextDurableIndex: number;
+  /** Where the part being filled begins. */
+  private partStart: number;
 
   constructor(
     private readonly storage: S3Storage,
     readonly uploadId: string,
     private nextIndex: number,
+    /** Where the next write must start. */
     private end: number,
-    /** The last (short) part is written: nothing more may be appended. */
-    private sealed: boolean,
-  ) {}
+    /** Committed bytes of a part to write again (they begin the next part). */
+    prefix?: Buffer,
+  ) {
+    this.durable = end;
+    this.nextDurableIndex = nextIndex;
+    this.partStart = end - (prefix?.length ?? 0);
+    if (prefix?.length) {
+      // one byte more than the prefix at least, so that a write always has room to copy into
+      this.part = Buffer.allocUnsafeSlow(Math.max(storage.partBytes, prefix.length + 1));
+      prefix.copy(this.part);
+      this.partLength = prefix.length;
+    }
+  }
 
   get syncStep(): number {
     return this.storage.partBytes;
@@ -473,36 +505,47 @@ class S3StagingFile implements StagingFile {
     if (this.sealed) throw new InternalError(`upload ${this.uploadId}: its last part is written; nothing can be appended`);
     if (position !== this.end) throw new InternalError(`upload ${this.uploadId}: S3 staging is written in order (write at ${position}, end at ${this.end})`);
     guard?.();
-    const step = this.storage.partBytes;
     let from = 0;
     while (from < data.length) {
-      this.part ??= Buffer.allocUnsafeSlow(step);
+      this.part ??= Buffer.allocUnsafeSlow(this.storage.partBytes);
       const n = data.copy(this.part, this.partLength, from);
       this.partLength += n;
       from += n;
-      if (this.partLength === step) {
-        // the last part may be short, so only a full part beyond the limit is certainly too many
-        if (this.nextIndex + 1 >= S3_LIMITS.maxParts) {
-          throw new ResourceExhaustedError(
-            `upload ${this.uploadId}: larger than S3's ${S3_LIMITS.maxParts} parts of ${step} bytes (FERRY_S3_PART_SIZE) allow`,
-          );
-        }
-        const full = this.part;
-        this.part = undefined;
-        this.partLength = 0;
-        while (this.inFlight.size >= 2) await Promise.race(this.inFlight);
-        if (this.failure !== undefined) throw this.failure;
-        this.upload(full);
-      }
+      this.uploadIfFull();
     }
     this.end += data.length;
+    // backpressure: at most a few parts in the air (memory per upload stays bounded)
+    while (this.inFlight.size > 2) await Promise.race(this.inFlight);
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Hands the part being filled to the bucket once it is full. */
+  private uploadIfFull(): void {
+    if (!this.part || this.partLength < this.part.length) return;
+    // the last part may be short, so only a full part beyond the limit is certainly too many
+    if (this.nextIndex + 1 >= S3_LIMITS.maxParts) {
+      throw new ResourceExhaustedError(
+        `upload ${this.uploadId}: larger than S3's ${S3_LIMITS.maxParts} parts of ${this.storage.partBytes} bytes (FERRY_S3_PART_SIZE) allow`,
+      );
+    }
+    const full = this.part;
+    this.part = undefined;
+    this.partLength = 0;
+    this.upload(full);
   }
 
   private upload(part: Buffer): void {
     const index = this.nextIndex++;
+    const partEnd = this.partStart + part.length;
+    this.partStart = partEnd;
     const run: Promise<void> = this.storage.putPart(this.uploadId, index, part).then(
       () => {
         this.inFlight.delete(run);
+        this.doneEarly.set(index, partEnd);
+        while (this.doneEarly.has(this.nextDurableIndex)) {
+          this.durable = Math.max(this.durable, this.doneEarly.get(this.nextDurableIndex) as number);
+          this.doneEarly.delete(this.nextDurableIndex++);
+        }
       },
       (err: unknown) => {
         this.inFlight.delete(run);
@@ -519,15 +562,16 @@ class S3StagingFile implements StagingFile {
       this.partLength = 0;
       this.sealed = true;
     }
+    // only parts written completely, without a gap before them, count
     await Promise.all([...this.inFlight]);
     if (this.failure !== undefined) throw this.failure;
-    return this.end - this.partLength;
+    return this.durable;
   }
 
   async close(): Promise<void> {
     // what was not synced is dropped; parts still being written finish (past the committed size,
     // they are cut when the upload is opened again)
-    await Promise.all([...this.inFlight]);
+    await Promise.allSettled([...this.inFlight]);
     this.part = undefined;
     this.partLength = 0;
   }

@@ -239,12 +239,13 @@ export class UploadWriter {
   /** Makes the bytes received so far durable, then moves the committed size to what is. */
   private async commitNow(file: StagingFile, final: boolean): Promise<void> {
     this.submitBatch();
-    const received = this.offset;
     const sentAt = performance.now();
     await Promise.all([...this.pending]);
     if (this.failure !== undefined) throw this.failure;
     const committing = performance.now();
-    const target = Math.min(await file.sync(final), received);
+    // What the storage says is durable, which may include chunks written after the wait above;
+    // never cut to a size of ours: on S3 only the part boundaries it reports can be resumed from.
+    const target = Math.min(await file.sync(final), this.offset);
     if (target <= this.committed) return;
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
@@ -292,7 +293,9 @@ export class UploadWriter {
       await this.deps.sessions.markPublishing(this.lease, digests);
       await this.file?.close();
     }
-    this.stopTimers();
+    // the lease stays renewed while the bytes are published: on S3 that is a copy, which takes time
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
     const object = describe(size, digests);
     try {
       // claim first: the blob collector then leaves an existing blob of this content alone
@@ -300,10 +303,12 @@ export class UploadWriter {
       await this.deps.storage.publishStaging(this.session.id, digests.sha256);
     } catch (err) {
       this.closed = true;
+      this.stopTimers();
       await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
       throw err;
     }
     this.closed = true;
+    this.stopTimers();
     try {
       const published = await this.deps.catalog.publish(object);
       await this.deps.sessions.finish(this.lease, remember?.(published));
