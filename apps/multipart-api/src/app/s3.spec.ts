@@ -78,6 +78,9 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     const done = await alice.complete(start.uploadId);
     expect(done.status).toBe(400);
     expect((done.body as { message: string }).message).toMatch(/MD5 of the assembled file/);
+    // the worker deletes the staged parts right after it marks the upload FAILED
+    const deadline = Date.now() + 10_000;
+    while ((await s3.keys(`staging/${start.uploadId}/`)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(await s3.keys(`staging/${start.uploadId}/`)).toEqual([]);
   }, 60_000);
 });
