@@ -48,6 +48,8 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
     expect((await fetch(first.putUrl.url, { method: 'PUT', headers, body: Buffer.alloc(data.length, 7) })).status).toBe(200);
     const bad = await call('POST', `/finish-upload/${encodeURIComponent(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
     expect([bad.status, bad.body['message']]).toEqual([400, expect.stringMatching(/sha256 is .* not the declared/)]);
+    // what was verified was a copy (so a PUT racing the finish cannot change it), and it is gone
+    expect(await s3.keys('staging/')).toHaveLength(1);
     const renewed = (await call('PUT', `/upload/${encodeURIComponent(name)}`, create)).body['uploadMethod'] as { putUrl: { url: string } };
     expect(renewed.putUrl.url.split('?')[0]).toBe(first.putUrl.url.split('?')[0]);
     expect((await fetch(renewed.putUrl.url, { method: 'PUT', headers, body: data })).status).toBe(200);
@@ -73,6 +75,7 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
     expect((await fetch(put.url, { method: 'PUT', headers: { 'Content-Type': 'x/y' }, body: Buffer.alloc(99) })).status).toBe(200);
     const r = await call('POST', `/finish-upload/${encodeURIComponent(name)}`, { projectId: 'proj/a', uploadId });
     expect([r.status, r.body['message']]).toEqual([409, expect.stringMatching(/99 bytes, not the declared contentLength 100/)]);
+    expect((await s3.keys('staging/')).filter((k) => k.endsWith('/00000000'))).toHaveLength(1);
     expect((await call('GET', `/metadata/${encodeURIComponent(name)}`)).status).toBe(404);
   });
 

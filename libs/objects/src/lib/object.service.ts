@@ -218,21 +218,30 @@ export class ObjectService {
     };
   }
 
-  /** What a client PUT straight to the bucket, hashed now (Ferry did not see the bytes arrive). */
+  /**
+   * What a client PUT straight to the bucket, hashed now (Ferry did not see the bytes arrive). The
+   * bytes are first copied, inside the store, to a staging object no URL names: a PUT racing the
+   * finish can then change neither what is verified nor what is published.
+   */
   private async directStored(upload: PendingUpload): Promise<PendingUpload['stored']> {
-    const stagingId = upload.directStagingId;
-    if (!stagingId) return undefined;
+    const direct = this.storage.direct;
+    if (!upload.directStagingId || !direct) return undefined;
+    if ((await this.storage.stagingSize(upload.directStagingId)) === undefined) return undefined;
+    const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
+    await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
+    await direct.snapshotStaging(upload.directStagingId, stagingId);
     const size = await this.storage.stagingSize(stagingId);
     if (size === undefined) return undefined;
-    if (upload.contentLength >= 0 && size !== upload.contentLength) {
-      throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
-    }
     const hasher = this.hashPool.hasher({ sha512: true });
     try {
+      if (upload.contentLength >= 0 && size !== upload.contentLength) {
+        throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
+      }
       for await (const chunk of this.storage.readStaging(stagingId, 0, size)) await hasher.update(chunk as Buffer);
       return { stagingId, size, ...(await hasher.digest()) } as NonNullable<PendingUpload['stored']>;
     } catch (err) {
       hasher.dispose();
+      await this.dropStaging(stagingId).catch(() => undefined);
       throw err;
     }
   }
@@ -287,13 +296,19 @@ export class ObjectService {
     if ((await this.redis.exists(this.putLease(name))) === 1) throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
     const stored = upload.stored ?? (await this.directStored(upload));
     if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
-    if ((await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
-      throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
-    }
-    for (const algo of ['sha256', 'sha512'] as const) {
-      if (merged[algo] !== undefined && merged[algo] !== stored[algo]) {
-        throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
+    try {
+      if ((await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
+        throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
+      for (const algo of ['sha256', 'sha512'] as const) {
+        if (merged[algo] !== undefined && merged[algo] !== stored[algo]) {
+          throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
+        }
+      }
+    } catch (err) {
+      // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
+      if (!upload.stored) await this.dropStaging(stored.stagingId).catch(() => undefined);
+      throw err;
     }
     await this.catalog.claimBlob(stored.sha256, name); // before the bytes: see Catalog.claimBlob
     if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(stored.stagingId, stored.sha256);
@@ -308,6 +323,8 @@ export class ObjectService {
     });
     await this.redis.del(this.keys.objectUpload(name));
     await this.redis.del(this.keys.objectStaging(stored.stagingId));
+    // what clients PUT to the bucket was copied before it was verified; the original goes now
+    if (upload.directStagingId) await this.dropStaging(upload.directStagingId).catch(() => undefined);
     return {};
   }
 

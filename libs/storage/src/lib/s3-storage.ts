@@ -340,6 +340,15 @@ export class S3Storage implements Storage {
     await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })); // every time: the store may have gone since
   }
 
+  /** Server-side copies of the staging parts of `from` as those of `to` (each part ≤ 5 GiB: one CopyObject). */
+  async copyParts(from: string, to: string): Promise<void> {
+    const { parts } = await this.parts(from);
+    await this.deleteStaging(to);
+    for (const part of parts) {
+      await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }));
+    }
+  }
+
   async putEmptyBlob(): Promise<void> {
     await this.ready();
     await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }));
@@ -428,6 +437,10 @@ class S3DirectAccess implements DirectAccess {
     const md5 = createHash('md5');
     for await (const chunk of this.storage.read(key, head.size)) md5.update(chunk);
     return { size: head.size, md5: md5.digest('hex') };
+  }
+
+  async snapshotStaging(from: string, to: string): Promise<void> {
+    await this.storage.copyParts(from, to);
   }
 
   async blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string> {

@@ -58,6 +58,12 @@ export interface DirectAccess {
   ): Promise<{ url: string; headers: Record<string, string> }>;
   /** Size and MD5 (hex) of part `index` as the store holds it, or undefined if it has none. */
   stagingPart(uploadId: string, index: number): Promise<{ size: number; md5: string } | undefined>;
+  /**
+   * Copies the staging object `from` (its parts as they are at this moment, inside the store) to a
+   * new staging object `to` that no presigned URL names: what Ferry verifies there is exactly what
+   * it publishes, whatever clients PUT to `from` meanwhile.
+   */
+  snapshotStaging(from: string, to: string): Promise<void>;
   /** A URL that GETs a blob straight from the store (`Range` honoured). */
   blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string>;
 }
