@@ -226,12 +226,13 @@ export class ObjectService {
   private async directStored(upload: PendingUpload): Promise<PendingUpload['stored']> {
     const direct = this.storage.direct;
     if (!upload.directStagingId || !direct) return undefined;
-    if ((await this.storage.stagingSize(upload.directStagingId)) === undefined) return undefined;
     const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
     await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
-    await direct.snapshotStaging(upload.directStagingId, stagingId);
-    const size = await this.storage.stagingSize(stagingId);
-    if (size === undefined) return undefined;
+    const size = await direct.snapshotStaging(upload.directStagingId, stagingId);
+    if (size === undefined) {
+      await this.redis.del(this.keys.objectStaging(stagingId));
+      return undefined;
+    }
     const hasher = this.hashPool.hasher({ sha512: true });
     try {
       if (upload.contentLength >= 0 && size !== upload.contentLength) {
@@ -297,7 +298,8 @@ export class ObjectService {
     const stored = upload.stored ?? (await this.directStored(upload));
     if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
     try {
-      if ((await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
+      // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since)
+      if (upload.stored && (await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
       for (const algo of ['sha256', 'sha512'] as const) {

@@ -235,14 +235,14 @@ export class S3Storage implements Storage {
       await this.deleteStaging(uploadId);
       return;
     }
-    const { parts } = await this.parts(uploadId);
+    const { parts, stray } = await this.parts(uploadId);
     if (parts.length === 0) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
     if (parts.length === 1) {
       await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(parts[0].key) }));
     } else {
       await this.assemble(target, parts);
     }
-    await this.deleteStaging(uploadId);
+    await this.deleteKeys([...parts.map((p) => p.key), ...stray]); // listed once, above
   }
 
   /** Joins parts into one object by a multipart upload: server-side copies where the store can. */
@@ -340,13 +340,16 @@ export class S3Storage implements Storage {
     await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })); // every time: the store may have gone since
   }
 
-  /** Server-side copies of the staging parts of `from` as those of `to` (each part ≤ 5 GiB: one CopyObject). */
-  async copyParts(from: string, to: string): Promise<void> {
+  /**
+   * Server-side copies of the staging parts of `from` as those of `to`, a new staging id (each part
+   * ≤ 5 GiB: one CopyObject). Returns the size copied, or undefined if `from` had no parts.
+   */
+  async copyParts(from: string, to: string): Promise<number | undefined> {
     const { parts } = await this.parts(from);
-    await this.deleteStaging(to);
     for (const part of parts) {
       await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }));
     }
+    return parts.length === 0 ? undefined : sum(parts);
   }
 
   async putEmptyBlob(): Promise<void> {
@@ -439,8 +442,8 @@ class S3DirectAccess implements DirectAccess {
     return { size: head.size, md5: md5.digest('hex') };
   }
 
-  async snapshotStaging(from: string, to: string): Promise<void> {
-    await this.storage.copyParts(from, to);
+  snapshotStaging(from: string, to: string): Promise<number | undefined> {
+    return this.storage.copyParts(from, to);
   }
 
   async blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string> {

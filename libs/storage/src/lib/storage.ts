@@ -61,9 +61,10 @@ export interface DirectAccess {
   /**
    * Copies the staging object `from` (its parts as they are at this moment, inside the store) to a
    * new staging object `to` that no presigned URL names: what Ferry verifies there is exactly what
-   * it publishes, whatever clients PUT to `from` meanwhile.
+   * it publishes, whatever clients PUT to `from` meanwhile. Returns the size copied, undefined if
+   * `from` holds nothing.
    */
-  snapshotStaging(from: string, to: string): Promise<void>;
+  snapshotStaging(from: string, to: string): Promise<number | undefined>;
   /** A URL that GETs a blob straight from the store (`Range` honoured). */
   blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string>;
 }
