@@ -58,8 +58,8 @@ function writeOnce(c, name, data) {
 const fmt = (x, d = 1) => x.toFixed(d);
 
 async function main() {
-  console.log('building ingest-grpc...');
-  execFileSync(process.execPath, [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'], {
+  if (!process.env.BENCH_NO_BUILD) console.log('building ingest-grpc...');
+  if (!process.env.BENCH_NO_BUILD) execFileSync(process.execPath, [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'], {
     cwd: root,
     stdio: 'ignore',
     env: { ...process.env, NX_DAEMON: 'false' },

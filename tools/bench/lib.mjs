@@ -103,9 +103,14 @@ export function listening(port) {
   });
 }
 
-/** Starts a node process and waits until `ready()` resolves true. */
+/**
+ * Starts a node process and waits until `ready()` resolves true. `BENCH_NODE_ARGS` (in the
+ * environment or in `env`) are node flags NODE_OPTIONS refuses, e.g. `--cpu-prof`, space-separated.
+ */
 export async function startProcess(args, env, ready) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', process.env.BENCH_STDOUT ? 'inherit' : 'ignore', 'inherit'] });
+  const merged = { ...process.env, ...env };
+  const nodeArgs = (merged.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { env: merged, stdio: ['ignore', process.env.BENCH_STDOUT ? 'inherit' : 'ignore', 'inherit'] });
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`);
     if (await ready().catch(() => false)) return child;

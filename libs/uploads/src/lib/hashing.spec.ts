@@ -37,6 +37,19 @@ describe('hashing', () => {
     }
   });
 
+  it('HashPool digests chunks larger than its cache slice, sha512 included', async () => {
+    const pool = new HashPool(1);
+    try {
+      const h = pool.hasher({ sha512: true });
+      // 2 MiB + 1 (four slices and a byte), then the rest
+      await h.update(Buffer.from(data.subarray(0, 2 * 1024 * 1024 + 1)));
+      await h.update(Buffer.from(data.subarray(2 * 1024 * 1024 + 1)));
+      expect(await h.digest()).toEqual({ ...expected, sha512: createHash('sha512').update(data).digest('hex') });
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('HashPool computes md5 alone, and a finished hasher refuses more bytes', async () => {
     const pool = new HashPool(1);
     try {
