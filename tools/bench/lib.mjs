@@ -29,7 +29,7 @@ export function procSample(pid) {
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const ticks = Number(stat[11]) + Number(stat[12]); // utime + stime
-  return { rssMiB: rssKiB / 1024, cpuSeconds: ticks / 100, minorFaults: Number(stat[7]) };
+  return { rssMiB: rssKiB / 1024, cpuSeconds: ticks / 100, sysSeconds: Number(stat[12]) / 100, minorFaults: Number(stat[7]) };
 }
 
 /** Samples a process's RSS every 20 ms while `fn` runs; returns fn's result, peak RSS and CPU used. */
@@ -53,6 +53,8 @@ export async function measure(pid, fn) {
       seconds,
       peakRssMiB: Math.max(peak, end.rssMiB),
       cpuSeconds: end.cpuSeconds - start.cpuSeconds,
+      /** of cpuSeconds, in the kernel */
+      sysSeconds: end.sysSeconds - start.sysSeconds,
       minorFaults: end.minorFaults - start.minorFaults,
     };
   } finally {

@@ -34,7 +34,8 @@ const work = join(root, 'tmp', 'bench');
 const dataDir = join(work, 'multipart');
 const bareDir = join(work, 'bare');
 const hashFile = join(work, 'hash.bin');
-const dist = (app) => join(root, 'dist', 'apps', app, 'main.js');
+// BENCH_DIST: another build's dist/ (e.g. of a git worktree) to compare against
+const dist = (app) => join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', app, 'main.js');
 
 const fmt = (x, d = 1) => x.toFixed(d);
 const md5Hex = (b) => createHash('md5').update(b).digest('hex');
@@ -164,7 +165,7 @@ async function main(onCleanup) {
       const sizes = filesUnder(bareDir);
       const total = sizes.reduce((a, b) => a + b, 0);
       if (sizes.length !== count || total !== SIZE) throw new Error(`bare: ${sizes.length} files of ${total} bytes, expected ${count} of ${SIZE}`);
-      return { mbps: SIZE / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / SIZE, peakRssMiB: m.peakRssMiB };
+      return { mbps: SIZE / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / SIZE, sysPerGiB: (m.sysSeconds * GiB) / SIZE, peakRssMiB: m.peakRssMiB };
     } finally {
       agent.destroy();
     }
@@ -214,6 +215,7 @@ async function main(onCleanup) {
       return {
         mbps: SIZE / up.seconds / 1e6,
         cpuPerGiB: (up.cpuSeconds * GiB) / SIZE,
+        sysPerGiB: (up.sysSeconds * GiB) / SIZE,
         peakRssMiB: up.peakRssMiB,
         completeSeconds: asm.seconds,
         workerCpuPerGiB: (asm.cpuSeconds * GiB) / SIZE,
@@ -250,11 +252,11 @@ async function main(onCleanup) {
     for (let round = 0; round < ROUNDS; round++) {
       const b = await bareRound(partSize, round);
       results.bare.push(b);
-      console.log(`bare  ${pm} MiB parts round ${round + 1}: ${fmt(b.mbps)} MB/s, ${fmt(b.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(b.peakRssMiB)} MiB`);
+      console.log(`bare  ${pm} MiB parts round ${round + 1}: ${fmt(b.mbps)} MB/s, ${fmt(b.cpuPerGiB, 2)} CPU-s/GiB (${fmt(b.sysPerGiB, 2)} in the kernel), peak RSS ${fmt(b.peakRssMiB)} MiB`);
       const f = await ferryRound(partSize, round);
       results.ferry.push(f);
       console.log(
-        `ferry ${pm} MiB parts round ${round + 1}: upload ${fmt(f.mbps)} MB/s, ${fmt(f.cpuPerGiB, 2)} CPU-s/GiB, API peak RSS ${fmt(f.peakRssMiB)} MiB; ` +
+        `ferry ${pm} MiB parts round ${round + 1}: upload ${fmt(f.mbps)} MB/s, ${fmt(f.cpuPerGiB, 2)} CPU-s/GiB (${fmt(f.sysPerGiB, 2)} in the kernel), API peak RSS ${fmt(f.peakRssMiB)} MiB; ` +
           `complete→COMPLETED ${fmt(f.completeSeconds, 2)} s, worker ${fmt(f.workerCpuPerGiB, 2)} CPU-s/GiB, worker peak RSS ${fmt(f.workerPeakRssMiB)} MiB`,
       );
     }

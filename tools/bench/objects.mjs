@@ -6,9 +6,11 @@
 //    object-api CPU-seconds and peak RSS; every download's sha256 must equal the upload's;
 //  - one large object (BENCH_SIZE_MIB): upload (`putUrl`) and download (`getUrl`) through Ferry,
 //    against a bare node:http server (tools/bench/bare-http.mjs: PUT to a fsynced file, GET streams
-//    it back) driven by a plain node:http PUT and GET of the same bytes, alternating bare / Ferry in
-//    one run; prints upload and download MB/s, the ratios of medians, server CPU-seconds per GiB,
-//    peak server RSS.
+//    it back), both driven by the same plain node:http PUT and GET of the same bytes (Ferry's
+//    between createUpload/finishUpload and after startDownload), then once more through the
+//    client's helpers (which add client-side sha256 + sha512), alternating bare / Ferry / helpers
+//    in one run; prints upload and download MB/s, the ratios of medians, server CPU-seconds per
+//    GiB, peak server RSS, client CPU.
 // Client data comes from memory (a 16 MiB random block, repeated, for the large object). Before
 // each upload measurement the previous output is deleted and memory left to settle
 // (BENCH_SETTLE_MS, default 15000), as ../shared/BENCHMARKING.md explains.
@@ -244,59 +246,104 @@ async function main(onCleanup) {
     return { up: figures(up), down: figures(down) };
   }
 
+  /**
+   * Ferry's putUrl and getUrl with the same plain node:http client as the bare server: createUpload,
+   * one PUT of the bytes to the putUrl, finishUpload declaring their sha256; startDownload, one GET
+   * of the getUrl into the same sha256 sink. The client does exactly the bare round's work.
+   */
   async function ferryRound(round) {
     await settle();
     const name = `bench/large/${round}-${Date.now()}`;
+    const uploadId = taskcluster.slugid();
+    const up = await measureBoth(apiProc.pid, async () => {
+      const created = await object.createUpload(name, {
+        projectId: PROJECT, uploadId, expires: expires(),
+        proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: SIZE } },
+      });
+      const { url, headers } = created.uploadMethod.putUrl ?? {};
+      if (!url) throw new Error(`createUpload offered no putUrl: ${JSON.stringify(created)}`);
+      const res = await send(url, { method: 'PUT', headers, body: largeSource() });
+      const body = await text(res);
+      if (res.statusCode !== 200) throw new Error(`Ferry PUT: ${res.statusCode} ${body}`);
+      await object.finishUpload(name, { projectId: PROJECT, uploadId, hashes: { sha256: largeSha } });
+    });
+    const blobs = filesUnder(join(dataDir, 'blobs'));
+    if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
+    const h = hashSink();
+    const down = await measureBoth(apiProc.pid, async () => {
+      const started = await object.startDownload(name, { acceptDownloadMethods: { getUrl: true } });
+      if (started.method !== 'getUrl') throw new Error(`startDownload answered ${JSON.stringify(started)}`);
+      const res = await send(started.url);
+      if (res.statusCode !== 200) throw new Error(`Ferry GET: ${res.statusCode} ${await text(res)}`);
+      await pipeline(res, h.sink);
+    });
+    const got = h.done();
+    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`Ferry download: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+    return { up: figures(up), down: figures(down) };
+  }
+
+  /** The same object through the client library's helpers, which also hash on the client (sha256 and sha512). */
+  async function helpersRound(round) {
+    await settle();
+    const name = `bench/large-helpers/${round}-${Date.now()}`;
     const up = await measureBoth(apiProc.pid, () =>
       taskcluster.upload({
         projectId: PROJECT, name, contentType: 'application/octet-stream', contentLength: SIZE,
         expires: expires(), object, streamFactory: async () => largeSource(), retries: 0,
       }),
     );
-    const blobs = filesUnder(join(dataDir, 'blobs'));
-    if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
     const h = hashSink();
     const down = await measureBoth(apiProc.pid, () => taskcluster.download({ name, object, streamFactory: async () => h.sink, retries: 0 }));
     const got = h.done();
-    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`Ferry download: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`Ferry download (helpers): ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
     return { up: figures(up), down: figures(down) };
   }
 
   const line = (f) => `${fmt(f.mbps)} MB/s, ${fmt(f.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(f.peakRssMiB)} MiB, client ${fmt(f.clientCpuPerGiB, 2)} CPU-s/GiB`;
-  const results = { bare: [], ferry: [] };
-  console.log(`\nOne ${fmt(SIZE / MiB, 0)} MiB object (upload, then download of it; alternating bare / Ferry):`);
+  const results = { bare: [], ferry: [], helpers: [] };
+  console.log(`\nOne ${fmt(SIZE / MiB, 0)} MiB object (upload, then download of it; alternating bare / Ferry / Ferry through the helpers):`);
   for (let round = 0; round < ROUNDS; round++) {
     const b = await bareRound(round);
     results.bare.push(b);
-    console.log(`bare  round ${round + 1}: upload ${line(b.up)}; download ${line(b.down)}`);
+    console.log(`bare    round ${round + 1}: upload ${line(b.up)}; download ${line(b.down)}`);
     const f = await ferryRound(round);
     results.ferry.push(f);
-    console.log(`ferry round ${round + 1}: upload ${line(f.up)}; download ${line(f.down)}`);
+    console.log(`ferry   round ${round + 1}: upload ${line(f.up)}; download ${line(f.down)}`);
+    const t = await helpersRound(round);
+    results.helpers.push(t);
+    console.log(`helpers round ${round + 1}: upload ${line(t.up)}; download ${line(t.down)}`);
   }
 
   const med = (who, dir, key) => median(results[who].map((r) => r[dir][key]));
   const peak = (who, dir) => Math.max(...results[who].map((r) => r[dir].peakRssMiB));
-  const ratio = { up: med('ferry', 'up', 'mbps') / med('bare', 'up', 'mbps'), down: med('ferry', 'down', 'mbps') / med('bare', 'down', 'mbps') };
-  const rows = ['up', 'down'].map((dir) => ({
-    op: dir === 'up' ? 'upload' : 'download',
-    ferryMBps: fmt(med('ferry', dir, 'mbps')),
-    bareMBps: fmt(med('bare', dir, 'mbps')),
-    ratio: fmt(ratio[dir], 2),
-    ferryCpuPerGiB: fmt(med('ferry', dir, 'cpuPerGiB'), 2),
-    bareCpuPerGiB: fmt(med('bare', dir, 'cpuPerGiB'), 2),
-    ferryPeakRssMiB: fmt(peak('ferry', dir)),
-    barePeakRssMiB: fmt(peak('bare', dir)),
-    ferryClientCpuPerGiB: fmt(med('ferry', dir, 'clientCpuPerGiB'), 2),
-    bareClientCpuPerGiB: fmt(med('bare', dir, 'clientCpuPerGiB'), 2),
-  }));
+  const ratio = (who, dir) => med(who, dir, 'mbps') / med('bare', dir, 'mbps');
+  const rows = [];
+  for (const who of ['ferry', 'helpers']) {
+    for (const dir of ['up', 'down']) {
+      rows.push({
+        op: `${dir === 'up' ? 'upload' : 'download'}${who === 'helpers' ? ' (helpers)' : ''}`,
+        ferryMBps: fmt(med(who, dir, 'mbps')),
+        bareMBps: fmt(med('bare', dir, 'mbps')),
+        ratio: fmt(ratio(who, dir), 2),
+        ferryCpuPerGiB: fmt(med(who, dir, 'cpuPerGiB'), 2),
+        bareCpuPerGiB: fmt(med('bare', dir, 'cpuPerGiB'), 2),
+        ferryPeakRssMiB: fmt(peak(who, dir)),
+        barePeakRssMiB: fmt(peak('bare', dir)),
+        ferryClientCpuPerGiB: fmt(med(who, dir, 'clientCpuPerGiB'), 2),
+        bareClientCpuPerGiB: fmt(med('bare', dir, 'clientCpuPerGiB'), 2),
+      });
+    }
+  }
   console.log(
-    `\n${fmt(SIZE / MiB, 0)} MiB object (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / Ferry; ` +
-      'Ferry: taskcluster.upload() = createUpload + PUT putUrl + finishUpload, taskcluster.download() = startDownload + GET getUrl; ' +
-      'bare: one node:http PUT, one GET; CPU of the server, client = this process):',
+    `\n${fmt(SIZE / MiB, 0)} MiB object (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / Ferry / helpers; ` +
+      'bare: one node:http PUT, one GET, the download hashed (sha256); ' +
+      'Ferry: createUpload + the same PUT to its putUrl + finishUpload, startDownload + the same GET of its getUrl; ' +
+      'helpers: taskcluster.upload() / taskcluster.download(), which also hash sha256 and sha512 on the client; ' +
+      'CPU of the server, client = this process):',
   );
   console.table(rows);
   console.log(`lifetime peak RSS (VmHWM, includes start-up and the small objects): object-api ${fmt(hwmMiB(apiProc.pid))} MiB, bare ${fmt(hwmMiB(bareProc.pid))} MiB`);
-  console.log(`targets: Ferry/bare >= 0.80 (upload ${fmt(ratio.up, 2)}, download ${fmt(ratio.down, 2)})`);
+  console.log(`targets: Ferry putUrl/getUrl against bare >= 0.80 (upload ${fmt(ratio('ferry', 'up'), 2)}, download ${fmt(ratio('ferry', 'down'), 2)}; through the helpers ${fmt(ratio('helpers', 'up'), 2)}, ${fmt(ratio('helpers', 'down'), 2)})`);
 }
 
 runBenchmark(main, { paths: [dataDir, bareDir], work });

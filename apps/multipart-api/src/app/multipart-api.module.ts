@@ -1,12 +1,11 @@
 import { DynamicModule, Inject, Injectable, Module, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Authenticator, UrlSigner } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
-import { FERRY_CONFIG, FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
+import { FERRY_CONFIG, FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, STORAGE } from '@ferry/core';
 import type { Logger } from '@ferry/logging';
 import { AssemblyQueue, FileHandles, MultipartService, MultipartStore } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
-import { HashPool } from '@ferry/uploads';
 import { DocsController } from './docs.controller';
 import { FileHandleController } from './file-handle.controller';
 import { MultipartController } from './multipart.controller';
@@ -43,7 +42,7 @@ export class MultipartApiModule {
   static register(config: FerryConfig): DynamicModule {
     return {
       module: MultipartApiModule,
-      imports: [FerryCoreModule.forApp('multipart-api', config), UploadsModule, MultipartCoreModule],
+      imports: [FerryCoreModule.forApp('multipart-api', config), MultipartCoreModule],
       controllers: [HealthController, DocsController, MultipartController, FileHandleController],
       providers: [
         AssemblyQueueHolder,
@@ -53,18 +52,17 @@ export class MultipartApiModule {
             store: MultipartStore,
             handles: FileHandles,
             storage: Storage,
-            pool: HashPool,
             queue: AssemblyQueueHolder,
             auth: Authenticator,
           ) => {
             if (!config.signingKey) throw new Error('multipart-api needs a signing key (FERRY_SIGNING_KEY)');
-            return new MultipartService(store, handles, storage, pool, queue.queue, auth, new UrlSigner(config.signingKey), {
+            return new MultipartService(store, handles, storage, queue.queue, auth, new UrlSigner(config.signingKey), {
               urlTtlMs: config.signedUrlTtlMs,
               completeWaitMs: config.multipart.completeWaitMs,
               maxUrlBatch: config.multipart.maxUrlBatch,
             });
           },
-          inject: [MultipartStore, FileHandles, STORAGE, HashPool, AssemblyQueueHolder, Authenticator],
+          inject: [MultipartStore, FileHandles, STORAGE, AssemblyQueueHolder, Authenticator],
         },
       ],
     };

@@ -29,7 +29,7 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
     create: (config) => createMultipartApi(config, false),
   });
   const { app, config } = h;
-  let worker: { worker: AssemblyWorker; connection: Redis } | undefined;
+  let worker: { worker: AssemblyWorker; connection: Redis; pool: HashPool } | undefined;
   const harness: MultipartHarness = {
     ...h,
     storage: app.get<Storage>(STORAGE),
@@ -37,15 +37,17 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
     startWorker: async () => {
       if (worker) return;
       const connection = createRedis(config.redis.url, 'worker');
-      const assembler = new MultipartAssembler(app.get(MultipartStore), app.get(FileHandles), app.get<Storage>(STORAGE), app.get(HashPool));
+      const pool = new HashPool(1);
+      const assembler = new MultipartAssembler(app.get(MultipartStore), app.get(FileHandles), app.get<Storage>(STORAGE), pool);
       const w = new AssemblyWorker(connection, app.get(RedisKeys).bullPrefix(), assembler, { concurrency: 2, lockMs: config.worker.jobLockMs });
-      worker = { worker: w, connection };
+      worker = { worker: w, connection, pool };
       await w.ready();
     },
     stopWorker: async () => {
       if (!worker) return;
       await worker.worker.close();
       await worker.connection.quit();
+      await worker.pool.close();
       worker = undefined;
     },
     close: async () => {

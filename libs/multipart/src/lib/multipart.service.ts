@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, Scopes, UrlSigner, satisfiesScope } from '@ferry/auth';
 import type { CatalogObject } from '@ferry/catalog';
@@ -12,7 +13,6 @@ import {
 } from '@ferry/errors';
 import type { StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, LeaseKeeper } from '@ferry/uploads';
-import type { HashPool, OffloadedHasher } from '@ferry/uploads';
 import type { AssemblyQueue } from './assembly-queue';
 import { FileHandles } from './file-handles';
 import {
@@ -54,7 +54,6 @@ export class MultipartService {
     private readonly store: MultipartStore,
     private readonly handles: FileHandles,
     private readonly storage: Storage,
-    private readonly hashPool: HashPool,
     private readonly queue: AssemblyQueue,
     private readonly auth: Authenticator,
     private readonly signer: UrlSigner,
@@ -230,7 +229,7 @@ export class MultipartService {
     }
     const takenAt = performance.now();
     const lease = await this.store.beginPart(uploadId, n);
-    const writer = new PartWriter(this.store, lease, this.hashPool, takenAt);
+    const writer = new PartWriter(this.store, lease, takenAt);
     try {
       writer.attach(await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes), start);
       let received = 0;
@@ -315,23 +314,22 @@ export class MultipartService {
 }
 
 /**
- * Writes one part through a BatchedWriter, md5 on the hash-pool thread. Stops writing as soon as
- * its lease may have lapsed (local deadline), so a stalled writer never overwrites bytes of a PUT
- * that took the part over.
+ * Writes one part through a BatchedWriter, hashing each network chunk as it arrives (still in the
+ * CPU cache; a copy for a hashing thread would cost as much as the md5 itself). Stops writing as
+ * soon as its lease may have lapsed (local deadline), so a stalled writer never overwrites bytes of
+ * a PUT that took the part over.
  */
 class PartWriter {
   private out?: BatchedWriter;
   private file?: StagingFile;
   private readonly lease: LeaseKeeper;
-  private readonly md5: OffloadedHasher<'md5'>;
+  private readonly md5 = createHash('md5');
 
   constructor(
     private readonly store: MultipartStore,
     private readonly partLease: PartLease,
-    pool: HashPool,
     takenAt: number,
   ) {
-    this.md5 = pool.offloaded(['md5']);
     this.lease = new LeaseKeeper(
       () => store.renewPart(partLease),
       store.options.leaseTtlMs,
@@ -342,11 +340,12 @@ class PartWriter {
 
   attach(file: StagingFile, partStart: number): void {
     this.file = file;
-    this.out = new BatchedWriter(file, partStart, (data) => this.md5.update(data), () => this.lease.check());
+    this.out = new BatchedWriter(file, partStart, undefined, () => this.lease.check());
   }
 
   push(chunk: Buffer): Promise<void> {
     if (!this.out) throw new Error('part writer has no staging file');
+    this.md5.update(chunk);
     return this.out.push(chunk);
   }
 
@@ -354,12 +353,11 @@ class PartWriter {
     await this.out?.finish();
     await this.file?.sync();
     this.lease.check();
-    return (await this.md5.digest()).md5;
+    return this.md5.digest('hex');
   }
 
   async abort(): Promise<void> {
     this.lease.stop();
-    this.md5.dispose();
     await this.out?.settle();
     await this.store.abortPart(this.partLease).catch(() => undefined);
   }

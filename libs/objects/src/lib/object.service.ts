@@ -253,7 +253,7 @@ export class ObjectService {
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
     await this.replaceData(upload, async (file, keeper, replaced) => {
-      // sha256 and crc32c here, md5 and sha512 (no CPU instructions for them) on a pool thread
+      // every digest on a pool thread (a single PUT: the event loop only receives and writes)
       const hasher = this.hashPool.hasher({ sha512: true });
       const out = new BatchedWriter(file, 0, (data) => hasher.update(data), () => keeper.check());
       try {

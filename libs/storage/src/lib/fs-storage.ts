@@ -197,10 +197,10 @@ class FsStagingFile implements StagingFile {
     private readonly turn: (write: () => Promise<void>) => Promise<void> = (write) => write(),
   ) {}
 
-  write(data: Buffer, position: number, guard?: () => void): Promise<void> {
+  write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void> {
     return this.turn(async () => {
       guard?.();
-      await this.writeAll(data, position);
+      await (Buffer.isBuffer(data) ? this.writeAll(data, position) : this.writeAllv(data, position));
     });
   }
 
@@ -209,6 +209,20 @@ class FsStagingFile implements StagingFile {
     while (offset < data.length) {
       const { bytesWritten } = await this.fh.write(data, offset, data.length - offset, position + offset);
       offset += bytesWritten;
+    }
+  }
+
+  /** One `pwritev` per round; a short write (or more buffers than IOV_MAX) goes on from where it stopped. */
+  private async writeAllv(data: readonly Buffer[], position: number): Promise<void> {
+    let buffers = data.filter((b) => b.length > 0);
+    while (buffers.length > 0) {
+      const { bytesWritten } = await this.fh.writev(buffers, position);
+      position += bytesWritten;
+      let skip = bytesWritten;
+      let i = 0;
+      while (i < buffers.length && skip >= buffers[i].length) skip -= buffers[i++].length;
+      buffers = buffers.slice(i);
+      if (skip > 0) buffers[0] = buffers[0].subarray(skip);
     }
   }
 

@@ -516,20 +516,22 @@ class S3StagingFile implements StagingFile {
     return this.storage.partBytes;
   }
 
-  async write(data: Buffer, position: number, guard?: () => void): Promise<void> {
+  async write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
     if (this.sealed) throw new InternalError(`upload ${this.uploadId}: its last part is written; nothing can be appended`);
     if (position !== this.end) throw new InternalError(`upload ${this.uploadId}: S3 staging is written in order (write at ${position}, end at ${this.end})`);
     guard?.();
-    let from = 0;
-    while (from < data.length) {
-      this.part ??= Buffer.allocUnsafeSlow(this.storage.partBytes);
-      const n = data.copy(this.part, this.partLength, from);
-      this.partLength += n;
-      from += n;
-      this.uploadIfFull();
+    for (const buffer of Buffer.isBuffer(data) ? [data] : data) {
+      let from = 0;
+      while (from < buffer.length) {
+        this.part ??= Buffer.allocUnsafeSlow(this.storage.partBytes);
+        const n = buffer.copy(this.part, this.partLength, from);
+        this.partLength += n;
+        from += n;
+        this.uploadIfFull();
+      }
+      this.end += buffer.length;
     }
-    this.end += data.length;
     // backpressure: at most a few parts in the air (memory per upload stays bounded)
     while (this.inFlight.size > 2) await Promise.race(this.inFlight);
     if (this.failure !== undefined) throw this.failure;

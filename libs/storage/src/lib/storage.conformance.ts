@@ -38,6 +38,24 @@ export function describeStorageConformance(
       expect(await collect(storage.readStaging('up1', 1000, data.length - 7))).toEqual(data.subarray(1000, data.length - 7));
     });
 
+    it('writes a list of buffers back to back (vectored), more of them than one system call takes', async () => {
+      const f = await storage.openStaging('vectored', 0);
+      const data = randomBytes(Math.floor(unit(f.syncStep) * 1.5) + 3000);
+      // 1500 pieces (IOV_MAX is 1024), some of them empty, then the rest as a second list
+      const pieces: Buffer[] = [];
+      let at = 0;
+      for (let i = 0; i < 1500; i++) {
+        const length = i % 7 === 0 ? 0 : 2;
+        pieces.push(data.subarray(at, at + length));
+        at += length;
+      }
+      await f.write(pieces, 0);
+      await f.write([data.subarray(at, at + 1000), data.subarray(at + 1000)], at);
+      expect(await f.sync(true)).toBe(data.length);
+      await f.close();
+      expect(await collect(storage.readStaging('vectored', 0, data.length))).toEqual(data);
+    });
+
     it('makes bytes durable in whole sync steps until the final sync', async () => {
       const f = await storage.openStaging('steps', 0);
       const u = unit(f.syncStep);

@@ -16,13 +16,15 @@ export interface StagingFile {
    */
   readonly syncStep: number;
   /**
-   * Writes `data` at `position`. A staging object opened by `openStaging` is written in order, each
-   * write starting where the previous one ended; one opened for parts takes writes to disjoint
-   * ranges concurrently. `guard` runs right before the bytes are written (after any wait for other
-   * writers) and may refuse by throwing. The caller owns `data` again once the write resolves (it
-   * may hand its memory to a hashing thread): a backend that holds bytes longer copies them.
+   * Writes `data` at `position`: one buffer, or several written back to back (a vectored write, so
+   * that network chunks need not be copied into one buffer first). A staging object opened by
+   * `openStaging` is written in order, each write starting where the previous one ended; one
+   * opened for parts takes writes to disjoint ranges concurrently. `guard` runs right before the
+   * bytes are written (after any wait for other writers) and may refuse by throwing. The caller
+   * owns `data` again once the write resolves (it may hand its memory to a hashing thread): a
+   * backend that holds bytes longer copies them.
    */
-  write(data: Buffer, position: number, guard?: () => void): Promise<void>;
+  write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void>;
   /**
    * Makes the writes that completed before this call durable, in whole `syncStep`s unless `final`
    * (the object is complete: its tail is written too and nothing may be appended), and returns the

@@ -3,9 +3,10 @@ import type { StagingFile } from '@ferry/storage';
 /**
  * Writes a stream of chunks in order from `start` into a staging file, gathered into batches of
  * `batchBytes` (network chunks are 16-64 KiB: fewer, larger writes), with one write in flight while
- * the next batch fills. Each batch, once written, goes to `afterWrite`, which takes ownership of it
- * (hashers may move its memory to another thread). `beforeWrite` may refuse a write by throwing
- * (a writer whose lease may have lapsed).
+ * the next batch fills. A batch is written as it came, in one vectored write; with `afterWrite`
+ * it is first joined into one buffer that, once written, goes to `afterWrite`, which takes
+ * ownership of it (hashers may move its memory to another thread). `beforeWrite` may refuse a
+ * write by throwing (a writer whose lease may have lapsed).
  */
 export class BatchedWriter {
   private batch: Buffer[] = [];
@@ -16,7 +17,7 @@ export class BatchedWriter {
   constructor(
     private readonly file: StagingFile,
     private readonly start: number,
-    private readonly afterWrite: (data: Buffer) => Promise<void> | void,
+    private readonly afterWrite: ((data: Buffer) => Promise<void> | void) | undefined,
     private readonly beforeWrite: () => void = () => undefined,
     private readonly batchBytesMax = 1024 * 1024,
   ) {}
@@ -34,15 +35,17 @@ export class BatchedWriter {
 
   private async flush(): Promise<void> {
     if (this.batchBytes === 0) return;
-    const data = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batchBytes);
+    const afterWrite = this.afterWrite;
+    const data = afterWrite && this.batch.length > 1 ? Buffer.concat(this.batch, this.batchBytes) : this.batch.length === 1 ? this.batch[0] : this.batch;
     const position = this.start + this.written;
-    this.written += data.length;
+    this.written += this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
     await this.pending;
     this.beforeWrite();
     // checked again when the write really starts: it may wait behind other writers of the file
-    this.pending = this.file.write(data, position, this.beforeWrite).then(() => this.afterWrite(data));
+    const written = this.file.write(data, position, this.beforeWrite);
+    this.pending = afterWrite ? written.then(() => afterWrite(data as Buffer)) : written;
     // surface a failed write at the next flush or at finish, never as an unhandled rejection
     this.pending.catch(() => undefined);
   }
