@@ -42,7 +42,8 @@ const CREDENTIALS = { clientId: 'dev', accessToken: 'dev-secret' }; // developme
 const work = join(root, 'tmp', 'bench');
 const dataDir = join(work, 'objects');
 const bareDir = join(work, 'objects-bare');
-const dist = join(root, 'dist', 'apps', 'object-api', 'main.js');
+// BENCH_DIST: another build's dist/ (e.g. of a git worktree) to compare against
+const dist = join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', 'object-api', 'main.js');
 
 const fmt = (x, d = 1) => x.toFixed(d);
 const sha256Hex = (b) => createHash('sha256').update(b).digest('hex');

@@ -1,4 +1,6 @@
 import { PassThrough } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { interruptible } from './interruptible';
 
 describe('interruptible', () => {
@@ -31,5 +33,27 @@ describe('interruptible', () => {
     stop.abort(new Error('draining'));
     const never: AsyncIterator<number> = { next: () => new Promise(() => undefined) };
     await expect(interruptible(never, stop.signal)[Symbol.asyncIterator]().next()).rejects.toThrow('draining');
+  });
+
+  it('keeps no chunk alive once the loop has moved past it, however long the signal lives', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const stop = new AbortController();
+    const refs: WeakRef<Buffer>[] = [];
+    async function* chunks() {
+      for (let i = 0; i < 50; i++) {
+        const chunk = Buffer.alloc(64 * 1024, i);
+        refs.push(new WeakRef(chunk));
+        yield chunk;
+      }
+    }
+    let bytes = 0;
+    for await (const chunk of interruptible(chunks(), stop.signal)) bytes += chunk.length;
+    expect(bytes).toBe(50 * 64 * 1024);
+    await new Promise((r) => setImmediate(r));
+    gc();
+    // the signal (and anything listening to it) is still alive here; the chunks must not be
+    expect(refs.filter((r) => r.deref() !== undefined).length).toBeLessThanOrEqual(1);
+    expect(stop.signal.aborted).toBe(false);
   });
 });

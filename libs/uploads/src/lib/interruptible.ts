@@ -3,16 +3,31 @@
  * instead of waiting on a peer that stalled (a client that stopped sending, a writer whose lease was
  * taken over, a server draining for shutdown). Ending the iteration never destroys the source, so
  * the HTTP request or gRPC call behind it can still be answered with a precise status.
+ *
+ * Each `next()` listens to the signal only until it settles. (Racing every `next()` against one
+ * promise that never settles, the obvious way, leaves a reaction on that promise per call, each
+ * holding the chunk it resolved with: a whole upload kept in memory until the request ended.)
  */
 export function interruptible<T>(source: AsyncIterator<T>, signal: AbortSignal): AsyncIterable<T> {
-  const interrupted = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-  });
-  interrupted.catch(() => undefined);
+  const next = (): Promise<IteratorResult<T>> =>
+    new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      source.next().then(
+        (result) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(result);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      );
+    });
   return {
     [Symbol.asyncIterator]: () => ({
-      next: () => Promise.race([source.next(), interrupted]),
+      next,
       return: async (value?: unknown) => ({ done: true, value: value as T }),
     }),
   };
