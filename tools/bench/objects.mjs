@@ -226,24 +226,35 @@ async function main(onCleanup) {
     clientCpuPerGiB: (m.clientCpuSeconds * GiB) / SIZE,
   });
 
+  /** Checks what a download delivered into a hashSink against the large object. */
+  function checkLarge(label, h) {
+    const got = h.done();
+    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`${label}: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+  }
+
+  /** One plain PUT of the large object's bytes (the same client for bare and Ferry). */
+  async function putLarge(label, url, headers) {
+    const res = await send(url, { method: 'PUT', headers, body: largeSource() });
+    const body = await text(res);
+    if (res.statusCode !== 200) throw new Error(`${label} PUT: ${res.statusCode} ${body}`);
+  }
+
+  /** One plain GET of the large object into a sha256 sink, checked. */
+  async function getLarge(label, url) {
+    const res = await send(url);
+    if (res.statusCode !== 200) throw new Error(`${label} GET: ${res.statusCode} ${await text(res)}`);
+    const h = hashSink();
+    await pipeline(res, h.sink);
+    checkLarge(`${label} GET`, h);
+  }
+
   async function bareRound(round) {
     await settle();
     const url = `http://127.0.0.1:${barePort}/large-${round}`;
-    const up = await measureBoth(bareProc.pid, async () => {
-      const res = await send(url, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': SIZE }, body: largeSource() });
-      const body = await text(res);
-      if (res.statusCode !== 200) throw new Error(`bare PUT: ${res.statusCode} ${body}`);
-    });
+    const up = await measureBoth(bareProc.pid, () => putLarge('bare', url, { 'content-type': 'application/octet-stream', 'content-length': SIZE }));
     const sizes = filesUnder(bareDir);
     if (sizes.length !== 1 || sizes[0] !== SIZE) throw new Error(`bare: the PUT left ${JSON.stringify(sizes)}, expected one file of ${SIZE} bytes`);
-    const h = hashSink();
-    const down = await measureBoth(bareProc.pid, async () => {
-      const res = await send(url);
-      if (res.statusCode !== 200) throw new Error(`bare GET: ${res.statusCode} ${await text(res)}`);
-      await pipeline(res, h.sink);
-    });
-    const got = h.done();
-    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`bare GET: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+    const down = await measureBoth(bareProc.pid, () => getLarge('bare', url));
     return { up: figures(up), down: figures(down) };
   }
 
@@ -263,23 +274,16 @@ async function main(onCleanup) {
       });
       const { url, headers } = created.uploadMethod.putUrl ?? {};
       if (!url) throw new Error(`createUpload offered no putUrl: ${JSON.stringify(created)}`);
-      const res = await send(url, { method: 'PUT', headers, body: largeSource() });
-      const body = await text(res);
-      if (res.statusCode !== 200) throw new Error(`Ferry PUT: ${res.statusCode} ${body}`);
+      await putLarge('Ferry', url, headers);
       await object.finishUpload(name, { projectId: PROJECT, uploadId, hashes: { sha256: largeSha } });
     });
     const blobs = filesUnder(join(dataDir, 'blobs'));
     if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
-    const h = hashSink();
     const down = await measureBoth(apiProc.pid, async () => {
       const started = await object.startDownload(name, { acceptDownloadMethods: { getUrl: true } });
       if (started.method !== 'getUrl') throw new Error(`startDownload answered ${JSON.stringify(started)}`);
-      const res = await send(started.url);
-      if (res.statusCode !== 200) throw new Error(`Ferry GET: ${res.statusCode} ${await text(res)}`);
-      await pipeline(res, h.sink);
+      await getLarge('Ferry', started.url);
     });
-    const got = h.done();
-    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`Ferry download: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
     return { up: figures(up), down: figures(down) };
   }
 
@@ -295,8 +299,7 @@ async function main(onCleanup) {
     );
     const h = hashSink();
     const down = await measureBoth(apiProc.pid, () => taskcluster.download({ name, object, streamFactory: async () => h.sink, retries: 0 }));
-    const got = h.done();
-    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`Ferry download (helpers): ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+    checkLarge('Ferry download (helpers)', h);
     return { up: figures(up), down: figures(down) };
   }
 

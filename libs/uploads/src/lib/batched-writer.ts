@@ -35,17 +35,18 @@ export class BatchedWriter {
 
   private async flush(): Promise<void> {
     if (this.batchBytes === 0) return;
-    const afterWrite = this.afterWrite;
-    const data = afterWrite && this.batch.length > 1 ? Buffer.concat(this.batch, this.batchBytes) : this.batch.length === 1 ? this.batch[0] : this.batch;
+    const { batch, batchBytes, afterWrite } = this;
+    // joined only for a consumer that takes the batch as one buffer
+    const joined = afterWrite ? (batch.length === 1 ? batch[0] : Buffer.concat(batch, batchBytes)) : undefined;
     const position = this.start + this.written;
-    this.written += this.batchBytes;
+    this.written += batchBytes;
     this.batch = [];
     this.batchBytes = 0;
     await this.pending;
     this.beforeWrite();
     // checked again when the write really starts: it may wait behind other writers of the file
-    const written = this.file.write(data, position, this.beforeWrite);
-    this.pending = afterWrite ? written.then(() => afterWrite(data as Buffer)) : written;
+    const written = this.file.write(joined ?? batch, position, this.beforeWrite);
+    this.pending = joined && afterWrite ? written.then(() => afterWrite(joined)) : written;
     // surface a failed write at the next flush or at finish, never as an unhandled rejection
     this.pending.catch(() => undefined);
   }

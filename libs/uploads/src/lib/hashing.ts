@@ -193,15 +193,7 @@ export class HashPool {
 
   /** Every digest on a pool thread. */
   hasher(options: HasherOptions = {}): StreamHasher {
-    const offloaded = this.offloaded<OffloadedAlgorithm>(options.sha512 ? ['crc32c', 'sha256', 'md5', 'sha512'] : ['crc32c', 'sha256', 'md5']);
-    return {
-      update: (chunk: Buffer) => offloaded.update(chunk),
-      digest: async () => {
-        const { sha256, md5, crc32c, sha512 } = await offloaded.digest();
-        return { sha256, md5, crc32c, ...(sha512 ? { sha512 } : {}) };
-      },
-      dispose: () => offloaded.dispose(),
-    };
+    return this.offloaded<OffloadedAlgorithm>(options.sha512 ? ['crc32c', 'sha256', 'md5', 'sha512'] : ['crc32c', 'sha256', 'md5']);
   }
 
   /** The given digests on a pool thread (one thread per stream, so their order is kept). */

@@ -4,23 +4,25 @@
  * taken over, a server draining for shutdown). Ending the iteration never destroys the source, so
  * the HTTP request or gRPC call behind it can still be answered with a precise status.
  *
- * Each `next()` listens to the signal only until it settles. (Racing every `next()` against one
- * promise that never settles, the obvious way, leaves a reaction on that promise per call, each
- * holding the chunk it resolved with: a whole upload kept in memory until the request ended.)
+ * One listener on the signal for the whole iteration, which knows only the `next()` now waiting.
+ * (Racing every `next()` against one promise that never settles, the obvious way, leaves a reaction
+ * on that promise per call, each holding the chunk it resolved with: a whole upload kept in memory
+ * until the request ended.)
  */
 export function interruptible<T>(source: AsyncIterator<T>, signal: AbortSignal): AsyncIterable<T> {
+  let waiting: ((reason: unknown) => void) | undefined;
+  signal.addEventListener('abort', () => waiting?.(signal.reason), { once: true });
   const next = (): Promise<IteratorResult<T>> =>
     new Promise((resolve, reject) => {
       if (signal.aborted) return reject(signal.reason);
-      const onAbort = () => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
+      waiting = reject;
       source.next().then(
         (result) => {
-          signal.removeEventListener('abort', onAbort);
+          waiting = undefined;
           resolve(result);
         },
         (err: unknown) => {
-          signal.removeEventListener('abort', onAbort);
+          waiting = undefined;
           reject(err);
         },
       );

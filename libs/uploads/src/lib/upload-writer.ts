@@ -294,8 +294,7 @@ export class UploadWriter {
       await this.file?.close();
     }
     // the lease stays renewed while the bytes are published: on S3 that is a copy, which takes time
-    if (this.commitTimer) clearTimeout(this.commitTimer);
-    this.commitTimer = undefined;
+    this.stopCommitTimer();
     const object = describe(size, digests);
     try {
       // claim first: the blob collector then leaves an existing blob of this content alone
@@ -358,6 +357,10 @@ export class UploadWriter {
 
   private stopTimers(): void {
     this.leaseKeeper.stop();
+    this.stopCommitTimer();
+  }
+
+  private stopCommitTimer(): void {
     if (this.commitTimer) clearTimeout(this.commitTimer);
     this.commitTimer = undefined;
   }
