@@ -178,43 +178,47 @@ async function main(onCleanup) {
 
   // --- part 1: small objects ---------------------------------------------------------------------
 
-  await settle();
-  const upLat = [];
-  const downLat = [];
-  const ups = await measure(apiProc.pid, () =>
-    pool(SMALL, async (i) => {
-      const data = small(i);
-      const t = process.hrtime.bigint();
-      await taskcluster.upload({
-        projectId: PROJECT, name: `bench/small/${i}`, contentType: 'application/octet-stream', contentLength: data.length,
-        expires: expires(), object, streamFactory: async () => Readable.from([data]), retries: 0,
-      });
-      upLat.push(Number(process.hrtime.bigint() - t) / 1e6);
-    }),
-  );
-  const downs = await measure(apiProc.pid, () =>
-    pool(SMALL, async (i) => {
-      const h = hashSink();
-      const t = process.hrtime.bigint();
-      await taskcluster.download({ name: `bench/small/${i}`, object, streamFactory: async () => h.sink, retries: 0 });
-      downLat.push(Number(process.hrtime.bigint() - t) / 1e6);
-      const got = h.done();
-      if (got.bytes !== SMALL_SIZE || got.sha256 !== smallSha[i]) {
-        throw new Error(`bench/small/${i}: downloaded ${got.bytes} bytes with sha256 ${got.sha256}, uploaded ${SMALL_SIZE} with ${smallSha[i]}`);
-      }
-    }),
-  );
-  console.log(`\n${SMALL} objects of ${SMALL_SIZE / 1024} KiB, ${CONCURRENCY} in flight (upload: dataInline; download: getUrl; every sha256 checked):`);
-  console.table([
-    {
-      op: 'upload', perSecond: fmt(SMALL / ups.seconds), p50ms: fmt(median(upLat), 2), p99ms: fmt(percentile(upLat, 99), 2),
-      apiCpuS: fmt(ups.cpuSeconds, 2), apiCpuMsPerOp: fmt((ups.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(ups.peakRssMiB),
-    },
-    {
-      op: 'download', perSecond: fmt(SMALL / downs.seconds), p50ms: fmt(median(downLat), 2), p99ms: fmt(percentile(downLat, 99), 2),
-      apiCpuS: fmt(downs.cpuSeconds, 2), apiCpuMsPerOp: fmt((downs.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(downs.peakRssMiB),
-    },
-  ]);
+  if (SMALL > 0) await smallObjects();
+
+  async function smallObjects() {
+    await settle();
+    const upLat = [];
+    const downLat = [];
+    const ups = await measure(apiProc.pid, () =>
+      pool(SMALL, async (i) => {
+        const data = small(i);
+        const t = process.hrtime.bigint();
+        await taskcluster.upload({
+          projectId: PROJECT, name: `bench/small/${i}`, contentType: 'application/octet-stream', contentLength: data.length,
+          expires: expires(), object, streamFactory: async () => Readable.from([data]), retries: 0,
+        });
+        upLat.push(Number(process.hrtime.bigint() - t) / 1e6);
+      }),
+    );
+    const downs = await measure(apiProc.pid, () =>
+      pool(SMALL, async (i) => {
+        const h = hashSink();
+        const t = process.hrtime.bigint();
+        await taskcluster.download({ name: `bench/small/${i}`, object, streamFactory: async () => h.sink, retries: 0 });
+        downLat.push(Number(process.hrtime.bigint() - t) / 1e6);
+        const got = h.done();
+        if (got.bytes !== SMALL_SIZE || got.sha256 !== smallSha[i]) {
+          throw new Error(`bench/small/${i}: downloaded ${got.bytes} bytes with sha256 ${got.sha256}, uploaded ${SMALL_SIZE} with ${smallSha[i]}`);
+        }
+      }),
+    );
+    console.log(`\n${SMALL} objects of ${SMALL_SIZE / 1024} KiB, ${CONCURRENCY} in flight (upload: dataInline; download: getUrl; every sha256 checked):`);
+    console.table([
+      {
+        op: 'upload', perSecond: fmt(SMALL / ups.seconds), p50ms: fmt(median(upLat), 2), p99ms: fmt(percentile(upLat, 99), 2),
+        apiCpuS: fmt(ups.cpuSeconds, 2), apiCpuMsPerOp: fmt((ups.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(ups.peakRssMiB),
+      },
+      {
+        op: 'download', perSecond: fmt(SMALL / downs.seconds), p50ms: fmt(median(downLat), 2), p99ms: fmt(percentile(downLat, 99), 2),
+        apiCpuS: fmt(downs.cpuSeconds, 2), apiCpuMsPerOp: fmt((downs.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(downs.peakRssMiB),
+      },
+    ]);
+  }
 
   // --- part 2: one large object, Ferry against bare --------------------------------------------------
 
@@ -267,15 +271,20 @@ async function main(onCleanup) {
     await settle();
     const name = `bench/large/${round}-${Date.now()}`;
     const uploadId = taskcluster.slugid();
+    const phases = {};
     const up = await measureBoth(apiProc.pid, async () => {
+      const t0 = performance.now();
       const created = await object.createUpload(name, {
         projectId: PROJECT, uploadId, expires: expires(),
         proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: SIZE } },
       });
       const { url, headers } = created.uploadMethod.putUrl ?? {};
       if (!url) throw new Error(`createUpload offered no putUrl: ${JSON.stringify(created)}`);
+      const t1 = performance.now();
       await putLarge('Ferry', url, headers);
+      const t2 = performance.now();
       await object.finishUpload(name, { projectId: PROJECT, uploadId, hashes: { sha256: largeSha } });
+      Object.assign(phases, { createMs: t1 - t0, putMs: t2 - t1, finishMs: performance.now() - t2 });
     });
     const blobs = filesUnder(join(dataDir, 'blobs'));
     if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
@@ -284,7 +293,7 @@ async function main(onCleanup) {
       if (started.method !== 'getUrl') throw new Error(`startDownload answered ${JSON.stringify(started)}`);
       await getLarge('Ferry', started.url);
     });
-    return { up: figures(up), down: figures(down) };
+    return { up: figures(up), down: figures(down), phases };
   }
 
   /** The same object through the client library's helpers, which also hash on the client (sha256 and sha512). */
@@ -312,7 +321,8 @@ async function main(onCleanup) {
     console.log(`bare    round ${round + 1}: upload ${line(b.up)}; download ${line(b.down)}`);
     const f = await ferryRound(round);
     results.ferry.push(f);
-    console.log(`ferry   round ${round + 1}: upload ${line(f.up)}; download ${line(f.down)}`);
+    const { createMs, putMs, finishMs } = f.phases;
+    console.log(`ferry   round ${round + 1}: upload ${line(f.up)} (createUpload ${fmt(createMs)} ms, PUT ${fmt(putMs)} ms, finishUpload ${fmt(finishMs)} ms); download ${line(f.down)}`);
     const t = await helpersRound(round);
     results.helpers.push(t);
     console.log(`helpers round ${round + 1}: upload ${line(t.up)}; download ${line(t.down)}`);

@@ -14,6 +14,14 @@ describe('loadConfig', () => {
     expect(c.grpc.maxMessageBytes).toBe(16 * 1024 * 1024);
     expect(c.auth).toEqual({ clients: [DEV_CLIENT], devMode: true });
     expect(c.dataDir.endsWith('/data')).toBe(true);
+    expect(c.heapGrowingPercent).toBe(300);
+  });
+
+  it('takes the heap growing percent, 0 included, and refuses anything else', () => {
+    expect(loadConfig({ FERRY_HEAP_GROWING_PERCENT: '0' }).heapGrowingPercent).toBe(0);
+    expect(loadConfig({ FERRY_HEAP_GROWING_PERCENT: '150' }).heapGrowingPercent).toBe(150);
+    expect(() => loadConfig({ FERRY_HEAP_GROWING_PERCENT: '-1' })).toThrow(/FERRY_HEAP_GROWING_PERCENT/);
+    expect(() => loadConfig({ FERRY_HEAP_GROWING_PERCENT: 'x' })).toThrow(/FERRY_HEAP_GROWING_PERCENT/);
   });
 
   it('names the bad variable', () => {

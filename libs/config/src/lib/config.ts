@@ -97,6 +97,11 @@ export interface FerryConfig {
    */
   auth: { clients: ClientConfig[]; devMode: boolean; anonymousScopes?: string[] };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /**
+   * V8's old-generation growing factor, in percent over the live heap (`--heap-growing-percent`);
+   * 0 leaves V8's own heuristic. See `tuneHeap` in @ferry/core for why Ferry sets it.
+   */
+  heapGrowingPercent: number;
 }
 
 export class ConfigError extends Error {
@@ -246,6 +251,7 @@ const envSchema = z.object({
       .optional(),
   ),
   FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FERRY_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(1000).default(300),
 });
 
 /** The directory holding nx.json above `from`, or undefined outside a checkout (e.g. in a container). */
@@ -371,6 +377,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
     auth: { clients: clients ?? [DEV_CLIENT], devMode, ...(e.FERRY_ANONYMOUS_SCOPES ? { anonymousScopes: e.FERRY_ANONYMOUS_SCOPES } : {}) },
     logLevel: e.FERRY_LOG_LEVEL,
+    heapGrowingPercent: e.FERRY_HEAP_GROWING_PERCENT,
   };
 }
 
