@@ -1,4 +1,4 @@
-import { Job, Queue, Worker } from 'bullmq';
+import type { Job, Queue, Worker } from 'bullmq';
 import {
   ASSEMBLY_ATTEMPTS,
   AssembleMultipartPayload,
@@ -10,6 +10,9 @@ import {
 import type { Redis } from '@ferry/redis';
 import type { MultipartAssembler } from './assembler';
 
+/** BullMQ, required when a queue or worker is made: ingest-grpc bundles this lib but uses neither. */
+const bullmq = (): typeof import('bullmq') => require('bullmq');
+
 type AssemblyJob = Job<AssembleMultipartPayload, AssembleMultipartResult>;
 
 /** The producer side: makes sure exactly one assembly job exists for an upload that is completing. */
@@ -18,7 +21,7 @@ export class AssemblyQueue {
 
   /** @param onError connection trouble (BullMQ retries by itself); without a listener Node would crash on it. */
   constructor(connection: Redis, prefix: string, onError: (err: Error) => void = () => undefined) {
-    this.queue = new Queue(QUEUES.assembly, { connection, prefix });
+    this.queue = new (bullmq().Queue)(QUEUES.assembly, { connection, prefix });
     this.queue.on('error', onError);
   }
 
@@ -69,7 +72,7 @@ export class AssemblyWorker {
   private readonly worker: Worker<AssembleMultipartPayload, AssembleMultipartResult>;
 
   constructor(connection: Redis, prefix: string, assembler: MultipartAssembler, options: AssemblyWorkerOptions) {
-    this.worker = new Worker<AssembleMultipartPayload, AssembleMultipartResult>(
+    this.worker = new (bullmq().Worker)<AssembleMultipartPayload, AssembleMultipartResult>(
       QUEUES.assembly,
       async (job) => {
         if (job.name !== JOBS.assembleMultipart) throw new Error(`unknown job ${job.name}`);

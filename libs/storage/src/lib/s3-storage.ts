@@ -1,27 +1,21 @@
-import {
-  CompleteMultipartUploadCommand,
-  CopyObjectCommand,
-  CreateBucketCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  GetObjectCommandOutput,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException,
-  UploadPartCommand,
-  UploadPartCopyCommand,
-  AbortMultipartUploadCommand,
-} from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type * as S3Presigner from '@aws-sdk/s3-request-presigner';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { InternalError, NotFoundError, ResourceExhaustedError } from '@ferry/errors';
 import { DirectAccess, SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
+
+/**
+ * A module required on first use rather than at import. The AWS SDK costs every process that
+ * loads it ~10 MiB of memory (measured on ingest-grpc at idle), and only the S3 backend needs it.
+ */
+function onFirstUse<T extends object>(load: () => T): T {
+  let loaded: T | undefined;
+  return new Proxy({} as T, { get: (_, key) => Reflect.get((loaded ??= load()), key) });
+}
+const aws = onFirstUse<typeof S3Sdk>(() => require('@aws-sdk/client-s3'));
+const awsPresigner = onFirstUse<typeof S3Presigner>(() => require('@aws-sdk/s3-request-presigner'));
+type S3Client = S3Sdk.S3Client;
 
 /** S3 limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html). */
 export const S3_LIMITS = {
@@ -51,7 +45,7 @@ export interface S3ConnectionOptions {
 
 /** An S3 client for Ferry: checksums only where S3 requires them (S3-compatible stores differ). */
 export function createS3Client(o: S3ConnectionOptions): S3Client {
-  return new S3Client({
+  return new aws.S3Client({
     endpoint: o.endpoint,
     region: o.region,
     forcePathStyle: o.forcePathStyle,
@@ -117,11 +111,11 @@ export class S3Storage implements Storage {
 
   private async ensureBucket(): Promise<void> {
     try {
-      await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.s3.send(new aws.HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       if (!this.options.createBucket || !isNotFound(err)) throw err;
-      await this.s3.send(new CreateBucketCommand({ Bucket: this.bucket })).catch((e: unknown) => {
-        if (!(e instanceof S3ServiceException && /BucketAlready/.test(e.name))) throw e;
+      await this.s3.send(new aws.CreateBucketCommand({ Bucket: this.bucket })).catch((e: unknown) => {
+        if (!(e instanceof aws.S3ServiceException && /BucketAlready/.test(e.name))) throw e;
       });
     }
   }
@@ -238,7 +232,7 @@ export class S3Storage implements Storage {
     const { parts, stray } = await this.parts(uploadId);
     if (parts.length === 0) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
     if (parts.length === 1) {
-      await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(parts[0].key) }));
+      await this.s3.send(new aws.CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(parts[0].key) }));
     } else {
       await this.assemble(target, parts);
     }
@@ -248,7 +242,7 @@ export class S3Storage implements Storage {
   /** Joins parts into one object by a multipart upload: server-side copies where the store can. */
   private async assemble(target: string, parts: StagedPart[]): Promise<void> {
     if (parts.length > S3_LIMITS.maxParts) throw new InternalError(`${parts.length} parts: more than S3's ${S3_LIMITS.maxParts}`);
-    const created = await this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target }));
+    const created = await this.s3.send(new aws.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target }));
     const UploadId = created.UploadId as string;
     try {
       // a few parts at a time: copies are server-side, but each one is a round trip (or, streamed, a transfer)
@@ -260,9 +254,9 @@ export class S3Storage implements Storage {
         }
       };
       await Promise.all(Array.from({ length: Math.min(4, parts.length) }, copier));
-      await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }));
+      await this.s3.send(new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }));
     } catch (err) {
-      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
+      await this.s3.send(new aws.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
       throw err;
     }
   }
@@ -271,17 +265,17 @@ export class S3Storage implements Storage {
     if (!this.partCopyUnsupported) {
       try {
         const r = await this.s3.send(
-          new UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(part.key) }),
+          new aws.UploadPartCopyCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, CopySource: this.copySource(part.key) }),
         );
         return r.CopyPartResult?.ETag as string;
       } catch (err) {
-        if (!(err instanceof S3ServiceException && err.name === 'NotImplemented')) throw err;
+        if (!(err instanceof aws.S3ServiceException && err.name === 'NotImplemented')) throw err;
         this.partCopyUnsupported = true; // e.g. s3rver: stream the parts through Ferry instead
       }
     }
-    const body = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: part.key }));
+    const body = await this.s3.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: part.key }));
     const r = await this.s3.send(
-      new UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, ContentLength: part.size, Body: body.Body as Readable }),
+      new aws.UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, ContentLength: part.size, Body: body.Body as Readable }),
     );
     return r.ETag as string;
   }
@@ -294,7 +288,7 @@ export class S3Storage implements Storage {
     const key = S3Storage.blobKey(sha256);
     if (sha256 === SHA256_EMPTY || (await this.blobSize(sha256)) !== undefined) return;
     // a PUT is atomic: the blob appears whole or not at all
-    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length }));
+    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length }));
   }
 
   async blobSize(sha256: string): Promise<number | undefined> {
@@ -302,7 +296,7 @@ export class S3Storage implements Storage {
     if (sha256 === SHA256_EMPTY) return 0;
     await this.ready();
     try {
-      const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const head = await this.s3.send(new aws.HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       return head.ContentLength ?? 0;
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -319,9 +313,9 @@ export class S3Storage implements Storage {
   /** Streams `[start, end)` of an object in chunks of `chunkSize` (the last one shorter). */
   private async *getRange(key: string, start: number, end: number, chunkSize: number): AsyncGenerator<Buffer> {
     await this.ready();
-    let got: GetObjectCommandOutput;
+    let got: S3Sdk.GetObjectCommandOutput;
     try {
-      got = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }));
+      got = await this.s3.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }));
     } catch (err) {
       if (isNotFound(err)) throw new NotFoundError(`no object ${key}`);
       throw err;
@@ -332,12 +326,12 @@ export class S3Storage implements Storage {
   async deleteBlob(sha256: string): Promise<void> {
     const key = S3Storage.blobKey(sha256);
     await this.ready();
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    await this.s3.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   async check(): Promise<void> {
     await this.ready();
-    await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket })); // every time: the store may have gone since
+    await this.s3.send(new aws.HeadBucketCommand({ Bucket: this.bucket })); // every time: the store may have gone since
   }
 
   /**
@@ -347,21 +341,21 @@ export class S3Storage implements Storage {
   async copyParts(from: string, to: string): Promise<number | undefined> {
     const { parts } = await this.parts(from);
     for (const part of parts) {
-      await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }));
+      await this.s3.send(new aws.CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }));
     }
     return parts.length === 0 ? undefined : sum(parts);
   }
 
   async putEmptyBlob(): Promise<void> {
     await this.ready();
-    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }));
+    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }));
   }
 
   /** Size and ETag of an object, or undefined if absent. */
   async head(key: string): Promise<{ size: number; etag: string } | undefined> {
     await this.ready();
     try {
-      const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const head = await this.s3.send(new aws.HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       return { size: head.ContentLength ?? 0, etag: (head.ETag ?? '').replace(/"/g, '') };
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -383,13 +377,13 @@ export class S3Storage implements Storage {
 
   /** Writes one staging part (a whole object: durable once the PUT returns). */
   async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
-    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }));
+    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }));
   }
 
   private async *list(prefix: string): AsyncGenerator<{ key: string; size: number; modifiedMs: number }> {
     let token: string | undefined;
     do {
-      const page = await this.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      const page = await this.s3.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
       for (const o of page.Contents ?? []) {
         if (o.Key) yield { key: o.Key, size: o.Size ?? 0, modifiedMs: o.LastModified?.getTime() ?? 0 };
       }
@@ -400,7 +394,7 @@ export class S3Storage implements Storage {
   private async deleteKeys(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      await this.s3.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+      await this.s3.send(new aws.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
     }
   }
 }
@@ -420,9 +414,9 @@ class S3DirectAccess implements DirectAccess {
     index: number,
     o: { contentLength: number; contentType?: string; expiresInSeconds: number },
   ): Promise<{ url: string; headers: Record<string, string> }> {
-    const command = new PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), ContentLength: o.contentLength, ContentType: o.contentType });
+    const command = new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), ContentLength: o.contentLength, ContentType: o.contentType });
     // Content-Length and Content-Type are signed: S3 refuses a body of another length
-    const url = await getSignedUrl(this.presigner, command, {
+    const url = await awsPresigner.getSignedUrl(this.presigner, command, {
       expiresIn: o.expiresInSeconds,
       signableHeaders: new Set(o.contentType ? ['content-type', 'content-length'] : ['content-length']),
     });
@@ -449,13 +443,13 @@ class S3DirectAccess implements DirectAccess {
   async blobGetUrl(sha256: string, o: { expiresInSeconds: number; contentType?: string; fileName?: string }): Promise<string> {
     // the empty blob exists without being stored; a URL needs an object to name
     if (sha256 === SHA256_EMPTY) await this.storage.putEmptyBlob();
-    const command = new GetObjectCommand({
+    const command = new aws.GetObjectCommand({
       Bucket: this.bucket,
       Key: S3Storage.blobKey(sha256),
       ResponseContentType: o.contentType,
       ResponseContentDisposition: o.fileName ? contentDisposition(o.fileName) : undefined,
     });
-    return getSignedUrl(this.presigner, command, { expiresIn: o.expiresInSeconds });
+    return awsPresigner.getSignedUrl(this.presigner, command, { expiresIn: o.expiresInSeconds });
   }
 }
 
@@ -600,7 +594,7 @@ function sum(parts: StagedPart[]): number {
 }
 
 function isNotFound(err: unknown): boolean {
-  if (!(err instanceof S3ServiceException)) return false;
+  if (!(err instanceof aws.S3ServiceException)) return false;
   return err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey' || err.name === 'NoSuchBucket';
 }
 
