@@ -178,8 +178,6 @@ async function main(onCleanup) {
 
   // --- part 1: small objects ---------------------------------------------------------------------
 
-  if (SMALL > 0) await smallObjects();
-
   async function smallObjects() {
     await settle();
     const upLat = [];
@@ -219,6 +217,8 @@ async function main(onCleanup) {
       },
     ]);
   }
+
+  if (SMALL > 0) await smallObjects();
 
   // --- part 2: one large object, Ferry against bare --------------------------------------------------
 

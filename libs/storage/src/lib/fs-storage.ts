@@ -200,20 +200,12 @@ class FsStagingFile implements StagingFile {
   write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void> {
     return this.turn(async () => {
       guard?.();
-      await (Buffer.isBuffer(data) ? this.writeAll(data, position) : this.writeAllv(data, position));
+      await this.writeAll(Buffer.isBuffer(data) ? [data] : data, position);
     });
   }
 
-  private async writeAll(data: Buffer, position: number): Promise<void> {
-    let offset = 0;
-    while (offset < data.length) {
-      const { bytesWritten } = await this.fh.write(data, offset, data.length - offset, position + offset);
-      offset += bytesWritten;
-    }
-  }
-
   /** One `pwritev` per round; a short write (or more buffers than IOV_MAX) goes on from where it stopped. */
-  private async writeAllv(data: readonly Buffer[], position: number): Promise<void> {
+  private async writeAll(data: readonly Buffer[], position: number): Promise<void> {
     let buffers = data.filter((b) => b.length > 0);
     while (buffers.length > 0) {
       const { bytesWritten } = await this.fh.writev(buffers, position);

@@ -36,8 +36,6 @@ export class BatchedWriter {
   private async flush(): Promise<void> {
     if (this.batchBytes === 0) return;
     const { batch, batchBytes, afterWrite } = this;
-    // joined only for a consumer that takes the batch as one buffer
-    const joined = afterWrite ? (batch.length === 1 ? batch[0] : Buffer.concat(batch, batchBytes)) : undefined;
     const position = this.start + this.written;
     this.written += batchBytes;
     this.batch = [];
@@ -45,8 +43,13 @@ export class BatchedWriter {
     await this.pending;
     this.beforeWrite();
     // checked again when the write really starts: it may wait behind other writers of the file
-    const written = this.file.write(joined ?? batch, position, this.beforeWrite);
-    this.pending = joined && afterWrite ? written.then(() => afterWrite(joined)) : written;
+    if (afterWrite) {
+      // joined only for a consumer that takes the batch as one buffer
+      const joined = batch.length === 1 ? batch[0] : Buffer.concat(batch, batchBytes);
+      this.pending = this.file.write(joined, position, this.beforeWrite).then(() => afterWrite(joined));
+    } else {
+      this.pending = this.file.write(batch, position, this.beforeWrite);
+    }
     // surface a failed write at the next flush or at finish, never as an unhandled rejection
     this.pending.catch(() => undefined);
   }
