@@ -65,6 +65,12 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(12 * MiB, 3);
       expect(await writeRequests(h.client, chunkedRequests(name, data, { chunk: 12 * MiB }))).toBe(data.length);
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+      // several large messages in a row: each is handed to the hashing thread (its memory moves
+      // there) before the next offset is checked
+      const many = randomName('big-msgs');
+      const more = patternBytes(40 * MiB, 4);
+      expect(await writeRequests(h.client, chunkedRequests(many, more, { chunk: 8 * MiB }))).toBe(more.length);
+      expect(sha256Hex((await readBytes(h.client, many)).data)).toBe(sha256Hex(more));
     });
 
     it.each([

@@ -155,9 +155,11 @@ export class ByteStreamService {
           await writer.abandon(); // this content can never match its name: keep nothing
           throw new InvalidArgumentError(`more data than the ${declaredSize} bytes the resource name declares`);
         }
+        // read before write(): it takes the buffer, whose memory may move to the hashing thread
+        const length = msg.data.length;
         const held = writer.receivedSize - offset; // bytes of this message Ferry already has
-        if (held < msg.data.length) await writer.write(held > 0 ? msg.data.subarray(held) : msg.data);
-        offset += msg.data.length;
+        if (held < length) await writer.write(held > 0 ? msg.data.subarray(held) : msg.data);
+        offset += length;
       }
       if (msg.finish_write) {
         if (offset < writer.receivedSize) {
