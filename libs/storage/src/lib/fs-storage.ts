@@ -219,8 +219,10 @@ class FsStagingFile implements StagingFile {
   }
 
   async sync(): Promise<number> {
+    // the size before the flush: a write landing during fdatasync may not be durable yet
+    const { size } = await this.fh.stat();
     await this.fh.datasync();
-    return (await this.fh.stat()).size;
+    return size;
   }
 
   close(): Promise<void> {

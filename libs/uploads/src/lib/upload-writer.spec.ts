@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Catalog } from '@ferry/catalog';
 import { ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
-import { FsStorage } from '@ferry/storage';
+import { FsStorage, StagingFile } from '@ferry/storage';
 import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
-import { HashPool } from './hashing';
+import { HashPool, HasherOptions, StreamHasher } from './hashing';
 import { UploadEngine } from './upload-engine';
 
 const KiB = 1024;
@@ -71,6 +72,54 @@ describe('UploadWriter (real Redis and disk)', () => {
     expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
     expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
     expect(object.size).toBe(data.length);
+  });
+
+  it('digests every byte on finish, even bytes a slow background commit already covered', async () => {
+    // A slow fsync and a slow hashing thread: chunk B is written while a commit waits on the disk,
+    // so that commit covers B before B reaches the hasher. finish() must still wait for B's hash.
+    class SlowSyncStorage extends FsStorage {
+      override async openStaging(uploadId: string, size: number): Promise<StagingFile> {
+        const file = await super.openStaging(uploadId, size);
+        return Object.assign(Object.create(file) as StagingFile, {
+          sync: async (final?: boolean) => {
+            await sleep(150);
+            return file.sync(final);
+          },
+        });
+      }
+    }
+    class SlowHashPool extends HashPool {
+      override hasher(options?: HasherOptions): StreamHasher {
+        const inner = super.hasher(options);
+        return {
+          update: async (chunk: Buffer) => {
+            await sleep(300);
+            return inner.update(chunk);
+          },
+          digest: () => inner.digest(),
+          dispose: () => inner.dispose(),
+        };
+      }
+    }
+    const slowPool = new SlowHashPool(1);
+    const slow = new UploadEngine(sessions, new SlowSyncStorage(dir.path), catalog, slowPool, {
+      fsyncBytes: 1 << 30, fsyncIntervalMs: 60_000, maxInFlightBytes: 64 << 20,
+    });
+    try {
+      const id = await newUpload();
+      const data = patternBytes(512 * KiB, 9);
+      const writer = await slow.openWriter(id);
+      await writer.write(Buffer.from(data.subarray(0, 256 * KiB)));
+      const flushing = writer.flush(); // waits for A's hash (300 ms), then for the disk (150 ms)
+      await sleep(350);
+      await writer.write(Buffer.from(data.subarray(256 * KiB))); // B: on disk at once, hashed 300 ms later
+      expect(await flushing).toBe(data.length); // the commit covered B
+      const object = await writer.finish({}, describeObject(id));
+      expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+      expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
+    } finally {
+      await slowPool.close();
+    }
   });
 
   it('produces whole-content digests after a resume (the committed prefix is re-hashed)', async () => {

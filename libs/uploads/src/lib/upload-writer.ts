@@ -226,6 +226,12 @@ export class UploadWriter {
    */
   private async commit(final = false): Promise<void> {
     while (this.commitRunning) await this.commitRunning.catch(() => undefined);
+    if (final) {
+      // A commit may already cover bytes still on their way to the hasher (written while it waited
+      // on the disk): the digests that follow a final commit must include them.
+      this.submitBatch();
+      await Promise.all([...this.pending]);
+    }
     if (this.offset <= this.committed || !this.file) return;
     const run = this.commitNow(this.file, final);
     this.commitRunning = run;
