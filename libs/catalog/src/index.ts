@@ -1,1 +1,2 @@
 export * from './lib/catalog';
+export * from './lib/names';

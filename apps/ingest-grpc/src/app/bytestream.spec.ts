@@ -356,6 +356,7 @@ describe('ByteStream scopes', () => {
       FERRY_CLIENTS: JSON.stringify([
         { clientId: 'reader', accessToken: 'reader-token', scopes: ['ferry:read:*'] },
         { clientId: 'writer', accessToken: 'writer-token', scopes: ['ferry:write:team/*', 'ferry:read:team/*'] },
+        { clientId: 'multipart', accessToken: 'multipart-token', scopes: ['ferry:write:fileHandle/*', 'ferry:read:*'] },
       ]),
     });
   });
@@ -370,5 +371,12 @@ describe('ByteStream scopes', () => {
     await expectGrpcCode(uploadBytes(h.client, 'team/b', Buffer.from('hi'), bearer('reader-token')), grpc.status.PERMISSION_DENIED);
     expect((await readBytes(h.client, 'team/a', { metadata: bearer('reader-token') })).data.toString()).toBe('hi');
     await expectGrpcCode(readBytes(h.client, 'dev-only', { metadata: bearer('dev-secret') }), grpc.status.UNAUTHENTICATED);
+  });
+
+  it('keeps fileHandle/ names for multipart file handles, whatever the scopes', async () => {
+    // a multipart client may write fileHandle/* (its uploads become handles), but only through the
+    // multipart API: over ByteStream it could take the name the next handle will need
+    await expectGrpcCode(uploadBytes(h.client, 'fileHandle/1', Buffer.from('squat'), bearer('multipart-token')), grpc.status.PERMISSION_DENIED, /multipart file handles/);
+    await expectGrpcCode(readBytes(h.client, 'fileHandle/1', { metadata: bearer('multipart-token') }), grpc.status.NOT_FOUND);
   });
 });

@@ -209,6 +209,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const scopes = await call('PUT', '/upload/n2', good, 'reader-token');
     expect([scopes.status, scopes.body['code']]).toEqual([403, 'InsufficientScopes']);
     expect((await call('PUT', '/upload/n2', { ...good, projectId: 'other' })).status).toBe(403);
+    // fileHandle/ names are multipart file handles: readable here, never created here
+    const reserved = await call('PUT', `/upload/${enc('fileHandle/7')}`, good);
+    expect([reserved.status, reserved.body['code'], reserved.body['message']]).toEqual([403, 'InsufficientScopes', expect.stringMatching(/multipart file handles/)]);
 
     // Hawk, as Taskcluster clients sign; a replay is refused
     const url = `${h.base}/api/object/v1/metadata/${enc('small objects/with spaces & punctuation!.txt')}`;

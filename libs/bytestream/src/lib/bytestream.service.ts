@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, Scopes } from '@ferry/auth';
-import type { CatalogObject } from '@ferry/catalog';
+import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
 import { nameTag } from '@ferry/redis';
 import { SHA256_EMPTY } from '@ferry/storage';
@@ -79,6 +79,7 @@ export class ByteStreamService {
     if (!req.resource_name) throw new InvalidArgumentError('resource_name is required on the first WriteRequest');
     const target = this.parse(req.resource_name);
     this.auth.require(principal, Scopes.write(target.name));
+    assertClientWritable(target.name);
     if (target.kind === 'cas-download') {
       throw new InvalidArgumentError('cannot write to a download name; write to {instance}/uploads/{uuid}/blobs/{hash}/{size}');
     }

@@ -1,13 +1,8 @@
-import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { type Catalog, type CatalogObject, fileHandleObjectName } from '@ferry/catalog';
 import { InternalError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { FILE_HANDLE_CONCRETE_TYPE, FileHandle } from './model';
-
-/** The catalog name of a file handle's object (documented in the README's name mapping). */
-export function fileHandleObjectName(id: string): string {
-  return `fileHandle/${id}`;
-}
 
 export interface Content {
   size: number;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
-import type { Catalog, CatalogObject } from '@ferry/catalog';
+import { type Catalog, type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
@@ -150,6 +150,7 @@ export class ObjectService {
     assertObjectName(name);
     const req = parseCreateUpload(body);
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
+    assertClientWritable(name);
     if (await this.liveObject(name)) throw new AlreadyExistsError(`object ${JSON.stringify(name)} is already finished`);
     const expires = new Date(req.expires).toISOString();
     const fresh: PendingUpload = {
