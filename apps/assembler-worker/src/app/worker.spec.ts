@@ -83,9 +83,12 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     }
     expect((await store.swapRequest('dev', 'mp_idle-request', '', 'mp_idle')).ok).toBe(true);
     const lease = await store.beginPart('mp_busy', 1);
-    // the staging file of the busy upload looks old: the orphan sweep must still leave it alone
+    // the staging file of the busy upload looks old: the orphan sweep must still leave it alone, and
+    // a snapshot of its parts (S3 assembly) too; a snapshot of an upload that is gone is swept
+    const snapshots = { live: MultipartStore.snapshotId('mp_busy'), orphan: MultipartStore.snapshotId('mp_gone') };
+    for (const id of Object.values(snapshots)) await (await storage.openStagingForParts(id, 10)).close();
     const old = new Date(Date.now() - 3_600_000);
-    utimesSync(join(data.path, 'staging', 'mp_busy'), old, old);
+    for (const id of ['mp_busy', ...Object.values(snapshots)]) utimesSync(join(data.path, 'staging', id), old, old);
     const renew = setInterval(() => void store.renewPart(lease), 200);
     try {
       await until(async () => !(await store.exists('mp_idle')));
@@ -98,6 +101,8 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await store.uploadForRequest('dev', 'mp_idle-request')).toBeUndefined();
     expect(await store.exists('mp_busy')).toBe(true);
     expect(await storage.stagingSize('mp_busy')).toBe(10);
+    expect(await storage.stagingSize(snapshots.live)).toBe(10);
+    expect(await storage.stagingSize(snapshots.orphan)).toBeUndefined();
     await store.abortPart(lease);
   });
 

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { MultipartClient, TestS3, md5Hex, patternBytes, sha256Hex, startTestS3 } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
 
@@ -56,6 +57,47 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     const again = (await alice.start({ fileName: 'copy.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
       .body as unknown as Status;
     expect(again.state).toBe('COMPLETED');
+  }, 60_000);
+
+  it('publishes the bytes it verified, even when a part is PUT again between the hashing and the copy', async () => {
+    // Part URLs reach the bucket and stay valid; if the worker hashed the parts where clients can
+    // still PUT and then copied them into the blob, the blob named by the verified sha256 would hold
+    // other bytes, served to everyone whose file has that sha256. The PUT is timed by a hook on the
+    // worker's storage: right after the last byte was hashed.
+    const content = patternBytes(PART + 77, 43);
+    const start = (await alice.start({ fileName: 'race.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: PART }))
+      .body as unknown as Status;
+    const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
+    await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
+    await MultipartClient.put(u2.uploadPresignedUrl, content.subarray(PART), u2.signedHeaders);
+    for (const [n, bytes] of [[1, content.subarray(0, PART)], [2, content.subarray(PART)]] as const) {
+      expect((await alice.add(start.uploadId, n, md5Hex(bytes))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    }
+    const storage = h.storage;
+    const readStaging = storage.readStaging.bind(storage);
+    let replaced = false;
+    storage.readStaging = (id, from, to) => {
+      const source = readStaging(id, from, to);
+      return Readable.from(
+        (async function* () {
+          for await (const chunk of source) yield chunk as Buffer;
+          // the bytes were all hashed: a client PUTs part 2 again, same length, other bytes
+          await MultipartClient.put(u2.uploadPresignedUrl, Buffer.alloc(77, 0xee), u2.signedHeaders);
+          replaced = true;
+        })(),
+      );
+    };
+    try {
+      const done = (await alice.complete(start.uploadId)).body as unknown as Status;
+      expect(replaced).toBe(true);
+      expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+      const url = String((await alice.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`)).body);
+      expect(url).toContain(`/blobs/sha256/${sha256Hex(content).slice(0, 2)}`);
+      expect(sha256Hex(Buffer.from(await (await fetch(url)).arrayBuffer()))).toBe(sha256Hex(content));
+      expect(await s3.keys('staging/')).toEqual([]); // the parts and their private copy are gone
+    } finally {
+      storage.readStaging = readStaging;
+    }
   }, 60_000);
 
   it('refuses a part of the wrong size that reached the bucket, and a part replaced after it was added fails the assembly', async () => {

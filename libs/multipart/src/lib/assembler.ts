@@ -8,10 +8,16 @@ import { MultipartStore, MultipartUpload } from './multipart-store';
  * The assembly of a completed multipart upload, run by the worker as an idempotent job.
  *
  * Parts were written at their offsets in one staging object, so there is nothing to join: one
- * sequential read hashes the whole file (md5 on a pool thread, sha256 and crc32c on this one), the
- * md5 is checked against the client's contentMD5Hex, and the staging object is renamed into the
- * content-addressed blobs. Every step can be repeated after a crash: the digests are recorded
- * before the rename, the handle id before the handle, and each write is idempotent.
+ * sequential read hashes the whole file on a pool thread, the md5 is checked against the client's
+ * contentMD5Hex, and the staging object is renamed into the content-addressed blobs. Every step can
+ * be repeated after a crash: the digests are recorded before the rename, the handle id before the
+ * handle, and each write is idempotent.
+ *
+ * On S3 the part URLs reach the bucket itself, and stay valid until they expire: a client could PUT
+ * a part again between the hashing and the copy into the blob, and the blob named by one sha256
+ * would hold other bytes (served to everyone whose content has that sha256). So the parts are first
+ * copied, inside the bucket, to a snapshot no URL names; the snapshot is hashed and published, and
+ * its id is recorded with its digests.
  */
 export class MultipartAssembler {
   constructor(
@@ -30,21 +36,28 @@ export class MultipartAssembler {
 
     const size = upload.request.fileSizeBytes;
     let digests = upload.digests;
+    let source = upload.snapshot ?? uploadId;
     if (!digests) {
-      const staged = await this.storage.stagingSize(uploadId);
-      if (staged !== size) return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`);
-      digests = await this.hash(uploadId, size);
+      source = await this.snapshot(uploadId);
+      const staged = await this.storage.stagingSize(source);
+      if (staged !== size) return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`, source);
+      digests = await this.hash(source, size);
       if (digests.md5 !== upload.request.contentMD5Hex) {
-        return this.fail(upload, `the MD5 of the assembled file is ${digests.md5}, but contentMD5Hex is ${upload.request.contentMD5Hex}`);
+        return this.fail(upload, `the MD5 of the assembled file is ${digests.md5}, but contentMD5Hex is ${upload.request.contentMD5Hex}`, source);
       }
-      if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { ...digests }))) return this.settled(uploadId);
+      const recorded = { ...digests, ...(source !== uploadId ? { snapshot: source } : {}) };
+      if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', recorded))) {
+        if (source !== uploadId) await this.storage.deleteStaging(source);
+        return this.settled(uploadId);
+      }
     }
 
     const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
     if (!handleId) return this.settled(uploadId);
     await this.handles.claimContent(handleId, digests.sha256); // before the bytes: see Catalog.claimBlob
-    if ((await this.storage.blobSize(digests.sha256)) !== size) await this.storage.publishStaging(uploadId, digests.sha256);
-    else await this.storage.deleteStaging(uploadId);
+    if ((await this.storage.blobSize(digests.sha256)) !== size) await this.storage.publishStaging(source, digests.sha256);
+    else await this.storage.deleteStaging(source);
+    if (source !== uploadId) await this.storage.deleteStaging(uploadId); // what clients could still PUT to
 
     const { request } = upload;
     await this.handles.create(
@@ -59,6 +72,15 @@ export class MultipartAssembler {
     return { state: 'COMPLETED', fileHandleId: handleId };
   }
 
+  /** The staging object to verify and publish: on S3 a private copy of the parts (see above). */
+  private async snapshot(uploadId: string): Promise<string> {
+    const direct = this.storage.direct;
+    if (!direct) return uploadId;
+    const snapshot = MultipartStore.snapshotId(uploadId);
+    await direct.snapshotStaging(uploadId, snapshot);
+    return snapshot;
+  }
+
   private async hash(uploadId: string, size: number): Promise<Digests> {
     const hasher = this.hashPool.hasher();
     try {
@@ -70,7 +92,8 @@ export class MultipartAssembler {
     }
   }
 
-  private async fail(upload: MultipartUpload, reason: string): Promise<AssembleMultipartResult> {
+  private async fail(upload: MultipartUpload, reason: string, snapshot?: string): Promise<AssembleMultipartResult> {
+    if (snapshot && snapshot !== upload.id) await this.storage.deleteStaging(snapshot);
     if (!(await this.store.updateIf(upload.id, 'ASSEMBLING', { state: 'FAILED', failureReason: reason }))) return this.settled(upload.id);
     await this.storage.deleteStaging(upload.id);
     return { state: 'FAILED', reason };

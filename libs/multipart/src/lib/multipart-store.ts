@@ -20,6 +20,8 @@ export interface MultipartUpload {
   failureReason?: string;
   /** Digests of the assembled file, recorded before it is published (so a retry can finish without the staging). */
   digests?: { sha256: string; md5: string; crc32c: string };
+  /** S3: the private copy of the parts those digests are of, the one to publish (see MultipartAssembler). */
+  snapshot?: string;
 }
 
 /** The lease of one part's PUT. */
@@ -41,9 +43,11 @@ const SCRIPTS = {
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
+const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
+
 const META = [
   'owner', 'requestKey', 'request', 'parts', 'state', 'startedOn', 'updatedOn', 'resultFileHandleId', 'failureReason',
-  'sha256', 'md5', 'crc32c',
+  'sha256', 'md5', 'crc32c', 'snapshot',
 ] as const;
 
 export interface MultipartStoreOptions {
@@ -77,6 +81,11 @@ export class MultipartStore {
 
   static newUploadId(): string {
     return `mp_${randomBytes(15).toString('base64url')}`;
+  }
+
+  /** A staging id for a private copy of an upload's parts (see MultipartAssembler); `exists` answers for it. */
+  static snapshotId(uploadId: string): string {
+    return `${uploadId}-snap-${randomBytes(6).toString('hex')}`;
   }
 
   private k(id: string): [string, string] {
@@ -125,6 +134,7 @@ export class MultipartStore {
       resultFileHandleId: h.resultFileHandleId,
       failureReason: h.failureReason,
       digests: h.sha256 && h.md5 && h.crc32c ? { sha256: h.sha256, md5: h.md5, crc32c: h.crc32c } : undefined,
+      snapshot: h.snapshot,
     };
   }
 
@@ -231,8 +241,9 @@ export class MultipartStore {
     return this.redis.zrangebyscore(this.keys.multipartByActivity(), '-inf', cutoffMs, 'LIMIT', 0, limit);
   }
 
+  /** Whether the upload lives (the staging sweep asks, also for the upload's snapshots). */
   async exists(id: string): Promise<boolean> {
-    return (await this.redis.exists(this.keys.multipartUpload(id))) === 1;
+    return (await this.redis.exists(this.keys.multipartUpload(id.replace(SNAPSHOT_SUFFIX, '')))) === 1;
   }
 
   /** Deletes an upload outright (abandoned by forceRestart, or lost a start race). */
