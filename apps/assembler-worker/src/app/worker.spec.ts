@@ -72,16 +72,20 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(metrics).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/);
   });
 
-  it('expires idle multipart uploads with their staged parts and request entry, never one being written', async () => {
+  it('expires idle multipart uploads with their staged parts and request entry, never one being written or assembled', async () => {
     const store = app.get(MultipartStore);
     const storage = app.get<Storage>(STORAGE);
     const request = { fileName: 'i.bin', contentType: 'x/y', contentMD5Hex: md5Hex('x'), fileSizeBytes: 10, partSizeBytes: 10 };
-    for (const id of ['mp_idle', 'mp_busy']) {
+    for (const id of ['mp_idle', 'mp_busy', 'mp_queued']) {
       await store.create(id, 'dev', `${id}-request`, request);
       const f = await storage.openStagingForParts(id, 10);
       await f.close();
     }
     expect((await store.swapRequest('dev', 'mp_idle-request', '', 'mp_idle')).ok).toBe(true);
+    // completed by its client (every part acknowledged) and waiting for a worker, however long
+    await store.endPart(await store.beginPart('mp_queued', 1), md5Hex('x'));
+    expect(await store.addPart('mp_queued', 1, md5Hex('x'))).toEqual({ ok: true });
+    expect(await store.complete('mp_queued')).toEqual({ state: 'ASSEMBLING' });
     const lease = await store.beginPart('mp_busy', 1);
     // the staging file of the busy upload looks old: the orphan sweep must still leave it alone, and
     // a snapshot of its parts (S3 assembly) too; a snapshot of an upload that is gone is swept
@@ -101,6 +105,8 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await store.uploadForRequest('dev', 'mp_idle-request')).toBeUndefined();
     expect(await store.exists('mp_busy')).toBe(true);
     expect(await storage.stagingSize('mp_busy')).toBe(10);
+    expect(await store.stateOf('mp_queued')).toBe('ASSEMBLING');
+    expect(await storage.stagingSize('mp_queued')).toBe(10);
     expect(await storage.stagingSize(snapshots.live)).toBe(10);
     expect(await storage.stagingSize(snapshots.orphan)).toBeUndefined();
     await store.abortPart(lease);

@@ -10,8 +10,14 @@
 const prelude = `
 local function touch()
   redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  if redis.call('HGET', KEYS[1], 'state') == 'ASSEMBLING' then
+    -- completed by its client: kept until its assembly job settles it, however late a worker runs
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  else
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
 end
 local state = redis.call('HGET', KEYS[1], 'state')
 `;
@@ -110,12 +116,13 @@ return redis.call('HGET', KEYS[1], 'handleId')`;
 
 /**
  * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,
- * {0} already gone, {-1, updatedOn} still active.
+ * {0} already gone, {-1, updatedOn} still active. An ASSEMBLING upload is never idle: its client
+ * completed it (every part acknowledged) and its assembly job settles it, however late a worker runs.
  */
 export const expireIfIdle1 = `${prelude}
 if not state then redis.call('DEL', KEYS[2]) return {0} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
-if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
+if updated > tonumber(ARGV[3]) or state == 'ASSEMBLING' then return {-1, tostring(updated)} end
 local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey')
 redis.call('DEL', KEYS[1], KEYS[2])
 return {1, info[1] or '', info[2] or '', state}`;
