@@ -34,7 +34,13 @@ export class AssemblyQueue {
     const existing = (await this.queue.getJob(jobId)) as AssemblyJob | undefined;
     if (existing) {
       const state = await existing.getState();
-      if (state === 'failed') return existing.retry('failed');
+      if (state === 'failed') {
+        // two replicas may revive it at once: the one that comes second finds it no longer failed
+        await existing.retry('failed').catch(async (err: unknown) => {
+          if ((await existing.getState()) === 'failed') throw err;
+        });
+        return;
+      }
       if (state !== 'completed' && state !== 'unknown') return;
       // finished without settling the upload (cannot happen unless it was edited by hand): run again
       await existing.remove().catch(() => undefined);
