@@ -186,6 +186,52 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect(await stagingIds()).toEqual(before);
   }, 30_000);
 
+  it('lets one finish change an upload at a time: PUTs, createUpload and other finishes wait their turn or are refused', async () => {
+    const data = patternBytes(64 * 1024, 14);
+    const name = 'finish/race.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    // another replica is finishing it (it holds the upload's lease as a finisher)
+    const redis = h.app.get<Redis>(REDIS);
+    const lease = `${h.app.get(RedisKeys).objectUpload(name)}:put`;
+    await redis.set(lease, 'finish:elsewhere', 'PX', 60_000);
+    const putDuring = await fetch(put.url, { method: 'PUT', headers: put.headers, body: patternBytes(64 * 1024, 15) });
+    expect([putDuring.status, ((await putDuring.json()) as Json)['message']]).toEqual([409, expect.stringMatching(/being finished/)]);
+    const renew = await call('PUT', `/upload/${enc(name)}`, body);
+    expect([renew.status, renew.body['message']]).toEqual([409, expect.stringMatching(/being finished/)]);
+    // a finish (a client's retry) waits for the other one; that one dies, so this one finishes
+    const finish = { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } };
+    const retried = call('POST', `/finish-upload/${enc(name)}`, finish);
+    await new Promise((r) => setTimeout(r, 300));
+    await redis.del(lease);
+    expect((await retried).status).toBe(200);
+    // finishes at once, as a client and its retries send them: all succeed, one object
+    const again = await Promise.all([1, 2, 3].map(() => call('POST', `/finish-upload/${enc(name)}`, finish)));
+    expect(again.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({ hashes: { sha256: sha256Hex(data) } });
+    expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409); // finished
+    // a name whose object has expired (not yet removed by the worker) can be uploaded again
+    const catalog = h.app.get(Catalog);
+    const old = await catalog.get(name);
+    await catalog.delete(name);
+    await catalog.publish({ ...(old as NonNullable<typeof old>), expires: new Date(Date.now() - 1000).toISOString() });
+    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(200);
+  });
+
+  it('finishes an upload once when several finishes race', async () => {
+    const data = patternBytes(32 * 1024, 16);
+    const name = 'finish/together.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    const finish = { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } };
+    const all = await Promise.all([1, 2, 3, 4].map(() => call('POST', `/finish-upload/${enc(name)}`, finish)));
+    expect(all.map((r) => [r.status, r.body['message']])).toEqual(all.map(() => [200, undefined]));
+  });
+
   it('validates bodies and names, and authenticates (bearer and Hawk) and authorises every call', async () => {
     const good = { projectId: 'proj/a', uploadId: slugid(), expires, proposedUploadMethods: {} };
     const invalid: [unknown, RegExp][] = [

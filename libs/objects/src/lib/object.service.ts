@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
 import { type Catalog, type CatalogObject, assertClientWritable } from '@ferry/catalog';
-import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
+import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError, UnavailableError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/uploads';
@@ -72,27 +72,46 @@ interface PendingUpload {
   stored?: { stagingId: string; size: number; sha256: string; sha512: string; md5: string; crc32c: string };
 }
 
-/** ARGV: ttl, field, value... → nil if created, else the existing hash flat. */
+/**
+ * KEYS[1] the upload, KEYS[2] the catalog entry of the name. ARGV: ttl, now (ISO), field, value...
+ * → nil if created, -1 if the name holds a live object (finished: a finish that just published and
+ * removed the upload is seen here, not missed between two round trips), else the existing hash flat.
+ */
 const createIfAbsent1 = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local expires = redis.call('HGET', KEYS[2], 'expires') or ''
+  if expires == '' or expires > ARGV[2] then return -1 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return nil`;
 
-/** ARGV: uploadId, field, value... → 1 if the upload still has this uploadId (fields set), else 0. */
+/** Holders of the upload's lease that are finishing it (a PUT's holder never starts so). */
+const FINISHING = 'finish:';
+/** How long a finishUpload waits for another replica's finish of the same upload before answering 503. */
+const FINISH_WAIT_MS = 30_000;
+
+/**
+ * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, field, value... → 1 if the upload still
+ * has this uploadId (fields set), 0 if not, -2 if it is being finished.
+ */
 const updateIfUpload1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
+if string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}' then return -2 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1`;
 
 /**
  * KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, ttl → the staging id of the
- * bytes this PUT replaces ('' if none), or -1 if the upload is not this one. The newest PUT always
- * takes the lease: an earlier one (alive, or dead with a process that was killed) loses it, and the
- * stored digests are forgotten at once, so what was stored before can no longer be finished.
+ * bytes this PUT replaces ('' if none), -1 if the upload is not this one, -2 if it is being
+ * finished. The newest PUT always takes the lease from a PUT: an earlier one (alive, or dead with a
+ * process that was killed) loses it, and the stored digests are forgotten at once, so what was
+ * stored before can no longer be finished.
  */
 const beginPut1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
+if string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}' then return -2 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 local previous = redis.call('HGET', KEYS[1], 'stagingId') or ''
 redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c', 'stagingId')
@@ -114,6 +133,18 @@ return 1`;
 const setIfAbsent1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
 return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])`;
+
+/**
+ * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, holder (FINISHING...), ttl, stagingId of
+ * the stored bytes ('' when they are a snapshot of a direct PUT) → 1 the finisher holds the lease:
+ * no PUT, createUpload or other finish changes the upload until it releases it; -1 not this
+ * upload; -3 the stored bytes changed since they were read; else the current holder.
+ */
+const claimFinish1 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'stagingId') ~= ARGV[4] then return -3 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return redis.call('GET', KEYS[2]) or ''`;
 
 /** KEYS[1] a lease. ARGV: holder, ttl (0: release) → 1 if held by holder. */
 const lease1 = `
@@ -138,12 +169,13 @@ export class ObjectService {
     private readonly hashPool: HashPool,
     private readonly options: ObjectServiceOptions,
   ) {
-    if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 1, lua: createIfAbsent1 });
-    if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 1, lua: updateIfUpload1 });
+    if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 2, lua: createIfAbsent1 });
+    if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 2, lua: updateIfUpload1 });
     if (!('ferryObjectBeginPut' in redis)) redis.defineCommand('ferryObjectBeginPut', { numberOfKeys: 2, lua: beginPut1 });
     if (!('ferryObjectRecordPut' in redis)) redis.defineCommand('ferryObjectRecordPut', { numberOfKeys: 2, lua: recordPut1 });
     if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
     if (!('ferryObjectSetIfAbsent' in redis)) redis.defineCommand('ferryObjectSetIfAbsent', { numberOfKeys: 1, lua: setIfAbsent1 });
+    if (!('ferryObjectClaimFinish' in redis)) redis.defineCommand('ferryObjectClaimFinish', { numberOfKeys: 2, lua: claimFinish1 });
   }
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
@@ -151,7 +183,6 @@ export class ObjectService {
     const req = parseCreateUpload(body);
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
     assertClientWritable(name);
-    if (await this.liveObject(name)) throw new AlreadyExistsError(`object ${JSON.stringify(name)} is already finished`);
     const expires = new Date(req.expires).toISOString();
     const fresh: PendingUpload = {
       name, projectId: req.projectId, uploadId: req.uploadId, expires, owner: principal.clientId, createdAt: Date.now(),
@@ -282,53 +313,113 @@ export class ObjectService {
     assertObjectName(name);
     const req = parseFinishUpload(body);
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
-    const upload = await this.pending(name);
-    if (!upload) {
-      const object = await this.liveObject(name);
-      if (!object) throw new NotFoundError(`no object or upload named ${JSON.stringify(name)}`);
-      if (object.project !== req.projectId) throw new InvalidArgumentError('projectId does not match the object');
-      const known: Hashes = { sha256: object.sha256, ...(object.sha512 ? { sha512: object.sha512 } : {}) };
-      if (mergeHashes(known, req.hashes).conflict) throw new AlreadyExistsError('the object is finished with different hashes');
-      return {};
+    for (let attempt = 0; ; attempt++) {
+      const upload = await this.pending(name);
+      if (!upload) return this.finishedAlready(name, req.projectId, req.hashes);
+      if (upload.projectId !== req.projectId) throw new InvalidArgumentError('projectId does not match the upload');
+      if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
+      const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
+      if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
+      const outcome = await this.finishPending(upload, merged);
+      if (outcome === 'finished') return {};
+      // another replica is finishing it (a client retry): once it is done, answer as for a finished object
+      if (attempt > 0 || !(await this.waitForLease(this.putLease(name), FINISH_WAIT_MS))) {
+        throw new UnavailableError(`the upload of ${JSON.stringify(name)} is being finished elsewhere; try again`);
+      }
     }
-    if (upload.projectId !== req.projectId) throw new InvalidArgumentError('projectId does not match the upload');
-    if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
-    const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
-    if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
-    if ((await this.redis.exists(this.putLease(name))) === 1) throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
+  }
+
+  /** finishUpload of a name with no upload in progress: accepted again if the object agrees. */
+  private async finishedAlready(name: string, projectId: string, hashes: Hashes | undefined): Promise<Record<string, never>> {
+    const object = await this.liveObject(name);
+    if (!object) throw new NotFoundError(`no object or upload named ${JSON.stringify(name)}`);
+    if (object.project !== projectId) throw new InvalidArgumentError('projectId does not match the object');
+    const known: Hashes = { sha256: object.sha256, ...(object.sha512 ? { sha512: object.sha512 } : {}) };
+    if (mergeHashes(known, hashes).conflict) throw new AlreadyExistsError('the object is finished with different hashes');
+    return {};
+  }
+
+  /**
+   * Verifies and publishes what is stored for `upload`, holding its lease as a finisher: no PUT,
+   * createUpload or other finish changes the upload meanwhile. 'elsewhere' when another finish
+   * holds the lease.
+   */
+  private async finishPending(upload: PendingUpload, declared: Hashes): Promise<'finished' | 'elsewhere'> {
+    const { name } = upload;
+    const lease = this.putLease(name);
     const stored = upload.stored ?? (await this.directStored(upload));
-    if (!stored) throw new AlreadyExistsError('no data was uploaded for this object yet');
+    // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
+    const dropSnapshot = async () => {
+      if (stored && !upload.stored) await this.dropStaging(stored.stagingId).catch(() => undefined);
+    };
+    const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
+    const takenAt = performance.now();
+    const claim = stored
+      ? await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? stored.stagingId : '')
+      : String((await this.redis.get(lease)) ?? '');
+    if (claim !== 1) {
+      await dropSnapshot();
+      if (claim === -1) return 'elsewhere'; // finished (or replaced) since it was read: look again
+      if (claim === -3) throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
+      if (String(claim).startsWith(FINISHING)) return 'elsewhere';
+      if (claim !== '') throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
+      throw new AlreadyExistsError('no data was uploaded for this object yet');
+    }
+    const keeper = new LeaseKeeper(
+      async () => {
+        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) throw new ConcurrentWriterError('the finish lost its lease');
+      },
+      this.options.leaseTtlMs,
+      takenAt,
+      'this finish may have lost its lease; finish again',
+    );
+    const data = stored as NonNullable<PendingUpload['stored']>;
+    let published = false;
     try {
       // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since)
-      if (upload.stored && (await this.storage.stagingSize(stored.stagingId)) !== stored.size) {
+      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
       for (const algo of ['sha256', 'sha512'] as const) {
-        if (merged[algo] !== undefined && merged[algo] !== stored[algo]) {
-          throw new InvalidArgumentError(`the uploaded data's ${algo} is ${stored[algo]}, not the declared ${merged[algo]}; nothing was published`);
+        if (declared[algo] !== undefined && declared[algo] !== data[algo]) {
+          throw new InvalidArgumentError(`the uploaded data's ${algo} is ${data[algo]}, not the declared ${declared[algo]}; nothing was published`);
         }
       }
+      await this.catalog.claimBlob(data.sha256, name); // before the bytes: see Catalog.claimBlob
+      if ((await this.storage.blobSize(data.sha256)) !== data.size) await this.storage.publishStaging(data.stagingId, data.sha256);
+      else await this.storage.deleteStaging(data.stagingId);
+      // an expired object of this name may still be cataloged until the worker removes it
+      const previous = await this.catalog.get(name);
+      if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.deleteIfUnchanged(name, previous.createdAt);
+      keeper.check();
+      await this.catalog.publish({
+        name, size: data.size, sha256: data.sha256, sha512: data.sha512, md5: data.md5, crc32c: data.crc32c,
+        contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
+        expires: upload.expires, protocol: 'object', blob: data.sha256,
+      });
+      published = true;
+      await this.redis.del(this.keys.objectUpload(name), lease);
     } catch (err) {
-      // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
-      if (!upload.stored) await this.dropStaging(stored.stagingId).catch(() => undefined);
+      if (!published) await dropSnapshot();
       throw err;
+    } finally {
+      keeper.stop();
+      if (!published) await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
     }
-    await this.catalog.claimBlob(stored.sha256, name); // before the bytes: see Catalog.claimBlob
-    if ((await this.storage.blobSize(stored.sha256)) !== stored.size) await this.storage.publishStaging(stored.stagingId, stored.sha256);
-    else await this.storage.deleteStaging(stored.stagingId);
-    // an expired object of this name may still be cataloged until the worker removes it
-    const previous = await this.catalog.get(name);
-    if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.delete(name);
-    await this.catalog.publish({
-      name, size: stored.size, sha256: stored.sha256, sha512: stored.sha512, md5: stored.md5, crc32c: stored.crc32c,
-      contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
-      expires: upload.expires, protocol: 'object', blob: stored.sha256,
-    });
-    await this.redis.del(this.keys.objectUpload(name));
-    await this.redis.del(this.keys.objectStaging(stored.stagingId));
+    await this.redis.del(this.keys.objectStaging(data.stagingId));
     // what clients PUT to the bucket was copied before it was verified; the original goes now
     if (upload.directStagingId) await this.dropStaging(upload.directStagingId).catch(() => undefined);
-    return {};
+    return 'finished';
+  }
+
+  /** Waits until `lease` is released or has expired; false if it is still held after `ms`. */
+  private async waitForLease(lease: string, ms: number): Promise<boolean> {
+    const deadline = performance.now() + ms;
+    while ((await this.redis.exists(lease)) === 1) {
+      if (performance.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
   }
 
   async startDownload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<DownloadResponse> {
@@ -416,8 +507,9 @@ export class ObjectService {
     await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
     const takenAt = performance.now();
     const replaced = await this.script('ferryObjectBeginPut', key, lease, upload.uploadId, holder, this.options.leaseTtlMs);
-    if (replaced === -1) {
+    if (replaced === -1 || replaced === -2) {
       await this.dropStaging(stagingId);
+      if (replaced === -2) throw beingFinished(upload.name);
       throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
     }
     if (replaced) await this.dropStaging(String(replaced));
@@ -461,26 +553,31 @@ export class ObjectService {
     await this.redis.del(this.keys.objectStaging(stagingId));
   }
 
+  /** Records a new upload, or returns the one in progress; AlreadyExistsError if the name is finished. */
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
     const fields = Object.entries(encode(u)).flat();
-    const create = (this.redis as unknown as { ferryObjectCreate(key: string, ...a: (string | number)[]): Promise<string[] | null> }).ferryObjectCreate;
-    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.options.uploadLifetimeMs, ...fields);
-    if (existing === null) return undefined;
+    const create = (this.redis as unknown as { ferryObjectCreate(...a: (string | number)[]): Promise<string[] | null | number> }).ferryObjectCreate;
+    const now = new Date().toISOString();
+    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.keys.object(u.name), this.options.uploadLifetimeMs, now, ...fields);
+    if (existing === -1) throw new AlreadyExistsError(`object ${JSON.stringify(u.name)} is already finished`);
+    if (existing === null || typeof existing === 'number') return undefined;
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];
     return decode(h);
   }
 
   private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
-    const run = (this.redis as unknown as { ferryObjectUpdate(key: string, ...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
-    return (await run.call(this.redis, this.keys.objectUpload(u.name), u.uploadId, ...Object.entries(fields).flat())) === 1;
+    const run = (this.redis as unknown as { ferryObjectUpdate(...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
+    const r = await run.call(this.redis, this.keys.objectUpload(u.name), this.putLease(u.name), u.uploadId, ...Object.entries(fields).flat());
+    if (r === -2) throw beingFinished(u.name);
+    return r === 1;
   }
 
   private putLease(name: string): string {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent', ...args: (string | number)[]): Promise<number | string> {
+  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent' | 'ferryObjectClaimFinish', ...args: (string | number)[]): Promise<number | string> {
     const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
     return fn.call(this.redis, ...args);
   }
@@ -509,4 +606,8 @@ function decode(h: Record<string, string>): PendingUpload | undefined {
     contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1), directStagingId: h['directStagingId'] || undefined,
     stored: h['sha256'] ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
   };
+}
+
+function beingFinished(name: string): AlreadyExistsError {
+  return new AlreadyExistsError(`the upload of ${JSON.stringify(name)} is being finished`);
 }
