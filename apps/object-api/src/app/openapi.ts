@@ -238,7 +238,7 @@ export const OBJECT_OPENAPI = {
       RequestConflict: jsonContent('RequestConflict: the request conflicts with the current state.', 'Error'),
       RangeNotSatisfiable: jsonContent('RangeNotSatisfiable: the range is not satisfiable.', 'Error'),
       InternalServerError: jsonContent('InternalServerError: an unexpected error.', 'Error'),
-      ServiceUnavailable: jsonContent('ServiceUnavailable: a dependency is unavailable, or the body is too large.', 'Error'),
+      ServiceUnavailable: jsonContent('ServiceUnavailable: a dependency is unavailable; retry.', 'Error'),
       SignatureRejected: jsonContent('InsufficientScopes: the signed URL has expired, or its signature does not match (tampered).', 'Error'),
     },
     schemas: {

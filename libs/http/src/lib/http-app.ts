@@ -3,7 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { json } from 'express';
 import type { Server } from 'node:http';
 import type { SignedRequest } from '@ferry/auth';
-import { InvalidArgumentError, ResourceExhaustedError } from '@ferry/errors';
+import { InvalidArgumentError } from '@ferry/errors';
 
 export interface HttpAppOptions {
   /** Paths whose bodies are streamed by the handler (never parsed as JSON), e.g. presigned PUTs. */
@@ -47,7 +47,8 @@ export function publicBaseUrl(req: Request, configured: string | undefined): str
 function bodyError(err: unknown): unknown {
   const type = (err as { type?: unknown }).type;
   if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
-  if (type === 'entity.too.large') return new ResourceExhaustedError('body too large');
+  // the client's mistake, not a busy server: a 4xx it will not retry
+  if (type === 'entity.too.large') return new InvalidArgumentError(`request body is larger than the ${(err as { limit?: number }).limit ?? 1048576} bytes allowed`);
   if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
   return err;
 }
