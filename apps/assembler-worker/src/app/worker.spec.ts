@@ -112,6 +112,19 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     await store.abortPart(lease);
   });
 
+  it('deletes an upload for forceRestart only while it is still UPLOADING (a complete elsewhere wins)', async () => {
+    const store = app.get(MultipartStore);
+    const request = { fileName: 'f.bin', contentType: 'x/y', contentMD5Hex: md5Hex('x'), fileSizeBytes: 10, partSizeBytes: 10 };
+    for (const id of ['mp_restart_a', 'mp_restart_b']) await store.create(id, 'dev', `${id}-request`, request);
+    await store.endPart(await store.beginPart('mp_restart_b', 1), md5Hex('x'));
+    await store.addPart('mp_restart_b', 1, md5Hex('x'));
+    expect(await store.complete('mp_restart_b')).toEqual({ state: 'ASSEMBLING' });
+    expect(await store.deleteIf('mp_restart_b', 'UPLOADING')).toBe(false);
+    expect(await store.stateOf('mp_restart_b')).toBe('ASSEMBLING');
+    expect(await store.deleteIf('mp_restart_a', 'UPLOADING')).toBe(true);
+    expect(await store.exists('mp_restart_a')).toBe(false);
+  });
+
   itExpiresObjects(ctx);
 
   it('sweeps orphaned object-upload staging but not that of an upload still alive', async () => {

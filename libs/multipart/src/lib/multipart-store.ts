@@ -39,7 +39,7 @@ type Fn = (...args: (string | number)[]) => Promise<unknown>;
 
 const SCRIPTS = {
   create1: 2, beginPart1: 3, renewPart1: 3, endPart1: 3, abortPart1: 3, addPart1: 3, complete1: 2, update1: 2,
-  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2,
+  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -244,6 +244,13 @@ export class MultipartStore {
   /** Whether the upload lives (the staging sweep asks, also for the upload's snapshots). */
   async exists(id: string): Promise<boolean> {
     return (await this.redis.exists(this.keys.multipartUpload(id.replace(SNAPSHOT_SUFFIX, '')))) === 1;
+  }
+
+  /** Deletes an upload if it is still in state `state`; returns whether it did. */
+  async deleteIf(id: string, state: MultipartState): Promise<boolean> {
+    if ((await this.run.deleteIf1(...this.k(id), ...this.t(), state)) !== 1) return false;
+    await this.redis.zrem(this.keys.multipartByActivity(), id);
+    return true;
   }
 
   /** Deletes an upload outright (abandoned by forceRestart, or lost a start race). */

@@ -141,3 +141,9 @@ redis.call('SET', KEYS[2], string.rep('1', tonumber(redis.call('HGET', KEYS[1], 
 redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
 touch()
 return 1`;
+
+/** Deletes the upload if its state is ARGV[3] → 1, else 0 (it moved on: leave it to its new owner). */
+export const deleteIf1 = `${prelude}
+if state ~= ARGV[3] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1`;

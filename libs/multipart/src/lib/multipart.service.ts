@@ -285,9 +285,9 @@ export class MultipartService {
     return this.store.get(upload.id);
   }
 
+  /** forceRestart: the previous upload goes, unless a complete on another replica took it meanwhile. */
   private async abandon(upload: MultipartUpload): Promise<void> {
-    await this.store.delete(upload.id);
-    await this.storage.deleteStaging(upload.id);
+    if (await this.store.deleteIf(upload.id, 'UPLOADING')) await this.storage.deleteStaging(upload.id);
   }
 
   /** Seed 003: the same user, the same content (md5 and size): a new handle at once, sharing the bytes. */
