@@ -83,6 +83,9 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect(status.resultFileHandleId).toMatch(/^\d+$/);
     // completing again returns the same result
     expect((await alice.complete(s.uploadId)).body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: status.resultFileHandleId });
+    // a completed upload takes no more parts: no URLs for them
+    const late = await alice.urls(s.uploadId, [1]);
+    expect([late.status, late.body]).toEqual([409, expect.objectContaining({ message: expect.stringMatching(/is COMPLETED/) })]);
 
     const handle = await alice.request('GET', `/file/fileHandle/${status.resultFileHandleId}`);
     expect(handle.status).toBe(200);

@@ -29,6 +29,7 @@ const urlBatchOp = {
     '400': res('BadRequest'),
     '401': res('Unauthenticated'), '403': res('PermissionDenied'),
     '404': res('NotFound'),
+    '409': { $ref: '#/components/responses/Error', description: 'The upload is completing or completed: it takes no more parts.' },
   },
 };
 

@@ -105,6 +105,8 @@ export class MultipartService {
   ): Promise<{ partPresignedUrls: PartPresignedUrl[] }> {
     const upload = await this.owned(principal, uploadId);
     const { partNumbers, contentType } = parseUrlBatch(body, uploadId, upload.parts, this.options.maxUrlBatch);
+    // (on S3 a URL reaches the bucket for its whole lifetime, whatever happens to the upload)
+    if (upload.state !== 'UPLOADING') throw new FailedPreconditionError(`upload ${uploadId} is ${upload.state}: it takes no more parts`);
     const direct = this.storage.direct;
     if (direct) {
       // S3: each part goes straight to the bucket, as an object of its own
