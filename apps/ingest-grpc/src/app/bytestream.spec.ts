@@ -145,6 +145,15 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
     });
 
+    it('keeps a finished name complete while a client writes it again', async () => {
+      const name = randomName('rewrite');
+      const data = patternBytes(3 * MiB, 8);
+      await writeRequests(h.client, chunkedRequests(name, data, { chunk: MiB }));
+      // the same content again, from 0, left unfinished: the name is still complete at its size
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, MiB), { finish: false, chunk: MiB }))).toBe(MiB);
+      expect(await queryWriteStatus(h.client, name)).toMatchObject({ committed_size: data.length, complete: true });
+    });
+
     it('never lets committed_size decrease across resumes', async () => {
       const name = randomName('monotonic');
       const data = patternBytes(3 * MiB, 21);

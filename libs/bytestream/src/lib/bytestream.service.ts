@@ -247,11 +247,13 @@ export class ByteStreamService {
       // re-send from 0, and the bytes Ferry holds are skipped.
       return size === target.size ? { committed_size: size, complete: true } : { committed_size: 0, complete: false };
     }
+    // A finished name stays complete, even while a client writes it again (to verify identical
+    // content): the committed size a client sees never goes down.
+    const object = await this.engine.catalog.get(target.name);
+    if (object) return { committed_size: object.size, complete: true };
     const session = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
     if (session) return { committed_size: session.committed, complete: false };
-    const object = await this.engine.catalog.get(target.name);
-    if (!object) throw new NotFoundError(`${target.name} not found`);
-    return { committed_size: object.size, complete: true };
+    throw new NotFoundError(`${target.name} not found`);
   }
 }
 
