@@ -1,6 +1,7 @@
 import { NestFactory } from '@nestjs/core';
 import { Catalog, CatalogObject } from '@ferry/catalog';
-import { STORAGE } from '@ferry/core';
+import { REDIS, STORAGE } from '@ferry/core';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { HttpAppHarness, md5Hex, sha256Hex, startHttpAppHarness } from '@ferry/testing';
@@ -78,6 +79,9 @@ export function itExpiresObjects(ctx: WorkerContext): void {
       await catalog.publish(object('exp/shared', shared, soon));
       await catalog.publish(object('live/shared', shared, null));
       await catalog.publish(object('exp/alone', alone, soon));
+      // a name left in the expiry index by an interrupted delete, now an object that never expires
+      const redis = ctx().app.get<Redis>(REDIS);
+      await redis.zadd(ctx().app.get(RedisKeys).objectsByExpiry(), Date.now() - 60_000, 'live/shared');
       await until(async () => (await storage.blobSize(sha256Hex(alone))) === undefined);
       expect(await catalog.get('exp/alone')).toBeUndefined();
       expect(await catalog.get('exp/shared')).toBeUndefined();
@@ -85,6 +89,7 @@ export function itExpiresObjects(ctx: WorkerContext): void {
       // the blob a live object references stays, through several more runs
       await new Promise((r) => setTimeout(r, 800));
       expect(await catalog.get('live/shared')).toBeDefined();
+      expect(await redis.zscore(ctx().app.get(RedisKeys).objectsByExpiry(), 'live/shared')).toBeNull();
       expect(await storage.blobSize(sha256Hex(shared))).toBe(shared.length);
       const metrics = await (await fetch(`${ctx().base}/metrics`)).text();
       expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);

@@ -122,6 +122,16 @@ export class Catalog {
     await this.redis.del(this.keys.blobCollecting(sha256));
   }
 
+  /** Puts a blob whose deletion failed back in the collector's queue (else nothing would try again). */
+  async requeueBlob(sha256: string): Promise<void> {
+    await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
+  }
+
+  /** Drops a name from the expiry index (an entry left over by an interrupted delete). */
+  async forgetExpiry(name: string): Promise<void> {
+    await this.redis.zrem(this.keys.objectsByExpiry(), name);
+  }
+
   /**
    * Deletes an object if it is still the one the caller examined (same createdAt): an expiry
    * decision never removes an object published again under the name meanwhile.

@@ -27,7 +27,12 @@ export class ObjectExpiry {
         await this.catalog.delete(name); // drops the stale index entry
         continue;
       }
-      if (object.expires && Date.parse(object.expires) > now) continue;
+      if (!object.expires) {
+        // an object that never expires, under a name left in the index by an interrupted delete
+        await this.catalog.forgetExpiry(name);
+        continue;
+      }
+      if (Date.parse(object.expires) > now) continue;
       // only the object examined: one published again under the name meanwhile stays
       if (await this.catalog.deleteIfUnchanged(name, object.createdAt)) expiredObjects++;
     }
@@ -37,6 +42,9 @@ export class ObjectExpiry {
       if (!(await this.catalog.collectBlob(sha256, cutoff))) continue;
       try {
         await this.storage.deleteBlob(sha256);
+      } catch (err) {
+        await this.catalog.requeueBlob(sha256); // the next run tries again
+        throw err;
       } finally {
         await this.catalog.finishCollection(sha256);
       }
