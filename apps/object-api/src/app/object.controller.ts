@@ -27,30 +27,34 @@ export class ObjectController {
 
   @Put('upload/:name')
   async createUpload(@Req() req: Request, @Param('name') name: string) {
-    const principal = await principalOf(this.auth, this.nonces, req);
+    const principal = await this.principal(req);
     return this.objects.createUpload(principal, name, req.body, this.base(req));
   }
 
   @Post('finish-upload/:name')
   @HttpCode(200)
   async finishUpload(@Req() req: Request, @Param('name') name: string) {
-    return this.objects.finishUpload(await principalOf(this.auth, this.nonces, req), name, req.body);
+    return this.objects.finishUpload(await this.principal(req), name, req.body);
   }
 
   @Put('start-download/:name')
   async startDownload(@Req() req: Request, @Param('name') name: string) {
-    return this.objects.startDownload(await principalOf(this.auth, this.nonces, req), name, req.body, this.base(req));
+    return this.objects.startDownload(await this.principal(req), name, req.body, this.base(req));
   }
 
   @Get('metadata/:name')
   async metadata(@Req() req: Request, @Param('name') name: string) {
-    return this.objects.metadata(await principalOf(this.auth, this.nonces, req), name);
+    return this.objects.metadata(await this.principal(req), name);
   }
 
   @Get('download/:name')
   async download(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
-    const url = await this.objects.downloadUrl(await principalOf(this.auth, this.nonces, req), name, this.base(req));
+    const url = await this.objects.downloadUrl(await this.principal(req), name, this.base(req));
     res.redirect(303, url);
+  }
+
+  private principal(req: Request) {
+    return principalOf(this.auth, this.nonces, req, this.config.objects.publicUrl);
   }
 
   private base(req: Request): string {

@@ -293,6 +293,34 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     }
   });
 
+  it('accepts Hawk signed for its public URL or for the proxy-reported scheme (TLS terminated in front)', async () => {
+    const proxied = await startObjectApi({ FERRY_PUBLIC_URL_OBJECT: 'https://ferry.example.com' });
+    try {
+      const path = `/api/object/v1/metadata/${enc('no such object')}`;
+      const get = (base: string, authorization: string, headers: Record<string, string> = {}) =>
+        new Promise<number>((resolve, reject) => {
+          const req = httpRequest(`${base}${path}`, { headers: { authorization, ...headers } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      // signed for the public URL (port 443), arriving over plain HTTP with Host ferry.example.com
+      const publicSigned = hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token');
+      expect(await get(proxied.base, publicSigned, { host: 'ferry.example.com' })).toBe(404); // authenticated: no such object
+      // and a client calling the server directly still signs for what it called
+      expect(await get(proxied.base, hawkHeader(`${proxied.base}${path}`, 'GET', 'reader', 'reader-token'))).toBe(404);
+      expect(await get(proxied.base, hawkHeader(`https://elsewhere.example.com${path}`, 'GET', 'reader', 'reader-token'))).toBe(401);
+      // no public URL configured: the scheme a proxy reports sets the default port
+      const forwarded = hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token');
+      expect(await get(h.base, forwarded, { host: 'ferry.example.com', 'x-forwarded-proto': 'https' })).toBe(404);
+      expect(await get(h.base, hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token'), { host: 'ferry.example.com' })).toBe(401);
+    } finally {
+      await proxied.close();
+    }
+  });
+
   it('forgets an unfinished upload when its lifetime ends, and stops serving an object past its expires', async () => {
     const short = await startObjectApi({ FERRY_OBJECT_UPLOAD_TTL_MS: '400' });
     try {

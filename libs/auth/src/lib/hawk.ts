@@ -15,6 +15,11 @@ export interface HawkRequest {
   /** The Host header's host and port (the port defaults from the scheme). */
   host: string;
   port: number;
+  /**
+   * Other host and port the client may have signed for: the public URL of a server behind a proxy
+   * (clients sign the URL they call, the proxy's; the request arrives at another).
+   */
+  alsoSignedFor?: { host: string; port: number };
 }
 
 export interface HawkAttributes {
@@ -71,9 +76,12 @@ export async function verifyHawk(
   nonces: NonceStore,
   nowMs = Date.now(),
 ): Promise<void> {
-  const expected = Buffer.from(hawkMac(key, 'sha256', attrs, req));
   const given = Buffer.from(attrs.mac);
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) {
+  const matches = (endpoint: HawkRequest) => {
+    const expected = Buffer.from(hawkMac(key, 'sha256', attrs, endpoint));
+    return expected.length === given.length && timingSafeEqual(expected, given);
+  };
+  if (!matches(req) && !(req.alsoSignedFor && matches({ ...req, ...req.alsoSignedFor }))) {
     throw new UnauthenticatedError('Hawk: bad mac (wrong credentials, or the request was altered)');
   }
   const ts = /^\d{1,12}$/.test(attrs.ts) ? Number(attrs.ts) : NaN;
