@@ -11,6 +11,34 @@ import { UploadEngine } from './upload-engine';
 
 const KiB = 1024;
 
+/** Local disk whose fsync takes 150 ms (so that writes land while a commit waits on it). */
+class SlowSyncStorage extends FsStorage {
+  override async openStaging(uploadId: string, size: number): Promise<StagingFile> {
+    const file = await super.openStaging(uploadId, size);
+    return Object.assign(Object.create(file) as StagingFile, {
+      sync: async (final?: boolean) => {
+        await sleep(150);
+        return file.sync(final);
+      },
+    });
+  }
+}
+
+/** A hashing thread that takes each chunk 300 ms late. */
+class SlowHashPool extends HashPool {
+  override hasher(options?: HasherOptions): StreamHasher {
+    const inner = super.hasher(options);
+    return {
+      update: async (chunk: Buffer) => {
+        await sleep(300);
+        return inner.update(chunk);
+      },
+      digest: () => inner.digest(),
+      dispose: () => inner.dispose(),
+    };
+  }
+}
+
 describe('UploadWriter (real Redis and disk)', () => {
   let server: TestRedis;
   let redis: Redis;
@@ -77,30 +105,6 @@ describe('UploadWriter (real Redis and disk)', () => {
   it('digests every byte on finish, even bytes a slow background commit already covered', async () => {
     // A slow fsync and a slow hashing thread: chunk B is written while a commit waits on the disk,
     // so that commit covers B before B reaches the hasher. finish() must still wait for B's hash.
-    class SlowSyncStorage extends FsStorage {
-      override async openStaging(uploadId: string, size: number): Promise<StagingFile> {
-        const file = await super.openStaging(uploadId, size);
-        return Object.assign(Object.create(file) as StagingFile, {
-          sync: async (final?: boolean) => {
-            await sleep(150);
-            return file.sync(final);
-          },
-        });
-      }
-    }
-    class SlowHashPool extends HashPool {
-      override hasher(options?: HasherOptions): StreamHasher {
-        const inner = super.hasher(options);
-        return {
-          update: async (chunk: Buffer) => {
-            await sleep(300);
-            return inner.update(chunk);
-          },
-          digest: () => inner.digest(),
-          dispose: () => inner.dispose(),
-        };
-      }
-    }
     const slowPool = new SlowHashPool(1);
     const slow = new UploadEngine(sessions, new SlowSyncStorage(dir.path), catalog, slowPool, {
       fsyncBytes: 1 << 30, fsyncIntervalMs: 60_000, maxInFlightBytes: 64 << 20,
@@ -117,6 +121,32 @@ describe('UploadWriter (real Redis and disk)', () => {
       const object = await writer.finish({}, describeObject(id));
       expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
       expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
+    } finally {
+      await slowPool.close();
+    }
+  });
+
+  it('never runs a final commit beside a timer\'s commit (both would compare-and-set from the same size)', async () => {
+    // finish() waits for the hasher; meanwhile the commit timer fires and starts a commit of its own.
+    // Each compare-and-set takes 100 ms, so two commits that ran side by side would both send one.
+    class SlowCommitSessions extends SessionStore {
+      override async commit(...args: Parameters<SessionStore['commit']>): Promise<void> {
+        await sleep(100);
+        return super.commit(...args);
+      }
+    }
+    const slowSessions = new SlowCommitSessions(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });
+    const slowPool = new SlowHashPool(1);
+    const slow = new UploadEngine(slowSessions, new SlowSyncStorage(dir.path), catalog, slowPool, {
+      fsyncBytes: 1 << 30, fsyncIntervalMs: 50, maxInFlightBytes: 64 << 20,
+    });
+    try {
+      const id = await newUpload();
+      const data = patternBytes(256 * KiB, 10);
+      const writer = await slow.openWriter(id);
+      await writer.write(Buffer.from(data));
+      const object = await writer.finish({}, describeObject(id));
+      expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
     } finally {
       await slowPool.close();
     }

@@ -225,13 +225,15 @@ export class UploadWriter {
    * one commit at a time (they compare-and-set in order).
    */
   private async commit(final = false): Promise<void> {
-    while (this.commitRunning) await this.commitRunning.catch(() => undefined);
     if (final) {
       // A commit may already cover bytes still on their way to the hasher (written while it waited
       // on the disk): the digests that follow a final commit must include them.
       this.submitBatch();
       await Promise.all([...this.pending]);
     }
+    // then wait for a running commit (a timer may have started one meanwhile): one at a time, or
+    // two compare-and-sets from the same committed size would race
+    while (this.commitRunning) await this.commitRunning.catch(() => undefined);
     if (this.offset <= this.committed || !this.file) return;
     const run = this.commitNow(this.file, final);
     this.commitRunning = run;
