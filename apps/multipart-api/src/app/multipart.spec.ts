@@ -5,6 +5,7 @@ import { UrlSigner } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import { REDIS } from '@ferry/core';
 import type { Redis } from '@ferry/redis';
+import { FileHandles, MultipartStore, type MultipartUploadRequest, requestDigest } from '@ferry/multipart';
 import { MultipartClient, allKeys, md5Hex, patternBytes, sha256Hex } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
 
@@ -236,6 +237,24 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect((await bob.request('GET', `/file/fileHandle/${firstHandle}`)).status).toBe(403);
     expect((await bob.request('GET', `/file/fileHandle/${firstHandle}/url`)).status).toBe(403);
     expect((await alice.request('GET', '/file/fileHandle/987654')).status).toBe(404);
+  });
+
+  it('finishes a dedup whose start died half-way with the handle it had made, not a second one', async () => {
+    const content = patternBytes(PART + 5, 17);
+    const first = (await alice.upload(content, { fileName: 'orig', partSizeBytes: PART })).body as Status;
+    const original = await h.app.get(Catalog).get(`fileHandle/${first.resultFileHandleId}`);
+    // what a start did before its process was killed: the upload, its request entry, the dedup's
+    // handle id recorded and the handle made, but the upload not yet marked COMPLETED
+    const store = h.app.get(MultipartStore);
+    const request: MultipartUploadRequest = startRequest(content, 'copy');
+    const id = MultipartStore.newUploadId();
+    await store.create(id, 'alice', requestDigest(request), request);
+    expect((await store.swapRequest('alice', requestDigest(request), '', id)).ok).toBe(true);
+    const handleId = (await store.claimDedupHandle(id, await h.app.get(FileHandles).allocateId())) as string;
+    const { size, sha256, md5, crc32c } = original as NonNullable<typeof original>;
+    await h.app.get(FileHandles).create(handleId, { fileName: 'copy', contentType: 'application/octet-stream', owner: 'alice' }, { size, sha256, md5, crc32c });
+    // the client starts again: that handle, now complete
+    expect((await alice.start({ ...request })).body).toMatchObject({ uploadId: id, state: 'COMPLETED', resultFileHandleId: handleId });
   });
 
   it('refuses malformed start requests with a reason, creating nothing', async () => {

@@ -22,6 +22,8 @@ export interface MultipartUpload {
   digests?: { sha256: string; md5: string; crc32c: string };
   /** S3: the private copy of the parts those digests are of, the one to publish (see MultipartAssembler). */
   snapshot?: string;
+  /** The handle id a dedup at start chose, recorded before the handle is made (see MultipartService.dedup). */
+  dedupHandleId?: string;
 }
 
 /** The lease of one part's PUT. */
@@ -39,7 +41,7 @@ type Fn = (...args: (string | number)[]) => Promise<unknown>;
 
 const SCRIPTS = {
   create1: 2, beginPart1: 3, renewPart1: 3, endPart1: 3, abortPart1: 3, addPart1: 3, complete1: 2, update1: 2,
-  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2,
+  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2, claimDedupHandle1: 2,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -47,7 +49,7 @@ const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
 
 const META = [
   'owner', 'requestKey', 'request', 'parts', 'state', 'startedOn', 'updatedOn', 'resultFileHandleId', 'failureReason',
-  'sha256', 'md5', 'crc32c', 'snapshot',
+  'sha256', 'md5', 'crc32c', 'snapshot', 'dedupHandleId',
 ] as const;
 
 export interface MultipartStoreOptions {
@@ -135,6 +137,7 @@ export class MultipartStore {
       failureReason: h.failureReason,
       digests: h.sha256 && h.md5 && h.crc32c ? { sha256: h.sha256, md5: h.md5, crc32c: h.crc32c } : undefined,
       snapshot: h.snapshot,
+      dedupHandleId: h.dedupHandleId,
     };
   }
 
@@ -217,6 +220,12 @@ export class MultipartStore {
   /** Completes an upload at start as a copy of a file the user already uploaded. */
   async completeAsDuplicate(id: string, handleId: string, originalHandleId: string): Promise<boolean> {
     return (await this.run.completeAsDuplicate1(...this.k(id), ...this.t(), handleId, originalHandleId)) === 1;
+  }
+
+  /** The handle id of the upload's dedup, recording `candidate` if none is recorded yet (undefined unless UPLOADING). */
+  async claimDedupHandle(id: string, candidate: string): Promise<string | undefined> {
+    const r = (await this.run.claimDedupHandle1(...this.k(id), ...this.t(), candidate)) as string;
+    return r === '' ? undefined : r;
   }
 
   /** The upload's file handle id, recording `candidate` if none is recorded yet (undefined unless ASSEMBLING). */

@@ -107,6 +107,12 @@ if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 touch()
 return 1`;
 
+/** While UPLOADING: records ARGV[3] as the handle id of a dedup unless one is recorded → the recorded id, or '' if not uploading. */
+export const claimDedupHandle1 = `${prelude}
+if state ~= 'UPLOADING' then return '' end
+redis.call('HSETNX', KEYS[1], 'dedupHandleId', ARGV[3])
+return redis.call('HGET', KEYS[1], 'dedupHandleId')`;
+
 /** While ASSEMBLING: records ARGV[3] as the handle id unless one is recorded → the recorded id, or '' if not assembling. */
 export const claimHandle1 = `${prelude}
 if state ~= 'ASSEMBLING' then return '' end

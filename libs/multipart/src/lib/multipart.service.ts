@@ -76,6 +76,8 @@ export class MultipartService {
       const previousId = (await this.store.uploadForRequest(owner, requestKey)) ?? '';
       const previous = previousId ? await this.store.get(previousId) : undefined;
       if (previous && !forceRestart && previous.state !== 'FAILED') {
+        // a start that died half-way through its dedup: finish it, with the handle id it chose
+        if (previous.state === 'UPLOADING' && previous.dedupHandleId) await this.dedup(previous.id, owner, previous.request);
         return toStatus((await this.touch(previous)) ?? previous);
       }
       const id = MultipartStore.newUploadId();
@@ -302,7 +304,9 @@ export class MultipartService {
       return;
     }
     const { object } = original;
-    const handleId = await this.handles.allocateId();
+    // the id is recorded first: a start repeated after a crash makes this handle, not a second one
+    const handleId = await this.store.claimDedupHandle(id, await this.handles.allocateId());
+    if (!handleId) return; // no longer UPLOADING (a forceRestart or complete elsewhere)
     // claim, then make sure the bytes are still there: the collector may have taken them just before
     await this.handles.claimContent(handleId, object.blob);
     if ((await this.storage.blobSize(object.blob)) !== object.size) return;
