@@ -2,7 +2,7 @@ import { Controller, Get, Param, Put, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { pipeline } from 'node:stream/promises';
 import { parseRange, signedRequestOf } from '@ferry/http';
-import { ObjectService } from '@ferry/objects';
+import { ObjectDataPaths, ObjectService } from '@ferry/objects';
 
 /** The data plane of signed putUrl / getUrl URLs (local-disk storage). */
 @Controller('data')
@@ -13,7 +13,7 @@ export class DataController {
   async put(@Req() req: Request, @Res() res: Response, @Param('uploadId') uploadId: string, @Param('name') name: string): Promise<void> {
     req.setTimeout(60_000, () => req.destroy(new Error('aborted')));
     try {
-      await this.objects.putData(uploadId, name, signedRequestOf(req), req);
+      await this.objects.putData(uploadId, ObjectDataPaths.nameOf(name), signedRequestOf(req), req);
     } catch (err) {
       // refused before the whole body arrived: close the connection after the answer, rather
       // than keep it open while the rest of the body drains
@@ -25,7 +25,7 @@ export class DataController {
 
   @Get('objects/:name')
   async get(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
-    const { object, read } = await this.objects.openData(name, signedRequestOf(req));
+    const { object, read } = await this.objects.openData(ObjectDataPaths.nameOf(name), signedRequestOf(req));
     const range = parseRange(req.header('range'), object.size);
     const start = range?.start ?? 0;
     const end = range?.end ?? object.size;

@@ -142,7 +142,7 @@ export const OBJECT_OPENAPI = {
           'The body is exactly the declared contentLength bytes. The request must send the headers returned with the putUrl ' +
           '(Content-Type is signed).',
         security: [],
-        parameters: [param('uploadId'), param('name'), ...signedUrlParameterRefs()],
+        parameters: [param('uploadId'), param('dataName'), ...signedUrlParameterRefs()],
         requestBody: { required: true, content: { '*/*': { schema: schema('Binary') } } },
         responses: {
           '200': { description: 'The bytes are stored (empty body).' },
@@ -160,7 +160,7 @@ export const OBJECT_OPENAPI = {
         summary: 'Download an object\'s bytes (data plane: the signed getUrl / simple URL)',
         security: [],
         parameters: [
-          param('name'), ...signedUrlParameterRefs(),
+          param('dataName'), ...signedUrlParameterRefs(),
           {
             name: 'Range', in: 'header',
             description: 'One byte range (bytes=first-last, bytes=first- or bytes=-suffix); a malformed one is ignored.',
@@ -216,6 +216,11 @@ export const OBJECT_OPENAPI = {
       bearer: { type: 'http', scheme: 'bearer' },
     },
     parameters: {
+      dataName: {
+        name: 'name', in: 'path', required: true,
+        description: 'The object name as base64url (so that names like ".." survive URL normalisation); part of the signed URL.',
+        schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+      },
       name: {
         name: 'name', in: 'path', required: true,
         description: 'The object name: 1 to 1024 printable ASCII characters (0x20-0x7e), URL-encoded ("/" as %2F).',

@@ -32,9 +32,20 @@ export interface ObjectServiceOptions {
 }
 
 /** Data-plane paths (signed URLs), shared by the signer and the HTTP routes. */
+/**
+ * Paths of the data plane's signed URLs. The object name travels as base64url: a name such as `..`
+ * or `a/b` must arrive as it is, whatever clients and proxies do to dot segments (URL parsers remove
+ * `..` and `%2e%2e`) and to encoded slashes.
+ */
 export const ObjectDataPaths = {
-  upload: (uploadId: string, name: string) => `/data/uploads/${uploadId}/${encodeURIComponent(name)}`,
-  object: (name: string) => `/data/objects/${encodeURIComponent(name)}`,
+  upload: (uploadId: string, name: string) => `/data/uploads/${uploadId}/${Buffer.from(name).toString('base64url')}`,
+  object: (name: string) => `/data/objects/${Buffer.from(name).toString('base64url')}`,
+  /** The object name a path segment carries; NotFoundError for one no signed URL of Ferry's holds. */
+  nameOf(segment: string): string {
+    const name = Buffer.from(segment, 'base64url').toString();
+    if (segment === '' || Buffer.from(name).toString('base64url') !== segment) throw new NotFoundError('no such data-plane path');
+    return name;
+  },
 };
 
 /** Tells the staging sweep which staging objects belong to object uploads still alive. */
