@@ -80,6 +80,23 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.collectBlob(sha, Date.now())).toBe(false);
   });
 
+  it('collects again a blob whose deletion failed, unless it was claimed meanwhile', async () => {
+    const sha = '7b'.repeat(32);
+    await catalog.publish(obj('gone-1', sha));
+    await catalog.delete('gone-1');
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
+    // deleting the bytes failed: the collector puts it back
+    await catalog.requeueBlob(sha);
+    await catalog.finishCollection(sha);
+    expect(await catalog.orphanedBlobs(Date.now(), 100)).toContain(sha);
+    expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
+    // failed again, and a publisher claimed it (once the collection ended): it stays
+    await catalog.finishCollection(sha);
+    await catalog.claimBlob(sha, 'new-2');
+    await catalog.requeueBlob(sha);
+    expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false);
+  });
+
   it('makes a claim wait while a collection it missed deletes the bytes, and deletes only the object examined', async () => {
     const sha = 'e'.repeat(64);
     await catalog.publish(obj('e-1', sha));

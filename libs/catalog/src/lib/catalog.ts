@@ -71,6 +71,11 @@ redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], '1', 'PX', 60000)
 return 1`;
 
+/** KEYS: refs, orphan, collecting. ARGV: now → marks the blob an orphan again unless it is referenced (a failed deletion). */
+const requeue1 = `
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], ARGV[1], 'NX') end
+return 1`;
+
 /** KEYS: object. ARGV: createdAt → the object's blob if it was deleted (it still had that createdAt), else nil. */
 const deleteIfUnchanged1 = `
 if redis.call('HGET', KEYS[1], 'createdAt') ~= ARGV[1] then return nil end
@@ -92,12 +97,12 @@ export class Catalog {
   ) {
     if (!('ferryCatalogPut' in redis)) redis.defineCommand('ferryCatalogPut', { numberOfKeys: 1, lua: putIfAbsent1 });
     if (!('ferryCatalogDeleteIf' in redis)) redis.defineCommand('ferryCatalogDeleteIf', { numberOfKeys: 1, lua: deleteIfUnchanged1 });
-    for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1]]) {
+    for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1], ['ferryBlobRequeue', requeue1]]) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
     }
   }
 
-  private blobScript(name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect', sha256: string, ...args: string[]): Promise<number> {
+  private blobScript(name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect' | 'ferryBlobRequeue', sha256: string, ...args: string[]): Promise<number> {
     const fn = (this.redis as unknown as Record<string, (...a: string[]) => Promise<number>>)[name];
     return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256), ...args);
   }
@@ -122,8 +127,12 @@ export class Catalog {
     await this.redis.del(this.keys.blobCollecting(sha256));
   }
 
-  /** Puts a blob whose deletion failed back in the collector's queue (else nothing would try again). */
+  /**
+   * Puts a blob whose deletion failed back in the collector's queue, an orphan again (collectBlob
+   * took its mark), unless a claim arrived meanwhile: else nothing would try again.
+   */
   async requeueBlob(sha256: string): Promise<void> {
+    await this.blobScript('ferryBlobRequeue', sha256, String(Date.now()));
     await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
