@@ -107,6 +107,12 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await storage.stagingSize('mp_busy')).toBe(10);
     expect(await store.stateOf('mp_queued')).toBe('ASSEMBLING');
     expect(await storage.stagingSize('mp_queued')).toBe(10);
+    // out of the candidates while it waits (however many wait, idle uploads behind them still expire)
+    const activity = app.get(RedisKeys).multipartByActivity();
+    expect(await app.get<Redis>(REDIS).zscore(activity, 'mp_queued')).toBeNull();
+    // and back once its assembly settles it
+    expect(await store.updateIf('mp_queued', 'ASSEMBLING', { state: 'FAILED', failureReason: 'test' })).toBe(true);
+    expect(await app.get<Redis>(REDIS).zscore(activity, 'mp_queued')).not.toBeNull();
     expect(await storage.stagingSize(snapshots.live)).toBe(10);
     expect(await storage.stagingSize(snapshots.orphan)).toBeUndefined();
     await store.abortPart(lease);

@@ -20,10 +20,12 @@ export class MultipartExpiry {
       const ids = await this.store.idleCandidates(cutoff, batchSize);
       let progressed = 0;
       for (const id of ids) {
-        if (!(await this.store.expireIfIdle(id, cutoff))) continue;
+        const outcome = await this.store.expireIfIdle(id, cutoff);
+        if (outcome === 'active') continue;
+        progressed++; // either way it left the batch of candidates
+        if (outcome === 'assembling') continue;
         await this.storage.deleteStaging(id);
         expired++;
-        progressed++;
       }
       if (ids.length < batchSize || progressed === 0) return expired;
     }

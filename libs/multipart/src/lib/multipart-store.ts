@@ -214,6 +214,8 @@ export class MultipartStore {
   /** Sets fields if the upload is in state `from`; returns whether it was. */
   async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
     const r = await this.run.update1(...this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
+    // a state change (an assembly settling, say) makes the upload a candidate for expiry again
+    if (r === 1 && 'state' in fields) await this.touchIndex(id, Date.now());
     return r === 1;
   }
 
@@ -234,16 +236,21 @@ export class MultipartStore {
     return r === '' ? undefined : r;
   }
 
-  /** Deletes an upload whose activity is older than `cutoffMs`, with its index entries; returns whether it is gone. */
-  async expireIfIdle(id: string, cutoffMs: number): Promise<boolean> {
+  /**
+   * Deletes an upload whose activity is older than `cutoffMs`, with its index entries: 'expired'
+   * (or already gone), 'active' (re-indexed at its last activity), or 'assembling': left alone and
+   * out of the activity index until its assembly settles it (updateIf puts it back).
+   */
+  async expireIfIdle(id: string, cutoffMs: number): Promise<'expired' | 'active' | 'assembling'> {
     const r = (await this.run.expireIfIdle1(...this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?];
     if (r[0] === -1) {
       await this.touchIndex(id, Number(r[1]));
-      return false;
+      return 'active';
     }
-    if (r[0] === 1 && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
     await this.redis.zrem(this.keys.multipartByActivity(), id);
-    return true;
+    if (r[0] === -2) return 'assembling';
+    if (r[0] === 1 && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
+    return 'expired';
   }
 
   async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {

@@ -122,13 +122,14 @@ return redis.call('HGET', KEYS[1], 'handleId')`;
 
 /**
  * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,
- * {0} already gone, {-1, updatedOn} still active. An ASSEMBLING upload is never idle: its client
- * completed it (every part acknowledged) and its assembly job settles it, however late a worker runs.
+ * {0} already gone, {-1, updatedOn} still active, {-2} ASSEMBLING: never idle, its client completed
+ * it (every part acknowledged) and its assembly job settles it, however late a worker runs.
  */
 export const expireIfIdle1 = `${prelude}
 if not state then redis.call('DEL', KEYS[2]) return {0} end
+if state == 'ASSEMBLING' then return {-2} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
-if updated > tonumber(ARGV[3]) or state == 'ASSEMBLING' then return {-1, tostring(updated)} end
+if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
 local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey')
 redis.call('DEL', KEYS[1], KEYS[2])
 return {1, info[1] or '', info[2] or '', state}`;
