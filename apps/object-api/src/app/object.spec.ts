@@ -220,6 +220,22 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(200);
   });
 
+  it('finishes an upload whose bytes a failed finish had already published', async () => {
+    const data = patternBytes(16 * 1024, 18);
+    const name = 'finish/again.bin';
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    // a finish moved the staged bytes into their blob, then lost its lease (Redis hiccup) and gave up
+    const stagingId = await h.app.get<Redis>(REDIS).hget(h.app.get(RedisKeys).objectUpload(name), 'stagingId');
+    await h.storage.publishStaging(stagingId as string, sha256Hex(data));
+    const retried = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
+    expect([retried.status, retried.body['message']]).toEqual([200, undefined]);
+    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };
+    expect(sha256Hex(Buffer.from(await (await fetch(download.url)).arrayBuffer()))).toBe(sha256Hex(data));
+  });
+
   it('finishes an upload once when several finishes race', async () => {
     const data = patternBytes(32 * 1024, 16);
     const name = 'finish/together.bin';

@@ -387,8 +387,9 @@ export class ObjectService {
     const data = stored as NonNullable<PendingUpload['stored']>;
     let published = false;
     try {
-      // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since)
-      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size) {
+      // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since,
+      // or already published by a finish that failed after moving them: then the blob has them)
+      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size && (await this.storage.blobSize(data.sha256)) !== data.size) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
       for (const algo of ['sha256', 'sha512'] as const) {
@@ -396,13 +397,13 @@ export class ObjectService {
           throw new InvalidArgumentError(`the uploaded data's ${algo} is ${data[algo]}, not the declared ${declared[algo]}; nothing was published`);
         }
       }
+      keeper.check(); // last point where giving up leaves the staged bytes as they were
       await this.catalog.claimBlob(data.sha256, name); // before the bytes: see Catalog.claimBlob
       if ((await this.storage.blobSize(data.sha256)) !== data.size) await this.storage.publishStaging(data.stagingId, data.sha256);
       else await this.storage.deleteStaging(data.stagingId);
       // an expired object of this name may still be cataloged until the worker removes it
       const previous = await this.catalog.get(name);
       if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.deleteIfUnchanged(name, previous.createdAt);
-      keeper.check();
       await this.catalog.publish({
         name, size: data.size, sha256: data.sha256, sha512: data.sha512, md5: data.md5, crc32c: data.crc32c,
         contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
