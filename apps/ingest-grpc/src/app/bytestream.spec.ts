@@ -152,6 +152,8 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       // the same content again, from 0, left unfinished: the name is still complete at its size
       expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, MiB), { finish: false, chunk: MiB }))).toBe(MiB);
       expect(await queryWriteStatus(h.client, name)).toMatchObject({ committed_size: data.length, complete: true });
+      // and a client that resumes from that answer is done
+      expect(await writeRequests(h.client, [{ resource_name: name, write_offset: data.length, finish_write: true }])).toBe(data.length);
     });
 
     it('never lets committed_size decrease across resumes', async () => {

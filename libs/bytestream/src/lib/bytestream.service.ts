@@ -94,11 +94,12 @@ export class ByteStreamService {
 
     const uploadId = ByteStreamService.uploadId(req.resource_name);
     let session = await this.engine.getSession(uploadId);
-    if (!session && target.kind === 'generic') {
+    if (target.kind === 'generic') {
       const existing = await this.engine.catalog.get(target.name);
       if (existing) {
+        // what QueryWriteStatus answers for a finished name, even while it is being written again
         if (req.write_offset === existing.size) return this.drainFinished(existing, req, it);
-        if (req.write_offset !== 0) {
+        if (!session && req.write_offset !== 0) {
           throw new InvalidArgumentError(
             `${target.name} is complete (${existing.size} bytes): write from offset 0 to verify identical content, or query its status`,
           );
