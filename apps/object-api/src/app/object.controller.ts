@@ -6,19 +6,23 @@ import { FERRY_CONFIG } from '@ferry/core';
 import { publicBaseUrl } from '@ferry/http';
 import { ObjectService } from '@ferry/objects';
 import { RedisNonceStore } from '@ferry/redis';
-import { principalOf } from './principal';
+import { HawkEndpoint, hawkEndpointOf, principalOf } from './principal';
 
 const started = Date.now();
 
 /** The Taskcluster object API, `/api/object/v1` (PROTOCOLS.md section 5). */
 @Controller('api/object/v1')
 export class ObjectController {
+  private readonly publicEndpoint: HawkEndpoint | undefined;
+
   constructor(
     private readonly objects: ObjectService,
     private readonly auth: Authenticator,
     private readonly nonces: RedisNonceStore,
     @Inject(FERRY_CONFIG) private readonly config: FerryConfig,
-  ) {}
+  ) {
+    this.publicEndpoint = hawkEndpointOf(config.objects.publicUrl); // parsed once, not per request
+  }
 
   @Get('ping')
   ping(): { alive: true; uptime: number } {
@@ -54,7 +58,7 @@ export class ObjectController {
   }
 
   private principal(req: Request) {
-    return principalOf(this.auth, this.nonces, req, this.config.objects.publicUrl);
+    return principalOf(this.auth, this.nonces, req, this.publicEndpoint);
   }
 
   private base(req: Request): string {

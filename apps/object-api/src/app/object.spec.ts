@@ -43,6 +43,14 @@ describe('object-api (real HTTP, Redis and disk)', () => {
 
   const enc = encodeURIComponent;
 
+  /** createUpload of `name` proposing a putUrl for `contentLength` bytes: its uploadId, request body and the putUrl offered. */
+  async function createWithPutUrl(name: string, contentLength: number) {
+    const uploadId = slugid();
+    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength } } };
+    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    return { uploadId, body, put };
+  }
+
   async function uploadInline(name: string, data: Buffer, uploadId = slugid()) {
     const r = await call('PUT', `/upload/${enc(name)}`, {
       projectId: 'proj/a', uploadId, expires,
@@ -123,9 +131,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
   it('forgets the stored bytes when a new PUT begins: a broken re-PUT leaves nothing to finish', async () => {
     const data = patternBytes(2 * 1024 * 1024, 11);
     const name = 'replaced/object.bin';
-    const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const { uploadId, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     // a second PUT breaks off half way
     const req = httpRequest(put.url, { method: 'PUT', headers: put.headers });
@@ -149,9 +155,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const first = patternBytes(4 * 1024 * 1024, 12);
     const second = patternBytes(4 * 1024 * 1024, 13);
     const name = 'newest/put.bin';
-    const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: first.length } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const { uploadId, put } = await createWithPutUrl(name, first.length);
     const stagingIds = async () => {
       const ids: string[] = [];
       for await (const e of h.storage.listStaging()) ids.push(e.uploadId);
@@ -189,9 +193,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
   it('lets one finish change an upload at a time: PUTs, createUpload and other finishes wait their turn or are refused', async () => {
     const data = patternBytes(64 * 1024, 14);
     const name = 'finish/race.bin';
-    const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const { uploadId, body, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     // another replica is finishing it (it holds the upload's lease as a finisher)
     const redis = h.app.get<Redis>(REDIS);
@@ -223,9 +225,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
   it('finishes an upload whose bytes a failed finish had already published', async () => {
     const data = patternBytes(16 * 1024, 18);
     const name = 'finish/again.bin';
-    const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const { uploadId, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     // a finish moved the staged bytes into their blob, then lost its lease (Redis hiccup) and gave up
     const stagingId = await h.app.get<Redis>(REDIS).hget(h.app.get(RedisKeys).objectUpload(name), 'stagingId');
@@ -239,9 +239,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
   it('finishes an upload once when several finishes race', async () => {
     const data = patternBytes(32 * 1024, 16);
     const name = 'finish/together.bin';
-    const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const { uploadId, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     const finish = { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } };
     const all = await Promise.all([1, 2, 3, 4].map(() => call('POST', `/finish-upload/${enc(name)}`, finish)));

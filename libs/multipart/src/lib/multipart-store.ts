@@ -41,7 +41,7 @@ type Fn = (...args: (string | number)[]) => Promise<unknown>;
 
 const SCRIPTS = {
   create1: 2, beginPart1: 3, renewPart1: 3, endPart1: 3, abortPart1: 3, addPart1: 3, complete1: 2, update1: 2,
-  claimHandle1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2, claimDedupHandle1: 2,
+  claimField1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -225,14 +225,17 @@ export class MultipartStore {
   }
 
   /** The handle id of the upload's dedup, recording `candidate` if none is recorded yet (undefined unless UPLOADING). */
-  async claimDedupHandle(id: string, candidate: string): Promise<string | undefined> {
-    const r = (await this.run.claimDedupHandle1(...this.k(id), ...this.t(), candidate)) as string;
-    return r === '' ? undefined : r;
+  claimDedupHandle(id: string, candidate: string): Promise<string | undefined> {
+    return this.claimField(id, 'UPLOADING', 'dedupHandleId', candidate);
   }
 
   /** The upload's file handle id, recording `candidate` if none is recorded yet (undefined unless ASSEMBLING). */
-  async claimHandle(id: string, candidate: string): Promise<string | undefined> {
-    const r = (await this.run.claimHandle1(...this.k(id), ...this.t(), candidate)) as string;
+  claimHandle(id: string, candidate: string): Promise<string | undefined> {
+    return this.claimField(id, 'ASSEMBLING', 'handleId', candidate);
+  }
+
+  private async claimField(id: string, state: MultipartState, field: string, candidate: string): Promise<string | undefined> {
+    const r = (await this.run.claimField1(...this.k(id), ...this.t(), state, field, candidate)) as string;
     return r === '' ? undefined : r;
   }
 

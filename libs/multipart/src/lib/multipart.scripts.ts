@@ -107,18 +107,15 @@ if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 touch()
 return 1`;
 
-/** While UPLOADING: records ARGV[3] as the handle id of a dedup unless one is recorded → the recorded id, or '' if not uploading. */
-export const claimDedupHandle1 = `${prelude}
-if state ~= 'UPLOADING' then return '' end
-redis.call('HSETNX', KEYS[1], 'dedupHandleId', ARGV[3])
-return redis.call('HGET', KEYS[1], 'dedupHandleId')`;
-
-/** While ASSEMBLING: records ARGV[3] as the handle id unless one is recorded → the recorded id, or '' if not assembling. */
-export const claimHandle1 = `${prelude}
-if state ~= 'ASSEMBLING' then return '' end
-redis.call('HSETNX', KEYS[1], 'handleId', ARGV[3])
+/**
+ * While the state is ARGV[3]: records ARGV[5] in field ARGV[4] unless one is recorded → the recorded
+ * value, or '' in another state (a handle id chosen once, whichever attempt gets there first).
+ */
+export const claimField1 = `${prelude}
+if state ~= ARGV[3] then return '' end
+redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
 touch()
-return redis.call('HGET', KEYS[1], 'handleId')`;
+return redis.call('HGET', KEYS[1], ARGV[4])`;
 
 /**
  * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,

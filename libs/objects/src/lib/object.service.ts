@@ -31,9 +31,8 @@ export interface ObjectServiceOptions {
   uploadLifetimeMs: number;
 }
 
-/** Data-plane paths (signed URLs), shared by the signer and the HTTP routes. */
 /**
- * Paths of the data plane's signed URLs. The object name travels as base64url: a name such as `..`
+ * Data-plane paths (signed URLs), shared by the signer and the HTTP routes. The object name travels as base64url: a name such as `..`
  * or `a/b` must arrive as it is, whatever clients and proxies do to dot segments (URL parsers remove
  * `..` and `%2e%2e`) and to encoded slashes.
  */
@@ -100,6 +99,8 @@ return nil`;
 
 /** Holders of the upload's lease that are finishing it (a PUT's holder never starts so). */
 const FINISHING = 'finish:';
+/** Lua: whether KEYS[2] (the upload's lease) is held by a finisher. */
+const heldByFinisher = `string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}'`;
 /** How long a finishUpload waits for another replica's finish of the same upload before answering 503. */
 const FINISH_WAIT_MS = 30_000;
 
@@ -109,7 +110,7 @@ const FINISH_WAIT_MS = 30_000;
  */
 const updateIfUpload1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
-if string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}' then return -2 end
+if ${heldByFinisher} then return -2 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1`;
 
@@ -122,7 +123,7 @@ return 1`;
  */
 const beginPut1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-if string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}' then return -2 end
+if ${heldByFinisher} then return -2 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 local previous = redis.call('HGET', KEYS[1], 'stagingId') or ''
 redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c', 'stagingId')
@@ -358,33 +359,27 @@ export class ObjectService {
   private async finishPending(upload: PendingUpload, declared: Hashes): Promise<'finished' | 'elsewhere'> {
     const { name } = upload;
     const lease = this.putLease(name);
-    const stored = upload.stored ?? (await this.directStored(upload));
+    // the lease is someone else's: another finish (wait for it), or a PUT
+    const heldBy = (holder: string | null): 'elsewhere' => {
+      if (holder?.startsWith(FINISHING)) return 'elsewhere';
+      throw new AlreadyExistsError(holder ? 'a PUT of this object is in progress; finish it first' : 'no data was uploaded for this object yet');
+    };
+    const data = upload.stored ?? (await this.directStored(upload));
+    if (!data) return heldBy(await this.redis.get(lease));
     // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
     const dropSnapshot = async () => {
-      if (stored && !upload.stored) await this.dropStaging(stored.stagingId).catch(() => undefined);
+      if (!upload.stored) await this.dropStaging(data.stagingId).catch(() => undefined);
     };
     const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
     const takenAt = performance.now();
-    const claim = stored
-      ? await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? stored.stagingId : '')
-      : String((await this.redis.get(lease)) ?? '');
+    const claim = await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? data.stagingId : '');
     if (claim !== 1) {
       await dropSnapshot();
       if (claim === -1) return 'elsewhere'; // finished (or replaced) since it was read: look again
       if (claim === -3) throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
-      if (String(claim).startsWith(FINISHING)) return 'elsewhere';
-      if (claim !== '') throw new AlreadyExistsError('a PUT of this object is in progress; finish it first');
-      throw new AlreadyExistsError('no data was uploaded for this object yet');
+      return heldBy(String(claim));
     }
-    const keeper = new LeaseKeeper(
-      async () => {
-        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) throw new ConcurrentWriterError('the finish lost its lease');
-      },
-      this.options.leaseTtlMs,
-      takenAt,
-      'this finish may have lost its lease; finish again',
-    );
-    const data = stored as NonNullable<PendingUpload['stored']>;
+    const keeper = this.keepLease(lease, holder, takenAt, 'the finish lost its lease', 'this finish may have lost its lease; finish again');
     let published = false;
     try {
       // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since,
@@ -422,6 +417,14 @@ export class ObjectService {
     // what clients PUT to the bucket was copied before it was verified; the original goes now
     if (upload.directStagingId) await this.dropStaging(upload.directStagingId).catch(() => undefined);
     return 'finished';
+  }
+
+  /** Keeps the upload's lease (a PUT's or a finisher's) renewed in the background while `holder` works. */
+  private keepLease(lease: string, holder: string, takenAt: number, replaced: string, mayHaveLost: string, onLost?: (err: unknown) => void): LeaseKeeper {
+    const renew = async () => {
+      if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) throw new ConcurrentWriterError(replaced);
+    };
+    return new LeaseKeeper(renew, this.options.leaseTtlMs, takenAt, mayHaveLost, onLost);
   }
 
   /** Waits until `lease` is released or has expired; false if it is still held after `ms`. */
@@ -526,17 +529,7 @@ export class ObjectService {
     }
     if (replaced) await this.dropStaging(String(replaced));
     const lost = new AbortController();
-    const keeper = new LeaseKeeper(
-      async () => {
-        if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) {
-          throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
-        }
-      },
-      this.options.leaseTtlMs,
-      takenAt,
-      'this PUT may have lost its lease; PUT again',
-      (err) => lost.abort(err),
-    );
+    const keeper = this.keepLease(lease, holder, takenAt, 'a newer PUT of this object replaced this one', 'this PUT may have lost its lease; PUT again', (err) => lost.abort(err));
     let recorded = false;
     try {
       const file = await this.storage.openStaging(stagingId, 0);

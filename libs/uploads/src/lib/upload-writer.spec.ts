@@ -102,14 +102,20 @@ describe('UploadWriter (real Redis and disk)', () => {
     expect(object.size).toBe(data.length);
   });
 
+  /** An engine over a slow disk and a slow hashing thread, committing by timer every `fsyncIntervalMs`. */
+  async function withSlowEngine(on: SessionStore, fsyncIntervalMs: number, run: (slow: UploadEngine) => Promise<void>): Promise<void> {
+    const slowPool = new SlowHashPool(1);
+    try {
+      await run(new UploadEngine(on, new SlowSyncStorage(dir.path), catalog, slowPool, { fsyncBytes: 1 << 30, fsyncIntervalMs, maxInFlightBytes: 64 << 20 }));
+    } finally {
+      await slowPool.close();
+    }
+  }
+
   it('digests every byte on finish, even bytes a slow background commit already covered', async () => {
     // A slow fsync and a slow hashing thread: chunk B is written while a commit waits on the disk,
     // so that commit covers B before B reaches the hasher. finish() must still wait for B's hash.
-    const slowPool = new SlowHashPool(1);
-    const slow = new UploadEngine(sessions, new SlowSyncStorage(dir.path), catalog, slowPool, {
-      fsyncBytes: 1 << 30, fsyncIntervalMs: 60_000, maxInFlightBytes: 64 << 20,
-    });
-    try {
+    await withSlowEngine(sessions, 60_000, async (slow) => {
       const id = await newUpload();
       const data = patternBytes(512 * KiB, 9);
       const writer = await slow.openWriter(id);
@@ -121,9 +127,7 @@ describe('UploadWriter (real Redis and disk)', () => {
       const object = await writer.finish({}, describeObject(id));
       expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
       expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
-    } finally {
-      await slowPool.close();
-    }
+    });
   });
 
   it('never runs a final commit beside a timer\'s commit (both would compare-and-set from the same size)', async () => {
@@ -136,20 +140,14 @@ describe('UploadWriter (real Redis and disk)', () => {
       }
     }
     const slowSessions = new SlowCommitSessions(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });
-    const slowPool = new SlowHashPool(1);
-    const slow = new UploadEngine(slowSessions, new SlowSyncStorage(dir.path), catalog, slowPool, {
-      fsyncBytes: 1 << 30, fsyncIntervalMs: 50, maxInFlightBytes: 64 << 20,
-    });
-    try {
+    await withSlowEngine(slowSessions, 50, async (slow) => {
       const id = await newUpload();
       const data = patternBytes(256 * KiB, 10);
       const writer = await slow.openWriter(id);
       await writer.write(Buffer.from(data));
       const object = await writer.finish({}, describeObject(id));
       expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
-    } finally {
-      await slowPool.close();
-    }
+    });
   });
 
   it('produces whole-content digests after a resume (the committed prefix is re-hashed)', async () => {
