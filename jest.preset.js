@@ -10,6 +10,9 @@ module.exports = {
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
   setupFiles: [require.resolve('./tools/jest/setup.js')],
+  // Tests run on busy machines (\`npm run test:stress\`): they wait for conditions, bounded by
+  // WAIT_MS (30 s, @ferry/testing); a test or hook as a whole gets two minutes, not jest's 5 s.
+  testTimeout: 120_000,
   // A suite that failed half-way (a timed-out test leaves its requests and jobs running) can keep
   // handles open; without this jest then waits forever instead of reporting the failure.
   forceExit: true,

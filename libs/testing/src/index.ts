@@ -11,3 +11,4 @@ export * from './lib/gcs-client';
 export * from './lib/reapi-client';
 export * from './lib/expectations';
 export * from './lib/s3-server';
+export * from './lib/wait';
