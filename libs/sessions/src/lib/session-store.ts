@@ -141,7 +141,7 @@ export class SessionStore {
 
   /** Extends the lease; throws ConcurrentWriterError if it was lost. */
   async renewLease(lease: Lease): Promise<void> {
-    const ok = await this.run.renewLease2(...this.k(lease.uploadId), lease.token, this.options.leaseTtlMs);
+    const ok = await this.run.renewLease2(...this.k(lease.uploadId), lease.token, this.options.leaseTtlMs, this.keyTtlMs);
     if (ok !== 1) throw new ConcurrentWriterError('writer lease lost; query the status and resume');
   }
 

@@ -27,10 +27,14 @@ redis.call('HSET', KEYS[1], 'updatedAt', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {fence, redis.call('HGET', KEYS[1], 'committed')}`;
 
-/** ARGV: token, leaseTtlMs → 1 renewed, 0 lost. */
+/**
+ * ARGV: token, leaseTtlMs, idleTtlMs → 1 renewed, 0 lost. The session's own key lives on with its
+ * writer: a leased upload is never idle, however long it goes without a commit.
+ */
 export const renewLease2 = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`;
 
 /** ARGV: token → 1 released, 0 not ours. */
