@@ -1,6 +1,6 @@
 import { AlreadyExistsError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
-import { TestRedis, startTestRedis } from '@ferry/testing';
+import { TestRedis, sleep, startTestRedis, waitFor } from '@ferry/testing';
 import { Catalog, CatalogObject } from './catalog';
 
 describe('Catalog (real Redis)', () => {
@@ -19,6 +19,12 @@ describe('Catalog (real Redis)', () => {
     await redis.quit();
     await server.stop();
   });
+
+  /** Returns once Date.now() is past every claim made so far (claims record the time they were made). */
+  async function clockPastClaims(): Promise<void> {
+    const last = Date.now();
+    await waitFor('the clock to move past the claims', () => Date.now() > last);
+  }
 
   const obj = (name: string, sha: string): CatalogObject => ({
     name, size: 3, sha256: sha, md5: 'm', crc32c: '00000000', contentType: 'application/octet-stream', owner: 'dev',
@@ -73,7 +79,7 @@ describe('Catalog (real Redis)', () => {
     await catalog.claimBlob(sha, 'new-1');
     expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false);
     // the claim never became an object: once it is older than the cutoff it is dropped, and the blob goes
-    await new Promise((r) => setTimeout(r, 5));
+    await clockPastClaims();
     expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
     expect(await catalog.referencesOf(sha)).toEqual([]);
     // collected once: a second decision finds no orphan mark
@@ -104,7 +110,9 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
     let claimed = false;
     const claim = catalog.claimBlob(sha, 'e-2').then(() => (claimed = true));
-    await new Promise((r) => setTimeout(r, 150));
+    // the claim reached Redis (it records itself at once) and waits for the collection to end
+    await waitFor('the claim to be recorded', async () => (await catalog.referencesOf(sha)).includes('e-2'));
+    await sleep(150);
     expect(claimed).toBe(false);
     await catalog.finishCollection(sha);
     await claim;
@@ -128,7 +136,7 @@ describe('Catalog (real Redis)', () => {
     expect(await catalog.collectBlob(sha, Date.now() - 60_000)).toBe(false);
     expect(await catalog.orphanedBlobs(Date.now(), 1000)).toContain(sha);
     // past it, the claim is dropped and the blob goes
-    await new Promise((r) => setTimeout(r, 5));
+    await clockPastClaims();
     expect(await catalog.collectBlob(sha, Date.now())).toBe(true);
     expect(await catalog.referencesOf(sha)).toEqual([]);
     expect(await catalog.orphanedBlobs(Date.now(), 1000)).not.toContain(sha);

@@ -1,6 +1,6 @@
 import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
-import { TestRedis, startTestRedis } from '@ferry/testing';
+import { TestRedis, startTestRedis, waitFor } from '@ferry/testing';
 import { SessionStore } from './session-store';
 
 describe('SessionStore (real Redis)', () => {
@@ -10,13 +10,15 @@ describe('SessionStore (real Redis)', () => {
   let store: SessionStore;
   let n = 0;
   const id = () => `s${n++}`;
+  /** Long enough that no lease expires while a busy machine runs a test: expiry is forced where a test needs it. */
+  const leaseTtlMs = 60_000;
 
   beforeAll(async () => {
     server = await startTestRedis();
     redis = createRedis(server.url, 'command');
     await waitForRedis(redis);
     keys = new RedisKeys(server.prefix);
-    store = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 300 });
+    store = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs });
   });
 
   afterAll(async () => {
@@ -46,6 +48,16 @@ describe('SessionStore (real Redis)', () => {
     await store.releaseLease(b);
   });
 
+  it('keeps a leased session alive with its lease, even without commits', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const lease = await store.acquireLease(uid);
+    await redis.pexpire(keys.upload(uid), 1_000); // the session key near the end of its life
+    await store.renewLease(lease);
+    expect(await redis.pttl(keys.upload(uid))).toBeGreaterThan(60_000);
+    await store.releaseLease(lease);
+  });
+
   it('refuses a lease on an unknown upload', async () => {
     await expect(store.acquireLease('missing')).rejects.toBeInstanceOf(NotFoundError);
   });
@@ -54,10 +66,16 @@ describe('SessionStore (real Redis)', () => {
     const uid = id();
     await store.getOrCreate(init(uid));
     const lease = await store.acquireLease(uid);
+    // the lease lives for the TTL (it would expire on its own)
+    const leaseKey = keys.uploadLease(uid);
+    expect(await redis.pttl(leaseKey)).toBeGreaterThan(0);
+    expect(await redis.pttl(leaseKey)).toBeLessThanOrEqual(leaseTtlMs);
     await store.commit(lease, 0, 100);
     await expect(store.commit(lease, 0, 200)).rejects.toThrow(/changed under the writer/);
     expect((await store.get(uid))?.committed).toBe(100);
-    await new Promise((r) => setTimeout(r, 400)); // lease expires
+    // the lease expires (its TTL cut short instead of waited for)
+    await redis.pexpire(leaseKey, 1);
+    await waitFor('the lease to expire', async () => (await redis.exists(leaseKey)) === 0);
     await expect(store.commit(lease, 100, 200)).rejects.toThrow(/lease lost/);
     const next = await store.acquireLease(uid);
     expect(next.committed).toBe(100);
@@ -84,10 +102,13 @@ describe('SessionStore (real Redis)', () => {
     const uid = id();
     await store.getOrCreate(init(uid));
     const lease = await store.acquireLease(uid);
-    await store.finish(lease, { result: 'bucket/object#7', retainMs: 5_000 });
+    // kept for less than a session's own retention (twice the idle lifetime), but for long enough
+    // that a busy machine still finds the record
+    await store.finish(lease, { result: 'bucket/object#7', retainMs: 50_000 });
     expect(await store.get(uid)).toMatchObject({ state: 'finished', result: 'bucket/object#7' });
     expect(await redis.exists(keys.uploadLease(uid))).toBe(0);
-    expect(await redis.pttl(keys.upload(uid))).toBeLessThanOrEqual(5_000);
+    expect(await redis.pttl(keys.upload(uid))).toBeGreaterThan(0);
+    expect(await redis.pttl(keys.upload(uid))).toBeLessThanOrEqual(50_000);
     expect(await store.idleCandidates(Date.now() + 60_000, 1000)).not.toContain(uid);
     await expect(store.acquireLease(uid)).rejects.toBeInstanceOf(FailedPreconditionError);
   });
@@ -99,7 +120,7 @@ describe('SessionStore (real Redis)', () => {
     for (const u of [idle, leased, fresh]) await store.getOrCreate(init(u));
     const lease = await store.acquireLease(leased);
     const cutoff = Date.now() + 1;
-    await new Promise((r) => setTimeout(r, 5));
+    await waitFor('the clock to pass the cutoff', () => Date.now() > cutoff);
     const later = await store.acquireLease(fresh); // activity after the cutoff
     await store.releaseLease(later);
     const candidates = await store.idleCandidates(cutoff, 100);

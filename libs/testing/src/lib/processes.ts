@@ -1,6 +1,8 @@
 import { ChildProcess, spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { findWorkspaceRoot } from '@ferry/config';
+import { waitFor } from './wait';
 
 export type AppName = 'ingest-grpc' | 'multipart-api' | 'object-api' | 'assembler-worker';
 
@@ -21,14 +23,35 @@ export function startBuiltApp(app: AppName, env: NodeJS.ProcessEnv, inheritStder
   });
 }
 
-/** Resolves once `ready()` does (errors count as not yet); rejects if the process exits or 20 s pass. */
+/**
+ * Resolves once `ready()` does (errors count as not yet); rejects if the process exits first, or
+ * after WAIT_MS (a busy machine boots slowly).
+ */
 export async function waitUntilReady(child: ChildProcess, ready: () => Promise<boolean>, what = 'app'): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (await ready().catch(() => false)) return;
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${what} did not start`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let exit: number | null | undefined;
+  void exitOf(child).then((code) => (exit = code));
+  await waitFor(`${what} to be ready`, async () => exit !== undefined || (await ready()), { intervalMs: 100 });
+  if (exit !== undefined) throw new Error(`${what} exited (code ${exit}) before it was ready`);
+}
+
+/**
+ * Whether something accepts TCP connections on 127.0.0.1:`port`. Probe a gRPC server with this
+ * before any gRPC call: grpc-js backs off between failed connection attempts (1 s, 1.6 s, 2.6 s...,
+ * shared by every client of the address), so a gRPC probe started while the server boots can see it
+ * many seconds after it came up; a connection attempted once it listens succeeds at once.
+ */
+export function acceptsConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
 }
 
 /** Resolves once GET /readyz on `port` answers 200. */

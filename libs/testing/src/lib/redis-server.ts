@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import IORedis, { Cluster } from 'ioredis';
 import { freePort } from './ports';
+import { WAIT_MS, sleep } from './wait';
 
 export interface TestRedis {
   url: string;
@@ -38,22 +39,47 @@ export async function startTestRedis(): Promise<TestRedis> {
 }
 
 async function startPrivateRedis(): Promise<TestRedis> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-redis-'));
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  while (!(await answersPing(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`redis-server did not start on port ${port}`);
+  // Another process may take the free port before redis-server binds it: try another one.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-redis-'));
+    const child: ChildProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    const deadline = Date.now() + WAIT_MS;
+    let up = false;
+    while (!up && child.exitCode === null && Date.now() <= deadline) {
+      up = await answersPing(port);
+      if (!up) await sleep(50);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    // answered, and by this child (not by a server that held the port, which made ours exit)
+    if (up && child.exitCode === null) return privateRedis(child, port, dir);
+    const timedOut = child.exitCode === null;
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    if (timedOut || attempt === 5) throw new Error(`redis-server did not start on port ${port}`);
   }
+}
+
+/**
+ * Kills `child` when this process exits, so a suite that failed half-way (jest then force-exits,
+ * skipping afterAll) leaves no redis-server behind.
+ */
+function killOnExit(child: ChildProcess): void {
+  if (!exitHooked) process.once('exit', () => running.forEach((c) => c.kill('SIGKILL')));
+  exitHooked = true;
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+}
+
+const running = new Set<ChildProcess>();
+let exitHooked = false;
+
+function privateRedis(child: ChildProcess, port: number, dir: string): TestRedis {
+  const url = `redis://127.0.0.1:${port}`;
+  killOnExit(child);
   return {
     url,
     prefix: uniquePrefix(),
@@ -109,11 +135,12 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
       'redis-server',
       [
         '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning',
-        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '5000',
+        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '30000', // a busy machine must not make a node look failed
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     ),
   );
+  children.forEach(killOnExit);
   const stop = async () => {
     await Promise.all(
       children.map(async (child) => {
@@ -126,7 +153,7 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + WAIT_MS;
     for (const port of ports) {
       while (!(await answersPing(port))) {
         if (Date.now() > deadline) throw new Error(`redis-server (cluster node) did not start on port ${port}`);
@@ -138,7 +165,7 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
     if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
     // every node must agree that all slots are served before the suite starts
     while (!ports.every((p) => spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'))) {
-      if (Date.now() > deadline + 30_000) throw new Error('the Redis Cluster did not reach cluster_state:ok');
+      if (Date.now() > deadline + WAIT_MS) throw new Error('the Redis Cluster did not reach cluster_state:ok');
       await new Promise((r) => setTimeout(r, 100));
     }
     return { url: `redis+cluster://${nodes.join(',')}`, nodes, prefix: uniquePrefix(), stop };

@@ -1,6 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { waitFor } from '@ferry/testing';
 import { interruptible } from './interruptible';
 
 describe('interruptible', () => {
@@ -16,15 +17,16 @@ describe('interruptible', () => {
   it('rejects a pending next() with the reason when the signal aborts, leaving the stream open', async () => {
     const stream = new PassThrough();
     const stop = new AbortController();
+    const seen: string[] = [];
     const iteration = (async () => {
-      const seen: string[] = [];
       for await (const chunk of interruptible(stream.iterator({ destroyOnReturn: false }), stop.signal)) seen.push(String(chunk));
-      return seen;
     })();
     stream.write('a');
-    await new Promise((r) => setTimeout(r, 20));
+    // the loop took 'a' and waits in next() for more (aborting earlier would test the already-aborted case)
+    await waitFor("the loop to take 'a'", () => seen.length === 1);
     stop.abort(new Error('lease lost'));
     await expect(iteration).rejects.toThrow('lease lost');
+    expect(seen).toEqual(['a']);
     expect(stream.destroyed).toBe(false);
   });
 

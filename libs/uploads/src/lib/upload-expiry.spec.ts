@@ -19,7 +19,8 @@ describe('UploadExpiry (real Redis and disk)', () => {
     redis = createRedis(server.url, 'command');
     await waitForRedis(redis);
     dir = tempDir('ferry-expiry');
-    sessions = new SessionStore(redis, new RedisKeys(server.prefix), { idleLifetimeMs: lifetime, leaseTtlMs: 5000 });
+    // the lease of 'leased' must outlive every run of a test, however slow the machine
+    sessions = new SessionStore(redis, new RedisKeys(server.prefix), { idleLifetimeMs: lifetime, leaseTtlMs: 60_000 });
     storage = new FsStorage(dir.path);
   });
 

@@ -5,32 +5,69 @@ import { ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage, StagingFile } from '@ferry/storage';
-import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir } from '@ferry/testing';
+import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir, waitFor } from '@ferry/testing';
 import { HashPool, HasherOptions, StreamHasher } from './hashing';
 import { UploadEngine } from './upload-engine';
 
 const KiB = 1024;
 
-/** Local disk whose fsync takes 150 ms (so that writes land while a commit waits on it). */
+/**
+ * Long enough that no lease expires while a busy machine runs a test; a lost lease is made by
+ * deleting its key.
+ */
+const LEASE_TTL_MS = 60_000;
+
+/** A point where work waits until the test opens it; `reached` resolves when something first waits there. */
+class Gate {
+  private release!: () => void;
+  private arrive!: () => void;
+  private readonly opened = new Promise<void>((resolve) => (this.release = resolve));
+  readonly reached = new Promise<void>((resolve) => (this.arrive = resolve));
+
+  async pass(): Promise<void> {
+    this.arrive();
+    await this.opened;
+  }
+
+  open(): void {
+    this.release();
+  }
+}
+
+/** What a slow device waits before each step: a fixed delay, or a gate the test opens. */
+type Delay = () => Promise<void>;
+
+/** Local disk whose fsync is slow (so that writes land while a commit waits on it). */
 class SlowSyncStorage extends FsStorage {
+  constructor(
+    path: string,
+    private readonly delay: Delay = () => sleep(150),
+  ) {
+    super(path);
+  }
+
   override async openStaging(uploadId: string, size: number): Promise<StagingFile> {
     const file = await super.openStaging(uploadId, size);
     return Object.assign(Object.create(file) as StagingFile, {
       sync: async (final?: boolean) => {
-        await sleep(150);
+        await this.delay();
         return file.sync(final);
       },
     });
   }
 }
 
-/** A hashing thread that takes each chunk 300 ms late. */
+/** A hashing thread that takes each chunk late. */
 class SlowHashPool extends HashPool {
+  constructor(private readonly delay: Delay = () => sleep(300)) {
+    super(1);
+  }
+
   override hasher(options?: HasherOptions): StreamHasher {
     const inner = super.hasher(options);
     return {
       update: async (chunk: Buffer) => {
-        await sleep(300);
+        await this.delay();
         return inner.update(chunk);
       },
       digest: () => inner.digest(),
@@ -57,7 +94,7 @@ describe('UploadWriter (real Redis and disk)', () => {
     await waitForRedis(redis);
     keys = new RedisKeys(server.prefix);
     dir = tempDir('ferry-writer');
-    sessions = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });
+    sessions = new SessionStore(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: LEASE_TTL_MS });
     storage = new FsStorage(dir.path);
     catalog = new Catalog(redis, keys);
     pool = new HashPool(1, 256 * KiB);
@@ -103,31 +140,48 @@ describe('UploadWriter (real Redis and disk)', () => {
   });
 
   /** An engine over a slow disk and a slow hashing thread, committing by timer every `fsyncIntervalMs`. */
-  async function withSlowEngine(on: SessionStore, fsyncIntervalMs: number, run: (slow: UploadEngine) => Promise<void>): Promise<void> {
-    const slowPool = new SlowHashPool(1);
+  async function withSlowEngine(
+    on: SessionStore,
+    fsyncIntervalMs: number,
+    run: (slow: UploadEngine) => Promise<void>,
+    delays: { sync?: Delay; hash?: Delay } = {},
+  ): Promise<void> {
+    const slowPool = new SlowHashPool(delays.hash);
     try {
-      await run(new UploadEngine(on, new SlowSyncStorage(dir.path), catalog, slowPool, { fsyncBytes: 1 << 30, fsyncIntervalMs, maxInFlightBytes: 64 << 20 }));
+      const slowStorage = new SlowSyncStorage(dir.path, delays.sync);
+      await run(new UploadEngine(on, slowStorage, catalog, slowPool, { fsyncBytes: 1 << 30, fsyncIntervalMs, maxInFlightBytes: 64 << 20 }));
     } finally {
       await slowPool.close();
     }
   }
 
   it('digests every byte on finish, even bytes a slow background commit already covered', async () => {
-    // A slow fsync and a slow hashing thread: chunk B is written while a commit waits on the disk,
-    // so that commit covers B before B reaches the hasher. finish() must still wait for B's hash.
+    // A commit waits on the disk (held at a gate) while chunk B is written, so that it covers B;
+    // B's hash is held back until finish() has begun. finish() must still wait for B's hash.
+    const disk = new Gate();
+    let hashGate: Gate | undefined; // set once A is hashed: holds back B alone
+    const delays = { sync: () => disk.pass(), hash: async () => hashGate?.pass() };
     await withSlowEngine(sessions, 60_000, async (slow) => {
       const id = await newUpload();
       const data = patternBytes(512 * KiB, 9);
       const writer = await slow.openWriter(id);
       await writer.write(Buffer.from(data.subarray(0, 256 * KiB)));
-      const flushing = writer.flush(); // waits for A's hash (300 ms), then for the disk (150 ms)
-      await sleep(350);
-      await writer.write(Buffer.from(data.subarray(256 * KiB))); // B: on disk at once, hashed 300 ms later
+      const flushing = writer.flush(); // waits for A's hash, then for the disk
+      await disk.reached; // A is hashed; the commit waits on the disk
+      const heldHash = new Gate();
+      hashGate = heldHash;
+      await writer.write(Buffer.from(data.subarray(256 * KiB))); // B: on disk at once, hashed when the test says
+      await waitFor('B to be on disk', async () => (await storage.stagingSize(id)) === data.length);
+      disk.open();
       expect(await flushing).toBe(data.length); // the commit covered B
-      const object = await writer.finish({}, describeObject(id));
+      const finishing = writer.finish({}, describeObject(id));
+      // a finish that did not wait for B's hash would ask for the digests meanwhile
+      await sleep(100);
+      heldHash.open();
+      const object = await finishing;
       expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
       expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
-    });
+    }, delays);
   });
 
   it('never runs a final commit beside a timer\'s commit (both would compare-and-set from the same size)', async () => {
@@ -139,7 +193,7 @@ describe('UploadWriter (real Redis and disk)', () => {
         return super.commit(...args);
       }
     }
-    const slowSessions = new SlowCommitSessions(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: 1000 });
+    const slowSessions = new SlowCommitSessions(redis, keys, { idleLifetimeMs: 60_000, leaseTtlMs: LEASE_TTL_MS });
     await withSlowEngine(slowSessions, 50, async (slow) => {
       const id = await newUpload();
       const data = patternBytes(256 * KiB, 10);
