@@ -17,9 +17,11 @@ import {
   patternBytes,
   sha256Hex,
   startBuiltApp,
+  sleep,
   startTestRedis,
   stopProcess,
   tempDir,
+  waitFor,
   waitHttpReady,
 } from '@ferry/testing';
 
@@ -44,8 +46,13 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     FERRY_DATA_DIR: data.path,
     FERRY_MULTIPART_PORT: String(apiPort),
     FERRY_WORKER_PORT: String(workerPort),
+    // a PUT cut by a kill holds its part until its lease lapses: short, so retries soon succeed (a
+    // live PUT whose lease lapses, on a starved server, answers 409 and is retried like one)
     FERRY_LEASE_TTL_MS: '1000',
-    FERRY_JOB_LOCK_MS: '1000',
+    // a killed worker's job is taken over when its lock lapses; a live worker renews it every half
+    // of it, which a starved worker may miss (the job then runs twice, which it must survive, and
+    // slower): long enough for a busy machine, short enough for a quick takeover
+    FERRY_JOB_LOCK_MS: '5000',
     FERRY_MULTIPART_COMPLETE_WAIT_MS: '2000',
     FERRY_CLIENTS: JSON.stringify([{ clientId: 'crash', accessToken: TOKEN, scopes: ['*'] }]),
     FERRY_SIGNING_KEY: 'crash-test-signing-key-0123456789abcdef',
@@ -120,11 +127,15 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
         }
       }
     })();
-    for (let attempt = 0; attempt < 30 && !result; attempt++) {
+    // the client's cycle fails when the server is killed under it (and, then, while a PUT the kill
+    // cut holds its part's lease); it is retried once the server answers again, as the client would
+    for (let failures = 0; !result; ) {
       try {
         result = await cycle(content, 'crash-api.bin');
-      } catch {
-        await new Promise((r) => setTimeout(r, 300)); // server down, or a dead PUT's lease not yet lapsed
+      } catch (err) {
+        if (++failures > 30) throw err;
+        await waitFor('multipart-api to answer again', async () => (await fetch(`http://127.0.0.1:${apiPort}/readyz`)).status === 200);
+        await sleep(300);
       }
     }
     await killer;
@@ -157,22 +168,18 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     const queue = new Queue('assembly', { connection: conn, prefix: `{${redis.prefix}:bull}` });
     try {
       const completing = client.complete(start.uploadId);
-      let killedWhileActive = false;
-      for (let i = 0; i < 2000 && !killedWhileActive; i++) {
-        const job = await queue.getJob(`assemble-${start.uploadId}`);
-        if (job && (await job.getState()) === 'active') {
-          await stopProcess(worker);
-          killedWhileActive = true;
-        } else {
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      }
-      expect(killedWhileActive).toBe(true);
+      await waitFor(
+        'the worker to be assembling',
+        async () => (await (await queue.getJob(`assemble-${start.uploadId}`))?.getState()) === 'active',
+        { intervalMs: 5 },
+      );
+      await stopProcess(worker);
       const first = await completing;
       expect(first.status).toBe(202); // the assembly did not finish: its worker died
       await startWorker();
+      // the new worker takes the job over once the dead one's lock lapses, and assembles again
       let done = first;
-      for (let i = 0; i < 60 && done.status !== 200; i++) done = await client.complete(start.uploadId);
+      await waitFor('the restarted worker to finish the assembly', async () => (done = await client.complete(start.uploadId)).status !== 202);
       expect(done.body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
       const handleId = (done.body as Status).resultFileHandleId;
       expect(await handlesOf(sha256Hex(content))).toEqual([`fileHandle/${handleId}`]);

@@ -1,4 +1,4 @@
-import { STORAGE } from '@ferry/core';
+import { REDIS, STORAGE } from '@ferry/core';
 import { AssemblyWorker, FileHandles, MultipartAssembler, MultipartStore } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
@@ -18,13 +18,19 @@ export interface MultipartHarness extends HttpAppHarness {
   /** Runs an assembly worker in this process (as the assembler-worker app does). */
   startWorker(): Promise<void>;
   stopWorker(): Promise<void>;
+  /** True while a PUT of part `n` of the upload holds its lease (the server is receiving that part). */
+  partLeaseHeld(uploadId: string, n: number): Promise<boolean>;
 }
 
 /** Boots the real multipart-api on a free port with a private Redis and data directory. */
 export async function startMultipartApi(env: Record<string, string> = {}, withWorker = true): Promise<MultipartHarness> {
   const h = await startHttpAppHarness({
     portVariable: 'FERRY_MULTIPART_PORT',
-    env: { FERRY_LEASE_TTL_MS: '5000', FERRY_CLIENTS: JSON.stringify(CLIENTS), FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef', ...env },
+    // A part PUT's lease is renewed every third of its TTL and taken as lost at four fifths of it: a
+    // server starved for about half the TTL (a busy machine) refuses the PUT with 409 ABORTED. So the
+    // default TTL, not a shorter one: no test needs a lease to lapse soon (they wait, with
+    // partLeaseHeld, for the server to take or release it).
+    env: { FERRY_LEASE_TTL_MS: '10000', FERRY_CLIENTS: JSON.stringify(CLIENTS), FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef', ...env },
     needs: ['signingKey'],
     create: (config) => createMultipartApi(config, false),
   });
@@ -50,6 +56,8 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
       await worker.pool.close();
       worker = undefined;
     },
+    // the key MultipartStore.beginPart sets with NX and PX, and endPart / abortPart delete
+    partLeaseHeld: async (uploadId, n) => (await app.get<Redis>(REDIS).exists(`${app.get(RedisKeys).multipartUpload(uploadId)}:lease:${n}`)) === 1,
     close: async () => {
       await harness.stopWorker();
       await h.close();
