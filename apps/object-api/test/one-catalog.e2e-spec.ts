@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
   MultipartClient,
+  acceptsConnections,
   TempDir,
   TestRedis,
   byteStreamClient,
@@ -47,10 +48,14 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
       FERRY_WORKER_PORT: String(ports.worker),
       FERRY_LOG_LEVEL: 'warn',
     };
-    for (const app of ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'] as const) children.push(startBuiltApp(app, env, true));
-    await waitHttpReady(children[1], ports.multipart);
-    await waitHttpReady(children[2], ports.object);
-    await waitHttpReady(children[3], ports.worker);
+    // one after the other: apps booting at once on a busy machine each take as long as all of them
+    children.push(startBuiltApp('ingest-grpc', env, true));
+    // (its first upload is its readiness probe: no gRPC call before its port accepts connections)
+    await waitUntilReady(children[0], () => acceptsConnections(ports.grpc), 'ingest-grpc');
+    for (const [app, port] of [['multipart-api', ports.multipart], ['object-api', ports.object], ['assembler-worker', ports.worker]] as const) {
+      children.push(startBuiltApp(app, env, true));
+      await waitHttpReady(children[children.length - 1], port);
+    }
   });
 
   afterAll(async () => {

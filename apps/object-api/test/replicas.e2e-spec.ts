@@ -16,6 +16,8 @@ import {
   TempDir,
   TestRedis,
   TestS3,
+  WAIT_MS,
+  acceptsConnections,
   bearer,
   byteStreamClient,
   chunkedRequests,
@@ -28,6 +30,7 @@ import {
   readBytes,
   readObject,
   sha256Hex,
+  sleep,
   startBuiltApp,
   startResumableWrite,
   startTestRedis,
@@ -35,6 +38,7 @@ import {
   stopProcess,
   storageClient,
   tempDir,
+  waitFor,
   waitHttpReady,
   waitUntilReady,
   writeObject,
@@ -62,7 +66,9 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
     FERRY_MULTIPART_PORT: String(ports.get(name)),
     FERRY_WORKER_PORT: String(ports.get(name)),
     FERRY_OBJECT_PORT: String(ports.get(name)),
-    FERRY_LEASE_TTL_MS: '1000',
+    // short enough that a resume soon finds the killed replica's writer lease lapsed, long enough
+    // that a replica starved of CPU for a second or two keeps the leases of its own PUTs and Writes
+    FERRY_LEASE_TTL_MS: '5000',
     FERRY_MULTIPART_COMPLETE_WAIT_MS: '20000',
     FERRY_CLIENTS: JSON.stringify([{ clientId: 'replicas', accessToken: TOKEN, scopes: ['*'] }]),
     FERRY_SIGNING_KEY: 'replicas-test-signing-key-0123456789abcdef',
@@ -76,12 +82,15 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
 
   async function start(name: Replica): Promise<void> {
     const app = name.startsWith('ingest') ? 'ingest-grpc' : name === 'worker' ? 'assembler-worker' : name.startsWith('obj') ? 'object-api' : 'multipart-api';
+    const port = ports.get(name) as number;
     const child = startBuiltApp(app, env(name), true);
     procs.set(name, child);
-    if (app !== 'ingest-grpc') return waitHttpReady(child, ports.get(name) as number);
-    const probe = byteStreamClient(`127.0.0.1:${ports.get(name)}`);
+    if (app !== 'ingest-grpc') return waitHttpReady(child, port);
+    // no gRPC call before the port accepts connections (see acceptsConnections)
+    const probe = byteStreamClient(`127.0.0.1:${port}`);
+    const answers = () => queryWriteStatus(probe, 'replicas/probe', bearer(TOKEN)).then(() => true, (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
     try {
-      await waitUntilReady(child, () => queryWriteStatus(probe, 'replicas/probe', bearer(TOKEN)).then(() => true, (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND), app);
+      await waitUntilReady(child, async () => (await acceptsConnections(port)) && (await answers()), name);
     } finally {
       probe.close();
     }
@@ -94,7 +103,9 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
     data = tempDir('ferry-replicas');
     if (storage === 's3') s3 = await startTestS3('replicas');
     for (const name of REPLICAS) ports.set(name, await freePort());
-    await Promise.all(REPLICAS.map(start));
+    // one after the other: seven apps booting at once on a busy machine each take as long as all of
+    // them (20 s and more), one at a time each is ready in a few seconds
+    for (const name of REPLICAS) await start(name);
   }, 120_000);
 
   afterAll(async () => {
@@ -104,23 +115,27 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
     data.remove();
   });
 
-  /** Retries `fn` while the dead replica's writer lease has not lapsed yet (ABORTED). */
+  /**
+   * Retries `fn` while it is ABORTED: the dead replica's writer lease has not lapsed yet (it does
+   * FERRY_LEASE_TTL_MS after A's last renewal), or B itself lost its lease; `fn` resumes from what B
+   * reports at each attempt.
+   */
   async function whileAborted<T>(fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
       try {
         return await fn();
       } catch (err) {
-        if ((err as grpc.ServiceError).code !== grpc.status.ABORTED || attempt > 40) throw err;
-        await new Promise((r) => setTimeout(r, 100));
+        if ((err as grpc.ServiceError).code !== grpc.status.ABORTED || Date.now() > deadline) throw err;
+        await sleep(100);
       }
     }
   }
 
   /** Waits until `committed()` passes `bytes`, then kills replica `name` with the stream still open. */
-  async function killOnceCommitted(name: string, committed: () => Promise<number>, bytes: number): Promise<number> {
-    const deadline = Date.now() + 30_000;
+  async function killOnceCommitted(name: Replica, committed: () => Promise<number>, bytes: number): Promise<number> {
     let at = 0;
-    while ((at = await committed()) < bytes && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await waitFor(`${name} to commit ${bytes} bytes`, async () => (at = await committed()) >= bytes, { intervalMs: 10 });
     await kill(name);
     return at;
   }
@@ -143,7 +158,8 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
       const resumeAt = (await queryWriteStatus(b, name, bearer(TOKEN))).committed_size;
       expect(resumeAt).toBeGreaterThanOrEqual(seenBeforeKill);
       expect(resumeAt).toBeLessThan(content.length);
-      expect(await whileAborted(() => writeRequests(b, chunkedRequests(name, content, { offset: resumeAt }), bearer(TOKEN)))).toBe(content.length);
+      const committedOnB = async () => (await queryWriteStatus(b, name, bearer(TOKEN))).committed_size;
+      expect(await whileAborted(async () => writeRequests(b, chunkedRequests(name, content, { offset: await committedOnB() }), bearer(TOKEN)))).toBe(content.length);
       expect(sha256Hex((await readBytes(b, name, { metadata: bearer(TOKEN) })).data)).toBe(sha256Hex(content));
       await start('ingest-a');
       expect(sha256Hex((await readBytes(a, name, { metadata: bearer(TOKEN) })).data)).toBe(sha256Hex(content));
@@ -170,7 +186,7 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
       await first.catch(() => undefined);
       const resumeAt = await persisted();
       expect(resumeAt).toBeGreaterThanOrEqual(seenBeforeKill);
-      const done = await whileAborted(() => writeObject(b, gcsRequests(content, { first: { upload_id: uploadId }, offset: resumeAt }), bearer(TOKEN)));
+      const done = await whileAborted(async () => writeObject(b, gcsRequests(content, { first: { upload_id: uploadId }, offset: await persisted() }), bearer(TOKEN)));
       expect(done.resource?.size).toBe(content.length);
       expect(sha256Hex((await readObject(b, 'replicas', object, {}, bearer(TOKEN))).data)).toBe(sha256Hex(content));
       await start('ingest-a');
@@ -204,7 +220,11 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])('
       expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber))).status).toBe(200);
       expect((await b.add(started.uploadId, u.partNumber, md5Hex(part(u.partNumber)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     }
-    const done = (await b.complete(started.uploadId)).body as unknown as Status;
+    // complete waits for the assembly up to FERRY_MULTIPART_COMPLETE_WAIT_MS and answers 202 if it
+    // takes longer (a busy machine): the client completes again, as clients do
+    let completed = await b.complete(started.uploadId);
+    for (const deadline = Date.now() + WAIT_MS; completed.status === 202 && Date.now() < deadline; ) completed = await b.complete(started.uploadId);
+    const done = completed.body as unknown as Status;
     expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
     const url = await b.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`);
     expect(sha256Hex(Buffer.from(await (await fetch(String(url.body))).arrayBuffer()))).toBe(sha256Hex(content));

@@ -9,7 +9,7 @@ describe('assembler-worker on S3 storage (s3rver, real Redis and HTTP)', () => {
   beforeAll(async () => {
     s3 = await startTestS3('worker-bucket');
     h = await startWorker(s3.env);
-  }, 30_000);
+  });
 
   afterAll(async () => {
     await h?.close();

@@ -3,11 +3,11 @@ import type { FerryConfig } from '@ferry/config';
 import { REDIS, STORAGE } from '@ferry/core';
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { AssemblyQueue, MultipartStore, requestDigest } from '@ferry/multipart';
+import { AssemblyQueue, MultipartStore, MultipartUpload, requestDigest } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
-import { TempDir, md5Hex, patternBytes, sha256Hex } from '@ferry/testing';
-import { WorkerContext, WorkerHarness, itExpiresObjects, itRemovesIdleUploads, startWorker, until } from '../testing/worker.harness';
+import { TempDir, eventually, md5Hex, patternBytes, sha256Hex, waitFor } from '@ferry/testing';
+import { WorkerContext, WorkerHarness, afterExpiryRuns, itExpiresObjects, itRemovesIdleUploads, startWorker } from '../testing/worker.harness';
 
 describe('assembler-worker (real Redis, disk and HTTP)', () => {
   let h: WorkerHarness;
@@ -22,6 +22,19 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
   });
 
   const ctx: WorkerContext = () => h;
+
+  /**
+   * Makes a staging file look an hour old. An `orphan` (no upload owns it) may be swept already: the
+   * sweep takes one on its own 600 ms after its last write, and a busy machine gets there first.
+   */
+  function backdate(id: string, orphan = false): void {
+    const old = new Date(Date.now() - 3_600_000);
+    try {
+      utimesSync(join(data.path, 'staging', id), old, old);
+    } catch (err) {
+      if (!orphan || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
 
   afterAll(async () => {
     await h.close();
@@ -47,56 +60,69 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     const content = patternBytes(3 * 1024 * 1024 + 5, 3);
     const request = { fileName: 'w.bin', contentType: 'text/plain', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: 5 * 1024 * 1024 };
     await store.create('mp_worker1', 'dev', requestDigest(request), request);
-    const file = await storage.openStagingForParts('mp_worker1', content.length);
-    await file.write(content, 0);
-    await file.sync();
-    await file.close();
+    // the part is PUT as the multipart API does it: under its lease, renewing the upload's activity
+    // while the bytes are written (however long that takes, the upload never looks idle)
     const lease = await store.beginPart('mp_worker1', 1);
+    const renew = setInterval(() => void store.renewPart(lease), 200);
+    try {
+      const file = await storage.openStagingForParts('mp_worker1', content.length);
+      await file.write(content, 0);
+      await file.sync();
+      await file.close();
+    } finally {
+      clearInterval(renew);
+    }
     await store.endPart(lease, md5Hex(content));
     expect(await store.addPart('mp_worker1', 1, md5Hex(content))).toEqual({ ok: true });
     expect(await store.complete('mp_worker1')).toEqual({ state: 'ASSEMBLING' });
     const producer = createRedis(config.redis.url, 'producer');
     const queue = new AssemblyQueue(producer, app.get(RedisKeys).bullPrefix());
+    // read as it completes: a completed upload is idle from then on, and the job removes it 600 ms later
+    let done: MultipartUpload | undefined;
     try {
       await queue.ensure('mp_worker1');
       await queue.ensure('mp_worker1'); // idempotent
-      await until(async () => (await store.get('mp_worker1'))?.state === 'COMPLETED');
+      await waitFor('the assembly of mp_worker1 to complete', async () => (done = await store.get('mp_worker1'))?.state === 'COMPLETED');
     } finally {
       await queue.close();
       await producer.quit();
     }
-    const done = await store.get('mp_worker1');
     expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.stringMatching(/^\d+$/) });
     expect(await storage.blobSize(sha256Hex(content))).toBe(content.length);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
-    expect(metrics).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/);
+    // counted once the assembly job settles, a moment after the state changed
+    await eventually(async () => expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/));
   });
 
   it('expires idle multipart uploads with their staged parts and request entry, never one being written or assembled', async () => {
     const store = app.get(MultipartStore);
     const storage = app.get<Storage>(STORAGE);
     const request = { fileName: 'i.bin', contentType: 'x/y', contentMD5Hex: md5Hex('x'), fileSizeBytes: 10, partSizeBytes: 10 };
-    for (const id of ['mp_idle', 'mp_busy', 'mp_queued']) {
-      await store.create(id, 'dev', `${id}-request`, request);
-      const f = await storage.openStagingForParts(id, 10);
-      await f.close();
-    }
-    expect((await store.swapRequest('dev', 'mp_idle-request', '', 'mp_idle')).ok).toBe(true);
-    // completed by its client (every part acknowledged) and waiting for a worker, however long
-    await store.endPart(await store.beginPart('mp_queued', 1), md5Hex('x'));
-    expect(await store.addPart('mp_queued', 1, md5Hex('x'))).toEqual({ ok: true });
-    expect(await store.complete('mp_queued')).toEqual({ state: 'ASSEMBLING' });
+    // each upload that must stay takes its protected state as soon as it exists, before the job could
+    // find it idle: one with a part being PUT (the PUT renews its activity)...
+    await store.create('mp_busy', 'dev', 'mp_busy-request', request);
     const lease = await store.beginPart('mp_busy', 1);
-    // the staging file of the busy upload looks old: the orphan sweep must still leave it alone, and
-    // a snapshot of its parts (S3 assembly) too; a snapshot of an upload that is gone is swept
-    const snapshots = { live: MultipartStore.snapshotId('mp_busy'), orphan: MultipartStore.snapshotId('mp_gone') };
-    for (const id of Object.values(snapshots)) await (await storage.openStagingForParts(id, 10)).close();
-    const old = new Date(Date.now() - 3_600_000);
-    for (const id of ['mp_busy', ...Object.values(snapshots)]) utimesSync(join(data.path, 'staging', id), old, old);
     const renew = setInterval(() => void store.renewPart(lease), 200);
+    const snapshots = { live: MultipartStore.snapshotId('mp_busy'), orphan: MultipartStore.snapshotId('mp_gone') };
     try {
-      await until(async () => !(await store.exists('mp_idle')));
-      await new Promise((r) => setTimeout(r, 800));
+      // ...and one completed by its client (every part acknowledged) and waiting for a worker, however long
+      await store.create('mp_queued', 'dev', 'mp_queued-request', request);
+      await store.endPart(await store.beginPart('mp_queued', 1), md5Hex('x'));
+      expect(await store.addPart('mp_queued', 1, md5Hex('x'))).toEqual({ ok: true });
+      expect(await store.complete('mp_queued')).toEqual({ state: 'ASSEMBLING' });
+      // the idle one last: when it has gone idle, the two others have been idle candidates as long
+      await store.create('mp_idle', 'dev', 'mp_idle-request', request);
+      expect((await store.swapRequest('dev', 'mp_idle-request', '', 'mp_idle')).ok).toBe(true);
+      for (const id of ['mp_idle', 'mp_busy', 'mp_queued']) await (await storage.openStagingForParts(id, 10)).close();
+      // the staging file of the busy upload looks old: the orphan sweep must still leave it alone, and
+      // a snapshot of its parts (S3 assembly) too; a snapshot of an upload that is gone is swept
+      for (const id of Object.values(snapshots)) await (await storage.openStagingForParts(id, 10)).close();
+      for (const id of ['mp_busy', snapshots.live]) backdate(id);
+      backdate(snapshots.orphan, true);
+      // the job removes the upload (and its request entry), then its staged parts: wait for both
+      await waitFor('the idle upload and its staged parts to be removed', async () => !(await store.exists('mp_idle')) && (await storage.stagingSize('mp_idle')) === undefined);
+      await waitFor('the orphaned snapshot to be swept', async () => (await storage.stagingSize(snapshots.orphan)) === undefined);
+      // and the others stay through several more runs
+      await afterExpiryRuns(h, 3);
     } finally {
       clearInterval(renew);
     }
@@ -121,12 +147,14 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
   it('deletes an upload for forceRestart only while it is still UPLOADING (a complete elsewhere wins)', async () => {
     const store = app.get(MultipartStore);
     const request = { fileName: 'f.bin', contentType: 'x/y', contentMD5Hex: md5Hex('x'), fileSizeBytes: 10, partSizeBytes: 10 };
-    for (const id of ['mp_restart_a', 'mp_restart_b']) await store.create(id, 'dev', `${id}-request`, request);
+    // each upload is used as soon as it exists: an UPLOADING one left untouched goes idle after 600 ms
+    await store.create('mp_restart_b', 'dev', 'mp_restart_b-request', request);
     await store.endPart(await store.beginPart('mp_restart_b', 1), md5Hex('x'));
     await store.addPart('mp_restart_b', 1, md5Hex('x'));
     expect(await store.complete('mp_restart_b')).toEqual({ state: 'ASSEMBLING' });
     expect(await store.deleteIf('mp_restart_b', 'UPLOADING')).toBe(false);
     expect(await store.stateOf('mp_restart_b')).toBe('ASSEMBLING');
+    await store.create('mp_restart_a', 'dev', 'mp_restart_a-request', request);
     expect(await store.deleteIf('mp_restart_a', 'UPLOADING')).toBe(true);
     expect(await store.exists('mp_restart_a')).toBe(false);
   });
@@ -136,15 +164,18 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
   it('sweeps orphaned object-upload staging but not that of an upload still alive', async () => {
     const storage = app.get<Storage>(STORAGE);
     const redis = app.get<Redis>(REDIS);
+    // the upload records its staging as alive before the staging exists, as the object service does:
+    // a sweep at any moment of this setup sees it owned
+    await redis.set(app.get(RedisKeys).objectStaging('ob_live'), 'some/name', 'PX', 60_000);
     for (const id of ['ob_live', 'ob_dead']) {
       const f = await storage.openStaging(id, 0);
       await f.write(Buffer.from('bytes'), 0);
       await f.close();
-      const old = new Date(Date.now() - 3_600_000);
-      utimesSync(join(data.path, 'staging', id), old, old);
+      backdate(id, id === 'ob_dead');
     }
-    await redis.set(app.get(RedisKeys).objectStaging('ob_live'), 'some/name', 'PX', 60_000);
-    await until(async () => (await storage.stagingSize('ob_dead')) === undefined);
+    await waitFor('the orphaned staging ob_dead to be swept', async () => (await storage.stagingSize('ob_dead')) === undefined);
+    // a whole run begun since has examined the live one too (as old) and left it
+    await afterExpiryRuns(h);
     expect(await storage.stagingSize('ob_dead')).toBeUndefined();
     expect(await storage.stagingSize('ob_live')).toBe(5);
   });

@@ -16,7 +16,7 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
   beforeAll(async () => {
     s3 = await startTestS3('object-bucket');
     h = await startObjectApi(s3.env);
-  }, 30_000);
+  });
 
   afterAll(async () => {
     await h?.close();
@@ -86,5 +86,5 @@ describe('object-api on S3 storage (s3rver, real Redis and HTTP)', () => {
       const out = JSON.parse(stdout) as { uploadedSha256: string; downloadedSha256: string };
       expect(out.downloadedSha256).toBe(out.uploadedSha256);
     }
-  }, 30_000);
+  });
 });
