@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { ClientConfig } from '@ferry/config';
 import { PermissionDeniedError, UnauthenticatedError } from '@ferry/errors';
-import { HawkRequest, NonceStore, parseHawkHeader, verifyHawk } from './hawk';
+import { HawkRequest, NonceStore, parseBewit, parseHawkHeader, splitBewit, verifyBewit, verifyHawk } from './hawk';
 import { satisfiesScope } from './scopes';
+import { parseExt, restrictToAuthorizedScopes, verifyCertificate } from './temporary-credentials';
 
 export interface Principal {
   clientId: string;
@@ -34,16 +35,48 @@ export class Authenticator {
   }
 
   /**
-   * Authenticates an `Authorization` header that is either `Bearer <token>` or Hawk (sha256, what
-   * Taskcluster clients send) for the request `req`; nonces are remembered in `nonces`.
+   * Authenticates a request: its `Authorization` header, either `Bearer <token>` or Hawk (sha256,
+   * what Taskcluster clients send; nonces are remembered in `nonces`), or a Hawk bewit in its query
+   * (`?bewit=`, a signed GET URL). Hawk credentials may be temporary (a certificate in `ext`) and
+   * restricted (`authorizedScopes` in `ext`), as Taskcluster's.
    */
   async authenticate(header: string | undefined, req: HawkRequest, nonces: NonceStore, nowMs = Date.now()): Promise<Principal> {
+    const signedUrl = splitBewit(req.resource);
+    if (signedUrl) {
+      if (header) throw new UnauthenticatedError('a request is authenticated by a bewit or by an Authorization header, not both');
+      const bewit = parseBewit(signedUrl.bewit);
+      const { key, principal } = this.credentials(bewit.id, bewit.ext, nowMs);
+      verifyBewit(bewit, key, { ...req, resource: signedUrl.resource }, nowMs);
+      return principal;
+    }
     const hawk = header ? parseHawkHeader(header) : undefined;
     if (!hawk) return this.authenticateBearer(header);
-    const client = this.byId.get(hawk.id);
-    if (!client) throw new UnauthenticatedError('Hawk: unknown client');
-    await verifyHawk(hawk, client.key, req, nonces, nowMs);
-    return restrictByExt(client.principal, hawk.ext);
+    const { key, principal } = this.credentials(hawk.id, hawk.ext, nowMs);
+    await verifyHawk(hawk, key, req, nonces, nowMs);
+    return principal;
+  }
+
+  /**
+   * The key a Hawk request of `id` must be signed with, and who it then is: a configured client, or
+   * temporary credentials (ext.certificate) issued by one (the client `id` names, or for named
+   * temporary credentials the certificate's issuer); narrowed to ext.authorizedScopes when given.
+   */
+  private credentials(id: string, extText: string | undefined, nowMs: number): { key: string; principal: Principal } {
+    const ext = parseExt(extText);
+    const certificate = ext.certificate;
+    if (certificate?.issuer === id) throw new UnauthenticatedError('temporary credentials: ext.certificate.issuer must differ from the clientId they name');
+    const issuerId = certificate?.issuer ?? id;
+    const client = this.byId.get(issuerId);
+    if (!client) throw new UnauthenticatedError(certificate?.issuer !== undefined ? `temporary credentials: unknown issuer ${issuerId}` : 'Hawk: unknown client');
+    let key = client.key;
+    let principal = client.principal;
+    if (certificate) {
+      const temporary = verifyCertificate(certificate, id, { clientId: issuerId, accessToken: client.key, scopes: client.principal.scopes }, nowMs);
+      key = temporary.key;
+      principal = { clientId: id, scopes: temporary.scopes };
+    }
+    if (ext.authorizedScopes) principal = { clientId: principal.clientId, scopes: restrictToAuthorizedScopes(principal.clientId, principal.scopes, ext.authorizedScopes) };
+    return { key, principal };
   }
 
   /** Authenticates an `Authorization` header value (`Bearer <token>`); none: the anonymous principal, if configured. */
@@ -72,29 +105,4 @@ export class Authenticator {
       throw new PermissionDeniedError(`client ${principal.clientId} lacks scope ${required}`);
     }
   }
-}
-
-/**
- * Taskcluster clients send `ext` = base64(JSON) with optional `authorizedScopes` (the caller limits
- * itself to these; each must be covered by the client's own scopes) and `certificate` (temporary
- * credentials, which Ferry does not issue, so refuses).
- */
-function restrictByExt(principal: Principal, ext: string | undefined): Principal {
-  if (!ext) return principal;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(ext, 'base64').toString('utf8'));
-  } catch {
-    throw new UnauthenticatedError('Hawk: ext is not base64-encoded JSON');
-  }
-  if (typeof parsed !== 'object' || parsed === null) throw new UnauthenticatedError('Hawk: ext must be a JSON object');
-  const { certificate, authorizedScopes } = parsed as { certificate?: unknown; authorizedScopes?: unknown };
-  if (certificate !== undefined) throw new UnauthenticatedError('temporary credentials (ext.certificate) are not supported');
-  if (authorizedScopes === undefined) return principal;
-  if (!Array.isArray(authorizedScopes) || !authorizedScopes.every((x): x is string => typeof x === 'string')) {
-    throw new UnauthenticatedError('Hawk: ext.authorizedScopes must be an array of strings');
-  }
-  const beyond = authorizedScopes.find((scope) => !satisfiesScope(principal.scopes, scope));
-  if (beyond !== undefined) throw new UnauthenticatedError(`ext.authorizedScopes asks for ${beyond}, which client ${principal.clientId} does not have`);
-  return { clientId: principal.clientId, scopes: authorizedScopes };
 }

@@ -1,13 +1,17 @@
+import { parse as legacyParse } from 'node:url';
 import { UnauthenticatedError } from '@ferry/errors';
-import { hawkHeader } from '@ferry/testing';
+import { hawkBewit, hawkHeader } from '@ferry/testing';
 import { Authenticator } from './authenticator';
-import { HawkRequest, NonceStore, parseHawkHeader } from './hawk';
+import { HAWK_SKEW_SECONDS, HawkRequest, NonceStore, parseHawkHeader, signedTargets, splitBewit } from './hawk';
 
-/** Nonces in a Map: the Redis-backed store is tested with the apps. */
-function memoryNonces(): NonceStore {
+/** Nonces in a Map (with the lifetime each was claimed for): the Redis-backed store is tested with the apps. */
+function memoryNonces(): NonceStore & { ttls: number[] } {
   const seen = new Set<string>();
+  const ttls: number[] = [];
   return {
-    claim: async (key) => {
+    ttls,
+    claim: async (key, ttlSeconds) => {
+      ttls.push(ttlSeconds);
       if (seen.has(key)) return false;
       seen.add(key);
       return true;
@@ -39,6 +43,7 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     await fails(auth.authenticate(sign(), { ...req, host: 'evil.example' }, nonces), /bad mac/);
     await fails(auth.authenticate(sign(), { ...req, port: 80 }, nonces), /bad mac/);
     await fails(auth.authenticate(sign({ ts: Math.floor(Date.now() / 1000) - 3600 }), req, nonces), /stale timestamp/);
+    await fails(auth.authenticate(sign({ ts: Math.floor(Date.now() / 1000) + HAWK_SKEW_SECONDS + 60 }), req, nonces), /stale timestamp/);
     const once = sign();
     await auth.authenticate(once, req, nonces);
     await fails(auth.authenticate(once, req, nonces), /replayed/);
@@ -46,14 +51,75 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     await fails(auth.authenticate(unknown, req, nonces), UnauthenticatedError as never);
   });
 
-  it('honours Taskcluster authorizedScopes in ext and refuses temporary credentials', async () => {
+  it('accepts timestamps within Taskcluster\'s 15 minutes of skew, and remembers each nonce exactly while its timestamp is acceptable', async () => {
+    const nonces = memoryNonces();
+    const now = Date.now();
+    const nowS = Math.floor(now / 1000);
+    for (const ts of [nowS - HAWK_SKEW_SECONDS + 5, nowS, nowS + HAWK_SKEW_SECONDS - 5]) {
+      expect((await auth.authenticate(sign({ ts }), req, nonces, now)).clientId).toBe('tc-client');
+    }
+    // a request is acceptable until ts + skew: its nonce lives that long (a second more), not longer
+    expect(nonces.ttls).toEqual([6, HAWK_SKEW_SECONDS + 1, 2 * HAWK_SKEW_SECONDS - 4].map((ttl) => expect.closeTo(ttl, 0)));
+  });
+
+  it('honours Taskcluster authorizedScopes in ext', async () => {
     const nonces = memoryNonces();
     const ext = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64');
     const narrowed = await auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:upload:proj/a:*'] }) }), req, nonces);
     expect(narrowed.scopes).toEqual(['object:upload:proj/a:*']);
-    await expect(auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:download:x'] }) }), req, nonces)).rejects.toThrow(/does not have/);
-    await expect(auth.authenticate(sign({ ext: ext({ certificate: {} }) }), req, nonces)).rejects.toThrow(/temporary credentials/);
+    await expect(auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:download:x'] }) }), req, nonces)).rejects.toThrow(/asks for object:download:x, which the credentials of tc-client do not have/);
+    await expect(auth.authenticate(sign({ ext: ext({ certificate: {} }) }), req, nonces)).rejects.toThrow(/certificate\.version must be 1/);
     await expect(auth.authenticate(sign({ ext: ext('text') }), req, nonces)).rejects.toThrow(/JSON object/);
+  });
+
+  it('verifies a MAC over the target as the hawk client signed it, for names of every printable ASCII character', async () => {
+    // taskcluster-client encodes a name with encodeURIComponent, the hawk client signs
+    // url.parse(url).pathname (legacy parser), got sends the WHATWG URL's path
+    let all = '';
+    for (let c = 0x20; c <= 0x7e; c++) all += String.fromCharCode(c);
+    const names = [all, "it's", "a'b'c", 'dir/my file (1).txt', 'a+b&c=d;e,f', '%25#?!*~'];
+    const nonces = memoryNonces();
+    for (const name of names) {
+      const signedUrl = `http://127.0.0.1:8080/api/object/v1/metadata/${encodeURIComponent(name)}`;
+      const sent = new URL(signedUrl).pathname;
+      const header = hawkHeader(signedUrl, 'GET', 'tc-client', 'tc-access-token');
+      expect((await auth.authenticate(header, { method: 'GET', resource: sent, host: '127.0.0.1', port: 8080 }, nonces)).clientId).toBe('tc-client');
+    }
+    // the legacy form of any target: what url.parse makes of it
+    for (let c = 0x20; c <= 0x7e; c++) {
+      const ch = String.fromCharCode(c);
+      if (ch === '#' || ch === '?') continue;
+      const target = `/a${ch}b?q${ch}r`;
+      const legacy = legacyParse(`http://h${target}`);
+      expect(signedTargets(target)).toContain(`${legacy.pathname}${legacy.search}`);
+    }
+    expect(signedTargets('/plain/%27')).toEqual(['/plain/%27']);
+  });
+
+  it('accepts bewits as the hawk client makes them, until they expire, for the URL they sign only', async () => {
+    const getUrl = 'http://127.0.0.1:8080/api/object/v1/download/some%20name';
+    const target = '/api/object/v1/download/some%20name';
+    const get = (resource: string, method = 'GET', header?: string) => auth.authenticate(header, { method, resource, host: '127.0.0.1', port: 8080 }, memoryNonces());
+    const bewit = hawkBewit(getUrl, 'tc-client', 'tc-access-token', { ttlSec: 60 });
+    expect((await get(`${target}?bewit=${bewit}`)).clientId).toBe('tc-client');
+    expect((await get(`${target}?bewit=${bewit}`, 'HEAD')).clientId).toBe('tc-client');
+    // used again: a bewit is a link, good until it expires
+    expect((await get(`${target}?bewit=${bewit}`)).clientId).toBe('tc-client');
+    await expect(get(`${target}?bewit=${hawkBewit(getUrl, 'tc-client', 'tc-access-token', { ttlSec: 60, clockOffsetMs: -120_000 })}`)).rejects.toThrow(/bewit: expired at/);
+    await expect(get(`/api/object/v1/download/other?bewit=${bewit}`)).rejects.toThrow(/bewit: bad mac/);
+    await expect(get(`${target}?bewit=${bewit.slice(0, -2)}`)).rejects.toThrow(/bewit/);
+    await expect(get(`${target}?bewit=${hawkBewit(getUrl, 'tc-client', 'wrong', { ttlSec: 60 })}`)).rejects.toThrow(/bewit: bad mac/);
+    await expect(get(`${target}?bewit=${bewit}`, 'PUT')).rejects.toThrow(/only GET and HEAD/);
+    await expect(get(`${target}?bewit=${bewit}`, 'GET', 'Bearer tc-access-token')).rejects.toThrow(/not both/);
+    await expect(get(`${target}?bewit=`)).rejects.toThrow(/bewit: empty/);
+    await expect(get(`${target}?bewit=${bewit}&bewit=${bewit}`)).rejects.toThrow(/more than one/);
+    // other query parameters are signed with the URL
+    const withQuery = hawkBewit(`${getUrl}?a=1`, 'tc-client', 'tc-access-token', { ttlSec: 60 });
+    expect((await get(`${target}?a=1&bewit=${withQuery}`)).clientId).toBe('tc-client');
+    await expect(get(`${target}?a=2&bewit=${withQuery}`)).rejects.toThrow(/bad mac/);
+    expect(splitBewit('/p?a=1&bewit=X&b=2')).toEqual({ bewit: 'X', resource: '/p?a=1&b=2' });
+    expect(splitBewit('/p?&bewit=X')).toEqual({ bewit: 'X', resource: '/p?' });
+    expect(splitBewit('/p?bewitness=1')).toBeUndefined();
   });
 
   it('parses strictly', () => {

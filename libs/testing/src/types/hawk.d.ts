@@ -6,5 +6,9 @@ declare module 'hawk' {
       method: string,
       options: { credentials: { id: string; key: string; algorithm: 'sha256' | 'sha1' }; ext?: string; timestamp?: number },
     ): { header: string };
+    getBewit(
+      uri: string,
+      options: { credentials: { id: string; key: string; algorithm: 'sha256' | 'sha1' }; ttlSec: number; ext?: string; localtimeOffsetMsec?: number },
+    ): string;
   };
 }
