@@ -1,14 +1,23 @@
-import { Controller, Get, HttpCode, Inject, Param, Post, Put, Req, Res } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Injectable, Param, PipeTransform, Post, Put, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { Authenticator } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
 import { publicBaseUrl } from '@ferry/http';
-import { ObjectService } from '@ferry/objects';
+import { ObjectService, assertObjectName } from '@ferry/objects';
 import { RedisNonceStore } from '@ferry/redis';
 import { HawkEndpoint, hawkEndpointOf, principalOf } from './principal';
 
 const started = Date.now();
+
+/** The `name` path parameter, checked before the caller is authenticated, as Taskcluster checks its URL parameters (400 InvalidRequestArguments). */
+@Injectable()
+class ObjectName implements PipeTransform<string, string> {
+  transform(name: string): string {
+    assertObjectName(name);
+    return name;
+  }
+}
 
 /** The Taskcluster object API, `/api/object/v1` (PROTOCOLS.md section 5). */
 @Controller('api/object/v1')
@@ -30,29 +39,29 @@ export class ObjectController {
   }
 
   @Put('upload/:name')
-  async createUpload(@Req() req: Request, @Param('name') name: string) {
+  async createUpload(@Req() req: Request, @Param('name', ObjectName) name: string) {
     const principal = await this.principal(req);
     return this.objects.createUpload(principal, name, req.body, this.base(req));
   }
 
   @Post('finish-upload/:name')
   @HttpCode(200)
-  async finishUpload(@Req() req: Request, @Param('name') name: string) {
+  async finishUpload(@Req() req: Request, @Param('name', ObjectName) name: string) {
     return this.objects.finishUpload(await this.principal(req), name, req.body);
   }
 
   @Put('start-download/:name')
-  async startDownload(@Req() req: Request, @Param('name') name: string) {
+  async startDownload(@Req() req: Request, @Param('name', ObjectName) name: string) {
     return this.objects.startDownload(await this.principal(req), name, req.body, this.base(req));
   }
 
   @Get('metadata/:name')
-  async metadata(@Req() req: Request, @Param('name') name: string) {
+  async metadata(@Req() req: Request, @Param('name', ObjectName) name: string) {
     return this.objects.metadata(await this.principal(req), name);
   }
 
   @Get('download/:name')
-  async download(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
+  async download(@Req() req: Request, @Res() res: Response, @Param('name', ObjectName) name: string): Promise<void> {
     const url = await this.objects.downloadUrl(await this.principal(req), name, this.base(req));
     res.redirect(303, url);
   }

@@ -1,6 +1,6 @@
 import type { FerryErrorCode } from '@ferry/errors';
 import type { ErrorRenderer } from '@ferry/http';
-import { NoMatchingMethodError } from '@ferry/objects';
+import { InputError, InvalidRequestArgumentsError, NoMatchingMethodError } from '@ferry/objects';
 
 /** Taskcluster's error codes for Ferry's domain errors (the object API speaks Taskcluster). */
 const TC_CODES: Record<FerryErrorCode, [code: string, status: number]> = {
@@ -20,9 +20,17 @@ const TC_CODES: Record<FerryErrorCode, [code: string, status: number]> = {
   INTERNAL: ['InternalServerError', 500],
 };
 
+/** Errors of the object service that have a Taskcluster code of their own (else: by FerryErrorCode). */
+const TC_CLASSES: [errorClass: abstract new (...args: never[]) => Error, code: string, status: number][] = [
+  [NoMatchingMethodError, 'NoMatchingMethod', 406],
+  [InvalidRequestArgumentsError, 'InvalidRequestArguments', 400],
+  [InputError, 'InputError', 400],
+];
+
 /** `{code, message}` in Taskcluster's vocabulary, for every route of object-api. */
 export const taskclusterErrorBody: ErrorRenderer = (e) => {
-  if (e.error instanceof NoMatchingMethodError) return { status: 406, body: { code: 'NoMatchingMethod', message: e.message } };
+  const own = TC_CLASSES.find(([errorClass]) => e.error instanceof errorClass);
+  if (own) return { status: own[2], body: { code: own[1], message: e.message } };
   const [code, status] = TC_CODES[e.code];
   return { status, body: { code, message: e.message } };
 };

@@ -1,4 +1,5 @@
-import { assertObjectName, mergeHashes, parseCreateUpload } from './model';
+import { InvalidArgumentError } from '@ferry/errors';
+import { DATA_INLINE_MAX_BYTES, InvalidRequestArgumentsError, assertObjectName, mergeHashes, parseCreateUpload } from './model';
 
 describe('object API model', () => {
   const v4 = Buffer.from('0123456789ab4def8123456789abcdef', 'hex').toString('base64url');
@@ -18,8 +19,30 @@ describe('object API model', () => {
     expect(mergeHashes({ sha256: 'a' }, { sha256: 'c' }).conflict).toBe('sha256');
   });
 
-  it('takes printable ASCII names of 1 to 1024 characters', () => {
+  it('takes printable ASCII names of 1 to 1024 characters; others are Taskcluster\'s InvalidRequestArguments', () => {
     expect(() => assertObjectName('a b/c!~')).not.toThrow();
-    for (const bad of ['', 'tab\there', 'é', 'x'.repeat(1025), 'nul\u0000']) expect(() => assertObjectName(bad)).toThrow(/printable ASCII/);
+    for (const bad of ['', 'tab\there', 'é', 'x'.repeat(1025), 'nul\u0000']) {
+      expect(() => assertObjectName(bad)).toThrow(/printable ASCII/);
+      expect(() => assertObjectName(bad)).toThrow(InvalidRequestArgumentsError);
+    }
+  });
+
+  it('refuses dataInline past 8 KiB decoded, padded or not (a schema violation: InputValidationError)', () => {
+    const inline = (bytes: Buffer, unpadded = false) => {
+      const objectData = bytes.toString('base64');
+      return { ...create, proposedUploadMethods: { dataInline: { contentType: 'x/y', objectData: unpadded ? objectData.replace(/=+$/, '') : objectData } } };
+    };
+    for (const size of [0, 1, 2, DATA_INLINE_MAX_BYTES - 1, DATA_INLINE_MAX_BYTES]) {
+      expect(() => parseCreateUpload(inline(Buffer.alloc(size)))).not.toThrow();
+      expect(() => parseCreateUpload(inline(Buffer.alloc(size), true))).not.toThrow();
+    }
+    for (const size of [DATA_INLINE_MAX_BYTES + 1, DATA_INLINE_MAX_BYTES + 2, DATA_INLINE_MAX_BYTES + 3, 100_000]) {
+      for (const unpadded of [false, true]) {
+        const parse = () => parseCreateUpload(inline(Buffer.alloc(size), unpadded));
+        expect(parse).toThrow(new RegExp(`dataInline.objectData: decodes to ${size} bytes; at most 8192`));
+        expect(parse).toThrow(InvalidArgumentError);
+        expect(parse).not.toThrow(InvalidRequestArgumentsError);
+      }
+    }
   });
 });

@@ -43,8 +43,15 @@ export interface ObjectMetadata {
   hashes: Hashes;
 }
 
-/** The Taskcluster object service's codes; the HTTP app maps these errors by class. */
+/**
+ * The Taskcluster object service's codes; the HTTP app maps these errors by class. A body that
+ * violates the schema is a plain InvalidArgumentError (Taskcluster's InputValidationError).
+ */
 export class NoMatchingMethodError extends InvalidArgumentError {}
+/** A path parameter (the object name) violates its pattern: Taskcluster's InvalidRequestArguments (400). */
+export class InvalidRequestArgumentsError extends InvalidArgumentError {}
+/** A valid body that does not agree with the server's state (another projectId, other hashes than the data's): Taskcluster's InputError (400). */
+export class InputError extends InvalidArgumentError {}
 
 /** Content types end up in a response header: printable ASCII only. */
 const contentType = z.string().max(255).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII');
@@ -70,7 +77,18 @@ const createSchema = z
     hashes: hashes.optional(),
     proposedUploadMethods: z
       .object({
-        dataInline: z.object({ contentType, objectData: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64') }).strict().optional(),
+        dataInline: z
+          .object({
+            contentType,
+            objectData: z
+              .string()
+              .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64')
+              .refine((data) => base64DecodedLength(data) <= DATA_INLINE_MAX_BYTES, (data) => ({
+                message: `decodes to ${base64DecodedLength(data)} bytes; at most ${DATA_INLINE_MAX_BYTES} (8 KiB) can be sent inline (propose putUrl for more)`,
+              })),
+          })
+          .strict()
+          .optional(),
         putUrl: z.object({ contentType, contentLength: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict().optional(),
       })
       .strict(),
@@ -95,11 +113,17 @@ export const parseFinishUpload = (body: unknown): FinishUploadRequest => parse(f
 export const parseStartDownload = (body: unknown): { acceptDownloadMethods: { simple?: true; getUrl?: true } } =>
   parse(downloadSchema, body, 'invalid startDownload request');
 
-/** Object names: printable ASCII (0x20-0x7e), 1 to 1024 characters. */
+/** Object names: printable ASCII (0x20-0x7e), 1 to 1024 characters. InvalidRequestArgumentsError otherwise. */
 export function assertObjectName(name: string): void {
   if (!/^[\x20-\x7e]{1,1024}$/.test(name)) {
-    throw new InvalidArgumentError('object names are 1 to 1024 printable ASCII characters (0x20-0x7e)');
+    throw new InvalidRequestArgumentsError(`URL parameter 'name' given as ${JSON.stringify(name)} must be 1 to 1024 printable ASCII characters (0x20-0x7e)`);
   }
+}
+
+/** The number of bytes a base64 string (padded or not) decodes to. */
+function base64DecodedLength(data: string): number {
+  const padding = data.endsWith('==') ? 2 : data.endsWith('=') ? 1 : 0;
+  return Math.floor((data.length * 3) / 4) - padding;
 }
 
 /** Merges newly declared hashes into known ones; a different value for a known algorithm is a conflict. */

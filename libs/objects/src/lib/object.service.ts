@@ -10,9 +10,9 @@ import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/
 import type { HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
-  DATA_INLINE_MAX_BYTES,
   DownloadResponse,
   Hashes,
+  InputError,
   NoMatchingMethodError,
   ObjectMetadata,
   UploadMethod,
@@ -216,9 +216,9 @@ export class ObjectService {
     let uploadMethod: UploadMethod = {};
     const inline = req.proposedUploadMethods.dataInline;
     const put = req.proposedUploadMethods.putUrl;
-    const inlineBytes = inline ? Buffer.from(inline.objectData, 'base64') : undefined;
-    if (inline && inlineBytes && inlineBytes.length <= DATA_INLINE_MAX_BYTES) {
-      await this.store(upload, inlineBytes, inline.contentType);
+    if (inline) {
+      // (its size was validated with the body: at most DATA_INLINE_MAX_BYTES)
+      await this.store(upload, Buffer.from(inline.objectData, 'base64'), inline.contentType);
       uploadMethod = { dataInline: true };
     } else if (put && this.storage.direct && put.contentLength <= this.storage.direct.maxPartBytes) {
       uploadMethod = { putUrl: await this.directPutUrl(upload, put) };
@@ -328,7 +328,7 @@ export class ObjectService {
     for (let attempt = 0; ; attempt++) {
       const upload = await this.pending(name);
       if (!upload) return this.finishedAlready(name, req.projectId, req.hashes);
-      if (upload.projectId !== req.projectId) throw new InvalidArgumentError('projectId does not match the upload');
+      if (upload.projectId !== req.projectId) throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${req.projectId}`);
       if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
       const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
       if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
@@ -345,7 +345,7 @@ export class ObjectService {
   private async finishedAlready(name: string, projectId: string, hashes: Hashes | undefined): Promise<Record<string, never>> {
     const object = await this.liveObject(name);
     if (!object) throw new NotFoundError(`no object or upload named ${JSON.stringify(name)}`);
-    if (object.project !== projectId) throw new InvalidArgumentError('projectId does not match the object');
+    if (object.project !== projectId) throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${projectId}`);
     const known: Hashes = { sha256: object.sha256, ...(object.sha512 ? { sha512: object.sha512 } : {}) };
     if (mergeHashes(known, hashes).conflict) throw new AlreadyExistsError('the object is finished with different hashes');
     return {};
@@ -389,7 +389,7 @@ export class ObjectService {
       }
       for (const algo of ['sha256', 'sha512'] as const) {
         if (declared[algo] !== undefined && declared[algo] !== data[algo]) {
-          throw new InvalidArgumentError(`the uploaded data's ${algo} is ${data[algo]}, not the declared ${declared[algo]}; nothing was published`);
+          throw new InputError(`the uploaded data's ${algo} is ${data[algo]}, not the declared ${declared[algo]}; nothing was published`);
         }
       }
       keeper.check(); // last point where giving up leaves the staged bytes as they were
