@@ -61,7 +61,10 @@ describe('object-api (real HTTP, Redis and disk)', () => {
 
   it('answers ping and the Dockerflow endpoints', async () => {
     expect((await call('GET', '/ping', undefined, null)).body).toMatchObject({ alive: true, uptime: expect.any(Number) });
-    for (const p of ['__heartbeat__', '__lbheartbeat__', '__version__']) expect((await fetch(`${h.base}/${p}`)).status).toBe(200);
+    for (const p of ['__heartbeat__', '__lbheartbeat__', '__version__']) {
+      expect((await fetch(`${h.base}/${p}`)).status).toBe(200);
+      expect((await fetch(`${h.base}/api/object/v1/${p}`)).status).toBe(200);
+    }
   });
 
   it('stores a small object inline, finishes it with its hashes, and serves metadata, getUrl, simple and download', async () => {
@@ -440,7 +443,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       'get /api/object/v1/ping', 'put /api/object/v1/upload/{name}', 'post /api/object/v1/finish-upload/{name}',
       'put /api/object/v1/start-download/{name}', 'get /api/object/v1/metadata/{name}', 'get /api/object/v1/download/{name}',
       'put /data/uploads/{uploadId}/{name}', 'get /data/objects/{name}', 'get /__heartbeat__', 'get /__lbheartbeat__',
-      'get /__version__', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
+      'get /__version__', 'get /api/object/v1/__heartbeat__', 'get /api/object/v1/__lbheartbeat__', 'get /api/object/v1/__version__', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
     ];
     const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters').map((m) => `${m} ${path}`));
     expect(documented.sort()).toEqual(served.sort());

@@ -22,6 +22,16 @@ const open = (operationId: string, summary: string, response: object) => ({ oper
 const binary = (description: string) => ({ description, content: { '*/*': { schema: schema('Binary') } } });
 const header = (name: string) => ({ $ref: `#/components/headers/${name}` });
 const objectHeaders = { 'Accept-Ranges': header('AcceptRanges'), ETag: header('ETag'), 'Content-Type': header('ContentType') };
+/** The Dockerflow heartbeat: 200 when Redis and storage answer, else 503 saying which. */
+const heartbeat = (operationId: string) => ({
+  operationId,
+  summary: 'Dockerflow heartbeat: checks Redis and storage',
+  security: [],
+  responses: {
+    '200': jsonContent('Redis and storage answer.', 'Dependencies'),
+    '503': jsonContent('A dependency does not answer (ServiceUnavailable, with the state of each).', 'DependencyFailure'),
+  },
+});
 const hex = (n: number, algo: string) => ({ type: 'string', pattern: `^[0-9a-f]{${n}}$`, description: `${algo} of the content, ${n} lowercase hex digits.` });
 
 export const OBJECT_OPENAPI = {
@@ -36,7 +46,8 @@ export const OBJECT_OPENAPI = {
       '3) finishUpload with the hashes: the object becomes immutable and downloadable. Downloads negotiate getUrl (a signed ' +
       'URL plus the hashes to verify) or simple (a signed URL); GET /download/{name} redirects to the bytes. ' +
       'Errors are Taskcluster\'s `{code, message}`. Unfinished uploads expire one day after their first createUpload; ' +
-      'objects are gone once their expires has passed.',
+      'objects are gone once their expires has passed. Authentication: Hawk (permanent or Taskcluster temporary credentials, ' +
+      'optionally narrowed by authorizedScopes), a Hawk bewit in the query of the GET routes (metadata, download), or a bearer token.',
   },
   security: [{ hawk: [] }, { bearer: [] }],
   paths: {
@@ -49,11 +60,11 @@ export const OBJECT_OPENAPI = {
         description:
           'Needs scope `object:upload:<projectId>:<name>`. Idempotent while the upload is unfinished if projectId, uploadId ' +
           'and expires match; calling it again renews the putUrl. The server chooses dataInline when proposed and the data ' +
-          'is at most 8 KiB decoded, else putUrl when proposed, else nothing (`uploadMethod: {}`, not an error).',
+          '(at most 8 KiB decoded: more is a 400), else putUrl when proposed, else nothing (`uploadMethod: {}`, not an error).',
         requestBody: body('CreateUploadRequest'),
         responses: {
           '200': jsonContent('The upload, with the chosen upload method.', 'CreateUploadResponse'),
-          '400': err('InputValidationError', 'Invalid name or body.'),
+          '400': err('InputValidationError', 'Invalid body (dataInline past 8 KiB decoded included), or (InvalidRequestArguments) an invalid name.'),
           '403': err('InsufficientScopes', 'Missing scope object:upload:<projectId>:<name>.'),
           '409': err(
             'RequestConflict',
@@ -76,7 +87,11 @@ export const OBJECT_OPENAPI = {
         requestBody: body('FinishUploadRequest'),
         responses: {
           '200': jsonContent('Finished (an empty object).', 'Empty'),
-          '400': err('InputValidationError', 'Invalid name or body, projectId differs from the upload\'s, or the data\'s hashes differ from the declared ones (nothing is published).'),
+          '400': err(
+            'InputValidationError',
+            'Invalid body; (InvalidRequestArguments) an invalid name; (InputError) projectId differs from the upload\'s, or the data\'s ' +
+              'hashes differ from the declared ones (nothing is published).',
+          ),
           '403': err('InsufficientScopes', 'Missing scope object:upload:<projectId>:<name>.'),
           '404': err('ResourceNotFound', 'No object or upload of this name.'),
           '409': err('RequestConflict', 'uploadId differs from the upload in progress, no data was uploaded yet, or a hash differs from a known one.'),
@@ -93,7 +108,7 @@ export const OBJECT_OPENAPI = {
         requestBody: body('StartDownloadRequest'),
         responses: {
           '200': jsonContent('The chosen download method.', 'DownloadResponse'),
-          '400': err('InputValidationError', 'Invalid name or body.'),
+          '400': err('InputValidationError', 'Invalid body, or (InvalidRequestArguments) an invalid name.'),
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name (unknown, unfinished or expired).'),
           '406': err('NoMatchingMethod', 'None of the accepted download methods is offered (getUrl, simple).'),
@@ -106,10 +121,11 @@ export const OBJECT_OPENAPI = {
       get: {
         operationId: 'objectMetadata',
         summary: 'An object\'s metadata',
-        description: 'Needs scope `object:download:<name>`.',
+        description: 'Needs scope `object:download:<name>`. A bewit URL (buildSignedUrl) authenticates it too.',
+        parameters: [param('bewit')],
         responses: {
           '200': jsonContent('The object\'s project, expiry and hashes.', 'ObjectMetadata'),
-          '400': err('InputValidationError', 'Invalid name.'),
+          '400': err('InvalidRequestArguments', 'Invalid name.'),
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name.'),
           ...authErrors,
@@ -121,13 +137,16 @@ export const OBJECT_OPENAPI = {
       get: {
         operationId: 'downloadObject',
         summary: 'Redirect to an object\'s bytes',
-        description: 'Needs scope `object:download:<name>`.',
+        description:
+          'Needs scope `object:download:<name>`. A bewit URL (buildSignedUrl: what curl, wget and browsers are handed) ' +
+          'authenticates it too; the redirect is signed on its own, so following it needs no credentials.',
+        parameters: [param('bewit')],
         responses: {
           '303': {
             description: 'See the signed data-plane URL of the bytes.',
             headers: { Location: { description: 'The signed GET URL (/data/objects/{name}?...).', schema: { type: 'string', format: 'uri' } } },
           },
-          '400': err('InputValidationError', 'Invalid name.'),
+          '400': err('InvalidRequestArguments', 'Invalid name.'),
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name.'),
           ...authErrors,
@@ -180,9 +199,16 @@ export const OBJECT_OPENAPI = {
         },
       },
     },
-    '/__heartbeat__': { get: open('heartbeat', 'Dockerflow heartbeat', jsonContent('Healthy.', 'Empty')) },
+    '/__heartbeat__': { get: heartbeat('heartbeat') },
     '/__lbheartbeat__': { get: open('lbheartbeat', 'Dockerflow load-balancer heartbeat', jsonContent('Alive.', 'Empty')) },
     '/__version__': { get: open('version', 'Dockerflow version', jsonContent('The running version.', 'Version')) },
+    '/api/object/v1/__heartbeat__': { get: heartbeat('apiHeartbeat') },
+    '/api/object/v1/__lbheartbeat__': {
+      get: open('apiLbheartbeat', 'Dockerflow load-balancer heartbeat (where Taskcluster\'s API reference declares it)', jsonContent('Alive.', 'Empty')),
+    },
+    '/api/object/v1/__version__': {
+      get: open('apiVersion', 'Dockerflow version (where Taskcluster\'s API reference declares it)', jsonContent('The running version.', 'Version')),
+    },
     '/healthz': { get: open('healthz', 'Liveness', jsonContent('The process is alive.', 'Health')) },
     '/readyz': {
       get: {
@@ -211,7 +237,8 @@ export const OBJECT_OPENAPI = {
         type: 'http', scheme: 'Hawk',
         description:
           'Taskcluster credentials as Taskcluster clients send them: `Authorization: Hawk id="<clientId>", ts="...", ' +
-          'nonce="...", mac="..."` with a sha256 MAC (timestamps within 60 s; nonces are not reusable).',
+          'nonce="...", mac="..."` with a sha256 MAC (timestamps within 15 minutes, as Taskcluster; nonces are not reusable). ' +
+          '`ext` may carry a temporary-credentials certificate and authorizedScopes, as Taskcluster\'s.',
       },
       bearer: { type: 'http', scheme: 'bearer' },
     },
@@ -227,6 +254,13 @@ export const OBJECT_OPENAPI = {
         schema: { type: 'string', minLength: 1, maxLength: 1024, pattern: '^[\\x20-\\x7e]{1,1024}$' },
       },
       uploadId: { name: 'uploadId', in: 'path', required: true, schema: schema('UploadId') },
+      bewit: {
+        name: 'bewit', in: 'query', required: false,
+        description:
+          'A Hawk bewit (base64url of `id\\exp\\mac\\ext`, made by a client\'s buildSignedUrl): authenticates the GET instead of an ' +
+          'Authorization header, until exp. Its MAC covers the URL without the bewit parameter.',
+        schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+      },
       ...SIGNED_URL_PARAMETERS,
     },
     headers: {
@@ -235,7 +269,8 @@ export const OBJECT_OPENAPI = {
       ContentType: { description: 'The object\'s contentType (application/binary if none was given).', schema: { type: 'string' } },
     },
     responses: {
-      InputValidationError: jsonContent('InputValidationError: the request is invalid.', 'Error'),
+      InputValidationError: jsonContent('InputValidationError: the body is invalid (schema).', 'Error'),
+      InvalidRequestArguments: jsonContent('InvalidRequestArguments: a path parameter (the name) is invalid.', 'Error'),
       AuthenticationFailed: jsonContent('AuthenticationFailed: missing, malformed or invalid Hawk or bearer credentials.', 'Error'),
       InsufficientScopes: jsonContent('InsufficientScopes: the caller lacks a required scope.', 'Error'),
       ResourceNotFound: jsonContent('ResourceNotFound: no such resource.', 'Error'),
@@ -258,6 +293,17 @@ export const OBJECT_OPENAPI = {
         properties: { source: { type: 'string' }, version: { type: 'string' }, commit: { type: 'string' }, build: { type: 'string' } },
       },
       Health: { type: 'object', required: ['status'], properties: { status: { type: 'string', const: 'ok' } } },
+      Dependencies: {
+        type: 'object', required: ['redis', 'storage'],
+        properties: { redis: { type: 'string', enum: ['ok', 'unavailable'] }, storage: { type: 'string', enum: ['ok', 'unavailable'] } },
+      },
+      DependencyFailure: {
+        type: 'object', required: ['code', 'message', 'redis', 'storage'],
+        properties: {
+          code: { type: 'string', const: 'ServiceUnavailable' }, message: { type: 'string' },
+          redis: { type: 'string', enum: ['ok', 'unavailable'] }, storage: { type: 'string', enum: ['ok', 'unavailable'] },
+        },
+      },
       Readiness: {
         type: 'object', required: ['status', 'redis', 'storage'],
         properties: { status: { type: 'string' }, redis: { type: 'string' }, storage: { type: 'string' } },
@@ -299,8 +345,8 @@ export const OBJECT_OPENAPI = {
                 properties: {
                   contentType: { type: 'string', maxLength: 255 },
                   objectData: {
-                    type: 'string', contentEncoding: 'base64', pattern: '^[A-Za-z0-9+/]*={0,2}$',
-                    description: 'The bytes, base64; chosen only if at most 8 KiB (8192 bytes) decoded.',
+                    type: 'string', contentEncoding: 'base64', pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: 10924,
+                    description: 'The bytes, base64: at most 8 KiB (8192 bytes) decoded, else the request is refused (400 InputValidationError).',
                   },
                 },
               },
@@ -394,11 +440,12 @@ export const OBJECT_OPENAPI = {
           code: {
             type: 'string',
             enum: [
-              'InputValidationError', 'AuthenticationFailed', 'InsufficientScopes', 'ResourceNotFound', 'NoMatchingMethod',
-              'RequestConflict', 'RangeNotSatisfiable', 'InternalServerError', 'ServiceUnavailable',
+              'InputValidationError', 'InvalidRequestArguments', 'InputError', 'AuthenticationFailed', 'InsufficientScopes',
+              'ResourceNotFound', 'NoMatchingMethod', 'RequestConflict', 'RangeNotSatisfiable', 'InternalServerError', 'ServiceUnavailable',
             ],
             description:
-              'InputValidationError 400, AuthenticationFailed 401, InsufficientScopes 403, ResourceNotFound 404, ' +
+              'InputValidationError 400 (body), InvalidRequestArguments 400 (name), InputError 400 (body against state), ' +
+              'AuthenticationFailed 401, InsufficientScopes 403, ResourceNotFound 404, ' +
               'NoMatchingMethod 406, RequestConflict 409, RangeNotSatisfiable 416, InternalServerError 500, ServiceUnavailable 503.',
           },
           message: { type: 'string' },

@@ -7,6 +7,20 @@ import { REDIS, STORAGE } from './tokens';
 
 let defaultMetrics = false;
 
+/** Whether each dependency every app needs answers: Redis (PING) and storage (a probe write). */
+export interface DependencyChecks {
+  ready: boolean;
+  redis: 'ok' | 'unavailable';
+  storage: 'ok' | 'unavailable';
+}
+
+/** Checks Redis and storage, for /readyz and for the protocols' own health routes (Dockerflow's /__heartbeat__). */
+export async function checkDependencies(redis: Redis, storage: Storage): Promise<DependencyChecks> {
+  const checks = await Promise.allSettled([redis.ping(), storage.check()]);
+  const [redisState, storageState] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : 'unavailable') as 'ok' | 'unavailable');
+  return { ready: redisState === 'ok' && storageState === 'ok', redis: redisState, storage: storageState };
+}
+
 /** Liveness, readiness (Redis and storage reachable) and Prometheus metrics for every HTTP app. */
 @Controller()
 export class HealthController {
@@ -27,9 +41,7 @@ export class HealthController {
 
   @Get('readyz')
   async readyz(@Res() res: Response): Promise<void> {
-    const checks = await Promise.allSettled([this.redis.ping(), this.storage.check()]);
-    const [redis, storage] = checks.map((c) => (c.status === 'fulfilled' ? 'ok' : 'unavailable'));
-    const ready = redis === 'ok' && storage === 'ok';
+    const { ready, redis, storage } = await checkDependencies(this.redis, this.storage);
     res.status(ready ? 200 : 503).json(ready ? { status: 'ok', redis, storage } : { code: 'UNAVAILABLE', message: `redis: ${redis}, storage: ${storage}` });
   }
 
