@@ -34,6 +34,8 @@ import {
   storageClient,
   waitUntilReady,
   tempDir,
+  WAIT_MS,
+  sleep,
   writeObject,
   writeRequests,
 } from '@ferry/testing';
@@ -54,6 +56,25 @@ function rng(seed: number): () => number {
 }
 
 const isCode = (err: unknown, code: grpc.status) => (err as grpc.ServiceError).code === code;
+
+/**
+ * Resolves once `done()`. A large upload on a busy machine may take long, but it never stands still:
+ * fails when `progress()` (a description of how far the upload got) stays the same for WAIT_MS.
+ */
+async function whileProgressing(what: string, done: () => boolean, progress: () => string): Promise<void> {
+  let last = progress();
+  let movedAt = Date.now();
+  while (!done()) {
+    const now = progress();
+    if (now !== last) {
+      last = now;
+      movedAt = Date.now();
+    } else if (Date.now() - movedAt > WAIT_MS) {
+      throw new Error(`no progress for ${WAIT_MS} ms (at ${now}) waiting for ${what}`);
+    }
+    await sleep(2);
+  }
+}
 
 /** One upload as a protocol face sees it. */
 interface Upload {
@@ -249,9 +270,20 @@ describe.each([
             break;
           }
           // kill once the stream passed its kill point and the server acknowledged some progress on
-          // this stream (so every run really resumes from a partial size)
-          const deadline = Date.now() + 30_000;
-          while ((sent < killAfter || acknowledged <= resumeAt) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+          // this stream (so every run really resumes from a partial size); a stream that ended first
+          // (it stopped at its kill point, or the upload is complete) is killed at once, and one that
+          // failed before the kill fails the run
+          const stream: { ended: boolean; failure?: { err: unknown } } = { ended: false };
+          writing.then(
+            () => (stream.ended = true),
+            (err: unknown) => (stream.failure = { err }),
+          );
+          await whileProgressing(
+            `the stream to pass byte ${killAfter} and the server to acknowledge more than ${resumeAt} (kill ${kill + 1})`,
+            () => stream.ended || stream.failure !== undefined || (sent >= killAfter && acknowledged > resumeAt),
+            () => `sent ${sent}, acknowledged ${acknowledged}`,
+          );
+          if (stream.failure) throw stream.failure.err;
           await kill9();
           await writing.catch(() => undefined);
           await startServer();
@@ -269,18 +301,27 @@ describe.each([
 
   /**
    * Streams `content` from the committed size until `stopAfter` bytes were handed over.
-   * A restarted server still sees the killed writer's lease for up to its TTL: ABORTED is retried.
+   * ABORTED is retried, from the committed size again: a restarted server still sees the killed
+   * writer's lease for up to its TTL, and a writer stalled on a busy machine may take its own (short)
+   * lease for lost. Either resolves by itself: ABORTED for WAIT_MS without the committed size moving
+   * fails.
    */
   async function writeFrom(upload: Upload, stopAfter: number, onSent: (end: number) => void): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      const from = (await upload.status()).committed;
+    let from = -1;
+    let movedAt = Date.now();
+    for (;;) {
+      const committed = (await upload.status()).committed;
+      if (committed !== from) {
+        from = committed;
+        movedAt = Date.now();
+      }
       onSent(from);
       try {
         await upload.send(from, stopAfter, onSent);
         return;
       } catch (err) {
-        if (!isCode(err, grpc.status.ABORTED) || attempt > 50) throw err;
-        await new Promise((r) => setTimeout(r, 200));
+        if (!isCode(err, grpc.status.ABORTED) || Date.now() - movedAt > WAIT_MS) throw err;
+        await sleep(200);
       }
     }
   }

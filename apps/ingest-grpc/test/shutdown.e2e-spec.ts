@@ -28,6 +28,7 @@ import {
   stopProcess,
   storageClient,
   tempDir,
+  waitFor,
   waitUntilReady,
   writeObject,
   writeRequests,
@@ -88,12 +89,13 @@ describe('ingest-grpc on SIGTERM', () => {
       gcs: Number((await gcsQueryWriteStatus(storage, uploadId)).persisted_size ?? 0),
     });
     // let both streams get some way in, then signal
-    let before = await committed();
-    for (let i = 0; i < 300 && (before.bytestream < 8 * MiB || before.gcs < 8 * MiB); i++) {
-      await new Promise((r) => setTimeout(r, 20));
+    let before = { bytestream: 0, gcs: 0 };
+    await waitFor('both streams to commit 8 MiB', async () => {
       before = await committed();
-    }
+      return before.bytestream >= 8 * MiB && before.gcs >= 8 * MiB;
+    });
     expect(before.bytestream).toBeGreaterThanOrEqual(8 * MiB);
+    expect(before.gcs).toBeGreaterThanOrEqual(8 * MiB);
     const exited = exitOf(server as ChildProcess);
     const signalledAt = Date.now();
     server?.kill('SIGTERM');

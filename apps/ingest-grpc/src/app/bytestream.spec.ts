@@ -14,6 +14,7 @@ import {
   readBytes,
   sha256Hex,
   uploadBytes,
+  waitFor,
   writeRequests,
 } from '@ferry/testing';
 import { ByteStreamService } from '@ferry/bytestream';
@@ -125,21 +126,25 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
 
     it('keeps the durable prefix when the client cancels mid-stream, and resumes from it', async () => {
       const name = randomName('cancel');
+      const uploadId = ByteStreamService.uploadId(name);
       const data = patternBytes(8 * MiB, 9);
       const call = h.client.Write(bearer(), () => undefined);
       call.on('error', () => undefined);
       for (const req of chunkedRequests(name, data.subarray(0, 5 * MiB), { finish: false, chunk: MiB })) {
         if (!call.write(req)) await new Promise((r) => call.once('drain', r));
       }
-      await new Promise((r) => setTimeout(r, 300)); // let the server write and commit
+      // cancel mid-stream, once the server's writer holds the lease and has committed a prefix
+      let before = 0;
+      await waitFor('the server to commit part of the stream', async () => (before = (await queryWriteStatus(h.client, name)).committed_size) > 0);
+      expect(await h.leased(uploadId)).toBe(true);
       call.cancel();
-      let status = await queryWriteStatus(h.client, name);
-      for (let i = 0; i < 50 && status.committed_size < 5 * MiB; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-        status = await queryWriteStatus(h.client, name);
-      }
-      expect(status.committed_size).toBeGreaterThan(0);
+      // the cancelled writer commits what it received and releases its lease (released, not
+      // expired: the lease TTL is longer than this wait)
+      await waitFor('the cancelled writer to release its lease', async () => !(await h.leased(uploadId)));
+      const status = await queryWriteStatus(h.client, name);
+      expect(status.committed_size).toBeGreaterThanOrEqual(before);
       expect(status.committed_size).toBeLessThanOrEqual(5 * MiB);
+      expect(status.complete).toBe(false);
       // the lease was released with the cancelled stream: resuming at once is allowed
       expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: status.committed_size, chunk: MiB }))).toBe(data.length);
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
@@ -250,14 +255,16 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       // wait until the first writer holds the lease
       const sessions = h.app.get(SessionStore);
       const uploadId = ByteStreamService.uploadId(name);
-      for (let i = 0; i < 100 && (await sessions.get(uploadId))?.committed !== 2 * MiB; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor('the first writer to commit its MiB', async () => (await sessions.get(uploadId))?.committed === 2 * MiB);
+      expect(await h.leased(uploadId)).toBe(true);
       await expectGrpcCode(
         writeRequests(h.client, [{ resource_name: name, write_offset: 2 * MiB, data: data.subarray(2 * MiB), finish_write: true }]),
         grpc.status.ABORTED,
       );
+      const status = new Promise<grpc.StatusObject>((r) => first.on('status', r));
       first.write({ write_offset: 2 * MiB, data: data.subarray(2 * MiB), finish_write: true });
       first.end();
-      await new Promise((r) => first.on('status', r));
+      expect((await status).code).toBe(grpc.status.OK);
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
     });
   });

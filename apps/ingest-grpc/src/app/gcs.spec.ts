@@ -21,6 +21,7 @@ import {
   readObject,
   sha256Hex,
   startResumableWrite,
+  waitFor,
   writeObject,
   writeSpec,
 } from '@ferry/testing';
@@ -53,6 +54,7 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
     it('starts, writes over two streams, and finishes with the complete Object', async () => {
       const object = objectName();
       const data = patternBytes(7 * MiB + 5, 1);
+      const startedAt = Date.now();
       const id = await startResumableWrite(h.storage, bucket, object, { contentType: 'text/x-test', metadata: { team: 'ferry' } });
       expect(id).toMatch(/^gcs_[A-Za-z0-9_-]{32}$/);
       expect(await persisted(id)).toBe(0);
@@ -74,7 +76,9 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       });
       expect(resource.generation).toBeGreaterThan(Date.parse('2026-01-01') * 1000);
       expect(resource.checksums).toMatchObject({ crc32c: crc32c(data), md5_hash: md5(data) });
-      expect(Number(resource.create_time?.seconds)).toBeGreaterThan(Date.now() / 1000 - 60);
+      // created during this test, however long a busy machine made it take
+      expect(Number(resource.create_time?.seconds)).toBeGreaterThanOrEqual(Math.floor(startedAt / 1000));
+      expect(Number(resource.create_time?.seconds)).toBeLessThanOrEqual(Date.now() / 1000);
 
       const status = await gcsQueryWriteStatus(h.storage, id);
       expect(status.write_status).toBe('resource');
@@ -199,7 +203,8 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
         })(),
       );
       // the first writer holds the lease once its first MiB is persisted
-      for (let i = 0; i < 100 && (await persisted(id)) !== MiB; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor('the first writer to persist its first MiB', async () => (await persisted(id)) === MiB);
+      expect(await h.leased(id)).toBe(true);
       await expectGrpcCode(resumable(id, data, { offset: MiB }), grpc.status.ABORTED, /another writer/);
       release();
       expect((await first).resource?.size).toBe(data.length);
@@ -231,24 +236,19 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
         })();
       });
       await sent;
-      await new Promise((r) => setTimeout(r, 100));
+      // cancel mid-stream, once the server's writer holds the lease and has persisted a prefix
+      let before = 0;
+      await waitFor('the server to persist part of the stream', async () => (before = await persisted(id)) > 0);
+      expect(await h.leased(id)).toBe(true);
       call.cancel();
-      let at = 0;
-      for (let i = 0; i < 100; i++) {
-        try {
-          at = await persisted(id);
-          // the cancelled writer commits what it received, then releases its lease: until then a
-          // resume is ABORTED, or refused at a persisted size that moved meanwhile (query again)
-          await resumable(id, data, { offset: at });
-          break;
-        } catch (err) {
-          const code = (err as grpc.ServiceError).code;
-          if (code !== grpc.status.ABORTED && code !== grpc.status.INVALID_ARGUMENT) throw err;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-      expect(at).toBeGreaterThan(0);
+      // the cancelled writer commits what it received, then releases its lease (released, not
+      // expired: the lease TTL is longer than this wait); until then a resume would be ABORTED, or
+      // refused at a persisted size that moved meanwhile
+      await waitFor('the cancelled writer to release its lease', async () => !(await h.leased(id)));
+      const at = await persisted(id);
+      expect(at).toBeGreaterThanOrEqual(before);
       expect(at).toBeLessThanOrEqual(12 * MiB);
+      expect((await resumable(id, data, { offset: at })).resource?.size).toBe(data.length);
       expectSameBytes((await readObject(h.storage, bucket, object)).data, data);
     });
   });
@@ -258,12 +258,22 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       const id = await startResumableWrite(h.storage, bucket, objectName());
       const data = patternBytes(32 * MiB, 9);
       const seen: number[] = [];
+      const polls: Promise<unknown>[] = [];
       const writing = resumable(id, data, { chunk: MiB });
-      const poll = setInterval(() => void persisted(id).then((p) => seen.push(p), () => undefined), 5);
+      // a poll answered after the finish sees the object: its size is the persisted size then
+      const poll = setInterval(() => {
+        polls.push(
+          gcsQueryWriteStatus(h.storage, id).then(
+            (s) => seen.push(s.write_status === 'resource' ? Number(s.resource?.size) : Number(s.persisted_size)),
+            () => undefined,
+          ),
+        );
+      }, 5);
       await writing;
       clearInterval(poll);
-      await new Promise((r) => setTimeout(r, 30));
+      await Promise.all(polls); // every answer is in `seen`
       expect(seen.length).toBeGreaterThan(2);
+      expect(seen.every((p) => Number.isInteger(p) && p >= 0 && p <= data.length)).toBe(true);
       expect([...seen].sort((a, b) => a - b)).toEqual(seen);
     });
 

@@ -101,5 +101,5 @@ describe('ingest-grpc without Redis', () => {
     } finally {
       await h.close();
     }
-  }, 30_000);
+  });
 });

@@ -1,10 +1,21 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FerryConfig, loadConfig } from '@ferry/config';
+import { REDIS } from '@ferry/core';
 import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { TempDir, TestRedis, byteStreamClient, startTestRedis, storageClient, tempDir } from '@ferry/testing';
 import { GrpcServer } from '../app/grpc-server.service';
 import { IngestModule } from '../app/ingest.module';
+
+/**
+ * The writer lease TTL of the harness: long, so that no lease lapses during a test. A writer takes
+ * its lease for lost 4/5 of the TTL after its last renewal: with a short TTL, an event-loop stall on a
+ * busy machine would end a stream that the test expects to succeed with ABORTED. It is also longer
+ * than any wait of a test (WAIT_MS, 30 s): a test that sees a lease go away knows it was released,
+ * not expired.
+ */
+export const LEASE_TTL_MS = 120_000;
 
 export interface IngestHarness {
   config: FerryConfig;
@@ -15,6 +26,8 @@ export interface IngestHarness {
   storage: StorageClient;
   redis: TestRedis;
   data: TempDir;
+  /** Whether a writer holds the lease of upload `uploadId` (its lease key exists in Redis). */
+  leased(uploadId: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -29,7 +42,7 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
     FERRY_REDIS_PREFIX: redis.prefix,
     FERRY_DATA_DIR: data.path,
     FERRY_LOG_LEVEL: 'silent',
-    FERRY_LEASE_TTL_MS: '2000',
+    FERRY_LEASE_TTL_MS: String(LEASE_TTL_MS),
     ...env,
   });
   const app = await NestFactory.createApplicationContext(IngestModule.register(config), { logger: false });
@@ -45,6 +58,7 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
     storage,
     redis,
     data,
+    leased: async (uploadId) => (await app.get<Redis>(REDIS).exists(app.get(RedisKeys).uploadLease(uploadId))) === 1,
     close: async () => {
       client.close();
       storage.close();
