@@ -8,7 +8,11 @@ import { parseRange, publicBaseUrl, signedRequestOf } from '@ferry/http';
 import { FileHandle, MultipartService, parseBooleanFlag } from '@ferry/multipart';
 import { principalOf } from './principal';
 
-@Controller('file/fileHandle')
+/**
+ * File handles at `{base}/fileHandle/{id}` for both file endpoint bases (the root and Synapse's
+ * `/file/v1`), and at `/file/fileHandle/{id}` as Ferry served them first.
+ */
+@Controller(['fileHandle', 'file/v1/fileHandle', 'file/fileHandle'])
 export class FileHandleController {
   constructor(
     private readonly multipart: MultipartService,

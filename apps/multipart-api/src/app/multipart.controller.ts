@@ -12,8 +12,11 @@ import { principalOf } from './principal';
 /** A part PUT that sends nothing for this long is cut (its lease then lapses). */
 const PART_IDLE_MS = 60_000;
 
-/** The multipart routes of PROTOCOLS.md section 4 (and the aliases of Synapse's documentation). */
-@Controller('file/multipart')
+/**
+ * Synapse's multipart routes, under both file endpoint bases a Synapse client may be given: the
+ * root (`{base}/file/multipart...` with base `http://host:8081`) and Synapse's own `/file/v1`.
+ */
+@Controller(['file/multipart', 'file/v1/file/multipart'])
 export class MultipartController {
   constructor(
     private readonly multipart: MultipartService,

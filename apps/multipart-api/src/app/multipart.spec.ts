@@ -442,6 +442,9 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
         expect(pending.headers.get('retry-after')).toBe('5');
         expect(pending.body).toMatchObject({ state: 'ASSEMBLING', partsState: '1' });
         expect((await c.start({ ...startRequest(content, 'slow.bin'), partSizeBytes: 1000 })).body).toMatchObject({ uploadId: s.uploadId, state: 'ASSEMBLING' });
+        // complete was called: its parts no longer change, even re-added with the same MD5
+        const whileAssembling = await c.add(s.uploadId, 1, md5Hex(content));
+        expect([whileAssembling.status, whileAssembling.body]).toEqual([400, expect.objectContaining({ reason: expect.stringMatching(/it is ASSEMBLING/) })]);
         await quick.startWorker();
         const done = await completed(c, s.uploadId);
         expect(done.body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
@@ -451,6 +454,30 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     } finally {
       await h.startWorker();
     }
+  });
+
+  it.each([
+    ['the root', ''],
+    ["Synapse's /file/v1", '/file/v1'],
+  ])('serves the whole Synapse flow from one file endpoint base: %s', async (_what, prefix) => {
+    const synapse = new MultipartClient({ base: `${h.base}${prefix}`, token: 'alice-token' });
+    const content = patternBytes(PART + 4321, prefix.length + 40);
+    const done = await synapse.upload(content, { fileName: `base${prefix.replace(/\//g, '-')}.bin`, partSizeBytes: PART });
+    expect(done.status).toBe(200);
+    const id = (done.body as Status).resultFileHandleId ?? '';
+    expect((await synapse.fileHandle(id)).body).toMatchObject({ id, contentMd5: md5Hex(content), contentSize: content.length });
+    const url = await synapse.fileHandleUrl(id, false);
+    expect(url.status).toBe(200);
+    const redirect = await synapse.fileHandleUrl(id);
+    expect(redirect.status).toBe(307);
+    for (const location of [String(url.body), redirect.headers.get('location') ?? '']) {
+      expect(sha256Hex(Buffer.from(await (await fetch(location)).arrayBuffer()))).toBe(sha256Hex(content));
+    }
+    // Ferry's first spelling stays
+    expect((await alice.request('GET', `/file/fileHandle/${id}`)).body).toMatchObject({ id });
+    // a completed upload takes no more parts: refused as Synapse refuses it (400, not ADD_FAILED)
+    const late = await synapse.add((done.body as Status).uploadId, 1, md5Hex(content.subarray(0, PART)));
+    expect([late.status, late.body]).toEqual([400, expect.objectContaining({ reason: expect.stringMatching(/^Cannot add parts to completed file upload/) })]);
   });
 
   it('completes 20 concurrent uploads, each exactly once', async () => {
@@ -476,10 +503,25 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       'post /file/multipart', 'post /file/multipart/upload', 'get /file/multipart/{uploadId}',
       'post /file/multipart/{uploadId}/presigned/url/batch', 'post /file/multipart/{uploadId}/presignedurl/batch',
       'put /file/multipart/{uploadId}/add/{partNumber}', 'put /file/multipart/{uploadId}/complete',
-      'put /file/multipart/{uploadId}/parts/{partNumber}', 'get /file/fileHandle/{id}', 'get /file/fileHandle/{id}/url',
+      'put /file/multipart/{uploadId}/parts/{partNumber}', 'get /fileHandle/{id}', 'get /fileHandle/{id}/url',
+      'get /file/fileHandle/{id}', 'get /file/fileHandle/{id}/url',
       'get /file/fileHandle/{id}/content', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
     ];
-    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters').map((m) => `${m} ${path}`));
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters' && m !== 'servers').map((m) => `${m} ${path}`));
+    // every control-plane path under both file endpoint bases, the rest at the root only
+    expect((doc as unknown as { servers: { url: string }[] }).servers.map((s) => s.url)).toEqual(['/', '/file/v1']);
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      const rootOnly = (ops as { servers?: { url: string }[] }).servers?.map((s) => s.url);
+      if (rootOnly) {
+        expect([path, rootOnly]).toEqual([path, ['/']]);
+        continue;
+      }
+      const method = Object.keys(ops).find((m) => m !== 'parameters') ?? 'get';
+      const concrete = path.replace('{uploadId}', 'mp_x').replace('{partNumber}', '1').replace('{id}', '1');
+      const answer = await alice.request(method.toUpperCase(), `/file/v1${concrete}`);
+      // a route that exists answers for itself (400, 404 for the unknown upload...), never "no such route"
+      expect([path, (answer.body as { message?: string }).message ?? '']).not.toEqual([path, 'no such route']);
+    }
     expect(documented.sort()).toEqual(served.sort());
     expect((await alice.request('GET', '/nope')).body).toMatchObject({ code: 'NOT_FOUND' });
   });

@@ -4,8 +4,14 @@ import { SIGNED_URL_PARAMETERS, jsonContent, parameterRef, responseRef, signedUr
 
 const res = responseRef;
 const param = parameterRef;
+/** Paths served at the root only (data plane, health, documents), whatever the file endpoint base. */
+const ROOT_ONLY = { servers: [{ url: '/' }] };
 /** The same operation under the spelling of Synapse's documentation. */
-const alias = <T extends { summary: string }>(op: T, operationId: string) => ({ ...op, operationId, summary: `${op.summary} (alias from Synapse's documentation)` });
+const alias = <T extends { summary: string }>(op: T, operationId: string, from = "Synapse's documentation") => ({
+  ...op,
+  operationId,
+  summary: `${op.summary} (alias: ${from})`,
+});
 
 const startOp = {
   operationId: 'startMultipartUpload',
@@ -33,6 +39,39 @@ const urlBatchOp = {
   },
 };
 
+const fileHandleOp = {
+  operationId: 'getFileHandle',
+  summary: 'A file handle',
+  parameters: [param('fileHandleId')],
+  responses: {
+    '200': jsonContent('The file handle.', 'FileHandle'),
+    '401': res('Unauthenticated'),
+    '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
+    '404': res('NotFound'),
+  },
+};
+
+const fileHandleUrlOp = {
+  operationId: 'getFileHandleUrl',
+  summary: 'A signed download URL for a file handle',
+  parameters: [
+    param('fileHandleId'),
+    { name: 'redirect', in: 'query', schema: { type: 'string', enum: ['true', 'false'], default: 'true' } },
+  ],
+  responses: {
+    '200': {
+      description: 'The signed URL (redirect=false).',
+      content: { 'text/plain': { schema: { type: 'string', format: 'uri' } } },
+    },
+    '307': {
+      description: 'Redirect to the signed URL (redirect=true).',
+      headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
+    },
+    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+    '404': res('NotFound'),
+  },
+};
+
 export const MULTIPART_OPENAPI = {
   openapi: '3.1.0',
   info: {
@@ -47,6 +86,12 @@ export const MULTIPART_OPENAPI = {
       'and fileSizeBytes as one they already completed, the upload is COMPLETED at once with a new file handle. ' +
       'Presigned URLs expire after 15 minutes by default (FERRY_SIGNED_URL_TTL_MS).',
   },
+  // Synapse clients take one file endpoint base and call {base}/file/multipart... and
+  // {base}/fileHandle/...: both bases below serve every control-plane path.
+  servers: [
+    { url: '/', description: 'File endpoint base: the root' },
+    { url: '/file/v1', description: "File endpoint base as Synapse names it (https://host/file/v1)" },
+  ],
   security: [{ bearer: [] }],
   paths: {
     '/file/multipart': { post: startOp },
@@ -76,7 +121,10 @@ export const MULTIPART_OPENAPI = {
         ],
         responses: {
           '200': jsonContent('ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).', 'AddPartResponse'),
-          '400': res('BadRequest'),
+          '400': {
+            $ref: '#/components/responses/BadRequest',
+            description: 'A malformed request, or the upload is past UPLOADING (completing, completed or failed): its parts no longer change.',
+          },
           '401': res('Unauthenticated'), '403': res('PermissionDenied'),
           '404': res('NotFound'),
         },
@@ -104,6 +152,7 @@ export const MULTIPART_OPENAPI = {
       },
     },
     '/file/multipart/{uploadId}/parts/{partNumber}': {
+      ...ROOT_ONLY,
       put: {
         operationId: 'putMultipartPart',
         summary: 'Upload one part\'s bytes (data plane: the presigned part URL)',
@@ -135,42 +184,14 @@ export const MULTIPART_OPENAPI = {
         },
       },
     },
-    '/file/fileHandle/{id}': {
-      get: {
-        operationId: 'getFileHandle',
-        summary: 'A file handle',
-        parameters: [param('fileHandleId')],
-        responses: {
-          '200': jsonContent('The file handle.', 'FileHandle'),
-          '401': res('Unauthenticated'),
-          '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
-          '404': res('NotFound'),
-        },
-      },
+    '/fileHandle/{id}': {
+      get: fileHandleOp,
     },
-    '/file/fileHandle/{id}/url': {
-      get: {
-        operationId: 'getFileHandleUrl',
-        summary: 'A signed download URL for a file handle',
-        parameters: [
-          param('fileHandleId'),
-          { name: 'redirect', in: 'query', schema: { type: 'string', enum: ['true', 'false'], default: 'true' } },
-        ],
-        responses: {
-          '200': {
-            description: 'The signed URL (redirect=false).',
-            content: { 'text/plain': { schema: { type: 'string', format: 'uri' } } },
-          },
-          '307': {
-            description: 'Redirect to the signed URL (redirect=true).',
-            headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
-          },
-          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
-          '404': res('NotFound'),
-        },
-      },
-    },
+    '/file/fileHandle/{id}': { ...ROOT_ONLY, get: alias(fileHandleOp, 'getFileHandleAlias', "Ferry's first path") },
+    '/fileHandle/{id}/url': { get: fileHandleUrlOp },
+    '/file/fileHandle/{id}/url': { ...ROOT_ONLY, get: alias(fileHandleUrlOp, 'getFileHandleUrlAlias', "Ferry's first path") },
     '/file/fileHandle/{id}/content': {
+      ...ROOT_ONLY,
       get: {
         operationId: 'downloadFileHandleContent',
         summary: 'Download a file\'s bytes (data plane: the signed download URL)',
@@ -213,6 +234,7 @@ export const MULTIPART_OPENAPI = {
       },
     },
     '/healthz': {
+      ...ROOT_ONLY,
       get: {
         operationId: 'healthz',
         summary: 'Liveness',
@@ -223,6 +245,7 @@ export const MULTIPART_OPENAPI = {
       },
     },
     '/readyz': {
+      ...ROOT_ONLY,
       get: {
         operationId: 'readyz',
         summary: 'Readiness (Redis and storage reachable)',
@@ -234,6 +257,7 @@ export const MULTIPART_OPENAPI = {
       },
     },
     '/metrics': {
+      ...ROOT_ONLY,
       get: {
         operationId: 'metrics',
         summary: 'Prometheus metrics',
@@ -244,6 +268,7 @@ export const MULTIPART_OPENAPI = {
       },
     },
     '/docs': {
+      ...ROOT_ONLY,
       get: {
         operationId: 'docs',
         summary: 'This OpenAPI document',

@@ -2,6 +2,23 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { InvalidArgumentError } from '@ferry/errors';
 
+/**
+ * Parts of an upload that is completing, completed or failed no longer change: Synapse refuses to
+ * add parts to a completed upload with a 400, not an ADD_FAILED (MultipartManagerV2Impl), and so
+ * does Ferry, in every state past UPLOADING.
+ */
+export class PartsFrozenError extends InvalidArgumentError {
+  constructor(uploadId: string, state: MultipartState) {
+    super(
+      state === 'COMPLETED'
+        ? `Cannot add parts to completed file upload ${uploadId}.`
+        : state === 'FAILED'
+          ? `Cannot add parts to failed file upload ${uploadId}: start the upload again.`
+          : `Cannot add parts to file upload ${uploadId}: it is ${state} (complete was called); call complete for its result.`,
+    );
+  }
+}
+
 /** The limits of PROTOCOLS.md section 4 (S3's multipart limits, which Synapse inherits). */
 export const LIMITS = {
   minPartBytes: 5 * 1024 * 1024,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { MultipartState, MultipartUploadRequest, MultipartUploadStatus } from './model';
-import { partCount } from './model';
+import { PartsFrozenError, partCount } from './model';
 import * as scripts from './multipart.scripts';
 
 /** A multipart upload as stored in Redis. */
@@ -188,7 +188,7 @@ export class MultipartStore {
       case -1:
         throw new NotFoundError(`upload ${id} not found`);
       case -2:
-        return { ok: false, reason: `the upload is ${r[1]}: its parts can no longer change` };
+        throw new PartsFrozenError(id, r[1] as MultipartState);
       case -3:
         return { ok: false, reason: `a PUT of part ${n} is in progress; add the part when it has finished` };
       case -4:

@@ -71,7 +71,8 @@ return 1`;
  * Adds part ARGV[3] if its stored bytes have md5 ARGV[4]. ARGV[5], when not empty, is the md5 the
  * store itself reports for the part (parts PUT straight to the bucket): it becomes the stored md5.
  * → {1} | {-1} | {-2, state} | {-3} a PUT is in progress | {-4} no bytes stored | {-5, stored md5}.
- * Adding an already-added part with the same md5 succeeds whatever the state (idempotent).
+ * Adding an already-added part with the same md5 again succeeds (idempotent) while the upload is
+ * UPLOADING; once it is completing, completed or failed its parts no longer change: {-2, state}.
  */
 export const addPart1 = `${prelude}
 if not state then return {-1} end
@@ -80,9 +81,9 @@ if state == 'UPLOADING' and ARGV[5] ~= '' then
   if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then redis.call('SETRANGE', KEYS[2], n - 1, '0') end
   redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
 end
+if state ~= 'UPLOADING' then return {-2, state} end
 local stored = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
 if stored == ARGV[4] and redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then return {1} end
-if state ~= 'UPLOADING' then return {-2, state} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-3} end
 if not stored then return {-4} end
 if stored ~= ARGV[4] then return {-5, stored} end

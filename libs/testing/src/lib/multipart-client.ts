@@ -60,6 +60,16 @@ export class MultipartClient {
     return this.request('GET', `/file/multipart/${uploadId}`);
   }
 
+  /** `{base}/fileHandle/{id}`, as Synapse clients call it from their file endpoint base. */
+  fileHandle(id: string) {
+    return this.request('GET', `/fileHandle/${id}`);
+  }
+
+  /** `{base}/fileHandle/{id}/url`: the signed URL as text (`redirect` false) or a 307 to it. */
+  fileHandleUrl(id: string, redirect?: boolean) {
+    return this.request('GET', `/fileHandle/${id}/url${redirect === undefined ? '' : `?redirect=${redirect}`}`);
+  }
+
   /** PUTs bytes to a presigned URL (no bearer token: the signature is the credential). */
   static async put(url: string, data: Buffer, headers: Record<string, string> = {}): Promise<HttpResult> {
     const res = await fetch(url, { method: 'PUT', body: data, headers });
