@@ -6,7 +6,7 @@
 //  - 1000 sequential 4 KiB CAS writes (REAPI upload names): median and p99 latency.
 // Client data comes from memory (a 16 MiB random block, repeated). Before each large measurement
 // the previous output is deleted and memory left to settle (BENCH_SETTLE_MS, default 15000), as
-// ../shared/BENCHMARKING.md explains.
+// docs/benchmarking.md explains.
 //
 // Usage: npm run bench   (env: BENCH_ROUNDS=3 BENCH_SIZES_MIB=256,1024 BENCH_SMALL=1000)
 import { createHash, randomBytes } from 'node:crypto';

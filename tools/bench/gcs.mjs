@@ -11,7 +11,7 @@
 // Prints MB/s, server CPU-seconds per GiB, peak server RSS and the ratios of medians. Client data
 // comes from memory (a 16 MiB random block, repeated; crc32c of each 2 MiB message computed once);
 // before each write the previous output is deleted and memory left to settle (BENCH_SETTLE_MS),
-// as ../shared/BENCHMARKING.md explains. Every read is checked against the written sha256.
+// as docs/benchmarking.md explains. Every read is checked against the written sha256.
 //
 // Usage: npm run bench:gcs   (env: BENCH_SIZE_MIB=1024 BENCH_ROUNDS=3 BENCH_SETTLE_MS=15000 BENCH_FERRY_ENV={})
 import { execFileSync } from 'node:child_process';

@@ -9,7 +9,7 @@
 //    bytes read from a page-cached file, and the worker's peak RSS and CPU.
 // Client data comes from memory (a 16 MiB random block, repeated). Before each measurement the
 // previous output is deleted and memory left to settle (BENCH_SETTLE_MS, default 15000), as
-// ../shared/BENCHMARKING.md explains.
+// docs/benchmarking.md explains.
 //
 // Usage: npm run bench:multipart
 //   (env: BENCH_SIZE_MIB=1024 BENCH_PART_MIB=5,64 BENCH_ROUNDS=3 BENCH_PARALLEL=4 BENCH_SETTLE_MS=15000)

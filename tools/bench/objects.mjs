@@ -13,7 +13,7 @@
 //    GiB, peak server RSS, client CPU.
 // Client data comes from memory (a 16 MiB random block, repeated, for the large object). Before
 // each upload measurement the previous output is deleted and memory left to settle
-// (BENCH_SETTLE_MS, default 15000), as ../shared/BENCHMARKING.md explains.
+// (BENCH_SETTLE_MS, default 15000), as docs/benchmarking.md explains.
 //
 // Usage: npm run bench:objects
 //   (env: BENCH_SMALL=1000 BENCH_CONCURRENCY=8 BENCH_SIZE_MIB=1024 BENCH_ROUNDS=3 BENCH_SETTLE_MS=15000)

@@ -6,7 +6,7 @@
 //   serial - the same file, one write at a time (what FsStorage does);
 //   many   - one file per part (what the bare HTTP baseline does).
 // Prints MB/s and process CPU-seconds (user + system) for 1 GiB. Memory settles 16 s before each
-// mode (see ../shared/BENCHMARKING.md). Usage: node tools/bench/one-file-writes.mjs [rounds]
+// mode (see docs/benchmarking.md). Usage: node tools/bench/one-file-writes.mjs [rounds]
 import { mkdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';

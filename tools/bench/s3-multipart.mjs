@@ -11,7 +11,7 @@
 //    server-side copy), beside one bare GET of the whole object.
 // Prints MB/s, the CPU seconds per GiB of s3rver, multipart-api and the worker, peak RSS, ratios.
 // Client data comes from memory (a 16 MiB random block, repeated); before each measurement the
-// bucket is emptied and memory left to settle (BENCH_SETTLE_MS), as ../shared/BENCHMARKING.md says.
+// bucket is emptied and memory left to settle (BENCH_SETTLE_MS), as docs/benchmarking.md says.
 //
 // Usage: npm run bench:s3   (env: BENCH_SIZE_MIB=1024 BENCH_PART_MIB=16 BENCH_ROUNDS=3 BENCH_PARALLEL=4 BENCH_SETTLE_MS=15000)
 import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';

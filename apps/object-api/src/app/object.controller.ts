@@ -19,7 +19,7 @@ class ObjectName implements PipeTransform<string, string> {
   }
 }
 
-/** The Taskcluster object API, `/api/object/v1` (PROTOCOLS.md section 5). */
+/** The Taskcluster object API, `/api/object/v1` (docs/protocols.md, Taskcluster object service). */
 @Controller('api/object/v1')
 export class ObjectController {
   private readonly publicEndpoint: HawkEndpoint | undefined;

@@ -19,7 +19,7 @@ export class PartsFrozenError extends InvalidArgumentError {
   }
 }
 
-/** The limits of PROTOCOLS.md section 4 (S3's multipart limits, which Synapse inherits). */
+/** The limits of Synapse multipart uploads (docs/protocols.md) (S3's multipart limits, which Synapse inherits). */
 export const LIMITS = {
   minPartBytes: 5 * 1024 * 1024,
   maxPartBytes: 5 * 1024 * 1024 * 1024,

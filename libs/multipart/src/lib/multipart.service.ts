@@ -46,7 +46,7 @@ export const DataPaths = {
 export const MULTIPART_UPLOAD_SCOPE = Scopes.write('fileHandle/*');
 
 /**
- * The multipart upload protocol (PROTOCOLS.md section 4), transport-free: the HTTP app parses
+ * The multipart upload protocol (docs/protocols.md, Synapse multipart upload), transport-free: the HTTP app parses
  * requests and maps the typed errors thrown here to statuses.
  */
 export class MultipartService {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { InvalidArgumentError } from '@ferry/errors';
 
-/** Largest `dataInline` payload, decoded (PROTOCOLS.md section 5). */
+/** Largest `dataInline` payload, decoded (docs/protocols.md, Taskcluster object service). */
 export const DATA_INLINE_MAX_BYTES = 8192;
 
 /** The hashes the object service knows; others are accepted and ignored. */

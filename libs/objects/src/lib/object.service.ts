@@ -165,7 +165,7 @@ if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEY
 return 1`;
 
 /**
- * The Taskcluster object service (PROTOCOLS.md section 5) over Ferry's catalog, transport-free.
+ * The Taskcluster object service (docs/protocols.md, Taskcluster object service) over Ferry's catalog, transport-free.
  * Uploads negotiate `dataInline` (stored at once) or `putUrl` (a signed URL of the data plane, whose
  * PUT computes every digest on the way); finishUpload compares the declared hashes with the stored
  * bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
