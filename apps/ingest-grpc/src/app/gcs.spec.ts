@@ -21,6 +21,7 @@ import {
   readObject,
   sha256Hex,
   startResumableWrite,
+  uploadBytes,
   waitFor,
   writeObject,
   writeSpec,
@@ -121,12 +122,35 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       expect(await persisted(other)).toBe(MiB); // what came before the refusal is kept
     });
 
-    it('refuses a first offset other than the persisted size', async () => {
-      const id = await startResumableWrite(h.storage, bucket, objectName());
-      await resumable(id, patternBytes(MiB), { finish: false });
-      await expectGrpcCode(resumable(id, patternBytes(2 * MiB), { offset: 0 }), grpc.status.INVALID_ARGUMENT, /persisted size 1048576/);
-      await expectGrpcCode(resumable(id, patternBytes(3 * MiB), { offset: 2 * MiB }), grpc.status.INVALID_ARGUMENT, /QueryWriteStatus/);
-      expect(await persisted(id)).toBe(MiB);
+    it('resumes from a first offset below the persisted size, skipping the bytes it holds; refuses one past it', async () => {
+      const object = objectName();
+      const data = patternBytes(3 * MiB + 7, 21);
+      const id = await startResumableWrite(h.storage, bucket, object);
+      await resumable(id, data.subarray(0, 2 * MiB), { finish: false });
+      // past the persisted size: bytes would be missing
+      await expectGrpcCode(resumable(id, data, { offset: 2 * MiB + 1 }), grpc.status.INVALID_ARGUMENT, /persisted size 2097152.*QueryWriteStatus/);
+      // a client that restarts from its last checkpoint re-sends held bytes; they are skipped (not
+      // written again, not checked: GCS keeps what it persisted), the rest lands after them
+      const resent = Buffer.from(data);
+      resent.fill(0xee, MiB, 2 * MiB); // what Ferry holds wins over what is sent again
+      await resumable(id, resent.subarray(0, 2 * MiB + 5), { offset: MiB, finish: false });
+      expect(await persisted(id)).toBe(2 * MiB + 5);
+      const done = await resumable(id, data, { offset: 0, chunk: MiB });
+      expect(done.resource).toMatchObject({ name: object, size: data.length });
+      expect(done.resource?.checksums).toMatchObject({ crc32c: crc32c(data), md5_hash: md5(data) });
+      expectSameBytes((await readObject(h.storage, bucket, object)).data, data);
+    });
+
+    it('resumes a BidiWriteObject below the persisted size too', async () => {
+      const object = objectName();
+      const data = patternBytes(2 * MiB + 3, 22);
+      const id = await startResumableWrite(h.storage, bucket, object);
+      await resumable(id, data.subarray(0, MiB + 1), { finish: false });
+      const responses = await bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: id }, offset: MiB / 2, chunk: 256 * 1024 })]);
+      expect(responses[responses.length - 1].resource).toMatchObject({ name: object, size: data.length });
+      expectSameBytes((await readObject(h.storage, bucket, object)).data, data);
+      const other = await startResumableWrite(h.storage, bucket, objectName());
+      await expectGrpcCode(bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: other }, offset: 1 })]), grpc.status.INVALID_ARGUMENT, /persisted size 0/);
     });
 
     it('refuses a message whose crc32c does not match, keeping the upload resumable', async () => {
@@ -323,16 +347,38 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       await expectGrpcCode(getObject(h.storage, bucket, object), grpc.status.NOT_FOUND);
     });
 
-    it('refuses messages after finish_write, a missing first message, and a nonzero first offset', async () => {
-      const spec = { write_object_spec: writeSpec(bucket, objectName()) };
+    it('refuses messages after finish_write before publishing anything, a missing first message, and a nonzero first offset', async () => {
+      const object = objectName();
+      const spec = { write_object_spec: writeSpec(bucket, object) };
+      const after = { write_offset: 1, checksummed_data: { content: Buffer.from('b') } };
       await expectGrpcCode(
-        writeObject(h.storage, [
-          { ...spec, write_offset: 0, checksummed_data: { content: Buffer.from('a') }, finish_write: true },
-          { write_offset: 1, checksummed_data: { content: Buffer.from('b') } },
-        ]),
+        writeObject(h.storage, [{ ...spec, write_offset: 0, checksummed_data: { content: Buffer.from('a') }, finish_write: true }, after]),
+        grpc.status.INVALID_ARGUMENT,
+        /after finish_write; nothing was published/,
+      );
+      await expectGrpcCode(getObject(h.storage, bucket, object), grpc.status.NOT_FOUND);
+      // the same over several messages and over BidiWriteObject: no object, and a resumable upload stays resumable
+      const data = patternBytes(MiB + 9, 23);
+      await expectGrpcCode(
+        writeObject(h.storage, [...gcsRequests(data, { first: spec, chunk: 256 * 1024 }), { write_offset: data.length }]),
         grpc.status.INVALID_ARGUMENT,
         /after finish_write/,
       );
+      await expectGrpcCode(
+        bidiWrite(h.storage, [...gcsRequests(data, { first: spec, chunk: 256 * 1024 }), { write_offset: data.length }]),
+        grpc.status.INVALID_ARGUMENT,
+        /after finish_write/,
+      );
+      const id = await startResumableWrite(h.storage, bucket, object);
+      await expectGrpcCode(
+        bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: id }, chunk: 256 * 1024 }), { write_offset: data.length }]),
+        grpc.status.INVALID_ARGUMENT,
+        /after finish_write/,
+      );
+      await expectGrpcCode(getObject(h.storage, bucket, object), grpc.status.NOT_FOUND);
+      expect(await h.app.get(Catalog).get(`${bucket}/${object}`)).toBeUndefined();
+      expect(await persisted(id)).toBe(data.length);
+      expect((await resumable(id, Buffer.alloc(0), { offset: data.length })).resource).toMatchObject({ name: object, size: data.length });
       await expectGrpcCode(writeObject(h.storage, [{ write_offset: 0, checksummed_data: { content: Buffer.from('a') } }]), grpc.status.INVALID_ARGUMENT, /upload_id or write_object_spec/);
       await expectGrpcCode(writeObject(h.storage, []), grpc.status.INVALID_ARGUMENT, /empty write stream/);
       await expectGrpcCode(writeObject(h.storage, [{ ...spec, write_offset: 5, finish_write: true }]), grpc.status.INVALID_ARGUMENT, /offset 0/);
@@ -493,6 +539,47 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       await deleteObject(h.storage, bucket, doomed);
       await expectGrpcCode(getObject(h.storage, bucket, doomed), grpc.status.NOT_FOUND);
       await expectGrpcCode(deleteObject(h.storage, bucket, doomed), grpc.status.NOT_FOUND);
+    });
+
+    it('deletes only objects it wrote: those of other protocols answer FAILED_PRECONDITION naming them, and stay', async () => {
+      // a ByteStream object and a CAS blob whose catalog names parse as bucket/object
+      const viaByteStream = objectName('bs');
+      await uploadBytes(h.client, `${bucket}/${viaByteStream}`, Buffer.from('bytestream content'));
+      const blob = Buffer.from('cas content');
+      await uploadBytes(h.client, `uploads/u1/blobs/${sha256Hex(blob)}/${blob.length}`, blob);
+      // a Taskcluster object (published by the object API, which runs in another process)
+      const catalog = h.app.get(Catalog);
+      const tcName = objectName('tc');
+      await catalog.publish({
+        name: `${bucket}/${tcName}`, size: 3, sha256: sha256Hex(Buffer.from('abc')), md5: md5(Buffer.from('abc')).toString('hex'),
+        crc32c: crc32c(Buffer.from('abc')).toString(16).padStart(8, '0'), contentType: 'text/plain',
+        owner: 'tc', project: 'p', createdAt: new Date().toISOString(), expires: '2999-01-01T00:00:00.000Z', protocol: 'object',
+        blob: sha256Hex(Buffer.from('abc')),
+      });
+      const cases: [string, string, RegExp][] = [
+        [bucket, viaByteStream, /published by ByteStream \(protocol bytestream\)/],
+        ['blobs', `${sha256Hex(blob)}/${blob.length}`, /Remote Execution API CAS \(protocol bytestream-cas\)/],
+        [bucket, tcName, /Taskcluster object API \(protocol object\)/],
+      ];
+      for (const [b, o, owner] of cases) {
+        expect(await getObject(h.storage, b, o)).toMatchObject({ name: o }); // readable through this face
+        await expectGrpcCode(deleteObject(h.storage, b, o), grpc.status.FAILED_PRECONDITION, owner);
+        expect(await catalog.get(`${b}/${o}`)).toBeDefined();
+      }
+      expectSameBytes((await readBytes(h.client, `blobs/${sha256Hex(blob)}/${blob.length}`)).data, blob);
+    });
+
+    it('gives a name a higher generation each time it is written again after a delete', async () => {
+      const object = objectName();
+      const generations: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const written = (await single(object, Buffer.from(`version ${i}`))).resource as GcsObject__Output;
+        generations.push(Number(written.generation));
+        expect(Number((await getObject(h.storage, bucket, object)).generation)).toBe(generations[i]);
+        await deleteObject(h.storage, bucket, object, { if_generation_match: written.generation });
+      }
+      expect([...generations].sort((a, b) => a - b)).toEqual(generations);
+      expect(new Set(generations).size).toBe(4);
     });
   });
 

@@ -42,9 +42,11 @@ describe('Catalog (real Redis)', () => {
   });
 
   it('round-trips the optional fields: sha512, generation, user metadata', async () => {
-    const full = { ...obj('b/full', '9'.repeat(64)), sha512: 'f'.repeat(128), generation: 1_790_000_000_123_456, metadata: { k: 'v', 'ü': '{}' } };
-    await catalog.publish(full);
-    expect(await catalog.get(full.name)).toEqual(full);
+    const full = { ...obj('b/full', '9'.repeat(64)), sha512: 'f'.repeat(128), generation: 0, metadata: { k: 'v', 'ü': '{}' } };
+    const published = await catalog.publish(full);
+    expect(published.generation).toBeGreaterThan(0);
+    expect(await catalog.get(full.name)).toEqual(published);
+    expect(published).toEqual({ ...full, generation: published.generation });
     const plain = obj('b/plain', '9'.repeat(64));
     await catalog.publish(plain);
     expect(await catalog.get(plain.name)).toEqual(plain); // no empty optional fields appear
@@ -55,6 +57,44 @@ describe('Catalog (real Redis)', () => {
       Array.from({ length: 10 }, (_, i) => catalog.publish(obj('race', i.toString(16).repeat(64)))),
     );
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+  });
+
+  it('assigns generations that increase per name across replicas with skewed clocks, also after a delete', async () => {
+    const realKeys = new RedisKeys(server.prefix);
+    const ahead = new Catalog(redis, realKeys, () => Date.now() + 3_600_000); // a replica an hour ahead
+    const behind = new Catalog(redis, realKeys, () => Date.now() - 3_600_000); // and one an hour behind
+    const name = 'bucket/generations';
+    const g1 = (await ahead.publish({ ...obj(name, '1a'.repeat(32)), generation: 0 })).generation as number;
+    expect(g1).toBeGreaterThanOrEqual((Date.now() + 3_000_000) * 1000); // from the clock when it is ahead
+    const existing = await catalog.get(name);
+    expect(await catalog.deleteIfUnchanged(name, existing?.createdAt as string)).toBe(true);
+    const g2 = (await behind.publish({ ...obj(name, '1b'.repeat(32)), generation: 0 })).generation as number;
+    expect(g2).toBe(g1 + 1); // the clock is behind: the name's last generation + 1
+    expect((await catalog.get(name))?.generation).toBe(g2);
+    // concurrent publications of one name after deletes still never reuse a generation
+    const seen = new Set<number>([g1, g2]);
+    for (let i = 0; i < 5; i++) {
+      await catalog.delete(name);
+      const replica = i % 2 ? ahead : behind;
+      const g = (await replica.publish({ ...obj(name, `${i}c`.repeat(32)), generation: 0 })).generation as number;
+      expect(g).toBeGreaterThan(Math.max(...seen));
+      seen.add(g);
+    }
+    // other names have their own sequence, from the clock; objects that ask for none get none
+    const other = (await behind.publish({ ...obj('bucket/other', '2a'.repeat(32)), generation: 0 })).generation as number;
+    expect(other).toBeLessThan(g1);
+    expect((await catalog.publish(obj('no-generation', '2b'.repeat(32)))).generation).toBeUndefined();
+  });
+
+  it('deletes only an object of the given protocol, in one step, naming the owner otherwise', async () => {
+    const o = { ...obj('b/owned', '3a'.repeat(32)), protocol: 'object' };
+    await catalog.publish(o);
+    expect(await catalog.deleteOwn(o.name, o.createdAt, 'gcs')).toEqual({ deleted: false, ownedBy: 'object' });
+    expect(await catalog.get(o.name)).toEqual(o);
+    expect(await catalog.deleteOwn(o.name, 'another time', 'object')).toEqual({ deleted: false });
+    expect(await catalog.deleteOwn(o.name, o.createdAt, 'object')).toEqual({ deleted: true });
+    expect(await catalog.get(o.name)).toBeUndefined();
+    expect(await catalog.deleteOwn(o.name, o.createdAt, 'object')).toEqual({ deleted: false });
   });
 
   it('deletes objects and their blob reference', async () => {

@@ -25,9 +25,10 @@ export interface CatalogObject {
   /** sha512, when the uploader's protocol provides it (the object API does). */
   sha512?: string;
   /**
-   * GCS generation (microseconds since the epoch at publication), set by the GCS face; other
-   * objects present `createdAt` in microseconds. Unique per name over time: a name published again
-   * after a delete gets a higher one.
+   * GCS generation. A publisher that wants one passes 0 and the catalog assigns it atomically at
+   * publication: max(the clock in microseconds, the name's last generation + 1), so generations of
+   * a name increase across replicas whatever their clocks say, also after a delete (the last
+   * generation is kept for GENERATION_MEMORY_MS). Objects without one present `createdAt` in µs.
    */
   generation?: number;
   /** User metadata (GCS `metadata`), when the protocol carries it. */
@@ -39,11 +40,30 @@ const FIELDS: (keyof CatalogObject)[] = [
   'generation', 'metadata',
 ];
 
-/** ARGV: field, value, ... → nil if created, else the existing hash as a flat list. */
-const putIfAbsent1 = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return nil`;
+/**
+ * How long the catalog remembers a name's last generation after publishing it: far longer than
+ * any clock skew between replicas, after which the clock alone keeps generations increasing.
+ */
+export const GENERATION_MEMORY_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * KEYS: object, last generation. ARGV: now (µs), memory (ms), field, value, ... → {'created',
+ * generation assigned or ''}, else {'exists', the existing hash as a flat list}. A `generation`
+ * field of 0 is replaced by the next one.
+ */
+const putIfAbsent2 = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
+local generation = ''
+for i = 3, #ARGV, 2 do
+  if ARGV[i] == 'generation' and ARGV[i + 1] == '0' then
+    local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+    generation = string.format('%.0f', math.max(tonumber(ARGV[1]), last + 1))
+    redis.call('SET', KEYS[2], generation, 'PX', ARGV[2])
+    ARGV[i + 1] = generation
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return {'created', generation}`;
 
 /**
  * KEYS: refs, orphan, collecting. ARGV: name, now → claims the blob for name and clears any orphan
@@ -76,12 +96,20 @@ const requeue1 = `
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], ARGV[1], 'NX') end
 return 1`;
 
-/** KEYS: object. ARGV: createdAt → the object's blob if it was deleted (it still had that createdAt), else nil. */
-const deleteIfUnchanged1 = `
-if redis.call('HGET', KEYS[1], 'createdAt') ~= ARGV[1] then return nil end
-local blob = redis.call('HGET', KEYS[1], 'blob')
+/**
+ * KEYS: object. ARGV: createdAt, protocol ('' for any) → {'deleted', blob} if it was deleted (it
+ * still had that createdAt and was published by that protocol), {'owner', protocol} if another
+ * protocol published it, else {'changed'}.
+ */
+const deleteIf2 = `
+local fields = redis.call('HMGET', KEYS[1], 'createdAt', 'protocol', 'blob')
+if fields[1] ~= ARGV[1] then return {'changed'} end
+if ARGV[2] ~= '' and fields[2] ~= ARGV[2] then return {'owner', fields[2]} end
 redis.call('DEL', KEYS[1])
-return blob`;
+return {'deleted', fields[3]}`;
+
+/** What a conditional delete did: deleted it, found it changed (or gone), or found another protocol's object. */
+export type DeleteOutcome = { deleted: true } | { deleted: false; ownedBy?: string };
 
 export type PutResult = { created: true; object: CatalogObject } | { created: false; object: CatalogObject };
 
@@ -91,12 +119,16 @@ export type PutResult = { created: true; object: CatalogObject } | { created: fa
  * its reference while an object points at it; garbage collection double-checks references).
  */
 export class Catalog {
+  /**
+   * @param clockMs the clock generations start from (injectable for tests of skewed replicas).
+   */
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
+    private readonly clockMs: () => number = Date.now,
   ) {
-    if (!('ferryCatalogPut' in redis)) redis.defineCommand('ferryCatalogPut', { numberOfKeys: 1, lua: putIfAbsent1 });
-    if (!('ferryCatalogDeleteIf' in redis)) redis.defineCommand('ferryCatalogDeleteIf', { numberOfKeys: 1, lua: deleteIfUnchanged1 });
+    if (!('ferryCatalogPut2' in redis)) redis.defineCommand('ferryCatalogPut2', { numberOfKeys: 2, lua: putIfAbsent2 });
+    if (!('ferryCatalogDeleteIf2' in redis)) redis.defineCommand('ferryCatalogDeleteIf2', { numberOfKeys: 1, lua: deleteIf2 });
     for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1], ['ferryBlobRequeue', requeue1]]) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
     }
@@ -146,12 +178,26 @@ export class Catalog {
    * decision never removes an object published again under the name meanwhile.
    */
   async deleteIfUnchanged(name: string, createdAt: string): Promise<boolean> {
-    const del = (this.redis as unknown as { ferryCatalogDeleteIf(key: string, createdAt: string): Promise<string | null> }).ferryCatalogDeleteIf;
-    const blob = await del.call(this.redis, this.keys.object(name), createdAt);
-    if (blob === null) return false;
+    return (await this.deleteIf(name, createdAt, '')).deleted;
+  }
+
+  /**
+   * Deletes an object if it is still the one the caller examined (same createdAt) and `protocol`
+   * published it, in one step: a face deletes only its own objects (ownedBy names the owner else).
+   */
+  async deleteOwn(name: string, createdAt: string, protocol: string): Promise<DeleteOutcome> {
+    return this.deleteIf(name, createdAt, protocol);
+  }
+
+  private async deleteIf(name: string, createdAt: string, protocol: string): Promise<DeleteOutcome> {
+    const del = (this.redis as unknown as { ferryCatalogDeleteIf2(key: string, createdAt: string, protocol: string): Promise<string[]> })
+      .ferryCatalogDeleteIf2;
+    const [outcome, value] = await del.call(this.redis, this.keys.object(name), createdAt, protocol);
+    if (outcome === 'owner') return { deleted: false, ownedBy: value };
+    if (outcome !== 'deleted') return { deleted: false };
     await this.redis.zrem(this.keys.objectsByExpiry(), name);
-    await this.releaseBlob(blob, name);
-    return true;
+    await this.releaseBlob(value, name);
+    return { deleted: true };
   }
 
   /**
@@ -168,17 +214,23 @@ export class Catalog {
     return decode(await this.redis.hgetall(this.keys.object(name)));
   }
 
-  /** Publishes `object` unless the name is taken; returns what the name holds afterwards. */
+  /**
+   * Publishes `object` unless the name is taken; returns what the name holds afterwards (with the
+   * generation the catalog assigned, when asked for one).
+   */
   async putIfAbsent(object: CatalogObject): Promise<PutResult> {
     await this.claimBlob(object.blob, object.name);
     const args = FIELDS.flatMap((f) => [f, encodeField(object[f])]);
-    const put = (this.redis as unknown as { ferryCatalogPut(key: string, ...a: string[]): Promise<string[] | null> })
-      .ferryCatalogPut;
-    const existing = await put.call(this.redis, this.keys.object(object.name), ...args);
-    if (existing === null) {
+    const put = (this.redis as unknown as { ferryCatalogPut2(...a: string[]): Promise<[string, string | string[]]> }).ferryCatalogPut2;
+    const nowUs = String(Math.floor(this.clockMs()) * 1000);
+    const [outcome, value] = await put.call(
+      this.redis, this.keys.object(object.name), this.keys.objectGeneration(object.name), nowUs, String(GENERATION_MEMORY_MS), ...args,
+    );
+    if (outcome === 'created') {
       if (object.expires) await this.redis.zadd(this.keys.objectsByExpiry(), Date.parse(object.expires), object.name);
-      return { created: true, object };
+      return { created: true, object: value ? { ...object, generation: Number(value) } : object };
     }
+    const existing = value as string[];
     const current = decode(pairs(existing));
     if (!current) throw new Error('catalog entry disappeared');
     if (current.blob !== object.blob) await this.releaseBlob(object.blob, object.name);

@@ -149,17 +149,9 @@ export function parseWriteSpec(
   };
 }
 
-/** The generation an object presents: the one the GCS face gave it, else its creation time in µs. */
+/** The generation an object presents: the one the catalog gave it at publication, else its creation time in µs. */
 export function generationOf(object: CatalogObject): number {
   return object.generation ?? Date.parse(object.createdAt) * 1000;
-}
-
-let lastGeneration = 0;
-
-/** A new generation: microseconds since the epoch, increasing within this process. */
-export function newGeneration(): number {
-  lastGeneration = Math.max(lastGeneration + 1, Date.now() * 1000);
-  return lastGeneration;
 }
 
 /**

@@ -27,7 +27,6 @@ import {
   gcsCatalogName,
   generationOf,
   mergeChecksums,
-  newGeneration,
   objectChecksums,
   parseChecksums,
   parseWriteSpec,
@@ -148,7 +147,8 @@ export class GcsService {
     // A client whose finish response was lost writes again: it gets the object.
     if (session.state === 'finished') return this.answerFinished(session, replies);
     const declared = mergeChecksums(spec.checksums, parseChecksums(first.object_checksums));
-    if (first.write_offset !== session.committed) throw offsetMismatch(first.write_offset, session.committed);
+    // Below the persisted size is fine (those bytes are skipped); past it, bytes would be missing.
+    if (first.write_offset > session.committed) throw offsetMismatch(first.write_offset, session.committed);
     let writer: UploadWriter;
     try {
       writer = await this.engine.openWriter(session.id);
@@ -179,14 +179,11 @@ export class GcsService {
     checkPreconditions(spec, await this.engine.catalog.get(name));
     if (first.finish_write) {
       // The whole object is this message: no session, no staging.
-      if (!(await rest.next()).done) throw new InvalidArgumentError('message after finish_write');
+      await endOfStream(rest);
       const data = checkedContent(first) ?? Buffer.alloc(0);
       if (spec.objectSize !== undefined && data.length !== spec.objectSize) throw sizeMismatch(spec.objectSize, data.length);
-      const generation = newGeneration();
-      const published = await this.engine.publishWhole(data, expectation(spec.checksums), (size, digests) =>
-        this.describe(principal, spec, size, digests, generation),
-      );
-      const resource = this.published(spec, published, generation);
+      const described = this.describer(principal, spec);
+      const resource = this.published(spec, await this.engine.publishWhole(data, expectation(spec.checksums), described.describe), described);
       await replies?.finished(resource);
       return { resource };
     }
@@ -213,7 +210,7 @@ export class GcsService {
     mode: { single: boolean; replies?: BidiReplies },
   ): Promise<GcsWriteStatus> {
     // Checked again under the lease: another writer may have moved the upload in between.
-    if (first.write_offset !== writer.committedSize) throw offsetMismatch(first.write_offset, writer.committedSize);
+    if (first.write_offset > writer.committedSize) throw offsetMismatch(first.write_offset, writer.committedSize);
     let declared = declaredAtStart;
     for (let msg = first; ; ) {
       if (msg !== first) {
@@ -243,9 +240,12 @@ export class GcsService {
       }
       if (msg.finish_write) {
         declared = mergeChecksums(declared, parseChecksums(msg.object_checksums));
+        // The stream must end here, and is seen to end before anything is published. Clients
+        // half-close after finish_write on BidiWriteObject too (as Google's own test server
+        // requires: it reads the whole request stream before it finalizes).
+        await endOfStream(rest);
         const resource = await this.finish(principal, spec, declared, writer);
         await mode.replies?.finished(resource);
-        if (!(await rest.next()).done) throw new InvalidArgumentError('message after finish_write');
         return { resource };
       }
       if (mode.replies && (msg.flush || msg.state_lookup)) {
@@ -270,41 +270,45 @@ export class GcsService {
     }
     const name = gcsCatalogName(spec.bucket, spec.object);
     checkPreconditions(spec, await this.engine.catalog.get(name));
-    const generation = newGeneration();
-    const published = await writer.finish(
-      expectation(declared),
-      (n, digests) => this.describe(principal, spec, n, digests, generation),
-      (object) => ({
-        result: JSON.stringify({ name, generation: generationOf(object) } satisfies FinishedRecord),
-        retainMs: this.options.finishedRetentionMs,
-      }),
-    );
-    return this.published(spec, published, generation);
+    const described = this.describer(principal, spec);
+    const published = await writer.finish(expectation(declared), described.describe, (object) => ({
+      result: JSON.stringify({ name, generation: generationOf(object) } satisfies FinishedRecord),
+      retainMs: this.options.finishedRetentionMs,
+    }));
+    return this.published(spec, published, described);
   }
 
   /**
    * The resource of a publication. When the name already held identical content, the publication
    * answered that object (immutability): its generation must still satisfy the preconditions.
    */
-  private published(spec: GcsWriteSpec, object: CatalogObject, generation: number): GcsObject {
-    if (generationOf(object) !== generation) checkPreconditions(spec, object);
+  private published(spec: GcsWriteSpec, object: CatalogObject, described: Describer): GcsObject {
+    if (object.createdAt !== described.createdAt) checkPreconditions(spec, object);
     return toGcsObject(object, spec.bucket, spec.object);
   }
 
-  private describe(principal: Principal, spec: GcsWriteSpec, size: number, digests: Digests, generation: number): CatalogObject {
+  /**
+   * The catalog object an upload publishes. Its generation (0 here) is assigned by the catalog at
+   * publication, increasing per name across replicas; `createdAt` tells it from an existing object.
+   */
+  private describer(principal: Principal, spec: GcsWriteSpec): Describer {
+    const createdAt = new Date().toISOString();
     return {
-      name: gcsCatalogName(spec.bucket, spec.object),
-      size,
-      ...digests,
-      contentType: spec.contentType,
-      owner: principal.clientId,
-      project: spec.bucket,
-      createdAt: new Date(Math.floor(generation / 1000)).toISOString(),
-      expires: null,
-      protocol: PROTOCOL,
-      blob: digests.sha256,
-      generation,
-      ...(Object.keys(spec.metadata).length > 0 ? { metadata: spec.metadata } : {}),
+      createdAt,
+      describe: (size, digests) => ({
+        name: gcsCatalogName(spec.bucket, spec.object),
+        size,
+        ...digests,
+        contentType: spec.contentType,
+        owner: principal.clientId,
+        project: spec.bucket,
+        createdAt,
+        expires: null,
+        protocol: PROTOCOL,
+        blob: digests.sha256,
+        generation: 0,
+        ...(Object.keys(spec.metadata).length > 0 ? { metadata: spec.metadata } : {}),
+      }),
     };
   }
 
@@ -367,15 +371,24 @@ export class GcsService {
     return toGcsObject(await this.live(name, req), bucket, objectName);
   }
 
-  /** Deletes the live object (never one published again under the name meanwhile). */
+  /**
+   * Deletes the live object (never one published again under the name meanwhile), if this face
+   * published it: the catalog is shared, and other protocols promise their objects live on (a
+   * Taskcluster object until it expires, a file handle, a CAS blob). Checked and deleted in one step.
+   */
   async deleteObject(principal: Principal, req: DeleteObjectRequest): Promise<void> {
     const bucket = this.names.bucket(req.bucket);
     const name = gcsCatalogName(bucket, this.names.object(req.object));
     this.auth.require(principal, Scopes.write(name));
     const object = await this.live(name, req);
-    if (!(await this.engine.catalog.deleteIfUnchanged(name, object.createdAt))) {
-      throw new NotFoundError(`${name} changed while being deleted; look again`);
+    const outcome = await this.engine.catalog.deleteOwn(name, object.createdAt, PROTOCOL);
+    if (outcome.deleted) return;
+    if (outcome.ownedBy !== undefined) {
+      throw new FailedPreconditionError(
+        `${name} was published by ${publisherOf(outcome.ownedBy)}, which keeps it; only objects written through the Cloud Storage API can be deleted here`,
+      );
     }
+    throw new NotFoundError(`${name} changed while being deleted; look again`);
   }
 
   async readObject(principal: Principal, req: ReadObjectRequest__Output): Promise<GcsReadResult> {
@@ -420,6 +433,29 @@ export class GcsService {
     if (!session || session.protocol !== PROTOCOL) throw new NotFoundError(`upload ${uploadId} not found`);
     return session;
   }
+}
+
+/** The catalog object an upload will publish, and when it was described. */
+interface Describer {
+  createdAt: string;
+  describe: (size: number, digests: Digests) => CatalogObject;
+}
+
+const PUBLISHERS: Record<string, string> = {
+  object: 'the Taskcluster object API (protocol object)',
+  multipart: 'the multipart API (protocol multipart, a file handle)',
+  bytestream: 'ByteStream (protocol bytestream)',
+  'bytestream-cas': 'the Remote Execution API CAS (protocol bytestream-cas)',
+  'reapi-cas': 'the Remote Execution API CAS (protocol reapi-cas)',
+};
+
+function publisherOf(protocol: string): string {
+  return PUBLISHERS[protocol] ?? `protocol ${protocol || 'unknown'}`;
+}
+
+/** Waits for the client to end its stream; a message after finish_write is an error (nothing is published). */
+async function endOfStream(rest: AsyncIterator<GcsWriteMessage>): Promise<void> {
+  if (!(await rest.next()).done) throw new InvalidArgumentError('message after finish_write; nothing was published');
 }
 
 function specOf(session: UploadSession): GcsWriteSpec {

@@ -15,6 +15,11 @@ describe('RedisKeys', () => {
     expect(tagOf(keys.uploadLease('abc'))).toBe('abc');
   });
 
+  it('puts a catalog entry and its last generation in one slot (one publish script uses both)', () => {
+    expect(tagOf(keys.objectGeneration('b/o'))).toBe(tagOf(keys.object('b/o')));
+    expect(keys.objectGeneration('b/o')).not.toBe(keys.object('b/o'));
+  });
+
   it('never lets a client-chosen name shape the hash tag', () => {
     const evil = 'a}{b';
     expect(keys.object(evil)).toBe(`ferry:obj:{${nameTag(evil)}}`);

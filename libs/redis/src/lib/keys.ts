@@ -78,6 +78,11 @@ export class RedisKeys {
     return `${this.prefix}:obj:{${nameTag(name)}}`;
   }
 
+  /** The last generation a name was published with (in the object's slot; outlives its deletion). */
+  objectGeneration(name: string): string {
+    return `${this.prefix}:objgen:{${nameTag(name)}}`;
+  }
+
   /** Names that reference (or claimed) a blob, each with the time of its claim (for garbage collection). */
   blobRefs(sha256: string): string {
     return `${this.prefix}:blob:{${sha256}}:claims`;
