@@ -16,9 +16,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent } from 'node:http';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { keepAlive, multipartUpload } from './ferry-clients.mjs';
 import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -27,7 +27,6 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 4);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
 const FERRY_ENV = JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}');
-const TOKEN = 'dev-secret'; // development mode (no FERRY_CLIENTS)
 const HASH_CHUNK = 4 * MiB;
 
 const work = join(root, 'tmp', 'bench');
@@ -39,19 +38,6 @@ const dist = (app) => join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps',
 
 const fmt = (x, d = 1) => x.toFixed(d);
 const md5Hex = (b) => createHash('md5').update(b).digest('hex');
-
-// --- a small HTTP client (node:http, keep-alive) -------------------------------------------------
-
-/** A bearer-authenticated JSON call to the multipart API; throws unless the status is `expect`. */
-async function api(base, agent, method, path, json, expect) {
-  const body = json === undefined ? undefined : Buffer.from(JSON.stringify(json));
-  const headers = { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) };
-  const res = await request(`${base}${path}`, { method, headers, body, agent });
-  if (res.status !== expect) throw new Error(`${method} ${path}: ${res.status} ${res.text}`);
-  return JSON.parse(res.text);
-}
-
-const keepAlive = () => new Agent({ keepAlive: true, maxSockets: PARALLEL });
 
 /** Runs `fn(partNumber)` for parts 1..count, `PARALLEL` at a time. */
 const eachPart = (count, fn) => inParallel(count, PARALLEL, (i) => fn(i + 1));
@@ -154,7 +140,7 @@ async function main(onCleanup) {
   async function bareRound(partSize, round) {
     await settle();
     const count = Math.ceil(SIZE / partSize);
-    const agent = keepAlive();
+    const agent = keepAlive(PARALLEL);
     try {
       const m = await measure(bareProc.pid, () =>
         eachPart(count, async (n) => {
@@ -173,43 +159,15 @@ async function main(onCleanup) {
 
   async function ferryRound(partSize, round) {
     await settle();
-    const count = Math.ceil(SIZE / partSize);
-    const md5s = partMd5s.get(partSize);
-    const agent = keepAlive();
+    const agent = keepAlive(PARALLEL);
     try {
       const fileName = `bench-${partSize / MiB}MiB-${round}-${Date.now()}.bin`;
-      const started = await api(
-        base,
-        agent,
-        'POST',
-        '/file/multipart?forceRestart=true',
-        { fileName, contentType: 'application/octet-stream', contentMD5Hex, fileSizeBytes: SIZE, partSizeBytes: partSize },
-        201,
-      );
-      if (started.state !== 'UPLOADING') throw new Error(`start answered ${started.state}, not UPLOADING (deduplicated?): ${JSON.stringify(started)}`);
-      const id = started.uploadId;
-      const urls = new Map();
-      for (let first = 1; first <= count; first += 1000) {
-        const partNumbers = Array.from({ length: Math.min(1000, count - first + 1) }, (_, i) => first + i);
-        const batch = await api(base, agent, 'POST', `/file/multipart/${id}/presigned/url/batch`, { uploadId: id, partNumbers }, 201);
-        for (const u of batch.partPresignedUrls) urls.set(u.partNumber, u);
-      }
-      if (urls.size !== count) throw new Error(`got ${urls.size} presigned URLs for ${count} parts`);
-
+      const upload = multipartUpload({ base, agent, data, partSize, parallel: PARALLEL, contentMD5Hex, partMd5s: partMd5s.get(partSize), fileName });
+      await upload.start();
       // Upload: first PUT to last add, sampling multipart-api.
-      const up = await measure(apiProc.pid, () =>
-        eachPart(count, async (n) => {
-          const { uploadPresignedUrl, signedHeaders } = urls.get(n);
-          const res = await request(uploadPresignedUrl, { method: 'PUT', headers: signedHeaders, body: part(partSize, n), agent });
-          if (res.status !== 200) throw new Error(`PUT part ${n}: ${res.status} ${res.text}`);
-          const add = await api(base, agent, 'PUT', `/file/multipart/${id}/add/${n}?partMD5Hex=${md5s[n - 1]}`, undefined, 200);
-          if (add.addPartState !== 'ADD_SUCCESS') throw new Error(`add part ${n}: ${JSON.stringify(add)}`);
-        }),
-      );
-
+      const up = await measure(apiProc.pid, () => upload.upload());
       // Assembly: complete (waits) until its 200 COMPLETED, sampling the assembler-worker.
-      const asm = await measure(workerProc.pid, () => api(base, agent, 'PUT', `/file/multipart/${id}/complete`, undefined, 200));
-      if (asm.result.state !== 'COMPLETED') throw new Error(`complete answered ${asm.result.state}: ${JSON.stringify(asm.result)}`);
+      const asm = await measure(workerProc.pid, () => upload.complete());
       const blobs = filesUnder(join(dataDir, 'blobs'));
       if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after complete the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
       return {
