@@ -45,10 +45,10 @@ export class FileHandleController {
     res.setHeader('Content-Type', handle.contentType);
     res.setHeader('Content-Length', String(end - start));
     res.setHeader('Accept-Ranges', 'bytes');
-    res.setHeader('ETag', `"${object.md5}"`);
+    res.setHeader('ETag', `"${handle.etag}"`);
     res.setHeader('Content-Disposition', `attachment; filename*=UTF-8''${encodeURIComponent(handle.fileName)}`);
     if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${object.size}`);
-    if (!range) res.setHeader('Content-MD5', Buffer.from(object.md5, 'hex').toString('base64'));
+    if (!range) res.setHeader('Content-MD5', Buffer.from(handle.contentMd5, 'hex').toString('base64'));
     // a client that goes away mid-download is not an error of ours
     await pipeline(read(start, end), res).catch(() => res.destroy());
   }

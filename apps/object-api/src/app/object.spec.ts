@@ -125,9 +125,15 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId: slugid() })).status).toBe(409);
     const otherProject = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/b', uploadId });
     expect([otherProject.status, otherProject.body['code']]).toEqual([400, 'InputError']);
+    // a sha512 declared only now (as taskcluster-client's upload() does) is computed now, and verified
+    const badSha512 = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data), sha512: sha512Hex(Buffer.from('x')) } });
+    expect([badSha512.status, badSha512.body['code']]).toEqual([400, 'InputError']);
+    expect(String(badSha512.body['message'])).toMatch(/sha512 is [0-9a-f]{128}, not the declared/);
+    expect((await call('GET', `/metadata/${enc(name)}`)).status).toBe(404);
     const ok = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data), sha512: sha512Hex(data) } });
     expect(ok.status).toBe(200);
     const object = await h.app.get(Catalog).get(name);
+    expect(object?.md5).toBeUndefined(); // digests by need: the object API needs none
     expect(object).toMatchObject({ size: data.length, sha256: sha256Hex(data), sha512: sha512Hex(data), protocol: 'object', project: 'proj/a', expires });
     expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409);
   });

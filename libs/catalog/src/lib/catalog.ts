@@ -10,9 +10,10 @@ export interface CatalogObject {
   name: string;
   size: number;
   sha256: string;
-  md5: string;
-  /** crc32c as 8 hex digits (big-endian), as GCS reports it in base64 of the same bytes. */
-  crc32c: string;
+  /** md5, when the publishing protocol needed it or its client declared it (digests by need). */
+  md5?: string;
+  /** crc32c as 8 hex digits (big-endian), as GCS reports it in base64 of the same bytes; when computed. */
+  crc32c?: string;
   contentType: string;
   owner: string;
   project: string;
@@ -312,8 +313,8 @@ function decode(h: Record<string, string>): CatalogObject | undefined {
     name: h['name'],
     size: Number(h['size']),
     sha256: h['sha256'],
-    md5: h['md5'],
-    crc32c: h['crc32c'],
+    ...(h['md5'] ? { md5: h['md5'] } : {}),
+    ...(h['crc32c'] ? { crc32c: h['crc32c'] } : {}),
     contentType: h['contentType'],
     owner: h['owner'],
     project: h['project'],

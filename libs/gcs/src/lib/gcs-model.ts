@@ -187,9 +187,15 @@ function timestamp(iso: string): { seconds: number; nanos: number } {
   return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
 }
 
-/** GCS whole-object checksums of a catalog object. */
-export function objectChecksums(object: CatalogObject): { crc32c: number; md5_hash: Buffer } {
-  return { crc32c: parseInt(object.crc32c, 16), md5_hash: Buffer.from(object.md5, 'hex') };
+/**
+ * GCS whole-object checksums of a catalog object: those it has (objects the GCS face wrote always
+ * carry crc32c; other protocols' objects carry what their protocol needed).
+ */
+export function objectChecksums(object: CatalogObject): { crc32c?: number; md5_hash?: Buffer } {
+  return {
+    ...(object.crc32c ? { crc32c: parseInt(object.crc32c, 16) } : {}),
+    ...(object.md5 ? { md5_hash: Buffer.from(object.md5, 'hex') } : {}),
+  };
 }
 
 /** The `google.storage.v2.Object` resource of a catalog object living at `bucket`/`name`. */

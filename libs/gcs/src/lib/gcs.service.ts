@@ -16,7 +16,7 @@ import type {
 } from '@ferry/protocol';
 import type { UploadSession } from '@ferry/sessions';
 import { uploadMetrics } from '@ferry/uploads';
-import type { Digests, UploadEngine, UploadWriter } from '@ferry/uploads';
+import type { DigestNeeds, Digests, UploadEngine, UploadWriter } from '@ferry/uploads';
 import {
   DeclaredChecksums,
   GcsNames,
@@ -151,7 +151,7 @@ export class GcsService {
     if (first.write_offset > session.committed) throw offsetMismatch(first.write_offset, session.committed);
     let writer: UploadWriter;
     try {
-      writer = await this.engine.openWriter(session.id);
+      writer = await this.engine.openWriter(session.id, digestNeeds(declared));
     } catch (err) {
       // finished by another stream between the two reads
       if (err instanceof FailedPreconditionError) return this.answerFinished(await this.session(session.id), replies);
@@ -183,13 +183,14 @@ export class GcsService {
       const data = checkedContent(first) ?? Buffer.alloc(0);
       if (spec.objectSize !== undefined && data.length !== spec.objectSize) throw sizeMismatch(spec.objectSize, data.length);
       const described = this.describer(principal, spec);
-      const resource = this.published(spec, await this.engine.publishWhole(data, expectation(spec.checksums), described.describe), described);
+      const published = await this.engine.publishWhole(data, expectation(spec.checksums), described.describe, digestNeeds(spec.checksums));
+      const resource = this.published(spec, published, described);
       await replies?.finished(resource);
       return { resource };
     }
     const id = `gcs_${randomBytes(24).toString('base64url')}`;
     await this.engine.getOrCreateSession({ id, name, protocol: PROTOCOL, owner: principal.clientId, attributes: { spec: JSON.stringify(spec) } });
-    const writer = await this.engine.openWriter(id);
+    const writer = await this.engine.openWriter(id, digestNeeds(spec.checksums));
     try {
       return await this.stream(principal, spec, spec.checksums, first, rest, writer, { single: true, replies });
     } catch (err) {
@@ -475,6 +476,15 @@ function checkedContent(msg: GcsWriteMessage): Buffer | undefined {
     }
   }
   return data.content;
+}
+
+/**
+ * Digests by need: every object this face writes carries a crc32c (GCS clients check it on
+ * download), an md5 when the client declared one; sha256 always (the engine's content address).
+ * An md5 declared only with finish_write is computed then, by the engine.
+ */
+function digestNeeds(declared: DeclaredChecksums): DigestNeeds {
+  return declared.md5 ? ['crc32c', 'md5'] : ['crc32c'];
 }
 
 function expectation(declared: DeclaredChecksums) {

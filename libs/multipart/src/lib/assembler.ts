@@ -1,6 +1,6 @@
 import type { AssembleMultipartResult } from '@ferry/jobs';
 import type { Storage } from '@ferry/storage';
-import type { Digests, HashPool } from '@ferry/uploads';
+import type { HashPool } from '@ferry/uploads';
 import { FileHandles } from './file-handles';
 import { MultipartStore, MultipartUpload } from './multipart-store';
 
@@ -81,8 +81,9 @@ export class MultipartAssembler {
     return snapshot;
   }
 
-  private async hash(uploadId: string, size: number): Promise<Digests> {
-    const hasher = this.hashPool.hasher();
+  /** sha256 (the content address) and md5 (Synapse's contentMD5Hex, the handle's etag). */
+  private async hash(uploadId: string, size: number): Promise<{ sha256: string; md5: string }> {
+    const hasher = this.hashPool.offloaded(['sha256', 'md5']);
     try {
       for await (const chunk of this.storage.readStaging(uploadId, 0, size)) await hasher.update(chunk as Buffer);
       return await hasher.digest();

@@ -4,11 +4,12 @@ import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { FILE_HANDLE_CONCRETE_TYPE, FileHandle } from './model';
 
+/** A file handle's content: Synapse needs the md5 (etag, contentMd5); sha256 addresses the blob. */
 export interface Content {
   size: number;
   sha256: string;
   md5: string;
-  crc32c: string;
+  crc32c?: string;
 }
 
 export interface NewFileHandle {
@@ -51,7 +52,7 @@ export class FileHandles {
       size: content.size,
       sha256: content.sha256,
       md5: content.md5,
-      crc32c: content.crc32c,
+      ...(content.crc32c ? { crc32c: content.crc32c } : {}),
       contentType: init.contentType,
       owner: init.owner,
       project: '',

@@ -19,7 +19,7 @@ export interface MultipartUpload {
   resultFileHandleId?: string;
   failureReason?: string;
   /** Digests of the assembled file, recorded before it is published (so a retry can finish without the staging). */
-  digests?: { sha256: string; md5: string; crc32c: string };
+  digests?: { sha256: string; md5: string };
   /** S3: the private copy of the parts those digests are of, the one to publish (see MultipartAssembler). */
   snapshot?: string;
   /** The handle id a dedup at start chose, recorded before the handle is made (see MultipartService.dedup). */
@@ -135,7 +135,7 @@ export class MultipartStore {
       updatedOn: Number(h.updatedOn),
       resultFileHandleId: h.resultFileHandleId,
       failureReason: h.failureReason,
-      digests: h.sha256 && h.md5 && h.crc32c ? { sha256: h.sha256, md5: h.md5, crc32c: h.crc32c } : undefined,
+      digests: h.sha256 && h.md5 ? { sha256: h.sha256, md5: h.md5 } : undefined,
       snapshot: h.snapshot,
       dedupHandleId: h.dedupHandleId,
     };

@@ -313,7 +313,7 @@ export class MultipartService {
     await this.handles.create(
       handleId,
       { fileName: request.fileName, contentType: request.contentType, owner, storageLocationId: request.storageLocationId },
-      { size: object.size, sha256: object.sha256, md5: object.md5, crc32c: object.crc32c },
+      { size: object.size, sha256: object.sha256, md5: object.md5 ?? request.contentMD5Hex, ...(object.crc32c ? { crc32c: object.crc32c } : {}) },
     );
     await this.store.completeAsDuplicate(id, handleId, originalId);
   }

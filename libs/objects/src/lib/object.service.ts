@@ -7,7 +7,7 @@ import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFou
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/uploads';
-import type { HashPool } from '@ferry/uploads';
+import type { Digests, HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
   DownloadResponse,
@@ -78,8 +78,11 @@ interface PendingUpload {
   contentLength: number;
   /** The staging object putUrls name when they go straight to the bucket (S3). */
   directStagingId?: string;
-  /** What is stored, once data arrived (in the staging object `stagingId`). */
-  stored?: { stagingId: string; size: number; sha256: string; sha512: string; md5: string; crc32c: string };
+  /**
+   * What is stored, once data arrived (in the staging object `stagingId`): its sha256, and its
+   * sha512 when it was declared before the bytes arrived (else finishUpload computes it if declared).
+   */
+  stored?: { stagingId: string; size: number; sha256: string; sha512?: string };
 }
 
 /**
@@ -167,8 +170,8 @@ return 1`;
 /**
  * The Taskcluster object service (docs/protocols.md, Taskcluster object service) over Ferry's catalog, transport-free.
  * Uploads negotiate `dataInline` (stored at once) or `putUrl` (a signed URL of the data plane, whose
- * PUT computes every digest on the way); finishUpload compares the declared hashes with the stored
- * bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
+ * PUT computes the sha256, and the sha512 if declared already, on the way); finishUpload computes a
+ * sha512 declared only then, compares the declared hashes with the stored bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
  */
 export class ObjectService {
   constructor(
@@ -267,7 +270,7 @@ export class ObjectService {
    * bytes are first copied, inside the store, to a staging object no URL names: a PUT racing the
    * finish can then change neither what is verified nor what is published.
    */
-  private async directStored(upload: PendingUpload): Promise<PendingUpload['stored']> {
+  private async directStored(upload: PendingUpload, declared: Hashes): Promise<PendingUpload['stored']> {
     const direct = this.storage.direct;
     if (!upload.directStagingId || !direct) return undefined;
     const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
@@ -277,13 +280,14 @@ export class ObjectService {
       await this.redis.del(this.keys.objectStaging(stagingId));
       return undefined;
     }
-    const hasher = this.hashPool.hasher({ sha512: true });
+    const hasher = this.hashPool.hasher(declared.sha512 ? ['sha512'] : []);
     try {
       if (upload.contentLength >= 0 && size !== upload.contentLength) {
         throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
       }
       for await (const chunk of this.storage.readStaging(stagingId, 0, size)) await hasher.update(chunk as Buffer);
-      return { stagingId, size, ...(await hasher.digest()) } as NonNullable<PendingUpload['stored']>;
+      const { sha256, sha512 } = await hasher.digest();
+      return { stagingId, size, sha256, ...(sha512 ? { sha512 } : {}) };
     } catch (err) {
       hasher.dispose();
       await this.dropStaging(stagingId).catch(() => undefined);
@@ -291,14 +295,18 @@ export class ObjectService {
     }
   }
 
-  /** Data plane: the PUT of a putUrl. Streams to staging, computing every digest on the way. */
+  /**
+   * Data plane: the PUT of a putUrl. Streams to staging, computing on the way the sha256 and, if
+   * createUpload declared one, the sha512 (digests by need: a sha512 declared only at finishUpload
+   * is computed then, in one pass over the staged bytes).
+   */
   async putData(uploadId: string, name: string, signed: SignedRequest, body: AsyncIterable<Buffer>): Promise<void> {
     this.signer.verifyRequest(signed);
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
     await this.replaceData(upload, async (file, keeper, replaced) => {
-      // every digest on a pool thread (a single PUT: the event loop only receives and writes)
-      const hasher = this.hashPool.hasher({ sha512: true });
+      // digests on a pool thread (a single PUT: the event loop only receives and writes)
+      const hasher = this.hashPool.hasher(upload.hashes.sha512 ? ['sha512'] : []);
       const out = new BatchedWriter(file, 0, (data) => hasher.update(data), () => keeper.check());
       try {
         // a client that stalls while a newer PUT takes over hears 409 at once, not at its next byte
@@ -312,7 +320,7 @@ export class ObjectService {
         if (upload.contentLength >= 0 && size !== upload.contentLength) {
           throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
         }
-        return { size, ...(await hasher.digest()) };
+        return digestFields(size, await hasher.digest());
       } catch (err) {
         hasher.dispose();
         await out.settle();
@@ -364,7 +372,7 @@ export class ObjectService {
       if (holder?.startsWith(FINISHING)) return 'elsewhere';
       throw new AlreadyExistsError(holder ? 'a PUT of this object is in progress; finish it first' : 'no data was uploaded for this object yet');
     };
-    const data = upload.stored ?? (await this.directStored(upload));
+    const data = upload.stored ?? (await this.directStored(upload, declared));
     if (!data) return heldBy(await this.redis.get(lease));
     // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
     const dropSnapshot = async () => {
@@ -387,6 +395,7 @@ export class ObjectService {
       if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size && (await this.storage.blobSize(data.sha256)) !== data.size) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
+      if (declared.sha512 !== undefined && data.sha512 === undefined) data.sha512 = await this.sha512Of(data, keeper);
       for (const algo of ['sha256', 'sha512'] as const) {
         if (declared[algo] !== undefined && declared[algo] !== data[algo]) {
           throw new InputError(`the uploaded data's ${algo} is ${data[algo]}, not the declared ${declared[algo]}; nothing was published`);
@@ -400,7 +409,7 @@ export class ObjectService {
       const previous = await this.catalog.get(name);
       if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.deleteIfUnchanged(name, previous.createdAt);
       await this.catalog.publish({
-        name, size: data.size, sha256: data.sha256, sha512: data.sha512, md5: data.md5, crc32c: data.crc32c,
+        name, size: data.size, sha256: data.sha256, ...(data.sha512 ? { sha512: data.sha512 } : {}),
         contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
         expires: upload.expires, protocol: 'object', blob: data.sha256,
       });
@@ -494,13 +503,34 @@ export class ObjectService {
     return { url: `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`, expires: new Date(expiresAt * 1000).toISOString() };
   }
 
+  /** dataInline: at most 8 KiB, so both digests Taskcluster's clients declare are computed at once. */
   private async store(upload: PendingUpload, data: Buffer, contentType: string): Promise<void> {
     await this.replaceData(upload, async (file) => {
       await file.write(data, 0);
-      const hasher = new InlineHasher({ sha512: true });
+      const hasher = new InlineHasher(['sha512']);
       hasher.update(data);
-      return { size: data.length, contentType, contentLength: data.length, ...(await hasher.digest()) };
+      return { ...digestFields(data.length, await hasher.digest()), contentType, contentLength: data.length };
     });
+  }
+
+  /**
+   * The sha512 of stored bytes, declared only at finishUpload (as taskcluster-client's upload()
+   * does): one pass on a pool thread, under the finish lease. Read from the staging object, or from
+   * the blob when a finish that failed after publishing the bytes moved them there.
+   */
+  private async sha512Of(data: NonNullable<PendingUpload['stored']>, keeper: LeaseKeeper): Promise<string> {
+    const staged = (await this.storage.stagingSize(data.stagingId)) === data.size;
+    const chunks = staged ? this.storage.readStaging(data.stagingId, 0, data.size) : this.storage.readBlob(data.sha256, 0, data.size);
+    const hasher = this.hashPool.offloaded(['sha512']);
+    try {
+      for await (const chunk of chunks) {
+        keeper.check();
+        await hasher.update(chunk as Buffer);
+      }
+      return (await hasher.digest()).sha512;
+    } finally {
+      hasher.dispose();
+    }
   }
 
   /**
@@ -592,6 +622,11 @@ export class ObjectService {
   }
 }
 
+/** The digest fields a PUT records (sha512 empty when not computed: no older PUT's value stays). */
+function digestFields(size: number, digests: Digests): Record<string, string | number> {
+  return { size, sha256: digests.sha256, sha512: digests.sha512 ?? '' };
+}
+
 function hashesOf(o: CatalogObject): Hashes {
   return { sha256: o.sha256, ...(o.sha512 ? { sha512: o.sha512 } : {}) };
 }
@@ -609,7 +644,9 @@ function decode(h: Record<string, string>): PendingUpload | undefined {
     name: h['name'], projectId: h['projectId'], uploadId: h['uploadId'], expires: h['expires'], owner: h['owner'],
     createdAt: Number(h['createdAt']), hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
     contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1), directStagingId: h['directStagingId'] || undefined,
-    stored: h['sha256'] ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], sha512: h['sha512'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+    stored: h['sha256']
+      ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], ...(h['sha512'] ? { sha512: h['sha512'] } : {}) }
+      : undefined,
   };
 }
 

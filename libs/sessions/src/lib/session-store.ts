@@ -20,10 +20,20 @@ export interface UploadSession {
   /** Protocol-specific facts fixed at creation (expected size/digest, content type...). */
   attributes: Record<string, string>;
   /** Digests recorded when publishing began, so an interrupted publish can be completed. */
-  digests?: { sha256: string; md5: string; crc32c: string };
+  digests?: RecordedDigests;
   /** What a finished session recorded about its outcome (opaque to the store). */
   result?: string;
 }
+
+/** The digests an upload's bytes were found to have (sha256 always; the others when computed). */
+export interface RecordedDigests {
+  sha256: string;
+  md5?: string;
+  crc32c?: string;
+  sha512?: string;
+}
+
+const OPTIONAL_DIGESTS = ['md5', 'crc32c', 'sha512'] as const;
 
 /** Keep a finished session, as a record of its outcome, for `retainMs`. */
 export interface FinishRecord {
@@ -121,7 +131,9 @@ export class SessionStore {
       createdAt: Number(h['createdAt']),
       updatedAt: Number(h['updatedAt']),
       attributes: JSON.parse(h['attributes'] ?? '{}') as Record<string, string>,
-      digests: h['sha256'] ? { sha256: h['sha256'], md5: h['md5'], crc32c: h['crc32c'] } : undefined,
+      digests: h['sha256']
+        ? { sha256: h['sha256'], ...Object.fromEntries(OPTIONAL_DIGESTS.filter((a) => h[a]).map((a) => [a, h[a]])) }
+        : undefined,
       ...(h['result'] !== undefined ? { result: h['result'] } : {}),
     };
   }
@@ -160,11 +172,9 @@ export class SessionStore {
   }
 
   /** Marks the session as publishing, recording the digests of its bytes. */
-  async markPublishing(lease: Lease, digests: { sha256: string; md5: string; crc32c: string }): Promise<void> {
-    const r = await this.run.update2(
-      ...this.k(lease.uploadId), lease.token, Date.now(),
-      'state', 'publishing', 'sha256', digests.sha256, 'md5', digests.md5, 'crc32c', digests.crc32c,
-    );
+  async markPublishing(lease: Lease, digests: RecordedDigests): Promise<void> {
+    const optional = OPTIONAL_DIGESTS.flatMap((a) => (digests[a] ? [a, digests[a]] : []));
+    const r = await this.run.update2(...this.k(lease.uploadId), lease.token, Date.now(), 'state', 'publishing', 'sha256', digests.sha256, ...optional);
     this.check(r, lease);
   }
 

@@ -12,9 +12,23 @@ describe('hashing', () => {
   };
 
   it('InlineHasher digests a stream fed in pieces', async () => {
-    const h = new InlineHasher();
+    const h = new InlineHasher(['md5', 'crc32c']);
     for (let i = 0; i < data.length; i += 100_000) h.update(data.subarray(i, i + 100_000));
     expect(await h.digest()).toEqual(expected);
+  });
+
+  it('computes sha256 always and the other digests only when needed', async () => {
+    const alone = new InlineHasher();
+    alone.update(data);
+    expect(await alone.digest()).toEqual({ sha256: expected.sha256 });
+    const pool = new HashPool(1);
+    try {
+      const h = pool.hasher(['crc32c', 'sha256']);
+      await h.update(Buffer.from(data));
+      expect(await h.digest()).toEqual({ sha256: expected.sha256, crc32c: expected.crc32c });
+    } finally {
+      await pool.close();
+    }
   });
 
   it('HashPool gives the same digests, for shared slices and exclusive buffers alike, with many streams at once', async () => {
@@ -22,7 +36,7 @@ describe('hashing', () => {
     try {
       const digests = await Promise.all(
         Array.from({ length: 4 }, async (_, k) => {
-          const h = pool.hasher();
+          const h = pool.hasher(['md5', 'crc32c']);
           for (let i = 0; i < data.length; i += 200_000) {
             // alternate slices of the shared buffer (copied) and buffers of their own (transferred)
             const piece = k % 2 ? Buffer.from(data.subarray(i, i + 200_000)) : data.subarray(i, i + 200_000);
@@ -41,7 +55,7 @@ describe('hashing', () => {
   it('HashPool digests chunks larger than its cache slice, sha512 included', async () => {
     const pool = new HashPool(1);
     try {
-      const h = pool.hasher({ sha512: true });
+      const h = pool.hasher(['crc32c', 'md5', 'sha512']);
       // 2 MiB + 1 (four slices and a byte), then the rest
       await h.update(Buffer.from(data.subarray(0, 2 * 1024 * 1024 + 1)));
       await h.update(Buffer.from(data.subarray(2 * 1024 * 1024 + 1)));

@@ -4,21 +4,34 @@ import { Worker } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
 import { InternalError } from '@ferry/errors';
 
-/** Whole-content digests, lowercase hex; crc32c as 8 hex digits (big-endian). */
+/** The digests Ferry computes (crc32c as 8 hex digits, the others lowercase hex). */
+export type DigestAlgorithm = 'sha256' | 'md5' | 'crc32c' | 'sha512';
+
+/**
+ * Whole-content digests. sha256 always (the content address); the others only where a protocol
+ * needs them or its client declared them (digests by need: md5 alone costs ~1.4 CPU-s/GiB).
+ */
 export interface Digests {
   sha256: string;
-  md5: string;
-  crc32c: string;
-  /** Only when asked for (`{ sha512: true }`): the object API verifies it. */
+  md5?: string;
+  crc32c?: string;
   sha512?: string;
 }
 
-export interface HasherOptions {
-  /** Also compute sha512 (costly: no CPU instruction for it). */
-  sha512?: boolean;
+/** The digests a stream needs besides sha256, which is always computed. */
+export type DigestNeeds = readonly DigestAlgorithm[];
+
+/** sha256 first, then each other needed algorithm once. */
+export function algorithmsFor(needs: DigestNeeds): DigestAlgorithm[] {
+  return ['sha256', ...new Set(needs.filter((a) => a !== 'sha256'))];
 }
 
-/** Computes sha256, md5 and crc32c of a byte stream fed in order. */
+/** The declared digests `digests` lacks (a client declared them after the bytes were hashed). */
+export function missingDigests(declared: Partial<Record<DigestAlgorithm, string>>, digests: Digests): DigestAlgorithm[] {
+  return (['md5', 'crc32c', 'sha512'] as const).filter((a) => declared[a] !== undefined && digests[a] === undefined);
+}
+
+/** Computes sha256 and the needed digests of a byte stream fed in order. */
 export interface StreamHasher {
   /**
    * Feeds the next chunk; resolves when the hasher can take more (backpressure).
@@ -37,25 +50,24 @@ export function crc32cHex(value: number): string {
 
 /** Hashes on the calling thread. Right for small payloads, where a thread hop costs more than hashing. */
 export class InlineHasher implements StreamHasher {
-  private readonly sha = createHash('sha256');
-  private readonly md5 = createHash('md5');
-  private readonly sha512;
-  private crc = 0;
+  private readonly hashes: [DigestAlgorithm, ReturnType<typeof createHash>][] = [];
+  private crc?: number;
 
-  constructor(options: HasherOptions = {}) {
-    this.sha512 = options.sha512 ? createHash('sha512') : undefined;
+  constructor(needs: DigestNeeds = []) {
+    for (const algo of algorithmsFor(needs)) {
+      if (algo === 'crc32c') this.crc = 0;
+      else this.hashes.push([algo, createHash(algo)]);
+    }
   }
 
   update(chunk: Buffer): void {
-    this.sha.update(chunk);
-    this.md5.update(chunk);
-    this.sha512?.update(chunk);
-    this.crc = crc32c(chunk, this.crc);
+    for (const [, h] of this.hashes) h.update(chunk);
+    if (this.crc !== undefined) this.crc = crc32c(chunk, this.crc);
   }
 
   async digest(): Promise<Digests> {
-    const digests: Digests = { sha256: this.sha.digest('hex'), md5: this.md5.digest('hex'), crc32c: crc32cHex(this.crc) };
-    if (this.sha512) digests.sha512 = this.sha512.digest('hex');
+    const digests = Object.fromEntries(this.hashes.map(([algo, h]) => [algo, h.digest('hex')])) as unknown as Digests;
+    if (this.crc !== undefined) digests.crc32c = crc32cHex(this.crc);
     return digests;
   }
 
@@ -65,9 +77,10 @@ export class InlineHasher implements StreamHasher {
 }
 
 /**
- * Hashing a large upload costs more CPU than receiving and writing it (md5 ~1.4 s/GiB and it cannot
- * be vectorised, sha256 ~0.6 s/GiB with SHA-NI, crc32c ~0.1 s/GiB with SSE4.2), so a small pool of
- * worker threads computes every digest while the event loop keeps receiving and writing bytes.
+ * Hashing a large upload can cost more CPU than receiving and writing it (md5 ~1.4 s/GiB and it
+ * cannot be vectorised, sha512 ~1.5, sha256 ~0.6 s/GiB with SHA-NI, crc32c ~0.1 s/GiB with SSE4.2):
+ * hence digests by need, and a small pool of worker threads computes a stream's digests while the
+ * event loop keeps receiving and writing bytes.
  * Chunks move to the thread without a copy (their ArrayBuffer is transferred), and the thread runs
  * all digests over one cache-sized slice before the next: each byte then comes from memory once,
  * not once per digest (measured: ~2 CPU-seconds per GiB less than sha256 and crc32c on the event
@@ -127,11 +140,8 @@ interface WorkerReply {
   digests?: Record<string, string>;
 }
 
-/** Digests a pool thread computes (crc32c as 8 hex digits, the others lowercase hex). */
-export type OffloadedAlgorithm = 'sha256' | 'md5' | 'crc32c' | 'sha512';
-
 /** Digests computed on a pool thread; same ownership and backpressure contract as StreamHasher. */
-export interface OffloadedHasher<A extends OffloadedAlgorithm> {
+export interface OffloadedHasher<A extends DigestAlgorithm> {
   update(chunk: Buffer): Promise<void> | void;
   digest(): Promise<Record<A, string>>;
   dispose(): void;
@@ -192,13 +202,14 @@ export class HashPool {
     }
   }
 
-  /** Every digest on a pool thread. */
-  hasher(options: HasherOptions = {}): StreamHasher {
-    return this.offloaded<OffloadedAlgorithm>(options.sha512 ? ['crc32c', 'sha256', 'md5', 'sha512'] : ['crc32c', 'sha256', 'md5']);
+  /** sha256 and the needed digests on a pool thread. */
+  hasher(needs: DigestNeeds = []): StreamHasher {
+    const hasher = this.offloaded(algorithmsFor(needs));
+    return { ...hasher, digest: async () => (await hasher.digest()) as unknown as Digests };
   }
 
   /** The given digests on a pool thread (one thread per stream, so their order is kept). */
-  offloaded<A extends OffloadedAlgorithm>(algos: A[]): OffloadedHasher<A> {
+  offloaded<A extends DigestAlgorithm>(algos: A[]): OffloadedHasher<A> {
     const id = this.nextId++;
     const slot = id % this.workers.length;
     const stream: Stream = { worker: slot, outstanding: 0, waiters: [] };

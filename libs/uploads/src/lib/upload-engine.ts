@@ -3,7 +3,7 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { Digests, HashPool, InlineHasher, StreamHasher } from './hashing';
+import { DigestNeeds, Digests, HashPool, InlineHasher, StreamHasher, missingDigests } from './hashing';
 import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
@@ -45,14 +45,16 @@ export class UploadEngine {
   /**
    * Publishes an upload that arrived whole in one message (the common case for small blobs): no
    * session, no staging, no lease; verify, store the blob durably, publish the catalog entry.
-   * Verification happens before anything touches storage.
+   * Verification happens before anything touches storage. Computes sha256, the `needs` and
+   * whatever `expect` declares.
    */
   async publishWhole(
     data: Buffer,
     expect: Expectation,
     describe: (size: number, digests: Digests) => CatalogObject,
+    needs: DigestNeeds = [],
   ): Promise<CatalogObject> {
-    const hasher = new InlineHasher();
+    const hasher = new InlineHasher([...needs, ...missingDigests(expect, { sha256: '' })]);
     hasher.update(data);
     const digests = await hasher.digest();
     const object = describe(data.length, digests);
@@ -87,9 +89,10 @@ export class UploadEngine {
 
   /**
    * Becomes the single writer of an upload (ConcurrentWriterError if another one is active) and
-   * positions it at the committed size. A resumed upload re-hashes its committed prefix.
+   * positions it at the committed size. A resumed upload re-hashes its committed prefix. The
+   * stream computes sha256 and the `needs`; digests declared only at finish are computed then.
    */
-  async openWriter(uploadId: string): Promise<UploadWriter> {
+  async openWriter(uploadId: string, needs: DigestNeeds = []): Promise<UploadWriter> {
     const takenAt = performance.now(); // before asking: the lease may start any time after this
     const lease = await this.sessions.acquireLease(uploadId);
     let hasher: StreamHasher | undefined;
@@ -99,12 +102,12 @@ export class UploadEngine {
       if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
       session.committed = lease.committed;
       uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
-      const deps = { sessions: this.sessions, storage: this.storage, catalog: this.catalog };
+      const deps = { sessions: this.sessions, storage: this.storage, catalog: this.catalog, hashPool: this.hashPool };
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
       }
       const file = await this.storage.openStaging(uploadId, lease.committed);
-      hasher = this.hashPool.hasher();
+      hasher = this.hashPool.hasher(needs);
       writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
     } catch (err) {
       hasher?.dispose();

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { crc32c } from '@node-rs/crc32';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Catalog } from '@ferry/catalog';
 import { ConcurrentWriterError, InvalidArgumentError } from '@ferry/errors';
@@ -6,7 +7,7 @@ import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage, StagingFile } from '@ferry/storage';
 import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir, waitFor } from '@ferry/testing';
-import { HashPool, HasherOptions, StreamHasher } from './hashing';
+import { DigestNeeds, Digests, HashPool, StreamHasher, crc32cHex } from './hashing';
 import { UploadEngine } from './upload-engine';
 
 const KiB = 1024;
@@ -63,8 +64,8 @@ class SlowHashPool extends HashPool {
     super(1);
   }
 
-  override hasher(options?: HasherOptions): StreamHasher {
-    const inner = super.hasher(options);
+  override hasher(needs?: DigestNeeds): StreamHasher {
+    const inner = super.hasher(needs);
     return {
       update: async (chunk: Buffer) => {
         await this.delay();
@@ -115,7 +116,7 @@ describe('UploadWriter (real Redis and disk)', () => {
     return id;
   }
 
-  const describeObject = (id: string) => (size: number, d: { sha256: string; md5: string; crc32c: string }) => ({
+  const describeObject = (id: string) => (size: number, d: Digests) => ({
     name: `obj-${id}`, size, ...d, contentType: 'application/octet-stream', owner: 'dev', project: '',
     createdAt: new Date().toISOString(), expires: null, protocol: 'test', blob: d.sha256,
   });
@@ -123,7 +124,7 @@ describe('UploadWriter (real Redis and disk)', () => {
   it('commits only durable bytes, in order, while timer commits and flushes interleave', async () => {
     const id = await newUpload();
     const data = patternBytes(3 * 1024 * KiB, 5);
-    const writer = await engine.openWriter(id);
+    const writer = await engine.openWriter(id, ['md5']);
     const observed: number[] = [];
     for (let off = 0; off < data.length; off += 48 * KiB) {
       await writer.write(Buffer.from(data.subarray(off, off + 48 * KiB)));
@@ -164,7 +165,7 @@ describe('UploadWriter (real Redis and disk)', () => {
     await withSlowEngine(sessions, 60_000, async (slow) => {
       const id = await newUpload();
       const data = patternBytes(512 * KiB, 9);
-      const writer = await slow.openWriter(id);
+      const writer = await slow.openWriter(id, ['md5']);
       await writer.write(Buffer.from(data.subarray(0, 256 * KiB)));
       const flushing = writer.flush(); // waits for A's hash, then for the disk
       await disk.reached; // A is hashed; the commit waits on the disk
@@ -242,5 +243,38 @@ describe('UploadWriter (real Redis and disk)', () => {
     await expect(writer.finish({ sha256: 'f'.repeat(64) }, describeObject(id))).rejects.toBeInstanceOf(InvalidArgumentError);
     expect(await sessions.get(id)).toBeUndefined();
     expect(await storage.stagingSize(id)).toBeUndefined();
+  });
+
+  it('computes digests by need: sha256 always, others when needed or declared only at the finish', async () => {
+    const data = patternBytes(5 * 1024 * KiB + 3, 9);
+    const hex = (algo: string) => createHash(algo).update(data).digest('hex');
+    const crc = crc32cHex(crc32c(data));
+    const write = async (needs: DigestNeeds) => {
+      const id = await newUpload();
+      const writer = await engine.openWriter(id, needs);
+      for (let off = 0; off < data.length; off += 256 * KiB) await writer.write(Buffer.from(data.subarray(off, off + 256 * KiB)));
+      return { id, writer };
+    };
+    const plain = await write([]);
+    const bare = await plain.writer.finish({}, describeObject(plain.id));
+    expect(bare).toMatchObject({ sha256: hex('sha256') });
+    expect(bare.md5).toBeUndefined();
+    expect(bare.crc32c).toBeUndefined();
+    expect((await catalog.get(bare.name))?.md5).toBeUndefined();
+
+    const needed = await write(['crc32c']);
+    expect(await needed.writer.finish({}, describeObject(needed.id))).toMatchObject({ sha256: hex('sha256'), crc32c: crc });
+
+    // declared at the finish, not computed on the way: one pass over the staged bytes verifies them
+    const late = await write(['crc32c']);
+    const object = await late.writer.finish({ md5: hex('md5'), sha512: hex('sha512'), declaredBy: 'the client' }, describeObject(late.id));
+    expect(object).toMatchObject({ sha256: hex('sha256'), crc32c: crc, md5: hex('md5'), sha512: hex('sha512') });
+
+    const wrong = await write([]);
+    await expect(wrong.writer.finish({ md5: 'f'.repeat(32), declaredBy: 'the client' }, describeObject(wrong.id))).rejects.toThrow(
+      /the client declares md5 f{32}, the content hashes to [0-9a-f]{32}/,
+    );
+    expect(await catalog.get(`obj-${wrong.id}`)).toBeUndefined();
+    expect(await storage.stagingSize(wrong.id)).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
 import type { FinishRecord, Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
-import type { Digests, StreamHasher } from './hashing';
+import { type DigestAlgorithm, type Digests, type HashPool, type StreamHasher, missingDigests } from './hashing';
 import { LeaseKeeper } from './lease-keeper';
 import { uploadMetrics } from './upload-metrics';
 
@@ -22,6 +22,7 @@ export interface Expectation {
   sha256?: string;
   md5?: string;
   crc32c?: string;
+  sha512?: string;
   /** Who declared it, for the error message ("the resource name", "object_checksums"). */
   declaredBy?: string;
 }
@@ -30,6 +31,8 @@ export interface WriterDeps {
   sessions: SessionStore;
   storage: Storage;
   catalog: Catalog;
+  /** Hashes what the stream's hasher did not (digests declared after the bytes). */
+  hashPool: HashPool;
 }
 
 /**
@@ -292,6 +295,8 @@ export class UploadWriter {
     } else {
       size = await this.flush(true);
       digests = await (this.hasher as StreamHasher).digest();
+      const late = missingDigests(expect, digests);
+      if (late.length > 0) digests = { ...digests, ...(await this.hashStaged(late, size)) };
       const mismatch = verifyContent(expect, size, digests);
       if (mismatch) {
         uploadMetrics.failed.inc({ protocol: this.session.protocol });
@@ -327,6 +332,23 @@ export class UploadWriter {
       if (err instanceof AlreadyExistsError) await this.deps.sessions.finish(this.lease);
       else await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
       throw err;
+    }
+  }
+
+  /**
+   * Digests a client declared only at the end, which the stream did not compute: one pass over the
+   * staged bytes (on a pool thread), before anything is published.
+   */
+  private async hashStaged(algos: DigestAlgorithm[], size: number): Promise<Partial<Digests>> {
+    const hasher = this.deps.hashPool.offloaded(algos);
+    try {
+      for await (const chunk of this.deps.storage.readStaging(this.session.id, 0, size)) {
+        this.throwIfFailed();
+        await hasher.update(chunk as Buffer);
+      }
+      return await hasher.digest();
+    } finally {
+      hasher.dispose();
     }
   }
 
@@ -380,7 +402,7 @@ export function verifyContent(expect: Expectation, size: number, digests: Digest
   if (expect.size !== undefined && size !== expect.size) {
     return `size mismatch: ${by} declares ${expect.size} bytes, ${size} were written`;
   }
-  for (const algo of ['sha256', 'md5', 'crc32c'] as const) {
+  for (const algo of ['sha256', 'md5', 'crc32c', 'sha512'] as const) {
     const declared = expect[algo];
     if (declared !== undefined && digests[algo] !== declared) {
       return `digest mismatch: ${by} declares ${algo} ${declared}, the content hashes to ${digests[algo]}`;
