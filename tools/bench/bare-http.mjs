@@ -2,15 +2,19 @@
 // `PUT /<anything>` body piped in order into its own file in <dir>, fsynced before the file is
 // closed (write stream `flush: true`), then 200. `GET /<anything>` streams the file the last
 // successful PUT of that path stored (fs.createReadStream, Content-Length set), 404 if there is
-// none (or it was deleted since). Any other request gets 404.
-// Usage: node tools/bench/bare-http.mjs <port> <dir>     (SIGTERM closes it)
+// none (or it was deleted since). Any other request gets 404. With `md5`, each PUT body is also
+// hashed on the way (as a multipart API must: a part is checked against its partMD5Hex) and the
+// 200 carries it as ETag, as S3's UploadPart does.
+// Usage: node tools/bench/bare-http.mjs <port> <dir> [md5]     (SIGTERM closes it)
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
-const [port, dir] = process.argv.slice(2);
+const [port, dir, mode] = process.argv.slice(2);
+const withMd5 = mode === 'md5';
 let n = 0;
 const stored = new Map(); // request path -> the file its last successful PUT wrote
 
@@ -38,9 +42,11 @@ const server = createServer(async (req, res) => {
   try {
     const file = join(dir, `put-${process.pid}-${n++}`);
     // flush: fsync(2) after the last write, before close; pipeline settles after close.
+    const md5 = withMd5 ? createHash('md5') : undefined;
+    if (md5) req.on('data', (chunk) => md5.update(chunk));
     await pipeline(req, createWriteStream(file, { flush: true }));
     stored.set(req.url, file);
-    res.writeHead(200).end();
+    res.writeHead(200, md5 ? { etag: `"${md5.digest('hex')}"` } : {}).end();
   } catch (err) {
     if (!res.headersSent && !res.destroyed) res.writeHead(500).end(String(err));
   }

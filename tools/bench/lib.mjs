@@ -196,7 +196,7 @@ export function runBenchmark(main, { paths = [], work } = {}) {
     .then(() => process.exit());
 }
 
-/** One request; resolves with status and body text. `body` is a Buffer (sent with Content-Length). */
+/** One request; resolves with status, headers and body text. `body` is a Buffer (sent with Content-Length). */
 export function request(url, { method = 'GET', headers = {}, body, agent = false } = {}) {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
@@ -205,7 +205,7 @@ export function request(url, { method = 'GET', headers = {}, body, agent = false
       (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       },
     );

@@ -106,6 +106,7 @@ async function main(onCleanup) {
   const apiPort = await freePort();
   const workerPort = await freePort();
   const barePort = await freePort();
+  const md5Port = await freePort();
   const ferryEnv = {
     ...FERRY_ENV,
     REDIS_URL: redis.url,
@@ -127,6 +128,11 @@ async function main(onCleanup) {
     request(`http://127.0.0.1:${barePort}/`).then(() => true),
   );
   onCleanup(() => stopWithin(bareProc));
+  const md5Proc = await startProcess([join(root, 'tools', 'bench', 'bare-http.mjs'), String(md5Port), bareDir, 'md5'], {}, () =>
+    request(`http://127.0.0.1:${md5Port}/`).then(() => true),
+  );
+  onCleanup(() => stopWithin(md5Proc));
+  const bare = { plain: { port: barePort, proc: bareProc }, md5: { port: md5Port, proc: md5Proc } };
   const base = `http://127.0.0.1:${apiPort}`;
 
   /** Deletes what earlier measurements wrote (Ferry's published blobs, the bare files), then idles. */
@@ -137,15 +143,18 @@ async function main(onCleanup) {
     await sleep(SETTLE_MS);
   }
 
-  async function bareRound(partSize, round) {
+  /** One round against a bare server: `which` is 'plain' or 'md5' (each part's md5 computed, as ETag). */
+  async function bareRound(partSize, round, which = 'plain') {
     await settle();
     const count = Math.ceil(SIZE / partSize);
     const agent = keepAlive(PARALLEL);
+    const { port, proc } = bare[which];
     try {
-      const m = await measure(bareProc.pid, () =>
+      const m = await measure(proc.pid, () =>
         eachPart(count, async (n) => {
-          const res = await request(`http://127.0.0.1:${barePort}/${partSize / MiB}-${round}-${n}`, { method: 'PUT', body: part(partSize, n), agent });
+          const res = await request(`http://127.0.0.1:${port}/${partSize / MiB}-${round}-${n}`, { method: 'PUT', body: part(partSize, n), agent });
           if (res.status !== 200) throw new Error(`bare PUT part ${n}: ${res.status} ${res.text}`);
+          if (which === 'md5' && res.headers.etag !== `"${partMd5s.get(partSize)[n - 1]}"`) throw new Error(`bare md5 of part ${n}: ${res.headers.etag}`);
         }),
       );
       const sizes = filesUnder(bareDir);
@@ -206,11 +215,14 @@ async function main(onCleanup) {
   const rows = [];
   for (const partSize of PART_SIZES) {
     const pm = partSize / MiB;
-    const results = { bare: [], ferry: [] };
+    const results = { bare: [], bareMd5: [], ferry: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const b = await bareRound(partSize, round);
       results.bare.push(b);
       console.log(`bare  ${pm} MiB parts round ${round + 1}: ${fmt(b.mbps)} MB/s, ${fmt(b.cpuPerGiB, 2)} CPU-s/GiB (${fmt(b.sysPerGiB, 2)} in the kernel), peak RSS ${fmt(b.peakRssMiB)} MiB`);
+      const m = await bareRound(partSize, round, 'md5');
+      results.bareMd5.push(m);
+      console.log(`bare+md5 ${pm} MiB parts round ${round + 1}: ${fmt(m.mbps)} MB/s, ${fmt(m.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(m.peakRssMiB)} MiB`);
       const f = await ferryRound(partSize, round);
       results.ferry.push(f);
       console.log(
@@ -222,12 +234,15 @@ async function main(onCleanup) {
     console.log(`hash  ${pm} MiB parts: md5+sha256, one in-process pass (one thread, 4 MiB reads) over the page-cached file: ${fmt(hashSeconds, 2)} s (${fmt(SIZE / hashSeconds / 1e6)} MB/s)`);
     const f = median(results.ferry.map((r) => r.mbps));
     const s = median(results.bare.map((r) => r.mbps));
+    const sm = median(results.bareMd5.map((r) => r.mbps));
     const c = median(results.ferry.map((r) => r.completeSeconds));
     rows.push({
       part: `${pm} MiB`,
       ferryMBps: fmt(f),
       bareMBps: fmt(s),
+      bareMd5MBps: fmt(sm),
       uploadRatio: fmt(f / s, 2),
+      vsBareMd5: fmt(f / sm, 2),
       completeS: fmt(c, 2),
       hashS: fmt(hashSeconds, 2),
       completeRatio: fmt(c / hashSeconds, 2),
@@ -235,18 +250,19 @@ async function main(onCleanup) {
       workerPeakRssMiB: fmt(Math.max(...results.ferry.map((r) => r.workerPeakRssMiB))),
       ferryCpuPerGiB: fmt(median(results.ferry.map((r) => r.cpuPerGiB)), 2),
       bareCpuPerGiB: fmt(median(results.bare.map((r) => r.cpuPerGiB)), 2),
+      bareMd5CpuPerGiB: fmt(median(results.bareMd5.map((r) => r.cpuPerGiB)), 2),
       workerCpuPerGiB: fmt(median(results.ferry.map((r) => r.workerCpuPerGiB)), 2),
     });
   }
 
   console.log(
-    `\n${fmt(SIZE / MiB, 0)} MiB uploads, ${PARALLEL} parts in flight (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / Ferry; ` +
+    `\n${fmt(SIZE / MiB, 0)} MiB uploads, ${PARALLEL} parts in flight (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / bare+md5 / Ferry; ` +
       'upload = first PUT to last add, CPU of the receiving server; complete = complete→COMPLETED, CPU of the worker; hash = one in-process md5+sha256 pass):',
   );
   console.table(rows);
   console.log(`lifetime peak RSS (VmHWM, includes start-up): multipart-api ${fmt(hwmMiB(apiProc.pid))} MiB, assembler-worker ${fmt(hwmMiB(workerProc.pid))} MiB`);
   console.log(
-    `targets: upload ratio >= 0.80 (${rows.map((r) => `${r.part}: ${r.uploadRatio}`).join(', ')}); ` +
+    `targets: upload >= 0.80x bare (${rows.map((r) => `${r.part}: ${r.uploadRatio}`).join(', ')}) and >= 0.90x bare+md5 (${rows.map((r) => `${r.part}: ${r.vsBareMd5}`).join(', ')}); ` +
       `complete/hash <= 1.30 (${rows.map((r) => `${r.part}: ${r.completeRatio}`).join(', ')}); ` +
       `peak RSS <= 200 MiB (API ${rows.map((r) => `${r.part}: ${r.apiPeakRssMiB}`).join(', ')}; worker ${rows.map((r) => `${r.part}: ${r.workerPeakRssMiB}`).join(', ')})`,
   );
