@@ -6,7 +6,8 @@
 //  - Ferry's object API: createUpload, one PUT to the putUrl, finishUpload declaring the sha256,
 //    which Ferry verifies before publishing;
 //  - Ferry's multipart API: start, presigned URLs, BENCH_PARALLEL parts in flight (8 MiB parts),
-//    each added with its md5, complete until COMPLETED (the worker assembles and verifies);
+//    each added with its md5, complete until COMPLETED (the worker assembles and verifies); its
+//    MB/s counts the whole cycle, start to COMPLETED (bench:multipart times the phases apart);
 //  - Ferry's ByteStream Write, 1 MiB messages.
 // Prints per round and as medians: MB/s, server CPU-seconds per GiB, the server's peak RSS during
 // the upload, and each Ferry face's ratio to tus in one request. Before each measurement the
@@ -141,7 +142,7 @@ async function main(onCleanup) {
     },
     { key: 'tus8', label: `tus, ${TUS_CHUNK / MiB} MiB chunks`, pid: procs.tus.pid, run: () => tusUpload(tusEndpoint, data, TUS_CHUNK), check: () => oneFile('tus chunks', tusDir) },
     {
-      key: 'multipart', label: `Ferry multipart, ${PARALLEL} x ${PART / MiB} MiB`, pid: procs.multipart.pid,
+      key: 'multipart', label: `Ferry multipart, ${PARALLEL} x ${PART / MiB} MiB, start to COMPLETED`, pid: procs.multipart.pid,
       run: async () => {
         const upload = multipartUpload({ base: multipartBase, agent, data, partSize: PART, parallel: PARALLEL, contentMD5Hex, partMd5s, fileName: 'bench.bin' });
         await upload.start();
