@@ -4,16 +4,18 @@
  * its own `--output_user_root`, builds a small workspace of genrules with
  * `--remote_cache=grpc://127.0.0.1:<port>`, cleans, builds again and checks that every action was a
  * remote cache hit and the outputs are byte-identical; then the same with the ingest server killed
- * (SIGKILL) and restarted between the two builds.
+ * (SIGKILL) and restarted between the two builds; and once through a proxy that cuts the connection
+ * in the middle of the 3 MiB upload.
  *
  * Bazel 2.1 sends `--remote_header` credentials on the action cache and FindMissingBlobs calls, but
  * none on GetCapabilities and ByteStream: the server runs with a CI client for the former and
  * FERRY_ANONYMOUS_SCOPES for the instance's CAS uploads and reads (content-verified) for the latter.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, type Socket, createConnection, createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -37,6 +39,48 @@ function installBazel(): string {
   }
   chmodSync(binary, 0o755); // the package ships it without the executable bit
   return binary;
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:`target` that cuts the connection it is carrying (both sides) once
+ * `cutAfter` bytes in all have gone from clients to the server; only once.
+ */
+async function cuttingProxy(target: number, cutAfter: number): Promise<{ port: number; cuts: () => number; close(): Promise<void> }> {
+  let sent = 0;
+  let cuts = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.on('data', (chunk: Buffer) => {
+      sent += chunk.length;
+      if (cuts === 0 && sent >= cutAfter) {
+        cuts++;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      if (!upstream.write(chunk)) client.pause();
+    });
+    upstream.on('drain', () => client.resume());
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    cuts: () => cuts,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /** A workspace of genrules: a chain, a fan-in, and a 3 MiB output (several ByteStream messages). */
@@ -74,6 +118,7 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
         FERRY_DATA_DIR: data.path,
         FERRY_LOG_LEVEL: 'warn',
         FERRY_REAPI_INSTANCES: INSTANCE,
+        FERRY_REAPI_ZERO_RESUME: 'auto', // the default: Bazel 2.1 is told 0 for a broken upload
         FERRY_CLIENTS: JSON.stringify([{ clientId: 'bazel-ci', accessToken: TOKEN, scopes: [`ferry:write:${INSTANCE}/*`, `ferry:read:${INSTANCE}/*`] }]),
         FERRY_ANONYMOUS_SCOPES: `ferry:write:${INSTANCE}/uploads/*,ferry:read:${INSTANCE}/blobs/*`,
       },
@@ -91,23 +136,32 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     }
   }
 
-  /** Runs bazel in `dir`; returns its combined output (throws with it on failure). */
-  function run(dir: string, args: string[]): string {
-    const r = spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, '--nohome_rc', '--nosystem_rc', '--max_idle_secs=30', ...args], {
-      cwd: dir,
-      encoding: 'utf8',
-      timeout: 240_000,
-      env: { ...process.env, HOME: work.path },
+  /**
+   * Runs bazel in `dir`; resolves with its combined output (rejects with it on failure). Not with
+   * spawnSync: this process keeps serving meanwhile (the cutting proxy lives in it).
+   */
+  function run(dir: string, args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, '--nohome_rc', '--nosystem_rc', '--max_idle_secs=30', ...args], {
+        cwd: dir,
+        timeout: 240_000,
+        env: { ...process.env, HOME: work.path },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
+      child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
+      child.on('error', reject);
+      child.on('close', (code, signal) =>
+        code === 0 ? resolve(output) : reject(new Error(`bazel ${args.join(' ')} exited with ${code ?? signal}:\n${output}`)),
+      );
     });
-    const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-    if (r.status !== 0) throw new Error(`bazel ${args.join(' ')} exited with ${r.status}:\n${output}`);
-    return output;
   }
 
-  const build = (dir: string) =>
+  const build = (dir: string, cachePort = port) =>
     run(dir, [
       'build',
-      `--remote_cache=grpc://127.0.0.1:${port}`,
+      `--remote_cache=grpc://127.0.0.1:${cachePort}`,
       `--remote_instance_name=${INSTANCE}`,
       `--remote_header=authorization=Bearer ${TOKEN}`,
       '--spawn_strategy=local',
@@ -136,7 +190,7 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   }, 600_000);
 
   afterAll(async () => {
-    for (const ws of ['ws-plain', 'ws-restart']) {
+    for (const ws of ['ws-plain', 'ws-restart', 'ws-broken']) {
       if (existsSync(join(work.path, ws))) spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, 'shutdown'], { cwd: join(work.path, ws), timeout: 60_000 });
     }
     await stopProcess(server);
@@ -148,12 +202,12 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   async function cleanRebuildHitsTheCache(name: string, betweenBuilds: () => Promise<void>): Promise<void> {
     const dir = join(work.path, name);
     const files = writeWorkspace(dir, `${name}-${Date.now()}`);
-    const first = build(dir);
+    const first = await build(dir);
     expect(processes(first)).toEqual({ total: files.length, remoteHits: 0 }); // fresh content: every action ran
     const before = outputs(dir, files);
     await betweenBuilds();
-    run(dir, ['clean']);
-    const second = build(dir);
+    await run(dir, ['clean']);
+    const second = await build(dir);
     expect(processes(second)).toEqual({ total: files.length, remoteHits: files.length });
     expect(outputs(dir, files)).toEqual(before);
   }
@@ -167,5 +221,26 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
       await stopProcess(server); // SIGKILL
       await startServer();
     });
+  }, 600_000);
+
+  it('completes an upload broken mid-stream: QueryWriteStatus tells Bazel 2.1 0, and it re-sends from 0', async () => {
+    // Bazel 2.1 fails when told a partial size (NullPointerException in Chunker.seek): Ferry knows it
+    // by the tool_details of its calls (FERRY_REAPI_ZERO_RESUME=auto) and answers 0
+    const proxy = await cuttingProxy(port, 1.5 * 1024 * 1024); // inside big.bin's 3 MiB, after everything else
+    try {
+      const dir = join(work.path, 'ws-broken');
+      const files = writeWorkspace(dir, `ws-broken-${Date.now()}`);
+      const first = await build(dir, proxy.port);
+      expect(proxy.cuts()).toBe(1);
+      expect(first).not.toMatch(/Writing to Remote Cache/); // what Bazel prints when an upload fails
+      expect(processes(first)).toEqual({ total: files.length, remoteHits: 0 });
+      const before = outputs(dir, files);
+      await run(dir, ['clean']);
+      const second = await build(dir);
+      expect(processes(second)).toEqual({ total: files.length, remoteHits: files.length });
+      expect(outputs(dir, files)).toEqual(before);
+    } finally {
+      await proxy.close();
+    }
   }, 600_000);
 });

@@ -45,3 +45,4 @@ export type { GetTreeResponse } from './generated/build/bazel/remote/execution/v
 export type { GetActionResultRequest__Output } from './generated/build/bazel/remote/execution/v2/GetActionResultRequest';
 export type { UpdateActionResultRequest__Output } from './generated/build/bazel/remote/execution/v2/UpdateActionResultRequest';
 export type { GetCapabilitiesRequest__Output } from './generated/build/bazel/remote/execution/v2/GetCapabilitiesRequest';
+export type { RequestMetadata, RequestMetadata__Output } from './generated/build/bazel/remote/execution/v2/RequestMetadata';

@@ -7,7 +7,7 @@ import type { Logger } from '@ferry/logging';
 import type { ByteStreamHandlers, ReadResponse, WriteRequest__Output, WriteResponse } from '@ferry/protocol';
 import { uploadMetrics } from '@ferry/uploads';
 import { CallDrain } from './call-drain';
-import { principalOf, receiving, serveStream, serveUnary } from './grpc-calls';
+import { clientToolOf, principalOf, receiving, serveStream, serveUnary } from './grpc-calls';
 
 /**
  * grpc-js handlers for google.bytestream.ByteStream: authentication, backpressure and cancellation
@@ -38,7 +38,7 @@ export class ByteStreamGrpc {
         }),
       QueryWriteStatus: (call, callback) =>
         void serveUnary(callback, this.logger, 'QueryWriteStatus', () =>
-          this.service.queryWriteStatus(principalOf(this.auth, call), call.request.resource_name),
+          this.service.queryWriteStatus(principalOf(this.auth, call), call.request.resource_name, clientToolOf(call)),
         ),
     };
   }

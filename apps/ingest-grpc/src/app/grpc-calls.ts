@@ -1,7 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Authenticator, Principal } from '@ferry/auth';
+import type { ClientTool } from '@ferry/bytestream';
 import { CancelledError, UnavailableError } from '@ferry/errors';
 import type { Logger } from '@ferry/logging';
+import { type MessageCodec, type RequestMetadata, type RequestMetadata__Output, messageCodec } from '@ferry/protocol';
 import { interruptible } from '@ferry/uploads';
 import { toGrpcError } from './grpc-status';
 
@@ -9,6 +11,29 @@ import { toGrpcError } from './grpc-status';
 export function principalOf(auth: Authenticator, call: { metadata: grpc.Metadata }): Principal {
   const header = call.metadata.get('authorization')[0];
   return auth.authenticateBearer(typeof header === 'string' ? header : header?.toString());
+}
+
+/** The metadata entry in which REAPI clients (Bazel among them) send a serialized RequestMetadata. */
+export const REQUEST_METADATA_KEY = 'build.bazel.remote.execution.v2.requestmetadata-bin';
+
+let requestMetadata: MessageCodec<RequestMetadata, RequestMetadata__Output> | undefined;
+
+/**
+ * The tool behind a call, from its REAPI `RequestMetadata.tool_details` (Bazel sends it on every
+ * call, ByteStream included). Undefined when absent or malformed: it is a hint, never a reason to
+ * fail a call.
+ */
+export function clientToolOf(call: { metadata: grpc.Metadata }): ClientTool | undefined {
+  const raw = call.metadata.get(REQUEST_METADATA_KEY)[0];
+  if (!Buffer.isBuffer(raw) || raw.length === 0) return undefined;
+  try {
+    requestMetadata ??= messageCodec<RequestMetadata, RequestMetadata__Output>('build.bazel.remote.execution.v2.RequestMetadata');
+    const details = requestMetadata.decode(raw).tool_details;
+    if (!details || (!details.tool_name && !details.tool_version)) return undefined;
+    return { tool: details.tool_name, version: details.tool_version };
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -29,7 +29,12 @@ export class IngestModule {
         {
           provide: ByteStreamService,
           useFactory: (engine: UploadEngine, auth: Authenticator, instances: ReapiInstances) =>
-            new ByteStreamService(engine, auth, { maxNameBytes: config.uploads.maxNameBytes, instances, maxBlobBytes: config.reapi.maxBlobBytes }),
+            new ByteStreamService(engine, auth, {
+              maxNameBytes: config.uploads.maxNameBytes,
+              instances,
+              maxBlobBytes: config.reapi.maxBlobBytes,
+              zeroResume: config.reapi.zeroResume,
+            }),
           inject: [UploadEngine, Authenticator, ReapiInstances],
         },
         {

@@ -12,6 +12,7 @@ import {
   readBytes,
   reapiClients,
   unaryCall,
+  withToolDetails,
   writeRequests,
 } from '@ferry/testing';
 import { IngestHarness, startIngest } from '../testing/ingest.harness';
@@ -184,26 +185,68 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
     });
   });
 
-  describe('ByteStream uploads of REAPI names (Bazel 2.x compatible)', () => {
-    it('answers 0 for an unfinished upload, and accepts a re-send from 0 or from the committed size', async () => {
-      const data = randomBytes(6 * MiB);
-      const name = (uuid: string) => `main/uploads/${uuid}/blobs/${sha(data)}/${data.length}`;
-      const first = name('u-resend');
-      expect(await writeRequests(h.client, chunkedRequests(first, data.subarray(0, 4 * MiB), { finish: false }))).toBe(4 * MiB);
-      expect(await queryWriteStatus(h.client, first)).toEqual({ committed_size: 0, complete: false });
-      // Bazel 2.1 re-sends everything from 0: the held bytes are skipped, the blob still verified
-      expect(await writeRequests(h.client, chunkedRequests(first, data, { chunk: 16 * 1024 * 64 }))).toBe(data.length);
-      expect(await queryWriteStatus(h.client, first)).toEqual({ committed_size: data.length, complete: true });
-      expect(sha((await readBytes(h.client, `blobs/${sha(data)}/${data.length}`)).data)).toBe(sha(data));
+  describe('ByteStream uploads of REAPI names: resuming', () => {
+    const bazel = (version: string) => withToolDetails(md(), 'bazel', version);
+    const uploadName = (data: Buffer, uuid: string) => `main/uploads/${uuid}/blobs/${sha(data)}/${data.length}`;
+    const readBack = async (data: Buffer) => sha((await readBytes(h.client, `blobs/${sha(data)}/${data.length}`)).data);
 
-      // a current client may resume from the committed size it remembers
+    it('tells a current client the committed size, and it resumes from there', async () => {
+      const data = randomBytes(6 * MiB);
+      const name = uploadName(data, 'u-current');
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('7.4.1'))).toBe(4 * MiB);
+      // no request metadata (most clients), current Bazel, a Bazel development build (no version), other tools
+      for (const metadata of [md(), bazel('7.4.1'), bazel('2.2.0'), bazel('release 3.7.2'), bazel(''), withToolDetails(md(), 'reclient', '0.1.0')]) {
+        expect(await queryWriteStatus(h.client, name, metadata)).toEqual({ committed_size: 4 * MiB, complete: false });
+      }
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: 4 * MiB }), bazel('7.4.1'))).toBe(data.length);
+      expect(await queryWriteStatus(h.client, name, bazel('7.4.1'))).toEqual({ committed_size: data.length, complete: true });
+      expect(await readBack(data)).toBe(sha(data));
+      // an upload Ferry knows nothing of: 0, not NOT_FOUND
+      expect(await queryWriteStatus(h.client, uploadName(randomBytes(10), 'u-unknown'))).toEqual({ committed_size: 0, complete: false });
+    });
+
+    it('tells Bazel before 2.2 (by its request metadata) 0, and takes its re-send from 0', async () => {
+      const data = randomBytes(6 * MiB);
+      const name = uploadName(data, 'u-bazel21');
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('2.1.0'))).toBe(4 * MiB);
+      // Bazel 1.2 to 2.1 fail when told a partial size (a NullPointerException in Chunker.seek)
+      for (const version of ['2.1.0', 'release 2.1.0', '2.1.0rc1', '2.0.0', '1.2.1', '0.29.1']) {
+        expect(await queryWriteStatus(h.client, name, bazel(version))).toEqual({ committed_size: 0, complete: false });
+      }
+      // decided per call: the same upload, queried without metadata, is at 4 MiB
+      expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: 4 * MiB, complete: false });
+      // Bazel 2.1 re-sends everything from 0 in 16 KiB messages: the held bytes are skipped, the blob still verified
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { chunk: 16 * 1024 }), bazel('2.1.0'))).toBe(data.length);
+      expect(await queryWriteStatus(h.client, name, bazel('2.1.0'))).toEqual({ committed_size: data.length, complete: true });
+      expect(await readBack(data)).toBe(sha(data));
+    });
+
+    it('ignores malformed request metadata: the caller counts as a client that named no tool', async () => {
+      const data = randomBytes(5 * MiB);
+      const name = uploadName(data, 'u-malformed');
+      const garbage = md();
+      garbage.set('build.bazel.remote.execution.v2.requestmetadata-bin', Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]));
+      const truncated = md();
+      const bazel21 = bazel('2.1.0').get('build.bazel.remote.execution.v2.requestmetadata-bin')[0] as Buffer;
+      truncated.set('build.bazel.remote.execution.v2.requestmetadata-bin', bazel21.subarray(0, 5));
+      const empty = md();
+      empty.set('build.bazel.remote.execution.v2.requestmetadata-bin', Buffer.alloc(0));
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 3 * MiB), { finish: false }), garbage)).toBe(3 * MiB);
+      for (const metadata of [garbage, truncated, empty]) {
+        expect(await queryWriteStatus(h.client, name, metadata)).toEqual({ committed_size: 3 * MiB, complete: false });
+      }
+      expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: 3 * MiB }), truncated)).toBe(data.length);
+      expect(await readBack(data)).toBe(sha(data));
+    });
+
+    it('accepts a re-send from any offset up to what it holds, but not one that finishes before it', async () => {
       const other = randomBytes(3 * MiB);
-      const second = `main/uploads/u-resume/blobs/${sha(other)}/${other.length}`;
+      const second = uploadName(other, 'u-resend-middle');
       expect(await writeRequests(h.client, chunkedRequests(second, other.subarray(0, 2 * MiB), { finish: false }))).toBe(2 * MiB);
-      expect(await writeRequests(h.client, chunkedRequests(second, other, { offset: 2 * MiB }))).toBe(other.length);
-      // a re-send that finishes before the held bytes is refused
+      expect(await writeRequests(h.client, chunkedRequests(second, other, { offset: MiB }))).toBe(other.length);
+      expect(await readBack(other)).toBe(sha(other));
       const third = randomBytes(2 * MiB);
-      const thirdName = `main/uploads/u-short/blobs/${sha(third)}/${third.length}`;
+      const thirdName = uploadName(third, 'u-short');
       await writeRequests(h.client, chunkedRequests(thirdName, third.subarray(0, MiB + 5), { finish: false }));
       await expectGrpcCode(writeRequests(h.client, chunkedRequests(thirdName, third.subarray(0, MiB))), grpc.status.INVALID_ARGUMENT, /before the 1048581 bytes/);
     });
@@ -259,5 +302,44 @@ describe('REAPI scopes', () => {
     expect((await unaryCall<ActionResult__Output>(r.actionCache, 'GetActionResult', { instance_name: 'ci', action_digest: action }, bearer('dev-token-1'))).exit_code).toBe(3);
     await expectGrpcCode(unaryCall(r.cas, 'FindMissingBlobs', { instance_name: '', blob_digests: [] }, bearer('ci-token-1')), grpc.status.PERMISSION_DENIED);
     await expectGrpcCode(unaryCall(r.cas, 'FindMissingBlobs', { instance_name: 'ci', blob_digests: [] }, new grpc.Metadata()), grpc.status.UNAUTHENTICATED);
+  });
+});
+
+describe('FERRY_REAPI_ZERO_RESUME', () => {
+  /** An unfinished 4 MiB-of-6 REAPI upload on `h`, with what Bazel 7 and Bazel 2.1 send. */
+  async function unfinished(h: IngestHarness, uuid: string) {
+    const data = randomBytes(6 * MiB);
+    const name = `main/uploads/${uuid}/blobs/${sha(data)}/${data.length}`;
+    expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }))).toBe(4 * MiB);
+    return { data, name, bazel7: withToolDetails(bearer(), 'bazel', '7.4.1'), bazel21: withToolDetails(bearer(), 'bazel', '2.1.0') };
+  }
+
+  it('always: every client is told 0 until the blob is complete, and re-sends from 0', async () => {
+    const h = await startIngest({ FERRY_REAPI_ZERO_RESUME: 'always' });
+    try {
+      const { data, name, bazel7, bazel21 } = await unfinished(h, 'u-always');
+      for (const metadata of [bearer(), bazel7, bazel21]) {
+        expect(await queryWriteStatus(h.client, name, metadata)).toEqual({ committed_size: 0, complete: false });
+      }
+      expect(await writeRequests(h.client, chunkedRequests(name, data), bazel7)).toBe(data.length);
+      expect(await queryWriteStatus(h.client, name, bazel7)).toEqual({ committed_size: data.length, complete: true });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('never: every client, Bazel 2.1 too, is told the committed size; a re-send from 0 is still accepted', async () => {
+    const h = await startIngest({ FERRY_REAPI_ZERO_RESUME: 'never' });
+    try {
+      const { data, name, bazel7, bazel21 } = await unfinished(h, 'u-never');
+      for (const metadata of [bearer(), bazel7, bazel21]) {
+        expect(await queryWriteStatus(h.client, name, metadata)).toEqual({ committed_size: 4 * MiB, complete: false });
+      }
+      expect(await writeRequests(h.client, chunkedRequests(name, data), bazel21)).toBe(data.length);
+      expect(await queryWriteStatus(h.client, name, bazel21)).toEqual({ committed_size: data.length, complete: true });
+      expect(sha((await readBytes(h.client, `blobs/${sha(data)}/${data.length}`)).data)).toBe(sha(data));
+    } finally {
+      await h.close();
+    }
   });
 });

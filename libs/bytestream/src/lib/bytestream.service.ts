@@ -5,6 +5,7 @@ import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/err
 import { nameTag } from '@ferry/redis';
 import { SHA256_EMPTY } from '@ferry/storage';
 import { Digests, Expectation, UploadEngine, UploadWriter } from '@ferry/uploads';
+import { ClientTool, ZeroResume, answersZero } from './client-tool';
 import { ReapiInstances, ResourceName, casObjectName, parseResourceName } from './resource-name';
 
 /** One WriteRequest as decoded (defaults filled in). */
@@ -34,6 +35,8 @@ export interface ByteStreamOptions {
   instances: ReapiInstances;
   /** Largest CAS blob accepted (max_cas_blob_size_bytes); 0: no limit. */
   maxBlobBytes: number;
+  /** Who is told 0 for an unfinished REAPI upload (FERRY_REAPI_ZERO_RESUME); default `auto`. */
+  zeroResume?: ZeroResume;
 }
 
 /**
@@ -46,12 +49,15 @@ export interface ByteStreamOptions {
  * Immutability: writing a finished generic name again with identical content succeeds; with other
  * content it fails with ALREADY_EXISTS and nothing changes.
  *
- * REAPI uploads and old Bazel: Bazel 2.x re-sends a broken upload from 0 when QueryWriteStatus says
- * 0 or NOT_FOUND, and fails when it says anything else short of complete; current clients resume
- * from whatever it says. So for REAPI upload names QueryWriteStatus answers 0 until the blob is
- * complete, and a Write may start anywhere from 0 to the committed size: the bytes Ferry already
- * holds are skipped (not written again; the blob's digest still covers every byte). Both kinds of
- * client work; a resumed CAS upload re-sends bytes over the network but never rewrites them.
+ * Resuming REAPI uploads: QueryWriteStatus of an unfinished REAPI upload answers its committed
+ * size (0 if Ferry holds nothing), and current clients resume from there. Bazel 1.2 to 2.1 cannot:
+ * told a partial size, its upload fails (a NullPointerException in its Chunker.seek); told 0, it
+ * re-sends from 0. Those releases name themselves in the call's metadata (`tool_details`, on
+ * QueryWriteStatus as on every call; see `BAZEL_RESUMES_FROM`) and are answered 0 (option
+ * `zeroResume`: `auto`; `always` answers 0 to every client, `never` to none). So, whatever the
+ * setting, a Write of a REAPI upload may start anywhere from 0 to the committed size: the bytes
+ * Ferry already holds are skipped (not written again; the blob's digest still covers every byte).
+ * A client told 0 re-sends bytes over the network, but they are never rewritten.
  */
 export class ByteStreamService {
   constructor(
@@ -238,22 +244,26 @@ export class ByteStreamService {
     return { sha256: object.blob, size: object.size };
   }
 
-  async queryWriteStatus(principal: Principal, resourceName: string): Promise<WriteStatus> {
+  /** `client`: the tool calling, as it names itself (it matters for REAPI uploads: see the class comment). */
+  async queryWriteStatus(principal: Principal, resourceName: string, client?: ClientTool): Promise<WriteStatus> {
     const target = this.parse(resourceName);
     this.auth.require(principal, Scopes.write(target.name));
     if (target.kind === 'cas-download') throw new InvalidArgumentError('QueryWriteStatus takes an upload name');
+    const session = () => this.engine.getSession(ByteStreamService.uploadId(resourceName));
     if (target.kind === 'cas-upload') {
       const size = await this.engine.storage.blobSize(target.sha256);
-      // Unfinished or unknown REAPI uploads answer {0, false} (see the class comment): clients
-      // re-send from 0, and the bytes Ferry holds are skipped.
-      return size === target.size ? { committed_size: size, complete: true } : { committed_size: 0, complete: false };
+      if (size === target.size) return { committed_size: size, complete: true };
+      // An unknown REAPI upload is {0, false}, not NOT_FOUND. Old Bazel is told 0 until the blob is
+      // complete (see the class comment): it re-sends from 0, and the bytes Ferry holds are skipped.
+      if (answersZero(this.options.zeroResume ?? 'auto', client)) return { committed_size: 0, complete: false };
+      return { committed_size: (await session())?.committed ?? 0, complete: false };
     }
     // A finished name stays complete, even while a client writes it again (to verify identical
     // content): the committed size a client sees never goes down.
     const object = await this.engine.catalog.get(target.name);
     if (object) return { committed_size: object.size, complete: true };
-    const session = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
-    if (session) return { committed_size: session.committed, complete: false };
+    const upload = await session();
+    if (upload) return { committed_size: upload.committed, complete: false };
     throw new NotFoundError(`${target.name} not found`);
   }
 }

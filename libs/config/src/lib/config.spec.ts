@@ -118,6 +118,16 @@ describe('anonymous scopes', () => {
   });
 });
 
+describe('REAPI zero resume', () => {
+  it('is auto by default, takes always or never, and refuses anything else', () => {
+    expect(loadConfig({}).reapi.zeroResume).toBe('auto');
+    expect(loadConfig({ FERRY_REAPI_ZERO_RESUME: 'always' }).reapi.zeroResume).toBe('always');
+    expect(loadConfig({ FERRY_REAPI_ZERO_RESUME: 'never' }).reapi.zeroResume).toBe('never');
+    expect(() => loadConfig({ FERRY_REAPI_ZERO_RESUME: 'sometimes' })).toThrow(ConfigError);
+    expect(() => loadConfig({ FERRY_REAPI_ZERO_RESUME: 'Never' })).toThrow(/invalid configuration: FERRY_REAPI_ZERO_RESUME: auto, always or never/);
+  });
+});
+
 describe('Redis Cluster settings', () => {
   it('accepts a cluster URL in REDIS_URL, or the nodes in REDIS_CLUSTER_NODES', () => {
     expect(loadConfig({ REDIS_URL: 'redis+cluster://a:7000,b:7001' }).redis.url).toBe('redis+cluster://a:7000,b:7001');

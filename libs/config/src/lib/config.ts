@@ -86,6 +86,12 @@ export interface FerryConfig {
     maxBlobBytes: number;
     /** An action cache entry not read or written this long is forgotten. */
     actionCacheTtlMs: number;
+    /**
+     * Who QueryWriteStatus tells 0 for an unfinished REAPI upload: `auto` only Bazel releases that
+     * fail on a partial size (1.2 to 2.1, by their request metadata), `always` every client,
+     * `never` none (all get the committed size). See ByteStreamService in @ferry/bytestream.
+     */
+    zeroResume: 'auto' | 'always' | 'never';
   };
   /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
   signedUrlTtlMs: number;
@@ -241,6 +247,9 @@ const envSchema = z.object({
   FERRY_REAPI_MAX_BATCH_BYTES: z.coerce.number().int().min(64 * 1024).max(15 * 1024 * 1024).default(4 * 1024 * 1024),
   FERRY_CAS_MAX_BLOB_BYTES: z.coerce.number().int().min(0).default(0),
   FERRY_ACTION_CACHE_TTL_MS: positiveInt.default(7 * 24 * 60 * 60 * 1000),
+  FERRY_REAPI_ZERO_RESUME: z
+    .enum(['auto', 'always', 'never'], { errorMap: () => ({ message: 'auto, always or never' }) })
+    .default('auto'),
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
@@ -372,6 +381,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       maxBatchBytes: e.FERRY_REAPI_MAX_BATCH_BYTES,
       maxBlobBytes: e.FERRY_CAS_MAX_BLOB_BYTES,
       actionCacheTtlMs: e.FERRY_ACTION_CACHE_TTL_MS,
+      zeroResume: e.FERRY_REAPI_ZERO_RESUME,
     },
     signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),

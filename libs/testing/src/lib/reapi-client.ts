@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { ActionCacheClient, CapabilitiesClient, ContentAddressableStorageClient, loadProtos } from '@ferry/protocol';
+import { ActionCacheClient, CapabilitiesClient, ContentAddressableStorageClient, RequestMetadata, loadProtos, messageCodec } from '@ferry/protocol';
 
 export interface ReapiClients {
   capabilities: CapabilitiesClient;
@@ -19,4 +19,18 @@ export function reapiClients(address: string): ReapiClients {
     actionCache: new reapi.ActionCache(address, credentials, options),
   };
   return { ...clients, close: () => Object.values(clients).forEach((c) => c.close()) };
+}
+
+/**
+ * `metadata` plus what a REAPI client sends with every call: a serialized RequestMetadata under
+ * `build.bazel.remote.execution.v2.requestmetadata-bin` (Bazel 2.1: tool_details {"bazel", "2.1.0"}).
+ */
+export function withToolDetails(metadata: grpc.Metadata, toolName: string, toolVersion: string): grpc.Metadata {
+  const codec = messageCodec<RequestMetadata, unknown>('build.bazel.remote.execution.v2.RequestMetadata');
+  const md = metadata.clone();
+  md.set(
+    'build.bazel.remote.execution.v2.requestmetadata-bin',
+    codec.encode({ tool_details: { tool_name: toolName, tool_version: toolVersion }, action_id: 'a1', tool_invocation_id: 'i1' }),
+  );
+  return md;
 }
