@@ -22,14 +22,14 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { Agent, get as httpGet } from 'node:http';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { GiB, MiB, freePort, hwmMiB, inParallel, listening, measure, median, procSample, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import { TOKEN, multipartUpload } from './ferry-clients.mjs';
+import { GiB, MiB, freePort, hwmMiB, listening, measure, median, procSample, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const PART = Number(process.env.BENCH_PART_MIB ?? 16) * MiB;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 4);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
-const TOKEN = 'dev-secret';
 const BUCKET = 'bench';
 
 const work = join(root, 'tmp', 'bench');
@@ -37,13 +37,6 @@ const s3Dir = join(work, 's3rver');
 const dist = (app) => join(root, 'dist', 'apps', app, 'main.js');
 const fmt = (x, d = 1) => x.toFixed(d);
 const md5Hex = (b) => createHash('md5').update(b).digest('hex');
-
-async function api(base, agent, method, path, json, expect) {
-  const body = json === undefined ? undefined : Buffer.from(JSON.stringify(json));
-  const res = await request(`${base}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body, agent });
-  if (res.status !== expect) throw new Error(`${method} ${path}: ${res.status} ${res.text}`);
-  return JSON.parse(res.text);
-}
 
 /** Reads a whole response body, discarding it; resolves with its length. */
 function drain(url, agent) {
@@ -134,27 +127,12 @@ async function main(onCleanup) {
     await settle();
     const agent = new Agent({ keepAlive: true, maxSockets: PARALLEL });
     try {
-      const started = await api(base, agent, 'POST', '/file/multipart?forceRestart=true', {
-        fileName: `bench-${round}-${Date.now()}.bin`, contentType: 'application/octet-stream', contentMD5Hex, fileSizeBytes: SIZE, partSizeBytes: PART,
-      }, 201);
-      const id = started.uploadId;
-      const partNumbers = Array.from({ length: count }, (_, i) => i + 1);
-      const batch = await api(base, agent, 'POST', `/file/multipart/${id}/presigned/url/batch`, { uploadId: id, partNumbers }, 201);
-      const urls = new Map(batch.partPresignedUrls.map((u) => [u.partNumber, u]));
+      const upload = multipartUpload({ base, agent, data, partSize: PART, parallel: PARALLEL, contentMD5Hex, partMd5s, fileName: `bench-${round}-${Date.now()}.bin` });
+      await upload.start();
       const apiCpu0 = procSample(apiProc.pid).cpuSeconds;
-      const up = await measure(s3Proc.pid, () =>
-        inParallel(count, PARALLEL, async (i) => {
-          const n = i + 1;
-          const { uploadPresignedUrl, signedHeaders } = urls.get(n);
-          const res = await request(uploadPresignedUrl, { method: 'PUT', headers: signedHeaders, body: part(n), agent });
-          if (res.status !== 200) throw new Error(`PUT part ${n}: ${res.status} ${res.text}`);
-          const add = await api(base, agent, 'PUT', `/file/multipart/${id}/add/${n}?partMD5Hex=${partMd5s[n - 1]}`, undefined, 200);
-          if (add.addPartState !== 'ADD_SUCCESS') throw new Error(`add part ${n}: ${JSON.stringify(add)}`);
-        }),
-      );
+      const up = await measure(s3Proc.pid, () => upload.upload());
       const apiCpu = procSample(apiProc.pid).cpuSeconds - apiCpu0;
-      const asm = await measure(workerProc.pid, () => api(base, agent, 'PUT', `/file/multipart/${id}/complete`, undefined, 200));
-      if (asm.result.state !== 'COMPLETED') throw new Error(`complete: ${JSON.stringify(asm.result)}`);
+      const asm = await measure(workerProc.pid, () => upload.complete());
       const link = await request(`${base}/file/fileHandle/${asm.result.resultFileHandleId}/url?redirect=false`, { headers: { authorization: `Bearer ${TOKEN}` }, agent });
       const url = link.text.replace(/^"|"$/g, '');
       const got = await drain(url, agent);

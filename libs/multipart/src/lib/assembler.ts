@@ -82,15 +82,8 @@ export class MultipartAssembler {
   }
 
   /** sha256 (the content address) and md5 (Synapse's contentMD5Hex, the handle's etag). */
-  private async hash(uploadId: string, size: number): Promise<{ sha256: string; md5: string }> {
-    const hasher = this.hashPool.offloaded(['sha256', 'md5']);
-    try {
-      for await (const chunk of this.storage.readStaging(uploadId, 0, size)) await hasher.update(chunk as Buffer);
-      return await hasher.digest();
-    } catch (err) {
-      hasher.dispose();
-      throw err;
-    }
+  private hash(uploadId: string, size: number): Promise<{ sha256: string; md5: string }> {
+    return this.hashPool.digestOf(['sha256', 'md5'], this.storage.readStaging(uploadId, 0, size));
   }
 
   private async fail(upload: MultipartUpload, reason: string, snapshot?: string): Promise<AssembleMultipartResult> {

@@ -280,16 +280,14 @@ export class ObjectService {
       await this.redis.del(this.keys.objectStaging(stagingId));
       return undefined;
     }
-    const hasher = this.hashPool.hasher(declared.sha512 ? ['sha512'] : []);
     try {
       if (upload.contentLength >= 0 && size !== upload.contentLength) {
         throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
       }
-      for await (const chunk of this.storage.readStaging(stagingId, 0, size)) await hasher.update(chunk as Buffer);
-      const { sha256, sha512 } = await hasher.digest();
+      const algos: ('sha256' | 'sha512')[] = declared.sha512 ? ['sha256', 'sha512'] : ['sha256'];
+      const { sha256, sha512 } = await this.hashPool.digestOf(algos, this.storage.readStaging(stagingId, 0, size));
       return { stagingId, size, sha256, ...(sha512 ? { sha512 } : {}) };
     } catch (err) {
-      hasher.dispose();
       await this.dropStaging(stagingId).catch(() => undefined);
       throw err;
     }
@@ -521,16 +519,7 @@ export class ObjectService {
   private async sha512Of(data: NonNullable<PendingUpload['stored']>, keeper: LeaseKeeper): Promise<string> {
     const staged = (await this.storage.stagingSize(data.stagingId)) === data.size;
     const chunks = staged ? this.storage.readStaging(data.stagingId, 0, data.size) : this.storage.readBlob(data.sha256, 0, data.size);
-    const hasher = this.hashPool.offloaded(['sha512']);
-    try {
-      for await (const chunk of chunks) {
-        keeper.check();
-        await hasher.update(chunk as Buffer);
-      }
-      return (await hasher.digest()).sha512;
-    } finally {
-      hasher.dispose();
-    }
+    return (await this.hashPool.digestOf(['sha512'], chunks, () => keeper.check())).sha512;
   }
 
   /**

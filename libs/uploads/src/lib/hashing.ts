@@ -3,20 +3,17 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { crc32c } from '@node-rs/crc32';
 import { InternalError } from '@ferry/errors';
+import type { RecordedDigests } from '@ferry/sessions';
 
 /** The digests Ferry computes (crc32c as 8 hex digits, the others lowercase hex). */
 export type DigestAlgorithm = 'sha256' | 'md5' | 'crc32c' | 'sha512';
 
 /**
  * Whole-content digests. sha256 always (the content address); the others only where a protocol
- * needs them or its client declared them (digests by need: md5 alone costs ~1.4 CPU-s/GiB).
+ * needs them or its client declared them (digests by need: md5 alone costs ~1.4 CPU-s/GiB). The
+ * same shape the session store records when publishing begins.
  */
-export interface Digests {
-  sha256: string;
-  md5?: string;
-  crc32c?: string;
-  sha512?: string;
-}
+export type Digests = RecordedDigests;
 
 /** The digests a stream needs besides sha256, which is always computed. */
 export type DigestNeeds = readonly DigestAlgorithm[];
@@ -26,9 +23,14 @@ export function algorithmsFor(needs: DigestNeeds): DigestAlgorithm[] {
   return ['sha256', ...new Set(needs.filter((a) => a !== 'sha256'))];
 }
 
+/** The digests besides sha256 that `declared` names. */
+export function declaredDigests(declared: Partial<Record<DigestAlgorithm, string>>): DigestAlgorithm[] {
+  return (['md5', 'crc32c', 'sha512'] as const).filter((a) => declared[a] !== undefined);
+}
+
 /** The declared digests `digests` lacks (a client declared them after the bytes were hashed). */
 export function missingDigests(declared: Partial<Record<DigestAlgorithm, string>>, digests: Digests): DigestAlgorithm[] {
-  return (['md5', 'crc32c', 'sha512'] as const).filter((a) => declared[a] !== undefined && digests[a] === undefined);
+  return declaredDigests(declared).filter((a) => digests[a] === undefined);
 }
 
 /** Computes sha256 and the needed digests of a byte stream fed in order. */
@@ -206,6 +208,23 @@ export class HashPool {
   hasher(needs: DigestNeeds = []): StreamHasher {
     const hasher = this.offloaded(algorithmsFor(needs));
     return { ...hasher, digest: async () => (await hasher.digest()) as unknown as Digests };
+  }
+
+  /**
+   * The given digests of stored bytes (a staging object or blob read back), in one pass on a pool
+   * thread; `beforeChunk` may stop it by throwing (a lease that may have lapsed).
+   */
+  async digestOf<A extends DigestAlgorithm>(algos: A[], chunks: AsyncIterable<unknown>, beforeChunk: () => void = () => undefined): Promise<Record<A, string>> {
+    const hasher = this.offloaded(algos);
+    try {
+      for await (const chunk of chunks) {
+        beforeChunk();
+        await hasher.update(chunk as Buffer);
+      }
+      return await hasher.digest();
+    } finally {
+      hasher.dispose();
+    }
   }
 
   /** The given digests on a pool thread (one thread per stream, so their order is kept). */

@@ -3,7 +3,7 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { DigestNeeds, Digests, HashPool, InlineHasher, StreamHasher, missingDigests } from './hashing';
+import { DigestNeeds, Digests, HashPool, InlineHasher, StreamHasher, declaredDigests } from './hashing';
 import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
@@ -54,7 +54,7 @@ export class UploadEngine {
     describe: (size: number, digests: Digests) => CatalogObject,
     needs: DigestNeeds = [],
   ): Promise<CatalogObject> {
-    const hasher = new InlineHasher([...needs, ...missingDigests(expect, { sha256: '' })]);
+    const hasher = new InlineHasher([...needs, ...declaredDigests(expect)]);
     hasher.update(data);
     const digests = await hasher.digest();
     const object = describe(data.length, digests);

@@ -3,7 +3,7 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
 import type { FinishRecord, Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
-import { type DigestAlgorithm, type Digests, type HashPool, type StreamHasher, missingDigests } from './hashing';
+import { type Digests, type HashPool, type StreamHasher, missingDigests } from './hashing';
 import { LeaseKeeper } from './lease-keeper';
 import { uploadMetrics } from './upload-metrics';
 
@@ -296,7 +296,11 @@ export class UploadWriter {
       size = await this.flush(true);
       digests = await (this.hasher as StreamHasher).digest();
       const late = missingDigests(expect, digests);
-      if (late.length > 0) digests = { ...digests, ...(await this.hashStaged(late, size)) };
+      // declared only now: one pass over the staged bytes, before anything is published
+      if (late.length > 0) {
+        const staged = this.deps.storage.readStaging(this.session.id, 0, size);
+        digests = { ...digests, ...(await this.deps.hashPool.digestOf(late, staged, () => this.throwIfFailed())) };
+      }
       const mismatch = verifyContent(expect, size, digests);
       if (mismatch) {
         uploadMetrics.failed.inc({ protocol: this.session.protocol });
@@ -332,23 +336,6 @@ export class UploadWriter {
       if (err instanceof AlreadyExistsError) await this.deps.sessions.finish(this.lease);
       else await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
       throw err;
-    }
-  }
-
-  /**
-   * Digests a client declared only at the end, which the stream did not compute: one pass over the
-   * staged bytes (on a pool thread), before anything is published.
-   */
-  private async hashStaged(algos: DigestAlgorithm[], size: number): Promise<Partial<Digests>> {
-    const hasher = this.deps.hashPool.offloaded(algos);
-    try {
-      for await (const chunk of this.deps.storage.readStaging(this.session.id, 0, size)) {
-        this.throwIfFailed();
-        await hasher.update(chunk as Buffer);
-      }
-      return await hasher.digest();
-    } finally {
-      hasher.dispose();
     }
   }
 
