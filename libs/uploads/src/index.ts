@@ -3,6 +3,7 @@ export * from './lib/upload-engine';
 export * from './lib/upload-writer';
 export * from './lib/upload-expiry';
 export * from './lib/batched-writer';
+export * from './lib/stream-digests';
 export * from './lib/lease-keeper';
 export * from './lib/interruptible';
 export * from './lib/upload-metrics';

@@ -6,7 +6,7 @@ import { type Catalog, type CatalogObject, assertClientWritable } from '@ferry/c
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError, UnavailableError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
-import { BatchedWriter, InlineHasher, LeaseKeeper, interruptible } from '@ferry/uploads';
+import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, interruptible } from '@ferry/uploads';
 import type { Digests, HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
@@ -303,15 +303,15 @@ export class ObjectService {
     const upload = await this.pending(name);
     if (!upload || upload.uploadId !== uploadId) throw new NotFoundError(`no upload ${uploadId} of ${JSON.stringify(name)} in progress`);
     await this.replaceData(upload, async (file, keeper, replaced) => {
-      // digests on a pool thread (a single PUT: the event loop only receives and writes)
-      const hasher = this.hashPool.hasher(upload.hashes.sha512 ? ['sha512'] : []);
-      const out = new BatchedWriter(file, 0, (data) => hasher.update(data), () => keeper.check());
+      const hasher = new StreamDigests(this.hashPool, upload.hashes.sha512 ? ['sha512'] : []);
+      const out = new BatchedWriter(file, 0, hasher.written, () => keeper.check());
       try {
         // a client that stalls while a newer PUT takes over hears 409 at once, not at its next byte
         for await (const chunk of interruptible(body[Symbol.asyncIterator](), replaced)) {
           if (upload.contentLength >= 0 && out.received + chunk.length > upload.contentLength) {
             throw new InvalidArgumentError(`the body is longer than the declared contentLength ${upload.contentLength}`);
           }
+          hasher.arrived(chunk);
           await out.push(chunk);
         }
         const size = await out.finish();

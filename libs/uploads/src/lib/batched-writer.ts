@@ -1,68 +1,139 @@
 import type { StagingFile } from '@ferry/storage';
 
+export interface BatchedWriterOptions {
+  /** Called once with the first failure of a write or of `afterWrite`. */
+  onFailure?: (err: unknown) => void;
+  /** Bytes gathered before they are written (default 1 MiB). */
+  batchBytes?: number;
+  /** Bytes received but not yet written (and handed on) before `push` waits (default 4 MiB). */
+  maxInFlightBytes?: number;
+}
+
 /**
- * Writes a stream of chunks in order from `start` into a staging file, gathered into batches of
- * `batchBytes` (network chunks are 16-64 KiB: fewer, larger writes), with one write in flight while
- * the next batch fills. A batch is written as it came, in one vectored write; with `afterWrite`
- * it is first joined into one buffer that, once written, goes to `afterWrite`, which takes
- * ownership of it (hashers may move its memory to another thread). `beforeWrite` may refuse a
- * write by throwing (a writer whose lease may have lapsed).
+ * The write path every upload shares: a stream of chunks written in order from `start` into a
+ * staging file, with a window of bytes in flight so that receiving, writing and hashing overlap.
+ *
+ * Network chunks are small (16-64 KiB): they are gathered into batches of `batchBytes` and each
+ * batch written in one vectored write, without copying the chunks; a chunk of a quarter batch or
+ * more is written at once, with whatever was gathered before it. Writes run one at a time, in
+ * order: concurrent writes to one file only contend for its inode lock in the kernel (measured: CPU
+ * burnt spinning, no gain). With `afterWrite`, each batch is joined into one buffer and handed to it
+ * once written, in order (a hashing thread, which may take the buffer's memory).
+ *
+ * `push` resolves as soon as the window (`maxInFlightBytes`) has room: the caller keeps receiving
+ * while earlier batches are written. After a failure nothing more is written; it is thrown by the
+ * next `push`, `drain` or `finish`.
  */
 export class BatchedWriter {
   private batch: Buffer[] = [];
-  private batchBytes = 0;
-  private written = 0;
-  private pending: Promise<void> = Promise.resolve();
+  private batchLength = 0;
+  /** Bytes submitted (written or on their way), from `start`. */
+  private submitted = 0;
+  private inFlight = 0;
+  private readonly pending = new Set<Promise<void>>();
+  private writtenSoFar: Promise<void> = Promise.resolve();
+  private handedOnSoFar: Promise<void> = Promise.resolve();
+  private failure?: { err: unknown };
+  private readonly batchBytes: number;
+  private readonly maxInFlightBytes: number;
 
+  /**
+   * @param afterWrite takes each batch, joined into one buffer, once it is written, in order; what
+   *   it returns is awaited before the batch leaves the window (its backpressure).
+   * @param beforeWrite runs right before each write (after any wait behind earlier ones) and may
+   *   refuse it by throwing: a writer whose lease may have lapsed must not touch staging.
+   */
   constructor(
     private readonly file: StagingFile,
     private readonly start: number,
-    private readonly afterWrite: ((data: Buffer) => Promise<void> | void) | undefined,
-    private readonly beforeWrite: () => void = () => undefined,
-    private readonly batchBytesMax = 1024 * 1024,
-  ) {}
+    private readonly afterWrite?: (batch: Buffer) => Promise<void> | void,
+    private readonly beforeWrite?: () => void,
+    private readonly options: BatchedWriterOptions = {},
+  ) {
+    this.batchBytes = options.batchBytes ?? 1024 * 1024;
+    this.maxInFlightBytes = options.maxInFlightBytes ?? 4 * 1024 * 1024;
+  }
 
-  /** Bytes received so far. */
+  /** Bytes received so far (the next position is `start + received`). */
   get received(): number {
-    return this.written + this.batchBytes;
+    return this.submitted + this.batchLength;
   }
 
+  /**
+   * Takes `chunk` and resolves when the window has room for more. The chunk is written as it is,
+   * later: the caller must not change it afterwards.
+   */
   async push(chunk: Buffer): Promise<void> {
+    this.throwIfFailed();
+    if (chunk.length === 0) return;
     this.batch.push(chunk);
-    this.batchBytes += chunk.length;
-    if (this.batchBytes >= this.batchBytesMax) await this.flush();
+    this.batchLength += chunk.length;
+    // a large chunk (a gRPC message) gains nothing from waiting for more
+    if (this.batchLength >= this.batchBytes || chunk.length >= this.batchBytes / 4) this.submitBatch();
+    while (this.inFlight > this.maxInFlightBytes && this.pending.size > 0) await Promise.race(this.pending);
+    this.throwIfFailed();
   }
 
-  private async flush(): Promise<void> {
-    if (this.batchBytes === 0) return;
-    const { batch, batchBytes, afterWrite } = this;
-    const position = this.start + this.written;
-    this.written += batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
-    await this.pending;
-    this.beforeWrite();
-    // checked again when the write really starts: it may wait behind other writers of the file
-    if (afterWrite) {
-      // joined only for a consumer that takes the batch as one buffer
-      const joined = batch.length === 1 ? batch[0] : Buffer.concat(batch, batchBytes);
-      this.pending = this.file.write(joined, position, this.beforeWrite).then(() => afterWrite(joined));
-    } else {
-      this.pending = this.file.write(batch, position, this.beforeWrite);
-    }
-    // surface a failed write at the next flush or at finish, never as an unhandled rejection
-    this.pending.catch(() => undefined);
+  /** Writes what is gathered and waits until everything received is written and handed on. */
+  async drain(): Promise<void> {
+    this.submitBatch();
+    await Promise.all([...this.pending]);
+    this.throwIfFailed();
   }
 
   /** Writes what is left and waits for every write (not made durable: the caller syncs). Returns the bytes written. */
   async finish(): Promise<number> {
-    await this.flush();
-    await this.pending;
-    return this.written;
+    await this.drain();
+    return this.submitted;
   }
 
-  /** Waits for the write in flight to end, whatever its outcome (before giving up). */
+  /** Stops: drops what is gathered, waits for the writes in flight to end whatever their outcome. */
   async settle(): Promise<void> {
-    await this.pending.catch(() => undefined);
+    this.batch = [];
+    this.batchLength = 0;
+    this.failure ??= { err: new Error('the writer was stopped') };
+    await Promise.allSettled([...this.pending]);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.err;
+  }
+
+  private fail(err: unknown): void {
+    if (this.failure) return;
+    this.failure = { err };
+    this.options.onFailure?.(err);
+  }
+
+  private submitBatch(): void {
+    if (this.batchLength === 0) return;
+    const { batch, batchLength: length, afterWrite, beforeWrite } = this;
+    this.batch = [];
+    this.batchLength = 0;
+    const position = this.start + this.submitted;
+    this.submitted += length;
+    this.inFlight += length;
+    // joined only for a consumer that takes the batch as one buffer
+    const data = afterWrite ? (batch.length === 1 ? batch[0] : Buffer.concat(batch, length)) : batch;
+    const written = this.writtenSoFar.then(() => {
+      this.throwIfFailed(); // after a failure nothing more is written
+      beforeWrite?.();
+      return this.file.write(data, position, beforeWrite);
+    });
+    this.writtenSoFar = written.catch(() => undefined);
+    const handedOn = afterWrite ? Promise.all([written, this.handedOnSoFar]).then(() => afterWrite(data as Buffer)) : written;
+    const done: Promise<void> = handedOn.then(
+      () => {
+        this.inFlight -= length;
+        this.pending.delete(done);
+      },
+      (err: unknown) => {
+        this.inFlight -= length;
+        this.pending.delete(done);
+        this.fail(err);
+      },
+    );
+    this.handedOnSoFar = done;
+    this.pending.add(done);
   }
 }

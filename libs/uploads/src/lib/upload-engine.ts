@@ -3,7 +3,8 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { DigestNeeds, Digests, HashPool, InlineHasher, StreamHasher, declaredDigests } from './hashing';
+import { DigestNeeds, Digests, HashPool, InlineHasher, declaredDigests } from './hashing';
+import { StreamDigests } from './stream-digests';
 import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
@@ -95,7 +96,7 @@ export class UploadEngine {
   async openWriter(uploadId: string, needs: DigestNeeds = []): Promise<UploadWriter> {
     const takenAt = performance.now(); // before asking: the lease may start any time after this
     const lease = await this.sessions.acquireLease(uploadId);
-    let hasher: StreamHasher | undefined;
+    let hasher: StreamDigests | undefined;
     let writer: UploadWriter;
     try {
       const session = await this.sessions.get(uploadId);
@@ -107,7 +108,7 @@ export class UploadEngine {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
       }
       const file = await this.storage.openStaging(uploadId, lease.committed);
-      hasher = this.hashPool.hasher(needs);
+      hasher = new StreamDigests(this.hashPool, needs);
       writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
     } catch (err) {
       hasher?.dispose();

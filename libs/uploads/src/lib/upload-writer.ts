@@ -3,11 +3,11 @@ import type { Catalog, CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
 import type { FinishRecord, Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
-import { type Digests, type HashPool, type StreamHasher, missingDigests } from './hashing';
+import { BatchedWriter } from './batched-writer';
+import { type Digests, type HashPool, missingDigests } from './hashing';
+import type { StreamDigests } from './stream-digests';
 import { LeaseKeeper } from './lease-keeper';
 import { uploadMetrics } from './upload-metrics';
-
-const BATCH_BYTES = 1024 * 1024;
 
 export interface WriterOptions {
   fsyncBytes: number;
@@ -42,17 +42,11 @@ export interface WriterDeps {
  * `finish` verifies and publishes atomically; `close` keeps whatever is durable for a later resume.
  */
 export class UploadWriter {
-  private offset: number;
   private committed: number;
-  /** Chunks written or hashing, not yet both. */
-  private readonly pending = new Set<Promise<void>>();
-  private hashedSoFar: Promise<unknown> = Promise.resolve();
-  private writtenSoFar: Promise<unknown> = Promise.resolve();
-  private inFlight = 0;
-  /** Small chunks gathered before they are written (bytes [batchStart, batchStart + batchLength)). */
-  private batch?: Buffer;
-  private batchLength = 0;
-  private batchStart = 0;
+  /** Where this writer began (the committed size when it took the lease). */
+  private readonly start: number;
+  /** Writes and hashes the bytes, in order (absent once publishing: nothing more is written). */
+  private readonly out?: BatchedWriter;
   private commitRunning?: Promise<void>;
   private failure?: unknown;
   private lastCommitAt = performance.now();
@@ -70,11 +64,11 @@ export class UploadWriter {
     readonly session: UploadSession,
     private readonly lease: Lease,
     private readonly file: StagingFile | undefined,
-    private readonly hasher: StreamHasher | undefined,
+    private readonly hasher: StreamDigests | undefined,
     private readonly options: WriterOptions,
     leaseTakenAt: number,
   ) {
-    this.offset = lease.committed;
+    this.start = lease.committed;
     this.committed = lease.committed;
     this.metrics = {
       bytesReceived: uploadMetrics.bytesReceived.labels({ protocol: session.protocol }),
@@ -87,6 +81,23 @@ export class UploadWriter {
       'writer lease may have expired; resume',
       (err) => (this.failure ??= err),
     );
+    if (file && hasher) {
+      // Never touch staging without a lease we know is live: a stale writer must not overwrite a
+      // successor's bytes. Checked again when each write really starts (it may wait behind others).
+      const guard = () => {
+        if (this.failure !== undefined) throw this.failure;
+        this.leaseKeeper.check();
+      };
+      this.out = new BatchedWriter(file, lease.committed, hasher.written, guard, {
+        maxInFlightBytes: options.maxInFlightBytes,
+        onFailure: (err) => (this.failure ??= err),
+      });
+    }
+  }
+
+  /** The next expected offset. */
+  private get offset(): number {
+    return this.out ? this.start + this.out.received : this.committed;
   }
 
   /** Bytes received so far (the next expected offset). */
@@ -122,83 +133,20 @@ export class UploadWriter {
 
   /**
    * Appends `chunk` at the current offset and resolves when the writer can take more. Takes
-   * ownership of `chunk`: once the bytes are written it goes to the hasher, which may move its
-   * memory to another thread, so the caller must not touch it afterwards.
-   *
-   * Small chunks (Bazel sends 16 KiB messages) are gathered into 1 MiB batches first: the cost of a
-   * chunk (a write syscall, a hand-off to the hashing thread, a few promises) is per chunk, not per
-   * byte.
+   * ownership of `chunk`: it is hashed now, written later (small chunks gathered into 1 MiB batches:
+   * Bazel sends 16 KiB messages), and may then move to a hashing thread (see StreamDigests), so the
+   * caller must not touch it afterwards.
    */
   async write(chunk: Buffer): Promise<void> {
     this.throwIfFailed();
-    if (!this.file || !this.hasher) throw new InvalidArgumentError('upload is complete; no more data accepted');
+    if (!this.out) throw new InvalidArgumentError('upload is complete; no more data accepted');
     // Never touch staging without a lease we know is live: a stale writer must not overwrite a successor's bytes.
     if (!this.leaseKeeper.valid) await this.leaseKeeper.renew();
-    if (chunk.length >= BATCH_BYTES / 4) {
-      this.submitBatch();
-      this.submit(chunk, this.offset);
-      this.offset += chunk.length;
-    } else {
-      let from = 0;
-      while (from < chunk.length) {
-        if (!this.batch) {
-          this.batch = Buffer.allocUnsafeSlow(BATCH_BYTES); // its own ArrayBuffer: hashed without a copy
-          this.batchLength = 0;
-          this.batchStart = this.offset;
-        }
-        const n = chunk.copy(this.batch, this.batchLength, from);
-        this.batchLength += n;
-        this.offset += n;
-        from += n;
-        if (this.batchLength === BATCH_BYTES) this.submitBatch();
-      }
-    }
-    while (this.inFlight > this.options.maxInFlightBytes && this.pending.size > 0) await Promise.race(this.pending);
+    this.metrics.bytesReceived.inc(chunk.length);
+    (this.hasher as StreamDigests).arrived(chunk);
+    await this.out.push(chunk);
     this.throwIfFailed();
     this.maybeCommit();
-  }
-
-  private submitBatch(): void {
-    if (!this.batch) return;
-    const full = this.batchLength === BATCH_BYTES;
-    if (this.batchLength > 0) this.submit(full ? this.batch : this.batch.subarray(0, this.batchLength), this.batchStart);
-    this.batch = undefined;
-  }
-
-  /** Writes `chunk` at `position` after every earlier chunk, then feeds it to the hasher, in order. */
-  private submit(chunk: Buffer, position: number): void {
-    const file = this.file as StagingFile;
-    const hasher = this.hasher as StreamHasher;
-    const length = chunk.length;
-    this.metrics.bytesReceived.inc(length);
-    this.inFlight += length;
-    // One write at a time, in order: concurrent writes to one file only contend for its inode lock
-    // in the kernel (measured: CPU burnt spinning, no gain). The event loop still overlaps the
-    // running write with receiving and hashing the next chunks.
-    const written = this.writtenSoFar.then(() => {
-      // Checked again when the write really starts: it may have waited behind slow ones. After a
-      // failure nothing more is written (the tail past the committed size is cut on resume anyway).
-      if (this.failure !== undefined) throw this.failure;
-      this.leaseKeeper.check();
-      return file.write(chunk, position);
-    });
-    this.writtenSoFar = written.catch(() => undefined);
-    // Hash in order, each chunk after its bytes are written (see the ownership note).
-    const done: Promise<void> = Promise.all([written, this.hashedSoFar])
-      .then(() => hasher.update(chunk))
-      .then(
-        () => {
-          this.inFlight -= length;
-          this.pending.delete(done);
-        },
-        (err: unknown) => {
-          this.inFlight -= length;
-          this.pending.delete(done);
-          this.failure ??= err;
-        },
-      );
-    this.hashedSoFar = done;
-    this.pending.add(done);
   }
 
   private maybeCommit(): void {
@@ -231,8 +179,7 @@ export class UploadWriter {
     if (final) {
       // A commit may already cover bytes still on their way to the hasher (written while it waited
       // on the disk): the digests that follow a final commit must include them.
-      this.submitBatch();
-      await Promise.all([...this.pending]);
+      await this.out?.drain();
     }
     // then wait for a running commit (a timer may have started one meanwhile): one at a time, or
     // two compare-and-sets from the same committed size would race
@@ -249,9 +196,8 @@ export class UploadWriter {
 
   /** Makes the bytes received so far durable, then moves the committed size to what is. */
   private async commitNow(file: StagingFile, final: boolean): Promise<void> {
-    this.submitBatch();
     const sentAt = performance.now();
-    await Promise.all([...this.pending]);
+    await this.out?.drain();
     if (this.failure !== undefined) throw this.failure;
     const committing = performance.now();
     // What the storage says is durable, which may include chunks written after the wait above;
@@ -294,7 +240,7 @@ export class UploadWriter {
       size = this.committed;
     } else {
       size = await this.flush(true);
-      digests = await (this.hasher as StreamHasher).digest();
+      digests = await (this.hasher as StreamDigests).digest();
       const late = missingDigests(expect, digests);
       // declared only now: one pass over the staged bytes, before anything is published
       if (late.length > 0) {
@@ -344,8 +290,7 @@ export class UploadWriter {
     if (this.closed) return;
     this.stopTimers();
     this.closed = true;
-    this.batch = undefined;
-    await Promise.allSettled([...this.pending]);
+    await this.out?.settle();
     this.hasher?.dispose();
     await this.file?.close();
     await this.deps.storage.deleteStaging(this.session.id);
@@ -365,7 +310,7 @@ export class UploadWriter {
     }
     this.closed = true;
     this.stopTimers();
-    await Promise.allSettled([...this.pending]);
+    await this.out?.settle();
     this.hasher?.dispose();
     await this.file?.close().catch(() => undefined);
     await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
