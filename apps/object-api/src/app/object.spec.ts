@@ -3,7 +3,10 @@ import { request as httpRequest } from 'node:http';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Principal } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
+import { AlreadyExistsError } from '@ferry/errors';
+import { ObjectService } from '@ferry/objects';
 import { REDIS } from '@ferry/core';
 import { Redis, RedisKeys } from '@ferry/redis';
 import { hawkHeader, patternBytes, sha256Hex, sleep, waitFor } from '@ferry/testing';
@@ -242,6 +245,27 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     await catalog.delete(name);
     await catalog.publish({ ...(old as NonNullable<typeof old>), expires: new Date(Date.now() - 1000).toISOString() });
     expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(200);
+  });
+
+  it('lets only one of several racing createUploads declare a hash: the others conflict (409) and the finish verifies that one', async () => {
+    const name = 'racing/declarations';
+    const data = patternBytes(64 * 1024, 41);
+    const { uploadId, body, put } = await createWithPutUrl(name, data.length);
+    expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
+    // each declares a different sha256 (one of them the right one) for the same upload, all at once
+    // (called on the service in one tick, so that every call reads the upload before any writes)
+    const candidates = [sha256Hex(data), ...Array.from({ length: 7 }, (_, i) => sha256Hex(Buffer.from(`not it ${i}`)))];
+    const objects = h.app.get(ObjectService);
+    const principal: Principal = { clientId: 'uploader', scopes: ['*'] };
+    const answers = await Promise.allSettled(candidates.map((sha256) => objects.createUpload(principal, name, { ...body, hashes: { sha256 } }, h.base)));
+    const accepted = answers.flatMap((a, i) => (a.status === 'fulfilled' ? [candidates[i]] : []));
+    expect(accepted).toHaveLength(1);
+    for (const a of answers) if (a.status === 'rejected') expect(a.reason).toBeInstanceOf(AlreadyExistsError);
+    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, hashes: { sha256: candidates.find((c) => c !== accepted[0]) } })).status).toBe(409);
+    // the finish verifies the one declaration that was accepted
+    const finish = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId });
+    if (accepted[0] === sha256Hex(data)) expect(finish.status).toBe(200);
+    else expect(finish.status).toBe(400);
   });
 
   it('finishes an upload whose bytes a failed finish had already published', async () => {

@@ -144,6 +144,27 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('DEL', KEYS[2])
 return 1`;
 
+/**
+ * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, the hashes a createUpload declares (JSON)
+ * → 'ok' (merged into the declared hashes), 'gone' (not this upload), 'finishing', or
+ * 'conflict:<algo>' when one differs from the one already declared. One step, so that two
+ * createUploads declaring different hashes cannot both succeed.
+ */
+const declareHashes2 = `
+if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 'gone' end
+if ${heldByFinisher} then return 'finishing' end
+local known = cjson.decode(redis.call('HGET', KEYS[1], 'hashes') or '{}')
+local declared = cjson.decode(ARGV[2])
+for _, algo in ipairs({'sha256', 'sha512'}) do
+  local v = declared[algo]
+  if v ~= nil then
+    if known[algo] ~= nil and known[algo] ~= v then return 'conflict:' .. algo end
+    known[algo] = v
+  end
+end
+redis.call('HSET', KEYS[1], 'hashes', cjson.encode(known))
+return 'ok'`;
+
 /** ARGV: uploadId, field, value → 1 if the field was set (it was absent), 0 if present, -1 if the upload is not this one. */
 const setIfAbsent1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
@@ -151,13 +172,17 @@ return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])`;
 
 /**
  * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, holder (FINISHING...), ttl, stagingId of
- * the stored bytes ('' when they are a snapshot of a direct PUT) → 1 the finisher holds the lease:
- * no PUT, createUpload or other finish changes the upload until it releases it; -1 not this
- * upload; -3 the stored bytes changed since they were read; else the current holder.
+ * the stored bytes ('' when they are a snapshot of a direct PUT), the declared hashes the finisher
+ * read (JSON) → 1 the finisher holds the lease: no PUT, createUpload or other finish changes the
+ * upload until it releases it; -1 not this upload; -3 the stored bytes changed since they were
+ * read; -4 a createUpload declared another hash since then (read again); else the current holder.
  */
 const claimFinish1 = `
 if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'stagingId') ~= ARGV[4] then return -3 end
+local known = cjson.decode(redis.call('HGET', KEYS[1], 'hashes') or '{}')
+local read = cjson.decode(ARGV[5])
+if known['sha256'] ~= read['sha256'] or known['sha512'] ~= read['sha512'] then return -4 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
 return redis.call('GET', KEYS[2]) or ''`;
 
@@ -191,6 +216,7 @@ export class ObjectService {
     if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
     if (!('ferryObjectSetIfAbsent' in redis)) redis.defineCommand('ferryObjectSetIfAbsent', { numberOfKeys: 1, lua: setIfAbsent1 });
     if (!('ferryObjectClaimFinish' in redis)) redis.defineCommand('ferryObjectClaimFinish', { numberOfKeys: 2, lua: claimFinish1 });
+    if (!('ferryObjectDeclareHashes' in redis)) redis.defineCommand('ferryObjectDeclareHashes', { numberOfKeys: 2, lua: declareHashes2 });
   }
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
@@ -211,9 +237,10 @@ export class ObjectService {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
       }
-      const { merged, conflict } = mergeHashes(existing.hashes, req.hashes);
-      if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
-      await this.update(existing, { hashes: JSON.stringify(merged) });
+      const declared = await this.script('ferryObjectDeclareHashes', this.keys.objectUpload(name), this.putLease(name), existing.uploadId, JSON.stringify(req.hashes ?? {}));
+      if (declared === 'finishing') throw beingFinished(name);
+      if (declared === 'gone') throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
+      if (declared !== 'ok') throw new AlreadyExistsError(`${String(declared).slice('conflict:'.length)} differs from the one already declared`);
     }
 
     let uploadMethod: UploadMethod = {};
@@ -331,7 +358,7 @@ export class ObjectService {
     assertObjectName(name);
     const req = parseFinishUpload(body);
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, changed = 0; ; attempt++) {
       const upload = await this.pending(name);
       if (!upload) return this.finishedAlready(name, req.projectId, req.hashes);
       if (upload.projectId !== req.projectId) throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${req.projectId}`);
@@ -340,6 +367,11 @@ export class ObjectService {
       if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
       const outcome = await this.finishPending(upload, merged);
       if (outcome === 'finished') return {};
+      // a createUpload declared another hash since it was read: read the upload again
+      if (outcome === 'again' && ++changed < 5) {
+        attempt--;
+        continue;
+      }
       // another replica is finishing it (a client retry): once it is done, answer as for a finished object
       if (attempt > 0 || !(await this.waitForLease(this.putLease(name), FINISH_WAIT_MS))) {
         throw new UnavailableError(`the upload of ${JSON.stringify(name)} is being finished elsewhere; try again`);
@@ -362,7 +394,7 @@ export class ObjectService {
    * createUpload or other finish changes the upload meanwhile. 'elsewhere' when another finish
    * holds the lease.
    */
-  private async finishPending(upload: PendingUpload, declared: Hashes): Promise<'finished' | 'elsewhere'> {
+  private async finishPending(upload: PendingUpload, declared: Hashes): Promise<'finished' | 'elsewhere' | 'again'> {
     const { name } = upload;
     const lease = this.putLease(name);
     // the lease is someone else's: another finish (wait for it), or a PUT
@@ -378,10 +410,11 @@ export class ObjectService {
     };
     const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
     const takenAt = performance.now();
-    const claim = await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? data.stagingId : '');
+    const claim = await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? data.stagingId : '', JSON.stringify(upload.hashes));
     if (claim !== 1) {
       await dropSnapshot();
       if (claim === -1) return 'elsewhere'; // finished (or replaced) since it was read: look again
+      if (claim === -4) return 'again';
       if (claim === -3) throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
       return heldBy(String(claim));
     }
@@ -601,7 +634,7 @@ export class ObjectService {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent' | 'ferryObjectClaimFinish', ...args: (string | number)[]): Promise<number | string> {
+  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent' | 'ferryObjectClaimFinish' | 'ferryObjectDeclareHashes', ...args: (string | number)[]): Promise<number | string> {
     const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
     return fn.call(this.redis, ...args);
   }
