@@ -1,5 +1,6 @@
 export * from './lib/hashing';
 export * from './lib/upload-engine';
+export * from './lib/publisher';
 export * from './lib/upload-writer';
 export * from './lib/upload-expiry';
 export * from './lib/batched-writer';

@@ -1,12 +1,11 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { Authenticator, UrlSigner } from '@ferry/auth';
-import { Catalog } from '@ferry/catalog';
 import type { FerryConfig } from '@ferry/config';
 import { FerryCoreModule, HealthController, REDIS, STORAGE, UploadsModule } from '@ferry/core';
 import { ObjectService } from '@ferry/objects';
 import { Redis, RedisKeys, RedisNonceStore } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
-import { HashPool } from '@ferry/uploads';
+import { HashPool, UploadEngine } from '@ferry/uploads';
 import { DataController } from './data.controller';
 import { DocsController } from './docs.controller';
 import { DockerflowController } from './dockerflow.controller';
@@ -24,15 +23,15 @@ export class ObjectApiModule {
         { provide: RedisNonceStore, useFactory: (redis: Redis, keys: RedisKeys) => new RedisNonceStore(redis, keys), inject: [REDIS, RedisKeys] },
         {
           provide: ObjectService,
-          useFactory: (redis: Redis, keys: RedisKeys, catalog: Catalog, storage: Storage, auth: Authenticator, pool: HashPool) => {
+          useFactory: (redis: Redis, keys: RedisKeys, engine: UploadEngine, storage: Storage, auth: Authenticator, pool: HashPool) => {
             if (!config.signingKey) throw new Error('object-api needs a signing key (FERRY_SIGNING_KEY)');
-            return new ObjectService(redis, keys, catalog, storage, auth, new UrlSigner(config.signingKey), pool, {
+            return new ObjectService(redis, keys, engine, storage, auth, new UrlSigner(config.signingKey), pool, {
               urlTtlMs: config.signedUrlTtlMs,
               leaseTtlMs: config.uploads.leaseTtlMs,
               uploadLifetimeMs: config.objects.uploadLifetimeMs,
             });
           },
-          inject: [REDIS, RedisKeys, Catalog, STORAGE, Authenticator, HashPool],
+          inject: [REDIS, RedisKeys, UploadEngine, STORAGE, Authenticator, HashPool],
         },
       ],
     };

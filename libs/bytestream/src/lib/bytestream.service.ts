@@ -95,13 +95,13 @@ export class ByteStreamService {
       const max = this.options.maxBlobBytes;
       if (max > 0 && target.size > max) throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
       // The blob is already here (or empty): the upload is done before it starts.
-      if ((await this.engine.storage.blobSize(target.sha256)) === target.size) return target.size;
+      if ((await this.engine.hasBlob(target.sha256, target.size))) return target.size;
     }
 
     const uploadId = ByteStreamService.uploadId(req.resource_name);
     let session = await this.engine.getSession(uploadId);
     if (target.kind === 'generic') {
-      const existing = await this.engine.catalog.get(target.name);
+      const existing = await this.engine.object(target.name);
       if (existing) {
         // what QueryWriteStatus answers for a finished name, even while it is being written again
         if (req.write_offset === existing.size) return this.drainFinished(existing, req, it);
@@ -228,18 +228,17 @@ export class ByteStreamService {
     const { sha256, size } = await this.locate(target);
     if (req.read_offset > size) throw new OutOfRangeError(`read_offset ${req.read_offset} is past the end (${size} bytes)`);
     const end = req.read_limit > 0 ? Math.min(size, req.read_offset + req.read_limit) : size;
-    return { stream: this.engine.storage.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES), length: end - req.read_offset };
+    return { stream: this.engine.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES), length: end - req.read_offset };
   }
 
   private async locate(target: ResourceName): Promise<{ sha256: string; size: number }> {
     if (target.kind === 'cas-upload') throw new InvalidArgumentError('cannot read an upload name; read {instance}/blobs/{hash}/{size}');
     if (target.kind === 'cas-download') {
       if (target.sha256 === SHA256_EMPTY && target.size === 0) return { sha256: SHA256_EMPTY, size: 0 };
-      const size = await this.engine.storage.blobSize(target.sha256);
-      if (size !== target.size) throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
-      return { sha256: target.sha256, size };
+      if (!(await this.engine.hasBlob(target.sha256, target.size))) throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
+      return { sha256: target.sha256, size: target.size };
     }
-    const object = await this.engine.catalog.get(target.name);
+    const object = await this.engine.object(target.name);
     if (!object) throw new NotFoundError(`${target.name} not found`);
     return { sha256: object.blob, size: object.size };
   }
@@ -251,8 +250,7 @@ export class ByteStreamService {
     if (target.kind === 'cas-download') throw new InvalidArgumentError('QueryWriteStatus takes an upload name');
     const session = () => this.engine.getSession(ByteStreamService.uploadId(resourceName));
     if (target.kind === 'cas-upload') {
-      const size = await this.engine.storage.blobSize(target.sha256);
-      if (size === target.size) return { committed_size: size, complete: true };
+      if (await this.engine.hasBlob(target.sha256, target.size)) return { committed_size: target.size, complete: true };
       // An unknown REAPI upload is {0, false}, not NOT_FOUND. Old Bazel is told 0 until the blob is
       // complete (see the class comment): it re-sends from 0, and the bytes Ferry holds are skipped.
       if (answersZero(this.options.zeroResume ?? 'auto', client)) return { committed_size: 0, complete: false };
@@ -260,7 +258,7 @@ export class ByteStreamService {
     }
     // A finished name stays complete, even while a client writes it again (to verify identical
     // content): the committed size a client sees never goes down.
-    const object = await this.engine.catalog.get(target.name);
+    const object = await this.engine.object(target.name);
     if (object) return { committed_size: object.size, complete: true };
     const upload = await session();
     if (upload) return { committed_size: upload.committed, complete: false };

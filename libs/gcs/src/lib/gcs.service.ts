@@ -110,7 +110,7 @@ export class GcsService {
     const spec = parseWriteSpec(req.write_object_spec, req.object_checksums, this.names);
     const name = gcsCatalogName(spec.bucket, spec.object);
     this.auth.require(principal, Scopes.write(name));
-    checkPreconditions(spec, await this.engine.catalog.get(name));
+    checkPreconditions(spec, await this.engine.object(name));
     const id = `gcs_${randomBytes(24).toString('base64url')}`;
     await this.engine.getOrCreateSession({ id, name, protocol: PROTOCOL, owner: principal.clientId, attributes: { spec: JSON.stringify(spec) } });
     return { upload_id: id };
@@ -176,7 +176,7 @@ export class GcsService {
     const name = gcsCatalogName(spec.bucket, spec.object);
     this.auth.require(principal, Scopes.write(name));
     if (first.write_offset !== 0) throw new InvalidArgumentError(`a new write starts at offset 0, not ${first.write_offset}`);
-    checkPreconditions(spec, await this.engine.catalog.get(name));
+    checkPreconditions(spec, await this.engine.object(name));
     if (first.finish_write) {
       // The whole object is this message: no session, no staging.
       await endOfStream(rest);
@@ -270,7 +270,7 @@ export class GcsService {
       throw sizeMismatch(spec.objectSize, size);
     }
     const name = gcsCatalogName(spec.bucket, spec.object);
-    checkPreconditions(spec, await this.engine.catalog.get(name));
+    checkPreconditions(spec, await this.engine.object(name));
     const described = this.describer(principal, spec);
     const published = await writer.finish(expectation(declared), described.describe, (object) => ({
       result: JSON.stringify({ name, generation: generationOf(object) } satisfies FinishedRecord),
@@ -322,7 +322,7 @@ export class GcsService {
   /** The object a finished upload published, while it still lives. */
   private async finishedObject(session: UploadSession): Promise<GcsObject> {
     const record = JSON.parse(session.result ?? '{}') as Partial<FinishedRecord>;
-    const object = record.name ? await this.engine.catalog.get(record.name) : undefined;
+    const object = record.name ? await this.engine.object(record.name) : undefined;
     if (!object || generationOf(object) !== record.generation) {
       throw new NotFoundError(`upload ${session.id} finished, but its object was deleted since`);
     }
@@ -347,7 +347,7 @@ export class GcsService {
 
   /** The live object under `name`, checked against the request's generation and preconditions. */
   private async live(name: string, req: ObjectSelector): Promise<CatalogObject> {
-    const object = await this.engine.catalog.get(name);
+    const object = await this.engine.object(name);
     if (!object || (req.generation && generationOf(object) !== req.generation)) {
       throw new NotFoundError(`${name}${req.generation ? ` generation ${req.generation}` : ''} not found`);
     }
@@ -382,7 +382,7 @@ export class GcsService {
     const name = gcsCatalogName(bucket, this.names.object(req.object));
     this.auth.require(principal, Scopes.write(name));
     const object = await this.live(name, req);
-    const outcome = await this.engine.catalog.deleteOwn(name, object.createdAt, PROTOCOL);
+    const outcome = await this.engine.deleteOwn(name, object.createdAt, PROTOCOL);
     if (outcome.deleted) return;
     if (outcome.ownedBy !== undefined) {
       throw new FailedPreconditionError(
@@ -419,7 +419,7 @@ export class GcsService {
     }
     let first = true;
     const sent = uploadMetrics.bytesSent.labels({ protocol: PROTOCOL });
-    for await (const chunk of this.engine.storage.readBlob(object.blob, start, end, READ_CHUNK_BYTES)) {
+    for await (const chunk of this.engine.readBlob(object.blob, start, end, READ_CHUNK_BYTES)) {
       const content = chunk as Buffer;
       sent.inc(content.length);
       const data = { checksummed_data: { content, crc32c: crc32c(content) } };

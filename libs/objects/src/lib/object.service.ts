@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
-import { type Catalog, type CatalogObject, assertClientWritable } from '@ferry/catalog';
+import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError, UnavailableError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
-import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, interruptible } from '@ferry/uploads';
+import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, UploadEngine, interruptible } from '@ferry/uploads';
 import type { Digests, HashPool } from '@ferry/uploads';
 import {
   CreateUploadResponse,
@@ -202,7 +202,8 @@ export class ObjectService {
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
-    private readonly catalog: Catalog,
+    private readonly engine: UploadEngine,
+    /** Staging only (the bytes of uploads in progress); published content goes through the engine. */
     private readonly storage: Storage,
     private readonly auth: Authenticator,
     private readonly signer: UrlSigner,
@@ -423,7 +424,7 @@ export class ObjectService {
     try {
       // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since,
       // or already published by a finish that failed after moving them: then the blob has them)
-      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size && (await this.storage.blobSize(data.sha256)) !== data.size) {
+      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size && !(await this.engine.hasBlob(data.sha256, data.size))) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
       if (declared.sha512 !== undefined && data.sha512 === undefined) data.sha512 = await this.sha512Of(data, keeper);
@@ -433,13 +434,8 @@ export class ObjectService {
         }
       }
       keeper.check(); // last point where giving up leaves the staged bytes as they were
-      await this.catalog.claimBlob(data.sha256, name); // before the bytes: see Catalog.claimBlob
-      if ((await this.storage.blobSize(data.sha256)) !== data.size) await this.storage.publishStaging(data.stagingId, data.sha256);
-      else await this.storage.deleteStaging(data.stagingId);
-      // an expired object of this name may still be cataloged until the worker removes it
-      const previous = await this.catalog.get(name);
-      if (previous?.expires && Date.parse(previous.expires) <= Date.now()) await this.catalog.deleteIfUnchanged(name, previous.createdAt);
-      await this.catalog.publish({
+      await this.engine.storeStaged(data.stagingId, data.sha256, name);
+      await this.engine.publish({
         name, size: data.size, sha256: data.sha256, ...(data.sha512 ? { sha512: data.sha512 } : {}),
         contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
         expires: upload.expires, protocol: 'object', blob: data.sha256,
@@ -510,16 +506,14 @@ export class ObjectService {
     this.signer.verifyRequest(signed);
     const object = await this.liveObject(name);
     if (!object) throw new NotFoundError(`no finished object named ${JSON.stringify(name)}`);
-    return { object, read: (start, end) => this.storage.readBlob(object.blob, start, end) };
+    return { object, read: (start, end) => this.engine.readBlob(object.blob, start, end) };
   }
 
   // --- helpers ---------------------------------------------------------------------------------
 
   /** A finished object, unless it expired (the worker deletes it later; it is gone already). */
-  private async liveObject(name: string): Promise<CatalogObject | undefined> {
-    const object = await this.catalog.get(name);
-    if (!object || (object.expires && Date.parse(object.expires) <= Date.now())) return undefined;
-    return object;
+  private liveObject(name: string): Promise<CatalogObject | undefined> {
+    return this.engine.object(name);
   }
 
   /** A signed GET URL of the object: presigned to the bucket itself (S3), else Ferry's data plane. */
@@ -551,7 +545,7 @@ export class ObjectService {
    */
   private async sha512Of(data: NonNullable<PendingUpload['stored']>, keeper: LeaseKeeper): Promise<string> {
     const staged = (await this.storage.stagingSize(data.stagingId)) === data.size;
-    const chunks = staged ? this.storage.readStaging(data.stagingId, 0, data.size) : this.storage.readBlob(data.sha256, 0, data.size);
+    const chunks = staged ? this.storage.readStaging(data.stagingId, 0, data.size) : this.engine.readBlob(data.sha256, 0, data.size);
     return (await this.hashPool.digestOf(['sha512'], chunks, () => keeper.check())).sha512;
   }
 

@@ -130,7 +130,7 @@ export class ReapiService {
           if (r.data.length !== digest.size) {
             throw new InvalidArgumentError(`blob ${digest.hash}: ${r.data.length} bytes sent, the digest declares ${digest.size}`);
           }
-          if ((await this.engine.storage.blobSize(digest.hash)) !== digest.size) {
+          if (!(await this.engine.hasBlob(digest.hash, digest.size))) {
             await this.engine.publishWhole(r.data, { size: digest.size, sha256: digest.hash, declaredBy: 'the digest' }, (size, digests) =>
               casCatalogObject(digests, size, principal.clientId, instance, 'reapi-cas'),
             );
@@ -174,7 +174,7 @@ export class ReapiService {
     const pageSize = req.page_size || DEFAULT_TREE_PAGE;
     const start = req.page_token ? Number(req.page_token) : 0;
     if (!Number.isSafeInteger(start) || start < 0) throw new InvalidArgumentError(`page_token ${JSON.stringify(req.page_token)} is not one Ferry gave`);
-    if ((await this.engine.storage.blobSize(root.hash)) !== root.size) throw new NotFoundError(`root directory ${root.hash}/${root.size} not found`);
+    if (!(await this.engine.hasBlob(root.hash, root.size))) throw new NotFoundError(`root directory ${root.hash}/${root.size} not found`);
     const queue: BlobDigest[] = [root];
     const seen = new Set<string>([`${root.hash}/${root.size}`]);
     let page: Directory__Output[] = [];
@@ -259,7 +259,7 @@ export class ReapiService {
     await Promise.all(
       Array.from({ length: Math.min(STAT_CONCURRENCY, digests.length) }, async () => {
         for (let i = next++; i < digests.length; i = next++) {
-          out[i] = (await this.engine.storage.blobSize(digests[i].hash)) === digests[i].size;
+          out[i] = (await this.engine.hasBlob(digests[i].hash, digests[i].size));
         }
       }),
     );
@@ -267,9 +267,9 @@ export class ReapiService {
   }
 
   private async readBlob(digest: BlobDigest): Promise<Buffer> {
-    if ((await this.engine.storage.blobSize(digest.hash)) !== digest.size) throw new NotFoundError(`blob ${digest.hash}/${digest.size} not found`);
+    if (!(await this.engine.hasBlob(digest.hash, digest.size))) throw new NotFoundError(`blob ${digest.hash}/${digest.size} not found`);
     const chunks: Buffer[] = [];
-    for await (const chunk of this.engine.storage.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);
+    for await (const chunk of this.engine.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks, digest.size);
   }
 

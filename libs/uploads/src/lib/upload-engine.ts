@@ -1,10 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import type { Catalog, CatalogObject } from '@ferry/catalog';
+import type { Readable } from 'node:stream';
+import type { Catalog, CatalogObject, DeleteOutcome } from '@ferry/catalog';
 import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { DigestNeeds, Digests, HashPool, InlineHasher, declaredDigests } from './hashing';
 import { StreamDigests } from './stream-digests';
+import { Publisher } from './publisher';
 import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
 
@@ -16,23 +18,59 @@ export interface UploadEngineOptions {
 
 /**
  * The upload engine every protocol face shares: sessions in Redis, bytes in staging, digests
- * computed on the way, publication into blobs and the catalog.
+ * computed on the way, publication into blobs and the catalog, and reads of what was published.
+ * Faces reach storage and the catalog only through it.
  */
 export class UploadEngine {
   private readonly writerOptions: WriterOptions;
+  private readonly publisher: Publisher;
 
   constructor(
-    readonly sessions: SessionStore,
-    readonly storage: Storage,
-    readonly catalog: Catalog,
+    private readonly sessions: SessionStore,
+    private readonly storage: Storage,
+    catalog: Catalog,
     private readonly hashPool: HashPool,
     options: UploadEngineOptions,
   ) {
+    this.publisher = new Publisher(storage, catalog);
     this.writerOptions = {
       fsyncBytes: options.fsyncBytes,
       fsyncIntervalMs: options.fsyncIntervalMs,
       maxInFlightBytes: options.maxInFlightBytes ?? 4 * 1024 * 1024,
     };
+  }
+
+  /** The published object `name`, unless there is none or it has expired (gone for every face). */
+  object(name: string): Promise<CatalogObject | undefined> {
+    return this.publisher.object(name);
+  }
+
+  /** Whether the blob `sha256` is stored whole (REAPI's CAS presence). */
+  hasBlob(sha256: string, size: number): Promise<boolean> {
+    return this.publisher.hasBlob(sha256, size);
+  }
+
+  /** Streams `[start, end)` of the blob `sha256` (an object's `blob`). */
+  readBlob(sha256: string, start: number, end: number, chunkSize?: number): Readable {
+    return this.publisher.readBlob(sha256, start, end, chunkSize);
+  }
+
+  /** Deletes `name` if `protocol` published it and it is still the entry created at `createdAt`. */
+  deleteOwn(name: string, createdAt: string, protocol: string): Promise<DeleteOutcome> {
+    return this.publisher.deleteOwn(name, createdAt, protocol);
+  }
+
+  /**
+   * Moves verified staged bytes into their blob (claimed first for `claimant`, the object's name,
+   * so that the blob collector leaves an existing blob alone); idempotent. See Publisher.
+   */
+  storeStaged(stagingId: string, sha256: string, claimant: string): Promise<void> {
+    return this.publisher.storeStaged(stagingId, sha256, claimant);
+  }
+
+  /** Puts the catalog entry of stored content, if absent (replacing an expired one). See Publisher. */
+  publish(object: CatalogObject): Promise<CatalogObject> {
+    return this.publisher.publish(object);
   }
 
   getSession(id: string): Promise<UploadSession | undefined> {
@@ -66,9 +104,8 @@ export class UploadEngine {
       uploadMetrics.failed.inc(protocol);
       throw new InvalidArgumentError(mismatch);
     }
-    await this.catalog.claimBlob(object.blob, object.name); // before the bytes: see Catalog.claimBlob
-    await this.storage.putBlob(data, digests.sha256);
-    const published = await this.catalog.publish(object);
+    await this.publisher.storeBytes(data, digests.sha256, object.name);
+    const published = await this.publisher.publish(object);
     uploadMetrics.completed.inc(protocol);
     return published;
   }
@@ -103,7 +140,7 @@ export class UploadEngine {
       if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
       session.committed = lease.committed;
       uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
-      const deps = { sessions: this.sessions, storage: this.storage, catalog: this.catalog, hashPool: this.hashPool };
+      const deps = { sessions: this.sessions, storage: this.storage, publisher: this.publisher, hashPool: this.hashPool };
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
       }

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Catalog, CatalogObject } from '@ferry/catalog';
+import type { CatalogObject } from '@ferry/catalog';
 import { AlreadyExistsError, InvalidArgumentError } from '@ferry/errors';
 import type { FinishRecord, Lease, SessionStore, UploadSession } from '@ferry/sessions';
 import type { StagingFile, Storage } from '@ferry/storage';
@@ -7,6 +7,7 @@ import { BatchedWriter } from './batched-writer';
 import { type Digests, type HashPool, missingDigests } from './hashing';
 import type { StreamDigests } from './stream-digests';
 import { LeaseKeeper } from './lease-keeper';
+import type { Publisher } from './publisher';
 import { uploadMetrics } from './upload-metrics';
 
 export interface WriterOptions {
@@ -30,7 +31,7 @@ export interface Expectation {
 export interface WriterDeps {
   sessions: SessionStore;
   storage: Storage;
-  catalog: Catalog;
+  publisher: Publisher;
   /** Hashes what the stream's hasher did not (digests declared after the bytes). */
   hashPool: HashPool;
 }
@@ -260,9 +261,7 @@ export class UploadWriter {
     this.stopCommitTimer();
     const object = describe(size, digests);
     try {
-      // claim first: the blob collector then leaves an existing blob of this content alone
-      await this.deps.catalog.claimBlob(object.blob, object.name);
-      await this.deps.storage.publishStaging(this.session.id, digests.sha256);
+      await this.deps.publisher.storeStaged(this.session.id, digests.sha256, object.name);
     } catch (err) {
       this.closed = true;
       this.stopTimers();
@@ -272,7 +271,7 @@ export class UploadWriter {
     this.closed = true;
     this.stopTimers();
     try {
-      const published = await this.deps.catalog.publish(object);
+      const published = await this.deps.publisher.publish(object);
       await this.deps.sessions.finish(this.lease, remember?.(published));
       uploadMetrics.completed.inc({ protocol: this.session.protocol });
       return published;
