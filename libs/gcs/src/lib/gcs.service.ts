@@ -226,6 +226,8 @@ export class GcsService {
         }
         if (msg.write_offset < 0) throw new InvalidArgumentError(`write_offset ${msg.write_offset} is negative`);
       }
+      // read before the content goes to the writer, which may take the memory of the whole message
+      const finishChecksums = msg.finish_write ? parseChecksums(msg.object_checksums) : undefined;
       const data = checkedContent(msg);
       if (data) {
         // Bytes before receivedSize were sent already: skip the overlap.
@@ -239,8 +241,8 @@ export class GcsService {
           await writer.write(fresh);
         }
       }
-      if (msg.finish_write) {
-        declared = mergeChecksums(declared, parseChecksums(msg.object_checksums));
+      if (finishChecksums) {
+        declared = mergeChecksums(declared, finishChecksums);
         // The stream must end here, and is seen to end before anything is published. Clients
         // half-close after finish_write on BidiWriteObject too (as Google's own test server
         // requires: it reads the whole request stream before it finalizes).

@@ -36,7 +36,7 @@ export class UploadEngine {
     this.writerOptions = {
       fsyncBytes: options.fsyncBytes,
       fsyncIntervalMs: options.fsyncIntervalMs,
-      maxInFlightBytes: options.maxInFlightBytes ?? 4 * 1024 * 1024,
+      maxInFlightBytes: options.maxInFlightBytes ?? 1024 * 1024,
     };
   }
 

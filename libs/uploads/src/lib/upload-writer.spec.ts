@@ -7,7 +7,7 @@ import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage, StagingFile } from '@ferry/storage';
 import { TempDir, TestRedis, patternBytes, startTestRedis, tempDir, waitFor } from '@ferry/testing';
-import { DigestNeeds, Digests, HashPool, StreamHasher, crc32cHex } from './hashing';
+import { DigestAlgorithm, DigestNeeds, Digests, HashPool, OffloadedHasher, crc32cHex } from './hashing';
 import { UploadEngine } from './upload-engine';
 
 const KiB = 1024;
@@ -64,8 +64,8 @@ class SlowHashPool extends HashPool {
     super(1);
   }
 
-  override hasher(needs?: DigestNeeds): StreamHasher {
-    const inner = super.hasher(needs);
+  override offloaded<A extends DigestAlgorithm>(algos: A[]): OffloadedHasher<A> {
+    const inner = super.offloaded(algos);
     return {
       update: async (chunk: Buffer) => {
         await this.delay();

@@ -135,8 +135,9 @@ export class UploadWriter {
   /**
    * Appends `chunk` at the current offset and resolves when the writer can take more. Takes
    * ownership of `chunk`: it is hashed now, written later (small chunks gathered into 1 MiB batches:
-   * Bazel sends 16 KiB messages), and may then move to a hashing thread (see StreamDigests), so the
-   * caller must not touch it afterwards.
+   * Bazel sends 16 KiB messages), and may then move to a hashing thread with the whole ArrayBuffer
+   * under it (see StreamDigests), so the caller must not touch it afterwards, nor other views of
+   * the same memory: read the other fields of a decoded message before writing its data.
    */
   async write(chunk: Buffer): Promise<void> {
     this.throwIfFailed();
