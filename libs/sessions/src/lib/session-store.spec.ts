@@ -126,11 +126,22 @@ describe('SessionStore (real Redis)', () => {
     const candidates = await store.idleCandidates(cutoff, 100);
     expect(candidates).toEqual(expect.arrayContaining([idle, leased]));
     expect(candidates).not.toContain(fresh);
-    expect(await store.expireIfIdle(idle, cutoff)).toBe(true);
-    expect(await store.expireIfIdle(leased, cutoff)).toBe(false);
+    expect(await store.beginExpiry(idle, cutoff)).toBe('expiring');
+    expect(await store.beginExpiry(leased, cutoff)).toBe('active');
+    // expiring: gone for every reader and writer, but still a candidate until it ends
+    expect(await store.get(idle)).toBeUndefined();
+    await expect(store.acquireLease(idle)).rejects.toBeInstanceOf(NotFoundError);
+    await expect(store.getOrCreate(init(idle))).rejects.toBeInstanceOf(NotFoundError);
+    expect(await store.idleCandidates(cutoff, 100)).toContain(idle);
+    // a run that stopped half way: the next one finds it expiring and finishes
+    expect(await store.beginExpiry(idle, cutoff)).toBe('expiring');
+    await store.endExpiry(idle);
     expect(await store.exists(idle)).toBe(false);
     expect(await store.exists(leased)).toBe(true);
     expect(await store.idleCandidates(cutoff, 100)).not.toContain(idle);
+    expect(await store.beginExpiry(idle, cutoff)).toBe('gone');
+    // and the id can be used again
+    expect((await store.getOrCreate(init(idle))).committed).toBe(0);
     await store.releaseLease(lease);
   });
 });

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
+import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys } from '@ferry/redis';
 import * as scripts from './session.scripts';
 
 /** `finished`: only kept when the protocol asked to remember the outcome (see `finish`). */
-export type SessionState = 'open' | 'publishing' | 'finished';
+/** An `expiring` session is gone for every reader and writer; the expiry job is deleting its bytes. */
+export type SessionState = 'open' | 'publishing' | 'finished' | 'expiring';
 
 /** An upload in progress, as stored in Redis. */
 export interface UploadSession {
@@ -65,7 +66,7 @@ export interface SessionStoreOptions {
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
 
-const SCRIPT_NAMES = ['create2', 'acquireLease2', 'renewLease2', 'releaseLease2', 'commit2', 'update2', 'finish2', 'expireIfIdle2'] as const;
+const SCRIPT_NAMES = ['create2', 'acquireLease2', 'renewLease2', 'releaseLease2', 'commit2', 'update2', 'finish2', 'beginExpiry2', 'endExpiry2'] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 /**
@@ -114,13 +115,15 @@ export class SessionStore {
     const created = await this.run.create2(...this.k(init.id), this.keyTtlMs, ...fields);
     if (created === 1) await this.touchIndex(init.id, now);
     const session = await this.get(init.id);
-    if (!session) throw new InternalError(`session ${init.id} vanished after creation`);
+    // (an upload of this id is being expired: it can be created again once that is done)
+    if (!session) throw new NotFoundError(`upload ${init.id} has just expired; start it again`);
     return session;
   }
 
+  /** The session, unless there is none or it is being expired. */
   async get(id: string): Promise<UploadSession | undefined> {
     const h = await this.redis.hgetall(this.keys.upload(id));
-    if (!h['name']) return undefined;
+    if (!h['name'] || h['state'] === 'expiring') return undefined;
     return {
       id,
       name: h['name'],
@@ -197,17 +200,26 @@ export class SessionStore {
   }
 
   /**
-   * Deletes a session idle since before `cutoffMs` and not leased. Returns true if the session is
-   * gone (deleted now or before), false if it is still active (its index entry is refreshed).
+   * Begins expiring a session idle since before `cutoffMs` and not leased (see beginExpiry2): from
+   * now on no one can use it. 'expiring': delete its staged bytes, then call endExpiry (an expiry
+   * that stops half way is finished by the next run: the session stays a candidate); 'gone': there
+   * is nothing left to do; 'active': it is in use (its index entry is refreshed).
    */
-  async expireIfIdle(id: string, cutoffMs: number): Promise<boolean> {
-    const r = await this.run.expireIfIdle2(...this.k(id), cutoffMs);
-    if (r === 1 || r === 0) {
+  async beginExpiry(id: string, cutoffMs: number): Promise<'expiring' | 'gone' | 'active'> {
+    const r = await this.run.beginExpiry2(...this.k(id), cutoffMs);
+    if (r === 1) return 'expiring';
+    if (r === 0) {
       await this.redis.zrem(this.keys.uploadsByActivity(), id);
-      return true;
+      return 'gone';
     }
     await this.touchIndex(id, Array.isArray(r) ? Number(r[0]) : Date.now());
-    return false;
+    return 'active';
+  }
+
+  /** Deletes a session whose expiry began, once its staged bytes are gone. */
+  async endExpiry(id: string): Promise<void> {
+    await this.run.endExpiry2(...this.k(id));
+    await this.redis.zrem(this.keys.uploadsByActivity(), id);
   }
 
   async exists(id: string): Promise<boolean> {

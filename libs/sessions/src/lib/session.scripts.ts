@@ -13,12 +13,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
 /**
- * ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {fence, committed} | {-1} no session | {-2, current} held
- * | {-3} finished (nothing more can be written).
+ * ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {fence, committed} | {-1} no session (or one being
+ * expired) | {-2, current} held | {-3} finished (nothing more can be written).
  */
 export const acquireLease2 = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-if redis.call('HGET', KEYS[1], 'state') == 'finished' then return {-3} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'expiring' then return {-1} end
+if state == 'finished' then return {-3} end
 local current = redis.call('GET', KEYS[2])
 if current then return {-2, current} end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
@@ -80,13 +82,24 @@ end
 return 1`;
 
 /**
- * Deletes a session idle since before the cutoff and not leased.
- * ARGV: cutoffMs → 1 deleted, 0 gone already, {updatedAt} still active (or leased: -1).
+ * First step of expiring a session idle since before the cutoff and not leased: marks it
+ * `expiring`, which no writer can lease and no one sees (its staged bytes are deleted next, then
+ * the session by endExpiry2). Never deleting the session first is what keeps a client that
+ * recreates the upload meanwhile (ByteStream names its upload) from writing into staging that is
+ * about to be deleted. ARGV: cutoffMs → 1 expiring (now, or by an earlier run that stopped half
+ * way), 0 gone already, {updatedAt} still active (or leased: -1).
  */
-export const expireIfIdle2 = `
+export const beginExpiry2 = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'expiring' then return 1 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0')
 if updated > tonumber(ARGV[1]) then return {updated} end
-redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'expiring')
+return 1`;
+
+/** Last step of an expiry, once the staged bytes are gone: deletes the session. → 1 deleted, 0 not expiring. */
+export const endExpiry2 = `
+if redis.call('HGET', KEYS[1], 'state') ~= 'expiring' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1`;

@@ -1,5 +1,6 @@
 import { utimesSync } from 'node:fs';
 import { join } from 'node:path';
+import { NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import { FsStorage } from '@ferry/storage';
@@ -52,6 +53,37 @@ describe('UploadExpiry (real Redis and disk)', () => {
     expect(await storage.stagingSize('leased')).toBe(5);
     expect(await sessions.exists('leased')).toBe(true);
     await sessions.releaseLease(lease);
+  });
+
+  it('lets no one re-create an upload while its expiry deletes the staged bytes, and lets them once it is done', async () => {
+    let reached!: () => void;
+    let release!: () => void;
+    const atDelete = new Promise<void>((r) => (reached = r));
+    const released = new Promise<void>((r) => (release = r));
+    class PausingStorage extends FsStorage {
+      override async deleteStaging(uploadId: string): Promise<void> {
+        if (uploadId === 'racing') {
+          reached();
+          await released; // the expiry is between its steps: the session marked, the bytes still here
+        }
+        return super.deleteStaging(uploadId);
+      }
+    }
+    await stage('racing');
+    const expiry = new UploadExpiry(sessions, new PausingStorage(dir.path), lifetime);
+    const running = expiry.run(Date.now() + lifetime + 1000);
+    await atDelete;
+    // a client (ByteStream names its upload, so it can re-create it) comes back now
+    const reCreate = sessions.getOrCreate({ id: 'racing', name: 'racing', protocol: 'test', owner: 'dev' });
+    await expect(reCreate).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sessions.acquireLease('racing')).rejects.toBeInstanceOf(NotFoundError);
+    release();
+    expect((await running).expiredSessions).toBeGreaterThanOrEqual(1);
+    expect(await sessions.exists('racing')).toBe(false);
+    // once the expiry is done, the upload starts afresh and what it writes stays
+    await stage('racing');
+    expect((await sessions.get('racing'))?.committed).toBe(0);
+    expect(await storage.stagingSize('racing')).toBe(5);
   });
 
   it('sweeps old staging bytes whose session is gone, but not fresh ones', async () => {

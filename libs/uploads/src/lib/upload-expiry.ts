@@ -12,7 +12,9 @@ export interface ExpiryReport {
 }
 
 /**
- * Removes uploads idle for longer than their lifetime: the session in Redis, then its staged bytes.
+ * Removes uploads idle for longer than their lifetime, in three steps that no resume can slip
+ * between: the session is marked expiring (no one can lease or see it any more), its staged bytes
+ * are deleted, then the session; a run that stops half way is finished by the next one.
  * Also sweeps staging objects whose session is gone (e.g. its Redis key expired while no worker
  * ran) once they are older than the lifetime. Never touches an upload with a live writer lease.
  */
@@ -32,11 +34,15 @@ export class UploadExpiry {
       const ids = await this.sessions.idleCandidates(cutoff, batchSize);
       let progressed = 0;
       for (const id of ids) {
-        if (await this.sessions.expireIfIdle(id, cutoff)) {
-          await this.storage.deleteStaging(id);
-          expiredSessions++;
-          progressed++;
-        }
+        const outcome = await this.sessions.beginExpiry(id, cutoff);
+        if (outcome === 'active') continue;
+        progressed++;
+        // a session already gone (its key outlived by far its lifetime): its index entry was
+        // dropped, and the sweep below removes its staged bytes once no one owns them
+        if (outcome === 'gone') continue;
+        await this.storage.deleteStaging(id);
+        await this.sessions.endExpiry(id);
+        expiredSessions++;
       }
       if (ids.length < batchSize || progressed === 0) break;
     }
