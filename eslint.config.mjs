@@ -40,7 +40,19 @@ const boundaries = (allowTesting) => [
 export default [
   ...nx.configs['flat/base'],
   ...nx.configs['flat/typescript'],
-  { ignores: ['**/__boundary_probe_*', '**/dist', '**/node_modules', '**/generated/**', 'tmp/**', 'data/**', '**/jest.config.ts', '**/jest.*.config.ts', '**/webpack.config.js'] },
+  {
+    ignores: [
+      '**/__boundary_probe_*',
+      '**/dist',
+      '**/node_modules',
+      '**/generated/**',
+      'tmp/**',
+      'data/**',
+      '**/jest.config.ts',
+      '**/jest.*.config.ts',
+      '**/webpack.config.js',
+    ],
+  },
   {
     files: ['**/*.ts'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -61,7 +73,14 @@ export default [
     },
   },
   {
-    files: ['**/*.spec.ts', '**/*.e2e-spec.ts', '**/*.harness.ts', 'tools/**/*.ts', 'libs/testing/**/*.ts', 'libs/config/src/lib/config.ts'],
+    files: [
+      '**/*.spec.ts',
+      '**/*.e2e-spec.ts',
+      '**/*.harness.ts',
+      'tools/**/*.ts',
+      'libs/testing/**/*.ts',
+      'libs/config/src/lib/config.ts',
+    ],
     rules: {
       '@nx/enforce-module-boundaries': boundaries(true),
       'no-restricted-syntax': 'off',

@@ -68,7 +68,7 @@ server.addService(Storage.service, {
     let fh;
     try {
       fh = await open(join(dir, call.request.object), 'r');
-      for (let pos = 0; ; ) {
+      for (let pos = 0; ;) {
         const buf = Buffer.allocUnsafe(CHUNK);
         const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
         if (bytesRead === 0) break;

@@ -20,7 +20,13 @@ const stored = new Map(); // request path -> the file its last successful PUT wr
 
 async function get(req, res) {
   const file = stored.get(req.url);
-  const size = file === undefined ? undefined : await stat(file).then((s) => s.size, () => undefined);
+  const size =
+    file === undefined
+      ? undefined
+      : await stat(file).then(
+          (s) => s.size,
+          () => undefined,
+        );
   if (size === undefined) {
     res.writeHead(404).end();
     return;

@@ -13,7 +13,22 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { GiB, MiB, bearer, freePort, grpc, loadByteStream, measure, median, percentile, root, sleep, startProcess, startRedis, stopProcess } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  bearer,
+  freePort,
+  grpc,
+  loadByteStream,
+  measure,
+  median,
+  percentile,
+  root,
+  sleep,
+  startProcess,
+  startRedis,
+  stopProcess,
+} from './lib.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SIZES = (process.env.BENCH_SIZES_MIB ?? '256,1024').split(',').map((s) => Number(s) * MiB);
@@ -59,11 +74,16 @@ const fmt = (x, d = 1) => x.toFixed(d);
 
 async function main() {
   if (!process.env.BENCH_NO_BUILD) console.log('building ingest-grpc...');
-  if (!process.env.BENCH_NO_BUILD) execFileSync(process.execPath, [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'], {
-    cwd: root,
-    stdio: 'ignore',
-    env: { ...process.env, NX_DAEMON: 'false' },
-  });
+  if (!process.env.BENCH_NO_BUILD)
+    execFileSync(
+      process.execPath,
+      [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'],
+      {
+        cwd: root,
+        stdio: 'ignore',
+        env: { ...process.env, NX_DAEMON: 'false' },
+      },
+    );
   const work = join(root, 'tmp', 'bench');
   rmSync(work, { recursive: true, force: true });
   const ferryDir = join(work, 'ferry');
@@ -80,7 +100,14 @@ async function main() {
   const pingSink = () => new Promise((r) => sinkClient.QueryWriteStatus({ resource_name: 'x' }, md, (err) => r(!err)));
   const ferry = await startProcess(
     [join(root, 'dist', 'apps', 'ingest-grpc', 'main.js')],
-    { ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'), FERRY_GRPC_PORT: String(ferryPort), FERRY_GRPC_METRICS_PORT: '0', REDIS_URL: redis.url, FERRY_DATA_DIR: ferryDir, FERRY_LOG_LEVEL: 'warn' },
+    {
+      ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'),
+      FERRY_GRPC_PORT: String(ferryPort),
+      FERRY_GRPC_METRICS_PORT: '0',
+      REDIS_URL: redis.url,
+      FERRY_DATA_DIR: ferryDir,
+      FERRY_LOG_LEVEL: 'warn',
+    },
     pingFerry,
   );
   const sink = await startProcess([join(root, 'tools', 'bench', 'bare-sink.mjs'), String(sinkPort), sinkDir], {}, pingSink);
@@ -99,7 +126,12 @@ async function main() {
           const name = `bench/${label}-${size}-${round}-${Date.now()}`;
           const m = await measure(proc.pid, () => stream(c, name, size));
           if (m.result !== size) throw new Error(`${label}: committed ${m.result} of ${size}`);
-          const r = { mbps: size / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / size, peakRssMiB: m.peakRssMiB, faultsMiBPerGiB: (m.minorFaults * 4096 * GiB) / size / MiB };
+          const r = {
+            mbps: size / m.seconds / 1e6,
+            cpuPerGiB: (m.cpuSeconds * GiB) / size,
+            peakRssMiB: m.peakRssMiB,
+            faultsMiBPerGiB: (m.minorFaults * 4096 * GiB) / size / MiB,
+          };
           results[label].push(r);
           console.log(
             `${label.padEnd(5)} ${fmt(size / MiB, 0)} MiB round ${round + 1}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB, fresh pages ${fmt(r.faultsMiBPerGiB, 0)} MiB/GiB`,
@@ -134,7 +166,9 @@ async function main() {
     }
     console.log('\nLarge uploads (%d KiB messages, medians of %d rounds, alternating Ferry / bare sink):', CHUNK / 1024, ROUNDS);
     console.table(rows);
-    console.log(`\n${SMALL} sequential 4 KiB CAS writes: Ferry p50 ${fmt(median(latencies), 2)} ms, p99 ${fmt(percentile(latencies, 99), 2)} ms; bare sink p50 ${fmt(median(sinkLatencies), 2)} ms, p99 ${fmt(percentile(sinkLatencies, 99), 2)} ms`);
+    console.log(
+      `\n${SMALL} sequential 4 KiB CAS writes: Ferry p50 ${fmt(median(latencies), 2)} ms, p99 ${fmt(percentile(latencies, 99), 2)} ms; bare sink p50 ${fmt(median(sinkLatencies), 2)} ms, p99 ${fmt(percentile(sinkLatencies, 99), 2)} ms`,
+    );
     const big = rows[rows.length - 1];
     console.log(
       `\ntargets: ratio >= 0.90 (${big.ratio}); Ferry peak RSS <= 150 MiB (${rows.map((r) => `${r.size}: ${r.ferryPeakRssMiB}`).join(', ')}); small p50 <= 3 ms (${fmt(median(latencies), 2)})`,

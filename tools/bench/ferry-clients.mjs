@@ -29,10 +29,22 @@ export function multipartUpload({ base, agent, data, partSize, parallel, content
   const urls = new Map();
   return {
     async start() {
-      const started = await api(base, agent, 'POST', '/file/multipart?forceRestart=true', {
-        fileName, contentType: 'application/octet-stream', contentMD5Hex, fileSizeBytes: data.length, partSizeBytes: partSize,
-      }, 201);
-      if (started.state !== 'UPLOADING') throw new Error(`start answered ${started.state}, not UPLOADING (deduplicated?): ${JSON.stringify(started)}`);
+      const started = await api(
+        base,
+        agent,
+        'POST',
+        '/file/multipart?forceRestart=true',
+        {
+          fileName,
+          contentType: 'application/octet-stream',
+          contentMD5Hex,
+          fileSizeBytes: data.length,
+          partSizeBytes: partSize,
+        },
+        201,
+      );
+      if (started.state !== 'UPLOADING')
+        throw new Error(`start answered ${started.state}, not UPLOADING (deduplicated?): ${JSON.stringify(started)}`);
       id = started.uploadId;
       for (let first = 1; first <= count; first += 1000) {
         const partNumbers = Array.from({ length: Math.min(1000, count - first + 1) }, (_, i) => first + i);
@@ -66,20 +78,39 @@ export async function objectPut({ base, name, data, sha256, slugid }) {
   const uploadId = slugid();
   const expires = new Date(Date.now() + 86_400_000).toISOString();
   const path = `/api/object/v1/upload/${encodeURIComponent(name)}`;
-  const created = await api(base, false, 'PUT', path, {
-    projectId: 'bench', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: data.length } },
-  }, 200);
+  const created = await api(
+    base,
+    false,
+    'PUT',
+    path,
+    {
+      projectId: 'bench',
+      uploadId,
+      expires,
+      proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: data.length } },
+    },
+    200,
+  );
   const { url, headers } = created.uploadMethod.putUrl ?? {};
   if (!url) throw new Error(`createUpload offered no putUrl: ${JSON.stringify(created)}`);
   const res = await request(url, { method: 'PUT', headers, body: data });
   if (res.status !== 200) throw new Error(`PUT: ${res.status} ${res.text}`);
-  await api(base, false, 'POST', `/api/object/v1/finish-upload/${encodeURIComponent(name)}`, { projectId: 'bench', uploadId, hashes: { sha256 } }, 200);
+  await api(
+    base,
+    false,
+    'POST',
+    `/api/object/v1/finish-upload/${encodeURIComponent(name)}`,
+    { projectId: 'bench', uploadId, hashes: { sha256 } },
+    200,
+  );
 }
 
 /** One ByteStream Write of `data` in `chunk`-byte messages under a generic name; resolves with committed_size. */
 export function byteStreamWrite({ port, data, chunk, name = `bench/${randomUUID()}` }) {
   const { ByteStream } = loadByteStream();
-  const client = new ByteStream(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  const client = new ByteStream(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+  });
   return new Promise((resolve, reject) => {
     const call = client.Write(bearer(TOKEN), (err, res) => {
       client.close();
@@ -89,7 +120,12 @@ export function byteStreamWrite({ port, data, chunk, name = `bench/${randomUUID(
     (async () => {
       for (let off = 0; off < data.length; off += chunk) {
         const len = Math.min(chunk, data.length - off);
-        const ok = call.write({ resource_name: off === 0 ? name : '', write_offset: off, finish_write: off + len === data.length, data: data.subarray(off, off + len) });
+        const ok = call.write({
+          resource_name: off === 0 ? name : '',
+          write_offset: off,
+          finish_write: off + len === data.length,
+          data: data.subarray(off, off + len),
+        });
         if (!ok) await new Promise((r) => call.once('drain', r));
       }
       call.end();

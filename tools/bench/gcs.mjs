@@ -18,7 +18,23 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { GiB, MiB, bearer, filesUnder, freePort, grpc, hwmMiB, measure, median, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  bearer,
+  filesUnder,
+  freePort,
+  grpc,
+  hwmMiB,
+  measure,
+  median,
+  root,
+  runBenchmark,
+  sleep,
+  startProcess,
+  startRedis,
+  stopWithin,
+} from './lib.mjs';
 import { crc32c, loadStorage } from '../lib/storage.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -120,16 +136,21 @@ async function readFileDirectly(path) {
 }
 
 function checkRead(label, got) {
-  if (got.bytes !== SIZE || got.sha256 !== expectedSha) throw new Error(`${label}: read ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${expectedSha}`);
+  if (got.bytes !== SIZE || got.sha256 !== expectedSha)
+    throw new Error(`${label}: read ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${expectedSha}`);
 }
 
 async function main(onCleanup) {
   console.log('building ingest-grpc...');
-  execFileSync(process.execPath, [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'], {
-    cwd: root,
-    stdio: 'ignore',
-    env: { ...process.env, NX_DAEMON: 'false' },
-  });
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run', 'ingest-grpc:build', '--output-style=static'],
+    {
+      cwd: root,
+      stdio: 'ignore',
+      env: { ...process.env, NX_DAEMON: 'false' },
+    },
+  );
   for (const dir of [dataDir, bareDir]) {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
@@ -140,21 +161,38 @@ async function main(onCleanup) {
   const ferryPort = await freePort();
   const barePort = await freePort();
   // the same client settings for both servers; a large receive window so that reads are not paced by the client
-  const options = { 'grpc.max_send_message_length': 16 * MiB, 'grpc.max_receive_message_length': 16 * MiB, 'grpc-node.flow_control_window': 8 * MiB };
+  const options = {
+    'grpc.max_send_message_length': 16 * MiB,
+    'grpc.max_receive_message_length': 16 * MiB,
+    'grpc-node.flow_control_window': 8 * MiB,
+  };
   const ferry = new Storage(`127.0.0.1:${ferryPort}`, grpc.credentials.createInsecure(), options);
   const bare = new Storage(`127.0.0.1:${barePort}`, grpc.credentials.createInsecure(), options);
   onCleanup(() => {
     ferry.close();
     bare.close();
   });
-  const answers = (client, id) => unary(client, 'QueryWriteStatus', { upload_id: id }).then(() => true, (err) => err.code === grpc.status.NOT_FOUND);
+  const answers = (client, id) =>
+    unary(client, 'QueryWriteStatus', { upload_id: id }).then(
+      () => true,
+      (err) => err.code === grpc.status.NOT_FOUND,
+    );
   const ferryProc = await startProcess(
     [join(root, 'dist', 'apps', 'ingest-grpc', 'main.js')],
-    { ...FERRY_ENV, FERRY_GRPC_PORT: String(ferryPort), FERRY_GRPC_METRICS_PORT: '0', REDIS_URL: redis.url, FERRY_DATA_DIR: dataDir, FERRY_LOG_LEVEL: 'warn' },
+    {
+      ...FERRY_ENV,
+      FERRY_GRPC_PORT: String(ferryPort),
+      FERRY_GRPC_METRICS_PORT: '0',
+      REDIS_URL: redis.url,
+      FERRY_DATA_DIR: dataDir,
+      FERRY_LOG_LEVEL: 'warn',
+    },
     () => answers(ferry, 'gcs_probe'),
   );
   onCleanup(() => stopWithin(ferryProc));
-  const bareProc = await startProcess([join(root, 'tools', 'bench', 'bare-gcs-sink.mjs'), String(barePort), bareDir], {}, () => answers(bare, 'x'));
+  const bareProc = await startProcess([join(root, 'tools', 'bench', 'bare-gcs-sink.mjs'), String(barePort), bareDir], {}, () =>
+    answers(bare, 'x'),
+  );
   onCleanup(() => stopWithin(bareProc));
 
   async function settle() {
@@ -181,7 +219,8 @@ async function main(onCleanup) {
         const { upload_id: id } = await unary(client, 'StartResumableWrite', spec(object));
         const m = await measure(proc.pid, () => (mode === 'write' ? writeObject(client, id) : bidiWriteObject(client, id)));
         const size = Number(m.result.resource?.size);
-        if (size !== SIZE) throw new Error(`${label} ${mode}: finished with ${JSON.stringify(m.result)}, expected an object of ${SIZE} bytes`);
+        if (size !== SIZE)
+          throw new Error(`${label} ${mode}: finished with ${JSON.stringify(m.result)}, expected an object of ${SIZE} bytes`);
         r[mode] = figures(m);
         if (mode === 'write') {
           // read back what was just written (Ferry: the object; bare: its file, named by upload id)
@@ -192,7 +231,8 @@ async function main(onCleanup) {
       }
       if (label === 'ferry') {
         const blobs = filesUnder(join(dataDir, 'blobs'));
-        if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`Ferry's blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
+        if (blobs.length !== 1 || blobs[0] !== SIZE)
+          throw new Error(`Ferry's blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
         const blobPath = execFileSync('find', [join(dataDir, 'blobs'), '-type', 'f'], { encoding: 'utf8' }).trim();
         const direct = await measure(process.pid, () => readFileDirectly(blobPath));
         checkRead('direct file read', direct.result);
@@ -231,12 +271,16 @@ async function main(onCleanup) {
     crcSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
   const direct = median(results.ferry.map((r) => r.direct.mbps));
-  console.log(`\n${fmt(SIZE / MiB, 0)} MiB, 2 MiB messages with crc32c (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / Ferry; server CPU and RSS):`);
+  console.log(
+    `\n${fmt(SIZE / MiB, 0)} MiB, 2 MiB messages with crc32c (medians of ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating bare / Ferry; server CPU and RSS):`,
+  );
   console.table(rows);
   console.log(
     `ReadObject against reading Ferry's blob file directly in this process: ${fmt(med('ferry', 'read', 'mbps'))} vs ${fmt(direct)} MB/s (ratio ${fmt(med('ferry', 'read', 'mbps') / direct, 2)})`,
   );
-  console.log(`crc32c (@node-rs/crc32, native): ${fmt((256 * MiB) / median(crcSeconds) / 1e9, 2)} GB/s on one core (median of 5 passes over 256 MiB)`);
+  console.log(
+    `crc32c (@node-rs/crc32, native): ${fmt((256 * MiB) / median(crcSeconds) / 1e9, 2)} GB/s on one core (median of 5 passes over 256 MiB)`,
+  );
   console.log(`lifetime peak RSS (VmHWM): ingest-grpc ${fmt(hwmMiB(ferryProc.pid))} MiB, bare sink ${fmt(hwmMiB(bareProc.pid))} MiB`);
   console.log(
     `targets: writes >= 0.75 (WriteObject ${fmt(ratio('write'), 2)}, BidiWriteObject ${fmt(ratio('bidi'), 2)}); ReadObject >= 0.70 (${fmt(ratio('read'), 2)} of the bare sink, ${fmt(med('ferry', 'read', 'mbps') / direct, 2)} of a direct file read)`,

@@ -79,7 +79,9 @@ export async function startRedis() {
     throw new Error('benchmarks need redis-server on the PATH (apt-get install redis-server)');
   }
   const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
   for (let i = 0; i < 100; i++) {
     if (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout?.includes('PONG')) break;
     await sleep(50);
@@ -112,7 +114,10 @@ export function listening(port) {
 export async function startProcess(args, env, ready) {
   const merged = { ...process.env, ...env };
   const nodeArgs = (merged.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, ...args], { env: merged, stdio: ['ignore', process.env.BENCH_STDOUT ? 'inherit' : 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeArgs, ...args], {
+    env: merged,
+    stdio: ['ignore', process.env.BENCH_STDOUT ? 'inherit' : 'ignore', 'inherit'],
+  });
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited with ${child.exitCode}`);
     if (await ready().catch(() => false)) return child;
@@ -170,7 +175,10 @@ export function runBenchmark(main, { paths = [], work } = {}) {
   let cleaned;
   const cleanup = () =>
     (cleaned ??= (async () => {
-      for (const fn of steps.reverse()) await Promise.resolve().then(fn).catch((err) => console.error('cleanup:', err));
+      for (const fn of steps.reverse())
+        await Promise.resolve()
+          .then(fn)
+          .catch((err) => console.error('cleanup:', err));
       for (const path of paths) rmSync(path, { recursive: true, force: true });
       try {
         if (work) rmdirSync(work);
@@ -201,7 +209,14 @@ export function request(url, { method = 'GET', headers = {}, body, agent = false
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const req = httpRequest(
-      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, agent, headers: { ...headers, 'content-length': body ? body.length : 0 } },
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname + u.search,
+        method,
+        agent,
+        headers: { ...headers, 'content-length': body ? body.length : 0 },
+      },
       (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
@@ -213,4 +228,3 @@ export function request(url, { method = 'GET', headers = {}, body, agent = false
     req.end(body);
   });
 }
-

@@ -19,7 +19,23 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, rmSync
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { keepAlive, multipartUpload } from './ferry-clients.mjs';
-import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  filesUnder,
+  freePort,
+  hwmMiB,
+  inParallel,
+  measure,
+  median,
+  request,
+  root,
+  runBenchmark,
+  sleep,
+  startProcess,
+  startRedis,
+  stopWithin,
+} from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const PART_SIZES = (process.env.BENCH_PART_MIB ?? '5,64').split(',').map((s) => Number(s) * MiB);
@@ -44,10 +60,7 @@ const eachPart = (count, fn) => inParallel(count, PARALLEL, (i) => fn(i + 1));
 
 // --- processes and cleanup -----------------------------------------------------------------------
 
-
 const readyz = (port) => () => request(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200);
-
-
 
 // --- the hashing baseline ------------------------------------------------------------------------
 
@@ -75,13 +88,26 @@ function readPass(path, hash) {
 // --- main ----------------------------------------------------------------------------------------
 
 async function main(onCleanup) {
-  const knobs = { BENCH_SIZE_MIB: SIZE / MiB, BENCH_PART_MIB: PART_SIZES.map((p) => p / MiB).join(','), BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
-  console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/multipart.mjs`);
+  const knobs = {
+    BENCH_SIZE_MIB: SIZE / MiB,
+    BENCH_PART_MIB: PART_SIZES.map((p) => p / MiB).join(','),
+    BENCH_ROUNDS: ROUNDS,
+    BENCH_PARALLEL: PARALLEL,
+    BENCH_SETTLE_MS: SETTLE_MS,
+  };
+  console.log(
+    `command: ${Object.entries(knobs)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/multipart.mjs`,
+  );
   console.log(`node ${process.version}, ${cpus().length} CPUs; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`);
 
   if (!existsSync(dist('multipart-api')) || !existsSync(dist('assembler-worker'))) {
     console.log('building multipart-api and assembler-worker...');
-    execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', 'multipart-api', 'assembler-worker', '--output-style=static'], { cwd: root, stdio: 'inherit' });
+    execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', 'multipart-api', 'assembler-worker', '--output-style=static'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
   }
 
   for (const path of [dataDir, bareDir, hashFile]) rmSync(path, { recursive: true, force: true });
@@ -152,15 +178,26 @@ async function main(onCleanup) {
     try {
       const m = await measure(proc.pid, () =>
         eachPart(count, async (n) => {
-          const res = await request(`http://127.0.0.1:${port}/${partSize / MiB}-${round}-${n}`, { method: 'PUT', body: part(partSize, n), agent });
+          const res = await request(`http://127.0.0.1:${port}/${partSize / MiB}-${round}-${n}`, {
+            method: 'PUT',
+            body: part(partSize, n),
+            agent,
+          });
           if (res.status !== 200) throw new Error(`bare PUT part ${n}: ${res.status} ${res.text}`);
-          if (which === 'md5' && res.headers.etag !== `"${partMd5s.get(partSize)[n - 1]}"`) throw new Error(`bare md5 of part ${n}: ${res.headers.etag}`);
+          if (which === 'md5' && res.headers.etag !== `"${partMd5s.get(partSize)[n - 1]}"`)
+            throw new Error(`bare md5 of part ${n}: ${res.headers.etag}`);
         }),
       );
       const sizes = filesUnder(bareDir);
       const total = sizes.reduce((a, b) => a + b, 0);
-      if (sizes.length !== count || total !== SIZE) throw new Error(`bare: ${sizes.length} files of ${total} bytes, expected ${count} of ${SIZE}`);
-      return { mbps: SIZE / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / SIZE, sysPerGiB: (m.sysSeconds * GiB) / SIZE, peakRssMiB: m.peakRssMiB };
+      if (sizes.length !== count || total !== SIZE)
+        throw new Error(`bare: ${sizes.length} files of ${total} bytes, expected ${count} of ${SIZE}`);
+      return {
+        mbps: SIZE / m.seconds / 1e6,
+        cpuPerGiB: (m.cpuSeconds * GiB) / SIZE,
+        sysPerGiB: (m.sysSeconds * GiB) / SIZE,
+        peakRssMiB: m.peakRssMiB,
+      };
     } finally {
       agent.destroy();
     }
@@ -171,14 +208,24 @@ async function main(onCleanup) {
     const agent = keepAlive(PARALLEL);
     try {
       const fileName = `bench-${partSize / MiB}MiB-${round}-${Date.now()}.bin`;
-      const upload = multipartUpload({ base, agent, data, partSize, parallel: PARALLEL, contentMD5Hex, partMd5s: partMd5s.get(partSize), fileName });
+      const upload = multipartUpload({
+        base,
+        agent,
+        data,
+        partSize,
+        parallel: PARALLEL,
+        contentMD5Hex,
+        partMd5s: partMd5s.get(partSize),
+        fileName,
+      });
       await upload.start();
       // Upload: first PUT to last add, sampling multipart-api.
       const up = await measure(apiProc.pid, () => upload.upload());
       // Assembly: complete (waits) until its 200 COMPLETED, sampling the assembler-worker.
       const asm = await measure(workerProc.pid, () => upload.complete());
       const blobs = filesUnder(join(dataDir, 'blobs'));
-      if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after complete the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
+      if (blobs.length !== 1 || blobs[0] !== SIZE)
+        throw new Error(`after complete the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
       return {
         mbps: SIZE / up.seconds / 1e6,
         cpuPerGiB: (up.cpuSeconds * GiB) / SIZE,
@@ -219,10 +266,14 @@ async function main(onCleanup) {
     for (let round = 0; round < ROUNDS; round++) {
       const b = await bareRound(partSize, round);
       results.bare.push(b);
-      console.log(`bare  ${pm} MiB parts round ${round + 1}: ${fmt(b.mbps)} MB/s, ${fmt(b.cpuPerGiB, 2)} CPU-s/GiB (${fmt(b.sysPerGiB, 2)} in the kernel), peak RSS ${fmt(b.peakRssMiB)} MiB`);
+      console.log(
+        `bare  ${pm} MiB parts round ${round + 1}: ${fmt(b.mbps)} MB/s, ${fmt(b.cpuPerGiB, 2)} CPU-s/GiB (${fmt(b.sysPerGiB, 2)} in the kernel), peak RSS ${fmt(b.peakRssMiB)} MiB`,
+      );
       const m = await bareRound(partSize, round, 'md5');
       results.bareMd5.push(m);
-      console.log(`bare+md5 ${pm} MiB parts round ${round + 1}: ${fmt(m.mbps)} MB/s, ${fmt(m.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(m.peakRssMiB)} MiB`);
+      console.log(
+        `bare+md5 ${pm} MiB parts round ${round + 1}: ${fmt(m.mbps)} MB/s, ${fmt(m.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(m.peakRssMiB)} MiB`,
+      );
       const f = await ferryRound(partSize, round);
       results.ferry.push(f);
       console.log(
@@ -231,7 +282,9 @@ async function main(onCleanup) {
       );
     }
     const hashSeconds = await hashBaseline();
-    console.log(`hash  ${pm} MiB parts: md5+sha256, one in-process pass (one thread, 4 MiB reads) over the page-cached file: ${fmt(hashSeconds, 2)} s (${fmt(SIZE / hashSeconds / 1e6)} MB/s)`);
+    console.log(
+      `hash  ${pm} MiB parts: md5+sha256, one in-process pass (one thread, 4 MiB reads) over the page-cached file: ${fmt(hashSeconds, 2)} s (${fmt(SIZE / hashSeconds / 1e6)} MB/s)`,
+    );
     const f = median(results.ferry.map((r) => r.mbps));
     const s = median(results.bare.map((r) => r.mbps));
     const sm = median(results.bareMd5.map((r) => r.mbps));
@@ -260,7 +313,9 @@ async function main(onCleanup) {
       'upload = first PUT to last add, CPU of the receiving server; complete = complete→COMPLETED, CPU of the worker; hash = one in-process md5+sha256 pass):',
   );
   console.table(rows);
-  console.log(`lifetime peak RSS (VmHWM, includes start-up): multipart-api ${fmt(hwmMiB(apiProc.pid))} MiB, assembler-worker ${fmt(hwmMiB(workerProc.pid))} MiB`);
+  console.log(
+    `lifetime peak RSS (VmHWM, includes start-up): multipart-api ${fmt(hwmMiB(apiProc.pid))} MiB, assembler-worker ${fmt(hwmMiB(workerProc.pid))} MiB`,
+  );
   console.log(
     `targets: upload >= 0.80x bare (${rows.map((r) => `${r.part}: ${r.uploadRatio}`).join(', ')}) and >= 0.90x bare+md5 (${rows.map((r) => `${r.part}: ${r.vsBareMd5}`).join(', ')}); ` +
       `complete/hash <= 1.30 (${rows.map((r) => `${r.part}: ${r.completeRatio}`).join(', ')}); ` +

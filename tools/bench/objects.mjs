@@ -26,7 +26,23 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import taskcluster from 'taskcluster-client';
-import { GiB, MiB, filesUnder, freePort, hwmMiB, inParallel, measure, median, percentile, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  filesUnder,
+  freePort,
+  hwmMiB,
+  inParallel,
+  measure,
+  median,
+  percentile,
+  root,
+  runBenchmark,
+  sleep,
+  startProcess,
+  startRedis,
+  stopWithin,
+} from './lib.mjs';
 
 const SMALL = Number(process.env.BENCH_SMALL ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -104,14 +120,21 @@ async function text(res) {
 
 // --- processes and cleanup -----------------------------------------------------------------------
 
-
-
-
 // --- main ----------------------------------------------------------------------------------------
 
 async function main(onCleanup) {
-  const knobs = { BENCH_SMALL: SMALL, BENCH_CONCURRENCY: CONCURRENCY, BENCH_SIZE_MIB: SIZE / MiB, BENCH_ROUNDS: ROUNDS, BENCH_SETTLE_MS: SETTLE_MS };
-  console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/objects.mjs`);
+  const knobs = {
+    BENCH_SMALL: SMALL,
+    BENCH_CONCURRENCY: CONCURRENCY,
+    BENCH_SIZE_MIB: SIZE / MiB,
+    BENCH_ROUNDS: ROUNDS,
+    BENCH_SETTLE_MS: SETTLE_MS,
+  };
+  console.log(
+    `command: ${Object.entries(knobs)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}${process.env.BENCH_FERRY_ENV ? ` BENCH_FERRY_ENV='${process.env.BENCH_FERRY_ENV}'` : ''} node tools/bench/objects.mjs`,
+  );
   console.log(
     `node ${process.version}, ${cpus().length} CPUs; taskcluster-client ${JSON.parse(readFileSync(join(root, 'node_modules', 'taskcluster-client', 'package.json'), 'utf8')).version}; ` +
       `client data in memory (large: 16 MiB random block repeated, ${CHUNK / MiB} MiB writes); MB = 1e6 bytes`,
@@ -187,8 +210,14 @@ async function main(onCleanup) {
         const data = small(i);
         const t = process.hrtime.bigint();
         await taskcluster.upload({
-          projectId: PROJECT, name: `bench/small/${i}`, contentType: 'application/octet-stream', contentLength: data.length,
-          expires: expires(), object, streamFactory: async () => Readable.from([data]), retries: 0,
+          projectId: PROJECT,
+          name: `bench/small/${i}`,
+          contentType: 'application/octet-stream',
+          contentLength: data.length,
+          expires: expires(),
+          object,
+          streamFactory: async () => Readable.from([data]),
+          retries: 0,
         });
         upLat.push(Number(process.hrtime.bigint() - t) / 1e6);
       }),
@@ -201,19 +230,33 @@ async function main(onCleanup) {
         downLat.push(Number(process.hrtime.bigint() - t) / 1e6);
         const got = h.done();
         if (got.bytes !== SMALL_SIZE || got.sha256 !== smallSha[i]) {
-          throw new Error(`bench/small/${i}: downloaded ${got.bytes} bytes with sha256 ${got.sha256}, uploaded ${SMALL_SIZE} with ${smallSha[i]}`);
+          throw new Error(
+            `bench/small/${i}: downloaded ${got.bytes} bytes with sha256 ${got.sha256}, uploaded ${SMALL_SIZE} with ${smallSha[i]}`,
+          );
         }
       }),
     );
-    console.log(`\n${SMALL} objects of ${SMALL_SIZE / 1024} KiB, ${CONCURRENCY} in flight (upload: dataInline; download: getUrl; every sha256 checked):`);
+    console.log(
+      `\n${SMALL} objects of ${SMALL_SIZE / 1024} KiB, ${CONCURRENCY} in flight (upload: dataInline; download: getUrl; every sha256 checked):`,
+    );
     console.table([
       {
-        op: 'upload', perSecond: fmt(SMALL / ups.seconds), p50ms: fmt(median(upLat), 2), p99ms: fmt(percentile(upLat, 99), 2),
-        apiCpuS: fmt(ups.cpuSeconds, 2), apiCpuMsPerOp: fmt((ups.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(ups.peakRssMiB),
+        op: 'upload',
+        perSecond: fmt(SMALL / ups.seconds),
+        p50ms: fmt(median(upLat), 2),
+        p99ms: fmt(percentile(upLat, 99), 2),
+        apiCpuS: fmt(ups.cpuSeconds, 2),
+        apiCpuMsPerOp: fmt((ups.cpuSeconds * 1000) / SMALL, 2),
+        apiPeakRssMiB: fmt(ups.peakRssMiB),
       },
       {
-        op: 'download', perSecond: fmt(SMALL / downs.seconds), p50ms: fmt(median(downLat), 2), p99ms: fmt(percentile(downLat, 99), 2),
-        apiCpuS: fmt(downs.cpuSeconds, 2), apiCpuMsPerOp: fmt((downs.cpuSeconds * 1000) / SMALL, 2), apiPeakRssMiB: fmt(downs.peakRssMiB),
+        op: 'download',
+        perSecond: fmt(SMALL / downs.seconds),
+        p50ms: fmt(median(downLat), 2),
+        p99ms: fmt(percentile(downLat, 99), 2),
+        apiCpuS: fmt(downs.cpuSeconds, 2),
+        apiCpuMsPerOp: fmt((downs.cpuSeconds * 1000) / SMALL, 2),
+        apiPeakRssMiB: fmt(downs.peakRssMiB),
       },
     ]);
   }
@@ -233,7 +276,8 @@ async function main(onCleanup) {
   /** Checks what a download delivered into a hashSink against the large object. */
   function checkLarge(label, h) {
     const got = h.done();
-    if (got.bytes !== SIZE || got.sha256 !== largeSha) throw new Error(`${label}: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
+    if (got.bytes !== SIZE || got.sha256 !== largeSha)
+      throw new Error(`${label}: ${got.bytes} bytes with sha256 ${got.sha256}, expected ${SIZE} with ${largeSha}`);
   }
 
   /** One plain PUT of the large object's bytes (the same client for bare and Ferry). */
@@ -255,9 +299,12 @@ async function main(onCleanup) {
   async function bareRound(round) {
     await settle();
     const url = `http://127.0.0.1:${barePort}/large-${round}`;
-    const up = await measureBoth(bareProc.pid, () => putLarge('bare', url, { 'content-type': 'application/octet-stream', 'content-length': SIZE }));
+    const up = await measureBoth(bareProc.pid, () =>
+      putLarge('bare', url, { 'content-type': 'application/octet-stream', 'content-length': SIZE }),
+    );
     const sizes = filesUnder(bareDir);
-    if (sizes.length !== 1 || sizes[0] !== SIZE) throw new Error(`bare: the PUT left ${JSON.stringify(sizes)}, expected one file of ${SIZE} bytes`);
+    if (sizes.length !== 1 || sizes[0] !== SIZE)
+      throw new Error(`bare: the PUT left ${JSON.stringify(sizes)}, expected one file of ${SIZE} bytes`);
     const down = await measureBoth(bareProc.pid, () => getLarge('bare', url));
     return { up: figures(up), down: figures(down) };
   }
@@ -275,7 +322,9 @@ async function main(onCleanup) {
     const up = await measureBoth(apiProc.pid, async () => {
       const t0 = performance.now();
       const created = await object.createUpload(name, {
-        projectId: PROJECT, uploadId, expires: expires(),
+        projectId: PROJECT,
+        uploadId,
+        expires: expires(),
         proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: SIZE } },
       });
       const { url, headers } = created.uploadMethod.putUrl ?? {};
@@ -287,7 +336,8 @@ async function main(onCleanup) {
       Object.assign(phases, { createMs: t1 - t0, putMs: t2 - t1, finishMs: performance.now() - t2 });
     });
     const blobs = filesUnder(join(dataDir, 'blobs'));
-    if (blobs.length !== 1 || blobs[0] !== SIZE) throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
+    if (blobs.length !== 1 || blobs[0] !== SIZE)
+      throw new Error(`after the upload the blob tree holds ${JSON.stringify(blobs)}, expected one blob of ${SIZE} bytes`);
     const down = await measureBoth(apiProc.pid, async () => {
       const started = await object.startDownload(name, { acceptDownloadMethods: { getUrl: true } });
       if (started.method !== 'getUrl') throw new Error(`startDownload answered ${JSON.stringify(started)}`);
@@ -302,19 +352,30 @@ async function main(onCleanup) {
     const name = `bench/large-helpers/${round}-${Date.now()}`;
     const up = await measureBoth(apiProc.pid, () =>
       taskcluster.upload({
-        projectId: PROJECT, name, contentType: 'application/octet-stream', contentLength: SIZE,
-        expires: expires(), object, streamFactory: async () => largeSource(), retries: 0,
+        projectId: PROJECT,
+        name,
+        contentType: 'application/octet-stream',
+        contentLength: SIZE,
+        expires: expires(),
+        object,
+        streamFactory: async () => largeSource(),
+        retries: 0,
       }),
     );
     const h = hashSink();
-    const down = await measureBoth(apiProc.pid, () => taskcluster.download({ name, object, streamFactory: async () => h.sink, retries: 0 }));
+    const down = await measureBoth(apiProc.pid, () =>
+      taskcluster.download({ name, object, streamFactory: async () => h.sink, retries: 0 }),
+    );
     checkLarge('Ferry download (helpers)', h);
     return { up: figures(up), down: figures(down) };
   }
 
-  const line = (f) => `${fmt(f.mbps)} MB/s, ${fmt(f.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(f.peakRssMiB)} MiB, client ${fmt(f.clientCpuPerGiB, 2)} CPU-s/GiB`;
+  const line = (f) =>
+    `${fmt(f.mbps)} MB/s, ${fmt(f.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(f.peakRssMiB)} MiB, client ${fmt(f.clientCpuPerGiB, 2)} CPU-s/GiB`;
   const results = { bare: [], ferry: [], helpers: [] };
-  console.log(`\nOne ${fmt(SIZE / MiB, 0)} MiB object (upload, then download of it; alternating bare / Ferry / Ferry through the helpers):`);
+  console.log(
+    `\nOne ${fmt(SIZE / MiB, 0)} MiB object (upload, then download of it; alternating bare / Ferry / Ferry through the helpers):`,
+  );
   for (let round = 0; round < ROUNDS; round++) {
     const b = await bareRound(round);
     results.bare.push(b);
@@ -322,7 +383,9 @@ async function main(onCleanup) {
     const f = await ferryRound(round);
     results.ferry.push(f);
     const { createMs, putMs, finishMs } = f.phases;
-    console.log(`ferry   round ${round + 1}: upload ${line(f.up)} (createUpload ${fmt(createMs)} ms, PUT ${fmt(putMs)} ms, finishUpload ${fmt(finishMs)} ms); download ${line(f.down)}`);
+    console.log(
+      `ferry   round ${round + 1}: upload ${line(f.up)} (createUpload ${fmt(createMs)} ms, PUT ${fmt(putMs)} ms, finishUpload ${fmt(finishMs)} ms); download ${line(f.down)}`,
+    );
     const t = await helpersRound(round);
     results.helpers.push(t);
     console.log(`helpers round ${round + 1}: upload ${line(t.up)}; download ${line(t.down)}`);
@@ -356,8 +419,12 @@ async function main(onCleanup) {
       'CPU of the server, client = this process):',
   );
   console.table(rows);
-  console.log(`lifetime peak RSS (VmHWM, includes start-up and the small objects): object-api ${fmt(hwmMiB(apiProc.pid))} MiB, bare ${fmt(hwmMiB(bareProc.pid))} MiB`);
-  console.log(`targets: Ferry putUrl/getUrl against bare >= 0.80 (upload ${fmt(ratio('ferry', 'up'), 2)}, download ${fmt(ratio('ferry', 'down'), 2)}; through the helpers ${fmt(ratio('helpers', 'up'), 2)}, ${fmt(ratio('helpers', 'down'), 2)})`);
+  console.log(
+    `lifetime peak RSS (VmHWM, includes start-up and the small objects): object-api ${fmt(hwmMiB(apiProc.pid))} MiB, bare ${fmt(hwmMiB(bareProc.pid))} MiB`,
+  );
+  console.log(
+    `targets: Ferry putUrl/getUrl against bare >= 0.80 (upload ${fmt(ratio('ferry', 'up'), 2)}, download ${fmt(ratio('ferry', 'down'), 2)}; through the helpers ${fmt(ratio('helpers', 'up'), 2)}, ${fmt(ratio('helpers', 'down'), 2)})`,
+  );
 }
 
 runBenchmark(main, { paths: [dataDir, bareDir], work });

@@ -53,7 +53,9 @@ async function run(mode) {
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage(c0);
-  console.log(`${mode.padEnd(6)} ${((PART * PARTS) / 1e6 / seconds).toFixed(0)} MB/s, ${((cpu.user + cpu.system) / 1e6).toFixed(2)} CPU-s per GiB`);
+  console.log(
+    `${mode.padEnd(6)} ${((PART * PARTS) / 1e6 / seconds).toFixed(0)} MB/s, ${((cpu.user + cpu.system) / 1e6).toFixed(2)} CPU-s per GiB`,
+  );
 }
 
 const rounds = Number(process.argv[2] ?? 2);

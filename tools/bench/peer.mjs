@@ -24,7 +24,23 @@ import { join } from 'node:path';
 import taskcluster from 'taskcluster-client';
 import * as tus from 'tus-js-client';
 import { byteStreamWrite, keepAlive, multipartUpload, objectPut } from './ferry-clients.mjs';
-import { GiB, MiB, filesUnder, freePort, hwmMiB, listening, measure, median, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  filesUnder,
+  freePort,
+  hwmMiB,
+  listening,
+  measure,
+  median,
+  request,
+  root,
+  runBenchmark,
+  sleep,
+  startProcess,
+  startRedis,
+  stopWithin,
+} from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -61,7 +77,11 @@ function tusUpload(endpoint, data, chunkSize) {
 
 async function main(onCleanup) {
   const knobs = { BENCH_SIZE_MIB: SIZE / MiB, BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
-  console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')} node tools/bench/peer.mjs`);
+  console.log(
+    `command: ${Object.entries(knobs)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')} node tools/bench/peer.mjs`,
+  );
   console.log(
     `node ${process.version}, ${cpus().length} CPUs; @tus/server ${version('@tus/server')}, @tus/file-store ${version('@tus/file-store')}, ` +
       `tus-js-client ${version('tus-js-client')}; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`,
@@ -82,11 +102,19 @@ async function main(onCleanup) {
   for (let off = 0; off < SIZE; off += block.length) block.copy(data, off, 0, Math.min(block.length, SIZE - off));
   const sha256 = hex('sha256', data);
   const contentMD5Hex = hex('md5', data);
-  const partMd5s = Array.from({ length: Math.ceil(SIZE / PART) }, (_, i) => hex('md5', data.subarray(i * PART, Math.min(SIZE, (i + 1) * PART))));
+  const partMd5s = Array.from({ length: Math.ceil(SIZE / PART) }, (_, i) =>
+    hex('md5', data.subarray(i * PART, Math.min(SIZE, (i + 1) * PART))),
+  );
 
   const redis = await startRedis();
   onCleanup(() => redis.stop());
-  const ports = { object: await freePort(), multipart: await freePort(), worker: await freePort(), grpc: await freePort(), tus: await freePort() };
+  const ports = {
+    object: await freePort(),
+    multipart: await freePort(),
+    worker: await freePort(),
+    grpc: await freePort(),
+    tus: await freePort(),
+  };
   const env = {
     ...FERRY_ENV,
     REDIS_URL: redis.url,
@@ -127,24 +155,51 @@ async function main(onCleanup) {
   /** Checks that exactly one file of the full size landed under `dir`. */
   function oneFile(label, dir) {
     const sizes = filesUnder(dir).filter((s) => s === SIZE);
-    if (sizes.length !== 1) throw new Error(`${label}: expected one file of ${SIZE} bytes under ${dir}, found ${JSON.stringify(filesUnder(dir))}`);
+    if (sizes.length !== 1)
+      throw new Error(`${label}: expected one file of ${SIZE} bytes under ${dir}, found ${JSON.stringify(filesUnder(dir))}`);
   }
 
   const multipartBase = `http://127.0.0.1:${ports.multipart}`;
   const agent = keepAlive(PARALLEL + 2);
   const tusEndpoint = `http://127.0.0.1:${ports.tus}/files`;
   const faces = [
-    { key: 'tus', label: 'tus, one request', pid: procs.tus.pid, run: () => tusUpload(tusEndpoint, data, Infinity), check: () => oneFile('tus', tusDir) },
     {
-      key: 'object', label: 'Ferry object PUT', pid: procs.object.pid,
-      run: () => objectPut({ base: `http://127.0.0.1:${ports.object}`, name: `bench/peer/${Date.now()}`, data, sha256, slugid: taskcluster.slugid }),
+      key: 'tus',
+      label: 'tus, one request',
+      pid: procs.tus.pid,
+      run: () => tusUpload(tusEndpoint, data, Infinity),
+      check: () => oneFile('tus', tusDir),
+    },
+    {
+      key: 'object',
+      label: 'Ferry object PUT',
+      pid: procs.object.pid,
+      run: () =>
+        objectPut({ base: `http://127.0.0.1:${ports.object}`, name: `bench/peer/${Date.now()}`, data, sha256, slugid: taskcluster.slugid }),
       check: () => oneFile('object', join(dataDir, 'blobs')),
     },
-    { key: 'tus8', label: `tus, ${TUS_CHUNK / MiB} MiB chunks`, pid: procs.tus.pid, run: () => tusUpload(tusEndpoint, data, TUS_CHUNK), check: () => oneFile('tus chunks', tusDir) },
     {
-      key: 'multipart', label: `Ferry multipart, ${PARALLEL} x ${PART / MiB} MiB, start to COMPLETED`, pid: procs.multipart.pid,
+      key: 'tus8',
+      label: `tus, ${TUS_CHUNK / MiB} MiB chunks`,
+      pid: procs.tus.pid,
+      run: () => tusUpload(tusEndpoint, data, TUS_CHUNK),
+      check: () => oneFile('tus chunks', tusDir),
+    },
+    {
+      key: 'multipart',
+      label: `Ferry multipart, ${PARALLEL} x ${PART / MiB} MiB, start to COMPLETED`,
+      pid: procs.multipart.pid,
       run: async () => {
-        const upload = multipartUpload({ base: multipartBase, agent, data, partSize: PART, parallel: PARALLEL, contentMD5Hex, partMd5s, fileName: 'bench.bin' });
+        const upload = multipartUpload({
+          base: multipartBase,
+          agent,
+          data,
+          partSize: PART,
+          parallel: PARALLEL,
+          contentMD5Hex,
+          partMd5s,
+          fileName: 'bench.bin',
+        });
         await upload.start();
         await upload.upload();
         const t = performance.now();
@@ -154,7 +209,9 @@ async function main(onCleanup) {
       check: () => oneFile('multipart', join(dataDir, 'blobs')),
     },
     {
-      key: 'bytestream', label: `Ferry ByteStream, ${GRPC_CHUNK / MiB} MiB messages`, pid: procs.grpc.pid,
+      key: 'bytestream',
+      label: `Ferry ByteStream, ${GRPC_CHUNK / MiB} MiB messages`,
+      pid: procs.grpc.pid,
       run: async () => {
         const committed = await byteStreamWrite({ port: ports.grpc, data, chunk: GRPC_CHUNK });
         if (committed !== SIZE) throw new Error(`ByteStream committed ${committed} of ${SIZE} bytes`);
@@ -169,15 +226,24 @@ async function main(onCleanup) {
       await settle();
       const m = await measure(face.pid, face.run);
       face.check();
-      const r = { mbps: SIZE / m.seconds / 1e6, cpuPerGiB: (m.cpuSeconds * GiB) / SIZE, peakRssMiB: m.peakRssMiB, completeSeconds: m.result?.completeSeconds };
+      const r = {
+        mbps: SIZE / m.seconds / 1e6,
+        cpuPerGiB: (m.cpuSeconds * GiB) / SIZE,
+        peakRssMiB: m.peakRssMiB,
+        completeSeconds: m.result?.completeSeconds,
+      };
       results[face.key].push(r);
       const complete = r.completeSeconds === undefined ? '' : ` (complete → COMPLETED ${fmt(r.completeSeconds, 2)} s)`;
-      console.log(`round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`);
+      console.log(
+        `round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`,
+      );
     }
   }
 
   const med = (key, field) => median(results[key].map((r) => r[field]));
-  console.log(`\n${fmt(SIZE / MiB, 0)} MiB, medians of ${ROUNDS} round(s), alternating in one run (server CPU and peak RSS during the upload):`);
+  console.log(
+    `\n${fmt(SIZE / MiB, 0)} MiB, medians of ${ROUNDS} round(s), alternating in one run (server CPU and peak RSS during the upload):`,
+  );
   console.table(
     faces.map((f) => ({
       upload: f.label,

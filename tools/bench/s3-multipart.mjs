@@ -23,7 +23,23 @@ import { Agent, get as httpGet } from 'node:http';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { TOKEN, multipartUpload } from './ferry-clients.mjs';
-import { GiB, MiB, freePort, hwmMiB, listening, measure, median, procSample, request, root, runBenchmark, sleep, startProcess, startRedis, stopWithin } from './lib.mjs';
+import {
+  GiB,
+  MiB,
+  freePort,
+  hwmMiB,
+  listening,
+  measure,
+  median,
+  procSample,
+  request,
+  root,
+  runBenchmark,
+  sleep,
+  startProcess,
+  startRedis,
+  stopWithin,
+} from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const PART = Number(process.env.BENCH_PART_MIB ?? 16) * MiB;
@@ -51,11 +67,26 @@ function drain(url, agent) {
 }
 
 async function main(onCleanup) {
-  const knobs = { BENCH_SIZE_MIB: SIZE / MiB, BENCH_PART_MIB: PART / MiB, BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
-  console.log(`command: ${Object.entries(knobs).map(([k, v]) => `${k}=${v}`).join(' ')} node tools/bench/s3-multipart.mjs`);
-  console.log(`node ${process.version}, ${cpus().length} CPUs; client data in memory (16 MiB random block repeated); MB = 1e6 bytes; store: s3rver 3.7.1 on loopback`);
+  const knobs = {
+    BENCH_SIZE_MIB: SIZE / MiB,
+    BENCH_PART_MIB: PART / MiB,
+    BENCH_ROUNDS: ROUNDS,
+    BENCH_PARALLEL: PARALLEL,
+    BENCH_SETTLE_MS: SETTLE_MS,
+  };
+  console.log(
+    `command: ${Object.entries(knobs)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')} node tools/bench/s3-multipart.mjs`,
+  );
+  console.log(
+    `node ${process.version}, ${cpus().length} CPUs; client data in memory (16 MiB random block repeated); MB = 1e6 bytes; store: s3rver 3.7.1 on loopback`,
+  );
   if (!existsSync(dist('multipart-api')) || !existsSync(dist('assembler-worker'))) {
-    execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', 'multipart-api', 'assembler-worker', '--output-style=static'], { cwd: root, stdio: 'inherit' });
+    execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', 'multipart-api', 'assembler-worker', '--output-style=static'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
   }
   rmSync(s3Dir, { recursive: true, force: true });
   mkdirSync(s3Dir, { recursive: true });
@@ -69,12 +100,18 @@ async function main(onCleanup) {
   const partMd5s = Array.from({ length: count }, (_, i) => md5Hex(part(i + 1)));
 
   const s3Port = await freePort();
-  const s3Proc = await startProcess([join(root, 'tools', 'bench', 's3rver-server.mjs'), String(s3Port), s3Dir, BUCKET], {}, () => listening(s3Port));
+  const s3Proc = await startProcess([join(root, 'tools', 'bench', 's3rver-server.mjs'), String(s3Port), s3Dir, BUCKET], {}, () =>
+    listening(s3Port),
+  );
   onCleanup(() => stopWithin(s3Proc));
   const endpoint = `http://127.0.0.1:${s3Port}`;
   const s3 = new S3Client({
-    endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
   });
 
   const redis = await startRedis();
@@ -82,9 +119,19 @@ async function main(onCleanup) {
   const apiPort = await freePort();
   const workerPort = await freePort();
   const env = {
-    REDIS_URL: redis.url, FERRY_REDIS_PREFIX: 'bench', FERRY_MULTIPART_PORT: String(apiPort), FERRY_WORKER_PORT: String(workerPort),
-    FERRY_LOG_LEVEL: 'warn', FERRY_MULTIPART_COMPLETE_WAIT_MS: '600000', FERRY_CLIENTS: '', FERRY_CLIENTS_FILE: '',
-    FERRY_STORAGE: 's3', FERRY_S3_ENDPOINT: endpoint, FERRY_S3_BUCKET: BUCKET, FERRY_S3_ACCESS_KEY_ID: 'S3RVER', FERRY_S3_SECRET_ACCESS_KEY: 'S3RVER',
+    REDIS_URL: redis.url,
+    FERRY_REDIS_PREFIX: 'bench',
+    FERRY_MULTIPART_PORT: String(apiPort),
+    FERRY_WORKER_PORT: String(workerPort),
+    FERRY_LOG_LEVEL: 'warn',
+    FERRY_MULTIPART_COMPLETE_WAIT_MS: '600000',
+    FERRY_CLIENTS: '',
+    FERRY_CLIENTS_FILE: '',
+    FERRY_STORAGE: 's3',
+    FERRY_S3_ENDPOINT: endpoint,
+    FERRY_S3_BUCKET: BUCKET,
+    FERRY_S3_ACCESS_KEY_ID: 'S3RVER',
+    FERRY_S3_SECRET_ACCESS_KEY: 'S3RVER',
     FERRY_S3_FORCE_PATH_STYLE: 'true',
   };
   const readyz = (port) => () => request(`http://127.0.0.1:${port}/readyz`).then((r) => r.status === 200);
@@ -127,19 +174,35 @@ async function main(onCleanup) {
     await settle();
     const agent = new Agent({ keepAlive: true, maxSockets: PARALLEL });
     try {
-      const upload = multipartUpload({ base, agent, data, partSize: PART, parallel: PARALLEL, contentMD5Hex, partMd5s, fileName: `bench-${round}-${Date.now()}.bin` });
+      const upload = multipartUpload({
+        base,
+        agent,
+        data,
+        partSize: PART,
+        parallel: PARALLEL,
+        contentMD5Hex,
+        partMd5s,
+        fileName: `bench-${round}-${Date.now()}.bin`,
+      });
       await upload.start();
       const apiCpu0 = procSample(apiProc.pid).cpuSeconds;
       const up = await measure(s3Proc.pid, () => upload.upload());
       const apiCpu = procSample(apiProc.pid).cpuSeconds - apiCpu0;
       const asm = await measure(workerProc.pid, () => upload.complete());
-      const link = await request(`${base}/file/fileHandle/${asm.result.resultFileHandleId}/url?redirect=false`, { headers: { authorization: `Bearer ${TOKEN}` }, agent });
+      const link = await request(`${base}/file/fileHandle/${asm.result.resultFileHandleId}/url?redirect=false`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+        agent,
+      });
       const url = link.text.replace(/^"|"$/g, '');
       const got = await drain(url, agent);
       if (got !== SIZE) throw new Error(`download: ${got} bytes`);
       return {
-        mbps: SIZE / up.seconds / 1e6, s3CpuPerGiB: (up.cpuSeconds * GiB) / SIZE, apiCpuPerGiB: (apiCpu * GiB) / SIZE,
-        completeSeconds: asm.seconds, workerCpuPerGiB: (asm.cpuSeconds * GiB) / SIZE, workerPeakRssMiB: asm.peakRssMiB,
+        mbps: SIZE / up.seconds / 1e6,
+        s3CpuPerGiB: (up.cpuSeconds * GiB) / SIZE,
+        apiCpuPerGiB: (apiCpu * GiB) / SIZE,
+        completeSeconds: asm.seconds,
+        workerCpuPerGiB: (asm.cpuSeconds * GiB) / SIZE,
+        workerPeakRssMiB: asm.peakRssMiB,
       };
     } finally {
       agent.destroy();
@@ -151,7 +214,9 @@ async function main(onCleanup) {
   for (let round = 0; round < ROUNDS; round++) {
     const b = await bareRound(round);
     bare.push(b);
-    console.log(`bare  round ${round + 1}: one PutObject ${fmt(b.mbps)} MB/s (s3rver ${fmt(b.s3CpuPerGiB, 2)} CPU-s/GiB); one GET of it ${fmt(b.getSeconds, 2)} s`);
+    console.log(
+      `bare  round ${round + 1}: one PutObject ${fmt(b.mbps)} MB/s (s3rver ${fmt(b.s3CpuPerGiB, 2)} CPU-s/GiB); one GET of it ${fmt(b.getSeconds, 2)} s`,
+    );
     const f = await ferryRound(round);
     ferry.push(f);
     console.log(
@@ -161,14 +226,24 @@ async function main(onCleanup) {
   }
   const fm = median(ferry.map((r) => r.mbps));
   const bm = median(bare.map((r) => r.mbps));
-  console.log(`\n${SIZE / MiB} MiB, ${PART / MiB} MiB parts, ${PARALLEL} in flight; medians of ${ROUNDS} rounds, alternating bare / Ferry:`);
-  console.table([{
-    ferryUploadMBps: fmt(fm), barePutObjectMBps: fmt(bm), uploadRatio: fmt(fm / bm, 2),
-    apiCpuPerGiB: fmt(median(ferry.map((r) => r.apiCpuPerGiB)), 2),
-    completeS: fmt(median(ferry.map((r) => r.completeSeconds)), 2), bareGetS: fmt(median(bare.map((r) => r.getSeconds)), 2),
-    workerCpuPerGiB: fmt(median(ferry.map((r) => r.workerCpuPerGiB)), 2), workerPeakRssMiB: fmt(Math.max(...ferry.map((r) => r.workerPeakRssMiB))),
-  }]);
-  console.log(`lifetime peak RSS (VmHWM): multipart-api ${fmt(hwmMiB(apiProc.pid))} MiB, assembler-worker ${fmt(hwmMiB(workerProc.pid))} MiB, s3rver ${fmt(hwmMiB(s3Proc.pid))} MiB`);
+  console.log(
+    `\n${SIZE / MiB} MiB, ${PART / MiB} MiB parts, ${PARALLEL} in flight; medians of ${ROUNDS} rounds, alternating bare / Ferry:`,
+  );
+  console.table([
+    {
+      ferryUploadMBps: fmt(fm),
+      barePutObjectMBps: fmt(bm),
+      uploadRatio: fmt(fm / bm, 2),
+      apiCpuPerGiB: fmt(median(ferry.map((r) => r.apiCpuPerGiB)), 2),
+      completeS: fmt(median(ferry.map((r) => r.completeSeconds)), 2),
+      bareGetS: fmt(median(bare.map((r) => r.getSeconds)), 2),
+      workerCpuPerGiB: fmt(median(ferry.map((r) => r.workerCpuPerGiB)), 2),
+      workerPeakRssMiB: fmt(Math.max(...ferry.map((r) => r.workerPeakRssMiB))),
+    },
+  ]);
+  console.log(
+    `lifetime peak RSS (VmHWM): multipart-api ${fmt(hwmMiB(apiProc.pid))} MiB, assembler-worker ${fmt(hwmMiB(workerProc.pid))} MiB, s3rver ${fmt(hwmMiB(s3Proc.pid))} MiB`,
+  );
 }
 
 runBenchmark(main, { paths: [s3Dir], work });

@@ -65,7 +65,9 @@ async function upload(file, name) {
       console.log(`uploaded ${name}: ${committed} bytes`);
       return;
     } catch (err) {
-      const retryable = [grpc.status.UNAVAILABLE, grpc.status.ABORTED, grpc.status.DEADLINE_EXCEEDED, grpc.status.INTERNAL].includes(err.code);
+      const retryable = [grpc.status.UNAVAILABLE, grpc.status.ABORTED, grpc.status.DEADLINE_EXCEEDED, grpc.status.INTERNAL].includes(
+        err.code,
+      );
       if (!retryable || attempt >= 20) throw err;
       console.error(`${err.details ?? err.message}; retrying (${attempt})`);
       await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 5000)));

@@ -8,7 +8,13 @@ import { ConfigMap, PersistentVolumeClaim, Secret, Service } from 'kubernetes-mo
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { parseAllDocuments } from 'yaml';
 
-const MODELS = { 'v1/ConfigMap': ConfigMap, 'v1/Secret': Secret, 'v1/Service': Service, 'v1/PersistentVolumeClaim': PersistentVolumeClaim, 'apps/v1/Deployment': Deployment };
+const MODELS = {
+  'v1/ConfigMap': ConfigMap,
+  'v1/Secret': Secret,
+  'v1/Service': Service,
+  'v1/PersistentVolumeClaim': PersistentVolumeClaim,
+  'apps/v1/Deployment': Deployment,
+};
 let failures = 0;
 for (const file of process.argv.slice(2)) {
   for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {

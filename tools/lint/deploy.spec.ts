@@ -32,11 +32,17 @@ type ComposeService = {
 function withoutStringIds(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(withoutStringIds);
   if (!schema || typeof schema !== 'object') return schema;
-  return Object.fromEntries(Object.entries(schema).filter(([k, v]) => !(k === 'id' && typeof v === 'string')).map(([k, v]) => [k, withoutStringIds(v)]));
+  return Object.fromEntries(
+    Object.entries(schema)
+      .filter(([k, v]) => !(k === 'id' && typeof v === 'string'))
+      .map(([k, v]) => [k, withoutStringIds(v)]),
+  );
 }
 
 describe('docker-compose.yml', () => {
-  const compose = parse(readFileSync(join(root, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, ComposeService> };
+  const compose = parse(readFileSync(join(root, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+    services: Record<string, ComposeService>;
+  };
 
   it('is valid against the Compose Specification, which does refuse a broken file', () => {
     // the schema names its draft with a trailing '#' and uses draft-04 `id`s, which ajv does not take
@@ -56,7 +62,11 @@ describe('docker-compose.yml', () => {
     expect(services['minio'].healthcheck).toBeDefined();
     for (const app of APPS) {
       const s = services[app];
-      expect({ app, image: s.image, dockerfile: s.build?.dockerfile }).toEqual({ app, image: 'ferry:local', dockerfile: 'deploy/Dockerfile' });
+      expect({ app, image: s.image, dockerfile: s.build?.dockerfile }).toEqual({
+        app,
+        image: 'ferry:local',
+        dockerfile: 'deploy/Dockerfile',
+      });
       expect(s.command).toEqual(['node', `dist/apps/${app}/main.js`]);
       expect(s.healthcheck?.test.join(' ')).toContain(String(PORTS[app]));
       expect(s.depends_on?.['redis']).toEqual({ condition: 'service_healthy' });
@@ -64,7 +74,12 @@ describe('docker-compose.yml', () => {
       expect(s.environment?.['FERRY_HOST']).toBe('0.0.0.0');
       // their bytes live in MinIO, through the S3 backend; presigned URLs name MinIO as the host sees it
       expect(s.depends_on?.['minio']).toEqual({ condition: 'service_healthy' });
-      expect(s.environment).toMatchObject({ FERRY_STORAGE: 's3', FERRY_S3_ENDPOINT: 'http://minio:9000', FERRY_S3_FORCE_PATH_STYLE: 'true', FERRY_S3_CREATE_BUCKET: 'true' });
+      expect(s.environment).toMatchObject({
+        FERRY_STORAGE: 's3',
+        FERRY_S3_ENDPOINT: 'http://minio:9000',
+        FERRY_S3_FORCE_PATH_STYLE: 'true',
+        FERRY_S3_CREATE_BUCKET: 'true',
+      });
       expect(s.environment?.['FERRY_S3_PUBLIC_ENDPOINT']).toContain('localhost:9000');
     }
   });
@@ -92,7 +107,8 @@ describe('deploy/Dockerfile', () => {
 
 describe('deploy/k8s', () => {
   const dir = join(root, 'deploy', 'k8s');
-  const docs = (file: string) => parseAllDocuments(readFileSync(join(dir, file), 'utf8')).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
+  const docs = (file: string) =>
+    parseAllDocuments(readFileSync(join(dir, file), 'utf8')).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
   const manifests = readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
   const validateK8s = (files: string[]) =>
     spawnSync(process.execPath, [join(root, 'tools', 'deploy', 'validate-k8s.mjs'), ...files], { encoding: 'utf8', cwd: root });
@@ -104,7 +120,10 @@ describe('deploy/k8s', () => {
 
   it('is valid against the Kubernetes schemas, and the validator does refuse a broken object', () => {
     const result = validateK8s(manifests.map((f) => join(dir, f)));
-    expect({ status: result.status, output: result.stdout.split('\n').filter((l) => l.startsWith('INVALID')) }).toEqual({ status: 0, output: [] });
+    expect({ status: result.status, output: result.stdout.split('\n').filter((l) => l.startsWith('INVALID')) }).toEqual({
+      status: 0,
+      output: [],
+    });
     const scratch = mkdtempSync(join(tmpdir(), 'ferry-k8s-'));
     try {
       const broken = join(scratch, 'broken.yaml');

@@ -21,7 +21,9 @@ const allowed: [string, string, string][] = [
   ['feature -> data-access', 'libs/uploads/src/lib', "import { SessionStore } from '@ferry/sessions';"],
   ['ingest app -> ingest feature', 'apps/ingest-grpc/src/app', "import { ByteStreamService } from '@ferry/bytestream';"],
 ];
-const allowedInSpecs: [string, string, string][] = [['a spec -> testing', 'apps/ingest-grpc/src/app', "import { tempDir } from '@ferry/testing';"]];
+const allowedInSpecs: [string, string, string][] = [
+  ['a spec -> testing', 'apps/ingest-grpc/src/app', "import { tempDir } from '@ferry/testing';"],
+];
 
 interface EslintResult {
   filePath: string;
@@ -33,7 +35,11 @@ describe('module boundaries (eslint.config.mjs)', () => {
   let results: EslintResult[] = [];
 
   beforeAll(() => {
-    const all = [...refused.map((c) => [...c, '.ts']), ...allowed.map((c) => [...c, '.ts']), ...allowedInSpecs.map((c) => [...c, '.e2e-spec.ts'])];
+    const all = [
+      ...refused.map((c) => [...c, '.ts']),
+      ...allowed.map((c) => [...c, '.ts']),
+      ...allowedInSpecs.map((c) => [...c, '.e2e-spec.ts']),
+    ];
     all.forEach(([label, dir, importLine, ext], i) => {
       const path = join(root, dir, `__boundary_probe_${i}${ext}`);
       const symbol = importLine.match(/\{ (\w+) \}/)?.[1];

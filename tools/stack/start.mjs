@@ -68,7 +68,22 @@ async function ensureRedis() {
   log(`starting a private redis-server on port ${port} (append-only, data in ${dir})`);
   const child = spawn(
     'redis-server',
-    ['--port', port, '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--maxmemory-policy', 'noeviction'],
+    [
+      '--port',
+      port,
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'everysec',
+      '--save',
+      '',
+      '--maxmemory-policy',
+      'noeviction',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
   attach('redis', child);
@@ -118,7 +133,15 @@ async function stop(code = 0) {
 async function main() {
   installIfNeeded();
   log('building the apps');
-  run(process.execPath, [join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'), 'run-many', '-t', 'build', '-p', ...APPS, '--output-style=static']);
+  run(process.execPath, [
+    join(root, 'node_modules', 'nx', 'dist', 'bin', 'nx.js'),
+    'run-many',
+    '-t',
+    'build',
+    '-p',
+    ...APPS,
+    '--output-style=static',
+  ]);
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
   await ensureRedis();
@@ -135,9 +158,13 @@ async function main() {
   }
   const host = env.FERRY_HOST ?? '127.0.0.1';
   log(`Ferry is starting (Ctrl-C stops):`);
-  log(`  gRPC                ${host}:${env.FERRY_GRPC_PORT ?? 50051}  (ByteStream, GCS v2, REAPI cache; metrics http://${host}:${env.FERRY_GRPC_METRICS_PORT ?? 8083}/metrics)`);
+  log(
+    `  gRPC                ${host}:${env.FERRY_GRPC_PORT ?? 50051}  (ByteStream, GCS v2, REAPI cache; metrics http://${host}:${env.FERRY_GRPC_METRICS_PORT ?? 8083}/metrics)`,
+  );
   log(`  multipart REST API  http://${host}:${env.FERRY_MULTIPART_PORT ?? 8081}/file/multipart  (OpenAPI at /docs)`);
-  log(`  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`);
+  log(
+    `  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`,
+  );
   log(`  worker health       http://${host}:${env.FERRY_WORKER_PORT ?? 8082}/healthz`);
 }
 

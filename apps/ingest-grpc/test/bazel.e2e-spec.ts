@@ -19,7 +19,18 @@ import { type AddressInfo, type Socket, createConnection, createServer } from 'n
 import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { TempDir, TestRedis, freePort, reapiClients, startBuiltApp, startTestRedis, stopProcess, tempDir, unaryCall, waitUntilReady } from '@ferry/testing';
+import {
+  TempDir,
+  TestRedis,
+  freePort,
+  reapiClients,
+  startBuiltApp,
+  startTestRedis,
+  stopProcess,
+  tempDir,
+  unaryCall,
+  waitUntilReady,
+} from '@ferry/testing';
 
 const BAZEL_VERSION = '2.1.0';
 const INSTANCE = 'ci';
@@ -32,10 +43,23 @@ function installBazel(): string {
   const binary = join(prefix, 'node_modules', '@bazel', 'bazel-linux_x64', `bazel-${BAZEL_VERSION}-linux-x86_64`);
   if (!existsSync(binary)) {
     mkdirSync(prefix, { recursive: true });
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--prefix', prefix, `@bazel/bazel@${BAZEL_VERSION}`, `@bazel/bazel-linux_x64@${BAZEL_VERSION}`], {
-      stdio: 'ignore',
-      timeout: 300_000,
-    });
+    execFileSync(
+      'npm',
+      [
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--no-save',
+        '--prefix',
+        prefix,
+        `@bazel/bazel@${BAZEL_VERSION}`,
+        `@bazel/bazel-linux_x64@${BAZEL_VERSION}`,
+      ],
+      {
+        stdio: 'ignore',
+        timeout: 300_000,
+      },
+    );
   }
   chmodSync(binary, 0o755); // the package ships it without the executable bit
   return binary;
@@ -119,7 +143,9 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
         FERRY_LOG_LEVEL: 'warn',
         FERRY_REAPI_INSTANCES: INSTANCE,
         FERRY_REAPI_ZERO_RESUME: 'auto', // the default: Bazel 2.1 is told 0 for a broken upload
-        FERRY_CLIENTS: JSON.stringify([{ clientId: 'bazel-ci', accessToken: TOKEN, scopes: [`ferry:write:${INSTANCE}/*`, `ferry:read:${INSTANCE}/*`] }]),
+        FERRY_CLIENTS: JSON.stringify([
+          { clientId: 'bazel-ci', accessToken: TOKEN, scopes: [`ferry:write:${INSTANCE}/*`, `ferry:read:${INSTANCE}/*`] },
+        ]),
         FERRY_ANONYMOUS_SCOPES: `ferry:write:${INSTANCE}/uploads/*,ferry:read:${INSTANCE}/blobs/*`,
       },
       true,
@@ -142,12 +168,16 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
    */
   function run(dir: string, args: string[]): Promise<string> {
     return new Promise((resolve, reject) => {
-      const child = spawn(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, '--nohome_rc', '--nosystem_rc', '--max_idle_secs=30', ...args], {
-        cwd: dir,
-        timeout: 240_000,
-        env: { ...process.env, HOME: work.path },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        bazel,
+        [`--output_user_root=${join(work.path, 'bazel-root')}`, '--nohome_rc', '--nosystem_rc', '--max_idle_secs=30', ...args],
+        {
+          cwd: dir,
+          timeout: 240_000,
+          env: { ...process.env, HOME: work.path },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       let output = '';
       child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
       child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
@@ -170,7 +200,14 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     ]);
 
   const outputs = (dir: string, files: string[]) =>
-    Object.fromEntries(files.map((f) => [f, createHash('sha256').update(readFileSync(join(dir, 'bazel-bin', f))).digest('hex')]));
+    Object.fromEntries(
+      files.map((f) => [
+        f,
+        createHash('sha256')
+          .update(readFileSync(join(dir, 'bazel-bin', f)))
+          .digest('hex'),
+      ]),
+    );
 
   /** "INFO: N processes: ..." of a build: how many actions ran and how many were remote cache hits. */
   function processes(output: string): { total: number; remoteHits: number } {
@@ -191,7 +228,11 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
 
   afterAll(async () => {
     for (const ws of ['ws-plain', 'ws-restart', 'ws-broken']) {
-      if (existsSync(join(work.path, ws))) spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, 'shutdown'], { cwd: join(work.path, ws), timeout: 60_000 });
+      if (existsSync(join(work.path, ws)))
+        spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, 'shutdown'], {
+          cwd: join(work.path, ws),
+          timeout: 60_000,
+        });
     }
     await stopProcess(server);
     await redis.stop();

@@ -131,14 +131,18 @@ describe.each([
     );
     server = child;
     // ready when it answers: NOT_FOUND for a name nobody wrote
-    await waitUntilReady(child, async () => {
-      try {
-        await queryWriteStatus(client, 'crash/probe');
-        return true;
-      } catch (err) {
-        return isCode(err, grpc.status.NOT_FOUND);
-      }
-    }, 'ingest-grpc');
+    await waitUntilReady(
+      child,
+      async () => {
+        try {
+          await queryWriteStatus(client, 'crash/probe');
+          return true;
+        } catch (err) {
+          return isCode(err, grpc.status.NOT_FOUND);
+        }
+      },
+      'ingest-grpc',
+    );
   }
 
   function kill9(): Promise<void> {
@@ -182,7 +186,12 @@ describe.each([
         send: (from, stopAfter, onSent) =>
           writeRequests(
             client,
-            until(chunkedRequests(name, content, { offset: from, chunk: 2 * MiB }), (r) => Number(r.write_offset) + (r.data as Buffer).length, stopAfter, onSent),
+            until(
+              chunkedRequests(name, content, { offset: from, chunk: 2 * MiB }),
+              (r) => Number(r.write_offset) + (r.data as Buffer).length,
+              stopAfter,
+              onSent,
+            ),
           ),
         read: async () => (await readBytes(client, name)).data,
       };
@@ -191,9 +200,12 @@ describe.each([
 
   const gcsStatus = async (id: string) => {
     const s = await gcsQueryWriteStatus(storage, id);
-    return s.write_status === 'resource' ? { committed: Number(s.resource?.size), complete: true } : { committed: Number(s.persisted_size), complete: false };
+    return s.write_status === 'resource'
+      ? { committed: Number(s.resource?.size), complete: true }
+      : { committed: Number(s.persisted_size), complete: false };
   };
-  const endOfGcs = (r: GcsWriteObjectRequest | BidiWriteObjectRequest) => Number(r.write_offset) + (r.checksummed_data?.content as Buffer).length;
+  const endOfGcs = (r: GcsWriteObjectRequest | BidiWriteObjectRequest) =>
+    Number(r.write_offset) + (r.checksummed_data?.content as Buffer).length;
 
   const gcsWrite: Face = {
     label: 'GCS v2 WriteObject',
@@ -233,70 +245,73 @@ describe.each([
   };
 
   describe.each([byteStream, gcsWrite, gcsBidi])('$label', (face) => {
-    it.each(Array.from({ length: runs(face.runs) }, (_, i) => i + 1))('run %i: kills at random points, resumes, and lands the exact bytes', async (run) => {
-      const random = rng(run + face.label.length * 100);
-      const upload = await face.begin(run);
-      let acknowledged = 0; // highest committed size the server reported before a kill
-      let sent = 0; // bytes handed to the current stream so far (end offset)
-      // the highest end offset ever handed to a stream: a resume lowers `sent` to where it starts,
-      // while a commit of the stream before it (a writer closing after ABORTED) may still land
-      let everSent = 0;
-      let overcommitted = 0; // a committed size above what was ever sent: must stay 0
-      const resumedAt: number[] = [];
-      const polling = setInterval(() => {
-        upload.status().then(
-          (s) => {
-            if (!s.complete && s.committed > everSent) overcommitted = s.committed;
-            acknowledged = Math.max(acknowledged, s.committed);
-          },
-          () => undefined,
-        );
-      }, 20);
-      try {
-        for (let kill = 0; kill <= KILLS_PER_RUN; kill++) {
-          const last = kill === KILLS_PER_RUN;
-          const resumeAt = (await upload.status()).committed;
-          expect(resumeAt).toBeGreaterThanOrEqual(acknowledged); // nothing acknowledged was lost
-          if (kill > 0) resumedAt.push(resumeAt);
-          // kill after a random number of further bytes have been handed to the stream
-          // (on S3 at least a part further: less than a part past the committed size is never acknowledged)
-          const killAfter = last ? Infinity : resumeAt + (onS3 ? 6 : 1) * MiB + Math.floor(random() * (SIZE - resumeAt) * 0.8);
-          const writing = writeFrom(upload, killAfter, (end) => {
-            sent = end;
-            everSent = Math.max(everSent, end);
-          });
-          if (last) {
-            await writing;
-            break;
+    it.each(Array.from({ length: runs(face.runs) }, (_, i) => i + 1))(
+      'run %i: kills at random points, resumes, and lands the exact bytes',
+      async (run) => {
+        const random = rng(run + face.label.length * 100);
+        const upload = await face.begin(run);
+        let acknowledged = 0; // highest committed size the server reported before a kill
+        let sent = 0; // bytes handed to the current stream so far (end offset)
+        // the highest end offset ever handed to a stream: a resume lowers `sent` to where it starts,
+        // while a commit of the stream before it (a writer closing after ABORTED) may still land
+        let everSent = 0;
+        let overcommitted = 0; // a committed size above what was ever sent: must stay 0
+        const resumedAt: number[] = [];
+        const polling = setInterval(() => {
+          upload.status().then(
+            (s) => {
+              if (!s.complete && s.committed > everSent) overcommitted = s.committed;
+              acknowledged = Math.max(acknowledged, s.committed);
+            },
+            () => undefined,
+          );
+        }, 20);
+        try {
+          for (let kill = 0; kill <= KILLS_PER_RUN; kill++) {
+            const last = kill === KILLS_PER_RUN;
+            const resumeAt = (await upload.status()).committed;
+            expect(resumeAt).toBeGreaterThanOrEqual(acknowledged); // nothing acknowledged was lost
+            if (kill > 0) resumedAt.push(resumeAt);
+            // kill after a random number of further bytes have been handed to the stream
+            // (on S3 at least a part further: less than a part past the committed size is never acknowledged)
+            const killAfter = last ? Infinity : resumeAt + (onS3 ? 6 : 1) * MiB + Math.floor(random() * (SIZE - resumeAt) * 0.8);
+            const writing = writeFrom(upload, killAfter, (end) => {
+              sent = end;
+              everSent = Math.max(everSent, end);
+            });
+            if (last) {
+              await writing;
+              break;
+            }
+            // kill once the stream passed its kill point and the server acknowledged some progress on
+            // this stream (so every run really resumes from a partial size); a stream that ended first
+            // (it stopped at its kill point, or the upload is complete) is killed at once, and one that
+            // failed before the kill fails the run
+            const stream: { ended: boolean; failure?: { err: unknown } } = { ended: false };
+            writing.then(
+              () => (stream.ended = true),
+              (err: unknown) => (stream.failure = { err }),
+            );
+            await whileProgressing(
+              `the stream to pass byte ${killAfter} and the server to acknowledge more than ${resumeAt} (kill ${kill + 1})`,
+              () => stream.ended || stream.failure !== undefined || (sent >= killAfter && acknowledged > resumeAt),
+              () => `sent ${sent}, acknowledged ${acknowledged}`,
+            );
+            if (stream.failure) throw stream.failure.err;
+            await kill9();
+            await writing.catch(() => undefined);
+            await startServer();
           }
-          // kill once the stream passed its kill point and the server acknowledged some progress on
-          // this stream (so every run really resumes from a partial size); a stream that ended first
-          // (it stopped at its kill point, or the upload is complete) is killed at once, and one that
-          // failed before the kill fails the run
-          const stream: { ended: boolean; failure?: { err: unknown } } = { ended: false };
-          writing.then(
-            () => (stream.ended = true),
-            (err: unknown) => (stream.failure = { err }),
-          );
-          await whileProgressing(
-            `the stream to pass byte ${killAfter} and the server to acknowledge more than ${resumeAt} (kill ${kill + 1})`,
-            () => stream.ended || stream.failure !== undefined || (sent >= killAfter && acknowledged > resumeAt),
-            () => `sent ${sent}, acknowledged ${acknowledged}`,
-          );
-          if (stream.failure) throw stream.failure.err;
-          await kill9();
-          await writing.catch(() => undefined);
-          await startServer();
+        } finally {
+          clearInterval(polling);
         }
-      } finally {
-        clearInterval(polling);
-      }
-      expect(overcommitted).toBe(0);
-      // the kills really interrupted uploads in the middle: resumes started from partial sizes
-      expect(resumedAt.some((at) => at > 0 && at < SIZE)).toBe(true);
-      expect(await upload.status()).toEqual({ committed: SIZE, complete: true });
-      expect(sha256Hex(await upload.read())).toBe(expectedSha);
-    });
+        expect(overcommitted).toBe(0);
+        // the kills really interrupted uploads in the middle: resumes started from partial sizes
+        expect(resumedAt.some((at) => at > 0 && at < SIZE)).toBe(true);
+        expect(await upload.status()).toEqual({ committed: SIZE, complete: true });
+        expect(sha256Hex(await upload.read())).toBe(expectedSha);
+      },
+    );
   });
 
   /**

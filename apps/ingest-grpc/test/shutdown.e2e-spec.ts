@@ -55,10 +55,24 @@ describe('ingest-grpc on SIGTERM', () => {
   async function startServer(): Promise<void> {
     server = startBuiltApp(
       'ingest-grpc',
-      { FERRY_GRPC_PORT: String(port), REDIS_URL: redis.url, FERRY_REDIS_PREFIX: redis.prefix, FERRY_DATA_DIR: data.path, FERRY_LOG_LEVEL: 'warn' },
+      {
+        FERRY_GRPC_PORT: String(port),
+        REDIS_URL: redis.url,
+        FERRY_REDIS_PREFIX: redis.prefix,
+        FERRY_DATA_DIR: data.path,
+        FERRY_LOG_LEVEL: 'warn',
+      },
       true,
     );
-    await waitUntilReady(server, () => queryWriteStatus(bytestream, 'probe').then(() => true, (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND), 'ingest-grpc');
+    await waitUntilReady(
+      server,
+      () =>
+        queryWriteStatus(bytestream, 'probe').then(
+          () => true,
+          (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND,
+        ),
+      'ingest-grpc',
+    );
   }
 
   beforeAll(async () => {
@@ -99,7 +113,16 @@ describe('ingest-grpc on SIGTERM', () => {
     const exited = exitOf(server as ChildProcess);
     const signalledAt = Date.now();
     server?.kill('SIGTERM');
-    const [writeErr, gcsErr] = await Promise.all([write.then(() => undefined, (e: grpc.ServiceError) => e), gcs.then(() => undefined, (e: grpc.ServiceError) => e)]);
+    const [writeErr, gcsErr] = await Promise.all([
+      write.then(
+        () => undefined,
+        (e: grpc.ServiceError) => e,
+      ),
+      gcs.then(
+        () => undefined,
+        (e: grpc.ServiceError) => e,
+      ),
+    ]);
     expect(await exited).toBe(0);
     expect(Date.now() - signalledAt).toBeLessThan(10_000);
     expect(writeErr?.code).toBe(grpc.status.UNAVAILABLE);
@@ -112,7 +135,9 @@ describe('ingest-grpc on SIGTERM', () => {
     expect(after.gcs).toBeGreaterThanOrEqual(before.gcs);
     expect(after.bytestream).toBeLessThan(content.length); // really interrupted mid-way
     expect(await writeRequests(bytestream, chunkedRequests(name, content, { offset: after.bytestream }))).toBe(content.length);
-    expect((await writeObject(storage, gcsRequests(content, { first: { upload_id: uploadId }, offset: after.gcs }))).resource?.size).toBe(content.length);
+    expect((await writeObject(storage, gcsRequests(content, { first: { upload_id: uploadId }, offset: after.gcs }))).resource?.size).toBe(
+      content.length,
+    );
     expect(sha256Hex((await readBytes(bytestream, name)).data)).toBe(sha256Hex(content));
     expect(sha256Hex((await readObject(storage, 'shutdown', 'gcs.bin')).data)).toBe(sha256Hex(content));
   });

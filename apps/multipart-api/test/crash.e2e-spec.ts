@@ -129,7 +129,7 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     })();
     // the client's cycle fails when the server is killed under it (and, then, while a PUT the kill
     // cut holds its part's lease); it is retried once the server answers again, as the client would
-    for (let failures = 0; !result; ) {
+    for (let failures = 0; !result;) {
       try {
         result = await cycle(content, 'crash-api.bin');
       } catch (err) {
@@ -149,15 +149,22 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
 
   it('completes an upload whose worker is killed in the middle of the assembly, with exactly one file handle', async () => {
     const content = patternBytes(192 * MiB + 3, 6);
-    const start = (await client.start({
-      fileName: 'crash-worker.bin',
-      contentType: 'application/octet-stream',
-      contentMD5Hex: md5Hex(content),
-      fileSizeBytes: content.length,
-      partSizeBytes: 16 * MiB,
-    })).body as unknown as Status;
+    const start = (
+      await client.start({
+        fileName: 'crash-worker.bin',
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(content),
+        fileSizeBytes: content.length,
+        partSizeBytes: 16 * MiB,
+      })
+    ).body as unknown as Status;
     const parts = start.partsState.length;
-    const urls = (await client.urls(start.uploadId, Array.from({ length: parts }, (_, i) => i + 1))).body.partPresignedUrls;
+    const urls = (
+      await client.urls(
+        start.uploadId,
+        Array.from({ length: parts }, (_, i) => i + 1),
+      )
+    ).body.partPresignedUrls;
     for (const u of urls) {
       const part = content.subarray((u.partNumber - 1) * 16 * MiB, u.partNumber * 16 * MiB);
       expect((await MultipartClient.put(u.uploadPresignedUrl, part)).status).toBe(200);
@@ -179,7 +186,10 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
       await startWorker();
       // the new worker takes the job over once the dead one's lock lapses, and assembles again
       let done = first;
-      await waitFor('the restarted worker to finish the assembly', async () => (done = await client.complete(start.uploadId)).status !== 202);
+      await waitFor(
+        'the restarted worker to finish the assembly',
+        async () => (done = await client.complete(start.uploadId)).status !== 202,
+      );
       expect(done.body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
       const handleId = (done.body as Status).resultFileHandleId;
       expect(await handlesOf(sha256Hex(content))).toEqual([`fileHandle/${handleId}`]);

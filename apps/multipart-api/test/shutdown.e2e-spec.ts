@@ -53,15 +53,22 @@ describe('multipart-api shuts down gracefully', () => {
 
   it('finishes a part PUT in flight at SIGTERM, refuses new connections, and exits 0', async () => {
     const port = await freePort();
-    const env = { REDIS_URL: redis.url, FERRY_REDIS_PREFIX: redis.prefix, FERRY_DATA_DIR: data.path, FERRY_MULTIPART_PORT: String(port), FERRY_LOG_LEVEL: 'warn' };
+    const env = {
+      REDIS_URL: redis.url,
+      FERRY_REDIS_PREFIX: redis.prefix,
+      FERRY_DATA_DIR: data.path,
+      FERRY_MULTIPART_PORT: String(port),
+      FERRY_LOG_LEVEL: 'warn',
+    };
     let api = startBuiltApp('multipart-api', env);
     const conn = new IORedis(redis.url);
     try {
       await waitHttpReady(api, port);
       const client = new MultipartClient({ base: `http://127.0.0.1:${port}`, token: 'dev-secret' });
       const content = patternBytes(8 * MiB, 3);
-      const start = (await client.start({ fileName: 'x', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: content.length }))
-        .body as { uploadId: string };
+      const start = (
+        await client.start({ fileName: 'x', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: content.length })
+      ).body as { uploadId: string };
       const [u] = (await client.urls(start.uploadId, [1])).body.partPresignedUrls;
 
       // half the part, then SIGTERM, then the other half

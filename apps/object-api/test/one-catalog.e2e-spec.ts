@@ -52,7 +52,11 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
     children.push(startBuiltApp('ingest-grpc', env, true));
     // (its first upload is its readiness probe: no gRPC call before its port accepts connections)
     await waitUntilReady(children[0], () => acceptsConnections(ports.grpc), 'ingest-grpc');
-    for (const [app, port] of [['multipart-api', ports.multipart], ['object-api', ports.object], ['assembler-worker', ports.worker]] as const) {
+    for (const [app, port] of [
+      ['multipart-api', ports.multipart],
+      ['object-api', ports.object],
+      ['assembler-worker', ports.worker],
+    ] as const) {
       children.push(startBuiltApp(app, env, true));
       await waitHttpReady(children[children.length - 1], port);
     }
@@ -65,7 +69,16 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
   });
 
   async function tcDownload(name: string): Promise<string> {
-    const { stdout } = await run(process.execPath, [TC_CLIENT, `http://127.0.0.1:${ports.object}`, 'dev', 'dev-secret', 'p', name, '0', 'download-only']);
+    const { stdout } = await run(process.execPath, [
+      TC_CLIENT,
+      `http://127.0.0.1:${ports.object}`,
+      'dev',
+      'dev-secret',
+      'p',
+      name,
+      '0',
+      'download-only',
+    ]);
     return (JSON.parse(stdout) as { downloadedSha256: string }).downloadedSha256;
   }
 
@@ -73,7 +86,11 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
     const content = patternBytes(3 * 1024 * 1024 + 1, 41);
     const client = byteStreamClient(`127.0.0.1:${ports.grpc}`);
     try {
-      await waitUntilReady(children[0], async () => (await uploadBytes(client, 'builds/one-catalog.bin', content)) === content.length, 'ingest-grpc');
+      await waitUntilReady(
+        children[0],
+        async () => (await uploadBytes(client, 'builds/one-catalog.bin', content)) === content.length,
+        'ingest-grpc',
+      );
     } finally {
       client.close();
     }
@@ -90,7 +107,15 @@ describe('one catalog across ByteStream, multipart and the object API', () => {
   });
 
   it('round-trips an object through the object API itself', async () => {
-    const { stdout } = await run(process.execPath, [TC_CLIENT, `http://127.0.0.1:${ports.object}`, 'dev', 'dev-secret', 'p', 'tc/e2e.bin', String(100_000)]);
+    const { stdout } = await run(process.execPath, [
+      TC_CLIENT,
+      `http://127.0.0.1:${ports.object}`,
+      'dev',
+      'dev-secret',
+      'p',
+      'tc/e2e.bin',
+      String(100_000),
+    ]);
     const out = JSON.parse(stdout) as { uploadedSha256: string; downloadedSha256: string };
     expect(out.downloadedSha256).toBe(out.uploadedSha256);
   });

@@ -22,7 +22,10 @@ function credentialsOf(call) {
   const t = call.temporary;
   const now = Date.now();
   const creds = taskcluster.createTemporaryCredentials({
-    credentials: t.issuer, scopes: t.scopes, start: new Date(now + t.start), expiry: new Date(now + t.expiry),
+    credentials: t.issuer,
+    scopes: t.scopes,
+    start: new Date(now + t.start),
+    expiry: new Date(now + t.expiry),
     ...(t.clientId ? { clientId: t.clientId } : {}),
   });
   if (!t.tamper) return creds;
@@ -43,7 +46,9 @@ const pattern = (size) => {
 
 async function run(call) {
   const object = new taskcluster.Object({
-    rootUrl, credentials: credentialsOf(call), retries: 0,
+    rootUrl,
+    credentials: credentialsOf(call),
+    retries: 0,
     ...(call.authorizedScopes ? { authorizedScopes: call.authorizedScopes } : {}),
   });
   switch (call.op) {
@@ -54,16 +59,30 @@ async function run(call) {
     case 'upload': {
       const data = pattern(call.size);
       await taskcluster.upload({
-        projectId: call.projectId, name: call.name, contentType: 'application/x-test', contentLength: data.length,
-        expires: taskcluster.fromNow('1 day'), object, streamFactory: async () => Readable.from([data]), retries: 0,
+        projectId: call.projectId,
+        name: call.name,
+        contentType: 'application/x-test',
+        contentLength: data.length,
+        expires: taskcluster.fromNow('1 day'),
+        object,
+        streamFactory: async () => Readable.from([data]),
+        retries: 0,
       });
       return { sha256: createHash('sha256').update(data).digest('hex') };
     }
     case 'download': {
       const sha = createHash('sha256');
       const contentType = await taskcluster.download({
-        name: call.name, object, retries: 0,
-        streamFactory: async () => new Writable({ write(chunk, _enc, cb) { sha.update(chunk); cb(); } }),
+        name: call.name,
+        object,
+        retries: 0,
+        streamFactory: async () =>
+          new Writable({
+            write(chunk, _enc, cb) {
+              sha.update(chunk);
+              cb();
+            },
+          }),
       });
       return { sha256: sha.digest('hex'), contentType };
     }

@@ -14,13 +14,27 @@ for (let i = 0; i < size; i++) data[i] = (i * 31 + 7) & 0xff;
 
 if (!downloadOnly) {
   await taskcluster.upload({
-    projectId, name, contentType: 'application/x-test', contentLength: size,
-    expires: taskcluster.fromNow('1 day'), object, streamFactory: async () => Readable.from([data]),
+    projectId,
+    name,
+    contentType: 'application/x-test',
+    contentLength: size,
+    expires: taskcluster.fromNow('1 day'),
+    object,
+    streamFactory: async () => Readable.from([data]),
   });
 }
 const sha = createHash('sha256');
 const contentType = await taskcluster.download({
-  name, object,
-  streamFactory: async () => new Writable({ write(chunk, _enc, cb) { sha.update(chunk); cb(); } }),
+  name,
+  object,
+  streamFactory: async () =>
+    new Writable({
+      write(chunk, _enc, cb) {
+        sha.update(chunk);
+        cb();
+      },
+    }),
 });
-console.log(JSON.stringify({ uploadedSha256: createHash('sha256').update(data).digest('hex'), downloadedSha256: sha.digest('hex'), contentType }));
+console.log(
+  JSON.stringify({ uploadedSha256: createHash('sha256').update(data).digest('hex'), downloadedSha256: sha.digest('hex'), contentType }),
+);

@@ -11,14 +11,26 @@ export type { Object as GcsObject, Object__Output as GcsObject__Output } from '.
 export type { ObjectChecksums__Output } from './generated/google/storage/v2/ObjectChecksums';
 export type { WriteObjectSpec__Output } from './generated/google/storage/v2/WriteObjectSpec';
 export type { CommonObjectRequestParams__Output } from './generated/google/storage/v2/CommonObjectRequestParams';
-export type { WriteObjectRequest as GcsWriteObjectRequest, WriteObjectRequest__Output as GcsWriteObjectRequest__Output } from './generated/google/storage/v2/WriteObjectRequest';
-export type { WriteObjectResponse as GcsWriteObjectResponse, WriteObjectResponse__Output as GcsWriteObjectResponse__Output } from './generated/google/storage/v2/WriteObjectResponse';
+export type {
+  WriteObjectRequest as GcsWriteObjectRequest,
+  WriteObjectRequest__Output as GcsWriteObjectRequest__Output,
+} from './generated/google/storage/v2/WriteObjectRequest';
+export type {
+  WriteObjectResponse as GcsWriteObjectResponse,
+  WriteObjectResponse__Output as GcsWriteObjectResponse__Output,
+} from './generated/google/storage/v2/WriteObjectResponse';
 export type { BidiWriteObjectRequest, BidiWriteObjectRequest__Output } from './generated/google/storage/v2/BidiWriteObjectRequest';
 export type { BidiWriteObjectResponse, BidiWriteObjectResponse__Output } from './generated/google/storage/v2/BidiWriteObjectResponse';
-export type { StartResumableWriteRequest, StartResumableWriteRequest__Output } from './generated/google/storage/v2/StartResumableWriteRequest';
+export type {
+  StartResumableWriteRequest,
+  StartResumableWriteRequest__Output,
+} from './generated/google/storage/v2/StartResumableWriteRequest';
 export type { StartResumableWriteResponse } from './generated/google/storage/v2/StartResumableWriteResponse';
 export type { QueryWriteStatusRequest__Output as GcsQueryWriteStatusRequest } from './generated/google/storage/v2/QueryWriteStatusRequest';
-export type { QueryWriteStatusResponse as GcsQueryWriteStatusResponse, QueryWriteStatusResponse__Output as GcsQueryWriteStatusResponse__Output } from './generated/google/storage/v2/QueryWriteStatusResponse';
+export type {
+  QueryWriteStatusResponse as GcsQueryWriteStatusResponse,
+  QueryWriteStatusResponse__Output as GcsQueryWriteStatusResponse__Output,
+} from './generated/google/storage/v2/QueryWriteStatusResponse';
 export type { CancelResumableWriteRequest__Output as CancelResumableWriteRequest } from './generated/google/storage/v2/CancelResumableWriteRequest';
 export type { ReadObjectRequest, ReadObjectRequest__Output } from './generated/google/storage/v2/ReadObjectRequest';
 export type { ReadObjectResponse, ReadObjectResponse__Output } from './generated/google/storage/v2/ReadObjectResponse';
@@ -37,9 +49,15 @@ export type { ServerCapabilities, ServerCapabilities__Output } from './generated
 export type { FindMissingBlobsRequest__Output } from './generated/build/bazel/remote/execution/v2/FindMissingBlobsRequest';
 export type { FindMissingBlobsResponse } from './generated/build/bazel/remote/execution/v2/FindMissingBlobsResponse';
 export type { BatchUpdateBlobsRequest__Output } from './generated/build/bazel/remote/execution/v2/BatchUpdateBlobsRequest';
-export type { BatchUpdateBlobsResponse, BatchUpdateBlobsResponse__Output } from './generated/build/bazel/remote/execution/v2/BatchUpdateBlobsResponse';
+export type {
+  BatchUpdateBlobsResponse,
+  BatchUpdateBlobsResponse__Output,
+} from './generated/build/bazel/remote/execution/v2/BatchUpdateBlobsResponse';
 export type { BatchReadBlobsRequest__Output } from './generated/build/bazel/remote/execution/v2/BatchReadBlobsRequest';
-export type { BatchReadBlobsResponse, BatchReadBlobsResponse__Output } from './generated/build/bazel/remote/execution/v2/BatchReadBlobsResponse';
+export type {
+  BatchReadBlobsResponse,
+  BatchReadBlobsResponse__Output,
+} from './generated/build/bazel/remote/execution/v2/BatchReadBlobsResponse';
 export type { GetTreeRequest__Output } from './generated/build/bazel/remote/execution/v2/GetTreeRequest';
 export type { GetTreeResponse } from './generated/build/bazel/remote/execution/v2/GetTreeResponse';
 export type { GetActionResultRequest__Output } from './generated/build/bazel/remote/execution/v2/GetActionResultRequest';

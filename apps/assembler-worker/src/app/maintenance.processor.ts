@@ -89,7 +89,11 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
       const now = Date.now();
       // multipart first: the staging sweep of UploadExpiry then sees those uploads gone
       const expiredMultipart = await this.multipartExpiry.run(now, job.data.batchSize);
-      const report = { ...(await this.expiry.run(now, job.data.batchSize)), expiredMultipart, ...(await this.objectExpiry.run(now, job.data.batchSize)) };
+      const report = {
+        ...(await this.expiry.run(now, job.data.batchSize)),
+        expiredMultipart,
+        ...(await this.objectExpiry.run(now, job.data.batchSize)),
+      };
       expired.inc(report.expiredSessions + expiredMultipart);
       expiredObjects.inc(report.expiredObjects);
       collectedBlobs.inc(report.collectedBlobs);

@@ -7,7 +7,14 @@ import { AssemblyQueue, MultipartStore, MultipartUpload, requestDigest } from '@
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { TempDir, eventually, md5Hex, patternBytes, sha256Hex, waitFor } from '@ferry/testing';
-import { WorkerContext, WorkerHarness, afterExpiryRuns, itExpiresObjects, itRemovesIdleUploads, startWorker } from '../testing/worker.harness';
+import {
+  WorkerContext,
+  WorkerHarness,
+  afterExpiryRuns,
+  itExpiresObjects,
+  itRemovesIdleUploads,
+  startWorker,
+} from '../testing/worker.harness';
 
 describe('assembler-worker (real Redis, disk and HTTP)', () => {
   let h: WorkerHarness;
@@ -58,7 +65,13 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     const store = app.get(MultipartStore);
     const storage = app.get<Storage>(STORAGE);
     const content = patternBytes(3 * 1024 * 1024 + 5, 3);
-    const request = { fileName: 'w.bin', contentType: 'text/plain', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: 5 * 1024 * 1024 };
+    const request = {
+      fileName: 'w.bin',
+      contentType: 'text/plain',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: 5 * 1024 * 1024,
+    };
     await store.create('mp_worker1', 'dev', requestDigest(request), request);
     // the part is PUT as the multipart API does it: under its lease, renewing the upload's activity
     // while the bytes are written (however long that takes, the upload never looks idle)
@@ -90,7 +103,9 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.stringMatching(/^\d+$/) });
     expect(await storage.blobSize(sha256Hex(content))).toBe(content.length);
     // counted once the assembly job settles, a moment after the state changed
-    await eventually(async () => expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/));
+    await eventually(async () =>
+      expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/),
+    );
   });
 
   it('expires idle multipart uploads with their staged parts and request entry, never one being written or assembled', async () => {
@@ -119,7 +134,10 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
       for (const id of ['mp_busy', snapshots.live]) backdate(id);
       backdate(snapshots.orphan, true);
       // the job removes the upload (and its request entry), then its staged parts: wait for both
-      await waitFor('the idle upload and its staged parts to be removed', async () => !(await store.exists('mp_idle')) && (await storage.stagingSize('mp_idle')) === undefined);
+      await waitFor(
+        'the idle upload and its staged parts to be removed',
+        async () => !(await store.exists('mp_idle')) && (await storage.stagingSize('mp_idle')) === undefined,
+      );
       await waitFor('the orphaned snapshot to be swept', async () => (await storage.stagingSize(snapshots.orphan)) === undefined);
       // and the others stay through several more runs
       await afterExpiryRuns(h, 3);

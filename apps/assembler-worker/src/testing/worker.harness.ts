@@ -34,7 +34,8 @@ export async function completedExpiryRuns(h: WorkerHarness): Promise<number> {
   const metrics = await (await fetch(`${h.base}/metrics`)).text();
   for (const line of metrics.split('\n')) {
     const m = /^ferry_job_duration_seconds_count\{([^}]*)\} (\d+)$/.exec(line);
-    if (m && ['queue="maintenance"', 'job="expire-uploads"', 'outcome="completed"'].every((l) => m[1].split(',').includes(l))) return Number(m[2]);
+    if (m && ['queue="maintenance"', 'job="expire-uploads"', 'outcome="completed"'].every((l) => m[1].split(',').includes(l)))
+      return Number(m[2]);
   }
   return 0;
 }
@@ -52,78 +53,94 @@ export async function afterExpiryRuns(h: WorkerHarness, runs = 1): Promise<void>
 
 /** Expiry of idle uploads, whatever the storage (run on local disk and on S3). */
 export function itRemovesIdleUploads(ctx: WorkerContext): void {
-    it('removes an idle upload and its staged bytes on schedule, but not an active one', async () => {
-      const sessions = ctx().app.get(SessionStore);
-      const storage = ctx().app.get<Storage>(STORAGE);
-      const stage = async (id: string) => {
-        const f = await storage.openStaging(id, 0);
-        await f.write(Buffer.from('partial'), 0);
-        await f.sync(true);
-        await f.close();
-      };
-      // the active upload is leased as soon as it exists, before the job could find it idle
-      await sessions.getOrCreate({ id: 'busy', name: 'busy', protocol: 'test', owner: 'dev' });
-      const lease = await sessions.acquireLease('busy');
-      const leasedAt = Date.now();
-      // the session key's own lifetime in Redis (a safety net of twice the idle lifetime, 1.2 s here,
-      // which renewing the lease does not extend) is not under test: only the job must leave it alone
-      await ctx().app.get<Redis>(REDIS).pexpire(ctx().app.get(RedisKeys).upload('busy'), 120_000);
-      const renew = setInterval(() => void sessions.renewLease(lease), 300);
-      try {
-        await stage('busy');
-        await sessions.getOrCreate({ id: 'idle', name: 'idle', protocol: 'test', owner: 'dev' });
-        await stage('idle');
-        // the job removes the session, then its staged bytes: wait for both
-        await waitFor('the idle upload and its staged bytes to be removed', async () => !(await sessions.exists('idle')) && (await storage.stagingSize('idle')) === undefined);
-        // the busy upload is as idle by its activity once the idle lifetime has passed since its
-        // lease was taken: a whole run begun after that has examined it, and only its lease kept it
-        await sleep(Math.max(0, leasedAt + ctx().config.uploads.idleLifetimeMs - Date.now()));
-        await afterExpiryRuns(ctx());
-      } finally {
-        clearInterval(renew);
-      }
-      expect(await sessions.exists('idle')).toBe(false);
-      expect(await storage.stagingSize('idle')).toBeUndefined();
-      expect(await sessions.exists('busy')).toBe(true);
-      expect(await storage.stagingSize('busy')).toBe(7);
-      // counted when the job's run ends, a moment after the bytes are gone (that run has ended now)
-      const metrics = await (await fetch(`${ctx().base}/metrics`)).text();
-      expect(metrics).toMatch(/ferry_uploads_expired_total [1-9]/);
-      await sessions.releaseLease(lease);
-    });
+  it('removes an idle upload and its staged bytes on schedule, but not an active one', async () => {
+    const sessions = ctx().app.get(SessionStore);
+    const storage = ctx().app.get<Storage>(STORAGE);
+    const stage = async (id: string) => {
+      const f = await storage.openStaging(id, 0);
+      await f.write(Buffer.from('partial'), 0);
+      await f.sync(true);
+      await f.close();
+    };
+    // the active upload is leased as soon as it exists, before the job could find it idle
+    await sessions.getOrCreate({ id: 'busy', name: 'busy', protocol: 'test', owner: 'dev' });
+    const lease = await sessions.acquireLease('busy');
+    const leasedAt = Date.now();
+    // the session key's own lifetime in Redis (a safety net of twice the idle lifetime, 1.2 s here,
+    // which renewing the lease does not extend) is not under test: only the job must leave it alone
+    await ctx().app.get<Redis>(REDIS).pexpire(ctx().app.get(RedisKeys).upload('busy'), 120_000);
+    const renew = setInterval(() => void sessions.renewLease(lease), 300);
+    try {
+      await stage('busy');
+      await sessions.getOrCreate({ id: 'idle', name: 'idle', protocol: 'test', owner: 'dev' });
+      await stage('idle');
+      // the job removes the session, then its staged bytes: wait for both
+      await waitFor(
+        'the idle upload and its staged bytes to be removed',
+        async () => !(await sessions.exists('idle')) && (await storage.stagingSize('idle')) === undefined,
+      );
+      // the busy upload is as idle by its activity once the idle lifetime has passed since its
+      // lease was taken: a whole run begun after that has examined it, and only its lease kept it
+      await sleep(Math.max(0, leasedAt + ctx().config.uploads.idleLifetimeMs - Date.now()));
+      await afterExpiryRuns(ctx());
+    } finally {
+      clearInterval(renew);
+    }
+    expect(await sessions.exists('idle')).toBe(false);
+    expect(await storage.stagingSize('idle')).toBeUndefined();
+    expect(await sessions.exists('busy')).toBe(true);
+    expect(await storage.stagingSize('busy')).toBe(7);
+    // counted when the job's run ends, a moment after the bytes are gone (that run has ended now)
+    const metrics = await (await fetch(`${ctx().base}/metrics`)).text();
+    expect(metrics).toMatch(/ferry_uploads_expired_total [1-9]/);
+    await sessions.releaseLease(lease);
+  });
 }
 
 /** Expiry of objects and collection of their blobs, whatever the storage. */
 export function itExpiresObjects(ctx: WorkerContext): void {
-    it('removes objects at their expires and collects their blob only when no live object references it', async () => {
-      const catalog = ctx().app.get(Catalog);
-      const storage = ctx().app.get<Storage>(STORAGE);
-      const shared = Buffer.from('shared bytes');
-      const alone = Buffer.from('bytes of one object');
-      for (const b of [shared, alone]) await storage.putBlob(b, sha256Hex(b));
-      const object = (name: string, data: Buffer, expires: string | null): CatalogObject => ({
-        name, size: data.length, sha256: sha256Hex(data), md5: md5Hex(data), crc32c: '00000000', contentType: 'x/y', owner: 'dev',
-        project: 'p', createdAt: new Date().toISOString(), expires, protocol: 'object', blob: sha256Hex(data),
-      });
-      // the live object first: the shared blob has its reference before any object using it can expire
-      await catalog.publish(object('live/shared', shared, null));
-      // a name left in the expiry index by an interrupted delete, now an object that never expires
-      const redis = ctx().app.get<Redis>(REDIS);
-      await redis.zadd(ctx().app.get(RedisKeys).objectsByExpiry(), Date.now() - 60_000, 'live/shared');
-      const soon = new Date(Date.now() + 300).toISOString();
-      await catalog.publish(object('exp/shared', shared, soon));
-      await catalog.publish(object('exp/alone', alone, soon));
-      await waitFor('the blob of the expired "exp/alone" to be collected', async () => (await storage.blobSize(sha256Hex(alone))) === undefined);
-      expect(await catalog.get('exp/alone')).toBeUndefined();
-      expect(await catalog.get('exp/shared')).toBeUndefined();
-      expect(await storage.blobSize(sha256Hex(alone))).toBeUndefined();
-      // the blob a live object references stays, through several more runs
-      await afterExpiryRuns(ctx(), 3);
-      expect(await catalog.get('live/shared')).toBeDefined();
-      expect(await redis.zscore(ctx().app.get(RedisKeys).objectsByExpiry(), 'live/shared')).toBeNull();
-      expect(await storage.blobSize(sha256Hex(shared))).toBe(shared.length);
-      const metrics = await (await fetch(`${ctx().base}/metrics`)).text();
-      expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);
-      expect(metrics).toMatch(/ferry_blobs_collected_total [1-9]/);
+  it('removes objects at their expires and collects their blob only when no live object references it', async () => {
+    const catalog = ctx().app.get(Catalog);
+    const storage = ctx().app.get<Storage>(STORAGE);
+    const shared = Buffer.from('shared bytes');
+    const alone = Buffer.from('bytes of one object');
+    for (const b of [shared, alone]) await storage.putBlob(b, sha256Hex(b));
+    const object = (name: string, data: Buffer, expires: string | null): CatalogObject => ({
+      name,
+      size: data.length,
+      sha256: sha256Hex(data),
+      md5: md5Hex(data),
+      crc32c: '00000000',
+      contentType: 'x/y',
+      owner: 'dev',
+      project: 'p',
+      createdAt: new Date().toISOString(),
+      expires,
+      protocol: 'object',
+      blob: sha256Hex(data),
     });
+    // the live object first: the shared blob has its reference before any object using it can expire
+    await catalog.publish(object('live/shared', shared, null));
+    // a name left in the expiry index by an interrupted delete, now an object that never expires
+    const redis = ctx().app.get<Redis>(REDIS);
+    await redis.zadd(ctx().app.get(RedisKeys).objectsByExpiry(), Date.now() - 60_000, 'live/shared');
+    const soon = new Date(Date.now() + 300).toISOString();
+    await catalog.publish(object('exp/shared', shared, soon));
+    await catalog.publish(object('exp/alone', alone, soon));
+    await waitFor(
+      'the blob of the expired "exp/alone" to be collected',
+      async () => (await storage.blobSize(sha256Hex(alone))) === undefined,
+    );
+    expect(await catalog.get('exp/alone')).toBeUndefined();
+    expect(await catalog.get('exp/shared')).toBeUndefined();
+    expect(await storage.blobSize(sha256Hex(alone))).toBeUndefined();
+    // the blob a live object references stays, through several more runs
+    await afterExpiryRuns(ctx(), 3);
+    expect(await catalog.get('live/shared')).toBeDefined();
+    expect(await redis.zscore(ctx().app.get(RedisKeys).objectsByExpiry(), 'live/shared')).toBeNull();
+    expect(await storage.blobSize(sha256Hex(shared))).toBe(shared.length);
+    const metrics = await (await fetch(`${ctx().base}/metrics`)).text();
+    expect(metrics).toMatch(/ferry_objects_expired_total [2-9]/);
+    expect(metrics).toMatch(/ferry_blobs_collected_total [1-9]/);
+  });
 }

@@ -34,7 +34,8 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
     await h.close();
   });
 
-  const blobFiles = () => readdirSync(join(h.data.path, 'blobs', 'sha256')).flatMap((d) => readdirSync(join(h.data.path, 'blobs', 'sha256', d)));
+  const blobFiles = () =>
+    readdirSync(join(h.data.path, 'blobs', 'sha256')).flatMap((d) => readdirSync(join(h.data.path, 'blobs', 'sha256', d)));
 
   describe('Write and Read', () => {
     it('stores a multi-chunk upload and reads back exactly the bytes sent', async () => {
@@ -88,7 +89,10 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
     it('works with the Go client style (a final empty request with finish_write and the name)', async () => {
       const name = randomName('go-style');
       const data = patternBytes(50_000, 12);
-      const requests = [...chunkedRequests(name, data, { chunk: 20_000, finish: false }), { resource_name: name, write_offset: data.length, finish_write: true }];
+      const requests = [
+        ...chunkedRequests(name, data, { chunk: 20_000, finish: false }),
+        { resource_name: name, write_offset: data.length, finish_write: true },
+      ];
       expect(await writeRequests(h.client, requests)).toBe(data.length);
       expectSameBytes((await readBytes(h.client, name)).data, data);
     });
@@ -136,7 +140,10 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       }
       // cancel mid-stream, once the server's writer holds the lease and has committed a prefix
       let before = 0;
-      await waitFor('the server to commit part of the stream', async () => (before = (await queryWriteStatus(h.client, name)).committed_size) > 0);
+      await waitFor(
+        'the server to commit part of the stream',
+        async () => (before = (await queryWriteStatus(h.client, name)).committed_size) > 0,
+      );
       expect(await h.leased(uploadId)).toBe(true);
       call.cancel();
       // the cancelled writer commits what it received and releases its lease (released, not
@@ -167,7 +174,10 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(3 * MiB, 21);
       const seen: number[] = [];
       for (let off = 0; off < data.length; off += MiB) {
-        await writeRequests(h.client, chunkedRequests(name, data.subarray(0, off + MiB), { offset: off, finish: false, chunk: 256 * 1024 }));
+        await writeRequests(
+          h.client,
+          chunkedRequests(name, data.subarray(0, off + MiB), { offset: off, finish: false, chunk: 256 * 1024 }),
+        );
         seen.push((await queryWriteStatus(h.client, name)).committed_size);
       }
       expect(seen).toEqual([MiB, 2 * MiB, 3 * MiB]);
@@ -179,10 +189,22 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
   describe('refusals', () => {
     it('refuses a first write_offset other than the committed size', async () => {
       const name = randomName('bad-first');
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 5, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 0/);
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: 5, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /committed size 0/,
+      );
       await writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('abc') }]);
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /committed size 3/);
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: -1, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /negative/);
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: 1, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /committed size 3/,
+      );
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: -1, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /negative/,
+      );
       expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: 3, complete: false });
     });
 
@@ -215,7 +237,11 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
     });
 
     it('refuses a first request without a resource name, and an empty stream', async () => {
-      await expectGrpcCode(writeRequests(h.client, [{ write_offset: 0, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /resource_name is required/);
+      await expectGrpcCode(
+        writeRequests(h.client, [{ write_offset: 0, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /resource_name is required/,
+      );
       await expectGrpcCode(writeRequests(h.client, []), grpc.status.INVALID_ARGUMENT, /empty Write stream/);
     });
 
@@ -239,7 +265,11 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       ['10 KB', 'n'.repeat(10 * 1024), /longer than 1024 bytes/],
     ])('refuses names with %s on every RPC, touching nothing', async (_label, name, message) => {
       const before = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('x'), finish_write: true }]), grpc.status.INVALID_ARGUMENT, message);
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('x'), finish_write: true }]),
+        grpc.status.INVALID_ARGUMENT,
+        message,
+      );
       await expectGrpcCode(readBytes(h.client, name), grpc.status.INVALID_ARGUMENT, message);
       await expectGrpcCode(queryWriteStatus(h.client, name), grpc.status.INVALID_ARGUMENT, message);
       const after = existsSync(join(h.data.path, 'staging')) ? readdirSync(join(h.data.path, 'staging')).length : 0;
@@ -282,8 +312,15 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
       // a finish at offset == size is an idempotent success; data past the end is not
       expect(await writeRequests(h.client, [{ resource_name: name, write_offset: data.length, finish_write: true }])).toBe(data.length);
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: data.length, data: Buffer.from('x') }]), grpc.status.OUT_OF_RANGE);
-      await expectGrpcCode(writeRequests(h.client, [{ resource_name: name, write_offset: 7, data: Buffer.from('x') }]), grpc.status.INVALID_ARGUMENT, /is complete/);
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: data.length, data: Buffer.from('x') }]),
+        grpc.status.OUT_OF_RANGE,
+      );
+      await expectGrpcCode(
+        writeRequests(h.client, [{ resource_name: name, write_offset: 7, data: Buffer.from('x') }]),
+        grpc.status.INVALID_ARGUMENT,
+        /is complete/,
+      );
     });
   });
 
@@ -305,13 +342,17 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(2 * MiB, 52);
       const sha = sha256Hex(data);
       await uploadBytes(h.client, `uploads/a/blobs/${sha}/${data.length}`, data);
-      const again = writeRequests(h.client, [{ resource_name: `uploads/b/blobs/${sha}/${data.length}`, write_offset: 0, data: data.subarray(0, 1000) }]);
+      const again = writeRequests(h.client, [
+        { resource_name: `uploads/b/blobs/${sha}/${data.length}`, write_offset: 0, data: data.subarray(0, 1000) },
+      ]);
       expect(await again).toBe(data.length);
     });
 
     it('always has the empty blob', async () => {
       expect((await readBytes(h.client, `blobs/${EMPTY_SHA}/0`)).data.length).toBe(0);
-      expect(await writeRequests(h.client, [{ resource_name: `uploads/e/blobs/${EMPTY_SHA}/0`, write_offset: 0, finish_write: true }])).toBe(0);
+      expect(
+        await writeRequests(h.client, [{ resource_name: `uploads/e/blobs/${EMPTY_SHA}/0`, write_offset: 0, finish_write: true }]),
+      ).toBe(0);
       expect(await queryWriteStatus(h.client, `uploads/e2/blobs/${EMPTY_SHA}/0`)).toEqual({ committed_size: 0, complete: true });
     });
 
@@ -329,12 +370,23 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
     it('refuses a size mismatch (short and long) with INVALID_ARGUMENT and stores nothing', async () => {
       const data = patternBytes(10_000, 54);
       const sha = sha256Hex(data);
-      await expectGrpcCode(uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
-      await expectGrpcCode(uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data), grpc.status.INVALID_ARGUMENT, /size mismatch/);
+      await expectGrpcCode(
+        uploadBytes(h.client, `uploads/s1/blobs/${sha}/${data.length + 1}`, data),
+        grpc.status.INVALID_ARGUMENT,
+        /size mismatch/,
+      );
+      await expectGrpcCode(
+        uploadBytes(h.client, `uploads/s2/blobs/${sha}/${data.length - 1}`, data),
+        grpc.status.INVALID_ARGUMENT,
+        /size mismatch/,
+      );
       // streamed in several messages, the excess is refused as soon as it arrives
       const streamed = chunkedRequests(`uploads/s3/blobs/${sha}/${data.length - 1}`, data, { chunk: 4096 });
       await expectGrpcCode(writeRequests(h.client, streamed), grpc.status.INVALID_ARGUMENT, /more data than/);
-      expect(await queryWriteStatus(h.client, `uploads/s3/blobs/${sha}/${data.length - 1}`)).toEqual({ committed_size: 0, complete: false });
+      expect(await queryWriteStatus(h.client, `uploads/s3/blobs/${sha}/${data.length - 1}`)).toEqual({
+        committed_size: 0,
+        complete: false,
+      });
       expect(blobFiles()).not.toContain(sha);
     });
 
@@ -360,8 +412,16 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
 
   describe('auth', () => {
     it('refuses calls without or with bad credentials', async () => {
-      await expectGrpcCode(uploadBytes(h.client, 'x', Buffer.from('a'), new grpc.Metadata()), grpc.status.UNAUTHENTICATED, /missing credentials/);
-      await expectGrpcCode(readBytes(h.client, 'x', { metadata: bearer('wrong-token') }), grpc.status.UNAUTHENTICATED, /invalid credentials/);
+      await expectGrpcCode(
+        uploadBytes(h.client, 'x', Buffer.from('a'), new grpc.Metadata()),
+        grpc.status.UNAUTHENTICATED,
+        /missing credentials/,
+      );
+      await expectGrpcCode(
+        readBytes(h.client, 'x', { metadata: bearer('wrong-token') }),
+        grpc.status.UNAUTHENTICATED,
+        /invalid credentials/,
+      );
       await expectGrpcCode(queryWriteStatus(h.client, 'x', bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
     });
   });
@@ -386,7 +446,11 @@ describe('ByteStream scopes', () => {
 
   it('enforces ferry:write:<name> and ferry:read:<name>', async () => {
     expect(await uploadBytes(h.client, 'team/a', Buffer.from('hi'), bearer('writer-token'))).toBe(2);
-    await expectGrpcCode(uploadBytes(h.client, 'other/a', Buffer.from('hi'), bearer('writer-token')), grpc.status.PERMISSION_DENIED, /ferry:write:other\/a/);
+    await expectGrpcCode(
+      uploadBytes(h.client, 'other/a', Buffer.from('hi'), bearer('writer-token')),
+      grpc.status.PERMISSION_DENIED,
+      /ferry:write:other\/a/,
+    );
     await expectGrpcCode(uploadBytes(h.client, 'team/b', Buffer.from('hi'), bearer('reader-token')), grpc.status.PERMISSION_DENIED);
     expect((await readBytes(h.client, 'team/a', { metadata: bearer('reader-token') })).data.toString()).toBe('hi');
     await expectGrpcCode(readBytes(h.client, 'dev-only', { metadata: bearer('dev-secret') }), grpc.status.UNAUTHENTICATED);
@@ -395,7 +459,11 @@ describe('ByteStream scopes', () => {
   it('keeps fileHandle/ names for multipart file handles, whatever the scopes', async () => {
     // a multipart client may write fileHandle/* (its uploads become handles), but only through the
     // multipart API: over ByteStream it could take the name the next handle will need
-    await expectGrpcCode(uploadBytes(h.client, 'fileHandle/1', Buffer.from('squat'), bearer('multipart-token')), grpc.status.PERMISSION_DENIED, /multipart file handles/);
+    await expectGrpcCode(
+      uploadBytes(h.client, 'fileHandle/1', Buffer.from('squat'), bearer('multipart-token')),
+      grpc.status.PERMISSION_DENIED,
+      /multipart file handles/,
+    );
     await expectGrpcCode(readBytes(h.client, 'fileHandle/1', { metadata: bearer('multipart-token') }), grpc.status.NOT_FOUND);
   });
 });

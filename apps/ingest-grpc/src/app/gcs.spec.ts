@@ -48,8 +48,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
   const persisted = async (id: string) => Number((await gcsQueryWriteStatus(h.storage, id)).persisted_size);
   const resumable = (id: string, data: Buffer, o: Omit<Parameters<typeof gcsRequests>[1], 'first'> = {}) =>
     writeObject(h.storage, gcsRequests(data, { first: { upload_id: id }, ...o }));
-  const single = (object: string, data: Buffer, o: Omit<Parameters<typeof gcsRequests>[1], 'first'> & { spec?: Parameters<typeof writeSpec>[2] } = {}) =>
-    writeObject(h.storage, gcsRequests(data, { first: { write_object_spec: writeSpec(bucket, object, o.spec) }, ...o }));
+  const single = (
+    object: string,
+    data: Buffer,
+    o: Omit<Parameters<typeof gcsRequests>[1], 'first'> & { spec?: Parameters<typeof writeSpec>[2] } = {},
+  ) => writeObject(h.storage, gcsRequests(data, { first: { write_object_spec: writeSpec(bucket, object, o.spec) }, ...o }));
 
   describe('resumable writes', () => {
     it('starts, writes over two streams, and finishes with the complete Object', async () => {
@@ -131,7 +134,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       const id = await startResumableWrite(h.storage, bucket, object);
       await resumable(id, data.subarray(0, 2 * MiB), { finish: false });
       // past the persisted size: bytes would be missing
-      await expectGrpcCode(resumable(id, data, { offset: 2 * MiB + 1 }), grpc.status.INVALID_ARGUMENT, /persisted size 2097152.*QueryWriteStatus/);
+      await expectGrpcCode(
+        resumable(id, data, { offset: 2 * MiB + 1 }),
+        grpc.status.INVALID_ARGUMENT,
+        /persisted size 2097152.*QueryWriteStatus/,
+      );
       // a client that restarts from its last checkpoint re-sends held bytes; they are skipped (not
       // written again, not checked: GCS keeps what it persisted), the rest lands after them
       const resent = Buffer.from(data);
@@ -149,11 +156,17 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       const data = patternBytes(2 * MiB + 3, 22);
       const id = await startResumableWrite(h.storage, bucket, object);
       await resumable(id, data.subarray(0, MiB + 1), { finish: false });
-      const responses = await bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: id }, offset: MiB / 2, chunk: 256 * 1024 })]);
+      const responses = await bidiWrite(h.storage, [
+        ...gcsRequests(data, { first: { upload_id: id }, offset: MiB / 2, chunk: 256 * 1024 }),
+      ]);
       expect(responses[responses.length - 1].resource).toMatchObject({ name: object, size: data.length });
       expectSameBytes((await readObject(h.storage, bucket, object)).data, data);
       const other = await startResumableWrite(h.storage, bucket, objectName());
-      await expectGrpcCode(bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: other }, offset: 1 })]), grpc.status.INVALID_ARGUMENT, /persisted size 0/);
+      await expectGrpcCode(
+        bidiWrite(h.storage, [...gcsRequests(data, { first: { upload_id: other }, offset: 1 })]),
+        grpc.status.INVALID_ARGUMENT,
+        /persisted size 0/,
+      );
     });
 
     it('refuses a message whose crc32c does not match, keeping the upload resumable', async () => {
@@ -186,7 +199,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
 
       const object = objectName();
       const bad = await startResumableWrite(h.storage, bucket, object);
-      await expectGrpcCode(resumable(bad, data, { checksums: { md5_hash: md5(Buffer.from('other')) } }), grpc.status.INVALID_ARGUMENT, /digest mismatch: object_checksums declares md5/);
+      await expectGrpcCode(
+        resumable(bad, data, { checksums: { md5_hash: md5(Buffer.from('other')) } }),
+        grpc.status.INVALID_ARGUMENT,
+        /digest mismatch: object_checksums declares md5/,
+      );
       await expectGrpcCode(getObject(h.storage, bucket, object), grpc.status.NOT_FOUND); // nothing published
       await expectGrpcCode(gcsQueryWriteStatus(h.storage, bad), grpc.status.NOT_FOUND); // the upload is gone
 
@@ -194,9 +211,17 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       await expectGrpcCode(resumable(zero, data), grpc.status.INVALID_ARGUMENT, /declares crc32c 00000000/);
 
       const contradicting = await startResumableWrite(h.storage, bucket, objectName(), { checksums: { crc32c: crc32c(data) } });
-      await expectGrpcCode(resumable(contradicting, data, { checksums: { crc32c: crc32c(data) + 1 } }), grpc.status.INVALID_ARGUMENT, /contradicts/);
+      await expectGrpcCode(
+        resumable(contradicting, data, { checksums: { crc32c: crc32c(data) + 1 } }),
+        grpc.status.INVALID_ARGUMENT,
+        /contradicts/,
+      );
 
-      await expectGrpcCode(startResumableWrite(h.storage, bucket, objectName(), { checksums: { md5_hash: Buffer.alloc(3) } }), grpc.status.INVALID_ARGUMENT, /16 bytes/);
+      await expectGrpcCode(
+        startResumableWrite(h.storage, bucket, objectName(), { checksums: { md5_hash: Buffer.alloc(3) } }),
+        grpc.status.INVALID_ARGUMENT,
+        /16 bytes/,
+      );
       const middle = await startResumableWrite(h.storage, bucket, objectName());
       await expectGrpcCode(
         writeObject(h.storage, [
@@ -221,7 +246,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
 
       const exact = await startResumableWrite(h.storage, bucket, objectName(), { objectSize: data.length });
       expect((await resumable(exact, data)).resource?.size).toBe(data.length);
-      await expectGrpcCode(startResumableWrite(h.storage, bucket, objectName(), { objectSize: -1 }), grpc.status.INVALID_ARGUMENT, /negative/);
+      await expectGrpcCode(
+        startResumableWrite(h.storage, bucket, objectName(), { objectSize: -1 }),
+        grpc.status.INVALID_ARGUMENT,
+        /negative/,
+      );
     });
 
     it('refuses a second concurrent writer with ABORTED', async () => {
@@ -354,7 +383,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
 
     it('refuses a stream that ends without finish_write and stores nothing', async () => {
       const object = objectName();
-      await expectGrpcCode(single(object, patternBytes(3 * MiB), { finish: false }), grpc.status.INVALID_ARGUMENT, /must end with finish_write/);
+      await expectGrpcCode(
+        single(object, patternBytes(3 * MiB), { finish: false }),
+        grpc.status.INVALID_ARGUMENT,
+        /must end with finish_write/,
+      );
       await expectGrpcCode(getObject(h.storage, bucket, object), grpc.status.NOT_FOUND);
     });
 
@@ -390,9 +423,17 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       expect(await h.app.get(Catalog).get(`${bucket}/${object}`)).toBeUndefined();
       expect(await persisted(id)).toBe(data.length);
       expect((await resumable(id, Buffer.alloc(0), { offset: data.length })).resource).toMatchObject({ name: object, size: data.length });
-      await expectGrpcCode(writeObject(h.storage, [{ write_offset: 0, checksummed_data: { content: Buffer.from('a') } }]), grpc.status.INVALID_ARGUMENT, /upload_id or write_object_spec/);
+      await expectGrpcCode(
+        writeObject(h.storage, [{ write_offset: 0, checksummed_data: { content: Buffer.from('a') } }]),
+        grpc.status.INVALID_ARGUMENT,
+        /upload_id or write_object_spec/,
+      );
       await expectGrpcCode(writeObject(h.storage, []), grpc.status.INVALID_ARGUMENT, /empty write stream/);
-      await expectGrpcCode(writeObject(h.storage, [{ ...spec, write_offset: 5, finish_write: true }]), grpc.status.INVALID_ARGUMENT, /offset 0/);
+      await expectGrpcCode(
+        writeObject(h.storage, [{ ...spec, write_offset: 5, finish_write: true }]),
+        grpc.status.INVALID_ARGUMENT,
+        /offset 0/,
+      );
     });
   });
 
@@ -401,11 +442,25 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       const object = objectName();
       const data = Buffer.from('version one');
       const first = (await single(object, data, { spec: { ifGenerationMatch: 0 } })).resource as GcsObject__Output;
-      await expectGrpcCode(single(object, data, { spec: { ifGenerationMatch: 0 } }), grpc.status.FAILED_PRECONDITION, /if_generation_match is 0/);
+      await expectGrpcCode(
+        single(object, data, { spec: { ifGenerationMatch: 0 } }),
+        grpc.status.FAILED_PRECONDITION,
+        /if_generation_match is 0/,
+      );
       await expectGrpcCode(startResumableWrite(h.storage, bucket, object, { ifGenerationMatch: 0 }), grpc.status.FAILED_PRECONDITION);
-      await expectGrpcCode(single(object, data, { spec: { ifGenerationMatch: Number(first.generation) + 1 } }), grpc.status.FAILED_PRECONDITION);
-      await expectGrpcCode(single(object, data, { spec: { ifGenerationNotMatch: Number(first.generation) } }), grpc.status.FAILED_PRECONDITION);
-      await expectGrpcCode(single(objectName(), data, { spec: { ifGenerationNotMatch: 0 } }), grpc.status.FAILED_PRECONDITION, /does not exist/);
+      await expectGrpcCode(
+        single(object, data, { spec: { ifGenerationMatch: Number(first.generation) + 1 } }),
+        grpc.status.FAILED_PRECONDITION,
+      );
+      await expectGrpcCode(
+        single(object, data, { spec: { ifGenerationNotMatch: Number(first.generation) } }),
+        grpc.status.FAILED_PRECONDITION,
+      );
+      await expectGrpcCode(
+        single(objectName(), data, { spec: { ifGenerationNotMatch: 0 } }),
+        grpc.status.FAILED_PRECONDITION,
+        /does not exist/,
+      );
       // identical content is an idempotent success answering the existing generation
       const same = await single(object, data, { spec: { ifGenerationMatch: Number(first.generation) } });
       expect(same.resource?.generation).toBe(first.generation);
@@ -461,7 +516,9 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
     it('writes a single-stream object and refuses one without finish_write', async () => {
       const object = objectName();
       const data = patternBytes(MiB, 13);
-      const ok = await bidiWrite(h.storage, [...gcsRequests(data, { first: { write_object_spec: writeSpec(bucket, object) }, chunk: 256 * 1024 })]);
+      const ok = await bidiWrite(h.storage, [
+        ...gcsRequests(data, { first: { write_object_spec: writeSpec(bucket, object) }, chunk: 256 * 1024 }),
+      ]);
       expect(ok[ok.length - 1].resource?.size).toBe(data.length);
       await expectGrpcCode(
         bidiWrite(h.storage, [...gcsRequests(data, { first: { write_object_spec: writeSpec(bucket, objectName()) }, finish: false })]),
@@ -472,7 +529,9 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
 
     it('refuses appendable objects as UNIMPLEMENTED', async () => {
       await expectGrpcCode(
-        bidiWrite(h.storage, [{ append_object_spec: { bucket: bucketResource(bucket), object: 'x', generation: 1 }, write_offset: 0, finish_write: true }]),
+        bidiWrite(h.storage, [
+          { append_object_spec: { bucket: bucketResource(bucket), object: 'x', generation: 1 }, write_offset: 0, finish_write: true },
+        ]),
         grpc.status.UNIMPLEMENTED,
       );
       await expectGrpcCode(
@@ -522,7 +581,11 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
     });
 
     it('refuses bad reads with precise codes', async () => {
-      await expectGrpcCode(readObject(h.storage, bucket, object, { read_offset: data.length + 1 }), grpc.status.OUT_OF_RANGE, /past the end/);
+      await expectGrpcCode(
+        readObject(h.storage, bucket, object, { read_offset: data.length + 1 }),
+        grpc.status.OUT_OF_RANGE,
+        /past the end/,
+      );
       await expectGrpcCode(readObject(h.storage, bucket, object, { read_limit: -1 }), grpc.status.INVALID_ARGUMENT, /read_limit/);
       await expectGrpcCode(readObject(h.storage, bucket, 'reads/missing'), grpc.status.NOT_FOUND);
       await expectGrpcCode(readObject(h.storage, bucket, object, { generation: 42 }), grpc.status.NOT_FOUND);
@@ -546,7 +609,10 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       await expectGrpcCode(getObject(h.storage, bucket, object, { if_metageneration_match: 2 }), grpc.status.FAILED_PRECONDITION);
       const doomed = objectName();
       const d = (await single(doomed, Buffer.from('bye'))).resource as GcsObject__Output;
-      await expectGrpcCode(deleteObject(h.storage, bucket, doomed, { if_generation_match: Number(d.generation) + 1 }), grpc.status.FAILED_PRECONDITION);
+      await expectGrpcCode(
+        deleteObject(h.storage, bucket, doomed, { if_generation_match: Number(d.generation) + 1 }),
+        grpc.status.FAILED_PRECONDITION,
+      );
       await deleteObject(h.storage, bucket, doomed);
       await expectGrpcCode(getObject(h.storage, bucket, doomed), grpc.status.NOT_FOUND);
       await expectGrpcCode(deleteObject(h.storage, bucket, doomed), grpc.status.NOT_FOUND);
@@ -562,9 +628,17 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       const catalog = h.app.get(Catalog);
       const tcName = objectName('tc');
       await catalog.publish({
-        name: `${bucket}/${tcName}`, size: 3, sha256: sha256Hex(Buffer.from('abc')), md5: md5(Buffer.from('abc')).toString('hex'),
-        crc32c: crc32c(Buffer.from('abc')).toString(16).padStart(8, '0'), contentType: 'text/plain',
-        owner: 'tc', project: 'p', createdAt: new Date().toISOString(), expires: '2999-01-01T00:00:00.000Z', protocol: 'object',
+        name: `${bucket}/${tcName}`,
+        size: 3,
+        sha256: sha256Hex(Buffer.from('abc')),
+        md5: md5(Buffer.from('abc')).toString('hex'),
+        crc32c: crc32c(Buffer.from('abc')).toString(16).padStart(8, '0'),
+        contentType: 'text/plain',
+        owner: 'tc',
+        project: 'p',
+        createdAt: new Date().toISOString(),
+        expires: '2999-01-01T00:00:00.000Z',
+        protocol: 'object',
         blob: sha256Hex(Buffer.from('abc')),
       });
       const cases: [string, string, RegExp][] = [
@@ -600,29 +674,42 @@ describe('google.storage.v2 over gRPC (real Redis, disk and sockets)', () => {
       await expectGrpcCode(startResumableWrite(h.storage, bucket, ''), grpc.status.INVALID_ARGUMENT, /object name is required/);
       await expectGrpcCode(startResumableWrite(h.storage, bucket, 'a\nb'), grpc.status.INVALID_ARGUMENT, /control character/);
       await expectGrpcCode(startResumableWrite(h.storage, bucket, 'x'.repeat(1025)), grpc.status.INVALID_ARGUMENT, /longer than 1024/);
-      await expectGrpcCode(startResumableWrite(h.storage, bucket, 'm', { metadata: { k: 'v'.repeat(9000) } }), grpc.status.INVALID_ARGUMENT, /metadata/);
       await expectGrpcCode(
-        new Promise((resolve, reject) =>
-          h.storage.StartResumableWrite({}, bearer(), (err, res) => (err ? reject(err) : resolve(res))),
-        ),
+        startResumableWrite(h.storage, bucket, 'm', { metadata: { k: 'v'.repeat(9000) } }),
+        grpc.status.INVALID_ARGUMENT,
+        /metadata/,
+      );
+      await expectGrpcCode(
+        new Promise((resolve, reject) => h.storage.StartResumableWrite({}, bearer(), (err, res) => (err ? reject(err) : resolve(res)))),
         grpc.status.INVALID_ARGUMENT,
         /write_object_spec is required/,
       );
       await expectGrpcCode(
         writeObject(h.storage, [
-          { write_object_spec: writeSpec(bucket, 'enc'), common_object_request_params: { encryption_algorithm: 'AES256' }, write_offset: 0, finish_write: true },
+          {
+            write_object_spec: writeSpec(bucket, 'enc'),
+            common_object_request_params: { encryption_algorithm: 'AES256' },
+            write_offset: 0,
+            finish_write: true,
+          },
         ]),
         grpc.status.UNIMPLEMENTED,
         /encryption/,
       );
       await expectGrpcCode(
-        new Promise((resolve, reject) => h.storage.ListObjects({ parent: bucketResource(bucket) }, bearer(), (err, res) => (err ? reject(err) : resolve(res)))),
+        new Promise((resolve, reject) =>
+          h.storage.ListObjects({ parent: bucketResource(bucket) }, bearer(), (err, res) => (err ? reject(err) : resolve(res))),
+        ),
         grpc.status.UNIMPLEMENTED,
       );
     });
 
     it('refuses calls without or with bad credentials', async () => {
-      await expectGrpcCode(startResumableWrite(h.storage, bucket, 'o', {}, new grpc.Metadata()), grpc.status.UNAUTHENTICATED, /missing credentials/);
+      await expectGrpcCode(
+        startResumableWrite(h.storage, bucket, 'o', {}, new grpc.Metadata()),
+        grpc.status.UNAUTHENTICATED,
+        /missing credentials/,
+      );
       await expectGrpcCode(readObject(h.storage, bucket, 'o', {}, bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
       await expectGrpcCode(writeObject(h.storage, [], bearer('wrong-token')), grpc.status.UNAUTHENTICATED);
     });
@@ -649,7 +736,11 @@ describe('google.storage.v2 buckets and scopes', () => {
   it('accepts only the configured buckets', async () => {
     const id = await startResumableWrite(h.storage, 'builds', 'a.txt', {}, bearer('ci-token-1'));
     expect(id).toBeTruthy();
-    await expectGrpcCode(startResumableWrite(h.storage, 'other', 'a.txt', {}, bearer('ci-token-1')), grpc.status.NOT_FOUND, /bucket other does not exist/);
+    await expectGrpcCode(
+      startResumableWrite(h.storage, 'other', 'a.txt', {}, bearer('ci-token-1')),
+      grpc.status.NOT_FOUND,
+      /bucket other does not exist/,
+    );
     await expectGrpcCode(readObject(h.storage, 'other', 'a.txt', {}, bearer('ci-token-1')), grpc.status.NOT_FOUND);
   });
 
@@ -660,7 +751,11 @@ describe('google.storage.v2 buckets and scopes', () => {
     expect((await write('ci-token-1', 'builds', 'ok.txt')).resource?.size).toBe(data.length);
     await expectGrpcCode(write('ci-token-1', 'logs', 'no.txt'), grpc.status.PERMISSION_DENIED, /ferry:write:logs\/no.txt/);
     await expectGrpcCode(write('viewer-token', 'builds', 'no.txt'), grpc.status.PERMISSION_DENIED);
-    await expectGrpcCode(readObject(h.storage, 'builds', 'ok.txt', {}, bearer('viewer-token')), grpc.status.PERMISSION_DENIED, /ferry:read:builds\/ok.txt/);
+    await expectGrpcCode(
+      readObject(h.storage, 'builds', 'ok.txt', {}, bearer('viewer-token')),
+      grpc.status.PERMISSION_DENIED,
+      /ferry:read:builds\/ok.txt/,
+    );
     expect((await readObject(h.storage, 'builds', 'ok.txt', {}, bearer('ci-token-1'))).data.toString()).toBe('scoped');
     // an upload id does not bypass scopes
     const id = await startResumableWrite(h.storage, 'builds', 'later.txt', {}, bearer('ci-token-1'));

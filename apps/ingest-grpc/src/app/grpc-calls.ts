@@ -71,7 +71,10 @@ export function receiving<T>(
 }
 
 /** Writes one message, waiting while the call's buffer is full; false once the call is cancelled. */
-export async function send<T>(call: grpc.ServerWritableStream<unknown, T> | grpc.ServerDuplexStream<unknown, T>, message: T): Promise<boolean> {
+export async function send<T>(
+  call: grpc.ServerWritableStream<unknown, T> | grpc.ServerDuplexStream<unknown, T>,
+  message: T,
+): Promise<boolean> {
   if (call.cancelled) return false;
   if (!call.write(message)) await drainedOrCancelled(call);
   return !call.cancelled;
@@ -111,7 +114,12 @@ export async function serveStream<T>(
 }
 
 /** Ends a server-streaming or bidi call with the error's status (unless the client is gone). */
-export function failStream(call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, err: unknown, logger: Logger, method: string): void {
+export function failStream(
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  err: unknown,
+  logger: Logger,
+  method: string,
+): void {
   // grpc-js turns an 'error' event on a server stream into the call's status.
   if (!call.cancelled) call.emit('error', toGrpcError(err, logger, method));
 }

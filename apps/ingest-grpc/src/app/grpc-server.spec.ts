@@ -25,7 +25,9 @@ describe('ingest-grpc server surface', () => {
       close(): void;
     };
     const check = (service: string) =>
-      new Promise<string | undefined>((resolve, reject) => client.Check({ service }, (err, res) => (err ? reject(err) : resolve(res?.status))));
+      new Promise<string | undefined>((resolve, reject) =>
+        client.Check({ service }, (err, res) => (err ? reject(err) : resolve(res?.status))),
+      );
     expect(healthProtoPath).toBeTruthy();
     expect(await check('')).toBe('SERVING');
     expect(await check('google.bytestream.ByteStream')).toBe('SERVING');
@@ -38,12 +40,32 @@ describe('ingest-grpc server surface', () => {
   });
 
   it('lists ByteStream and Storage through server reflection', async () => {
-    const reflectionProto = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto', 'grpc', 'reflection', 'v1', 'reflection.proto');
+    const reflectionProto = join(
+      dirname(require.resolve('@grpc/reflection/package.json')),
+      'build',
+      'proto',
+      'grpc',
+      'reflection',
+      'v1',
+      'reflection.proto',
+    );
     const def = protoLoader.loadSync(reflectionProto, { keepCase: true, defaults: true, oneofs: true });
     const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      grpc: { reflection: { v1: { ServerReflection: new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & {
-        ServerReflectionInfo(): grpc.ClientDuplexStream<{ list_services: string }, { list_services_response?: { service: { name: string }[] } }>;
-      } } } };
+      grpc: {
+        reflection: {
+          v1: {
+            ServerReflection: new (
+              address: string,
+              creds: grpc.ChannelCredentials,
+            ) => grpc.Client & {
+              ServerReflectionInfo(): grpc.ClientDuplexStream<
+                { list_services: string },
+                { list_services_response?: { service: { name: string }[] } }
+              >;
+            };
+          };
+        };
+      };
     };
     const client = new pkg.grpc.reflection.v1.ServerReflection(h.address, grpc.credentials.createInsecure());
     const call = client.ServerReflectionInfo();
@@ -68,7 +90,8 @@ describe('ingest-grpc server surface', () => {
     await uploadBytes(h.client, 'metrics/one.bin', data);
     await readBytes(h.client, 'metrics/one.bin');
     const text = await (await fetch(`${base}/metrics`)).text();
-    const value = (metric: string) => Number(new RegExp(`^${metric.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    const value = (metric: string) =>
+      Number(new RegExp(`^${metric.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     expect(value('ferry_upload_bytes_received_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(data.length);
     expect(value('ferry_download_bytes_sent_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(data.length);
     expect(value('ferry_uploads_completed_total{protocol="bytestream"}')).toBeGreaterThanOrEqual(1);

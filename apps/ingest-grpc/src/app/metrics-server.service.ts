@@ -34,12 +34,15 @@ export class MetricsServer implements OnApplicationBootstrap, OnApplicationShutd
       if (req.method === 'GET' && req.url === '/metrics') {
         register.metrics().then(
           (text) => res.writeHead(200, { 'content-type': register.contentType }).end(text),
-          (err: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'INTERNAL', message: String(err) })),
+          (err: unknown) =>
+            res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'INTERNAL', message: String(err) })),
         );
       } else if (req.method === 'GET' && req.url === '/healthz') {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       } else {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` }));
+        res
+          .writeHead(404, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}` }));
       }
     });
     const server = this.server;

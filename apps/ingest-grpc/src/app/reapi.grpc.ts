@@ -43,7 +43,9 @@ export class ReapiGrpc {
       BatchReadBlobs: (call, callback) =>
         void serveUnary(callback, this.logger, 'BatchReadBlobs', () => this.service.batchReadBlobs(this.principal(call), call.request)),
       GetTree: (call) =>
-        void serveStream<GetTreeResponse>(call, this.logger, 'GetTree', async () => this.service.getTree(this.principal(call), call.request)),
+        void serveStream<GetTreeResponse>(call, this.logger, 'GetTree', async () =>
+          this.service.getTree(this.principal(call), call.request),
+        ),
     };
   }
 
@@ -52,7 +54,9 @@ export class ReapiGrpc {
       GetActionResult: (call, callback) =>
         void serveUnary(callback, this.logger, 'GetActionResult', () => this.service.getActionResult(this.principal(call), call.request)),
       UpdateActionResult: (call, callback) =>
-        void serveUnary(callback, this.logger, 'UpdateActionResult', () => this.service.updateActionResult(this.principal(call), call.request)),
+        void serveUnary(callback, this.logger, 'UpdateActionResult', () =>
+          this.service.updateActionResult(this.principal(call), call.request),
+        ),
     };
   }
 }

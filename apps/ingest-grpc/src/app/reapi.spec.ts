@@ -1,7 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Catalog } from '@ferry/catalog';
-import type { ActionResult__Output, BatchReadBlobsResponse__Output, BatchUpdateBlobsResponse__Output, Directory, ServerCapabilities__Output } from '@ferry/protocol';
+import type {
+  ActionResult__Output,
+  BatchReadBlobsResponse__Output,
+  BatchUpdateBlobsResponse__Output,
+  Directory,
+  ServerCapabilities__Output,
+} from '@ferry/protocol';
 import { messageCodec } from '@ferry/protocol';
 import {
   ReapiClients,
@@ -28,7 +34,11 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
   const md = () => bearer();
 
   beforeAll(async () => {
-    h = await startIngest({ FERRY_REAPI_INSTANCES: ',main,team/ci', FERRY_REAPI_MAX_BATCH_BYTES: String(MiB), FERRY_CAS_MAX_BLOB_BYTES: String(8 * MiB) });
+    h = await startIngest({
+      FERRY_REAPI_INSTANCES: ',main,team/ci',
+      FERRY_REAPI_MAX_BATCH_BYTES: String(MiB),
+      FERRY_CAS_MAX_BLOB_BYTES: String(8 * MiB),
+    });
     r = reapiClients(h.address);
   });
 
@@ -38,7 +48,12 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
   });
 
   const findMissing = (digests: object[], extra: object = {}) =>
-    unaryCall<{ missing_blob_digests: { hash: string; size_bytes: number }[] }>(r.cas, 'FindMissingBlobs', { instance_name: 'main', blob_digests: digests, ...extra }, md());
+    unaryCall<{ missing_blob_digests: { hash: string; size_bytes: number }[] }>(
+      r.cas,
+      'FindMissingBlobs',
+      { instance_name: 'main', blob_digests: digests, ...extra },
+      md(),
+    );
   const batchUpdate = (requests: object[], instance = 'main', extra: object = {}) =>
     unaryCall<BatchUpdateBlobsResponse__Output>(r.cas, 'BatchUpdateBlobs', { instance_name: instance, requests, ...extra }, md());
   const batchRead = (digests: object[], instance = 'main') =>
@@ -46,7 +61,12 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
   const getResult = (digest: object, instance = 'main') =>
     unaryCall<ActionResult__Output>(r.actionCache, 'GetActionResult', { instance_name: instance, action_digest: digest }, md());
   const updateResult = (digest: object, result: object, instance = 'main') =>
-    unaryCall<ActionResult__Output>(r.actionCache, 'UpdateActionResult', { instance_name: instance, action_digest: digest, action_result: result }, md());
+    unaryCall<ActionResult__Output>(
+      r.actionCache,
+      'UpdateActionResult',
+      { instance_name: instance, action_digest: digest, action_result: result },
+      md(),
+    );
 
   describe('Capabilities', () => {
     it('advertises SHA-256, the batch and blob limits, API 2.0 to 2.3, and update_enabled from the scopes', async () => {
@@ -60,7 +80,11 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
       expect(caps.low_api_version).toMatchObject({ major: 2, minor: 0 });
       expect(caps.high_api_version).toMatchObject({ major: 2, minor: 3 });
       expect(caps.execution_capabilities).toMatchObject({ exec_enabled: false });
-      await expectGrpcCode(unaryCall(r.capabilities, 'GetCapabilities', { instance_name: 'nope' }, md()), grpc.status.INVALID_ARGUMENT, /unknown instance name "nope"/);
+      await expectGrpcCode(
+        unaryCall(r.capabilities, 'GetCapabilities', { instance_name: 'nope' }, md()),
+        grpc.status.INVALID_ARGUMENT,
+        /unknown instance name "nope"/,
+      );
     });
   });
 
@@ -93,26 +117,48 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
         { digest: { hash: 'zz', size_bytes: 1 }, data: Buffer.from('z') },
         { digest: EMPTY, data: Buffer.alloc(0) },
       ]);
-      expect(res.responses.map((x) => x.status?.code)).toEqual([0, grpc.status.INVALID_ARGUMENT, grpc.status.INVALID_ARGUMENT, grpc.status.INVALID_ARGUMENT, grpc.status.INVALID_ARGUMENT, 0]);
+      expect(res.responses.map((x) => x.status?.code)).toEqual([
+        0,
+        grpc.status.INVALID_ARGUMENT,
+        grpc.status.INVALID_ARGUMENT,
+        grpc.status.INVALID_ARGUMENT,
+        grpc.status.INVALID_ARGUMENT,
+        0,
+      ]);
       expect(res.responses[1].status?.message).toMatch(/digest mismatch/);
       expect(res.responses[3].status?.message).toMatch(/compressor ZSTD/);
       expect((await findMissing([digestOf(a), digestOf(b)])).missing_blob_digests).toEqual([digestOf(b)]);
       // the same blob over ByteStream and in the catalog, shared by every instance
       expect((await readBytes(h.client, `blobs/${sha(a)}/${a.length}`)).data.equals(a)).toBe(true);
       expect((await readBytes(h.client, `team/ci/blobs/${sha(a)}/${a.length}`)).data.equals(a)).toBe(true);
-      expect(await h.app.get(Catalog).get(`blobs/${sha(a)}/${a.length}`)).toMatchObject({ size: a.length, protocol: 'reapi-cas', project: 'main' });
+      expect(await h.app.get(Catalog).get(`blobs/${sha(a)}/${a.length}`)).toMatchObject({
+        size: a.length,
+        protocol: 'reapi-cas',
+        project: 'main',
+      });
     });
 
     it('refuses batches over max_batch_total_size_bytes and blobs over max_cas_blob_size_bytes', async () => {
       const big = randomBytes(MiB / 2 + 1);
       await expectGrpcCode(
-        batchUpdate([{ digest: digestOf(big), data: big }, { digest: digestOf(big), data: big }]),
+        batchUpdate([
+          { digest: digestOf(big), data: big },
+          { digest: digestOf(big), data: big },
+        ]),
         grpc.status.INVALID_ARGUMENT,
         /exceeds max_batch_total_size_bytes 1048576; use ByteStream/,
       );
-      await expectGrpcCode(batchRead([{ hash: sha(big), size_bytes: 2 * MiB }]), grpc.status.INVALID_ARGUMENT, /max_batch_total_size_bytes/);
+      await expectGrpcCode(
+        batchRead([{ hash: sha(big), size_bytes: 2 * MiB }]),
+        grpc.status.INVALID_ARGUMENT,
+        /max_batch_total_size_bytes/,
+      );
       const huge = `uploads/u-${Date.now()}/blobs/${'ab'.repeat(32)}/${9 * MiB}`;
-      await expectGrpcCode(writeRequests(h.client, chunkedRequests(huge, Buffer.alloc(10), { finish: false })), grpc.status.INVALID_ARGUMENT, /max_cas_blob_size_bytes/);
+      await expectGrpcCode(
+        writeRequests(h.client, chunkedRequests(huge, Buffer.alloc(10), { finish: false })),
+        grpc.status.INVALID_ARGUMENT,
+        /max_cas_blob_size_bytes/,
+      );
     });
 
     it('reads a batch: data for stored blobs, NOT_FOUND for the others', async () => {
@@ -130,7 +176,12 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
       const leaf = codec.encode({ files: [{ name: 'f.txt', digest: EMPTY, is_executable: false }] });
       const mid = codec.encode({ directories: [{ name: 'leaf', digest: digestOf(leaf) }] });
       const other = codec.encode({ files: [{ name: 'g.txt', digest: EMPTY }] });
-      const root = codec.encode({ directories: [{ name: 'a', digest: digestOf(mid) }, { name: 'b', digest: digestOf(other) }] });
+      const root = codec.encode({
+        directories: [
+          { name: 'a', digest: digestOf(mid) },
+          { name: 'b', digest: digestOf(other) },
+        ],
+      });
       await batchUpdate([leaf, mid, other, root].map((d) => ({ digest: digestOf(d), data: d })));
       const tree = async (extra: object) => {
         const pages: { directories: unknown[]; next_page_token: string }[] = [];
@@ -156,7 +207,11 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
       await expectGrpcCode(getResult(action), grpc.status.NOT_FOUND);
       const out = randomBytes(64);
       await batchUpdate([{ digest: digestOf(out), data: out }]);
-      const result = { output_files: [{ path: 'bazel-out/x.o', digest: digestOf(out), is_executable: true }], exit_code: 0, stdout_raw: Buffer.from('ok') };
+      const result = {
+        output_files: [{ path: 'bazel-out/x.o', digest: digestOf(out), is_executable: true }],
+        exit_code: 0,
+        stdout_raw: Buffer.from('ok'),
+      };
       const stored = await updateResult(action, result);
       expect(stored.output_files[0].path).toBe('bazel-out/x.o');
       const got = await getResult(action);
@@ -175,13 +230,20 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
 
     it('refuses bad action digests and results', async () => {
       await expectGrpcCode(getResult({ hash: 'xyz', size_bytes: 1 }), grpc.status.INVALID_ARGUMENT, /SHA-256/);
-      await expectGrpcCode(updateResult(digestOf(randomBytes(4)), { output_files: [{ path: 'p', digest: { hash: 'short', size_bytes: 1 } }] }), grpc.status.INVALID_ARGUMENT);
+      await expectGrpcCode(
+        updateResult(digestOf(randomBytes(4)), { output_files: [{ path: 'p', digest: { hash: 'short', size_bytes: 1 } }] }),
+        grpc.status.INVALID_ARGUMENT,
+      );
       await expectGrpcCode(
         unaryCall(r.actionCache, 'UpdateActionResult', { instance_name: 'main', action_digest: digestOf(randomBytes(4)) }, md()),
         grpc.status.INVALID_ARGUMENT,
         /action_result is required/,
       );
-      await expectGrpcCode(updateResult(digestOf(randomBytes(4)), { stdout_raw: randomBytes(MiB + 10) }), grpc.status.INVALID_ARGUMENT, /keep outputs in the CAS/);
+      await expectGrpcCode(
+        updateResult(digestOf(randomBytes(4)), { stdout_raw: randomBytes(MiB + 10) }),
+        grpc.status.INVALID_ARGUMENT,
+        /keep outputs in the CAS/,
+      );
     });
   });
 
@@ -193,9 +255,18 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
     it('tells a current client the committed size, and it resumes from there', async () => {
       const data = randomBytes(6 * MiB);
       const name = uploadName(data, 'u-current');
-      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('7.4.1'))).toBe(4 * MiB);
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('7.4.1'))).toBe(
+        4 * MiB,
+      );
       // no request metadata (most clients), current Bazel, a Bazel development build (no version), other tools
-      for (const metadata of [md(), bazel('7.4.1'), bazel('2.2.0'), bazel('release 3.7.2'), bazel(''), withToolDetails(md(), 'reclient', '0.1.0')]) {
+      for (const metadata of [
+        md(),
+        bazel('7.4.1'),
+        bazel('2.2.0'),
+        bazel('release 3.7.2'),
+        bazel(''),
+        withToolDetails(md(), 'reclient', '0.1.0'),
+      ]) {
         expect(await queryWriteStatus(h.client, name, metadata)).toEqual({ committed_size: 4 * MiB, complete: false });
       }
       expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: 4 * MiB }), bazel('7.4.1'))).toBe(data.length);
@@ -208,7 +279,9 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
     it('tells Bazel before 2.2 (by its request metadata) 0, and takes its re-send from 0', async () => {
       const data = randomBytes(6 * MiB);
       const name = uploadName(data, 'u-bazel21');
-      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('2.1.0'))).toBe(4 * MiB);
+      expect(await writeRequests(h.client, chunkedRequests(name, data.subarray(0, 4 * MiB), { finish: false }), bazel('2.1.0'))).toBe(
+        4 * MiB,
+      );
       // Bazel 1.2 to 2.1 fail when told a partial size (a NullPointerException in Chunker.seek)
       for (const version of ['2.1.0', 'release 2.1.0', '2.1.0rc1', '2.0.0', '1.2.1', '0.29.1']) {
         expect(await queryWriteStatus(h.client, name, bazel(version))).toEqual({ committed_size: 0, complete: false });
@@ -248,12 +321,20 @@ describe('REAPI cache services over gRPC (real Redis, disk and sockets)', () => 
       const third = randomBytes(2 * MiB);
       const thirdName = uploadName(third, 'u-short');
       await writeRequests(h.client, chunkedRequests(thirdName, third.subarray(0, MiB + 5), { finish: false }));
-      await expectGrpcCode(writeRequests(h.client, chunkedRequests(thirdName, third.subarray(0, MiB))), grpc.status.INVALID_ARGUMENT, /before the 1048581 bytes/);
+      await expectGrpcCode(
+        writeRequests(h.client, chunkedRequests(thirdName, third.subarray(0, MiB))),
+        grpc.status.INVALID_ARGUMENT,
+        /before the 1048581 bytes/,
+      );
     });
 
     it('refuses REAPI names of unknown instances', async () => {
       await expectGrpcCode(readBytes(h.client, `elsewhere/blobs/${EMPTY.hash}/0`), grpc.status.INVALID_ARGUMENT, /unknown instance/);
-      await expectGrpcCode(queryWriteStatus(h.client, `elsewhere/uploads/u/blobs/${EMPTY.hash}/0`), grpc.status.INVALID_ARGUMENT, /unknown instance/);
+      await expectGrpcCode(
+        queryWriteStatus(h.client, `elsewhere/uploads/u/blobs/${EMPTY.hash}/0`),
+        grpc.status.INVALID_ARGUMENT,
+        /unknown instance/,
+      );
     });
   });
 });
@@ -278,7 +359,8 @@ describe('REAPI scopes', () => {
   });
 
   it('derives update_enabled and every check from ferry:read/write:<instance>/...', async () => {
-    const caps = (token: string) => unaryCall<ServerCapabilities__Output>(r.capabilities, 'GetCapabilities', { instance_name: 'ci' }, bearer(token));
+    const caps = (token: string) =>
+      unaryCall<ServerCapabilities__Output>(r.capabilities, 'GetCapabilities', { instance_name: 'ci' }, bearer(token));
     expect((await caps('ci-token-1')).cache_capabilities?.action_cache_update_capabilities?.update_enabled).toBe(true);
     expect((await caps('dev-token-1')).cache_capabilities?.action_cache_update_capabilities?.update_enabled).toBe(false);
     // without credentials (Bazel 2.x): whether anyone may update this instance; a wrong token is refused
@@ -289,19 +371,49 @@ describe('REAPI scopes', () => {
     await expectGrpcCode(caps('wrong-token'), grpc.status.UNAUTHENTICATED);
     const blob = randomBytes(10);
     const put = (token: string) =>
-      unaryCall<BatchUpdateBlobsResponse__Output>(r.cas, 'BatchUpdateBlobs', { instance_name: 'ci', requests: [{ digest: digestOf(blob), data: blob }] }, bearer(token));
+      unaryCall<BatchUpdateBlobsResponse__Output>(
+        r.cas,
+        'BatchUpdateBlobs',
+        { instance_name: 'ci', requests: [{ digest: digestOf(blob), data: blob }] },
+        bearer(token),
+      );
     expect((await put('dev-token-1')).responses[0].status?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await put('ci-token-1')).responses[0].status?.code).toBe(0);
     const action = digestOf(randomBytes(8));
     await expectGrpcCode(
-      unaryCall(r.actionCache, 'UpdateActionResult', { instance_name: 'ci', action_digest: action, action_result: { exit_code: 0 } }, bearer('dev-token-1')),
+      unaryCall(
+        r.actionCache,
+        'UpdateActionResult',
+        { instance_name: 'ci', action_digest: action, action_result: { exit_code: 0 } },
+        bearer('dev-token-1'),
+      ),
       grpc.status.PERMISSION_DENIED,
       /ferry:write:ci\/actionResults\//,
     );
-    await unaryCall(r.actionCache, 'UpdateActionResult', { instance_name: 'ci', action_digest: action, action_result: { exit_code: 3 } }, bearer('ci-token-1'));
-    expect((await unaryCall<ActionResult__Output>(r.actionCache, 'GetActionResult', { instance_name: 'ci', action_digest: action }, bearer('dev-token-1'))).exit_code).toBe(3);
-    await expectGrpcCode(unaryCall(r.cas, 'FindMissingBlobs', { instance_name: '', blob_digests: [] }, bearer('ci-token-1')), grpc.status.PERMISSION_DENIED);
-    await expectGrpcCode(unaryCall(r.cas, 'FindMissingBlobs', { instance_name: 'ci', blob_digests: [] }, new grpc.Metadata()), grpc.status.UNAUTHENTICATED);
+    await unaryCall(
+      r.actionCache,
+      'UpdateActionResult',
+      { instance_name: 'ci', action_digest: action, action_result: { exit_code: 3 } },
+      bearer('ci-token-1'),
+    );
+    expect(
+      (
+        await unaryCall<ActionResult__Output>(
+          r.actionCache,
+          'GetActionResult',
+          { instance_name: 'ci', action_digest: action },
+          bearer('dev-token-1'),
+        )
+      ).exit_code,
+    ).toBe(3);
+    await expectGrpcCode(
+      unaryCall(r.cas, 'FindMissingBlobs', { instance_name: '', blob_digests: [] }, bearer('ci-token-1')),
+      grpc.status.PERMISSION_DENIED,
+    );
+    await expectGrpcCode(
+      unaryCall(r.cas, 'FindMissingBlobs', { instance_name: 'ci', blob_digests: [] }, new grpc.Metadata()),
+      grpc.status.UNAUTHENTICATED,
+    );
   });
 });
 

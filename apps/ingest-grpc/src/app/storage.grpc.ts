@@ -33,21 +33,29 @@ export class StorageGrpc {
     const principal = (call: { metadata: grpc.Metadata }) => principalOf(this.auth, call);
     return {
       StartResumableWrite: (call, callback) =>
-        void serveUnary(callback, this.logger, 'StartResumableWrite', () => this.service.startResumableWrite(principal(call), call.request)),
+        void serveUnary(callback, this.logger, 'StartResumableWrite', () =>
+          this.service.startResumableWrite(principal(call), call.request),
+        ),
       WriteObject: (call, callback) => void this.writeObject(call, callback),
       BidiWriteObject: (call) => void this.bidiWriteObject(call),
       QueryWriteStatus: (call, callback) =>
-        void serveUnary(callback, this.logger, 'QueryWriteStatus', () => this.service.queryWriteStatus(principal(call), call.request.upload_id)),
+        void serveUnary(callback, this.logger, 'QueryWriteStatus', () =>
+          this.service.queryWriteStatus(principal(call), call.request.upload_id),
+        ),
       CancelResumableWrite: (call, callback) =>
         void serveUnary(callback, this.logger, 'CancelResumableWrite', async () => {
           await this.service.cancelResumableWrite(principal(call), call.request.upload_id);
           return {};
         }),
       ReadObject: (call) =>
-        void serveStream<ReadObjectResponse>(call, this.logger, 'ReadObject', async () =>
-          (await this.service.readObject(principal(call), call.request)).responses,
+        void serveStream<ReadObjectResponse>(
+          call,
+          this.logger,
+          'ReadObject',
+          async () => (await this.service.readObject(principal(call), call.request)).responses,
         ),
-      GetObject: (call, callback) => void serveUnary(callback, this.logger, 'GetObject', () => this.service.getObject(principal(call), call.request)),
+      GetObject: (call, callback) =>
+        void serveUnary(callback, this.logger, 'GetObject', () => this.service.getObject(principal(call), call.request)),
       DeleteObject: (call, callback) =>
         void serveUnary(callback, this.logger, 'DeleteObject', async () => {
           await this.service.deleteObject(principal(call), call.request);
@@ -61,7 +69,9 @@ export class StorageGrpc {
     callback: grpc.sendUnaryData<GcsWriteObjectResponse>,
   ): Promise<void> {
     const { requests, done } = receiving(call, 'WriteObject', this.drain.signal);
-    await serveUnary(callback, this.logger, 'WriteObject', () => this.service.write(principalOf(this.auth, call), requests as AsyncIterable<GcsWriteMessage>));
+    await serveUnary(callback, this.logger, 'WriteObject', () =>
+      this.service.write(principalOf(this.auth, call), requests as AsyncIterable<GcsWriteMessage>),
+    );
     done();
   }
 

@@ -10,7 +10,10 @@ import { MultipartApiModule } from './multipart-api.module';
 const STREAMED = /^\/file\/multipart\/[^/]+\/parts\/[^/]+$/;
 
 /** The multipart-api application, configured but not listening (main and the tests listen). */
-export async function createMultipartApi(config: FerryConfig, nestLogger: false | ('error' | 'warn')[] = ['error', 'warn']): Promise<INestApplication> {
+export async function createMultipartApi(
+  config: FerryConfig,
+  nestLogger: false | ('error' | 'warn')[] = ['error', 'warn'],
+): Promise<INestApplication> {
   const app = await NestFactory.create(MultipartApiModule.register(config), { bodyParser: false, logger: nestLogger });
   configureHttpApp(app, { streamedPaths: STREAMED });
   const logger = app.get<Logger>(LOGGER);

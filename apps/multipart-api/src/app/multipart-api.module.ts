@@ -48,13 +48,7 @@ export class MultipartApiModule {
         AssemblyQueueHolder,
         {
           provide: MultipartService,
-          useFactory: (
-            store: MultipartStore,
-            handles: FileHandles,
-            storage: Storage,
-            queue: AssemblyQueueHolder,
-            auth: Authenticator,
-          ) => {
+          useFactory: (store: MultipartStore, handles: FileHandles, storage: Storage, queue: AssemblyQueueHolder, auth: Authenticator) => {
             if (!config.signingKey) throw new Error('multipart-api needs a signing key (FERRY_SIGNING_KEY)');
             return new MultipartService(store, handles, storage, queue.queue, auth, new UrlSigner(config.signingKey), {
               urlTtlMs: config.signedUrlTtlMs,

@@ -65,7 +65,12 @@ export class MultipartController {
 
   /** Data plane: the target of presigned part URLs (authorised by the signature, not a token). */
   @Put(':uploadId/parts/:partNumber')
-  async putPart(@Req() req: Request, @Res() res: Response, @Param('uploadId') uploadId: string, @Param('partNumber') partNumber: string): Promise<void> {
+  async putPart(
+    @Req() req: Request,
+    @Res() res: Response,
+    @Param('uploadId') uploadId: string,
+    @Param('partNumber') partNumber: string,
+  ): Promise<void> {
     req.setTimeout(PART_IDLE_MS, () => req.destroy(new Error('aborted')));
     const length = req.headers['content-length'];
     if (length !== undefined && !/^\d+$/.test(length)) throw new InvalidArgumentError('Content-Length must be a number');

@@ -12,7 +12,14 @@ import { MultipartHarness, startMultipartApi } from '../testing/multipart.harnes
 const MiB = 1024 * 1024;
 const PART = 5 * MiB;
 
-type Status = { uploadId: string; state: string; partsState: string; startedBy: string; resultFileHandleId?: string; errorMessage?: string };
+type Status = {
+  uploadId: string;
+  state: string;
+  partsState: string;
+  startedBy: string;
+  resultFileHandleId?: string;
+  errorMessage?: string;
+};
 type Urls = { partPresignedUrls: { partNumber: number; uploadPresignedUrl: string; signedHeaders: Record<string, string> }[] };
 
 function startRequest(content: Buffer, fileName: string, extra: Record<string, unknown> = {}) {
@@ -64,7 +71,10 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
    */
   async function completed(client: MultipartClient, uploadId: string) {
     let r = await client.complete(uploadId);
-    await waitFor(`the assembly of ${uploadId} to settle`, async () => r.status !== 202 || (r = await client.complete(uploadId)).status !== 202);
+    await waitFor(
+      `the assembly of ${uploadId} to settle`,
+      async () => r.status !== 202 || (r = await client.complete(uploadId)).status !== 202,
+    );
     return r;
   }
 
@@ -84,7 +94,8 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     const puts = await Promise.all(batch.partPresignedUrls.map((u) => MultipartClient.put(u.uploadPresignedUrl, part(file, u.partNumber))));
     expect(puts.map((p) => p.status)).toEqual([200, 200, 200]);
     expect(puts[0].headers.get('etag')).toBe(`"${md5Hex(part(file, 3))}"`);
-    for (const n of [2, 3, 1]) expect((await alice.add(s.uploadId, n, md5Hex(part(file, n)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    for (const n of [2, 3, 1])
+      expect((await alice.add(s.uploadId, n, md5Hex(part(file, n)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     expect((await alice.status(s.uploadId)).body).toMatchObject({ partsState: '111', state: 'UPLOADING' });
 
     const done = await completed(alice, s.uploadId);
@@ -199,7 +210,11 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     await putAndAdd(alice, s.uploadId, content, 2);
     const r = await alice.complete(s.uploadId);
     expect(r.status).toBe(400);
-    expect(r.body).toEqual({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/2 part\(s\) missing: 1, 3/), reason: expect.any(String) });
+    expect(r.body).toEqual({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/2 part\(s\) missing: 1, 3/),
+      reason: expect.any(String),
+    });
     expect((await alice.status(s.uploadId)).body).toMatchObject({ state: 'UPLOADING', partsState: '010' });
   });
 
@@ -211,7 +226,9 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     await putAndAdd(alice, s.uploadId, content, 2);
     const r = await completed(alice, s.uploadId);
     expect(r.status).toBe(400);
-    expect((r.body as { message: string }).message).toMatch(new RegExp(`MD5 of the assembled file is ${md5Hex(content)}, but contentMD5Hex is ${wrong}`));
+    expect((r.body as { message: string }).message).toMatch(
+      new RegExp(`MD5 of the assembled file is ${md5Hex(content)}, but contentMD5Hex is ${wrong}`),
+    );
     const status = (await alice.status(s.uploadId)).body as unknown as Status;
     expect(status.state).toBe('FAILED');
     expect(status.resultFileHandleId).toBeUndefined();
@@ -269,7 +286,13 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect((await store.swapRequest('alice', requestDigest(request), '', id)).ok).toBe(true);
     const handleId = (await store.claimDedupHandle(id, await h.app.get(FileHandles).allocateId())) as string;
     const { size, sha256, md5 } = original as NonNullable<typeof original>;
-    await h.app.get(FileHandles).create(handleId, { fileName: 'copy', contentType: 'application/octet-stream', owner: 'alice' }, { size, sha256, md5: md5 as string });
+    await h.app
+      .get(FileHandles)
+      .create(
+        handleId,
+        { fileName: 'copy', contentType: 'application/octet-stream', owner: 'alice' },
+        { size, sha256, md5: md5 as string },
+      );
     // the client starts again: that handle, now complete
     expect((await alice.start({ ...request })).body).toMatchObject({ uploadId: id, state: 'COMPLETED', resultFileHandleId: handleId });
   });
@@ -364,8 +387,16 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       expect(url).not.toBe(u.uploadPresignedUrl);
       return url;
     };
-    await expect403(tampered((url) => url.replace('/parts/1?', '/parts/2?')), u.signedHeaders, /signature does not match/);
-    await expect403(tampered((url) => url.replace(/X-Ferry-Expires=\d+/, 'X-Ferry-Expires=9999999999')), u.signedHeaders, /signature does not match/);
+    await expect403(
+      tampered((url) => url.replace('/parts/1?', '/parts/2?')),
+      u.signedHeaders,
+      /signature does not match/,
+    );
+    await expect403(
+      tampered((url) => url.replace(/X-Ferry-Expires=\d+/, 'X-Ferry-Expires=9999999999')),
+      u.signedHeaders,
+      /signature does not match/,
+    );
     // the first character of the signature changed (setting it to 'A' left one signature in 64 as it was)
     await expect403(
       tampered((url) => url.replace(/(X-Ferry-Signature=)(.)/, (_, name: string, c: string) => `${name}${c === 'A' ? 'B' : 'A'}`)),
@@ -381,7 +412,10 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect(await h.storage.stagingSize(s.uploadId)).toBeUndefined();
 
     const short = await MultipartClient.put(u.uploadPresignedUrl, p1.subarray(1), u.signedHeaders);
-    expect([short.status, (short.body as { reason: string }).reason]).toEqual([400, expect.stringMatching(/exactly 5242880 bytes; Content-Length says 5242879/)]);
+    expect([short.status, (short.body as { reason: string }).reason]).toEqual([
+      400,
+      expect.stringMatching(/exactly 5242880 bytes; Content-Length says 5242879/),
+    ]);
     const chunkedTooLong = await putChunked(u.uploadPresignedUrl, [p1, Buffer.from('extra')], u.signedHeaders);
     expect(chunkedTooLong.status === 400 || chunkedTooLong.status === 0).toBe(true);
     expect((await alice.add(s.uploadId, 1, md5Hex(p1))).body).toMatchObject({ addPartState: 'ADD_FAILED' });
@@ -400,7 +434,9 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     await waitFor('the server to take the lease of the slow PUT of part 1', () => h.partLeaseHeld(s.uploadId, 1));
     const second = await MultipartClient.put(u.uploadPresignedUrl, part(content, 1));
     expect([second.status, (second.body as { code: string }).code]).toEqual([409, 'ABORTED']);
-    expect((await alice.add(s.uploadId, 1, md5Hex(part(content, 1)))).body).toMatchObject({ errorMessage: expect.stringMatching(/in progress/) });
+    expect((await alice.add(s.uploadId, 1, md5Hex(part(content, 1)))).body).toMatchObject({
+      errorMessage: expect.stringMatching(/in progress/),
+    });
     slow.release();
     expect(await slow.status).toBe(200);
     expect((await alice.add(s.uploadId, 1, md5Hex(part(content, 1)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
@@ -441,10 +477,16 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
         expect(pending.status).toBe(202);
         expect(pending.headers.get('retry-after')).toBe('5');
         expect(pending.body).toMatchObject({ state: 'ASSEMBLING', partsState: '1' });
-        expect((await c.start({ ...startRequest(content, 'slow.bin'), partSizeBytes: 1000 })).body).toMatchObject({ uploadId: s.uploadId, state: 'ASSEMBLING' });
+        expect((await c.start({ ...startRequest(content, 'slow.bin'), partSizeBytes: 1000 })).body).toMatchObject({
+          uploadId: s.uploadId,
+          state: 'ASSEMBLING',
+        });
         // complete was called: its parts no longer change, even re-added with the same MD5
         const whileAssembling = await c.add(s.uploadId, 1, md5Hex(content));
-        expect([whileAssembling.status, whileAssembling.body]).toEqual([400, expect.objectContaining({ reason: expect.stringMatching(/it is ASSEMBLING/) })]);
+        expect([whileAssembling.status, whileAssembling.body]).toEqual([
+          400,
+          expect.objectContaining({ reason: expect.stringMatching(/it is ASSEMBLING/) }),
+        ]);
         await quick.startWorker();
         const done = await completed(c, s.uploadId);
         expect(done.body).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
@@ -477,12 +519,17 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect((await alice.request('GET', `/file/fileHandle/${id}`)).body).toMatchObject({ id });
     // a completed upload takes no more parts: refused as Synapse refuses it (400, not ADD_FAILED)
     const late = await synapse.add((done.body as Status).uploadId, 1, md5Hex(content.subarray(0, PART)));
-    expect([late.status, late.body]).toEqual([400, expect.objectContaining({ reason: expect.stringMatching(/^Cannot add parts to completed file upload/) })]);
+    expect([late.status, late.body]).toEqual([
+      400,
+      expect.objectContaining({ reason: expect.stringMatching(/^Cannot add parts to completed file upload/) }),
+    ]);
   });
 
   it('completes 20 concurrent uploads, each exactly once', async () => {
     const contents = Array.from({ length: 20 }, (_, i) => patternBytes(PART + 1000 * (i + 1), 100 + i));
-    const results = await Promise.all(contents.map((c, i) => (i % 2 ? alice : bob).upload(c, { fileName: `many-${i}`, partSizeBytes: PART }, 2)));
+    const results = await Promise.all(
+      contents.map((c, i) => (i % 2 ? alice : bob).upload(c, { fileName: `many-${i}`, partSizeBytes: PART }, 2)),
+    );
     const handles = new Set<string>();
     for (const [i, r] of results.entries()) {
       expect(r.status).toBe(200);
@@ -500,14 +547,29 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     const doc = r.body as { openapi: string; paths: Record<string, Record<string, unknown>> };
     expect(doc.openapi).toMatch(/^3\./);
     const served = [
-      'post /file/multipart', 'post /file/multipart/upload', 'get /file/multipart/{uploadId}',
-      'post /file/multipart/{uploadId}/presigned/url/batch', 'post /file/multipart/{uploadId}/presignedurl/batch',
-      'put /file/multipart/{uploadId}/add/{partNumber}', 'put /file/multipart/{uploadId}/complete',
-      'put /file/multipart/{uploadId}/parts/{partNumber}', 'get /fileHandle/{id}', 'get /fileHandle/{id}/url',
-      'get /file/fileHandle/{id}', 'get /file/fileHandle/{id}/url',
-      'get /file/fileHandle/{id}/content', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
+      'post /file/multipart',
+      'post /file/multipart/upload',
+      'get /file/multipart/{uploadId}',
+      'post /file/multipart/{uploadId}/presigned/url/batch',
+      'post /file/multipart/{uploadId}/presignedurl/batch',
+      'put /file/multipart/{uploadId}/add/{partNumber}',
+      'put /file/multipart/{uploadId}/complete',
+      'put /file/multipart/{uploadId}/parts/{partNumber}',
+      'get /fileHandle/{id}',
+      'get /fileHandle/{id}/url',
+      'get /file/fileHandle/{id}',
+      'get /file/fileHandle/{id}/url',
+      'get /file/fileHandle/{id}/content',
+      'get /healthz',
+      'get /readyz',
+      'get /metrics',
+      'get /docs',
     ];
-    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters' && m !== 'servers').map((m) => `${m} ${path}`));
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops)
+        .filter((m) => m !== 'parameters' && m !== 'servers')
+        .map((m) => `${m} ${path}`),
+    );
     // every control-plane path under both file endpoint bases, the rest at the root only
     expect((doc as unknown as { servers: { url: string }[] }).servers.map((s) => s.url)).toEqual(['/', '/file/v1']);
     for (const [path, ops] of Object.entries(doc.paths)) {

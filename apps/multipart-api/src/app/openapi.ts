@@ -21,7 +21,8 @@ const startOp = {
   responses: {
     '201': res('MultipartUploadStatus'),
     '400': res('BadRequest'),
-    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+    '401': res('Unauthenticated'),
+    '403': res('PermissionDenied'),
   },
 };
 
@@ -33,7 +34,8 @@ const urlBatchOp = {
   responses: {
     '201': res('BatchPresignedUploadUrlResponse'),
     '400': res('BadRequest'),
-    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+    '401': res('Unauthenticated'),
+    '403': res('PermissionDenied'),
     '404': res('NotFound'),
     '409': { $ref: '#/components/responses/Error', description: 'The upload is completing or completed: it takes no more parts.' },
   },
@@ -46,7 +48,7 @@ const fileHandleOp = {
   responses: {
     '200': jsonContent('The file handle.', 'FileHandle'),
     '401': res('Unauthenticated'),
-    '403': { $ref: '#/components/responses/PermissionDenied', description: 'The file handle is another user\'s.' },
+    '403': { $ref: '#/components/responses/PermissionDenied', description: "The file handle is another user's." },
     '404': res('NotFound'),
   },
 };
@@ -67,7 +69,8 @@ const fileHandleUrlOp = {
       description: 'Redirect to the signed URL (redirect=true).',
       headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
     },
-    '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+    '401': res('Unauthenticated'),
+    '403': res('PermissionDenied'),
     '404': res('NotFound'),
   },
 };
@@ -78,8 +81,8 @@ export const MULTIPART_OPENAPI = {
     title: 'Ferry multipart upload API',
     version: '1.0.0',
     description:
-      'Synapse-style multipart upload. 1) POST /file/multipart starts an upload, or resumes the caller\'s unfinished ' +
-      'upload of the same request. 2) Request presigned part URLs and PUT each part\'s bytes to its presigned URL. ' +
+      "Synapse-style multipart upload. 1) POST /file/multipart starts an upload, or resumes the caller's unfinished " +
+      "upload of the same request. 2) Request presigned part URLs and PUT each part's bytes to its presigned URL. " +
       '3) Add each part with its MD5 (PUT .../add/{partNumber}). 4) Complete the upload: the worker assembles the parts ' +
       'and verifies the whole-file MD5 in the background; complete answers COMPLETED with a file handle, or ASSEMBLING ' +
       '(202, call again) while the assembly runs. Dedup: when the same user starts a file with the same contentMD5Hex ' +
@@ -90,7 +93,7 @@ export const MULTIPART_OPENAPI = {
   // {base}/fileHandle/...: both bases below serve every control-plane path.
   servers: [
     { url: '/', description: 'File endpoint base: the root' },
-    { url: '/file/v1', description: "File endpoint base as Synapse names it (https://host/file/v1)" },
+    { url: '/file/v1', description: 'File endpoint base as Synapse names it (https://host/file/v1)' },
   ],
   security: [{ bearer: [] }],
   paths: {
@@ -103,7 +106,8 @@ export const MULTIPART_OPENAPI = {
         parameters: [param('uploadId')],
         responses: {
           '200': res('MultipartUploadStatus'),
-          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
           '404': res('NotFound'),
         },
       },
@@ -120,12 +124,17 @@ export const MULTIPART_OPENAPI = {
           { name: 'partMD5Hex', in: 'query', required: true, schema: { $ref: '#/components/schemas/Md5Hex' } },
         ],
         responses: {
-          '200': jsonContent('ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes\' MD5 differs, or the part was never PUT).', 'AddPartResponse'),
+          '200': jsonContent(
+            "ADD_SUCCESS, or ADD_FAILED with errorMessage (stored bytes' MD5 differs, or the part was never PUT).",
+            'AddPartResponse',
+          ),
           '400': {
             $ref: '#/components/responses/BadRequest',
-            description: 'A malformed request, or the upload is past UPLOADING (completing, completed or failed): its parts no longer change.',
+            description:
+              'A malformed request, or the upload is past UPLOADING (completing, completed or failed): its parts no longer change.',
           },
-          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
           '404': res('NotFound'),
         },
       },
@@ -144,9 +153,10 @@ export const MULTIPART_OPENAPI = {
           },
           '400': {
             $ref: '#/components/responses/BadRequest',
-            description: 'Parts are missing, or the assembled file\'s MD5 differs from contentMD5Hex (the upload is FAILED).',
+            description: "Parts are missing, or the assembled file's MD5 differs from contentMD5Hex (the upload is FAILED).",
           },
-          '401': res('Unauthenticated'), '403': res('PermissionDenied'),
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
           '404': res('NotFound'),
         },
       },
@@ -155,16 +165,12 @@ export const MULTIPART_OPENAPI = {
       ...ROOT_ONLY,
       put: {
         operationId: 'putMultipartPart',
-        summary: 'Upload one part\'s bytes (data plane: the presigned part URL)',
+        summary: "Upload one part's bytes (data plane: the presigned part URL)",
         description:
-          'The body is exactly the part\'s bytes: part n covers bytes [(n-1)*partSize, min(n*partSize, fileSize)-1]. ' +
+          "The body is exactly the part's bytes: part n covers bytes [(n-1)*partSize, min(n*partSize, fileSize)-1]. " +
           'The request must send the signedHeaders returned with the URL.',
         security: [],
-        parameters: [
-          param('uploadId'),
-          param('partNumber'),
-          ...signedUrlParameterRefs(),
-        ],
+        parameters: [param('uploadId'), param('partNumber'), ...signedUrlParameterRefs()],
         requestBody: {
           required: true,
           content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
@@ -172,9 +178,9 @@ export const MULTIPART_OPENAPI = {
         responses: {
           '200': {
             description: 'The part is stored (empty body).',
-            headers: { ETag: { description: 'The part\'s MD5 hex, quoted.', schema: { type: 'string' } } },
+            headers: { ETag: { description: "The part's MD5 hex, quoted.", schema: { type: 'string' } } },
           },
-          '400': { $ref: '#/components/responses/BadRequest', description: 'The body is not exactly the part\'s length.' },
+          '400': { $ref: '#/components/responses/BadRequest', description: "The body is not exactly the part's length." },
           '403': res('SignatureRejected'),
           '404': { $ref: '#/components/responses/NotFound', description: 'Unknown upload.' },
           '409': {
@@ -194,7 +200,7 @@ export const MULTIPART_OPENAPI = {
       ...ROOT_ONLY,
       get: {
         operationId: 'downloadFileHandleContent',
-        summary: 'Download a file\'s bytes (data plane: the signed download URL)',
+        summary: "Download a file's bytes (data plane: the signed download URL)",
         security: [],
         parameters: [
           param('fileHandleId'),
@@ -286,14 +292,15 @@ export const MULTIPART_OPENAPI = {
       partNumber: { name: 'partNumber', in: 'path', required: true, schema: { type: 'integer', minimum: 1, maximum: 10000 } },
       fileHandleId: { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' } },
       forceRestart: {
-        name: 'forceRestart', in: 'query',
-        description: 'true abandons the caller\'s previous upload of this request and skips dedup.',
+        name: 'forceRestart',
+        in: 'query',
+        description: "true abandons the caller's previous upload of this request and skips dedup.",
         schema: { type: 'string', enum: ['true', 'false'], default: 'false' },
       },
       ...SIGNED_URL_PARAMETERS,
     },
     headers: {
-      ETag: { description: 'The content\'s entity tag.', schema: { type: 'string' } },
+      ETag: { description: "The content's entity tag.", schema: { type: 'string' } },
       AcceptRanges: { description: 'Byte ranges are supported.', schema: { type: 'string', const: 'bytes' } },
       ContentDisposition: { description: 'attachment, with the file name.', schema: { type: 'string' } },
     },
@@ -309,7 +316,7 @@ export const MULTIPART_OPENAPI = {
     },
     responses: {
       Error: jsonContent('An error.', 'Error'),
-      MultipartUploadStatus: jsonContent('The upload\'s status.', 'MultipartUploadStatus'),
+      MultipartUploadStatus: jsonContent("The upload's status.", 'MultipartUploadStatus'),
       BatchPresignedUploadUrlResponse: jsonContent('One presigned URL per requested part.', 'BatchPresignedUploadUrlResponse'),
       BadRequest: jsonContent('The request is invalid.', 'Error'),
       Unauthenticated: jsonContent('Missing or invalid bearer token.', 'Error'),
@@ -333,14 +340,19 @@ export const MULTIPART_OPENAPI = {
         properties: {
           concreteType: { type: 'string', const: 'org.sagebionetworks.repo.model.file.MultipartUploadRequest' },
           fileName: {
-            type: 'string', minLength: 1, maxLength: 256, pattern: '^[^/\\u0000-\\u001F\\u007F]+$',
+            type: 'string',
+            minLength: 1,
+            maxLength: 256,
+            pattern: '^[^/\\u0000-\\u001F\\u007F]+$',
             description: 'No "/" or control characters.',
           },
           contentType: { type: 'string', default: 'application/octet-stream' },
           contentMD5Hex: { $ref: '#/components/schemas/Md5Hex' },
           fileSizeBytes: { type: 'integer', minimum: 1 },
           partSizeBytes: {
-            type: 'integer', minimum: 5242880, maximum: 5368709120,
+            type: 'integer',
+            minimum: 5242880,
+            maximum: 5368709120,
             description: 'Smaller only when the whole file fits in one part; the file may have at most 10000 parts.',
           },
           storageLocationId: { type: 'integer', minimum: 0 },
@@ -353,8 +365,9 @@ export const MULTIPART_OPENAPI = {
         properties: {
           uploadId: { type: 'string' },
           startedBy: { type: 'string', description: 'The client id of the user who started the upload.' },
-          startedOn: { type: 'string', format: 'date-time' }, updatedOn: { type: 'string', format: 'date-time' },
-          partsState: { type: 'string', pattern: '^[01]+$', description: 'One character per part; \'1\' once added.' },
+          startedOn: { type: 'string', format: 'date-time' },
+          updatedOn: { type: 'string', format: 'date-time' },
+          partsState: { type: 'string', pattern: '^[01]+$', description: "One character per part; '1' once added." },
           state: {
             type: 'string',
             enum: ['UPLOADING', 'ASSEMBLING', 'COMPLETED', 'FAILED'],
@@ -369,9 +382,12 @@ export const MULTIPART_OPENAPI = {
         additionalProperties: false,
         required: ['partNumbers'],
         properties: {
-          uploadId: { type: 'string', description: 'Optional; must match the path\'s uploadId.' },
+          uploadId: { type: 'string', description: "Optional; must match the path's uploadId." },
           partNumbers: {
-            type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 1000,
+            type: 'array',
+            items: { type: 'integer', minimum: 1 },
+            minItems: 1,
+            maxItems: 1000,
             description: 'At most 1000 by default (configurable: FERRY_MULTIPART_MAX_URL_BATCH).',
           },
           contentType: { type: 'string', description: 'If given, it becomes a signed header the part PUT must send.' },
@@ -408,16 +424,31 @@ export const MULTIPART_OPENAPI = {
       FileHandle: {
         type: 'object',
         required: [
-          'id', 'etag', 'concreteType', 'fileName', 'contentType', 'contentMd5', 'contentSize',
-          'createdBy', 'createdOn', 'modifiedOn', 'status', 'objectName', 'contentSha256',
+          'id',
+          'etag',
+          'concreteType',
+          'fileName',
+          'contentType',
+          'contentMd5',
+          'contentSize',
+          'createdBy',
+          'createdOn',
+          'modifiedOn',
+          'status',
+          'objectName',
+          'contentSha256',
         ],
         properties: {
           id: { type: 'string', pattern: '^[1-9][0-9]*$' },
-          etag: { type: 'string' }, concreteType: { type: 'string' }, fileName: { type: 'string' },
-          contentType: { type: 'string' }, contentMd5: { type: 'string' },
+          etag: { type: 'string' },
+          concreteType: { type: 'string' },
+          fileName: { type: 'string' },
+          contentType: { type: 'string' },
+          contentMd5: { type: 'string' },
           contentSize: { type: 'integer', minimum: 0 },
           createdBy: { type: 'string' },
-          createdOn: { type: 'string', format: 'date-time' }, modifiedOn: { type: 'string', format: 'date-time' },
+          createdOn: { type: 'string', format: 'date-time' },
+          modifiedOn: { type: 'string', format: 'date-time' },
           storageLocationId: { type: 'integer' },
           status: { type: 'string', const: 'AVAILABLE' },
           objectName: { type: 'string', description: 'Ferry extension: the catalog object name, "fileHandle/<id>".' },
@@ -431,9 +462,19 @@ export const MULTIPART_OPENAPI = {
           code: {
             type: 'string',
             enum: [
-              'INVALID_ARGUMENT', 'OUT_OF_RANGE', 'NOT_FOUND', 'ALREADY_EXISTS', 'FAILED_PRECONDITION', 'ABORTED',
-              'UNAUTHENTICATED', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'CANCELLED', 'DEADLINE_EXCEEDED',
-              'UNAVAILABLE', 'INTERNAL',
+              'INVALID_ARGUMENT',
+              'OUT_OF_RANGE',
+              'NOT_FOUND',
+              'ALREADY_EXISTS',
+              'FAILED_PRECONDITION',
+              'ABORTED',
+              'UNAUTHENTICATED',
+              'PERMISSION_DENIED',
+              'RESOURCE_EXHAUSTED',
+              'CANCELLED',
+              'DEADLINE_EXCEEDED',
+              'UNAVAILABLE',
+              'INTERNAL',
             ],
           },
           message: { type: 'string' },

@@ -33,25 +33,43 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
    */
   async function completed(uploadId: string) {
     let r = await alice.complete(uploadId);
-    await waitFor(`the assembly of ${uploadId} to settle`, async () => r.status !== 202 || (r = await alice.complete(uploadId)).status !== 202);
+    await waitFor(
+      `the assembly of ${uploadId} to settle`,
+      async () => r.status !== 202 || (r = await alice.complete(uploadId)).status !== 202,
+    );
     return r;
   }
 
   it('hands out part URLs of the bucket itself, verifies each part there, assembles and serves the file from the bucket', async () => {
-    const start = (await alice.start({ fileName: 's3.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
-      .body as unknown as Status;
-    const urls = ((await alice.urls(start.uploadId, [1, 2, 3], { contentType: 'application/octet-stream' })).body as Urls).partPresignedUrls;
+    const start = (
+      await alice.start({
+        fileName: 's3.bin',
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(file),
+        fileSizeBytes: file.length,
+        partSizeBytes: PART,
+      })
+    ).body as unknown as Status;
+    const urls = ((await alice.urls(start.uploadId, [1, 2, 3], { contentType: 'application/octet-stream' })).body as Urls)
+      .partPresignedUrls;
     for (const u of urls) {
       expect(u.uploadPresignedUrl.startsWith(`${s3.endpoint}/${s3.bucket}/staging/${start.uploadId}/`)).toBe(true);
       expect(u.uploadPresignedUrl).toMatch(/X-Amz-Signature=/);
       expect(u.signedHeaders).toEqual({ 'Content-Type': 'application/octet-stream' });
     }
     // add-part before the PUT: nothing in the bucket yet
-    expect((await alice.add(start.uploadId, 1, md5Hex(part(1)))).body).toMatchObject({ addPartState: 'ADD_FAILED', errorMessage: expect.stringMatching(/no bytes are stored/) });
+    expect((await alice.add(start.uploadId, 1, md5Hex(part(1)))).body).toMatchObject({
+      addPartState: 'ADD_FAILED',
+      errorMessage: expect.stringMatching(/no bytes are stored/),
+    });
     for (const u of urls) expect((await MultipartClient.put(u.uploadPresignedUrl, part(u.partNumber), u.signedHeaders)).status).toBe(200);
     // the MD5 the client claims is checked against what the bucket holds
-    expect((await alice.add(start.uploadId, 2, md5Hex(part(1)))).body).toMatchObject({ addPartState: 'ADD_FAILED', errorMessage: expect.stringMatching(/MD5 of the stored bytes of part 2/) });
-    for (const n of [1, 2, 3]) expect((await alice.add(start.uploadId, n, md5Hex(part(n)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    expect((await alice.add(start.uploadId, 2, md5Hex(part(1)))).body).toMatchObject({
+      addPartState: 'ADD_FAILED',
+      errorMessage: expect.stringMatching(/MD5 of the stored bytes of part 2/),
+    });
+    for (const n of [1, 2, 3])
+      expect((await alice.add(start.uploadId, n, md5Hex(part(n)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     expect((await alice.add(start.uploadId, 3, md5Hex(part(3)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' }); // idempotent
     const done = (await completed(start.uploadId)).body as unknown as Status;
     expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
@@ -64,8 +82,15 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     expect(ranged.status).toBe(206);
     expect(Buffer.from(await ranged.arrayBuffer())).toEqual(file.subarray(PART - 2, PART + 2));
     // the same file again: deduplicated at once
-    const again = (await alice.start({ fileName: 'copy.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(file), fileSizeBytes: file.length, partSizeBytes: PART }))
-      .body as unknown as Status;
+    const again = (
+      await alice.start({
+        fileName: 'copy.bin',
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(file),
+        fileSizeBytes: file.length,
+        partSizeBytes: PART,
+      })
+    ).body as unknown as Status;
     expect(again.state).toBe('COMPLETED');
   });
 
@@ -75,12 +100,22 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     // other bytes, served to everyone whose file has that sha256. The PUT is timed by a hook on the
     // worker's storage: right after the last byte was hashed.
     const content = patternBytes(PART + 77, 43);
-    const start = (await alice.start({ fileName: 'race.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: PART }))
-      .body as unknown as Status;
+    const start = (
+      await alice.start({
+        fileName: 'race.bin',
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(content),
+        fileSizeBytes: content.length,
+        partSizeBytes: PART,
+      })
+    ).body as unknown as Status;
     const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
     await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
     await MultipartClient.put(u2.uploadPresignedUrl, content.subarray(PART), u2.signedHeaders);
-    for (const [n, bytes] of [[1, content.subarray(0, PART)], [2, content.subarray(PART)]] as const) {
+    for (const [n, bytes] of [
+      [1, content.subarray(0, PART)],
+      [2, content.subarray(PART)],
+    ] as const) {
       expect((await alice.add(start.uploadId, n, md5Hex(bytes))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     }
     const storage = h.storage;
@@ -112,8 +147,15 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
 
   it('refuses a part of the wrong size that reached the bucket, and a part replaced after it was added fails the assembly', async () => {
     const content = patternBytes(PART + 10, 42);
-    const start = (await alice.start({ fileName: 'bad.bin', contentType: 'application/octet-stream', contentMD5Hex: md5Hex(content), fileSizeBytes: content.length, partSizeBytes: PART }))
-      .body as unknown as Status;
+    const start = (
+      await alice.start({
+        fileName: 'bad.bin',
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(content),
+        fileSizeBytes: content.length,
+        partSizeBytes: PART,
+      })
+    ).body as unknown as Status;
     const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
     // s3rver does not enforce the signed Content-Length (S3 does): the size check of add-part still holds
     await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART - 1), u1.signedHeaders);

@@ -30,7 +30,12 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
     // server starved for about half the TTL (a busy machine) refuses the PUT with 409 ABORTED. So the
     // default TTL, not a shorter one: no test needs a lease to lapse soon (they wait, with
     // partLeaseHeld, for the server to take or release it).
-    env: { FERRY_LEASE_TTL_MS: '10000', FERRY_CLIENTS: JSON.stringify(CLIENTS), FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef', ...env },
+    env: {
+      FERRY_LEASE_TTL_MS: '10000',
+      FERRY_CLIENTS: JSON.stringify(CLIENTS),
+      FERRY_SIGNING_KEY: 'test-signing-key-0123456789abcdef',
+      ...env,
+    },
     needs: ['signingKey'],
     create: (config) => createMultipartApi(config, false),
   });
@@ -45,7 +50,10 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
       const connection = createRedis(config.redis.url, 'worker');
       const pool = new HashPool(1);
       const assembler = new MultipartAssembler(app.get(MultipartStore), app.get(FileHandles), app.get<Storage>(STORAGE), pool);
-      const w = new AssemblyWorker(connection, app.get(RedisKeys).bullPrefix(), assembler, { concurrency: 2, lockMs: config.worker.jobLockMs });
+      const w = new AssemblyWorker(connection, app.get(RedisKeys).bullPrefix(), assembler, {
+        concurrency: 2,
+        lockMs: config.worker.jobLockMs,
+      });
       worker = { worker: w, connection, pool };
       await w.ready();
     },
@@ -57,7 +65,8 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
       worker = undefined;
     },
     // the key MultipartStore.beginPart sets with NX and PX, and endPart / abortPart delete
-    partLeaseHeld: async (uploadId, n) => (await app.get<Redis>(REDIS).exists(`${app.get(RedisKeys).multipartUpload(uploadId)}:lease:${n}`)) === 1,
+    partLeaseHeld: async (uploadId, n) =>
+      (await app.get<Redis>(REDIS).exists(`${app.get(RedisKeys).multipartUpload(uploadId)}:lease:${n}`)) === 1,
     close: async () => {
       await harness.stopWorker();
       await h.close();

@@ -8,7 +8,10 @@ import { ObjectApiModule } from './object-api.module';
 import { taskclusterErrorBody } from './tc-error.filter';
 
 /** The object-api application, configured but not listening (main and the tests listen). */
-export async function createObjectApi(config: FerryConfig, nestLogger: false | ('error' | 'warn')[] = ['error', 'warn']): Promise<INestApplication> {
+export async function createObjectApi(
+  config: FerryConfig,
+  nestLogger: false | ('error' | 'warn')[] = ['error', 'warn'],
+): Promise<INestApplication> {
   const app = await NestFactory.create(ObjectApiModule.register(config), { bodyParser: false, logger: nestLogger });
   configureHttpApp(app, { streamedPaths: /^\/data\/uploads\// });
   const logger = app.get<Logger>(LOGGER);

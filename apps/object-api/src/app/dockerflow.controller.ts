@@ -20,7 +20,15 @@ export class DockerflowController {
   async heartbeat(@Res() res: Response): Promise<void> {
     const { ready, redis, storage } = await checkDependencies(this.redis, this.storage);
     if (ready) res.status(200).json({ redis, storage });
-    else res.status(503).json({ code: 'ServiceUnavailable', message: `a dependency does not answer: redis: ${redis}, storage: ${storage}`, redis, storage });
+    else
+      res
+        .status(503)
+        .json({
+          code: 'ServiceUnavailable',
+          message: `a dependency does not answer: redis: ${redis}, storage: ${storage}`,
+          redis,
+          storage,
+        });
   }
 
   @Get(['__lbheartbeat__', 'api/object/v1/__lbheartbeat__'])

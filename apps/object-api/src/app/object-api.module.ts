@@ -20,7 +20,11 @@ export class ObjectApiModule {
       imports: [FerryCoreModule.forApp('object-api', config), UploadsModule],
       controllers: [HealthController, DockerflowController, ObjectController, DataController, DocsController],
       providers: [
-        { provide: RedisNonceStore, useFactory: (redis: Redis, keys: RedisKeys) => new RedisNonceStore(redis, keys), inject: [REDIS, RedisKeys] },
+        {
+          provide: RedisNonceStore,
+          useFactory: (redis: Redis, keys: RedisKeys) => new RedisNonceStore(redis, keys),
+          inject: [REDIS, RedisKeys],
+        },
         {
           provide: ObjectService,
           useFactory: (redis: Redis, keys: RedisKeys, engine: UploadEngine, storage: Storage, auth: Authenticator, pool: HashPool) => {

@@ -33,15 +33,27 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     await h.close();
   });
 
-  async function call(method: string, path: string, body?: unknown, token: string | null = 'uploader-token'): Promise<{ status: number; body: Json; headers: Headers }> {
+  async function call(
+    method: string,
+    path: string,
+    body?: unknown,
+    token: string | null = 'uploader-token',
+  ): Promise<{ status: number; body: Json; headers: Headers }> {
     const res = await fetch(`${h.base}/api/object/v1${path}`, {
       method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       redirect: 'manual',
     });
     const text = await res.text();
-    return { status: res.status, body: text && res.headers.get('content-type')?.includes('json') ? (JSON.parse(text) as Json) : { text }, headers: res.headers };
+    return {
+      status: res.status,
+      body: text && res.headers.get('content-type')?.includes('json') ? (JSON.parse(text) as Json) : { text },
+      headers: res.headers,
+    };
   }
 
   const enc = encodeURIComponent;
@@ -50,14 +62,21 @@ describe('object-api (real HTTP, Redis and disk)', () => {
   async function createWithPutUrl(name: string, contentLength: number) {
     const uploadId = slugid();
     const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength } } };
-    const put = ((await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
+    const put = (
+      (await call('PUT', `/upload/${enc(name)}`, body)).body['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }
+    ).putUrl;
     return { uploadId, body, put };
   }
 
   async function uploadInline(name: string, data: Buffer, uploadId = slugid(), expiresAt = expires) {
     const r = await call('PUT', `/upload/${enc(name)}`, {
-      projectId: 'proj/a', uploadId, expires: expiresAt,
-      proposedUploadMethods: { dataInline: { contentType: 'text/plain', objectData: data.toString('base64') }, putUrl: { contentType: 'text/plain', contentLength: data.length } },
+      projectId: 'proj/a',
+      uploadId,
+      expires: expiresAt,
+      proposedUploadMethods: {
+        dataInline: { contentType: 'text/plain', objectData: data.toString('base64') },
+        putUrl: { contentType: 'text/plain', contentLength: data.length },
+      },
     });
     return { r, uploadId };
   }
@@ -80,11 +99,25 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const hashes = { sha256: sha256Hex(data), sha512: sha512Hex(data) };
     expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes })).body).toEqual({});
     // finishing again with the same hashes succeeds; with other hashes it conflicts
-    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: hashes.sha256 } })).status).toBe(200);
-    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex('x') } })).status).toBe(409);
+    expect(
+      (await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: hashes.sha256 } })).status,
+    ).toBe(200);
+    expect(
+      (await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex('x') } })).status,
+    ).toBe(409);
     expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toEqual({ projectId: 'proj/a', expires, hashes });
-    const get = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true, simple: true } }, 'reader-token');
-    expect(get.body).toMatchObject({ method: 'getUrl', url: expect.stringContaining('/data/objects/'), expires: expect.any(String), hashes });
+    const get = await call(
+      'PUT',
+      `/start-download/${enc(name)}`,
+      { acceptDownloadMethods: { getUrl: true, simple: true } },
+      'reader-token',
+    );
+    expect(get.body).toMatchObject({
+      method: 'getUrl',
+      url: expect.stringContaining('/data/objects/'),
+      expires: expect.any(String),
+      hashes,
+    });
     expect(Buffer.from(await (await fetch(String(get.body['url']))).arrayBuffer()).toString()).toBe('hello');
     const simple = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { simple: true } }, 'reader-token');
     expect(simple.body).toEqual({ method: 'simple', url: expect.any(String) });
@@ -102,7 +135,12 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const data = patternBytes(3 * 1024 * 1024, 9);
     const name = 'big/object.bin';
     const uploadId = slugid();
-    const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'application/x-big', contentLength: data.length } } };
+    const body = {
+      projectId: 'proj/a',
+      uploadId,
+      expires,
+      proposedUploadMethods: { putUrl: { contentType: 'application/x-big', contentLength: data.length } },
+    };
     const first = await call('PUT', `/upload/${enc(name)}`, body);
     const put = first.body['uploadMethod'] as { putUrl: { url: string; expires: string; headers: Record<string, string> } };
     expect(put.putUrl.headers).toEqual({ 'Content-Type': 'application/x-big', 'Content-Length': String(data.length) });
@@ -112,11 +150,21 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect(again.body['uploadId']).toBe(uploadId);
     // another uploadId, or other expires, conflict
     expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(409);
-    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, expires: new Date(Date.now() + 7_200_000).toISOString() })).status).toBe(409);
+    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, expires: new Date(Date.now() + 7_200_000).toISOString() })).status).toBe(
+      409,
+    );
     // finishing before any byte arrived conflicts
     expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId })).status).toBe(409);
     // a tampered URL and a wrong length are refused
-    expect((await fetch(put.putUrl.url.replace('X-Ferry-Signature=', 'X-Ferry-Signature=x'), { method: 'PUT', headers: put.putUrl.headers, body: data })).status).toBe(403);
+    expect(
+      (
+        await fetch(put.putUrl.url.replace('X-Ferry-Signature=', 'X-Ferry-Signature=x'), {
+          method: 'PUT',
+          headers: put.putUrl.headers,
+          body: data,
+        })
+      ).status,
+    ).toBe(403);
     const res = await fetch(put.putUrl.url, { method: 'PUT', headers: put.putUrl.headers, body: data });
     expect(res.status).toBe(200);
     // wrong hashes: refused, nothing published
@@ -129,15 +177,30 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const otherProject = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/b', uploadId });
     expect([otherProject.status, otherProject.body['code']]).toEqual([400, 'InputError']);
     // a sha512 declared only now (as taskcluster-client's upload() does) is computed now, and verified
-    const badSha512 = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data), sha512: sha512Hex(Buffer.from('x')) } });
+    const badSha512 = await call('POST', `/finish-upload/${enc(name)}`, {
+      projectId: 'proj/a',
+      uploadId,
+      hashes: { sha256: sha256Hex(data), sha512: sha512Hex(Buffer.from('x')) },
+    });
     expect([badSha512.status, badSha512.body['code']]).toEqual([400, 'InputError']);
     expect(String(badSha512.body['message'])).toMatch(/sha512 is [0-9a-f]{128}, not the declared/);
     expect((await call('GET', `/metadata/${enc(name)}`)).status).toBe(404);
-    const ok = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data), sha512: sha512Hex(data) } });
+    const ok = await call('POST', `/finish-upload/${enc(name)}`, {
+      projectId: 'proj/a',
+      uploadId,
+      hashes: { sha256: sha256Hex(data), sha512: sha512Hex(data) },
+    });
     expect(ok.status).toBe(200);
     const object = await h.app.get(Catalog).get(name);
     expect(object?.md5).toBeUndefined(); // digests by need: the object API needs none
-    expect(object).toMatchObject({ size: data.length, sha256: sha256Hex(data), sha512: sha512Hex(data), protocol: 'object', project: 'proj/a', expires });
+    expect(object).toMatchObject({
+      size: data.length,
+      sha256: sha256Hex(data),
+      sha512: sha512Hex(data),
+      protocol: 'object',
+      project: 'proj/a',
+      expires,
+    });
     expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409);
   });
 
@@ -155,7 +218,11 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     // the server has begun it once it holds the upload's lease (taken as the stored bytes are forgotten)
     await waitFor('the second PUT to take the upload lease', async () => (await redis.exists(lease)) === 1);
     // while it is in flight, finishing is refused
-    const during = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
+    const during = await call('POST', `/finish-upload/${enc(name)}`, {
+      projectId: 'proj/a',
+      uploadId,
+      hashes: { sha256: sha256Hex(data) },
+    });
     expect([during.status, during.body['message']]).toEqual([409, expect.stringMatching(/in progress/)]);
     req.destroy();
     // the server has given it up once it released the lease
@@ -165,7 +232,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await call('GET', `/metadata/${enc(name)}`)).status).toBe(404);
     // a complete PUT again makes it finishable
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
-    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } })).status).toBe(200);
+    expect(
+      (await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } })).status,
+    ).toBe(200);
   });
 
   it('lets the newest PUT win: it takes over from one still running and from one whose process died', async () => {
@@ -199,11 +268,19 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect(await stalled).toBe(409);
     // a lease left behind by a process killed mid-PUT does not block the next PUT either
     await redis.set(lease, 'killed-holder', 'PX', 60_000);
-    const during = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(second) } });
+    const during = await call('POST', `/finish-upload/${enc(name)}`, {
+      projectId: 'proj/a',
+      uploadId,
+      hashes: { sha256: sha256Hex(second) },
+    });
     expect([during.status, during.body['message']]).toEqual([409, expect.stringMatching(/in progress/)]);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: second })).status).toBe(200);
-    expect((await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(second) } })).status).toBe(200);
-    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };
+    expect(
+      (await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(second) } })).status,
+    ).toBe(200);
+    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as {
+      url: string;
+    };
     expect(sha256Hex(Buffer.from(await (await fetch(download.url)).arrayBuffer()))).toBe(sha256Hex(second));
     // every PUT wrote a staging object of its own; none is left behind
     expect(await stagingIds()).toEqual(before);
@@ -228,7 +305,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const polled = jest.spyOn(redis, 'exists');
     try {
       const retried = call('POST', `/finish-upload/${enc(name)}`, finish);
-      await waitFor('the retried finish to wait for the finish elsewhere', () => polled.mock.calls.some((args: unknown[]) => args[0] === lease));
+      await waitFor('the retried finish to wait for the finish elsewhere', () =>
+        polled.mock.calls.some((args: unknown[]) => args[0] === lease),
+      );
       await redis.del(lease);
       expect((await retried).status).toBe(200);
     } finally {
@@ -237,7 +316,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     // finishes at once, as a client and its retries send them: all succeed, one object
     const again = await Promise.all([1, 2, 3].map(() => call('POST', `/finish-upload/${enc(name)}`, finish)));
     expect(again.map((r) => r.status)).toEqual([200, 200, 200]);
-    expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({ hashes: { sha256: sha256Hex(data) } });
+    expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({
+      hashes: { sha256: sha256Hex(data) },
+    });
     expect((await call('PUT', `/upload/${enc(name)}`, body)).status).toBe(409); // finished
     // a name whose object has expired (not yet removed by the worker) can be uploaded again
     const catalog = h.app.get(Catalog);
@@ -257,11 +338,15 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const candidates = [sha256Hex(data), ...Array.from({ length: 7 }, (_, i) => sha256Hex(Buffer.from(`not it ${i}`)))];
     const objects = h.app.get(ObjectService);
     const principal: Principal = { clientId: 'uploader', scopes: ['*'] };
-    const answers = await Promise.allSettled(candidates.map((sha256) => objects.createUpload(principal, name, { ...body, hashes: { sha256 } }, h.base)));
+    const answers = await Promise.allSettled(
+      candidates.map((sha256) => objects.createUpload(principal, name, { ...body, hashes: { sha256 } }, h.base)),
+    );
     const accepted = answers.flatMap((a, i) => (a.status === 'fulfilled' ? [candidates[i]] : []));
     expect(accepted).toHaveLength(1);
     for (const a of answers) if (a.status === 'rejected') expect(a.reason).toBeInstanceOf(AlreadyExistsError);
-    expect((await call('PUT', `/upload/${enc(name)}`, { ...body, hashes: { sha256: candidates.find((c) => c !== accepted[0]) } })).status).toBe(409);
+    expect(
+      (await call('PUT', `/upload/${enc(name)}`, { ...body, hashes: { sha256: candidates.find((c) => c !== accepted[0]) } })).status,
+    ).toBe(409);
     // the finish verifies the one declaration that was accepted
     const finish = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId });
     if (accepted[0] === sha256Hex(data)) expect(finish.status).toBe(200);
@@ -276,9 +361,15 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     // a finish moved the staged bytes into their blob, then lost its lease (Redis hiccup) and gave up
     const stagingId = await h.app.get<Redis>(REDIS).hget(h.app.get(RedisKeys).objectUpload(name), 'stagingId');
     await h.storage.publishStaging(stagingId as string, sha256Hex(data));
-    const retried = await call('POST', `/finish-upload/${enc(name)}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } });
+    const retried = await call('POST', `/finish-upload/${enc(name)}`, {
+      projectId: 'proj/a',
+      uploadId,
+      hashes: { sha256: sha256Hex(data) },
+    });
     expect([retried.status, retried.body['message']]).toEqual([200, undefined]);
-    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as { url: string };
+    const download = (await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } })).body as {
+      url: string;
+    };
     expect(sha256Hex(Buffer.from(await (await fetch(download.url)).arrayBuffer()))).toBe(sha256Hex(data));
   });
 
@@ -310,12 +401,19 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     for (const name of ['.', '..']) {
       const data = Buffer.from(`bytes of ${name}`);
       const uploadId = slugid();
-      const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } } };
+      const body = {
+        projectId: 'proj/a',
+        uploadId,
+        expires,
+        proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: data.length } },
+      };
       const created = await raw('PUT', `/upload/${name}`, body);
       expect(created).toMatchObject({ status: 200 });
       const put = (created['uploadMethod'] as { putUrl: { url: string; headers: Record<string, string> } }).putUrl;
       expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
-      expect((await raw('POST', `/finish-upload/${name}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } }))['status']).toBe(200);
+      expect(
+        (await raw('POST', `/finish-upload/${name}`, { projectId: 'proj/a', uploadId, hashes: { sha256: sha256Hex(data) } }))['status'],
+      ).toBe(200);
       const download = (await raw('PUT', `/start-download/${name}`, { acceptDownloadMethods: { getUrl: true } })) as { url: string };
       expect(Buffer.from(await (await fetch(download.url)).arrayBuffer()).toString()).toBe(`bytes of ${name}`);
     }
@@ -337,7 +435,11 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     }
     // a body past the JSON limit is the client's mistake (400), not a busy server (5xx, retried)
     const huge = await call('PUT', '/upload/n1', { ...good, padding: 'x'.repeat(1100 * 1024) });
-    expect([huge.status, huge.body['code'], huge.body['message']]).toEqual([400, 'InputValidationError', expect.stringMatching(/larger than the 1048576 bytes/)]);
+    expect([huge.status, huge.body['code'], huge.body['message']]).toEqual([
+      400,
+      'InputValidationError',
+      expect.stringMatching(/larger than the 1048576 bytes/),
+    ]);
     // nothing offered: {} is an answer, not an error
     expect((await call('PUT', '/upload/n1', good)).body['uploadMethod']).toEqual({});
     const badName = await call('PUT', `/upload/${enc('tab\there')}`, good);
@@ -350,7 +452,11 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await call('PUT', '/upload/n2', { ...good, projectId: 'other' })).status).toBe(403);
     // fileHandle/ names are multipart file handles: readable here, never created here
     const reserved = await call('PUT', `/upload/${enc('fileHandle/7')}`, good);
-    expect([reserved.status, reserved.body['code'], reserved.body['message']]).toEqual([403, 'InsufficientScopes', expect.stringMatching(/multipart file handles/)]);
+    expect([reserved.status, reserved.body['code'], reserved.body['message']]).toEqual([
+      403,
+      'InsufficientScopes',
+      expect.stringMatching(/multipart file handles/),
+    ]);
 
     // Hawk, as Taskcluster clients sign; a replay is refused
     const url = `${h.base}/api/object/v1/metadata/${enc('small objects/with spaces & punctuation!.txt')}`;
@@ -374,10 +480,22 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const catalog = h.app.get(Catalog);
     for (const name of ['builds/app.tar.gz', 'fileHandle/42']) {
       await catalog.publish({
-        name, size: data.length, sha256: sha256Hex(data), md5: '', crc32c: '', contentType: 'application/gzip', owner: 'dev',
-        project: '', createdAt: new Date().toISOString(), expires: null, protocol: 'bytestream', blob: sha256Hex(data),
+        name,
+        size: data.length,
+        sha256: sha256Hex(data),
+        md5: '',
+        crc32c: '',
+        contentType: 'application/gzip',
+        owner: 'dev',
+        project: '',
+        createdAt: new Date().toISOString(),
+        expires: null,
+        protocol: 'bytestream',
+        blob: sha256Hex(data),
       });
-      expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({ hashes: { sha256: sha256Hex(data) } });
+      expect((await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token')).body).toMatchObject({
+        hashes: { sha256: sha256Hex(data) },
+      });
       const r = await call('GET', `/download/${enc(name)}`, undefined, 'reader-token');
       expect(await (await fetch(r.headers.get('location') ?? '')).text()).toBe('from another protocol');
     }
@@ -405,7 +523,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       // no public URL configured: the scheme a proxy reports sets the default port
       const forwarded = hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token');
       expect(await get(h.base, forwarded, { host: 'ferry.example.com', 'x-forwarded-proto': 'https' })).toBe(404);
-      expect(await get(h.base, hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token'), { host: 'ferry.example.com' })).toBe(401);
+      expect(
+        await get(h.base, hawkHeader(`https://ferry.example.com${path}`, 'GET', 'reader', 'reader-token'), { host: 'ferry.example.com' }),
+      ).toBe(401);
     } finally {
       await proxied.close();
     }
@@ -420,11 +540,17 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       // offered a putUrl only: nothing of the creation depends on the upload still living once its
       // lifetime started (storing data inline does, and a busy machine may take longer than 400 ms)
       const body = { projectId: 'proj/a', uploadId, expires, proposedUploadMethods: { putUrl: { contentType: 'x/y', contentLength: 2 } } };
-      expect((await fetch(`${short.base}/api/object/v1/upload/late`, { method: 'PUT', headers: token, body: JSON.stringify(body) })).status).toBe(200);
+      expect(
+        (await fetch(`${short.base}/api/object/v1/upload/late`, { method: 'PUT', headers: token, body: JSON.stringify(body) })).status,
+      ).toBe(200);
       // its lifetime began before the answer: it has ended after this long, however slow the machine
       await sleep(600);
       // (alive, it would answer 409: no data was uploaded)
-      const finish = await fetch(`${short.base}/api/object/v1/finish-upload/late`, { method: 'POST', headers: token, body: JSON.stringify({ projectId: 'proj/a', uploadId }) });
+      const finish = await fetch(`${short.base}/api/object/v1/finish-upload/late`, {
+        method: 'POST',
+        headers: token,
+        body: JSON.stringify({ projectId: 'proj/a', uploadId }),
+      });
       expect(finish.status).toBe(404);
     } finally {
       await short.close();
@@ -453,14 +579,26 @@ describe('object-api (real HTTP, Redis and disk)', () => {
 
   it('works with the unmodified Taskcluster client (taskcluster-client 87.1.3): upload() and download() of 5 bytes and 3 MiB', async () => {
     const script = join(__dirname, '..', '..', 'test', 'tc-client.mjs');
-    for (const [name, size] of [['tc/five bytes', 5], ['tc/three-mib', 3 * 1024 * 1024]] as const) {
+    for (const [name, size] of [
+      ['tc/five bytes', 5],
+      ['tc/three-mib', 3 * 1024 * 1024],
+    ] as const) {
       const { stdout } = await run(process.execPath, [script, h.base, 'uploader', 'uploader-token', 'proj/tc', name, String(size)]);
       const out = JSON.parse(stdout) as { uploadedSha256: string; downloadedSha256: string; contentType: string };
       expect(out.downloadedSha256).toBe(out.uploadedSha256);
       expect(out.contentType).toBe('application/x-test');
     }
     // and downloads an object another protocol published
-    const { stdout } = await run(process.execPath, [script, h.base, 'reader', 'reader-token', 'proj/tc', 'builds/app.tar.gz', '0', 'download-only']);
+    const { stdout } = await run(process.execPath, [
+      script,
+      h.base,
+      'reader',
+      'reader-token',
+      'proj/tc',
+      'builds/app.tar.gz',
+      '0',
+      'download-only',
+    ]);
     expect(JSON.parse(stdout)).toMatchObject({ downloadedSha256: sha256Hex(Buffer.from('from another protocol')) });
   });
 
@@ -470,12 +608,30 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const doc = (await r.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
     expect(doc.openapi).toMatch(/^3\./);
     const served = [
-      'get /api/object/v1/ping', 'put /api/object/v1/upload/{name}', 'post /api/object/v1/finish-upload/{name}',
-      'put /api/object/v1/start-download/{name}', 'get /api/object/v1/metadata/{name}', 'get /api/object/v1/download/{name}',
-      'put /data/uploads/{uploadId}/{name}', 'get /data/objects/{name}', 'get /__heartbeat__', 'get /__lbheartbeat__',
-      'get /__version__', 'get /api/object/v1/__heartbeat__', 'get /api/object/v1/__lbheartbeat__', 'get /api/object/v1/__version__', 'get /healthz', 'get /readyz', 'get /metrics', 'get /docs',
+      'get /api/object/v1/ping',
+      'put /api/object/v1/upload/{name}',
+      'post /api/object/v1/finish-upload/{name}',
+      'put /api/object/v1/start-download/{name}',
+      'get /api/object/v1/metadata/{name}',
+      'get /api/object/v1/download/{name}',
+      'put /data/uploads/{uploadId}/{name}',
+      'get /data/objects/{name}',
+      'get /__heartbeat__',
+      'get /__lbheartbeat__',
+      'get /__version__',
+      'get /api/object/v1/__heartbeat__',
+      'get /api/object/v1/__lbheartbeat__',
+      'get /api/object/v1/__version__',
+      'get /healthz',
+      'get /readyz',
+      'get /metrics',
+      'get /docs',
     ];
-    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).filter((m) => m !== 'parameters').map((m) => `${m} ${path}`));
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops)
+        .filter((m) => m !== 'parameters')
+        .map((m) => `${m} ${path}`),
+    );
     expect(documented.sort()).toEqual(served.sort());
     expect(await (await fetch(`${h.base}/nope`)).json()).toMatchObject({ code: 'ResourceNotFound' });
   });

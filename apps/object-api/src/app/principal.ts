@@ -15,12 +15,21 @@ export interface HawkEndpoint {
  * while the request arrives over plain HTTP, often with a Host header without port: either is
  * accepted.
  */
-export function principalOf(auth: Authenticator, nonces: NonceStore, req: Request, publicEndpoint: HawkEndpoint | undefined): Promise<Principal> {
+export function principalOf(
+  auth: Authenticator,
+  nonces: NonceStore,
+  req: Request,
+  publicEndpoint: HawkEndpoint | undefined,
+): Promise<Principal> {
   const [host, port] = (req.headers.host ?? '').split(/:(?=\d+$)/);
   const forwarded = req.headers['x-forwarded-proto'];
   const scheme = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0].trim() || req.protocol;
   const endpoint = { host: host ?? '', port: port ? Number(port) : defaultPort(scheme) };
-  return auth.authenticate(req.headers.authorization, { method: req.method, resource: req.originalUrl, ...endpoint, alsoSignedFor: publicEndpoint }, nonces);
+  return auth.authenticate(
+    req.headers.authorization,
+    { method: req.method, resource: req.originalUrl, ...endpoint, alsoSignedFor: publicEndpoint },
+    nonces,
+  );
 }
 
 /** The host and port clients sign for when they call the configured public URL (FERRY_PUBLIC_URL_OBJECT). */

@@ -51,7 +51,9 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
 
   const temporary = (t: Record<string, unknown>) => ({ temporary: { issuer, start: 0, expiry: HOUR, ...t } });
   const metadata = (name: string) => ({ op: 'api', method: 'object', args: [name] });
-  const failure = (statusCode: number, code: string, message = /./) => ({ error: { statusCode, code, message: expect.stringMatching(message) } });
+  const failure = (statusCode: number, code: string, message = /./) => ({
+    error: { statusCode, code, message: expect.stringMatching(message) },
+  });
 
   /** GET as curl does: the target exactly as in the URL, following redirects; status and body of the last answer. */
   function rawGet(url: string, hops = 3): Promise<{ status: number; body: Buffer; location?: string }> {
@@ -74,7 +76,10 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
   const curlInstalled = spawnSync('curl', ['--version'], { stdio: 'ignore' }).status === 0;
   /** `curl -sL` of the URL: the bytes it saves, or its HTTP status when that is not 200. */
   async function curl(url: string): Promise<{ status: number; body: Buffer }> {
-    const { stdout } = await promisify(execFile)('curl', ['-sS', '-L', '-o', '-', '-w', '\n%{http_code}', url], { encoding: 'buffer', maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await promisify(execFile)('curl', ['-sS', '-L', '-o', '-', '-w', '\n%{http_code}', url], {
+      encoding: 'buffer',
+      maxBuffer: 16 * 1024 * 1024,
+    });
     const cut = stdout.lastIndexOf('\n');
     return { status: Number(stdout.subarray(cut + 1).toString()), body: stdout.subarray(0, cut) };
   }
@@ -93,7 +98,20 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
       // named: its own clientId, the certificate's scopes
       { ...named, ...metadata(name) },
       { ...named, op: 'download', name },
-      { ...named, op: 'api', method: 'createUpload', args: ['tc/by-named', { projectId: 'proj/tc', uploadId: 'AAAAAAAAQAKAAAAAAAAAAA', expires: new Date(Date.now() + DAY).toISOString(), proposedUploadMethods: {} }] },
+      {
+        ...named,
+        op: 'api',
+        method: 'createUpload',
+        args: [
+          'tc/by-named',
+          {
+            projectId: 'proj/tc',
+            uploadId: 'AAAAAAAAQAKAAAAAAAAAAA',
+            expires: new Date(Date.now() + DAY).toISOString(),
+            proposedUploadMethods: {},
+          },
+        ],
+      },
       // authorizedScopes narrow further, and must be covered by the certificate
       { ...unnamed, authorizedScopes: [`object:download:${name}`], ...metadata(name) },
       { ...unnamed, authorizedScopes: [`object:download:${name}`], ...metadata('tc/small') },
@@ -108,13 +126,21 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
     expect(results[1]).toEqual({ ok: { sha256: uploaded.sha256, contentType: 'application/x-test' } });
     expect(results[2]).toEqual({ ok: expect.any(Object) });
     expect(results[3]).toEqual(failure(403, 'InsufficientScopes', /client issuer lacks scope object:download:other\/name/));
-    expect(results[4]).toEqual({ ok: { projectId: 'proj/tc', expires: expect.any(String), hashes: { sha256: uploaded.sha256, sha512: expect.any(String) } } });
+    expect(results[4]).toEqual({
+      ok: { projectId: 'proj/tc', expires: expect.any(String), hashes: { sha256: uploaded.sha256, sha512: expect.any(String) } },
+    });
     expect(results[5]).toEqual({ ok: { sha256: uploaded.sha256, contentType: 'application/x-test' } });
     expect(results[6]).toEqual(failure(403, 'InsufficientScopes', /client task\/T1 lacks scope object:upload:proj\/tc:tc\/by-named/));
     expect(results[7]).toEqual({ ok: expect.objectContaining({ projectId: 'proj/tc' }) });
     expect(results[8]).toEqual(failure(403, 'InsufficientScopes', /lacks scope object:download:tc\/small/));
     expect(results[9]).toEqual({ ok: expect.objectContaining({ projectId: 'proj/tc' }) });
-    expect(results[10]).toEqual(failure(401, 'AuthenticationFailed', /authorizedScopes asks for object:download:other\/\*, which the credentials of task\/T1 do not have/));
+    expect(results[10]).toEqual(
+      failure(
+        401,
+        'AuthenticationFailed',
+        /authorizedScopes asks for object:download:other\/\*, which the credentials of task\/T1 do not have/,
+      ),
+    );
     expect(results[11]).toEqual({ ok: expect.objectContaining({ projectId: 'proj/tc' }) });
     expect(results[12]).toEqual(failure(403, 'InsufficientScopes'));
   });
@@ -136,7 +162,11 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
       failure(401, 'AuthenticationFailed', /cannot last longer than 31 days/),
       failure(401, 'AuthenticationFailed', /ext\.certificate\.signature is not valid \(tampered/),
       failure(401, 'AuthenticationFailed', /ext\.certificate\.signature is not valid \(tampered/),
-      failure(401, 'AuthenticationFailed', /issuer issuer does not have the certificate's scopes queue:create-task:\* \(over-scoped certificate\)/),
+      failure(
+        401,
+        'AuthenticationFailed',
+        /issuer issuer does not have the certificate's scopes queue:create-task:\* \(over-scoped certificate\)/,
+      ),
       failure(401, 'AuthenticationFailed', /issuer narrow lacks scope auth:create-client:task\/T2/),
     ]);
   });
@@ -148,7 +178,13 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
       { credentials: issuer, op: 'signedUrl', method: 'download', args: [name] },
       { credentials: issuer, op: 'signedUrl', method: 'object', args: [name] },
       // temporary credentials and authorizedScopes travel in the bewit's ext
-      { ...temporary({ clientId: 'task/T3', scopes: ['object:download:tc/*'] }), authorizedScopes: [`object:download:${name}`], op: 'signedUrl', method: 'download', args: [name] },
+      {
+        ...temporary({ clientId: 'task/T3', scopes: ['object:download:tc/*'] }),
+        authorizedScopes: [`object:download:${name}`],
+        op: 'signedUrl',
+        method: 'download',
+        args: [name],
+      },
       { credentials: issuer, op: 'signedUrl', method: 'object', args: [name], expiration: 1 },
     ]);
     const sha256 = (uploaded.ok as { sha256: string }).sha256;
@@ -165,7 +201,11 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
     }
     // the link is a link: used again, still good
     expect(sha256Hex((await rawGet(url)).body)).toBe(sha256);
-    expect(await (await fetch(String(metadataUrl.ok))).json()).toEqual({ projectId: 'proj/tc', expires: expect.any(String), hashes: expect.objectContaining({ sha256 }) });
+    expect(await (await fetch(String(metadataUrl.ok))).json()).toEqual({
+      projectId: 'proj/tc',
+      expires: expect.any(String),
+      hashes: expect.objectContaining({ sha256 }),
+    });
     expect(sha256Hex(Buffer.from(await (await fetch(String(temporaryUrl.ok))).arrayBuffer()))).toBe(sha256);
 
     // tampered: another name under the same bewit, or an altered bewit
@@ -173,23 +213,54 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
     const tampered = await fetch(other);
     expect([tampered.status, ((await tampered.json()) as { code: string }).code]).toEqual([401, 'AuthenticationFailed']);
     const bewit = new URL(url).searchParams.get('bewit') ?? '';
-    const altered = url.replace(bewit, Buffer.from(Buffer.from(bewit, 'base64url').toString().replace(/\\(\d+)\\/, (_m, exp: string) => `\\${Number(exp) + 3600}\\`)).toString('base64url'));
+    const altered = url.replace(
+      bewit,
+      Buffer.from(
+        Buffer.from(bewit, 'base64url')
+          .toString()
+          .replace(/\\(\d+)\\/, (_m, exp: string) => `\\${Number(exp) + 3600}\\`),
+      ).toString('base64url'),
+    );
     expect(await (await fetch(altered)).json()).toEqual({ code: 'AuthenticationFailed', message: expect.stringMatching(/bewit: bad mac/) });
     // expired: one signed (by the hawk library, as the client does) an hour ago for a minute, and the client's own 1-second one
     const stale = `${h.base}/api/object/v1/download/${encodeURIComponent(name)}?bewit=${hawkBewit(`${h.base}/api/object/v1/download/${encodeURIComponent(name)}`, 'issuer', 'issuer-token', { ttlSec: 60, clockOffsetMs: -HOUR })}`;
-    expect(await (await fetch(stale)).json()).toEqual({ code: 'AuthenticationFailed', message: expect.stringMatching(/bewit: expired at/) });
-    await eventually(async () => expect(await (await fetch(String(shortUrl.ok))).json()).toEqual({ code: 'AuthenticationFailed', message: expect.stringMatching(/bewit: expired at/) }));
+    expect(await (await fetch(stale)).json()).toEqual({
+      code: 'AuthenticationFailed',
+      message: expect.stringMatching(/bewit: expired at/),
+    });
+    await eventually(async () =>
+      expect(await (await fetch(String(shortUrl.ok))).json()).toEqual({
+        code: 'AuthenticationFailed',
+        message: expect.stringMatching(/bewit: expired at/),
+      }),
+    );
     // a bewit does not go with an Authorization header
     const both = await fetch(String(metadataUrl.ok), { headers: { authorization: 'Bearer issuer-token' } });
     expect([both.status, ((await both.json()) as { message: string }).message]).toEqual([401, expect.stringMatching(/not both/)]);
   });
 
-  it('uploads, describes and downloads names of every printable ASCII character, by the client\'s helpers and by bewit URLs', async () => {
+  it("uploads, describes and downloads names of every printable ASCII character, by the client's helpers and by bewit URLs", async () => {
     let every = '';
     for (let c = 0x20; c <= 0x7e; c++) every += String.fromCharCode(c);
     const names = [
-      every, 'dir/my file (1).txt', 'a+b&c=d;e,f', '100% done', 'hash#tag', 'what?', "it's", "'quoted'", 'bang!', 'star*', 'tilde~',
-      ' spaces at both ends ', 'back\\slash', 'quote"s <tags> {braces} |pipe| ^caret `tick`', '%2F%41 looks encoded', 'x/../y', 'a//b', '[brackets]@:$',
+      every,
+      'dir/my file (1).txt',
+      'a+b&c=d;e,f',
+      '100% done',
+      'hash#tag',
+      'what?',
+      "it's",
+      "'quoted'",
+      'bang!',
+      'star*',
+      'tilde~',
+      ' spaces at both ends ',
+      'back\\slash',
+      'quote"s <tags> {braces} |pipe| ^caret `tick`',
+      '%2F%41 looks encoded',
+      'x/../y',
+      'a//b',
+      '[brackets]@:$',
     ];
     const calls: Call[] = [];
     for (const [i, name] of names.entries()) {
@@ -210,13 +281,18 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
       expect({ name, start }).toEqual({ name, start: { ok: expect.objectContaining({ method: 'getUrl' }) } });
       expect({ name, download }).toEqual({ name, download: { ok: { sha256, contentType: 'application/x-test' } } });
       expect({ name, bewit: sha256Hex((await rawGet(String(downloadUrl.ok))).body) }).toEqual({ name, bewit: sha256 });
-      expect({ name, metadata: JSON.parse((await rawGet(String(metadataUrl.ok))).body.toString()) }).toEqual({ name, metadata: expect.objectContaining({ hashes: expect.objectContaining({ sha256 }) }) });
+      expect({ name, metadata: JSON.parse((await rawGet(String(metadataUrl.ok))).body.toString()) }).toEqual({
+        name,
+        metadata: expect.objectContaining({ hashes: expect.objectContaining({ sha256 }) }),
+      });
     }
   });
 
-  it('answers Taskcluster\'s codes for invalid requests: InputValidationError for the body (dataInline past 8 KiB), InvalidRequestArguments for the name', async () => {
+  it("answers Taskcluster's codes for invalid requests: InputValidationError for the body (dataInline past 8 KiB), InvalidRequestArguments for the name", async () => {
     const upload = (objectData: string) => ({
-      projectId: 'proj/tc', uploadId: 'AAAAAAAAQAKAAAAAAAAAAA', expires: new Date(Date.now() + DAY).toISOString(),
+      projectId: 'proj/tc',
+      uploadId: 'AAAAAAAAQAKAAAAAAAAAAA',
+      expires: new Date(Date.now() + DAY).toISOString(),
       proposedUploadMethods: { dataInline: { contentType: 'x/y', objectData } },
     });
     const results = await tc([
@@ -238,9 +314,10 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
     expect([anonymous.status, ((await anonymous.json()) as { code: string }).code]).toEqual([400, 'InvalidRequestArguments']);
   });
 
-  it('accepts Hawk timestamps within 15 minutes (Taskcluster\'s skew) and remembers their nonces in Redis only while they are acceptable', async () => {
+  it("accepts Hawk timestamps within 15 minutes (Taskcluster's skew) and remembers their nonces in Redis only while they are acceptable", async () => {
     const url = `${h.base}/api/object/v1/metadata/${encodeURIComponent('tc/small')}`;
-    const at = (offsetS: number) => hawkHeader(url, 'GET', 'narrow', 'narrow-token', { timestamp: Math.floor(Date.now() / 1000) + offsetS });
+    const at = (offsetS: number) =>
+      hawkHeader(url, 'GET', 'narrow', 'narrow-token', { timestamp: Math.floor(Date.now() / 1000) + offsetS });
     expect((await fetch(url, { headers: { authorization: at(-600) } })).status).toBe(200);
     expect((await fetch(url, { headers: { authorization: at(600) } })).status).toBe(200);
     const stale = await fetch(url, { headers: { authorization: at(-1000) } });
@@ -267,7 +344,10 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
     const broken = jest.spyOn(storage, 'check').mockRejectedValue(new Error('disk gone'));
     try {
       const res = await fetch(`${h.base}/__heartbeat__`);
-      expect([res.status, await res.json()]).toEqual([503, { code: 'ServiceUnavailable', message: expect.stringMatching(/storage: unavailable/), redis: 'ok', storage: 'unavailable' }]);
+      expect([res.status, await res.json()]).toEqual([
+        503,
+        { code: 'ServiceUnavailable', message: expect.stringMatching(/storage: unavailable/), redis: 'ok', storage: 'unavailable' },
+      ]);
     } finally {
       broken.mockRestore();
     }
@@ -279,7 +359,15 @@ describe('object-api with real Taskcluster clients (taskcluster-client 87.1.3)',
       // (the connection learns that its server is gone when it next uses it, or soon after)
       await eventually(async () => {
         const res = await fetch(`${lonely.base}/api/object/v1/__heartbeat__`);
-        expect([res.status, await res.json()]).toEqual([503, { code: 'ServiceUnavailable', message: expect.stringMatching(/redis: unavailable, storage: ok/), redis: 'unavailable', storage: 'ok' }]);
+        expect([res.status, await res.json()]).toEqual([
+          503,
+          {
+            code: 'ServiceUnavailable',
+            message: expect.stringMatching(/redis: unavailable, storage: ok/),
+            redis: 'unavailable',
+            storage: 'ok',
+          },
+        ]);
       });
       expect((await fetch(`${lonely.base}/__lbheartbeat__`)).status).toBe(200);
     } finally {

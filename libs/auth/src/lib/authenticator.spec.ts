@@ -37,7 +37,10 @@ describe('Authenticator', () => {
   });
 
   it('gives requests without credentials the anonymous scopes, when configured; bad credentials stay refused', () => {
-    const open = new Authenticator([{ clientId: 'ci', accessToken: 'ci-token-123', scopes: ['ferry:write:ci/actionResults/*'] }], ['ferry:read:ci/blobs/*']);
+    const open = new Authenticator(
+      [{ clientId: 'ci', accessToken: 'ci-token-123', scopes: ['ferry:write:ci/actionResults/*'] }],
+      ['ferry:read:ci/blobs/*'],
+    );
     const anonymous = open.authenticateBearer(undefined);
     expect(anonymous).toEqual({ clientId: 'anonymous', scopes: ['ferry:read:ci/blobs/*'] });
     expect(() => open.require(anonymous, Scopes.write('ci/blobs/x'))).toThrow(PermissionDeniedError);

@@ -64,18 +64,31 @@ export class Authenticator {
   private credentials(id: string, extText: string | undefined, nowMs: number): { key: string; principal: Principal } {
     const ext = parseExt(extText);
     const certificate = ext.certificate;
-    if (certificate?.issuer === id) throw new UnauthenticatedError('temporary credentials: ext.certificate.issuer must differ from the clientId they name');
+    if (certificate?.issuer === id)
+      throw new UnauthenticatedError('temporary credentials: ext.certificate.issuer must differ from the clientId they name');
     const issuerId = certificate?.issuer ?? id;
     const client = this.byId.get(issuerId);
-    if (!client) throw new UnauthenticatedError(certificate?.issuer !== undefined ? `temporary credentials: unknown issuer ${issuerId}` : 'Hawk: unknown client');
+    if (!client)
+      throw new UnauthenticatedError(
+        certificate?.issuer !== undefined ? `temporary credentials: unknown issuer ${issuerId}` : 'Hawk: unknown client',
+      );
     let key = client.key;
     let principal = client.principal;
     if (certificate) {
-      const temporary = verifyCertificate(certificate, id, { clientId: issuerId, accessToken: client.key, scopes: client.principal.scopes }, nowMs);
+      const temporary = verifyCertificate(
+        certificate,
+        id,
+        { clientId: issuerId, accessToken: client.key, scopes: client.principal.scopes },
+        nowMs,
+      );
       key = temporary.key;
       principal = { clientId: id, scopes: temporary.scopes };
     }
-    if (ext.authorizedScopes) principal = { clientId: principal.clientId, scopes: restrictToAuthorizedScopes(principal.clientId, principal.scopes, ext.authorizedScopes) };
+    if (ext.authorizedScopes)
+      principal = {
+        clientId: principal.clientId,
+        scopes: restrictToAuthorizedScopes(principal.clientId, principal.scopes, ext.authorizedScopes),
+      };
     return { key, principal };
   }
 
@@ -96,7 +109,9 @@ export class Authenticator {
 
   /** Whether some configured client holds a scope that covers `required` (what an anonymous caller may be told is possible). */
   someClientHolds(required: string): boolean {
-    return [...this.clients.map((c) => c.principal), ...(this.anonymous ? [this.anonymous] : [])].some((p) => satisfiesScope(p.scopes, required));
+    return [...this.clients.map((c) => c.principal), ...(this.anonymous ? [this.anonymous] : [])].some((p) =>
+      satisfiesScope(p.scopes, required),
+    );
   }
 
   /** Throws PermissionDeniedError unless the principal holds a scope that covers `required`. */

@@ -51,7 +51,7 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     await fails(auth.authenticate(unknown, req, nonces), UnauthenticatedError as never);
   });
 
-  it('accepts timestamps within Taskcluster\'s 15 minutes of skew, and remembers each nonce exactly while its timestamp is acceptable', async () => {
+  it("accepts timestamps within Taskcluster's 15 minutes of skew, and remembers each nonce exactly while its timestamp is acceptable", async () => {
     const nonces = memoryNonces();
     const now = Date.now();
     const nowS = Math.floor(now / 1000);
@@ -67,7 +67,9 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     const ext = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64');
     const narrowed = await auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:upload:proj/a:*'] }) }), req, nonces);
     expect(narrowed.scopes).toEqual(['object:upload:proj/a:*']);
-    await expect(auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:download:x'] }) }), req, nonces)).rejects.toThrow(/asks for object:download:x, which the credentials of tc-client do not have/);
+    await expect(auth.authenticate(sign({ ext: ext({ authorizedScopes: ['object:download:x'] }) }), req, nonces)).rejects.toThrow(
+      /asks for object:download:x, which the credentials of tc-client do not have/,
+    );
     await expect(auth.authenticate(sign({ ext: ext({ certificate: {} }) }), req, nonces)).rejects.toThrow(/certificate\.version must be 1/);
     await expect(auth.authenticate(sign({ ext: ext('text') }), req, nonces)).rejects.toThrow(/JSON object/);
   });
@@ -83,7 +85,9 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
       const signedUrl = `http://127.0.0.1:8080/api/object/v1/metadata/${encodeURIComponent(name)}`;
       const sent = new URL(signedUrl).pathname;
       const header = hawkHeader(signedUrl, 'GET', 'tc-client', 'tc-access-token');
-      expect((await auth.authenticate(header, { method: 'GET', resource: sent, host: '127.0.0.1', port: 8080 }, nonces)).clientId).toBe('tc-client');
+      expect((await auth.authenticate(header, { method: 'GET', resource: sent, host: '127.0.0.1', port: 8080 }, nonces)).clientId).toBe(
+        'tc-client',
+      );
     }
     // the legacy form of any target: what url.parse makes of it
     for (let c = 0x20; c <= 0x7e; c++) {
@@ -99,13 +103,16 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
   it('accepts bewits as the hawk client makes them, until they expire, for the URL they sign only', async () => {
     const getUrl = 'http://127.0.0.1:8080/api/object/v1/download/some%20name';
     const target = '/api/object/v1/download/some%20name';
-    const get = (resource: string, method = 'GET', header?: string) => auth.authenticate(header, { method, resource, host: '127.0.0.1', port: 8080 }, memoryNonces());
+    const get = (resource: string, method = 'GET', header?: string) =>
+      auth.authenticate(header, { method, resource, host: '127.0.0.1', port: 8080 }, memoryNonces());
     const bewit = hawkBewit(getUrl, 'tc-client', 'tc-access-token', { ttlSec: 60 });
     expect((await get(`${target}?bewit=${bewit}`)).clientId).toBe('tc-client');
     expect((await get(`${target}?bewit=${bewit}`, 'HEAD')).clientId).toBe('tc-client');
     // used again: a bewit is a link, good until it expires
     expect((await get(`${target}?bewit=${bewit}`)).clientId).toBe('tc-client');
-    await expect(get(`${target}?bewit=${hawkBewit(getUrl, 'tc-client', 'tc-access-token', { ttlSec: 60, clockOffsetMs: -120_000 })}`)).rejects.toThrow(/bewit: expired at/);
+    await expect(
+      get(`${target}?bewit=${hawkBewit(getUrl, 'tc-client', 'tc-access-token', { ttlSec: 60, clockOffsetMs: -120_000 })}`),
+    ).rejects.toThrow(/bewit: expired at/);
     await expect(get(`/api/object/v1/download/other?bewit=${bewit}`)).rejects.toThrow(/bewit: bad mac/);
     await expect(get(`${target}?bewit=${bewit.slice(0, -2)}`)).rejects.toThrow(/bewit/);
     await expect(get(`${target}?bewit=${hawkBewit(getUrl, 'tc-client', 'wrong', { ttlSec: 60 })}`)).rejects.toThrow(/bewit: bad mac/);

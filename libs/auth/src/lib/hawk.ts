@@ -76,7 +76,8 @@ export function parseHawkHeader(header: string): HawkAttributes | undefined {
   if (!m) return undefined;
   const attrs: Record<string, string> = {};
   const rest = m[1].replace(/(\w+)="([^"\\]*)"\s*(?:,\s*|$)/g, (_all, key: string, value: string) => {
-    if (!['id', 'ts', 'nonce', 'hash', 'ext', 'mac', 'app', 'dlg'].includes(key)) throw new UnauthenticatedError(`Hawk: unknown attribute ${key}`);
+    if (!['id', 'ts', 'nonce', 'hash', 'ext', 'mac', 'app', 'dlg'].includes(key))
+      throw new UnauthenticatedError(`Hawk: unknown attribute ${key}`);
     if (key in attrs) throw new UnauthenticatedError(`Hawk: duplicate attribute ${key}`);
     attrs[key] = value;
     return '';
@@ -126,7 +127,11 @@ export function signedTargets(resource: string): string[] {
 }
 
 /** Whether `mac` is the MAC of the request for any URL the client may have signed (see signedTargets, alsoSignedFor). */
-function macMatches(mac: string, compute: (req: Pick<HawkRequest, 'method' | 'resource' | 'host' | 'port'>) => string, req: HawkRequest): boolean {
+function macMatches(
+  mac: string,
+  compute: (req: Pick<HawkRequest, 'method' | 'resource' | 'host' | 'port'>) => string,
+  req: HawkRequest,
+): boolean {
   const given = Buffer.from(mac);
   const endpoints = [req, ...(req.alsoSignedFor ? [{ ...req, ...req.alsoSignedFor }] : [])];
   return endpoints.some((endpoint) =>
@@ -156,7 +161,9 @@ export async function verifyHawk(
   }
   const ts = /^\d{1,12}$/.test(attrs.ts) ? Number(attrs.ts) : NaN;
   if (!Number.isFinite(ts) || Math.abs(ts - nowMs / 1000) > HAWK_SKEW_SECONDS) {
-    throw new UnauthenticatedError(`Hawk: stale timestamp (server time ${Math.floor(nowMs / 1000)}, ${HAWK_SKEW_SECONDS} s of skew allowed); check the client's clock`);
+    throw new UnauthenticatedError(
+      `Hawk: stale timestamp (server time ${Math.floor(nowMs / 1000)}, ${HAWK_SKEW_SECONDS} s of skew allowed); check the client's clock`,
+    );
   }
   // acceptable until ts + skew: remembered until then (and a second more, for rounding)
   const ttlSeconds = Math.max(1, Math.ceil(ts + HAWK_SKEW_SECONDS - nowMs / 1000) + 1);
@@ -198,12 +205,15 @@ export function parseBewit(encoded: string): BewitAttributes {
  * used any number of times until it expires, so it has no nonce.
  */
 export function verifyBewit(bewit: BewitAttributes, key: string, req: HawkRequest, nowMs = Date.now()): void {
-  if (req.method !== 'GET' && req.method !== 'HEAD') throw new UnauthenticatedError('bewit: only GET and HEAD requests can be signed with a bewit');
+  if (req.method !== 'GET' && req.method !== 'HEAD')
+    throw new UnauthenticatedError('bewit: only GET and HEAD requests can be signed with a bewit');
   const attrs = { ts: bewit.exp, nonce: '', ext: bewit.ext };
   if (!macMatches(bewit.mac, (r) => hawkMac(key, 'bewit', attrs, { ...r, method: 'GET' }), req)) {
     throw new UnauthenticatedError('bewit: bad mac (wrong credentials, or the URL was altered)');
   }
   if (Number(bewit.exp) * 1000 <= nowMs) {
-    throw new UnauthenticatedError(`bewit: expired at ${new Date(Number(bewit.exp) * 1000).toISOString()} (server time ${new Date(nowMs).toISOString()})`);
+    throw new UnauthenticatedError(
+      `bewit: expired at ${new Date(Number(bewit.exp) * 1000).toISOString()} (server time ${new Date(nowMs).toISOString()})`,
+    );
   }
 }

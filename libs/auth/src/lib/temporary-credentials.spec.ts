@@ -35,7 +35,9 @@ function createWithClient(requests: CredentialsRequest[]): TemporaryCredentials[
       credentials: r.issuer, scopes: r.scopes, start: new Date(now + r.start), expiry: new Date(now + r.expiry),
       ...(r.clientId ? { clientId: r.clientId } : {}),
     }))));`;
-  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(requests)], { cwd: ROOT }).toString()) as TemporaryCredentials[];
+  return JSON.parse(
+    execFileSync(process.execPath, ['--input-type=module', '-e', script, JSON.stringify(requests)], { cwd: ROOT }).toString(),
+  ) as TemporaryCredentials[];
 }
 
 /** What taskcluster-client puts in Hawk's ext for these credentials (see its Client constructor). */
@@ -51,7 +53,13 @@ function resigned(creds: TemporaryCredentials, issuerToken: string, change: (cer
   const cert = JSON.parse(creds.certificate) as Record<string, unknown> & { scopes: string[] };
   change(cert);
   const lines = ['version:1', ...(cert['issuer'] ? [`clientId:${creds.clientId}`, `issuer:${String(cert['issuer'])}`] : [])];
-  lines.push(`seed:${String(cert['seed'])}`, `start:${String(cert['start'])}`, `expiry:${String(cert['expiry'])}`, 'scopes:', ...cert.scopes);
+  lines.push(
+    `seed:${String(cert['seed'])}`,
+    `start:${String(cert['start'])}`,
+    `expiry:${String(cert['expiry'])}`,
+    'scopes:',
+    ...cert.scopes,
+  );
   cert['signature'] = createHmac('sha256', issuerToken).update(lines.join('\n')).digest('base64');
   return { ...creds, certificate: JSON.stringify(cert) };
 }
@@ -105,7 +113,7 @@ describe('Taskcluster temporary credentials (certificates made by taskcluster-cl
     expect(temporaryAccessToken(issuer.accessToken, cert.seed)).toBe(made['unnamed'].accessToken);
   });
 
-  it('accepts unnamed temporary credentials: the issuer\'s clientId with the certificate\'s scopes', async () => {
+  it("accepts unnamed temporary credentials: the issuer's clientId with the certificate's scopes", async () => {
     expect(await call(made['unnamed'])).toEqual({ clientId: 'worker-pool', scopes: ['object:download:public/*'] });
     // an empty scope set is a valid certificate too
     expect(await call(made['byPlain'])).toEqual({ clientId: 'plain', scopes: [] });
@@ -119,10 +127,12 @@ describe('Taskcluster temporary credentials (certificates made by taskcluster-cl
   it('narrows temporary credentials to authorizedScopes, which the certificate must cover', async () => {
     expect(await call(made['named'], ['object:upload:proj/x:a'])).toEqual({ clientId: 'task/abc', scopes: ['object:upload:proj/x:a'] });
     // the issuer holds object:download:*, the certificate only public/*: the certificate is what counts
-    await expect(call(made['named'], ['object:download:private/a'])).rejects.toThrow(/authorizedScopes asks for object:download:private\/a/);
+    await expect(call(made['named'], ['object:download:private/a'])).rejects.toThrow(
+      /authorizedScopes asks for object:download:private\/a/,
+    );
   });
 
-  it('refuses certificates that expired or have not started, with Taskcluster\'s 5 minutes of skew each way', async () => {
+  it("refuses certificates that expired or have not started, with Taskcluster's 5 minutes of skew each way", async () => {
     await expect(call(made['expired'])).rejects.toThrow(/temporary credentials expired at/);
     await expect(call(made['notYet'])).rejects.toThrow(/not valid yet: they start at/);
     expect((await call(made['expiredWithinSkew'])).clientId).toBe('worker-pool');
@@ -137,13 +147,21 @@ describe('Taskcluster temporary credentials (certificates made by taskcluster-cl
 
   it('refuses tampered certificates, over-scoped ones, and requests signed with the wrong key', async () => {
     const cert = JSON.parse(made['unnamed'].certificate) as Record<string, unknown>;
-    for (const change of [{ scopes: ['object:download:*'] }, { expiry: Number(cert['expiry']) + DAY }, { seed: `${String(cert['seed']).slice(0, 43)}x` }]) {
+    for (const change of [
+      { scopes: ['object:download:*'] },
+      { expiry: Number(cert['expiry']) + DAY },
+      { seed: `${String(cert['seed']).slice(0, 43)}x` },
+    ]) {
       const tampered = { ...made['unnamed'], certificate: JSON.stringify({ ...cert, ...change }) };
       await expect(call(tampered)).rejects.toThrow(/ext\.certificate\.signature is not valid/);
     }
     // a named certificate presented under another name
-    await expect(call({ ...made['named'], clientId: 'task/other' })).rejects.toThrow(/signature is not valid \(tampered, or not issued by worker-pool for clientId task\/other\)/);
-    await expect(call(made['overScoped'])).rejects.toThrow(/does not have the certificate's scopes object:upload:other\/\* \(over-scoped certificate\)/);
+    await expect(call({ ...made['named'], clientId: 'task/other' })).rejects.toThrow(
+      /signature is not valid \(tampered, or not issued by worker-pool for clientId task\/other\)/,
+    );
+    await expect(call(made['overScoped'])).rejects.toThrow(
+      /does not have the certificate's scopes object:upload:other\/\* \(over-scoped certificate\)/,
+    );
     // the certificate is fine, but the request is signed with the issuer's own key
     await expect(call(made['unnamed'], undefined, issuer.accessToken)).rejects.toThrow(/bad mac/);
   });
@@ -160,18 +178,27 @@ describe('Taskcluster temporary credentials (certificates made by taskcluster-cl
     await expect(sign({ ...cert, issuer: 'worker-pool' })).rejects.toThrow(/issuer must differ/);
     await expect(sign({ ...cert, issuer: 'nobody' }, 'task/x')).rejects.toThrow(/unknown issuer nobody/);
     const rawExt = Buffer.from(JSON.stringify({ certificate: made['unnamed'].certificate })).toString('base64'); // a string, not parsed
-    await expect(auth.authenticate(hawkHeader(url, 'GET', 'worker-pool', 'k', { ext: rawExt }), req, memoryNonces())).rejects.toThrow(UnauthenticatedError);
+    await expect(auth.authenticate(hawkHeader(url, 'GET', 'worker-pool', 'k', { ext: rawExt }), req, memoryNonces())).rejects.toThrow(
+      UnauthenticatedError,
+    );
     expect(() => parseExt(Buffer.from('[1]').toString('base64'))).toThrow(/JSON object/);
-    expect(() => parseExt(Buffer.from(JSON.stringify({ authorizedScopes: 'x' })).toString('base64'))).toThrow(/authorizedScopes must be an array/);
+    expect(() => parseExt(Buffer.from(JSON.stringify({ authorizedScopes: 'x' })).toString('base64'))).toThrow(
+      /authorizedScopes must be an array/,
+    );
   });
 
   it('accepts temporary credentials in a bewit too', async () => {
     const creds = made['named'];
     const bewit = hawkBewit(url, creds.clientId, creds.accessToken, { ttlSec: 60, ext: extOf(creds, ['object:download:public/a']) });
     const signed: HawkRequest = { ...req, resource: `${req.resource}?bewit=${bewit}` };
-    expect(await auth.authenticate(undefined, signed, memoryNonces())).toEqual({ clientId: 'task/abc', scopes: ['object:download:public/a'] });
+    expect(await auth.authenticate(undefined, signed, memoryNonces())).toEqual({
+      clientId: 'task/abc',
+      scopes: ['object:download:public/a'],
+    });
     const expired = resigned(made['expired'], issuer.accessToken, () => undefined);
     const old = hawkBewit(url, expired.clientId, expired.accessToken, { ttlSec: 60, ext: extOf(expired) });
-    await expect(auth.authenticate(undefined, { ...req, resource: `${req.resource}?bewit=${old}` }, memoryNonces())).rejects.toThrow(/temporary credentials expired/);
+    await expect(auth.authenticate(undefined, { ...req, resource: `${req.resource}?bewit=${old}` }, memoryNonces())).rejects.toThrow(
+      /temporary credentials expired/,
+    );
   });
 });

@@ -57,7 +57,8 @@ export function parseExt(ext: string | undefined): HawkExt {
   } catch {
     throw new UnauthenticatedError('Hawk: ext is not base64-encoded JSON');
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UnauthenticatedError('Hawk: ext must be a JSON object');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new UnauthenticatedError('Hawk: ext must be a JSON object');
   const { certificate, authorizedScopes } = parsed as Record<string, unknown>;
   const result: HawkExt = {};
   if (certificate !== undefined && certificate !== null) result.certificate = parseCertificate(certificate);
@@ -78,13 +79,19 @@ function parseCertificate(cert: unknown): TemporaryCertificate {
   if (typeof c['seed'] !== 'string' || c['seed'].length !== 44) throw bad('.seed must be a string of 44 characters');
   if (typeof c['start'] !== 'number' || !Number.isFinite(c['start'])) throw bad('.start must be a number (ms since the epoch)');
   if (typeof c['expiry'] !== 'number' || !Number.isFinite(c['expiry'])) throw bad('.expiry must be a number (ms since the epoch)');
-  if (!Array.isArray(c['scopes']) || !c['scopes'].every(validScope)) throw bad('.scopes must be an array of scopes (strings of printable ASCII)');
+  if (!Array.isArray(c['scopes']) || !c['scopes'].every(validScope))
+    throw bad('.scopes must be an array of scopes (strings of printable ASCII)');
   if (typeof c['signature'] !== 'string') throw bad('.signature must be a string');
   if (c['issuer'] !== undefined && typeof c['issuer'] !== 'string') throw bad('.issuer must be a string');
   // a name is signed, not carried: a clientId field only makes sense beside an issuer
   if ('clientId' in c && c['issuer'] === undefined) throw bad('.clientId must only be used with ext.certificate.issuer');
   return {
-    version: 1, seed: c['seed'], start: c['start'], expiry: c['expiry'], scopes: c['scopes'], signature: c['signature'],
+    version: 1,
+    seed: c['seed'],
+    start: c['start'],
+    expiry: c['expiry'],
+    scopes: c['scopes'],
+    signature: c['signature'],
     ...(c['issuer'] !== undefined ? { issuer: c['issuer'] as string } : {}),
   };
 }
@@ -95,7 +102,11 @@ function parseCertificate(cert: unknown): TemporaryCertificate {
  * (a newline, then the scopes joined by newlines) where the lines joined by newlines end in
  * `scopes:`; both are accepted.
  */
-export function certificateSignatures(cert: Omit<TemporaryCertificate, 'signature'>, clientId: string, issuerAccessToken: string): string[] {
+export function certificateSignatures(
+  cert: Omit<TemporaryCertificate, 'signature'>,
+  clientId: string,
+  issuerAccessToken: string,
+): string[] {
   const lines = [
     'version:1',
     ...(cert.issuer !== undefined ? [`clientId:${clientId}`, `issuer:${cert.issuer}`] : []),
@@ -122,7 +133,12 @@ export function temporaryAccessToken(issuerAccessToken: string, seed: string): s
  * certificate not yet started or expired (5 minutes of skew each way), one spanning more than 31
  * days, a named one whose issuer lacks `auth:create-client:<clientId>`, scopes the issuer lacks.
  */
-export function verifyCertificate(cert: TemporaryCertificate, clientId: string, issuer: IssuingClient, nowMs: number): { key: string; scopes: string[] } {
+export function verifyCertificate(
+  cert: TemporaryCertificate,
+  clientId: string,
+  issuer: IssuingClient,
+  nowMs: number,
+): { key: string; scopes: string[] } {
   // the signature first: what an unsigned certificate claims is not worth an answer
   const given = Buffer.from(cert.signature);
   const signed = certificateSignatures(cert, clientId, issuer.accessToken).some((signature) => {
@@ -137,7 +153,9 @@ export function verifyCertificate(cert: TemporaryCertificate, clientId: string, 
     );
   }
   if (cert.start > nowMs + CERTIFICATE_SKEW_MS) {
-    throw new UnauthenticatedError(`temporary credentials are not valid yet: they start at ${isoOf(cert.start)} (server time ${isoOf(nowMs)})`);
+    throw new UnauthenticatedError(
+      `temporary credentials are not valid yet: they start at ${isoOf(cert.start)} (server time ${isoOf(nowMs)})`,
+    );
   }
   if (cert.expiry < nowMs - CERTIFICATE_SKEW_MS) {
     throw new UnauthenticatedError(`temporary credentials expired at ${isoOf(cert.expiry)} (server time ${isoOf(nowMs)})`);
@@ -148,12 +166,16 @@ export function verifyCertificate(cert: TemporaryCertificate, clientId: string, 
   if (cert.issuer !== undefined) {
     const create = `auth:create-client:${clientId}`;
     if (!satisfiesScope(issuer.scopes, create)) {
-      throw new UnauthenticatedError(`temporary credentials: issuer ${issuer.clientId} lacks scope ${create}, needed to name temporary credentials ${clientId}`);
+      throw new UnauthenticatedError(
+        `temporary credentials: issuer ${issuer.clientId} lacks scope ${create}, needed to name temporary credentials ${clientId}`,
+      );
     }
   }
   const beyond = cert.scopes.filter((scope) => !satisfiesScope(issuer.scopes, scope));
   if (beyond.length > 0) {
-    throw new UnauthenticatedError(`temporary credentials: issuer ${issuer.clientId} does not have the certificate's scopes ${beyond.join(', ')} (over-scoped certificate)`);
+    throw new UnauthenticatedError(
+      `temporary credentials: issuer ${issuer.clientId} does not have the certificate's scopes ${beyond.join(', ')} (over-scoped certificate)`,
+    );
   }
   return { key: temporaryAccessToken(issuer.accessToken, cert.seed), scopes: [...cert.scopes] };
 }

@@ -70,9 +70,7 @@ export class UrlSigner {
     }
     const expiresAt = /^\d{1,12}$/.test(expires) ? Number(expires) : NaN;
     const names = signedHeaders === '' ? [] : signedHeaders.split(';');
-    const expected = Number.isFinite(expiresAt)
-      ? this.mac(method, path, expiresAt, names, (n) => header(n))
-      : '';
+    const expected = Number.isFinite(expiresAt) ? this.mac(method, path, expiresAt, names, (n) => header(n)) : '';
     const given = Buffer.from(signature);
     const want = Buffer.from(expected);
     if (given.length !== want.length || !timingSafeEqual(given, want)) {
@@ -102,7 +100,9 @@ function lower(headers: Record<string, string>): Record<string, string> {
 }
 
 function headerNames(headers: Record<string, string>): string[] {
-  return Object.keys(headers).map((k) => k.toLowerCase()).sort();
+  return Object.keys(headers)
+    .map((k) => k.toLowerCase())
+    .sort();
 }
 
 function single(v: unknown): string | undefined {

@@ -93,9 +93,10 @@ export class ByteStreamService {
 
     if (target.kind === 'cas-upload') {
       const max = this.options.maxBlobBytes;
-      if (max > 0 && target.size > max) throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
+      if (max > 0 && target.size > max)
+        throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
       // The blob is already here (or empty): the upload is done before it starts.
-      if ((await this.engine.hasBlob(target.sha256, target.size))) return target.size;
+      if (await this.engine.hasBlob(target.sha256, target.size)) return target.size;
     }
 
     const uploadId = ByteStreamService.uploadId(req.resource_name);
@@ -145,7 +146,8 @@ export class ByteStreamService {
     writer: UploadWriter,
   ): Promise<number> {
     // Checked again under the lease: another writer may have moved the upload in between.
-    if (!this.offsetAccepted(target, first.write_offset, writer.committedSize)) throw offsetMismatch(first.write_offset, writer.committedSize);
+    if (!this.offsetAccepted(target, first.write_offset, writer.committedSize))
+      throw offsetMismatch(first.write_offset, writer.committedSize);
     const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
     let msg: WriteMessage = first;
     let finished: CatalogObject | undefined;
@@ -156,7 +158,8 @@ export class ByteStreamService {
         if (msg.resource_name && msg.resource_name !== first.resource_name) {
           throw new InvalidArgumentError('resource_name changed within the Write stream');
         }
-        if (msg.write_offset !== offset) throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${offset})`);
+        if (msg.write_offset !== offset)
+          throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${offset})`);
       }
       if (msg.data.length > 0) {
         if (declaredSize !== undefined && offset + msg.data.length > declaredSize) {
@@ -187,7 +190,7 @@ export class ByteStreamService {
    * finish (with no data) is an idempotent success.
    */
   private async drainFinished(existing: CatalogObject, first: WriteMessage, rest: AsyncIterator<WriteMessage>): Promise<number> {
-    for (let msg: WriteMessage | undefined = first; msg; ) {
+    for (let msg: WriteMessage | undefined = first; msg;) {
       if (msg.data.length > 0) throw new OutOfRangeError(`${existing.name} is complete; no data may follow its ${existing.size} bytes`);
       const next = await rest.next();
       msg = next.done ? undefined : next.value;
@@ -235,7 +238,8 @@ export class ByteStreamService {
     if (target.kind === 'cas-upload') throw new InvalidArgumentError('cannot read an upload name; read {instance}/blobs/{hash}/{size}');
     if (target.kind === 'cas-download') {
       if (target.sha256 === SHA256_EMPTY && target.size === 0) return { sha256: SHA256_EMPTY, size: 0 };
-      if (!(await this.engine.hasBlob(target.sha256, target.size))) throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
+      if (!(await this.engine.hasBlob(target.sha256, target.size)))
+        throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
       return { sha256: target.sha256, size: target.size };
     }
     const object = await this.engine.object(target.name);

@@ -22,9 +22,12 @@ describe('resumesFromPartialSize', () => {
     expect(resumesFromPartialSize({ tool: 'bazel', version })).toBe(false);
   });
 
-  it.each(['2.2.0', '2.2.0rc1', 'release 3.7.2', '4.2.2', '7.4.1', '8.0.0-pre.20240303.1', '', 'development version'])('is true for Bazel %j', (version) => {
-    expect(resumesFromPartialSize({ tool: 'bazel', version })).toBe(true);
-  });
+  it.each(['2.2.0', '2.2.0rc1', 'release 3.7.2', '4.2.2', '7.4.1', '8.0.0-pre.20240303.1', '', 'development version'])(
+    'is true for Bazel %j',
+    (version) => {
+      expect(resumesFromPartialSize({ tool: 'bazel', version })).toBe(true);
+    },
+  );
 
   it('is true for other tools, unnamed tools, Bazel without a version and no metadata at all', () => {
     expect(resumesFromPartialSize({ tool: 'reclient', version: '0.1.0' })).toBe(true);

@@ -7,9 +7,19 @@ const parse = (n: string) => parseResourceName(n, 1024);
 describe('parseResourceName', () => {
   it('recognises REAPI upload names with and without instance and trailing metadata', () => {
     expect(parse(`uploads/u1/blobs/${H}/42`)).toEqual({
-      kind: 'cas-upload', name: `uploads/u1/blobs/${H}/42`, instance: '', uuid: 'u1', sha256: H, size: 42,
+      kind: 'cas-upload',
+      name: `uploads/u1/blobs/${H}/42`,
+      instance: '',
+      uuid: 'u1',
+      sha256: H,
+      size: 42,
     });
-    expect(parse(`main/ci/uploads/u2/blobs/${H}/0/extra/meta`)).toMatchObject({ kind: 'cas-upload', instance: 'main/ci', uuid: 'u2', size: 0 });
+    expect(parse(`main/ci/uploads/u2/blobs/${H}/0/extra/meta`)).toMatchObject({
+      kind: 'cas-upload',
+      instance: 'main/ci',
+      uuid: 'u2',
+      size: 0,
+    });
     expect(parse(`/uploads/u3/blobs/${H.toUpperCase()}/7`)).toMatchObject({ kind: 'cas-upload', instance: '', sha256: H });
   });
 
@@ -47,7 +57,8 @@ describe('ReapiInstances', () => {
   it('accepts the default and any well-formed instance when no list is configured', () => {
     const any = new ReapiInstances();
     for (const ok of ['', 'main', 'team/ci', 'a.b-c_d']) expect(any.check(ok)).toBe(ok);
-    for (const bad of ['a//b', '/a', 'a/', 'x/blobs', 'uploads', 'a/../b', 'tab\there']) expect(() => any.check(bad)).toThrow(InvalidArgumentError);
+    for (const bad of ['a//b', '/a', 'a/', 'x/blobs', 'uploads', 'a/../b', 'tab\there'])
+      expect(() => any.check(bad)).toThrow(InvalidArgumentError);
   });
 
   it('serves only the configured instances, and refuses a malformed list at boot', () => {

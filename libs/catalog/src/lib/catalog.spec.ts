@@ -27,8 +27,18 @@ describe('Catalog (real Redis)', () => {
   }
 
   const obj = (name: string, sha: string): CatalogObject => ({
-    name, size: 3, sha256: sha, md5: 'm', crc32c: '00000000', contentType: 'application/octet-stream', owner: 'dev',
-    project: '', createdAt: '2026-01-01T00:00:00.000Z', expires: null, protocol: 'bytestream', blob: sha,
+    name,
+    size: 3,
+    sha256: sha,
+    md5: 'm',
+    crc32c: '00000000',
+    contentType: 'application/octet-stream',
+    owner: 'dev',
+    project: '',
+    createdAt: '2026-01-01T00:00:00.000Z',
+    expires: null,
+    protocol: 'bytestream',
+    blob: sha,
   });
 
   it('publishes once; identical content is idempotent, different content refused', async () => {
@@ -42,7 +52,7 @@ describe('Catalog (real Redis)', () => {
   });
 
   it('round-trips the optional fields: sha512, generation, user metadata', async () => {
-    const full = { ...obj('b/full', '9'.repeat(64)), sha512: 'f'.repeat(128), generation: 0, metadata: { k: 'v', 'ü': '{}' } };
+    const full = { ...obj('b/full', '9'.repeat(64)), sha512: 'f'.repeat(128), generation: 0, metadata: { k: 'v', ü: '{}' } };
     const published = await catalog.publish(full);
     expect(published.generation).toBeGreaterThan(0);
     expect(await catalog.get(full.name)).toEqual(published);
@@ -53,9 +63,7 @@ describe('Catalog (real Redis)', () => {
   });
 
   it('lets only one of many concurrent publishers win', async () => {
-    const results = await Promise.allSettled(
-      Array.from({ length: 10 }, (_, i) => catalog.publish(obj('race', i.toString(16).repeat(64)))),
-    );
+    const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => catalog.publish(obj('race', i.toString(16).repeat(64)))));
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
   });
 

@@ -37,8 +37,21 @@ export interface CatalogObject {
 }
 
 const FIELDS: (keyof CatalogObject)[] = [
-  'name', 'size', 'sha256', 'md5', 'crc32c', 'contentType', 'owner', 'project', 'createdAt', 'expires', 'protocol', 'blob', 'sha512',
-  'generation', 'metadata',
+  'name',
+  'size',
+  'sha256',
+  'md5',
+  'crc32c',
+  'contentType',
+  'owner',
+  'project',
+  'createdAt',
+  'expires',
+  'protocol',
+  'blob',
+  'sha512',
+  'generation',
+  'metadata',
 ];
 
 /**
@@ -130,12 +143,21 @@ export class Catalog {
   ) {
     if (!('ferryCatalogPut2' in redis)) redis.defineCommand('ferryCatalogPut2', { numberOfKeys: 2, lua: putIfAbsent2 });
     if (!('ferryCatalogDeleteIf2' in redis)) redis.defineCommand('ferryCatalogDeleteIf2', { numberOfKeys: 1, lua: deleteIf2 });
-    for (const [name, lua] of [['ferryBlobClaim', claim1], ['ferryBlobRelease', release1], ['ferryBlobCollect', collect1], ['ferryBlobRequeue', requeue1]]) {
+    for (const [name, lua] of [
+      ['ferryBlobClaim', claim1],
+      ['ferryBlobRelease', release1],
+      ['ferryBlobCollect', collect1],
+      ['ferryBlobRequeue', requeue1],
+    ]) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
     }
   }
 
-  private blobScript(name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect' | 'ferryBlobRequeue', sha256: string, ...args: string[]): Promise<number> {
+  private blobScript(
+    name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect' | 'ferryBlobRequeue',
+    sha256: string,
+    ...args: string[]
+  ): Promise<number> {
     const fn = (this.redis as unknown as Record<string, (...a: string[]) => Promise<number>>)[name];
     return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256), ...args);
   }
@@ -225,7 +247,12 @@ export class Catalog {
     const put = (this.redis as unknown as { ferryCatalogPut2(...a: string[]): Promise<[string, string | string[]]> }).ferryCatalogPut2;
     const nowUs = String(Math.floor(this.clockMs()) * 1000);
     const [outcome, value] = await put.call(
-      this.redis, this.keys.object(object.name), this.keys.objectGeneration(object.name), nowUs, String(GENERATION_MEMORY_MS), ...args,
+      this.redis,
+      this.keys.object(object.name),
+      this.keys.objectGeneration(object.name),
+      nowUs,
+      String(GENERATION_MEMORY_MS),
+      ...args,
     );
     if (outcome === 'created') {
       if (object.expires) await this.redis.zadd(this.keys.objectsByExpiry(), Date.parse(object.expires), object.name);
@@ -293,7 +320,6 @@ export class Catalog {
     else await this.redis.zrem(this.keys.blobsOrphaned(), sha256);
     return collectable;
   }
-
 }
 
 function encodeField(v: CatalogObject[keyof CatalogObject]): string {

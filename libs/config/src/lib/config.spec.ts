@@ -34,16 +34,32 @@ describe('loadConfig', () => {
     expect(loadConfig({}).s3).toBeUndefined();
     expect(() => loadConfig({ FERRY_STORAGE: 's3' })).toThrow(/FERRY_S3_BUCKET: required/);
     expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'Not_A_Bucket' })).toThrow(/FERRY_S3_BUCKET/);
-    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_PART_SIZE: '1048576' })).toThrow(/FERRY_S3_PART_SIZE: at least 5 MiB/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_PART_SIZE: '1048576' })).toThrow(
+      /FERRY_S3_PART_SIZE: at least 5 MiB/,
+    );
     expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_ACCESS_KEY_ID: 'k' })).toThrow(/set both, or neither/);
-    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_FORCE_PATH_STYLE: 'maybe' })).toThrow(/FERRY_S3_FORCE_PATH_STYLE/);
+    expect(() => loadConfig({ FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'b1b', FERRY_S3_FORCE_PATH_STYLE: 'maybe' })).toThrow(
+      /FERRY_S3_FORCE_PATH_STYLE/,
+    );
     const c = loadConfig({
-      FERRY_STORAGE: 's3', FERRY_S3_BUCKET: 'ferry-data', FERRY_S3_ENDPOINT: 'http://minio:9000', FERRY_S3_FORCE_PATH_STYLE: 'true',
-      FERRY_S3_ACCESS_KEY_ID: 'k', FERRY_S3_SECRET_ACCESS_KEY: 's', FERRY_S3_CREATE_BUCKET: '1',
+      FERRY_STORAGE: 's3',
+      FERRY_S3_BUCKET: 'ferry-data',
+      FERRY_S3_ENDPOINT: 'http://minio:9000',
+      FERRY_S3_FORCE_PATH_STYLE: 'true',
+      FERRY_S3_ACCESS_KEY_ID: 'k',
+      FERRY_S3_SECRET_ACCESS_KEY: 's',
+      FERRY_S3_CREATE_BUCKET: '1',
     });
     expect(c.s3).toEqual({
-      endpoint: 'http://minio:9000', publicEndpoint: undefined, bucket: 'ferry-data', region: 'us-east-1', accessKeyId: 'k', secretAccessKey: 's',
-      forcePathStyle: true, partBytes: 8 * 1024 * 1024, createBucket: true,
+      endpoint: 'http://minio:9000',
+      publicEndpoint: undefined,
+      bucket: 'ferry-data',
+      region: 'us-east-1',
+      accessKeyId: 'k',
+      secretAccessKey: 's',
+      forcePathStyle: true,
+      partBytes: 8 * 1024 * 1024,
+      createBucket: true,
     });
   });
 
@@ -86,7 +102,6 @@ describe('signing key', () => {
     expect(loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://up.example.org/' }).multipart.publicUrl).toBe('https://up.example.org');
     expect(() => loadConfig({ FERRY_PUBLIC_URL_MULTIPART: 'https://x/y' })).toThrow(/FERRY_PUBLIC_URL_MULTIPART/);
   });
-
 });
 
 describe('GCS buckets', () => {
@@ -103,9 +118,12 @@ describe('isGcsBucketName', () => {
     expect(isGcsBucketName(name)).toBe(true);
   });
 
-  it.each(['ab', 'Abc', '-abc', 'abc-', 'a..b', 'a/b', '192.168.0.1', 'goog-x', 'my-google-bucket', 'a'.repeat(64)])('refuses %s', (name) => {
-    expect(isGcsBucketName(name)).toBe(false);
-  });
+  it.each(['ab', 'Abc', '-abc', 'abc-', 'a..b', 'a/b', '192.168.0.1', 'goog-x', 'my-google-bucket', 'a'.repeat(64)])(
+    'refuses %s',
+    (name) => {
+      expect(isGcsBucketName(name)).toBe(false);
+    },
+  );
 });
 
 describe('anonymous scopes', () => {
@@ -124,7 +142,9 @@ describe('REAPI zero resume', () => {
     expect(loadConfig({ FERRY_REAPI_ZERO_RESUME: 'always' }).reapi.zeroResume).toBe('always');
     expect(loadConfig({ FERRY_REAPI_ZERO_RESUME: 'never' }).reapi.zeroResume).toBe('never');
     expect(() => loadConfig({ FERRY_REAPI_ZERO_RESUME: 'sometimes' })).toThrow(ConfigError);
-    expect(() => loadConfig({ FERRY_REAPI_ZERO_RESUME: 'Never' })).toThrow(/invalid configuration: FERRY_REAPI_ZERO_RESUME: auto, always or never/);
+    expect(() => loadConfig({ FERRY_REAPI_ZERO_RESUME: 'Never' })).toThrow(
+      /invalid configuration: FERRY_REAPI_ZERO_RESUME: auto, always or never/,
+    );
   });
 });
 

@@ -149,10 +149,16 @@ export function isGcsBucketName(name: string): boolean {
 const bucketList = unsetIfEmpty(
   z
     .string()
-    .transform((v) => v.split(',').map((b) => b.trim()).filter((b) => b !== ''))
+    .transform((v) =>
+      v
+        .split(',')
+        .map((b) => b.trim())
+        .filter((b) => b !== ''),
+    )
     .refine((list) => list.length > 0, 'at least one bucket name')
     .superRefine((list, ctx) => {
-      for (const b of list) if (!isGcsBucketName(b)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${b}: not a valid bucket name` });
+      for (const b of list)
+        if (!isGcsBucketName(b)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${b}: not a valid bucket name` });
     })
     .optional(),
 );
@@ -227,36 +233,70 @@ const envSchema = z.object({
   FERRY_S3_CREATE_BUCKET: flag.default('false'),
   FERRY_UPLOAD_IDLE_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
   FERRY_LEASE_TTL_MS: z.coerce.number().int().min(200).default(10_000),
-  FERRY_FSYNC_BYTES: z.coerce.number().int().min(64 * 1024).default(8 * 1024 * 1024),
+  FERRY_FSYNC_BYTES: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(8 * 1024 * 1024),
   FERRY_FSYNC_INTERVAL_MS: z.coerce.number().int().min(1).default(50),
   FERRY_MAX_NAME_BYTES: z.coerce.number().int().min(64).max(8192).default(1024),
-  FERRY_GRPC_MAX_MESSAGE_BYTES: z.coerce.number().int().min(4 * 1024 * 1024).default(16 * 1024 * 1024),
-  FERRY_GRPC_WINDOW_BYTES: z.coerce.number().int().min(65_535).max(2 ** 31 - 1).default(8 * 1024 * 1024),
+  FERRY_GRPC_MAX_MESSAGE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(4 * 1024 * 1024)
+    .default(16 * 1024 * 1024),
+  FERRY_GRPC_WINDOW_BYTES: z.coerce
+    .number()
+    .int()
+    .min(65_535)
+    .max(2 ** 31 - 1)
+    .default(8 * 1024 * 1024),
   FERRY_EXPIRE_INTERVAL_MS: positiveInt.default(60_000),
   FERRY_WORKER_CONCURRENCY: positiveInt.default(2),
   FERRY_JOB_LOCK_MS: z.coerce.number().int().min(500).default(30_000),
-  FERRY_SIGNED_URL_TTL_MS: z.coerce.number().int().min(1000).default(15 * 60 * 1000),
+  FERRY_SIGNED_URL_TTL_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .default(15 * 60 * 1000),
   FERRY_MULTIPART_COMPLETE_WAIT_MS: z.coerce.number().int().min(0).default(30_000),
   FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
   FERRY_PUBLIC_URL_MULTIPART: publicUrl,
   FERRY_PUBLIC_URL_OBJECT: publicUrl,
   FERRY_OBJECT_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
-  FERRY_BLOB_GRACE_MS: z.coerce.number().int().min(0).default(10 * 60 * 1000),
+  FERRY_BLOB_GRACE_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(10 * 60 * 1000),
   FERRY_GCS_BUCKETS: bucketList,
-  FERRY_REAPI_INSTANCES: unsetIfEmpty(z.string().transform((v) => v.split(',').map((i) => i.trim())).optional()),
-  FERRY_REAPI_MAX_BATCH_BYTES: z.coerce.number().int().min(64 * 1024).max(15 * 1024 * 1024).default(4 * 1024 * 1024),
+  FERRY_REAPI_INSTANCES: unsetIfEmpty(
+    z
+      .string()
+      .transform((v) => v.split(',').map((i) => i.trim()))
+      .optional(),
+  ),
+  FERRY_REAPI_MAX_BATCH_BYTES: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .max(15 * 1024 * 1024)
+    .default(4 * 1024 * 1024),
   FERRY_CAS_MAX_BLOB_BYTES: z.coerce.number().int().min(0).default(0),
   FERRY_ACTION_CACHE_TTL_MS: positiveInt.default(7 * 24 * 60 * 60 * 1000),
-  FERRY_REAPI_ZERO_RESUME: z
-    .enum(['auto', 'always', 'never'], { errorMap: () => ({ message: 'auto, always or never' }) })
-    .default('auto'),
+  FERRY_REAPI_ZERO_RESUME: z.enum(['auto', 'always', 'never'], { errorMap: () => ({ message: 'auto, always or never' }) }).default('auto'),
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
   FERRY_ANONYMOUS_SCOPES: unsetIfEmpty(
     z
       .string()
-      .transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''))
+      .transform((v) =>
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== ''),
+      )
       .optional(),
   ),
   FERRY_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -328,7 +368,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     );
   }
   if (needs.includes('signingKey') && !devMode && !e.FERRY_SIGNING_KEY) {
-    throw new ConfigError('FERRY_SIGNING_KEY: required to sign URLs when FERRY_CLIENTS is set (at least 32 characters, the same on every replica)');
+    throw new ConfigError(
+      'FERRY_SIGNING_KEY: required to sign URLs when FERRY_CLIENTS is set (at least 32 characters, the same on every replica)',
+    );
   }
   if (e.FERRY_STORAGE === 's3' && !e.FERRY_S3_BUCKET) throw new ConfigError('FERRY_S3_BUCKET: required when FERRY_STORAGE=s3');
   if (Boolean(e.FERRY_S3_ACCESS_KEY_ID) !== Boolean(e.FERRY_S3_SECRET_ACCESS_KEY)) {
@@ -337,7 +379,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
     host: e.FERRY_HOST,
-    ports: { grpc: e.FERRY_GRPC_PORT, grpcMetrics: e.FERRY_GRPC_METRICS_PORT, multipart: e.FERRY_MULTIPART_PORT, object: e.FERRY_OBJECT_PORT, worker: e.FERRY_WORKER_PORT },
+    ports: {
+      grpc: e.FERRY_GRPC_PORT,
+      grpcMetrics: e.FERRY_GRPC_METRICS_PORT,
+      multipart: e.FERRY_MULTIPART_PORT,
+      object: e.FERRY_OBJECT_PORT,
+      worker: e.FERRY_WORKER_PORT,
+    },
     redis: { url: e.REDIS_CLUSTER_NODES ? `redis+cluster://${e.REDIS_CLUSTER_NODES}` : e.REDIS_URL, prefix: e.FERRY_REDIS_PREFIX },
     dataDir: isAbsolute(e.FERRY_DATA_DIR) ? e.FERRY_DATA_DIR : resolve(root, e.FERRY_DATA_DIR),
     storage: e.FERRY_STORAGE,

@@ -1,4 +1,13 @@
-import { DynamicModule, Global, Inject, Injectable, Module, OnApplicationBootstrap, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import {
+  DynamicModule,
+  Global,
+  Inject,
+  Injectable,
+  Module,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+  OnModuleInit,
+} from '@nestjs/common';
 import { Authenticator } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import type { FerryConfig } from '@ferry/config';
@@ -34,7 +43,9 @@ class RedisLifecycle implements OnModuleInit, OnApplicationShutdown {
 
   /** Boot waits (briefly) for Redis: a cluster connection refuses commands until it knows the slots. */
   async onModuleInit(): Promise<void> {
-    await waitForRedis(this.redis, 10_000).catch((err: unknown) => this.logger.warn({ err }, 'Redis not reachable yet; requests answer UNAVAILABLE meanwhile'));
+    await waitForRedis(this.redis, 10_000).catch((err: unknown) =>
+      this.logger.warn({ err }, 'Redis not reachable yet; requests answer UNAVAILABLE meanwhile'),
+    );
   }
 
   async onApplicationShutdown(): Promise<void> {

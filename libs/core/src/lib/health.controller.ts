@@ -42,7 +42,9 @@ export class HealthController {
   @Get('readyz')
   async readyz(@Res() res: Response): Promise<void> {
     const { ready, redis, storage } = await checkDependencies(this.redis, this.storage);
-    res.status(ready ? 200 : 503).json(ready ? { status: 'ok', redis, storage } : { code: 'UNAVAILABLE', message: `redis: ${redis}, storage: ${storage}` });
+    res
+      .status(ready ? 200 : 503)
+      .json(ready ? { status: 'ok', redis, storage } : { code: 'UNAVAILABLE', message: `redis: ${redis}, storage: ${storage}` });
   }
 
   @Get('metrics')

@@ -18,6 +18,7 @@ import { setFlagsFromString } from 'node:v8';
  * app (npm start, nx serve, containers) gets it. `percent` 0 leaves V8's heuristic alone.
  */
 export function tuneHeap(percent: number, setFlags: (flags: string) => void = setFlagsFromString): void {
-  if (!Number.isInteger(percent) || percent < 0) throw new RangeError(`heap growing percent must be a non-negative integer, not ${percent}`);
+  if (!Number.isInteger(percent) || percent < 0)
+    throw new RangeError(`heap growing percent must be a non-negative integer, not ${percent}`);
   if (percent > 0) setFlags(`--heap-growing-percent=${percent}`);
 }

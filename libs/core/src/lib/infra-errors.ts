@@ -10,7 +10,9 @@ export function classifyInfraError(err: unknown): unknown {
   if (code === 'ENOSPC' || code === 'EDQUOT') return new ResourceExhaustedError('storage is full', { cause: err });
   if (
     err.name === 'MaxRetriesPerRequestError' ||
-    /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Cluster isn't ready|CLUSTERDOWN|Failed to refresh slots cache/.test(err.message) ||
+    /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Cluster isn't ready|CLUSTERDOWN|Failed to refresh slots cache/.test(
+      err.message,
+    ) ||
     code === 'ECONNREFUSED'
   ) {
     return new UnavailableError('a dependency (Redis) is unavailable; retry', { cause: err });

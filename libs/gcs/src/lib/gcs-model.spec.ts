@@ -1,25 +1,31 @@
 import type { CatalogObject } from '@ferry/catalog';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, UnimplementedError } from '@ferry/errors';
 import type { WriteObjectSpec__Output } from '@ferry/protocol';
-import {
-  GcsNames,
-  checkPreconditions,
-  generationOf,
-  mergeChecksums,
-  parseChecksums,
-  parseWriteSpec,
-  toGcsObject,
-} from './gcs-model';
+import { GcsNames, checkPreconditions, generationOf, mergeChecksums, parseChecksums, parseWriteSpec, toGcsObject } from './gcs-model';
 
 const names = new GcsNames({ maxNameBytes: 1024 });
 
 const object = (over: Partial<CatalogObject> = {}): CatalogObject => ({
-  name: 'b/o', size: 3, sha256: 'a'.repeat(64), md5: '900150983cd24fb0d6963f7d28e17f72', crc32c: '364b3fb7', contentType: 'text/plain',
-  owner: 'dev', project: 'b', createdAt: '2026-11-21T10:00:00.123Z', expires: null, protocol: 'gcs', blob: 'a'.repeat(64), ...over,
+  name: 'b/o',
+  size: 3,
+  sha256: 'a'.repeat(64),
+  md5: '900150983cd24fb0d6963f7d28e17f72',
+  crc32c: '364b3fb7',
+  contentType: 'text/plain',
+  owner: 'dev',
+  project: 'b',
+  createdAt: '2026-11-21T10:00:00.123Z',
+  expires: null,
+  protocol: 'gcs',
+  blob: 'a'.repeat(64),
+  ...over,
 });
 
 const spec = (over: Record<string, unknown> = {}) =>
-  ({ resource: { name: 'o', bucket: 'projects/_/buckets/bkt', content_type: '', metadata: {} }, ...over }) as unknown as WriteObjectSpec__Output;
+  ({
+    resource: { name: 'o', bucket: 'projects/_/buckets/bkt', content_type: '', metadata: {} },
+    ...over,
+  }) as unknown as WriteObjectSpec__Output;
 
 describe('GcsNames', () => {
   it('takes buckets only as projects/_/buckets/<valid name>', () => {
@@ -61,8 +67,15 @@ describe('checksums', () => {
 describe('parseWriteSpec', () => {
   it('keeps what the upload needs, with GCS defaults', () => {
     expect(parseWriteSpec(spec({ if_generation_match: 0, object_size: 10 }), { crc32c: 1, md5_hash: Buffer.alloc(0) }, names)).toEqual({
-      bucket: 'bkt', object: 'o', contentType: 'application/octet-stream', metadata: {}, objectSize: 10,
-      ifGenerationMatch: 0, ifGenerationNotMatch: undefined, ifMetagenerationMatch: undefined, ifMetagenerationNotMatch: undefined,
+      bucket: 'bkt',
+      object: 'o',
+      contentType: 'application/octet-stream',
+      metadata: {},
+      objectSize: 10,
+      ifGenerationMatch: 0,
+      ifGenerationNotMatch: undefined,
+      ifMetagenerationMatch: undefined,
+      ifMetagenerationNotMatch: undefined,
       checksums: { crc32c: '00000001' },
     });
   });
@@ -112,8 +125,13 @@ describe('toGcsObject', () => {
   it('presents a catalog object as a google.storage.v2.Object', () => {
     const o = toGcsObject(object({ generation: 1_795_000_000_000_001, metadata: { a: 'b' } }), 'b', 'o');
     expect(o).toMatchObject({
-      name: 'o', bucket: 'projects/_/buckets/b', generation: 1_795_000_000_000_001, metageneration: 1, size: 3,
-      content_type: 'text/plain', metadata: { a: 'b' },
+      name: 'o',
+      bucket: 'projects/_/buckets/b',
+      generation: 1_795_000_000_000_001,
+      metageneration: 1,
+      size: 3,
+      content_type: 'text/plain',
+      metadata: { a: 'b' },
       create_time: { seconds: Math.floor(Date.parse('2026-11-21T10:00:00.123Z') / 1000), nanos: 123_000_000 },
       checksums: { crc32c: 0x364b3fb7, md5_hash: Buffer.from('900150983cd24fb0d6963f7d28e17f72', 'hex') },
     });

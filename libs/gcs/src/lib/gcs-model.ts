@@ -104,7 +104,9 @@ export function parseChecksums(c: ObjectChecksums__Output | null | undefined): D
 export function mergeChecksums(a: DeclaredChecksums, b: DeclaredChecksums): DeclaredChecksums {
   for (const algo of ['crc32c', 'md5'] as const) {
     if (a[algo] !== undefined && b[algo] !== undefined && a[algo] !== b[algo]) {
-      throw new InvalidArgumentError(`object_checksums.${algo} ${b[algo]} contradicts the ${algo} ${a[algo]} declared earlier for this upload`);
+      throw new InvalidArgumentError(
+        `object_checksums.${algo} ${b[algo]} contradicts the ${algo} ${a[algo]} declared earlier for this upload`,
+      );
     }
   }
   return { ...a, ...b };

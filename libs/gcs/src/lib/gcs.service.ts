@@ -112,7 +112,13 @@ export class GcsService {
     this.auth.require(principal, Scopes.write(name));
     checkPreconditions(spec, await this.engine.object(name));
     const id = `gcs_${randomBytes(24).toString('base64url')}`;
-    await this.engine.getOrCreateSession({ id, name, protocol: PROTOCOL, owner: principal.clientId, attributes: { spec: JSON.stringify(spec) } });
+    await this.engine.getOrCreateSession({
+      id,
+      name,
+      protocol: PROTOCOL,
+      owner: principal.clientId,
+      attributes: { spec: JSON.stringify(spec) },
+    });
     return { upload_id: id };
   }
 
@@ -189,7 +195,13 @@ export class GcsService {
       return { resource };
     }
     const id = `gcs_${randomBytes(24).toString('base64url')}`;
-    await this.engine.getOrCreateSession({ id, name, protocol: PROTOCOL, owner: principal.clientId, attributes: { spec: JSON.stringify(spec) } });
+    await this.engine.getOrCreateSession({
+      id,
+      name,
+      protocol: PROTOCOL,
+      owner: principal.clientId,
+      attributes: { spec: JSON.stringify(spec) },
+    });
     const writer = await this.engine.openWriter(id, digestNeeds(spec.checksums));
     try {
       return await this.stream(principal, spec, spec.checksums, first, rest, writer, { single: true, replies });
@@ -213,7 +225,7 @@ export class GcsService {
     // Checked again under the lease: another writer may have moved the upload in between.
     if (first.write_offset > writer.committedSize) throw offsetMismatch(first.write_offset, writer.committedSize);
     let declared = declaredAtStart;
-    for (let msg = first; ; ) {
+    for (let msg = first; ;) {
       if (msg !== first) {
         if (msg.first_message) throw new InvalidArgumentError(`${msg.first_message} is only allowed on the first message of a stream`);
         if (msg.object_checksums && !msg.finish_write) {
@@ -414,7 +426,12 @@ export class GcsService {
     return { responses: this.readResponses(object, start, end, head) };
   }
 
-  private async *readResponses(object: CatalogObject, start: number, end: number, head: ReadObjectResponse): AsyncIterable<ReadObjectResponse> {
+  private async *readResponses(
+    object: CatalogObject,
+    start: number,
+    end: number,
+    head: ReadObjectResponse,
+  ): AsyncIterable<ReadObjectResponse> {
     if (end <= start) {
       yield head;
       return;

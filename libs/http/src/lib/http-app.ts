@@ -48,7 +48,8 @@ function bodyError(err: unknown): unknown {
   const type = (err as { type?: unknown }).type;
   if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
   // the client's mistake, not a busy server: a 4xx it will not retry
-  if (type === 'entity.too.large') return new InvalidArgumentError(`request body is larger than the ${(err as { limit?: number }).limit ?? 1048576} bytes allowed`);
+  if (type === 'entity.too.large')
+    return new InvalidArgumentError(`request body is larger than the ${(err as { limit?: number }).limit ?? 1048576} bytes allowed`);
   if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
   return err;
 }

@@ -14,17 +14,23 @@ export const schemaRef = (name: string) => ({ $ref: `#/components/schemas/${name
 /** The query parameters of a signed URL (UrlSigner), for components.parameters. */
 export const SIGNED_URL_PARAMETERS = {
   expires: {
-    name: SIGNED_URL_PARAMS.expires, in: 'query', required: true,
+    name: SIGNED_URL_PARAMS.expires,
+    in: 'query',
+    required: true,
     description: 'When the signed URL expires, in unix seconds.',
     schema: { type: 'string', pattern: '^[0-9]+$' },
   },
   signedHeaders: {
-    name: SIGNED_URL_PARAMS.signedHeaders, in: 'query', required: true,
+    name: SIGNED_URL_PARAMS.signedHeaders,
+    in: 'query',
+    required: true,
     description: 'Semicolon-separated lowercase names of the signed headers the request must send; may be empty.',
     schema: { type: 'string' },
   },
   signature: {
-    name: SIGNED_URL_PARAMS.signature, in: 'query', required: true,
+    name: SIGNED_URL_PARAMS.signature,
+    in: 'query',
+    required: true,
     description: 'base64url HMAC-SHA256 signature.',
     schema: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
   },

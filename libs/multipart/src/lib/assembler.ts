@@ -40,10 +40,15 @@ export class MultipartAssembler {
     if (!digests) {
       source = await this.snapshot(uploadId);
       const staged = await this.storage.stagingSize(source);
-      if (staged !== size) return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`, source);
+      if (staged !== size)
+        return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`, source);
       digests = await this.hash(source, size);
       if (digests.md5 !== upload.request.contentMD5Hex) {
-        return this.fail(upload, `the MD5 of the assembled file is ${digests.md5}, but contentMD5Hex is ${upload.request.contentMD5Hex}`, source);
+        return this.fail(
+          upload,
+          `the MD5 of the assembled file is ${digests.md5}, but contentMD5Hex is ${upload.request.contentMD5Hex}`,
+          source,
+        );
       }
       const recorded = { ...digests, ...(source !== uploadId ? { snapshot: source } : {}) };
       if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', recorded))) {

@@ -1,12 +1,5 @@
 import type { Job, Queue, Worker } from 'bullmq';
-import {
-  ASSEMBLY_ATTEMPTS,
-  AssembleMultipartPayload,
-  AssembleMultipartResult,
-  JOBS,
-  QUEUES,
-  assemblyJobId,
-} from '@ferry/jobs';
+import { ASSEMBLY_ATTEMPTS, AssembleMultipartPayload, AssembleMultipartResult, JOBS, QUEUES, assemblyJobId } from '@ferry/jobs';
 import type { Redis } from '@ferry/redis';
 import type { MultipartAssembler } from './assembler';
 

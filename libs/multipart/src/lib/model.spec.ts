@@ -2,7 +2,13 @@ import { InvalidArgumentError } from '@ferry/errors';
 import { LIMITS, parsePartNumber, parseUploadRequest, partCount, partRange, requestDigest } from './model';
 
 const MiB = 1024 * 1024;
-const base = { fileName: 'a.bin', contentType: 'text/plain', contentMD5Hex: 'A'.repeat(32), fileSizeBytes: 12 * MiB, partSizeBytes: 5 * MiB };
+const base = {
+  fileName: 'a.bin',
+  contentType: 'text/plain',
+  contentMD5Hex: 'A'.repeat(32),
+  fileSizeBytes: 12 * MiB,
+  partSizeBytes: 5 * MiB,
+};
 
 describe('multipart model', () => {
   it('splits a file into ceil(size / partSize) parts with the documented byte ranges', () => {

@@ -103,7 +103,9 @@ const requestSchema = z
   .object({
     concreteType: z.literal(MULTIPART_REQUEST_CONCRETE_TYPE).optional(),
     fileName: printable(LIMITS.maxNameChars).refine((s) => !s.includes('/'), 'must not contain "/"'),
-    contentType: printable(255).refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII').default('application/octet-stream'),
+    contentType: printable(255)
+      .refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII')
+      .default('application/octet-stream'),
     contentMD5Hex: z.string().regex(/^[0-9a-fA-F]{32}$/, 'must be 32 hexadecimal digits'),
     fileSizeBytes: safeInt.min(1, 'must be at least 1'),
     partSizeBytes: safeInt.min(1, 'must be at least 1'),
@@ -116,7 +118,9 @@ const batchSchema = z
   .object({
     uploadId: z.string().optional(),
     partNumbers: z.array(safeInt.min(1, 'part numbers start at 1'), { required_error: 'is required' }).min(1, 'ask for at least one part'),
-    contentType: printable(255).refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII').optional(),
+    contentType: printable(255)
+      .refine((s) => /^[\x20-\x7e]*$/.test(s), 'must be printable ASCII')
+      .optional(),
   })
   .strict();
 
@@ -152,14 +156,21 @@ export function parseUploadRequest(body: unknown): MultipartUploadRequest {
   return req;
 }
 
-export function parseUrlBatch(body: unknown, uploadId: string, partCountOfUpload: number, maxBatch: number): { partNumbers: number[]; contentType?: string } {
+export function parseUrlBatch(
+  body: unknown,
+  uploadId: string,
+  partCountOfUpload: number,
+  maxBatch: number,
+): { partNumbers: number[]; contentType?: string } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new InvalidArgumentError('body must be a JSON object (Content-Type: application/json)');
   }
   const r = batchSchema.safeParse(body);
   if (!r.success) throw invalid('invalid BatchPresignedUploadUrlRequest', r.error);
   if (r.data.uploadId !== undefined && r.data.uploadId !== uploadId) {
-    throw new InvalidArgumentError(`invalid BatchPresignedUploadUrlRequest: uploadId ${r.data.uploadId} does not match the URL's ${uploadId}`);
+    throw new InvalidArgumentError(
+      `invalid BatchPresignedUploadUrlRequest: uploadId ${r.data.uploadId} does not match the URL's ${uploadId}`,
+    );
   }
   const partNumbers = [...new Set(r.data.partNumbers)];
   if (partNumbers.length > maxBatch) {
@@ -167,7 +178,9 @@ export function parseUrlBatch(body: unknown, uploadId: string, partCountOfUpload
   }
   const bad = partNumbers.find((n) => n > partCountOfUpload);
   if (bad !== undefined) {
-    throw new InvalidArgumentError(`invalid BatchPresignedUploadUrlRequest: part ${bad} does not exist: this upload has ${partCountOfUpload} parts`);
+    throw new InvalidArgumentError(
+      `invalid BatchPresignedUploadUrlRequest: part ${bad} does not exist: this upload has ${partCountOfUpload} parts`,
+    );
   }
   return { partNumbers, contentType: r.data.contentType };
 }
@@ -206,8 +219,13 @@ export function partRange(n: number, fileSize: number, partSize: number): { star
 /** The key of idempotent start: the same user sending the same request gets the same upload. */
 export function requestDigest(req: MultipartUploadRequest): string {
   const canonical = [
-    req.fileName, req.contentType, req.contentMD5Hex, req.fileSizeBytes, req.partSizeBytes,
-    req.storageLocationId ?? '', req.generatePreview ?? '',
+    req.fileName,
+    req.contentType,
+    req.contentMD5Hex,
+    req.fileSizeBytes,
+    req.partSizeBytes,
+    req.storageLocationId ?? '',
+    req.generatePreview ?? '',
   ];
   return createHash('sha256').update(JSON.stringify(canonical)).digest('hex').slice(0, 32);
 }

@@ -33,23 +33,44 @@ export interface PartLease {
   holder: string;
 }
 
-export type AddPartOutcome =
-  | { ok: true }
-  | { ok: false; reason: string };
+export type AddPartOutcome = { ok: true } | { ok: false; reason: string };
 
 type Fn = (...args: (string | number)[]) => Promise<unknown>;
 
 const SCRIPTS = {
-  create1: 2, beginPart1: 3, renewPart1: 3, endPart1: 3, abortPart1: 3, addPart1: 3, complete1: 2, update1: 2,
-  claimField1: 2, expireIfIdle1: 2, compareAndSetField1: 1, completeAsDuplicate1: 2, deleteIf1: 2,
+  create1: 2,
+  beginPart1: 3,
+  renewPart1: 3,
+  endPart1: 3,
+  abortPart1: 3,
+  addPart1: 3,
+  complete1: 2,
+  update1: 2,
+  claimField1: 2,
+  expireIfIdle1: 2,
+  compareAndSetField1: 1,
+  completeAsDuplicate1: 2,
+  deleteIf1: 2,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
 const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
 
 const META = [
-  'owner', 'requestKey', 'request', 'parts', 'state', 'startedOn', 'updatedOn', 'resultFileHandleId', 'failureReason',
-  'sha256', 'md5', 'crc32c', 'snapshot', 'dedupHandleId',
+  'owner',
+  'requestKey',
+  'request',
+  'parts',
+  'state',
+  'startedOn',
+  'updatedOn',
+  'resultFileHandleId',
+  'failureReason',
+  'sha256',
+  'md5',
+  'crc32c',
+  'snapshot',
+  'dedupHandleId',
 ] as const;
 
 export interface MultipartStoreOptions {
@@ -109,7 +130,20 @@ export class MultipartStore {
   async create(id: string, owner: string, requestKey: string, request: MultipartUploadRequest): Promise<void> {
     const parts = partCount(request.fileSizeBytes, request.partSizeBytes);
     const now = Date.now();
-    const fields = ['owner', owner, 'requestKey', requestKey, 'request', JSON.stringify(request), 'parts', parts, 'state', 'UPLOADING', 'startedOn', now];
+    const fields = [
+      'owner',
+      owner,
+      'requestKey',
+      requestKey,
+      'request',
+      JSON.stringify(request),
+      'parts',
+      parts,
+      'state',
+      'UPLOADING',
+      'startedOn',
+      now,
+    ];
     const created = await this.run.create1(...this.k(id), now, this.keyTtlMs, parts, ...fields);
     if (created !== 1) throw new InternalError(`upload id ${id} already exists`);
     await this.touchIndex(id, now);
@@ -117,7 +151,11 @@ export class MultipartStore {
 
   async get(id: string): Promise<MultipartUpload | undefined> {
     const [meta, parts] = this.k(id);
-    const r = await this.redis.multi().hmget(meta, ...META).get(parts).exec();
+    const r = await this.redis
+      .multi()
+      .hmget(meta, ...META)
+      .get(parts)
+      .exec();
     if (!r) throw new InternalError('transaction aborted');
     for (const [err] of r) if (err) throw err;
     const values = r[0][1] as (string | null)[];
@@ -162,7 +200,13 @@ export class MultipartStore {
   }
 
   async renewPart(lease: PartLease): Promise<void> {
-    const ok = await this.run.renewPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder, this.options.leaseTtlMs);
+    const ok = await this.run.renewPart1(
+      ...this.kl(lease.uploadId, lease.partNumber),
+      ...this.t(),
+      lease.partNumber,
+      lease.holder,
+      this.options.leaseTtlMs,
+    );
     if (ok !== 1) throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
   }
 
@@ -285,7 +329,12 @@ export class MultipartStore {
   }
 
   /** Points the request at `next` if it currently points at `expected` ('' = nothing); else returns the current upload id. */
-  async swapRequest(owner: string, requestKey: string, expected: string, next: string): Promise<{ ok: true } | { ok: false; current?: string }> {
+  async swapRequest(
+    owner: string,
+    requestKey: string,
+    expected: string,
+    next: string,
+  ): Promise<{ ok: true } | { ok: false; current?: string }> {
     const r = await this.compareAndSet(this.keys.multipartRequests(owner), requestKey, expected, next);
     return r === 1 ? { ok: true } : { ok: false, current: (r as string | null) ?? undefined };
   }

@@ -117,7 +117,11 @@ export class MultipartService {
         partPresignedUrls: await Promise.all(
           partNumbers.map(async (partNumber) => {
             const { start, end } = partRange(partNumber, upload.request.fileSizeBytes, upload.request.partSizeBytes);
-            const { url, headers } = await direct.stagingPartPutUrl(uploadId, partNumber - 1, { contentLength: end - start, contentType, expiresInSeconds });
+            const { url, headers } = await direct.stagingPartPutUrl(uploadId, partNumber - 1, {
+              contentLength: end - start,
+              contentType,
+              expiresInSeconds,
+            });
             return { partNumber, uploadPresignedUrl: url, signedHeaders: headers };
           }),
         ),
@@ -145,7 +149,8 @@ export class MultipartService {
       const { start, end } = partRange(partNumber, upload.request.fileSizeBytes, upload.request.partSizeBytes);
       const fail = (errorMessage: string): AddPartResponse => ({ uploadId, partNumber, addPartState: 'ADD_FAILED', errorMessage });
       if (!part) return fail(`no bytes are stored for part ${partNumber}: PUT them to a presigned URL first`);
-      if (part.size !== end - start) return fail(`part ${partNumber} is exactly ${end - start} bytes; the stored one has ${part.size}; PUT the part again`);
+      if (part.size !== end - start)
+        return fail(`part ${partNumber} is exactly ${end - start} bytes; the stored one has ${part.size}; PUT the part again`);
       observed = part.md5;
     }
     const outcome = await this.store.addPart(uploadId, partNumber, md5, observed);
@@ -175,7 +180,8 @@ export class MultipartService {
       if (state === 'FAILED' || state === 'COMPLETED' || state === undefined || Date.now() >= deadline || signal?.aborted) {
         const upload = await this.store.get(uploadId);
         if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
-        if (upload.state === 'FAILED') throw new InvalidArgumentError(`the upload failed: ${upload.failureReason ?? 'unknown reason'}; start it again`);
+        if (upload.state === 'FAILED')
+          throw new InvalidArgumentError(`the upload failed: ${upload.failureReason ?? 'unknown reason'}; start it again`);
         if (upload.state === 'COMPLETED') return { status: toStatus(upload), done: true };
         if (Date.now() >= deadline || signal?.aborted) return { status: toStatus(upload), done: false };
       }
@@ -200,7 +206,11 @@ export class MultipartService {
       const live = await this.handles.liveObject(handle.id);
       if (!live) throw new NotFoundError(`file handle ${id} not found`);
       const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
-      return this.storage.direct.blobGetUrl(live.object.blob, { expiresInSeconds, contentType: handle.contentType, fileName: handle.fileName });
+      return this.storage.direct.blobGetUrl(live.object.blob, {
+        expiresInSeconds,
+        contentType: handle.contentType,
+        fileName: handle.fileName,
+      });
     }
     const path = DataPaths.content(handle.id);
     const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
@@ -261,7 +271,10 @@ export class MultipartService {
   }
 
   /** Opens a file handle's content from a signed GET URL. */
-  async openContent(id: string, signed: SignedRequest): Promise<{ handle: FileHandle; object: CatalogObject; read(start: number, end: number): Readable }> {
+  async openContent(
+    id: string,
+    signed: SignedRequest,
+  ): Promise<{ handle: FileHandle; object: CatalogObject; read(start: number, end: number): Readable }> {
     this.signer.verifyRequest(signed);
     const live = await this.handles.liveObject(id);
     if (!live) throw new NotFoundError(`file handle ${id} not found`);
@@ -313,7 +326,12 @@ export class MultipartService {
     await this.handles.create(
       handleId,
       { fileName: request.fileName, contentType: request.contentType, owner, storageLocationId: request.storageLocationId },
-      { size: object.size, sha256: object.sha256, md5: object.md5 ?? request.contentMD5Hex, ...(object.crc32c ? { crc32c: object.crc32c } : {}) },
+      {
+        size: object.size,
+        sha256: object.sha256,
+        md5: object.md5 ?? request.contentMD5Hex,
+        ...(object.crc32c ? { crc32c: object.crc32c } : {}),
+      },
     );
     await this.store.completeAsDuplicate(id, handleId, originalId);
   }

@@ -7,7 +7,9 @@ describe('object API model', () => {
 
   it('accepts slugids (v4 UUIDs) only', () => {
     expect(() => parseCreateUpload(create)).not.toThrow();
-    expect(() => parseCreateUpload({ ...create, uploadId: Buffer.from('0123456789ab1def8123456789abcdef', 'hex').toString('base64url') })).toThrow(/slugid/);
+    expect(() =>
+      parseCreateUpload({ ...create, uploadId: Buffer.from('0123456789ab1def8123456789abcdef', 'hex').toString('base64url') }),
+    ).toThrow(/slugid/);
   });
 
   it('keeps the known hashes, ignores others, and refuses a changed one', () => {
@@ -19,7 +21,7 @@ describe('object API model', () => {
     expect(mergeHashes({ sha256: 'a' }, { sha256: 'c' }).conflict).toBe('sha256');
   });
 
-  it('takes printable ASCII names of 1 to 1024 characters; others are Taskcluster\'s InvalidRequestArguments', () => {
+  it("takes printable ASCII names of 1 to 1024 characters; others are Taskcluster's InvalidRequestArguments", () => {
     expect(() => assertObjectName('a b/c!~')).not.toThrow();
     for (const bad of ['', 'tab\there', 'é', 'x'.repeat(1025), 'nul\u0000']) {
       expect(() => assertObjectName(bad)).toThrow(/printable ASCII/);
@@ -30,7 +32,10 @@ describe('object API model', () => {
   it('refuses dataInline past 8 KiB decoded, padded or not (a schema violation: InputValidationError)', () => {
     const inline = (bytes: Buffer, unpadded = false) => {
       const objectData = bytes.toString('base64');
-      return { ...create, proposedUploadMethods: { dataInline: { contentType: 'x/y', objectData: unpadded ? objectData.replace(/=+$/, '') : objectData } } };
+      return {
+        ...create,
+        proposedUploadMethods: { dataInline: { contentType: 'x/y', objectData: unpadded ? objectData.replace(/=+$/, '') : objectData } },
+      };
     };
     for (const size of [0, 1, 2, DATA_INLINE_MAX_BYTES - 1, DATA_INLINE_MAX_BYTES]) {
       expect(() => parseCreateUpload(inline(Buffer.alloc(size)))).not.toThrow();

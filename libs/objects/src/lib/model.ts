@@ -18,7 +18,8 @@ export interface CreateUploadRequest {
   };
 }
 
-export type UploadMethod = { dataInline: true } | { putUrl: { url: string; expires: string; headers: Record<string, string> } } | Record<string, never>;
+export type UploadMethod =
+  { dataInline: true } | { putUrl: { url: string; expires: string; headers: Record<string, string> } } | Record<string, never>;
 
 export interface CreateUploadResponse {
   projectId: string;
@@ -33,9 +34,7 @@ export interface FinishUploadRequest {
   hashes?: Hashes;
 }
 
-export type DownloadResponse =
-  | { method: 'getUrl'; url: string; expires: string; hashes: Hashes }
-  | { method: 'simple'; url: string };
+export type DownloadResponse = { method: 'getUrl'; url: string; expires: string; hashes: Hashes } | { method: 'simple'; url: string };
 
 export interface ObjectMetadata {
   projectId: string;
@@ -54,18 +53,26 @@ export class InvalidRequestArgumentsError extends InvalidArgumentError {}
 export class InputError extends InvalidArgumentError {}
 
 /** Content types end up in a response header: printable ASCII only. */
-const contentType = z.string().max(255).regex(/^[\x20-\x7e]*$/, 'must be printable ASCII');
+const contentType = z
+  .string()
+  .max(255)
+  .regex(/^[\x20-\x7e]*$/, 'must be printable ASCII');
 
 const projectId = z.string().regex(/^[a-zA-Z0-9._/-]{1,500}$/, 'must match ^[a-zA-Z0-9._/-]{1,500}$');
 /** A slugid: 22 URL-safe base64 characters encoding a v4 UUID. */
 const uploadId = z
   .string()
-  .regex(/^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$/, 'must be a slugid (a v4 UUID, 22 URL-safe base64 characters)');
+  .regex(
+    /^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$/,
+    'must be a slugid (a v4 UUID, 22 URL-safe base64 characters)',
+  );
 const hashes = z
   .record(z.string())
   .superRefine((h, ctx) => {
-    if (h['sha256'] !== undefined && !/^[0-9a-f]{64}$/.test(h['sha256'])) ctx.addIssue({ code: 'custom', message: 'sha256 must be 64 lowercase hex digits' });
-    if (h['sha512'] !== undefined && !/^[0-9a-f]{128}$/.test(h['sha512'])) ctx.addIssue({ code: 'custom', message: 'sha512 must be 128 lowercase hex digits' });
+    if (h['sha256'] !== undefined && !/^[0-9a-f]{64}$/.test(h['sha256']))
+      ctx.addIssue({ code: 'custom', message: 'sha256 must be 64 lowercase hex digits' });
+    if (h['sha512'] !== undefined && !/^[0-9a-f]{128}$/.test(h['sha512']))
+      ctx.addIssue({ code: 'custom', message: 'sha512 must be 128 lowercase hex digits' });
   })
   .transform((h): Hashes => ({ ...(h['sha256'] ? { sha256: h['sha256'] } : {}), ...(h['sha512'] ? { sha512: h['sha512'] } : {}) }));
 
@@ -83,13 +90,19 @@ const createSchema = z
             objectData: z
               .string()
               .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64')
-              .refine((data) => base64DecodedLength(data) <= DATA_INLINE_MAX_BYTES, (data) => ({
-                message: `decodes to ${base64DecodedLength(data)} bytes; at most ${DATA_INLINE_MAX_BYTES} (8 KiB) can be sent inline (propose putUrl for more)`,
-              })),
+              .refine(
+                (data) => base64DecodedLength(data) <= DATA_INLINE_MAX_BYTES,
+                (data) => ({
+                  message: `decodes to ${base64DecodedLength(data)} bytes; at most ${DATA_INLINE_MAX_BYTES} (8 KiB) can be sent inline (propose putUrl for more)`,
+                }),
+              ),
           })
           .strict()
           .optional(),
-        putUrl: z.object({ contentType, contentLength: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict().optional(),
+        putUrl: z
+          .object({ contentType, contentLength: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
+          .strict()
+          .optional(),
       })
       .strict(),
   })
@@ -116,7 +129,9 @@ export const parseStartDownload = (body: unknown): { acceptDownloadMethods: { si
 /** Object names: printable ASCII (0x20-0x7e), 1 to 1024 characters. InvalidRequestArgumentsError otherwise. */
 export function assertObjectName(name: string): void {
   if (!/^[\x20-\x7e]{1,1024}$/.test(name)) {
-    throw new InvalidRequestArgumentsError(`URL parameter 'name' given as ${JSON.stringify(name)} must be 1 to 1024 printable ASCII characters (0x20-0x7e)`);
+    throw new InvalidRequestArgumentsError(
+      `URL parameter 'name' given as ${JSON.stringify(name)} must be 1 to 1024 printable ASCII characters (0x20-0x7e)`,
+    );
   }
 }
 

@@ -227,9 +227,15 @@ export class ObjectService {
     assertClientWritable(name);
     const expires = new Date(req.expires).toISOString();
     const fresh: PendingUpload = {
-      name, projectId: req.projectId, uploadId: req.uploadId, expires, owner: principal.clientId, createdAt: Date.now(),
+      name,
+      projectId: req.projectId,
+      uploadId: req.uploadId,
+      expires,
+      owner: principal.clientId,
+      createdAt: Date.now(),
       hashes: req.hashes ?? {},
-      contentType: req.proposedUploadMethods.putUrl?.contentType ?? req.proposedUploadMethods.dataInline?.contentType ?? 'application/binary',
+      contentType:
+        req.proposedUploadMethods.putUrl?.contentType ?? req.proposedUploadMethods.dataInline?.contentType ?? 'application/binary',
       contentLength: req.proposedUploadMethods.putUrl?.contentLength ?? -1,
     };
     const existing = await this.createPending(fresh);
@@ -238,10 +244,17 @@ export class ObjectService {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
       }
-      const declared = await this.script('ferryObjectDeclareHashes', this.keys.objectUpload(name), this.putLease(name), existing.uploadId, JSON.stringify(req.hashes ?? {}));
+      const declared = await this.script(
+        'ferryObjectDeclareHashes',
+        this.keys.objectUpload(name),
+        this.putLease(name),
+        existing.uploadId,
+        JSON.stringify(req.hashes ?? {}),
+      );
       if (declared === 'finishing') throw beingFinished(name);
       if (declared === 'gone') throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
-      if (declared !== 'ok') throw new AlreadyExistsError(`${String(declared).slice('conflict:'.length)} differs from the one already declared`);
+      if (declared !== 'ok')
+        throw new AlreadyExistsError(`${String(declared).slice('conflict:'.length)} differs from the one already declared`);
     }
 
     let uploadMethod: UploadMethod = {};
@@ -269,22 +282,36 @@ export class ObjectService {
    * a renewed URL and a PUT again replace the bytes as S3 does (the last complete PUT wins); Ferry
    * sees no PUT, so finishUpload reads the bytes back to verify them.
    */
-  private async directPutUrl(upload: PendingUpload, put: { contentType: string; contentLength: number }): Promise<{ url: string; expires: string; headers: Record<string, string> }> {
+  private async directPutUrl(
+    upload: PendingUpload,
+    put: { contentType: string; contentLength: number },
+  ): Promise<{ url: string; expires: string; headers: Record<string, string> }> {
     const direct = this.storage.direct as DirectAccess;
     let stagingId = upload.directStagingId;
     if (!stagingId) {
       stagingId = `ob_${randomBytes(15).toString('base64url')}`;
       await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
-      const won = await this.script('ferryObjectSetIfAbsent', this.keys.objectUpload(upload.name), upload.uploadId, 'directStagingId', stagingId);
+      const won = await this.script(
+        'ferryObjectSetIfAbsent',
+        this.keys.objectUpload(upload.name),
+        upload.uploadId,
+        'directStagingId',
+        stagingId,
+      );
       if (won !== 1) {
         await this.redis.del(this.keys.objectStaging(stagingId));
         const current = await this.pending(upload.name);
-        if (!current?.directStagingId || current.uploadId !== upload.uploadId) throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
+        if (!current?.directStagingId || current.uploadId !== upload.uploadId)
+          throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
         stagingId = current.directStagingId;
       }
     }
     const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
-    const { url } = await direct.stagingPartPutUrl(stagingId, 0, { contentLength: put.contentLength, contentType: put.contentType, expiresInSeconds });
+    const { url } = await direct.stagingPartPutUrl(stagingId, 0, {
+      contentLength: put.contentLength,
+      contentType: put.contentType,
+      expiresInSeconds,
+    });
     await this.update(upload, { contentType: put.contentType, contentLength: put.contentLength });
     return {
       url,
@@ -310,7 +337,9 @@ export class ObjectService {
     }
     try {
       if (upload.contentLength >= 0 && size !== upload.contentLength) {
-        throw new AlreadyExistsError(`the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`);
+        throw new AlreadyExistsError(
+          `the uploaded data has ${size} bytes, not the declared contentLength ${upload.contentLength}; PUT it again`,
+        );
       }
       const algos: ('sha256' | 'sha512')[] = declared.sha512 ? ['sha256', 'sha512'] : ['sha256'];
       const { sha256, sha512 } = await this.hashPool.digestOf(algos, this.storage.readStaging(stagingId, 0, size));
@@ -362,7 +391,8 @@ export class ObjectService {
     for (let attempt = 0, changed = 0; ; attempt++) {
       const upload = await this.pending(name);
       if (!upload) return this.finishedAlready(name, req.projectId, req.hashes);
-      if (upload.projectId !== req.projectId) throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${req.projectId}`);
+      if (upload.projectId !== req.projectId)
+        throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${req.projectId}`);
       if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
       const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
       if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
@@ -401,7 +431,9 @@ export class ObjectService {
     // the lease is someone else's: another finish (wait for it), or a PUT
     const heldBy = (holder: string | null): 'elsewhere' => {
       if (holder?.startsWith(FINISHING)) return 'elsewhere';
-      throw new AlreadyExistsError(holder ? 'a PUT of this object is in progress; finish it first' : 'no data was uploaded for this object yet');
+      throw new AlreadyExistsError(
+        holder ? 'a PUT of this object is in progress; finish it first' : 'no data was uploaded for this object yet',
+      );
     };
     const data = upload.stored ?? (await this.directStored(upload, declared));
     if (!data) return heldBy(await this.redis.get(lease));
@@ -411,7 +443,16 @@ export class ObjectService {
     };
     const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
     const takenAt = performance.now();
-    const claim = await this.script('ferryObjectClaimFinish', this.keys.objectUpload(name), lease, upload.uploadId, holder, this.options.leaseTtlMs, upload.stored ? data.stagingId : '', JSON.stringify(upload.hashes));
+    const claim = await this.script(
+      'ferryObjectClaimFinish',
+      this.keys.objectUpload(name),
+      lease,
+      upload.uploadId,
+      holder,
+      this.options.leaseTtlMs,
+      upload.stored ? data.stagingId : '',
+      JSON.stringify(upload.hashes),
+    );
     if (claim !== 1) {
       await dropSnapshot();
       if (claim === -1) return 'elsewhere'; // finished (or replaced) since it was read: look again
@@ -424,7 +465,11 @@ export class ObjectService {
     try {
       // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since,
       // or already published by a finish that failed after moving them: then the blob has them)
-      if (upload.stored && (await this.storage.stagingSize(data.stagingId)) !== data.size && !(await this.engine.hasBlob(data.sha256, data.size))) {
+      if (
+        upload.stored &&
+        (await this.storage.stagingSize(data.stagingId)) !== data.size &&
+        !(await this.engine.hasBlob(data.sha256, data.size))
+      ) {
         throw new AlreadyExistsError('the uploaded data is incomplete; PUT it again');
       }
       if (declared.sha512 !== undefined && data.sha512 === undefined) data.sha512 = await this.sha512Of(data, keeper);
@@ -436,9 +481,17 @@ export class ObjectService {
       keeper.check(); // last point where giving up leaves the staged bytes as they were
       await this.engine.storeStaged(data.stagingId, data.sha256, name);
       await this.engine.publish({
-        name, size: data.size, sha256: data.sha256, ...(data.sha512 ? { sha512: data.sha512 } : {}),
-        contentType: upload.contentType, owner: upload.owner, project: upload.projectId, createdAt: new Date().toISOString(),
-        expires: upload.expires, protocol: 'object', blob: data.sha256,
+        name,
+        size: data.size,
+        sha256: data.sha256,
+        ...(data.sha512 ? { sha512: data.sha512 } : {}),
+        contentType: upload.contentType,
+        owner: upload.owner,
+        project: upload.projectId,
+        createdAt: new Date().toISOString(),
+        expires: upload.expires,
+        protocol: 'object',
+        blob: data.sha256,
       });
       published = true;
       await this.redis.del(this.keys.objectUpload(name), lease);
@@ -456,7 +509,14 @@ export class ObjectService {
   }
 
   /** Keeps the upload's lease (a PUT's or a finisher's) renewed in the background while `holder` works. */
-  private keepLease(lease: string, holder: string, takenAt: number, replaced: string, mayHaveLost: string, onLost?: (err: unknown) => void): LeaseKeeper {
+  private keepLease(
+    lease: string,
+    holder: string,
+    takenAt: number,
+    replaced: string,
+    mayHaveLost: string,
+    onLost?: (err: unknown) => void,
+  ): LeaseKeeper {
     const renew = async () => {
       if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) throw new ConcurrentWriterError(replaced);
     };
@@ -521,11 +581,17 @@ export class ObjectService {
     const expiresAt = Math.floor((Date.now() + this.options.urlTtlMs) / 1000);
     const expires = new Date(expiresAt * 1000).toISOString();
     if (this.storage.direct) {
-      const url = await this.storage.direct.blobGetUrl(object.blob, { expiresInSeconds: Math.floor(this.options.urlTtlMs / 1000), contentType: object.contentType });
+      const url = await this.storage.direct.blobGetUrl(object.blob, {
+        expiresInSeconds: Math.floor(this.options.urlTtlMs / 1000),
+        contentType: object.contentType,
+      });
       return { url, expires };
     }
     const path = ObjectDataPaths.object(object.name);
-    return { url: `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`, expires: new Date(expiresAt * 1000).toISOString() };
+    return {
+      url: `${baseUrl}${path}?${this.signer.sign({ method: 'GET', path, expiresAt })}`,
+      expires: new Date(expiresAt * 1000).toISOString(),
+    };
   }
 
   /** dataInline: at most 8 KiB, so both digests Taskcluster's clients declare are computed at once. */
@@ -575,7 +641,14 @@ export class ObjectService {
     }
     if (replaced) await this.dropStaging(String(replaced));
     const lost = new AbortController();
-    const keeper = this.keepLease(lease, holder, takenAt, 'a newer PUT of this object replaced this one', 'this PUT may have lost its lease; PUT again', (err) => lost.abort(err));
+    const keeper = this.keepLease(
+      lease,
+      holder,
+      takenAt,
+      'a newer PUT of this object replaced this one',
+      'this PUT may have lost its lease; PUT again',
+      (err) => lost.abort(err),
+    );
     let recorded = false;
     try {
       const file = await this.storage.openStaging(stagingId, 0);
@@ -586,7 +659,14 @@ export class ObjectService {
       } finally {
         await file.close();
       }
-      const result = await this.script('ferryObjectRecordPut', key, lease, upload.uploadId, holder, ...Object.entries({ ...fields, stagingId }).flat());
+      const result = await this.script(
+        'ferryObjectRecordPut',
+        key,
+        lease,
+        upload.uploadId,
+        holder,
+        ...Object.entries({ ...fields, stagingId }).flat(),
+      );
       if (result === -1) throw new NotFoundError('the upload ended while its data arrived');
       if (result !== 1) throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
       recorded = true;
@@ -607,9 +687,17 @@ export class ObjectService {
   /** Records a new upload, or returns the one in progress; AlreadyExistsError if the name is finished. */
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
     const fields = Object.entries(encode(u)).flat();
-    const create = (this.redis as unknown as { ferryObjectCreate(...a: (string | number)[]): Promise<string[] | null | number> }).ferryObjectCreate;
+    const create = (this.redis as unknown as { ferryObjectCreate(...a: (string | number)[]): Promise<string[] | null | number> })
+      .ferryObjectCreate;
     const now = new Date().toISOString();
-    const existing = await create.call(this.redis, this.keys.objectUpload(u.name), this.keys.object(u.name), this.options.uploadLifetimeMs, now, ...fields);
+    const existing = await create.call(
+      this.redis,
+      this.keys.objectUpload(u.name),
+      this.keys.object(u.name),
+      this.options.uploadLifetimeMs,
+      now,
+      ...fields,
+    );
     if (existing === -1) throw new AlreadyExistsError(`object ${JSON.stringify(u.name)} is already finished`);
     if (existing === null || typeof existing === 'number') return undefined;
     const h: Record<string, string> = {};
@@ -619,7 +707,13 @@ export class ObjectService {
 
   private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
     const run = (this.redis as unknown as { ferryObjectUpdate(...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
-    const r = await run.call(this.redis, this.keys.objectUpload(u.name), this.putLease(u.name), u.uploadId, ...Object.entries(fields).flat());
+    const r = await run.call(
+      this.redis,
+      this.keys.objectUpload(u.name),
+      this.putLease(u.name),
+      u.uploadId,
+      ...Object.entries(fields).flat(),
+    );
     if (r === -2) throw beingFinished(u.name);
     return r === 1;
   }
@@ -628,7 +722,16 @@ export class ObjectService {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(name: 'ferryObjectBeginPut' | 'ferryObjectRecordPut' | 'ferryObjectLease' | 'ferryObjectSetIfAbsent' | 'ferryObjectClaimFinish' | 'ferryObjectDeclareHashes', ...args: (string | number)[]): Promise<number | string> {
+  private script(
+    name:
+      | 'ferryObjectBeginPut'
+      | 'ferryObjectRecordPut'
+      | 'ferryObjectLease'
+      | 'ferryObjectSetIfAbsent'
+      | 'ferryObjectClaimFinish'
+      | 'ferryObjectDeclareHashes',
+    ...args: (string | number)[]
+  ): Promise<number | string> {
     const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
     return fn.call(this.redis, ...args);
   }
@@ -649,17 +752,31 @@ function hashesOf(o: CatalogObject): Hashes {
 
 function encode(u: PendingUpload): Record<string, string | number> {
   return {
-    name: u.name, projectId: u.projectId, uploadId: u.uploadId, expires: u.expires, owner: u.owner, createdAt: u.createdAt,
-    hashes: JSON.stringify(u.hashes), contentType: u.contentType, contentLength: u.contentLength,
+    name: u.name,
+    projectId: u.projectId,
+    uploadId: u.uploadId,
+    expires: u.expires,
+    owner: u.owner,
+    createdAt: u.createdAt,
+    hashes: JSON.stringify(u.hashes),
+    contentType: u.contentType,
+    contentLength: u.contentLength,
   };
 }
 
 function decode(h: Record<string, string>): PendingUpload | undefined {
   if (!h['uploadId']) return undefined;
   return {
-    name: h['name'], projectId: h['projectId'], uploadId: h['uploadId'], expires: h['expires'], owner: h['owner'],
-    createdAt: Number(h['createdAt']), hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
-    contentType: h['contentType'], contentLength: Number(h['contentLength'] ?? -1), directStagingId: h['directStagingId'] || undefined,
+    name: h['name'],
+    projectId: h['projectId'],
+    uploadId: h['uploadId'],
+    expires: h['expires'],
+    owner: h['owner'],
+    createdAt: Number(h['createdAt']),
+    hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
+    contentType: h['contentType'],
+    contentLength: Number(h['contentLength'] ?? -1),
+    directStagingId: h['directStagingId'] || undefined,
     stored: h['sha256']
       ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], ...(h['sha512'] ? { sha512: h['sha512'] } : {}) }
       : undefined,

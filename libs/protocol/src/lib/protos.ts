@@ -60,7 +60,12 @@ export function loadProtos(): LoadedProtos {
   if (cached) return cached;
   const packageDefinition = protoLoader.loadSync(protoEntries(), { ...PROTO_LOADER_OPTIONS, includeDirs: protoIncludeDirs() });
   const root = grpc.loadPackageDefinition(packageDefinition) as unknown as ByteStreamProto & StorageProto & ReapiProto;
-  cached = { packageDefinition, bytestream: root.google.bytestream, storage: root.google.storage.v2, reapi: root.build.bazel.remote.execution.v2 };
+  cached = {
+    packageDefinition,
+    bytestream: root.google.bytestream,
+    storage: root.google.storage.v2,
+    reapi: root.build.bazel.remote.execution.v2,
+  };
   return cached;
 }
 
@@ -76,8 +81,7 @@ export interface MessageCodec<In, Out> {
  */
 export function messageCodec<In, Out>(typeName: string): MessageCodec<In, Out> {
   const type = loadProtos().packageDefinition[typeName] as unknown as
-    | { serialize?: (m: In) => Buffer; deserialize?: (b: Buffer) => Out }
-    | undefined;
+    { serialize?: (m: In) => Buffer; deserialize?: (b: Buffer) => Out } | undefined;
   const { serialize, deserialize } = type ?? {};
   if (!serialize || !deserialize) throw new Error(`${typeName} is not a message type Ferry loads`);
   return { encode: (m) => serialize(m), decode: (b) => deserialize(b) };

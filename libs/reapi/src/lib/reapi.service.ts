@@ -173,7 +173,8 @@ export class ReapiService {
     if (req.page_size < 0) throw new InvalidArgumentError(`page_size ${req.page_size} is negative`);
     const pageSize = req.page_size || DEFAULT_TREE_PAGE;
     const start = req.page_token ? Number(req.page_token) : 0;
-    if (!Number.isSafeInteger(start) || start < 0) throw new InvalidArgumentError(`page_token ${JSON.stringify(req.page_token)} is not one Ferry gave`);
+    if (!Number.isSafeInteger(start) || start < 0)
+      throw new InvalidArgumentError(`page_token ${JSON.stringify(req.page_token)} is not one Ferry gave`);
     if (!(await this.engine.hasBlob(root.hash, root.size))) throw new NotFoundError(`root directory ${root.hash}/${root.size} not found`);
     const queue: BlobDigest[] = [root];
     const seen = new Set<string>([`${root.hash}/${root.size}`]);
@@ -223,7 +224,9 @@ export class ReapiService {
     referencedBlobs(req.action_result); // throws INVALID_ARGUMENT on a malformed output digest
     const encoded = this.actionCache.encode(req.action_result);
     if (encoded.length > MAX_ACTION_RESULT_BYTES) {
-      throw new InvalidArgumentError(`action result of ${encoded.length} bytes exceeds ${MAX_ACTION_RESULT_BYTES}; keep outputs in the CAS`);
+      throw new InvalidArgumentError(
+        `action result of ${encoded.length} bytes exceeds ${MAX_ACTION_RESULT_BYTES}; keep outputs in the CAS`,
+      );
     }
     await this.actionCache.put(instance, action.hash, action.size, encoded);
     return req.action_result;
@@ -243,7 +246,9 @@ export class ReapiService {
 
   private checkBatchSize(bytes: number): void {
     if (bytes > this.options.maxBatchBytes) {
-      throw new InvalidArgumentError(`batch of ${bytes} bytes exceeds max_batch_total_size_bytes ${this.options.maxBatchBytes}; use ByteStream`);
+      throw new InvalidArgumentError(
+        `batch of ${bytes} bytes exceeds max_batch_total_size_bytes ${this.options.maxBatchBytes}; use ByteStream`,
+      );
     }
   }
 
@@ -259,7 +264,7 @@ export class ReapiService {
     await Promise.all(
       Array.from({ length: Math.min(STAT_CONCURRENCY, digests.length) }, async () => {
         for (let i = next++; i < digests.length; i = next++) {
-          out[i] = (await this.engine.hasBlob(digests[i].hash, digests[i].size));
+          out[i] = await this.engine.hasBlob(digests[i].hash, digests[i].size);
         }
       }),
     );

@@ -35,14 +35,17 @@ export function redisOptions(role: RedisRole): RedisOptions {
 const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]+)\/?$/;
 
 /** The seed nodes and credentials of a `redis+cluster://` (or `rediss+cluster://`) URL, or undefined for a plain URL. */
-export function parseClusterUrl(url: string): { nodes: { host: string; port: number }[]; tls: boolean; username?: string; password?: string } | undefined {
+export function parseClusterUrl(
+  url: string,
+): { nodes: { host: string; port: number }[]; tls: boolean; username?: string; password?: string } | undefined {
   const m = CLUSTER_URL.exec(url);
   if (!m) return undefined;
   const nodes = m[4].split(',').map((hostPort) => {
     const at = hostPort.lastIndexOf(':');
     const host = at > 0 ? hostPort.slice(0, at).replace(/^\[|\]$/g, '') : hostPort;
     const port = at > 0 ? Number(hostPort.slice(at + 1)) : 6379;
-    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`bad cluster node ${JSON.stringify(hostPort)} in ${url}`);
+    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535)
+      throw new Error(`bad cluster node ${JSON.stringify(hostPort)} in ${url}`);
     return { host, port };
   });
   return {

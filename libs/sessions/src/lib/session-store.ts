@@ -66,7 +66,17 @@ export interface SessionStoreOptions {
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
 
-const SCRIPT_NAMES = ['create2', 'acquireLease2', 'renewLease2', 'releaseLease2', 'commit2', 'update2', 'finish2', 'beginExpiry2', 'endExpiry2'] as const;
+const SCRIPT_NAMES = [
+  'create2',
+  'acquireLease2',
+  'renewLease2',
+  'releaseLease2',
+  'commit2',
+  'update2',
+  'finish2',
+  'beginExpiry2',
+  'endExpiry2',
+] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 /**
@@ -108,9 +118,24 @@ export class SessionStore {
   async getOrCreate(init: NewSession): Promise<UploadSession> {
     const now = Date.now();
     const fields: (string | number)[] = [
-      'name', init.name, 'protocol', init.protocol, 'owner', init.owner,
-      'committed', 0, 'state', 'open', 'createdAt', now, 'updatedAt', now, 'fence', 0,
-      'attributes', JSON.stringify(init.attributes ?? {}),
+      'name',
+      init.name,
+      'protocol',
+      init.protocol,
+      'owner',
+      init.owner,
+      'committed',
+      0,
+      'state',
+      'open',
+      'createdAt',
+      now,
+      'updatedAt',
+      now,
+      'fence',
+      0,
+      'attributes',
+      JSON.stringify(init.attributes ?? {}),
     ];
     const created = await this.run.create2(...this.k(init.id), this.keyTtlMs, ...fields);
     if (created === 1) await this.touchIndex(init.id, now);
@@ -145,8 +170,7 @@ export class SessionStore {
   async acquireLease(id: string): Promise<Lease> {
     const holder = randomBytes(9).toString('base64url');
     const now = Date.now();
-    const r = (await this.run.acquireLease2(...this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as
-      [number, string?];
+    const r = (await this.run.acquireLease2(...this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as [number, string?];
     if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
     if (r[0] === -2) throw new ConcurrentWriterError('another writer is active on this upload; retry later');
     if (r[0] === -3) throw new FailedPreconditionError(`upload ${id} is already finished`);
@@ -168,7 +192,13 @@ export class SessionStore {
   /** Moves the committed size from `expected` to `next` (also renews the lease). */
   async commit(lease: Lease, expected: number, next: number): Promise<void> {
     const r = await this.run.commit2(
-      ...this.k(lease.uploadId), lease.token, expected, next, Date.now(), this.keyTtlMs, this.options.leaseTtlMs,
+      ...this.k(lease.uploadId),
+      lease.token,
+      expected,
+      next,
+      Date.now(),
+      this.keyTtlMs,
+      this.options.leaseTtlMs,
     );
     this.check(r, lease);
     if (r === -3) throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
@@ -177,7 +207,16 @@ export class SessionStore {
   /** Marks the session as publishing, recording the digests of its bytes. */
   async markPublishing(lease: Lease, digests: RecordedDigests): Promise<void> {
     const optional = OPTIONAL_DIGESTS.flatMap((a) => (digests[a] ? [a, digests[a]] : []));
-    const r = await this.run.update2(...this.k(lease.uploadId), lease.token, Date.now(), 'state', 'publishing', 'sha256', digests.sha256, ...optional);
+    const r = await this.run.update2(
+      ...this.k(lease.uploadId),
+      lease.token,
+      Date.now(),
+      'state',
+      'publishing',
+      'sha256',
+      digests.sha256,
+      ...optional,
+    );
     this.check(r, lease);
   }
 

@@ -31,10 +31,9 @@ export class FsStorage implements Storage {
   }
 
   private prepare(): Promise<void> {
-    this.prepared ??= Promise.all([
-      mkdir(this.stagingDir, { recursive: true }),
-      mkdir(this.blobDir, { recursive: true }),
-    ]).then(() => undefined);
+    this.prepared ??= Promise.all([mkdir(this.stagingDir, { recursive: true }), mkdir(this.blobDir, { recursive: true })]).then(
+      () => undefined,
+    );
     return this.prepared;
   }
 

@@ -18,7 +18,13 @@ afterAll(async () => {
 });
 
 function client() {
-  return createS3Client({ endpoint: s3.endpoint, region: 'us-east-1', accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
+  return createS3Client({
+    endpoint: s3.endpoint,
+    region: 'us-east-1',
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    forcePathStyle: true,
+  });
 }
 
 /** A fresh bucket per case (created by the storage on first use). */

@@ -254,7 +254,9 @@ export class S3Storage implements Storage {
         }
       };
       await Promise.all(Array.from({ length: Math.min(4, parts.length) }, copier));
-      await this.s3.send(new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }));
+      await this.s3.send(
+        new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }),
+      );
     } catch (err) {
       await this.s3.send(new aws.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId })).catch(() => undefined);
       throw err;
@@ -275,7 +277,14 @@ export class S3Storage implements Storage {
     }
     const body = await this.s3.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: part.key }));
     const r = await this.s3.send(
-      new aws.UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, ContentLength: part.size, Body: body.Body as Readable }),
+      new aws.UploadPartCommand({
+        Bucket: this.bucket,
+        Key: target,
+        UploadId,
+        PartNumber,
+        ContentLength: part.size,
+        Body: body.Body as Readable,
+      }),
     );
     return r.ETag as string;
   }
@@ -341,14 +350,18 @@ export class S3Storage implements Storage {
   async copyParts(from: string, to: string): Promise<number | undefined> {
     const { parts } = await this.parts(from);
     for (const part of parts) {
-      await this.s3.send(new aws.CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }));
+      await this.s3.send(
+        new aws.CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }),
+      );
     }
     return parts.length === 0 ? undefined : sum(parts);
   }
 
   async putEmptyBlob(): Promise<void> {
     await this.ready();
-    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }));
+    await this.s3.send(
+      new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.blobKey(SHA256_EMPTY), Body: Buffer.alloc(0), ContentLength: 0 }),
+    );
   }
 
   /** Size and ETag of an object, or undefined if absent. */
@@ -377,7 +390,9 @@ export class S3Storage implements Storage {
 
   /** Writes one staging part (a whole object: durable once the PUT returns). */
   async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
-    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }));
+    await this.s3.send(
+      new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }),
+    );
   }
 
   private async *list(prefix: string): AsyncGenerator<{ key: string; size: number; modifiedMs: number }> {
@@ -394,7 +409,9 @@ export class S3Storage implements Storage {
   private async deleteKeys(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      await this.s3.send(new aws.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+      await this.s3.send(
+        new aws.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+      );
     }
   }
 }
@@ -414,7 +431,12 @@ class S3DirectAccess implements DirectAccess {
     index: number,
     o: { contentLength: number; contentType?: string; expiresInSeconds: number },
   ): Promise<{ url: string; headers: Record<string, string> }> {
-    const command = new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), ContentLength: o.contentLength, ContentType: o.contentType });
+    const command = new aws.PutObjectCommand({
+      Bucket: this.bucket,
+      Key: S3Storage.partKey(uploadId, index),
+      ContentLength: o.contentLength,
+      ContentType: o.contentType,
+    });
     // Content-Length and Content-Type are signed: S3 refuses a body of another length
     const url = await awsPresigner.getSignedUrl(this.presigner, command, {
       expiresIn: o.expiresInSeconds,
@@ -513,7 +535,8 @@ class S3StagingFile implements StagingFile {
   async write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
     if (this.sealed) throw new InternalError(`upload ${this.uploadId}: its last part is written; nothing can be appended`);
-    if (position !== this.end) throw new InternalError(`upload ${this.uploadId}: S3 staging is written in order (write at ${position}, end at ${this.end})`);
+    if (position !== this.end)
+      throw new InternalError(`upload ${this.uploadId}: S3 staging is written in order (write at ${position}, end at ${this.end})`);
     guard?.();
     for (const buffer of Buffer.isBuffer(data) ? [data] : data) {
       let from = 0;

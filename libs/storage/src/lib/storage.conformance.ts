@@ -135,7 +135,10 @@ export function describeStorageConformance(
       it('writes parts of a fixed-size staging object independently, in any order, from several writers', async () => {
         const data = randomBytes(250_000);
         const parts = [0, 100_000, 200_000].map((start) => data.subarray(start, start + 100_000));
-        const [a, b] = await Promise.all([storage.openStagingForParts('mp1', data.length), storage.openStagingForParts('mp1', data.length)]);
+        const [a, b] = await Promise.all([
+          storage.openStagingForParts('mp1', data.length),
+          storage.openStagingForParts('mp1', data.length),
+        ]);
         expect(await storage.stagingSize('mp1')).toBe(data.length);
         await Promise.all([b.write(parts[2], 200_000), a.write(parts[0], 0)]);
         await Promise.all([a.sync(), b.sync()]);
@@ -225,7 +228,11 @@ export function describeStorageConformance(
       const parts = [randomBytes(100_000), randomBytes(1234)];
       expect(await direct.stagingPart('direct', 0)).toBeUndefined();
       for (const [index, part] of parts.entries()) {
-        const { url, headers } = await direct.stagingPartPutUrl('direct', index, { contentLength: part.length, contentType: 'application/x-part', expiresInSeconds: 60 });
+        const { url, headers } = await direct.stagingPartPutUrl('direct', index, {
+          contentLength: part.length,
+          contentType: 'application/x-part',
+          expiresInSeconds: 60,
+        });
         expect((await fetch(url, { method: 'PUT', headers, body: part })).status).toBe(200);
         expect(await direct.stagingPart('direct', index)).toEqual({ size: part.length, md5: createHash('md5').update(part).digest('hex') });
       }
@@ -239,12 +246,18 @@ export function describeStorageConformance(
       await storage.deleteStaging('direct');
       await storage.publishStaging('snapshot', sha(whole));
       expect(await storage.stagingSize('snapshot')).toBeUndefined();
-      const url = await direct.blobGetUrl(sha(whole), { expiresInSeconds: 60, contentType: 'text/x-test', fileName: 'r\u00e9sum\u00e9 "1".txt' });
+      const url = await direct.blobGetUrl(sha(whole), {
+        expiresInSeconds: 60,
+        contentType: 'text/x-test',
+        fileName: 'r\u00e9sum\u00e9 "1".txt',
+      });
       const got = await fetch(url, { headers: { range: 'bytes=99998-100001' } });
       expect(got.status).toBe(206);
       expect(Buffer.from(await got.arrayBuffer())).toEqual(whole.subarray(99_998, 100_002));
       expect(got.headers.get('content-type')).toBe('text/x-test');
-      expect(got.headers.get('content-disposition')).toBe(`attachment; filename="r_sum_ _1_.txt"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.txt`);
+      expect(got.headers.get('content-disposition')).toBe(
+        `attachment; filename="r_sum_ _1_.txt"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.txt`,
+      );
       const empty = await fetch(await direct.blobGetUrl(SHA256_EMPTY, { expiresInSeconds: 60 }));
       expect([empty.status, (await empty.arrayBuffer()).byteLength]).toEqual([200, 0]);
     });

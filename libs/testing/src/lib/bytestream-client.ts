@@ -105,5 +105,7 @@ type UnaryMethod = (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError
 /** Calls unary method `method` of a grpc-js client; resolves with the response as `Res`. */
 export function unaryCall<Res>(client: grpc.Client, method: string, req: object, metadata: grpc.Metadata): Promise<Res> {
   const fn = (client as unknown as Record<string, UnaryMethod>)[method];
-  return new Promise((resolve, reject) => fn.call(client, req, metadata, (err, res) => (err || res === undefined ? reject(err) : resolve(res as Res))));
+  return new Promise((resolve, reject) =>
+    fn.call(client, req, metadata, (err, res) => (err || res === undefined ? reject(err) : resolve(res as Res))),
+  );
 }

@@ -13,5 +13,8 @@ export async function expectGrpcCode(p: Promise<unknown>, code: grpc.status, mes
     (e: unknown) => e as grpc.ServiceError,
   );
   expect(err).toBeDefined();
-  expect({ code: err?.code, details: err?.details }).toEqual({ code, details: message ? expect.stringMatching(message) : expect.anything() });
+  expect({ code: err?.code, details: err?.details }).toEqual({
+    code,
+    details: message ? expect.stringMatching(message) : expect.anything(),
+  });
 }

@@ -57,7 +57,11 @@ export function startResumableWrite(
   ).then((r) => r.upload_id);
 }
 
-export function gcsQueryWriteStatus(client: StorageClient, uploadId: string, metadata = bearer()): Promise<GcsQueryWriteStatusResponse__Output> {
+export function gcsQueryWriteStatus(
+  client: StorageClient,
+  uploadId: string,
+  metadata = bearer(),
+): Promise<GcsQueryWriteStatusResponse__Output> {
   return unaryCall(client, 'QueryWriteStatus', { upload_id: uploadId }, metadata);
 }
 
@@ -65,11 +69,23 @@ export function cancelResumableWrite(client: StorageClient, uploadId: string, me
   return unaryCall(client, 'CancelResumableWrite', { upload_id: uploadId }, metadata);
 }
 
-export function getObject(client: StorageClient, bucket: string, object: string, extra: object = {}, metadata = bearer()): Promise<GcsObject__Output> {
+export function getObject(
+  client: StorageClient,
+  bucket: string,
+  object: string,
+  extra: object = {},
+  metadata = bearer(),
+): Promise<GcsObject__Output> {
   return unaryCall(client, 'GetObject', { bucket: bucketResource(bucket), object, ...extra }, metadata);
 }
 
-export function deleteObject(client: StorageClient, bucket: string, object: string, extra: object = {}, metadata = bearer()): Promise<unknown> {
+export function deleteObject(
+  client: StorageClient,
+  bucket: string,
+  object: string,
+  extra: object = {},
+  metadata = bearer(),
+): Promise<unknown> {
   return unaryCall(client, 'DeleteObject', { bucket: bucketResource(bucket), object, ...extra }, metadata);
 }
 

@@ -3,7 +3,13 @@
 import * as hawk from 'hawk';
 
 /** An Authorization header signed by the hawk library, exactly as Taskcluster clients sign requests. */
-export function hawkHeader(url: string, method: string, id: string, key: string, options: { ext?: string; timestamp?: number } = {}): string {
+export function hawkHeader(
+  url: string,
+  method: string,
+  id: string,
+  key: string,
+  options: { ext?: string; timestamp?: number } = {},
+): string {
   return hawk.client.header(url, method, { credentials: { id, key, algorithm: 'sha256' }, ...options }).header;
 }
 
@@ -13,5 +19,10 @@ export function hawkHeader(url: string, method: string, id: string, key: string,
  * expired `ttlSec` after that moment).
  */
 export function hawkBewit(url: string, id: string, key: string, options: { ttlSec: number; ext?: string; clockOffsetMs?: number }): string {
-  return hawk.client.getBewit(url, { credentials: { id, key, algorithm: 'sha256' }, ttlSec: options.ttlSec, ext: options.ext, localtimeOffsetMsec: options.clockOffsetMs });
+  return hawk.client.getBewit(url, {
+    credentials: { id, key, algorithm: 'sha256' },
+    ttlSec: options.ttlSec,
+    ext: options.ext,
+    localtimeOffsetMsec: options.clockOffsetMs,
+  });
 }

@@ -19,7 +19,12 @@ export function md5Hex(data: Buffer | string): string {
 export class MultipartClient {
   constructor(readonly options: MultipartClientOptions) {}
 
-  async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult<T>> {
+  async request<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<HttpResult<T>> {
     const res = await fetch(`${this.options.base}${path}`, {
       method,
       headers: {
@@ -81,7 +86,11 @@ export class MultipartClient {
    * The Python client's cycle: start; unless COMPLETED, PUT and add every missing part
    * (`parallel` at a time), then complete (again while it answers 202). Returns the final status.
    */
-  async upload(content: Buffer, request: { fileName: string; partSizeBytes: number; contentType?: string; contentMD5Hex?: string }, parallel = 4) {
+  async upload(
+    content: Buffer,
+    request: { fileName: string; partSizeBytes: number; contentType?: string; contentMD5Hex?: string },
+    parallel = 4,
+  ) {
     const start = await this.start({
       fileName: request.fileName,
       contentType: request.contentType ?? 'application/octet-stream',
@@ -107,7 +116,8 @@ export class MultipartClient {
           }
           if (put.status !== 200) throw new Error(`PUT part ${u.partNumber}: ${put.status} ${JSON.stringify(put.body)}`);
           const add = await this.add(status.uploadId, u.partNumber, md5Hex(part));
-          if ((add.body as { addPartState?: string }).addPartState !== 'ADD_SUCCESS') throw new Error(`add ${u.partNumber}: ${JSON.stringify(add.body)}`);
+          if ((add.body as { addPartState?: string }).addPartState !== 'ADD_SUCCESS')
+            throw new Error(`add ${u.partNumber}: ${JSON.stringify(add.body)}`);
         }
       }),
     );

@@ -1,5 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
-import { ActionCacheClient, CapabilitiesClient, ContentAddressableStorageClient, RequestMetadata, loadProtos, messageCodec } from '@ferry/protocol';
+import {
+  ActionCacheClient,
+  CapabilitiesClient,
+  ContentAddressableStorageClient,
+  RequestMetadata,
+  loadProtos,
+  messageCodec,
+} from '@ferry/protocol';
 
 export interface ReapiClients {
   capabilities: CapabilitiesClient;

@@ -134,8 +134,24 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
     spawn(
       'redis-server',
       [
-        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning',
-        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '30000', // a busy machine must not make a node look failed
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--loglevel',
+        'warning',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--cluster-node-timeout',
+        '30000', // a busy machine must not make a node look failed
       ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     ),
@@ -161,10 +177,17 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
       }
     }
     const nodes = ports.map((p) => `127.0.0.1:${p}`);
-    const create = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '1', '--cluster-yes'], { encoding: 'utf8', timeout: 60_000 });
+    const create = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '1', '--cluster-yes'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
     // every node must agree that all slots are served before the suite starts
-    while (!ports.every((p) => spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'))) {
+    while (
+      !ports.every((p) =>
+        spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok'),
+      )
+    ) {
       if (Date.now() > deadline + WAIT_MS) throw new Error('the Redis Cluster did not reach cluster_state:ok');
       await new Promise((r) => setTimeout(r, 100));
     }

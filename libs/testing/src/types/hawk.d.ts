@@ -8,7 +8,12 @@ declare module 'hawk' {
     ): { header: string };
     getBewit(
       uri: string,
-      options: { credentials: { id: string; key: string; algorithm: 'sha256' | 'sha1' }; ttlSec: number; ext?: string; localtimeOffsetMsec?: number },
+      options: {
+        credentials: { id: string; key: string; algorithm: 'sha256' | 'sha1' };
+        ttlSec: number;
+        ext?: string;
+        localtimeOffsetMsec?: number;
+      },
     ): string;
   };
 }

@@ -214,7 +214,11 @@ export class HashPool {
    * The given digests of stored bytes (a staging object or blob read back), in one pass on a pool
    * thread; `beforeChunk` may stop it by throwing (a lease that may have lapsed).
    */
-  async digestOf<A extends DigestAlgorithm>(algos: A[], chunks: AsyncIterable<unknown>, beforeChunk: () => void = () => undefined): Promise<Record<A, string>> {
+  async digestOf<A extends DigestAlgorithm>(
+    algos: A[],
+    chunks: AsyncIterable<unknown>,
+    beforeChunk: () => void = () => undefined,
+  ): Promise<Record<A, string>> {
     const hasher = this.offloaded(algos);
     try {
       for await (const chunk of chunks) {

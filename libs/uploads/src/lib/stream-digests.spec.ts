@@ -61,7 +61,10 @@ describe('StreamDigests and BatchedWriter (real files, real hashing threads)', (
     const stored = await stream(`sd-${chunk}`, data, chunk, digests);
     expect(stored.equals(data)).toBe(true);
     expect(await digests.digest()).toEqual({
-      sha256: hex('sha256', data), md5: hex('md5', data), sha512: hex('sha512', data), crc32c: crc32cHex(crc32c(data)),
+      sha256: hex('sha256', data),
+      md5: hex('md5', data),
+      sha512: hex('sha512', data),
+      crc32c: crc32cHex(crc32c(data)),
     });
     expect(pool.asked).toEqual(asked);
   });
@@ -99,9 +102,15 @@ describe('StreamDigests and BatchedWriter (real files, real hashing threads)', (
     const file = await storage.openStaging('bw-refused', 0);
     let allowed = 2;
     const refusal = new Error('lease lapsed');
-    const out = new BatchedWriter(file, 0, undefined, () => {
-      if (allowed-- <= 0) throw refusal;
-    }, { batchBytes: 64 * KiB, maxInFlightBytes: 64 * KiB });
+    const out = new BatchedWriter(
+      file,
+      0,
+      undefined,
+      () => {
+        if (allowed-- <= 0) throw refusal;
+      },
+      { batchBytes: 64 * KiB, maxInFlightBytes: 64 * KiB },
+    );
     const data = patternBytes(640 * KiB, 10);
     let failure: unknown;
     try {

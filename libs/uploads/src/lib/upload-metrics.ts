@@ -6,15 +6,27 @@ import { Counter, Histogram } from 'prom-client';
  * them on its /metrics.
  */
 export const uploadMetrics = {
-  bytesReceived: new Counter({ name: 'ferry_upload_bytes_received_total', help: 'Bytes written to staging by upload streams', labelNames: ['protocol'] }),
-  bytesSent: new Counter({ name: 'ferry_download_bytes_sent_total', help: 'Bytes of published objects sent to readers', labelNames: ['protocol'] }),
+  bytesReceived: new Counter({
+    name: 'ferry_upload_bytes_received_total',
+    help: 'Bytes written to staging by upload streams',
+    labelNames: ['protocol'],
+  }),
+  bytesSent: new Counter({
+    name: 'ferry_download_bytes_sent_total',
+    help: 'Bytes of published objects sent to readers',
+    labelNames: ['protocol'],
+  }),
   streams: new Counter({
     name: 'ferry_upload_streams_total',
     help: 'Upload streams that took an upload\u2019s writer lease: resumed="true" when bytes were already committed',
     labelNames: ['protocol', 'resumed'],
   }),
   completed: new Counter({ name: 'ferry_uploads_completed_total', help: 'Uploads verified and published', labelNames: ['protocol'] }),
-  failed: new Counter({ name: 'ferry_uploads_failed_total', help: 'Uploads dropped because their content failed verification', labelNames: ['protocol'] }),
+  failed: new Counter({
+    name: 'ferry_uploads_failed_total',
+    help: 'Uploads dropped because their content failed verification',
+    labelNames: ['protocol'],
+  }),
   commitSeconds: new Histogram({
     name: 'ferry_upload_commit_seconds',
     help: 'Latency of a commit: fsync of the staged bytes and the compare-and-set of the committed size in Redis',

@@ -117,8 +117,16 @@ describe('UploadWriter (real Redis and disk)', () => {
   }
 
   const describeObject = (id: string) => (size: number, d: Digests) => ({
-    name: `obj-${id}`, size, ...d, contentType: 'application/octet-stream', owner: 'dev', project: '',
-    createdAt: new Date().toISOString(), expires: null, protocol: 'test', blob: d.sha256,
+    name: `obj-${id}`,
+    size,
+    ...d,
+    contentType: 'application/octet-stream',
+    owner: 'dev',
+    project: '',
+    createdAt: new Date().toISOString(),
+    expires: null,
+    protocol: 'test',
+    blob: d.sha256,
   });
 
   it('commits only durable bytes, in order, while timer commits and flushes interleave', async () => {
@@ -162,30 +170,35 @@ describe('UploadWriter (real Redis and disk)', () => {
     const disk = new Gate();
     let hashGate: Gate | undefined; // set once A is hashed: holds back B alone
     const delays = { sync: () => disk.pass(), hash: async () => hashGate?.pass() };
-    await withSlowEngine(sessions, 60_000, async (slow) => {
-      const id = await newUpload();
-      const data = patternBytes(512 * KiB, 9);
-      const writer = await slow.openWriter(id, ['md5']);
-      await writer.write(Buffer.from(data.subarray(0, 256 * KiB)));
-      const flushing = writer.flush(); // waits for A's hash, then for the disk
-      await disk.reached; // A is hashed; the commit waits on the disk
-      const heldHash = new Gate();
-      hashGate = heldHash;
-      await writer.write(Buffer.from(data.subarray(256 * KiB))); // B: on disk at once, hashed when the test says
-      await waitFor('B to be on disk', async () => (await storage.stagingSize(id)) === data.length);
-      disk.open();
-      expect(await flushing).toBe(data.length); // the commit covered B
-      const finishing = writer.finish({}, describeObject(id));
-      // a finish that did not wait for B's hash would ask for the digests meanwhile
-      await sleep(100);
-      heldHash.open();
-      const object = await finishing;
-      expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
-      expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
-    }, delays);
+    await withSlowEngine(
+      sessions,
+      60_000,
+      async (slow) => {
+        const id = await newUpload();
+        const data = patternBytes(512 * KiB, 9);
+        const writer = await slow.openWriter(id, ['md5']);
+        await writer.write(Buffer.from(data.subarray(0, 256 * KiB)));
+        const flushing = writer.flush(); // waits for A's hash, then for the disk
+        await disk.reached; // A is hashed; the commit waits on the disk
+        const heldHash = new Gate();
+        hashGate = heldHash;
+        await writer.write(Buffer.from(data.subarray(256 * KiB))); // B: on disk at once, hashed when the test says
+        await waitFor('B to be on disk', async () => (await storage.stagingSize(id)) === data.length);
+        disk.open();
+        expect(await flushing).toBe(data.length); // the commit covered B
+        const finishing = writer.finish({}, describeObject(id));
+        // a finish that did not wait for B's hash would ask for the digests meanwhile
+        await sleep(100);
+        heldHash.open();
+        const object = await finishing;
+        expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+        expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
+      },
+      delays,
+    );
   });
 
-  it('never runs a final commit beside a timer\'s commit (both would compare-and-set from the same size)', async () => {
+  it("never runs a final commit beside a timer's commit (both would compare-and-set from the same size)", async () => {
     // finish() waits for the hasher; meanwhile the commit timer fires and starts a commit of its own.
     // Each compare-and-set takes 100 ms, so two commits that ran side by side would both send one.
     class SlowCommitSessions extends SessionStore {
