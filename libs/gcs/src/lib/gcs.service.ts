@@ -111,15 +111,7 @@ export class GcsService {
     const name = gcsCatalogName(spec.bucket, spec.object);
     this.auth.require(principal, Scopes.write(name));
     checkPreconditions(spec, await this.engine.object(name));
-    const id = `gcs_${randomBytes(24).toString('base64url')}`;
-    await this.engine.getOrCreateSession({
-      id,
-      name,
-      protocol: PROTOCOL,
-      owner: principal.clientId,
-      attributes: { spec: JSON.stringify(spec) },
-    });
-    return { upload_id: id };
+    return { upload_id: await this.newUpload(principal, name, spec) };
   }
 
   /**
@@ -194,14 +186,7 @@ export class GcsService {
       await replies?.finished(resource);
       return { resource };
     }
-    const id = `gcs_${randomBytes(24).toString('base64url')}`;
-    await this.engine.getOrCreateSession({
-      id,
-      name,
-      protocol: PROTOCOL,
-      owner: principal.clientId,
-      attributes: { spec: JSON.stringify(spec) },
-    });
+    const id = await this.newUpload(principal, name, spec);
     const writer = await this.engine.openWriter(id, digestNeeds(spec.checksums));
     try {
       return await this.stream(principal, spec, spec.checksums, first, rest, writer, { single: true, replies });
@@ -331,6 +316,19 @@ export class GcsService {
     const resource = await this.finishedObject(session);
     await replies?.finished(resource);
     return { resource };
+  }
+
+  /** A new resumable upload of `name` (its session keeps the spec); its id, which clients resume with. */
+  private async newUpload(principal: Principal, name: string, spec: GcsWriteSpec): Promise<string> {
+    const id = `gcs_${randomBytes(24).toString('base64url')}`;
+    await this.engine.getOrCreateSession({
+      id,
+      name,
+      protocol: PROTOCOL,
+      owner: principal.clientId,
+      attributes: { spec: JSON.stringify(spec) },
+    });
+    return id;
   }
 
   /** The object a finished upload published, while it still lives. */
