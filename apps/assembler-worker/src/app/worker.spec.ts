@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
 import { REDIS, STORAGE } from '@ferry/core';
-import { utimesSync } from 'node:fs';
+import { mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AssemblyQueue, MultipartStore, MultipartUpload, requestDigest } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
@@ -106,6 +106,55 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     await eventually(async () =>
       expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ferry_assemblies_total\{outcome="COMPLETED"\} 1/),
     );
+  });
+
+  it('lets an upload whose assembly failed for good expire (unless completed again), rather than stay ASSEMBLING forever', async () => {
+    const store = app.get(MultipartStore);
+    const storage = app.get<Storage>(STORAGE);
+    const content = patternBytes(64 * 1024, 77);
+    const request = {
+      fileName: 'f.bin',
+      contentType: 'x/y',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: 5 << 20,
+    };
+    // publishing its blob fails every time: a file where the blob's directory must go
+    const sha256 = sha256Hex(content);
+    mkdirSync(join(data.path, 'blobs', 'sha256'), { recursive: true });
+    writeFileSync(join(data.path, 'blobs', 'sha256', sha256.slice(0, 2)), 'in the way');
+    const producer = createRedis(config.redis.url, 'producer');
+    const queue = new AssemblyQueue(producer, app.get(RedisKeys).bullPrefix(), undefined, { attempts: 2, backoffMs: 10 });
+    const activity = app.get(RedisKeys).multipartByActivity();
+    try {
+      for (const id of ['mp_gives_up', 'mp_revived']) {
+        await store.create(id, 'dev', `${id}-request`, request);
+        const lease = await store.beginPart(id, 1);
+        const file = await storage.openStagingForParts(id, content.length);
+        await file.write(content, 0);
+        await file.sync();
+        await file.close();
+        await store.endPart(lease, md5Hex(content));
+        expect(await store.addPart(id, 1, md5Hex(content))).toEqual({ ok: true });
+        expect(await store.complete(id)).toEqual({ state: 'ASSEMBLING' });
+      }
+      await queue.ensure('mp_gives_up');
+      // both attempts fail; the upload, still ASSEMBLING, is a candidate for expiry again...
+      await waitFor('the assembly to give up', async () => (await app.get<Redis>(REDIS).zscore(activity, 'mp_gives_up')) !== null);
+      // ...and expires with its staged parts, as an abandoned upload does
+      await waitFor('the given-up upload to expire', async () => !(await store.exists('mp_gives_up')));
+      expect(await storage.stagingSize('mp_gives_up')).toBeUndefined();
+      // completed again after its job gave up (as a client polling complete does): it waits for the
+      // revived job, however long, and no longer expires
+      await store.assemblyGaveUp('mp_revived');
+      expect(await store.complete('mp_revived')).toEqual({ state: 'ASSEMBLING' });
+      expect(await store.expireIfIdle('mp_revived', Date.now() + 3_600_000)).toBe('assembling');
+      expect(await store.stateOf('mp_revived')).toBe('ASSEMBLING');
+    } finally {
+      rmSync(join(data.path, 'blobs', 'sha256', sha256.slice(0, 2)), { force: true });
+      await queue.close();
+      await producer.quit();
+    }
   });
 
   it('expires idle multipart uploads with their staged parts and request entry, never one being written or assembled', async () => {

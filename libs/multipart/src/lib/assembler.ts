@@ -77,6 +77,15 @@ export class MultipartAssembler {
     return { state: 'COMPLETED', fileHandleId: handleId };
   }
 
+  /**
+   * The assembly of `uploadId` failed for good (its job's retries are spent: storage or Redis kept
+   * failing). The upload is not failed, since its parts are intact: a complete revives the job,
+   * and otherwise the upload expires after its idle lifetime, like one its client abandoned.
+   */
+  async gaveUp(uploadId: string): Promise<void> {
+    await this.store.assemblyGaveUp(uploadId);
+  }
+
   /** The staging object to verify and publish: on S3 a private copy of the parts (see above). */
   private async snapshot(uploadId: string): Promise<string> {
     const direct = this.storage.direct;

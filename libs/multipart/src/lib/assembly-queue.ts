@@ -12,8 +12,16 @@ type AssemblyJob = Job<AssembleMultipartPayload, AssembleMultipartResult>;
 export class AssemblyQueue {
   private readonly queue: Queue<AssembleMultipartPayload, AssembleMultipartResult>;
 
-  /** @param onError connection trouble (BullMQ retries by itself); without a listener Node would crash on it. */
-  constructor(connection: Redis, prefix: string, onError: (err: Error) => void = () => undefined) {
+  /**
+   * @param onError connection trouble (BullMQ retries by itself); without a listener Node would crash on it.
+   * @param retries how often a failed assembly runs again, and after how long the first time (doubling).
+   */
+  constructor(
+    connection: Redis,
+    prefix: string,
+    onError: (err: Error) => void = () => undefined,
+    private readonly retries = { attempts: ASSEMBLY_ATTEMPTS, backoffMs: 1000 },
+  ) {
     this.queue = new (bullmq().Queue)(QUEUES.assembly, { connection, prefix });
     this.queue.on('error', onError);
   }
@@ -43,8 +51,8 @@ export class AssemblyQueue {
       { uploadId },
       {
         jobId,
-        attempts: ASSEMBLY_ATTEMPTS,
-        backoff: { type: 'exponential', delay: 1000 },
+        attempts: this.retries.attempts,
+        backoff: { type: 'exponential', delay: this.retries.backoffMs },
         removeOnComplete: { age: 24 * 3600, count: 10_000 },
         removeOnFail: { age: 7 * 24 * 3600 },
       },
@@ -89,7 +97,17 @@ export class AssemblyWorker {
         maxStalledCount: ASSEMBLY_ATTEMPTS,
       },
     );
-    this.worker.on('failed', (job, err) => options.onFailed?.(job?.data.uploadId, err));
+    this.worker.on('failed', (job, err) => {
+      options.onFailed?.(job?.data.uploadId, err);
+      // its last attempt (a job to be retried is 'delayed' by now): the upload must not wait forever
+      if (job)
+        void job
+          .getState()
+          .then(async (state) => {
+            if (state === 'failed') await assembler.gaveUp(job.data.uploadId);
+          })
+          .catch((e: unknown) => options.onError?.(e as Error));
+    });
     this.worker.on('error', (err) => options.onError?.(err));
   }
 

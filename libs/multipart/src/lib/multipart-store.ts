@@ -255,6 +255,14 @@ export class MultipartStore {
     return { state: r[1] as MultipartState };
   }
 
+  /**
+   * The assembly job of an ASSEMBLING upload gave up (its retries spent): the upload becomes a
+   * candidate for expiry again, as an idle one (see expireIfIdle1), unless a complete revives it.
+   */
+  async assemblyGaveUp(id: string): Promise<void> {
+    if (await this.updateIf(id, 'ASSEMBLING', { assemblyGaveUp: Date.now() })) await this.touchIndex(id, Date.now());
+  }
+
   /** Sets fields if the upload is in state `from`; returns whether it was. */
   async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
     const r = await this.run.update1(...this.k(id), ...this.t(), from, ...Object.entries(fields).flat());

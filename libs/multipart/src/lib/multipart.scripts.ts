@@ -94,6 +94,11 @@ return {1}`;
 /** UPLOADING → ASSEMBLING if every part is added. → {1, state} | {-1} | {-4, partsState}. */
 export const complete1 = `${prelude}
 if not state then return {-1} end
+if state == 'ASSEMBLING' then
+  -- completed again: its assembly is revived, so it no longer waits to expire (assemblyGaveUp)
+  redis.call('HDEL', KEYS[1], 'assemblyGaveUp')
+  touch()
+end
 if state ~= 'UPLOADING' then return {1, state} end
 local parts = redis.call('GET', KEYS[2])
 if string.find(parts, '0', 1, true) then return {-4, parts} end
@@ -121,11 +126,13 @@ return redis.call('HGET', KEYS[1], ARGV[4])`;
 /**
  * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,
  * {0} already gone, {-1, updatedOn} still active, {-2} ASSEMBLING: never idle, its client completed
- * it (every part acknowledged) and its assembly job settles it, however late a worker runs.
+ * it (every part acknowledged) and its assembly job settles it, however late a worker runs; unless
+ * that job gave up (`assemblyGaveUp`, its retries spent): then it expires as an idle upload does,
+ * unless a complete revives it first.
  */
 export const expireIfIdle1 = `${prelude}
 if not state then redis.call('DEL', KEYS[2]) return {0} end
-if state == 'ASSEMBLING' then return {-2} end
+if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {-2} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
 if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
 local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey')
