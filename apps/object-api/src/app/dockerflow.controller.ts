@@ -21,14 +21,12 @@ export class DockerflowController {
     const { ready, redis, storage } = await checkDependencies(this.redis, this.storage);
     if (ready) res.status(200).json({ redis, storage });
     else
-      res
-        .status(503)
-        .json({
-          code: 'ServiceUnavailable',
-          message: `a dependency does not answer: redis: ${redis}, storage: ${storage}`,
-          redis,
-          storage,
-        });
+      res.status(503).json({
+        code: 'ServiceUnavailable',
+        message: `a dependency does not answer: redis: ${redis}, storage: ${storage}`,
+        redis,
+        storage,
+      });
   }
 
   @Get(['__lbheartbeat__', 'api/object/v1/__lbheartbeat__'])
