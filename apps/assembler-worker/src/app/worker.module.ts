@@ -28,8 +28,9 @@ export class WorkerModule {
         },
         {
           provide: MultipartExpiry,
-          useFactory: (store: MultipartStore, storage: Storage) => new MultipartExpiry(store, storage, config.uploads.idleLifetimeMs),
-          inject: [MultipartStore, STORAGE],
+          useFactory: (store: MultipartStore, storage: Storage, handles: FileHandles) =>
+            new MultipartExpiry(store, storage, handles, config.uploads.idleLifetimeMs),
+          inject: [MultipartStore, STORAGE, FileHandles],
         },
         {
           provide: MultipartAssembler,

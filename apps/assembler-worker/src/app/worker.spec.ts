@@ -3,7 +3,8 @@ import type { FerryConfig } from '@ferry/config';
 import { REDIS, STORAGE } from '@ferry/core';
 import { mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AssemblyQueue, MultipartStore, MultipartUpload, requestDigest } from '@ferry/multipart';
+import { Catalog } from '@ferry/catalog';
+import { AssemblyQueue, FileHandles, MultipartStore, MultipartUpload, requestDigest } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { TempDir, eventually, md5Hex, patternBytes, sha256Hex, waitFor } from '@ferry/testing';
@@ -148,7 +149,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
       // revived job, however long, and no longer expires
       await store.assemblyGaveUp('mp_revived');
       expect(await store.complete('mp_revived')).toEqual({ state: 'ASSEMBLING' });
-      expect(await store.expireIfIdle('mp_revived', Date.now() + 3_600_000)).toBe('assembling');
+      expect(await store.expireIfIdle('mp_revived', Date.now() + 3_600_000)).toEqual({ outcome: 'assembling' });
       expect(await store.stateOf('mp_revived')).toBe('ASSEMBLING');
     } finally {
       rmSync(join(data.path, 'blobs', 'sha256', sha256.slice(0, 2)), { force: true });
@@ -209,6 +210,33 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await storage.stagingSize(snapshots.live)).toBe(10);
     expect(await storage.stagingSize(snapshots.orphan)).toBeUndefined();
     await store.abortPart(lease);
+  });
+
+  it('expires an upload whose start died in its dedup with the handle that start made and gave no one', async () => {
+    const store = app.get(MultipartStore);
+    const handles = app.get(FileHandles);
+    const content = Buffer.from('deduplicated content');
+    const request = {
+      fileName: 'd.bin',
+      contentType: 'x/y',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: 5 << 20,
+    };
+    const sha256 = sha256Hex(content);
+    await app.get<Storage>(STORAGE).putBlob(content, sha256);
+    // what the start did before its process was killed: its upload, the dedup's handle made, not yet given out
+    await store.create('mp_dedup_died', 'dev', 'mp_dedup_died-request', request);
+    const handleId = (await store.claimDedupHandle('mp_dedup_died', await handles.allocateId())) as string;
+    await handles.claimContent(handleId, sha256);
+    await handles.create(
+      handleId,
+      { fileName: 'd.bin', contentType: 'x/y', owner: 'dev' },
+      { size: content.length, sha256, md5: md5Hex(content) },
+    );
+    await waitFor('the upload to expire', async () => !(await store.exists('mp_dedup_died')));
+    await waitFor('its unused handle to be removed', async () => (await handles.get(handleId)) === undefined);
+    expect(await app.get(Catalog).get(`fileHandle/${handleId}`)).toBeUndefined();
   });
 
   it('deletes an upload for forceRestart only while it is still UPLOADING (a complete elsewhere wins)', async () => {

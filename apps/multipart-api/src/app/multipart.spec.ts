@@ -297,6 +297,38 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect((await alice.start({ ...request })).body).toMatchObject({ uploadId: id, state: 'COMPLETED', resultFileHandleId: handleId });
   });
 
+  it('removes the handle of a dedup whose start died half-way when the client restarts instead', async () => {
+    const content = patternBytes(PART + 7, 18);
+    const first = (await alice.upload(content, { fileName: 'orig2', partSizeBytes: PART })).body as Status;
+    const original = (await h.app.get(Catalog).get(`fileHandle/${first.resultFileHandleId}`)) as NonNullable<
+      Awaited<ReturnType<Catalog['get']>>
+    >;
+    const store = h.app.get(MultipartStore);
+    const handles = h.app.get(FileHandles);
+    /** What a start did before its process was killed: its upload, the dedup's handle made, not yet given out. */
+    const interruptedStart = async (fileName: string) => {
+      const request: MultipartUploadRequest = startRequest(content, fileName);
+      const id = MultipartStore.newUploadId();
+      await store.create(id, 'alice', requestDigest(request), request);
+      expect((await store.swapRequest('alice', requestDigest(request), '', id)).ok).toBe(true);
+      const handleId = (await store.claimDedupHandle(id, await handles.allocateId())) as string;
+      await handles.create(
+        handleId,
+        { fileName, contentType: 'application/octet-stream', owner: 'alice' },
+        { size: original.size, sha256: original.sha256, md5: original.md5 as string },
+      );
+      return { id, request, handleId };
+    };
+    // the client starts again with forceRestart: the upload is abandoned, and the handle no one got with it
+    const restarted = await interruptedStart('restarted');
+    expect((await alice.start({ ...restarted.request }, true)).body).toMatchObject({ state: 'UPLOADING' });
+    expect(await handles.get(restarted.handleId)).toBeUndefined();
+    expect(await h.app.get(Catalog).get(`fileHandle/${restarted.handleId}`)).toBeUndefined();
+    // (the client that never comes back: the worker's expiry removes it, see apps/assembler-worker)
+    // the original is untouched
+    expect((await alice.request('GET', `/file/fileHandle/${first.resultFileHandleId}`)).status).toBe(200);
+  });
+
   it('refuses malformed start requests with a reason, creating nothing', async () => {
     const ok = startRequest(file, 'x.bin');
     const cases: [Record<string, unknown> | string, RegExp][] = [

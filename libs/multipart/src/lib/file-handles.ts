@@ -85,6 +85,16 @@ export class FileHandles {
     return existing;
   }
 
+  /**
+   * Removes a handle that was never handed out (a dedup at start that did not finish): its record,
+   * then its catalog object, which releases the blob. Idempotent.
+   */
+  async remove(id: string): Promise<void> {
+    await this.redis.del(this.keys.fileHandle(id));
+    const object = await this.catalog.get(fileHandleObjectName(id));
+    if (object) await this.catalog.deleteIfUnchanged(object.name, object.createdAt);
+  }
+
   async get(id: string): Promise<FileHandle | undefined> {
     if (!/^[1-9]\d{0,15}$/.test(id)) return undefined;
     const raw = await this.redis.get(this.keys.fileHandle(id));

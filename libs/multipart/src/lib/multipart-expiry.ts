@@ -1,4 +1,5 @@
 import type { Storage } from '@ferry/storage';
+import type { FileHandles } from './file-handles';
 import type { MultipartStore } from './multipart-store';
 
 /**
@@ -10,6 +11,7 @@ export class MultipartExpiry {
   constructor(
     private readonly store: MultipartStore,
     private readonly storage: Storage,
+    private readonly handles: FileHandles,
     private readonly idleLifetimeMs: number,
   ) {}
 
@@ -20,10 +22,12 @@ export class MultipartExpiry {
       const ids = await this.store.idleCandidates(cutoff, batchSize);
       let progressed = 0;
       for (const id of ids) {
-        const outcome = await this.store.expireIfIdle(id, cutoff);
+        const { outcome, unusedHandleId } = await this.store.expireIfIdle(id, cutoff);
         if (outcome === 'active') continue;
         progressed++; // either way it left the batch of candidates
         if (outcome === 'assembling') continue;
+        // a start that died in its dedup left a handle no one was given
+        if (unusedHandleId) await this.handles.remove(unusedHandleId);
         await this.storage.deleteStaging(id);
         expired++;
       }

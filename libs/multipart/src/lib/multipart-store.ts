@@ -296,16 +296,20 @@ export class MultipartStore {
    * (or already gone), 'active' (re-indexed at its last activity), or 'assembling': left alone and
    * out of the activity index until its assembly settles it (updateIf puts it back).
    */
-  async expireIfIdle(id: string, cutoffMs: number): Promise<'expired' | 'active' | 'assembling'> {
-    const r = (await this.run.expireIfIdle1(...this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?];
+  /**
+   * Deletes the upload if idle since before `cutoffMs` (see expireIfIdle1). An expired upload that
+   * was still UPLOADING may leave the handle of a dedup that did not finish (`unusedHandleId`).
+   */
+  async expireIfIdle(id: string, cutoffMs: number): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string }> {
+    const r = (await this.run.expireIfIdle1(...this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?];
     if (r[0] === -1) {
       await this.touchIndex(id, Number(r[1]));
-      return 'active';
+      return { outcome: 'active' };
     }
     await this.redis.zrem(this.keys.multipartByActivity(), id);
-    if (r[0] === -2) return 'assembling';
+    if (r[0] === -2) return { outcome: 'assembling' };
     if (r[0] === 1 && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
-    return 'expired';
+    return { outcome: 'expired', ...(r[3] === 'UPLOADING' && r[4] ? { unusedHandleId: r[4] } : {}) };
   }
 
   async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {

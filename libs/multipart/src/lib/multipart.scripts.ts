@@ -124,7 +124,7 @@ touch()
 return redis.call('HGET', KEYS[1], ARGV[4])`;
 
 /**
- * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state} deleted,
+ * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state, dedupHandleId} deleted,
  * {0} already gone, {-1, updatedOn} still active, {-2} ASSEMBLING: never idle, its client completed
  * it (every part acknowledged) and its assembly job settles it, however late a worker runs; unless
  * that job gave up (`assemblyGaveUp`, its retries spent): then it expires as an idle upload does,
@@ -135,9 +135,9 @@ if not state then redis.call('DEL', KEYS[2]) return {0} end
 if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {-2} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
 if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
-local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey')
+local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId')
 redis.call('DEL', KEYS[1], KEYS[2])
-return {1, info[1] or '', info[2] or '', state}`;
+return {1, info[1] or '', info[2] or '', state, info[3] or ''}`;
 
 /** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → 1, else its value. */
 export const compareAndSetField1 = `

@@ -304,7 +304,10 @@ export class MultipartService {
 
   /** forceRestart: the previous upload goes, unless a complete on another replica took it meanwhile. */
   private async abandon(upload: MultipartUpload): Promise<void> {
-    if (await this.store.deleteIf(upload.id, 'UPLOADING')) await this.storage.deleteStaging(upload.id);
+    if (!(await this.store.deleteIf(upload.id, 'UPLOADING'))) return;
+    // a start that died in its dedup left a handle no one was given
+    if (upload.dedupHandleId) await this.handles.remove(upload.dedupHandleId);
+    await this.storage.deleteStaging(upload.id);
   }
 
   /** Seed 003: the same user, the same content (md5 and size): a new handle at once, sharing the bytes. */
@@ -333,7 +336,10 @@ export class MultipartService {
         ...(object.crc32c ? { crc32c: object.crc32c } : {}),
       },
     );
-    await this.store.completeAsDuplicate(id, handleId, originalId);
+    if (await this.store.completeAsDuplicate(id, handleId, originalId)) return;
+    // no longer UPLOADING: unless a repeat of this start completed it with this very handle, the
+    // upload was abandoned (or completed otherwise) and no one will be given this handle
+    if ((await this.store.get(id))?.resultFileHandleId !== handleId) await this.handles.remove(handleId);
   }
 }
 
