@@ -1,3 +1,4 @@
 export * from './lib/connections';
 export * from './lib/keys';
+export * from './lib/lua';
 export * from './lib/nonces';

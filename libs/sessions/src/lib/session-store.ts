@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { Redis, RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import * as scripts from './session.scripts';
+import { Acquire, BeginExpiry, Renew, UnderLease } from './session.scripts';
 
 /** `finished`: only kept when the protocol asked to remember the outcome (see `finish`). */
 /** An `expiring` session is gone for every reader and writer; the expiry job is deleting its bytes. */
@@ -64,41 +65,30 @@ export interface SessionStoreOptions {
   leaseTtlMs: number;
 }
 
-type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
-
-const SCRIPT_NAMES = [
-  'create2',
-  'acquireLease2',
-  'renewLease2',
-  'releaseLease2',
-  'commit2',
-  'update2',
-  'finish2',
-  'beginExpiry2',
-  'endExpiry2',
-] as const;
-type ScriptName = (typeof SCRIPT_NAMES)[number];
-
 /**
  * Upload sessions in Redis: creation, a writer lease with a fencing token, compare-and-set of the
  * committed size, idle expiry. Stateless: any replica can serve any upload.
  */
 export class SessionStore {
-  private readonly run: Record<ScriptName, ScriptFn>;
+  private readonly run;
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly options: SessionStoreOptions,
   ) {
-    const run = {} as Record<ScriptName, ScriptFn>;
-    for (const name of SCRIPT_NAMES) {
-      const command = `ferrySession_${name}`;
-      if (!(command in redis)) redis.defineCommand(command, { numberOfKeys: 2, lua: scripts[name] });
-      const fn = (redis as unknown as Record<string, ScriptFn>)[command];
-      run[name] = (...args) => fn.call(redis, ...args);
-    }
-    this.run = run;
+    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, finish2, beginExpiry2, endExpiry2 } = scripts;
+    this.run = bindScripts(redis, {
+      create2,
+      acquireLease2,
+      renewLease2,
+      releaseLease2,
+      commit2,
+      update2,
+      finish2,
+      beginExpiry2,
+      endExpiry2,
+    });
   }
 
   get leaseTtlMs(): number {
@@ -137,7 +127,7 @@ export class SessionStore {
       'attributes',
       JSON.stringify(init.attributes ?? {}),
     ];
-    const created = await this.run.create2(...this.k(init.id), this.keyTtlMs, ...fields);
+    const created = await this.run.create2(this.k(init.id), this.keyTtlMs, ...fields);
     if (created === 1) await this.touchIndex(init.id, now);
     const session = await this.get(init.id);
     // (an upload of this id is being expired: it can be created again once that is done)
@@ -170,29 +160,31 @@ export class SessionStore {
   async acquireLease(id: string): Promise<Lease> {
     const holder = randomBytes(9).toString('base64url');
     const now = Date.now();
-    const r = (await this.run.acquireLease2(...this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as [number, string?];
-    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
-    if (r[0] === -2) throw new ConcurrentWriterError('another writer is active on this upload; retry later');
-    if (r[0] === -3) throw new FailedPreconditionError(`upload ${id} is already finished`);
+    const r = (await this.run.acquireLease2(this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as [number, number?, string?];
+    const outcome = codeOf('acquireLease2', Acquire, r);
+    if (outcome === 'noSession') throw new NotFoundError(`upload ${id} not found`);
+    if (outcome === 'held') throw new ConcurrentWriterError('another writer is active on this upload; retry later');
+    if (outcome === 'finished') throw new FailedPreconditionError(`upload ${id} is already finished`);
     await this.touchIndex(id, now);
-    return { uploadId: id, fence: r[0], token: `${holder}:${r[0]}`, committed: Number(r[1]) };
+    const fence = Number(r[1]);
+    return { uploadId: id, fence, token: `${holder}:${fence}`, committed: Number(r[2]) };
   }
 
   /** Extends the lease; throws ConcurrentWriterError if it was lost. */
   async renewLease(lease: Lease): Promise<void> {
-    const ok = await this.run.renewLease2(...this.k(lease.uploadId), lease.token, this.options.leaseTtlMs, this.keyTtlMs);
-    if (ok !== 1) throw new ConcurrentWriterError('writer lease lost; query the status and resume');
+    const r = await this.run.renewLease2(this.k(lease.uploadId), lease.token, this.options.leaseTtlMs, this.keyTtlMs);
+    if (codeOf('renewLease2', Renew, r) === 'lost') throw new ConcurrentWriterError('writer lease lost; query the status and resume');
   }
 
   async releaseLease(lease: Lease): Promise<void> {
-    await this.run.releaseLease2(...this.k(lease.uploadId), lease.token);
+    await this.run.releaseLease2(this.k(lease.uploadId), lease.token);
     await this.touchIndex(lease.uploadId, Date.now());
   }
 
   /** Moves the committed size from `expected` to `next` (also renews the lease). */
   async commit(lease: Lease, expected: number, next: number): Promise<void> {
     const r = await this.run.commit2(
-      ...this.k(lease.uploadId),
+      this.k(lease.uploadId),
       lease.token,
       expected,
       next,
@@ -200,15 +192,16 @@ export class SessionStore {
       this.keyTtlMs,
       this.options.leaseTtlMs,
     );
-    this.check(r, lease);
-    if (r === -3) throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
+    if (this.check('commit2', r, lease) === 'conflict') {
+      throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
+    }
   }
 
   /** Marks the session as publishing, recording the digests of its bytes. */
   async markPublishing(lease: Lease, digests: RecordedDigests): Promise<void> {
     const optional = OPTIONAL_DIGESTS.flatMap((a) => (digests[a] ? [a, digests[a]] : []));
     const r = await this.run.update2(
-      ...this.k(lease.uploadId),
+      this.k(lease.uploadId),
       lease.token,
       Date.now(),
       'state',
@@ -217,20 +210,23 @@ export class SessionStore {
       digests.sha256,
       ...optional,
     );
-    this.check(r, lease);
+    this.check('update2', r, lease);
   }
 
   /** Removes a finished session (and its lease), or keeps it as a record of its outcome. */
   async finish(lease: Lease, record?: FinishRecord): Promise<void> {
     const args = record ? [record.result, record.retainMs] : [];
-    const r = await this.run.finish2(...this.k(lease.uploadId), lease.token, ...args);
-    this.check(r, lease);
+    const r = await this.run.finish2(this.k(lease.uploadId), lease.token, ...args);
+    this.check('finish2', r, lease);
     await this.redis.zrem(this.keys.uploadsByActivity(), lease.uploadId);
   }
 
-  private check(r: unknown, lease: Lease): void {
-    if (r === -1) throw new ConcurrentWriterError('writer lease lost; query the status and resume');
-    if (r === -2) throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
+  /** The outcome of a script run under the lease; throws when the lease or the session is gone. */
+  private check(script: string, r: unknown, lease: Lease): keyof typeof UnderLease {
+    const outcome = codeOf(script, UnderLease, r);
+    if (outcome === 'leaseLost') throw new ConcurrentWriterError('writer lease lost; query the status and resume');
+    if (outcome === 'noSession') throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
+    return outcome;
   }
 
   /** Ids of sessions whose recorded activity is older than `cutoffMs` (oldest first). */
@@ -245,19 +241,20 @@ export class SessionStore {
    * is nothing left to do; 'active': it is in use (its index entry is refreshed).
    */
   async beginExpiry(id: string, cutoffMs: number): Promise<'expiring' | 'gone' | 'active'> {
-    const r = await this.run.beginExpiry2(...this.k(id), cutoffMs);
-    if (r === 1) return 'expiring';
-    if (r === 0) {
+    const r = (await this.run.beginExpiry2(this.k(id), cutoffMs)) as [number, number?];
+    const outcome = codeOf('beginExpiry2', BeginExpiry, r);
+    if (outcome === 'expiring') return 'expiring';
+    if (outcome === 'gone') {
       await this.redis.zrem(this.keys.uploadsByActivity(), id);
       return 'gone';
     }
-    await this.touchIndex(id, Array.isArray(r) ? Number(r[0]) : Date.now());
+    await this.touchIndex(id, outcome === 'active' ? Number(r[1]) : Date.now());
     return 'active';
   }
 
   /** Deletes a session whose expiry began, once its staged bytes are gone. */
   async endExpiry(id: string): Promise<void> {
-    await this.run.endExpiry2(...this.k(id));
+    await this.run.endExpiry2(this.k(id));
     await this.redis.zrem(this.keys.uploadsByActivity(), id);
   }
 
