@@ -1,5 +1,5 @@
 import { AlreadyExistsError } from '@ferry/errors';
-import { Redis, RedisKeys } from '@ferry/redis';
+import { Redis, RedisKeys, bindScripts, codeOf, lua } from '@ferry/redis';
 
 /**
  * A published object: immutable content (a content-addressed blob) under a name.
@@ -65,7 +65,9 @@ export const GENERATION_MEMORY_MS = 7 * 24 * 3600 * 1000;
  * generation assigned or ''}, else {'exists', the existing hash as a flat list}. A `generation`
  * field of 0 is replaced by the next one.
  */
-const putIfAbsent2 = `
+const putIfAbsent2 = lua<[string, string | string[]]>(
+  'putIfAbsent2',
+  `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
 local generation = ''
 for i = 3, #ARGV, 2 do
@@ -77,50 +79,69 @@ for i = 3, #ARGV, 2 do
   end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-return {'created', generation}`;
+return {'created', generation}`,
+);
+const Put = { created: 'created', exists: 'exists' } as const;
 
 /**
  * KEYS: refs, orphan, collecting. ARGV: name, now → claims the blob for name and clears any orphan
  * mark; returns the milliseconds a collection of this blob still runs (0: none).
  */
-const claim1 = `
+const claim3 = lua<number>(
+  'claim3',
+  `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[2])
-return math.max(0, redis.call('PTTL', KEYS[3]))`;
+return math.max(0, redis.call('PTTL', KEYS[3]))`,
+);
 
 /** KEYS: refs, orphan. ARGV: name, now → 1 if that was the last reference (the blob is now an orphan). */
-const release1 = `
+const release3 = lua<number>(
+  'release3',
+  `
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
-return 1`;
+return 1`,
+);
 
 /**
  * KEYS: refs, orphan, collecting → 1 if the blob is an orphan with no reference: the mark is gone
  * and a collection is under way (claims wait for it) until finishCollection or 60 s; else 0.
  */
-const collect1 = `
+const collect3 = lua<number>(
+  'collect3',
+  `
 if redis.call('HLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], '1', 'PX', 60000)
-return 1`;
+return 1`,
+);
+const Collect = { collectable: 1, kept: 0 } as const;
 
 /** KEYS: refs, orphan, collecting. ARGV: now → marks the blob an orphan again unless it is referenced (a failed deletion). */
-const requeue1 = `
+const requeue3 = lua<number>(
+  'requeue3',
+  `
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], ARGV[1], 'NX') end
-return 1`;
+return 1`,
+);
 
 /**
  * KEYS: object. ARGV: createdAt, protocol ('' for any) → {'deleted', blob} if it was deleted (it
  * still had that createdAt and was published by that protocol), {'owner', protocol} if another
  * protocol published it, else {'changed'}.
  */
-const deleteIf2 = `
+const deleteIf1 = lua<[string, string?]>(
+  'deleteIf1',
+  `
 local fields = redis.call('HMGET', KEYS[1], 'createdAt', 'protocol', 'blob')
 if fields[1] ~= ARGV[1] then return {'changed'} end
 if ARGV[2] ~= '' and fields[2] ~= ARGV[2] then return {'owner', fields[2]} end
 redis.call('DEL', KEYS[1])
-return {'deleted', fields[3]}`;
+return {'deleted', fields[3]}`,
+);
+const Delete = { deleted: 'deleted', owner: 'owner', changed: 'changed' } as const;
 
 /** What a conditional delete did: deleted it, found it changed (or gone), or found another protocol's object. */
 export type DeleteOutcome = { deleted: true } | { deleted: false; ownedBy?: string };
@@ -133,6 +154,8 @@ export type PutResult = { created: true; object: CatalogObject } | { created: fa
  * its reference while an object points at it; garbage collection double-checks references).
  */
 export class Catalog {
+  private readonly run;
+
   /**
    * @param clockMs the clock generations start from (injectable for tests of skewed replicas).
    */
@@ -141,25 +164,12 @@ export class Catalog {
     private readonly keys: RedisKeys,
     private readonly clockMs: () => number = Date.now,
   ) {
-    if (!('ferryCatalogPut2' in redis)) redis.defineCommand('ferryCatalogPut2', { numberOfKeys: 2, lua: putIfAbsent2 });
-    if (!('ferryCatalogDeleteIf2' in redis)) redis.defineCommand('ferryCatalogDeleteIf2', { numberOfKeys: 1, lua: deleteIf2 });
-    for (const [name, lua] of [
-      ['ferryBlobClaim', claim1],
-      ['ferryBlobRelease', release1],
-      ['ferryBlobCollect', collect1],
-      ['ferryBlobRequeue', requeue1],
-    ]) {
-      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
-    }
+    this.run = bindScripts(redis, { putIfAbsent2, deleteIf1, claim3, release3, collect3, requeue3 });
   }
 
-  private blobScript(
-    name: 'ferryBlobClaim' | 'ferryBlobRelease' | 'ferryBlobCollect' | 'ferryBlobRequeue',
-    sha256: string,
-    ...args: string[]
-  ): Promise<number> {
-    const fn = (this.redis as unknown as Record<string, (...a: string[]) => Promise<number>>)[name];
-    return fn.call(this.redis, this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256), ...args);
+  /** The keys of a blob's collection state, in the order its scripts take them (one hash tag: the sha256). */
+  private blobKeys(sha256: string): string[] {
+    return [this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256)];
   }
 
   /**
@@ -171,7 +181,7 @@ export class Catalog {
     // A collection decided just before this claim may still be deleting the bytes: wait for it,
     // so that "the blob is present" means it stays (or the publisher sees it gone and writes it).
     for (;;) {
-      const collectingMs = await this.blobScript('ferryBlobClaim', sha256, name, String(Date.now()));
+      const collectingMs = await this.run.claim3(this.blobKeys(sha256), name, Date.now());
       if (collectingMs <= 0) return;
       await new Promise((resolve) => setTimeout(resolve, Math.min(collectingMs, 25)));
     }
@@ -187,7 +197,7 @@ export class Catalog {
    * took its mark), unless a claim arrived meanwhile: else nothing would try again.
    */
   async requeueBlob(sha256: string): Promise<void> {
-    await this.blobScript('ferryBlobRequeue', sha256, String(Date.now()));
+    await this.run.requeue3(this.blobKeys(sha256), Date.now());
     await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
@@ -213,13 +223,12 @@ export class Catalog {
   }
 
   private async deleteIf(name: string, createdAt: string, protocol: string): Promise<DeleteOutcome> {
-    const del = (this.redis as unknown as { ferryCatalogDeleteIf2(key: string, createdAt: string, protocol: string): Promise<string[]> })
-      .ferryCatalogDeleteIf2;
-    const [outcome, value] = await del.call(this.redis, this.keys.object(name), createdAt, protocol);
-    if (outcome === 'owner') return { deleted: false, ownedBy: value };
-    if (outcome !== 'deleted') return { deleted: false };
+    const answer = await this.run.deleteIf1([this.keys.object(name)], createdAt, protocol);
+    const outcome = codeOf('deleteIf1', Delete, answer);
+    if (outcome === 'owner') return { deleted: false, ownedBy: answer[1] };
+    if (outcome === 'changed') return { deleted: false };
     await this.redis.zrem(this.keys.objectsByExpiry(), name);
-    await this.releaseBlob(value, name);
+    await this.releaseBlob(answer[1] as string, name);
     return { deleted: true };
   }
 
@@ -229,7 +238,7 @@ export class Catalog {
    * the grace period) recognises and drops.
    */
   private async releaseBlob(sha256: string, name: string): Promise<void> {
-    await this.blobScript('ferryBlobRelease', sha256, name, String(Date.now()));
+    await this.run.release3(this.blobKeys(sha256), name, Date.now());
     await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
@@ -244,17 +253,15 @@ export class Catalog {
   async putIfAbsent(object: CatalogObject): Promise<PutResult> {
     await this.claimBlob(object.blob, object.name);
     const args = FIELDS.flatMap((f) => [f, encodeField(object[f])]);
-    const put = (this.redis as unknown as { ferryCatalogPut2(...a: string[]): Promise<[string, string | string[]]> }).ferryCatalogPut2;
     const nowUs = String(Math.floor(this.clockMs()) * 1000);
-    const [outcome, value] = await put.call(
-      this.redis,
-      this.keys.object(object.name),
-      this.keys.objectGeneration(object.name),
+    const answer = await this.run.putIfAbsent2(
+      [this.keys.object(object.name), this.keys.objectGeneration(object.name)],
       nowUs,
       String(GENERATION_MEMORY_MS),
       ...args,
     );
-    if (outcome === 'created') {
+    const value = answer[1];
+    if (codeOf('putIfAbsent2', Put, answer) === 'created') {
       if (object.expires) await this.redis.zadd(this.keys.objectsByExpiry(), Date.parse(object.expires), object.name);
       return { created: true, object: value ? { ...object, generation: Number(value) } : object };
     }
@@ -314,7 +321,7 @@ export class Catalog {
       if (Number(claimedAt) >= staleBeforeMs) pendingClaims = true;
       else await this.releaseBlob(sha256, name);
     }
-    const collectable = (await this.blobScript('ferryBlobCollect', sha256)) === 1;
+    const collectable = codeOf('collect3', Collect, await this.run.collect3(this.blobKeys(sha256))) === 'collectable';
     // a claim not yet published, nor stale: look again later; otherwise the blob leaves the queue
     if (!collectable && pendingClaims) await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
     else await this.redis.zrem(this.keys.blobsOrphaned(), sha256);

@@ -53,10 +53,10 @@ export function bindScripts<T extends Record<string, LuaScript>>(redis: Redis, s
 }
 
 /**
- * The name of a script's answer in `codes` (a number, or the first element of a table); an answer
+ * The name of a script's answer in `codes` (a number or a short string, or the first element of a table); an answer
  * no name covers is a bug, reported as such rather than misread.
  */
-export function codeOf<C extends Record<string, number>>(script: string, codes: C, answer: unknown): keyof C {
+export function codeOf<C extends Record<string, number | string>>(script: string, codes: C, answer: unknown): keyof C {
   const value = Array.isArray(answer) ? answer[0] : answer;
   for (const [name, code] of Object.entries(codes)) if (code === value) return name as keyof C;
   throw new InternalError(`Lua script ${script} answered ${JSON.stringify(answer)}, which it never should`);
