@@ -4,10 +4,28 @@ import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
 import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError, UnavailableError } from '@ferry/errors';
-import type { Redis, RedisKeys } from '@ferry/redis';
+import { type Redis, type RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, UploadEngine, interruptible } from '@ferry/uploads';
 import type { Digests, HashPool } from '@ferry/uploads';
+import {
+  Change,
+  ClaimFinish,
+  Create,
+  Declare,
+  FINISHING,
+  LeaseHeld,
+  RecordPut,
+  SetIfAbsent,
+  beginPut2,
+  claimFinish2,
+  createIfAbsent2,
+  declareHashes2,
+  lease1,
+  recordPut2,
+  setIfAbsent1,
+  updateIfUpload2,
+} from './object.scripts';
 import {
   CreateUploadResponse,
   DownloadResponse,
@@ -85,112 +103,8 @@ interface PendingUpload {
   stored?: { stagingId: string; size: number; sha256: string; sha512?: string };
 }
 
-/**
- * KEYS[1] the upload, KEYS[2] the catalog entry of the name. ARGV: ttl, now (ISO), field, value...
- * → nil if created, -1 if the name holds a live object (finished: a finish that just published and
- * removed the upload is seen here, not missed between two round trips), else the existing hash flat.
- */
-const createIfAbsent1 = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local expires = redis.call('HGET', KEYS[2], 'expires') or ''
-  if expires == '' or expires > ARGV[2] then return -1 end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return nil`;
-
-/** Holders of the upload's lease that are finishing it (a PUT's holder never starts so). */
-const FINISHING = 'finish:';
-/** Lua: whether KEYS[2] (the upload's lease) is held by a finisher. */
-const heldByFinisher = `string.sub(redis.call('GET', KEYS[2]) or '', 1, ${FINISHING.length}) == '${FINISHING}'`;
 /** How long a finishUpload waits for another replica's finish of the same upload before answering 503. */
 const FINISH_WAIT_MS = 30_000;
-
-/**
- * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, field, value... → 1 if the upload still
- * has this uploadId (fields set), 0 if not, -2 if it is being finished.
- */
-const updateIfUpload1 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 0 end
-if ${heldByFinisher} then return -2 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return 1`;
-
-/**
- * KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, ttl → the staging id of the
- * bytes this PUT replaces ('' if none), -1 if the upload is not this one, -2 if it is being
- * finished. The newest PUT always takes the lease from a PUT: an earlier one (alive, or dead with a
- * process that was killed) loses it, and the stored digests are forgotten at once, so what was
- * stored before can no longer be finished.
- */
-const beginPut1 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-if ${heldByFinisher} then return -2 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-local previous = redis.call('HGET', KEYS[1], 'stagingId') or ''
-redis.call('HDEL', KEYS[1], 'size', 'sha256', 'sha512', 'md5', 'crc32c', 'stagingId')
-return previous`;
-
-/**
- * KEYS[1] the upload, KEYS[2] its PUT lease. ARGV: uploadId, holder, field, value... → 1 if the
- * stored bytes were recorded (this PUT still held the lease, now released), 0 if a newer PUT took
- * it, -1 if the upload is gone.
- */
-const recordPut1 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('DEL', KEYS[2])
-return 1`;
-
-/**
- * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, the hashes a createUpload declares (JSON)
- * → 'ok' (merged into the declared hashes), 'gone' (not this upload), 'finishing', or
- * 'conflict:<algo>' when one differs from the one already declared. One step, so that two
- * createUploads declaring different hashes cannot both succeed.
- */
-const declareHashes2 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return 'gone' end
-if ${heldByFinisher} then return 'finishing' end
-local known = cjson.decode(redis.call('HGET', KEYS[1], 'hashes') or '{}')
-local declared = cjson.decode(ARGV[2])
-for _, algo in ipairs({'sha256', 'sha512'}) do
-  local v = declared[algo]
-  if v ~= nil then
-    if known[algo] ~= nil and known[algo] ~= v then return 'conflict:' .. algo end
-    known[algo] = v
-  end
-end
-redis.call('HSET', KEYS[1], 'hashes', cjson.encode(known))
-return 'ok'`;
-
-/** ARGV: uploadId, field, value → 1 if the field was set (it was absent), 0 if present, -1 if the upload is not this one. */
-const setIfAbsent1 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])`;
-
-/**
- * KEYS[1] the upload, KEYS[2] its lease. ARGV: uploadId, holder (FINISHING...), ttl, stagingId of
- * the stored bytes ('' when they are a snapshot of a direct PUT), the declared hashes the finisher
- * read (JSON) → 1 the finisher holds the lease: no PUT, createUpload or other finish changes the
- * upload until it releases it; -1 not this upload; -3 the stored bytes changed since they were
- * read; -4 a createUpload declared another hash since then (read again); else the current holder.
- */
-const claimFinish1 = `
-if redis.call('HGET', KEYS[1], 'uploadId') ~= ARGV[1] then return -1 end
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'stagingId') ~= ARGV[4] then return -3 end
-local known = cjson.decode(redis.call('HGET', KEYS[1], 'hashes') or '{}')
-local read = cjson.decode(ARGV[5])
-if known['sha256'] ~= read['sha256'] or known['sha512'] ~= read['sha512'] then return -4 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-return redis.call('GET', KEYS[2]) or ''`;
-
-/** KEYS[1] a lease. ARGV: holder, ttl (0: release) → 1 if held by holder. */
-const lease1 = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1`;
 
 /**
  * The Taskcluster object service (docs/protocols.md, Taskcluster object service) over Ferry's catalog, transport-free.
@@ -199,6 +113,8 @@ return 1`;
  * sha512 declared only then, compares the declared hashes with the stored bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
  */
 export class ObjectService {
+  private readonly run;
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
@@ -210,14 +126,16 @@ export class ObjectService {
     private readonly hashPool: HashPool,
     private readonly options: ObjectServiceOptions,
   ) {
-    if (!('ferryObjectCreate' in redis)) redis.defineCommand('ferryObjectCreate', { numberOfKeys: 2, lua: createIfAbsent1 });
-    if (!('ferryObjectUpdate' in redis)) redis.defineCommand('ferryObjectUpdate', { numberOfKeys: 2, lua: updateIfUpload1 });
-    if (!('ferryObjectBeginPut' in redis)) redis.defineCommand('ferryObjectBeginPut', { numberOfKeys: 2, lua: beginPut1 });
-    if (!('ferryObjectRecordPut' in redis)) redis.defineCommand('ferryObjectRecordPut', { numberOfKeys: 2, lua: recordPut1 });
-    if (!('ferryObjectLease' in redis)) redis.defineCommand('ferryObjectLease', { numberOfKeys: 1, lua: lease1 });
-    if (!('ferryObjectSetIfAbsent' in redis)) redis.defineCommand('ferryObjectSetIfAbsent', { numberOfKeys: 1, lua: setIfAbsent1 });
-    if (!('ferryObjectClaimFinish' in redis)) redis.defineCommand('ferryObjectClaimFinish', { numberOfKeys: 2, lua: claimFinish1 });
-    if (!('ferryObjectDeclareHashes' in redis)) redis.defineCommand('ferryObjectDeclareHashes', { numberOfKeys: 2, lua: declareHashes2 });
+    this.run = bindScripts(redis, {
+      createIfAbsent2,
+      updateIfUpload2,
+      beginPut2,
+      recordPut2,
+      declareHashes2,
+      setIfAbsent1,
+      claimFinish2,
+      lease1,
+    });
   }
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
@@ -244,17 +162,11 @@ export class ObjectService {
       if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
         throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
       }
-      const declared = await this.script(
-        'ferryObjectDeclareHashes',
-        this.keys.objectUpload(name),
-        this.putLease(name),
-        existing.uploadId,
-        JSON.stringify(req.hashes ?? {}),
-      );
-      if (declared === 'finishing') throw beingFinished(name);
-      if (declared === 'gone') throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
-      if (declared !== 'ok')
-        throw new AlreadyExistsError(`${String(declared).slice('conflict:'.length)} differs from the one already declared`);
+      const declared = await this.run.declareHashes2(this.uploadKeys(name), existing.uploadId, JSON.stringify(req.hashes ?? {}));
+      const outcome = codeOf('declareHashes2', Declare, declared);
+      if (outcome === 'finishing') throw beingFinished(name);
+      if (outcome === 'gone') throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
+      if (outcome === 'conflict') throw new AlreadyExistsError(`${declared[1]} differs from the one already declared`);
     }
 
     let uploadMethod: UploadMethod = {};
@@ -291,14 +203,8 @@ export class ObjectService {
     if (!stagingId) {
       stagingId = `ob_${randomBytes(15).toString('base64url')}`;
       await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
-      const won = await this.script(
-        'ferryObjectSetIfAbsent',
-        this.keys.objectUpload(upload.name),
-        upload.uploadId,
-        'directStagingId',
-        stagingId,
-      );
-      if (won !== 1) {
+      const won = await this.run.setIfAbsent1([this.keys.objectUpload(upload.name)], upload.uploadId, 'directStagingId', stagingId);
+      if (codeOf('setIfAbsent1', SetIfAbsent, won) !== 'set') {
         await this.redis.del(this.keys.objectStaging(stagingId));
         const current = await this.pending(upload.name);
         if (!current?.directStagingId || current.uploadId !== upload.uploadId)
@@ -443,22 +349,21 @@ export class ObjectService {
     };
     const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
     const takenAt = performance.now();
-    const claim = await this.script(
-      'ferryObjectClaimFinish',
-      this.keys.objectUpload(name),
-      lease,
+    const claim = await this.run.claimFinish2(
+      this.uploadKeys(name),
       upload.uploadId,
       holder,
       this.options.leaseTtlMs,
       upload.stored ? data.stagingId : '',
       JSON.stringify(upload.hashes),
     );
-    if (claim !== 1) {
+    const claimed = codeOf('claimFinish2', ClaimFinish, claim);
+    if (claimed !== 'claimed') {
       await dropSnapshot();
-      if (claim === -1) return 'elsewhere'; // finished (or replaced) since it was read: look again
-      if (claim === -4) return 'again';
-      if (claim === -3) throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
-      return heldBy(String(claim));
+      if (claimed === 'gone') return 'elsewhere'; // finished (or replaced) since it was read: look again
+      if (claimed === 'redeclared') return 'again';
+      if (claimed === 'replaced') throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
+      return heldBy(claim[1] ?? '');
     }
     const keeper = this.keepLease(lease, holder, takenAt, 'the finish lost its lease', 'this finish may have lost its lease; finish again');
     let published = false;
@@ -500,7 +405,7 @@ export class ObjectService {
       throw err;
     } finally {
       keeper.stop();
-      if (!published) await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
+      if (!published) await this.releaseLease(lease, holder);
     }
     await this.redis.del(this.keys.objectStaging(data.stagingId));
     // what clients PUT to the bucket was copied before it was verified; the original goes now
@@ -518,7 +423,8 @@ export class ObjectService {
     onLost?: (err: unknown) => void,
   ): LeaseKeeper {
     const renew = async () => {
-      if ((await this.script('ferryObjectLease', lease, holder, this.options.leaseTtlMs)) !== 1) throw new ConcurrentWriterError(replaced);
+      const renewed = await this.run.lease1([lease], holder, this.options.leaseTtlMs);
+      if (codeOf('lease1', LeaseHeld, renewed) === 'lost') throw new ConcurrentWriterError(replaced);
     };
     return new LeaseKeeper(renew, this.options.leaseTtlMs, takenAt, mayHaveLost, onLost);
   }
@@ -633,13 +539,14 @@ export class ObjectService {
     // owned before it exists, so that the staging sweep leaves it alone
     await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
     const takenAt = performance.now();
-    const replaced = await this.script('ferryObjectBeginPut', key, lease, upload.uploadId, holder, this.options.leaseTtlMs);
-    if (replaced === -1 || replaced === -2) {
+    const begun = await this.run.beginPut2([key, lease], upload.uploadId, holder, this.options.leaseTtlMs);
+    const outcome = codeOf('beginPut2', Change, begun);
+    if (outcome !== 'done') {
       await this.dropStaging(stagingId);
-      if (replaced === -2) throw beingFinished(upload.name);
+      if (outcome === 'finishing') throw beingFinished(upload.name);
       throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
     }
-    if (replaced) await this.dropStaging(String(replaced));
+    if (begun[1]) await this.dropStaging(begun[1]);
     const lost = new AbortController();
     const keeper = this.keepLease(
       lease,
@@ -659,21 +566,15 @@ export class ObjectService {
       } finally {
         await file.close();
       }
-      const result = await this.script(
-        'ferryObjectRecordPut',
-        key,
-        lease,
-        upload.uploadId,
-        holder,
-        ...Object.entries({ ...fields, stagingId }).flat(),
-      );
-      if (result === -1) throw new NotFoundError('the upload ended while its data arrived');
-      if (result !== 1) throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
+      const result = await this.run.recordPut2([key, lease], upload.uploadId, holder, ...Object.entries({ ...fields, stagingId }).flat());
+      const outcome = codeOf('recordPut2', RecordPut, result);
+      if (outcome === 'gone') throw new NotFoundError('the upload ended while its data arrived');
+      if (outcome === 'replaced') throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
       recorded = true;
     } finally {
       keeper.stop();
       if (!recorded) {
-        await this.script('ferryObjectLease', lease, holder, 0).catch(() => undefined);
+        await this.releaseLease(lease, holder);
         await this.dropStaging(stagingId).catch(() => undefined);
       }
     }
@@ -687,53 +588,41 @@ export class ObjectService {
   /** Records a new upload, or returns the one in progress; AlreadyExistsError if the name is finished. */
   private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
     const fields = Object.entries(encode(u)).flat();
-    const create = (this.redis as unknown as { ferryObjectCreate(...a: (string | number)[]): Promise<string[] | null | number> })
-      .ferryObjectCreate;
     const now = new Date().toISOString();
-    const existing = await create.call(
-      this.redis,
-      this.keys.objectUpload(u.name),
-      this.keys.object(u.name),
+    const answer = await this.run.createIfAbsent2(
+      [this.keys.objectUpload(u.name), this.keys.object(u.name)],
       this.options.uploadLifetimeMs,
       now,
       ...fields,
     );
-    if (existing === -1) throw new AlreadyExistsError(`object ${JSON.stringify(u.name)} is already finished`);
-    if (existing === null || typeof existing === 'number') return undefined;
+    const outcome = codeOf('createIfAbsent2', Create, answer);
+    if (outcome === 'finished') throw new AlreadyExistsError(`object ${JSON.stringify(u.name)} is already finished`);
+    if (outcome === 'created') return undefined;
+    const existing = answer[1] ?? [];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];
     return decode(h);
   }
 
   private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
-    const run = (this.redis as unknown as { ferryObjectUpdate(...a: (string | number)[]): Promise<number> }).ferryObjectUpdate;
-    const r = await run.call(
-      this.redis,
-      this.keys.objectUpload(u.name),
-      this.putLease(u.name),
-      u.uploadId,
-      ...Object.entries(fields).flat(),
-    );
-    if (r === -2) throw beingFinished(u.name);
-    return r === 1;
+    const r = await this.run.updateIfUpload2(this.uploadKeys(u.name), u.uploadId, ...Object.entries(fields).flat());
+    const outcome = codeOf('updateIfUpload2', Change, r);
+    if (outcome === 'finishing') throw beingFinished(u.name);
+    return outcome === 'done';
   }
 
   private putLease(name: string): string {
     return `${this.keys.objectUpload(name)}:put`;
   }
 
-  private script(
-    name:
-      | 'ferryObjectBeginPut'
-      | 'ferryObjectRecordPut'
-      | 'ferryObjectLease'
-      | 'ferryObjectSetIfAbsent'
-      | 'ferryObjectClaimFinish'
-      | 'ferryObjectDeclareHashes',
-    ...args: (string | number)[]
-  ): Promise<number | string> {
-    const fn = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<number | string>>)[name];
-    return fn.call(this.redis, ...args);
+  /** An upload's hash and its lease, as the scripts that change the upload take them. */
+  private uploadKeys(name: string): string[] {
+    return [this.keys.objectUpload(name), this.putLease(name)];
+  }
+
+  /** Releases `lease` if `holder` still holds it (best effort: it expires anyway). */
+  private async releaseLease(lease: string, holder: string): Promise<void> {
+    await this.run.lease1([lease], holder, 0).catch(() => undefined);
   }
 
   private async pending(name: string): Promise<PendingUpload | undefined> {
