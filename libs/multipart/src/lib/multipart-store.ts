@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
-import type { Redis, RedisKeys } from '@ferry/redis';
+import { type Redis, type RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import type { MultipartState, MultipartUploadRequest, MultipartUploadStatus } from './model';
 import { PartsFrozenError, partCount } from './model';
 import * as scripts from './multipart.scripts';
+import { AddPart, BeginPart, Changed, Complete, Created, Deleted, EndPart, Expire, RenewPart, Swap } from './multipart.scripts';
 
 /** A multipart upload as stored in Redis. */
 export interface MultipartUpload {
@@ -34,25 +35,6 @@ export interface PartLease {
 }
 
 export type AddPartOutcome = { ok: true } | { ok: false; reason: string };
-
-type Fn = (...args: (string | number)[]) => Promise<unknown>;
-
-const SCRIPTS = {
-  create1: 2,
-  beginPart1: 3,
-  renewPart1: 3,
-  endPart1: 3,
-  abortPart1: 3,
-  addPart1: 3,
-  complete1: 2,
-  update1: 2,
-  claimField1: 2,
-  expireIfIdle1: 2,
-  compareAndSetField1: 1,
-  completeAsDuplicate1: 2,
-  deleteIf1: 2,
-} as const;
-type ScriptName = keyof typeof SCRIPTS;
 
 const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
 
@@ -85,21 +67,30 @@ export interface MultipartStoreOptions {
  * and of completed files (dedup). Shared by every replica; no state in the process.
  */
 export class MultipartStore {
-  private readonly run: Record<ScriptName, Fn>;
+  private readonly run;
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     readonly options: MultipartStoreOptions,
   ) {
-    const run = {} as Record<ScriptName, Fn>;
-    for (const [name, numberOfKeys] of Object.entries(SCRIPTS) as [ScriptName, number][]) {
-      const command = `ferryMultipart_${name}`;
-      if (!(command in redis)) redis.defineCommand(command, { numberOfKeys, lua: scripts[name] });
-      const fn = (redis as unknown as Record<string, Fn>)[command];
-      run[name] = (...args) => fn.call(redis, ...args);
-    }
-    this.run = run;
+    const { create2, beginPart3, renewPart3, endPart3, abortPart3, addPart3, complete2, update2, claimField2 } = scripts;
+    const { expireIfIdle2, compareAndSetField1, completeAsDuplicate2, deleteIf2 } = scripts;
+    this.run = bindScripts(redis, {
+      create2,
+      beginPart3,
+      renewPart3,
+      endPart3,
+      abortPart3,
+      addPart3,
+      complete2,
+      update2,
+      claimField2,
+      expireIfIdle2,
+      compareAndSetField1,
+      completeAsDuplicate2,
+      deleteIf2,
+    });
   }
 
   static newUploadId(): string {
@@ -144,8 +135,8 @@ export class MultipartStore {
       'startedOn',
       now,
     ];
-    const created = await this.run.create1(...this.k(id), now, this.keyTtlMs, parts, ...fields);
-    if (created !== 1) throw new InternalError(`upload id ${id} already exists`);
+    const created = await this.run.create2(this.k(id), now, this.keyTtlMs, parts, ...fields);
+    if (codeOf('create2', Created, created) !== 'created') throw new InternalError(`upload id ${id} already exists`);
     await this.touchIndex(id, now);
   }
 
@@ -187,10 +178,11 @@ export class MultipartStore {
   /** Takes part `n`'s PUT lease and marks the part missing until the PUT ends. */
   async beginPart(id: string, n: number): Promise<PartLease> {
     const holder = randomBytes(9).toString('base64url');
-    const r = (await this.run.beginPart1(...this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs)) as [number, string | number];
-    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
-    if (r[0] === -2) throw new FailedPreconditionError(`upload ${id} is ${r[1]}: its parts can no longer change`);
-    if (r[0] === -3) {
+    const r = (await this.run.beginPart3(this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs)) as [number, string | number];
+    const outcome = codeOf('beginPart3', BeginPart, r);
+    if (outcome === 'noUpload') throw new NotFoundError(`upload ${id} not found`);
+    if (outcome === 'frozen') throw new FailedPreconditionError(`upload ${id} is ${r[1]}: its parts can no longer change`);
+    if (outcome === 'held') {
       throw new ConcurrentWriterError(
         `another PUT of part ${n} is in progress; retry in ${Math.ceil(Number(r[1]) / 1000)} s or when it ends`,
       );
@@ -200,53 +192,56 @@ export class MultipartStore {
   }
 
   async renewPart(lease: PartLease): Promise<void> {
-    const ok = await this.run.renewPart1(
-      ...this.kl(lease.uploadId, lease.partNumber),
+    const ok = await this.run.renewPart3(
+      this.kl(lease.uploadId, lease.partNumber),
       ...this.t(),
       lease.partNumber,
       lease.holder,
       this.options.leaseTtlMs,
     );
-    if (ok !== 1) throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
+    if (codeOf('renewPart3', RenewPart, ok) === 'lost')
+      throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
   }
 
   /** Records the md5 of the part's durable bytes and releases the lease. */
   async endPart(lease: PartLease, md5: string): Promise<void> {
-    const r = await this.run.endPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder, md5);
-    if (r === -1) throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
-    if (r !== 1) throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
+    const r = await this.run.endPart3(this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder, md5);
+    const outcome = codeOf('endPart3', EndPart, r);
+    if (outcome === 'noUpload') throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
+    if (outcome === 'lost') throw new ConcurrentWriterError(`the PUT of part ${lease.partNumber} lost its lease; PUT the part again`);
     await this.touchIndex(lease.uploadId, Date.now());
   }
 
   async abortPart(lease: PartLease): Promise<void> {
-    await this.run.abortPart1(...this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder);
+    await this.run.abortPart3(this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder);
   }
 
   /** Adds part `n` if its stored bytes have `md5`; `observed` is the md5 the store reports for them (direct parts). */
   async addPart(id: string, n: number, md5: string, observed = ''): Promise<AddPartOutcome> {
-    const r = (await this.run.addPart1(...this.kl(id, n), ...this.t(), n, md5, observed)) as [number, string?];
-    switch (r[0]) {
-      case 1:
+    const r = (await this.run.addPart3(this.kl(id, n), ...this.t(), n, md5, observed)) as [number, string?];
+    switch (codeOf('addPart3', AddPart, r)) {
+      case 'added':
         await this.touchIndex(id, Date.now());
         return { ok: true };
-      case -1:
+      case 'noUpload':
         throw new NotFoundError(`upload ${id} not found`);
-      case -2:
+      case 'frozen':
         throw new PartsFrozenError(id, r[1] as MultipartState);
-      case -3:
+      case 'putInProgress':
         return { ok: false, reason: `a PUT of part ${n} is in progress; add the part when it has finished` };
-      case -4:
+      case 'noBytes':
         return { ok: false, reason: `no bytes are stored for part ${n}: PUT them to a presigned URL first` };
-      default:
+      case 'md5Differs':
         return { ok: false, reason: `the MD5 of the stored bytes of part ${n} is ${r[1]}, not ${md5}; PUT the part again` };
     }
   }
 
   /** Moves to ASSEMBLING when every part is added; returns the state afterwards or the missing part numbers. */
   async complete(id: string): Promise<{ state: MultipartState } | { missing: number[] }> {
-    const r = (await this.run.complete1(...this.k(id), ...this.t())) as [number, string?];
-    if (r[0] === -1) throw new NotFoundError(`upload ${id} not found`);
-    if (r[0] === -4) {
+    const r = (await this.run.complete2(this.k(id), ...this.t())) as [number, string?];
+    const outcome = codeOf('complete2', Complete, r);
+    if (outcome === 'noUpload') throw new NotFoundError(`upload ${id} not found`);
+    if (outcome === 'missing') {
       const missing: number[] = [];
       for (let i = 0; i < (r[1] ?? '').length; i++) if (r[1]?.[i] === '0') missing.push(i + 1);
       return { missing };
@@ -257,7 +252,7 @@ export class MultipartStore {
 
   /**
    * The assembly job of an ASSEMBLING upload gave up (its retries spent): the upload becomes a
-   * candidate for expiry again, as an idle one (see expireIfIdle1), unless a complete revives it.
+   * candidate for expiry again, as an idle one (see expireIfIdle2), unless a complete revives it.
    */
   async assemblyGaveUp(id: string): Promise<void> {
     if (await this.updateIf(id, 'ASSEMBLING', { assemblyGaveUp: Date.now() })) await this.touchIndex(id, Date.now());
@@ -265,15 +260,17 @@ export class MultipartStore {
 
   /** Sets fields if the upload is in state `from`; returns whether it was. */
   async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
-    const r = await this.run.update1(...this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
+    const r = await this.run.update2(this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
+    const done = codeOf('update2', Changed, r) === 'done';
     // a state change (an assembly settling, say) makes the upload a candidate for expiry again
-    if (r === 1 && 'state' in fields) await this.touchIndex(id, Date.now());
-    return r === 1;
+    if (done && 'state' in fields) await this.touchIndex(id, Date.now());
+    return done;
   }
 
   /** Completes an upload at start as a copy of a file the user already uploaded. */
   async completeAsDuplicate(id: string, handleId: string, originalHandleId: string): Promise<boolean> {
-    return (await this.run.completeAsDuplicate1(...this.k(id), ...this.t(), handleId, originalHandleId)) === 1;
+    const r = await this.run.completeAsDuplicate2(this.k(id), ...this.t(), handleId, originalHandleId);
+    return codeOf('completeAsDuplicate2', Changed, r) === 'done';
   }
 
   /** The handle id of the upload's dedup, recording `candidate` if none is recorded yet (undefined unless UPLOADING). */
@@ -287,7 +284,7 @@ export class MultipartStore {
   }
 
   private async claimField(id: string, state: MultipartState, field: string, candidate: string): Promise<string | undefined> {
-    const r = (await this.run.claimField1(...this.k(id), ...this.t(), state, field, candidate)) as string;
+    const r = (await this.run.claimField2(this.k(id), ...this.t(), state, field, candidate)) as string;
     return r === '' ? undefined : r;
   }
 
@@ -297,18 +294,19 @@ export class MultipartStore {
    * out of the activity index until its assembly settles it (updateIf puts it back).
    */
   /**
-   * Deletes the upload if idle since before `cutoffMs` (see expireIfIdle1). An expired upload that
+   * Deletes the upload if idle since before `cutoffMs` (see expireIfIdle2). An expired upload that
    * was still UPLOADING may leave the handle of a dedup that did not finish (`unusedHandleId`).
    */
   async expireIfIdle(id: string, cutoffMs: number): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string }> {
-    const r = (await this.run.expireIfIdle1(...this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?];
-    if (r[0] === -1) {
+    const r = (await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?];
+    const outcome = codeOf('expireIfIdle2', Expire, r);
+    if (outcome === 'active') {
       await this.touchIndex(id, Number(r[1]));
       return { outcome: 'active' };
     }
     await this.redis.zrem(this.keys.multipartByActivity(), id);
-    if (r[0] === -2) return { outcome: 'assembling' };
-    if (r[0] === 1 && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
+    if (outcome === 'assembling') return { outcome: 'assembling' };
+    if (outcome === 'expired' && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
     return { outcome: 'expired', ...(r[3] === 'UPLOADING' && r[4] ? { unusedHandleId: r[4] } : {}) };
   }
 
@@ -323,7 +321,7 @@ export class MultipartStore {
 
   /** Deletes an upload if it is still in state `state`; returns whether it did. */
   async deleteIf(id: string, state: MultipartState): Promise<boolean> {
-    if ((await this.run.deleteIf1(...this.k(id), ...this.t(), state)) !== 1) return false;
+    if (codeOf('deleteIf2', Deleted, await this.run.deleteIf2(this.k(id), ...this.t(), state)) !== 'deleted') return false;
     await this.redis.zrem(this.keys.multipartByActivity(), id);
     return true;
   }
@@ -348,7 +346,7 @@ export class MultipartStore {
     next: string,
   ): Promise<{ ok: true } | { ok: false; current?: string }> {
     const r = await this.compareAndSet(this.keys.multipartRequests(owner), requestKey, expected, next);
-    return r === 1 ? { ok: true } : { ok: false, current: (r as string | null) ?? undefined };
+    return r.swapped ? { ok: true } : { ok: false, current: r.current || undefined };
   }
 
   async dedupLookup(owner: string, md5: string, size: number): Promise<string | undefined> {
@@ -363,8 +361,9 @@ export class MultipartStore {
     await this.compareAndSet(this.keys.multipartDedup(owner), `${md5}:${size}`, handleId, '');
   }
 
-  private compareAndSet(key: string, field: string, expected: string, next: string): Promise<unknown> {
-    return this.run.compareAndSetField1(key, field, expected, next);
+  private async compareAndSet(key: string, field: string, expected: string, next: string): Promise<{ swapped: boolean; current?: string }> {
+    const r = (await this.run.compareAndSetField1([key], field, expected, next)) as [number, string?];
+    return codeOf('compareAndSetField1', Swap, r) === 'swapped' ? { swapped: true } : { swapped: false, current: r[1] };
   }
 
   private async touchIndex(id: string, atMs: number): Promise<void> {

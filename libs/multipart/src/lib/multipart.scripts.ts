@@ -1,5 +1,8 @@
+import { lua } from '@ferry/redis';
+
 /**
- * Lua scripts of the multipart store. Every script checks that the upload still exists before
+ * Lua scripts of the multipart store (declared, bound and called as `lua` in @ferry/redis says;
+ * their answers are named in the tables at the end). Every script checks that the upload still exists before
  * writing (so nothing resurrects an expired or abandoned upload) and refreshes its activity time
  * and key lifetime.
  *
@@ -23,49 +26,64 @@ local state = redis.call('HGET', KEYS[1], 'state')
 `;
 
 /** ARGV[3] parts count, then field/value pairs → 1 created, 0 existed. */
-export const create1 = `
+export const create2 = lua(
+  'create2',
+  `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SET', KEYS[2], string.rep('0', tonumber(ARGV[3])))
 redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1`;
+return 1`,
+);
 
 /**
  * A PUT of part ARGV[3] begins, holder ARGV[4], lease ARGV[5] ms: the part's previous bytes are no
  * longer trusted (its stored md5 is dropped and it is missing again) until this PUT ends.
  * → {1} | {-1} no upload | {-2, state} not UPLOADING | {-3, pttl} another PUT holds the part.
  */
-export const beginPart1 = `${prelude}
+export const beginPart3 = lua(
+  'beginPart3',
+  `${prelude}
 if not state then return {-1} end
 if state ~= 'UPLOADING' then return {-2, state} end
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {-3, redis.call('PTTL', KEYS[3])} end
 redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
 redis.call('SETRANGE', KEYS[2], tonumber(ARGV[3]) - 1, '0')
 touch()
-return {1}`;
+return {1}`,
+);
 
 /** Renews part ARGV[3]'s lease held by ARGV[4] for ARGV[5] ms → 1, or 0 if lost. */
-export const renewPart1 = `${prelude}
+export const renewPart3 = lua(
+  'renewPart3',
+  `${prelude}
 if not state or redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 touch()
-return 1`;
+return 1`,
+);
 
 /** The PUT of part ARGV[3] by ARGV[4] stored bytes with md5 ARGV[5] durably → 1, or 0 if its lease was lost, -1 no upload. */
-export const endPart1 = `${prelude}
+export const endPart3 = lua(
+  'endPart3',
+  `${prelude}
 if not state then return -1 end
 if redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
 redis.call('DEL', KEYS[3])
 touch()
-return 1`;
+return 1`,
+);
 
 /** A PUT by ARGV[4] failed: releases its lease (the part stays missing). */
-export const abortPart1 = `
+export const abortPart3 = lua(
+  'abortPart3',
+  `
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-return 1`;
+return 1`,
+);
 
 /**
  * Adds part ARGV[3] if its stored bytes have md5 ARGV[4]. ARGV[5], when not empty, is the md5 the
@@ -74,7 +92,9 @@ return 1`;
  * Adding an already-added part with the same md5 again succeeds (idempotent) while the upload is
  * UPLOADING; once it is completing, completed or failed its parts no longer change: {-2, state}.
  */
-export const addPart1 = `${prelude}
+export const addPart3 = lua(
+  'addPart3',
+  `${prelude}
 if not state then return {-1} end
 local n = tonumber(ARGV[3])
 if state == 'UPLOADING' and ARGV[5] ~= '' then
@@ -89,10 +109,13 @@ if not stored then return {-4} end
 if stored ~= ARGV[4] then return {-5, stored} end
 redis.call('SETRANGE', KEYS[2], n - 1, '1')
 touch()
-return {1}`;
+return {1}`,
+);
 
 /** UPLOADING → ASSEMBLING if every part is added. → {1, state} | {-1} | {-4, partsState}. */
-export const complete1 = `${prelude}
+export const complete2 = lua(
+  'complete2',
+  `${prelude}
 if not state then return {-1} end
 if state == 'ASSEMBLING' then
   -- completed again: its assembly is revived, so it no longer waits to expire (assemblyGaveUp)
@@ -104,24 +127,31 @@ local parts = redis.call('GET', KEYS[2])
 if string.find(parts, '0', 1, true) then return {-4, parts} end
 redis.call('HSET', KEYS[1], 'state', 'ASSEMBLING')
 touch()
-return {1, 'ASSEMBLING'}`;
+return {1, 'ASSEMBLING'}`,
+);
 
-/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → 1, else the state ('' if none). */
-export const update1 = `${prelude}
-if state ~= ARGV[3] then return state or '' end
+/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → {Changed.done}, else {Changed.otherState, state ('' if none)}. */
+export const update2 = lua(
+  'update2',
+  `${prelude}
+if state ~= ARGV[3] then return {0, state or ''} end
 if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 touch()
-return 1`;
+return {1}`,
+);
 
 /**
  * While the state is ARGV[3]: records ARGV[5] in field ARGV[4] unless one is recorded → the recorded
  * value, or '' in another state (a handle id chosen once, whichever attempt gets there first).
  */
-export const claimField1 = `${prelude}
+export const claimField2 = lua(
+  'claimField2',
+  `${prelude}
 if state ~= ARGV[3] then return '' end
 redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
 touch()
-return redis.call('HGET', KEYS[1], ARGV[4])`;
+return redis.call('HGET', KEYS[1], ARGV[4])`,
+);
 
 /**
  * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state, dedupHandleId} deleted,
@@ -130,32 +160,57 @@ return redis.call('HGET', KEYS[1], ARGV[4])`;
  * that job gave up (`assemblyGaveUp`, its retries spent): then it expires as an idle upload does,
  * unless a complete revives it first.
  */
-export const expireIfIdle1 = `${prelude}
+export const expireIfIdle2 = lua(
+  'expireIfIdle2',
+  `${prelude}
 if not state then redis.call('DEL', KEYS[2]) return {0} end
 if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {-2} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
 if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
 local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId')
 redis.call('DEL', KEYS[1], KEYS[2])
-return {1, info[1] or '', info[2] or '', state, info[3] or ''}`;
+return {1, info[1] or '', info[2] or '', state, info[3] or ''}`,
+);
 
-/** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → 1, else its value. */
-export const compareAndSetField1 = `
+/** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → {Swap.swapped}, else {Swap.differs, its value}. */
+export const compareAndSetField1 = lua(
+  'compareAndSetField1',
+  `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (cur or '') ~= ARGV[2] then return cur end
+if (cur or '') ~= ARGV[2] then return {0, cur or ''} end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-return 1`;
+return {1}`,
+);
 
-/** Dedup: UPLOADING → COMPLETED with handle ARGV[3] (a copy of ARGV[4]), every part present → 1, else the state. */
-export const completeAsDuplicate1 = `${prelude}
-if state ~= 'UPLOADING' then return state or '' end
+/** Dedup: UPLOADING → COMPLETED with handle ARGV[3] (a copy of ARGV[4]), every part present → {Changed.done}, else {Changed.otherState, state}. */
+export const completeAsDuplicate2 = lua(
+  'completeAsDuplicate2',
+  `${prelude}
+if state ~= 'UPLOADING' then return {0, state or ''} end
 redis.call('SET', KEYS[2], string.rep('1', tonumber(redis.call('HGET', KEYS[1], 'parts'))))
 redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
 touch()
-return 1`;
+return {1}`,
+);
 
 /** Deletes the upload if its state is ARGV[3] → 1, else 0 (it moved on: leave it to its new owner). */
-export const deleteIf1 = `${prelude}
+export const deleteIf2 = lua(
+  'deleteIf2',
+  `${prelude}
 if state ~= ARGV[3] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-return 1`;
+return 1`,
+);
+
+/** The answers of the scripts above that can end in more than one way. */
+export const Created = { created: 1, existed: 0 } as const;
+export const BeginPart = { begun: 1, noUpload: -1, frozen: -2, held: -3 } as const;
+export const RenewPart = { renewed: 1, lost: 0 } as const;
+export const EndPart = { ended: 1, lost: 0, noUpload: -1 } as const;
+export const AddPart = { added: 1, noUpload: -1, frozen: -2, putInProgress: -3, noBytes: -4, md5Differs: -5 } as const;
+export const Complete = { ok: 1, noUpload: -1, missing: -4 } as const;
+/** update2 and completeAsDuplicate2. */
+export const Changed = { done: 1, otherState: 0 } as const;
+export const Expire = { expired: 1, gone: 0, active: -1, assembling: -2 } as const;
+export const Swap = { swapped: 1, differs: 0 } as const;
+export const Deleted = { deleted: 1, otherState: 0 } as const;
