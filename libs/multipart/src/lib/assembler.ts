@@ -59,9 +59,7 @@ export class MultipartAssembler {
 
     const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
     if (!handleId) return this.settled(uploadId);
-    await this.handles.claimContent(handleId, digests.sha256); // before the bytes: see Catalog.claimBlob
-    if ((await this.storage.blobSize(digests.sha256)) !== size) await this.storage.publishStaging(source, digests.sha256);
-    else await this.storage.deleteStaging(source);
+    await this.handles.storeContent(handleId, source, digests.sha256);
     if (source !== uploadId) await this.storage.deleteStaging(uploadId); // what clients could still PUT to
 
     const { request } = upload;

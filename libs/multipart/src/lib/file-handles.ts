@@ -2,6 +2,7 @@ import { type Catalog, type CatalogObject, fileHandleObjectName } from '@ferry/c
 import { InternalError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
+import { Publisher } from '@ferry/uploads';
 import { FILE_HANDLE_CONCRETE_TYPE, FileHandle } from './model';
 
 /** A file handle's content: Synapse needs the md5 (etag, contentMd5); sha256 addresses the blob. */
@@ -25,16 +26,29 @@ export interface NewFileHandle {
  * content-addressed blob; two handles of the same content share the blob.
  */
 export class FileHandles {
+  /** The one publish sequence every face uses (see Publisher). */
+  private readonly publisher: Publisher;
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly catalog: Catalog,
     private readonly storage: Storage,
-  ) {}
+  ) {
+    this.publisher = new Publisher(storage, catalog);
+  }
 
   /** Claims the blob for the handle's object before its bytes are published (see Catalog.claimBlob). */
   async claimContent(id: string, sha256: string): Promise<void> {
     await this.catalog.claimBlob(sha256, fileHandleObjectName(id));
+  }
+
+  /**
+   * Moves verified staged bytes (`stagingId`) into the blob `sha256` for the handle `id` (claimed
+   * first; idempotent: a repeated assembly finds them there).
+   */
+  async storeContent(id: string, stagingId: string, sha256: string): Promise<void> {
+    await this.publisher.storeStaged(stagingId, sha256, fileHandleObjectName(id));
   }
 
   async allocateId(): Promise<string> {
@@ -61,7 +75,7 @@ export class FileHandles {
       protocol: 'multipart',
       blob: content.sha256,
     };
-    await this.catalog.publish(object);
+    await this.publisher.publish(object);
     const handle: FileHandle = {
       id,
       etag: content.md5,
