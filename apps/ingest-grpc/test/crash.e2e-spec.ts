@@ -94,9 +94,11 @@ interface Face {
 /** Yields `requests` until one ends at or past `stopAfter`, reporting each end offset. */
 function* until<R>(requests: Iterable<R>, endOf: (r: R) => number, stopAfter: number, onSent: (end: number) => void): Generator<R> {
   for (const req of requests) {
-    yield req;
+    // counted as sent before it is handed over: the server may commit it (a flush answered before
+    // the stream asks for the next request) before this generator runs again
     const end = endOf(req);
     onSent(end);
+    yield req;
     if (end >= stopAfter) return;
   }
 }

@@ -217,6 +217,11 @@ class FsStagingFile implements StagingFile {
     }
   }
 
+  /** Everything is durable in steps of one byte on disk. */
+  syncAll(): Promise<number> {
+    return this.sync();
+  }
+
   async sync(): Promise<number> {
     // the size before the flush: a write landing during fdatasync may not be durable yet
     const { size } = await this.fh.stat();

@@ -61,12 +61,17 @@ export function createS3Client(o: S3ConnectionOptions): S3Client {
  *   staging/<uploadId>/<part index, 8 digits>   an upload in progress, as part objects (written by
  *                                                Ferry: `partBytes` each, the last one shorter;
  *                                                multipart parts: PUT by clients, the client's size)
+ *   staging/<uploadId>/tail-<part index>         the beginning of the part being filled, as far as
+ *                                                the last sync (valid while that part is absent)
  *   blobs/sha256/<ab>/<sha256>                   published content, one object per digest
  *
- * A sequential upload (ByteStream, GCS, an object PUT) keeps the tail that does not fill a part in
- * memory; `sync()` makes durable only whole parts, so the committed size lags the bytes received by
- * less than one part (the protocols let a server persist less than it was sent), and the final sync
- * writes the tail. Each part is its own object, so a resumed upload can read its committed prefix
+ * A sequential upload (ByteStream, GCS, an object PUT) fills a part in memory and PUTs it when full.
+ * `sync()` makes the whole parts durable (the writer's frequent commits: no extra request);
+ * `syncAll()`, when a client asks for what is persisted (a GCS flush) or a stream stops, also PUTs
+ * what the part being filled holds so far as the tail object (as tusd's S3 store keeps an
+ * incomplete part), which the part supersedes once it is whole (the tail is then deleted; a tail
+ * left behind by a crash is recognised as superseded and removed when the upload is opened
+ * again). So what a client is told is persisted is never held back to a part boundary. Each part is its own object, so a resumed upload can read its committed prefix
  * back (the parts of an unfinished S3 multipart upload cannot be read). Publishing assembles the
  * parts into the blob server-side (CopyObject for one part, UploadPartCopy into a multipart upload
  * for more) and falls back to streaming the parts through Ferry only where the store lacks
@@ -129,28 +134,45 @@ export class S3Storage implements Storage {
     return `${S3Storage.stagingPrefix(uploadId)}${String(index).padStart(8, '0')}`;
   }
 
+  /** The beginning of part `index`, made durable by a sync before the part was whole. */
+  static tailKey(uploadId: string, index: number): string {
+    return `${S3Storage.stagingPrefix(uploadId)}tail-${String(index).padStart(8, '0')}`;
+  }
+
   static blobKey(sha256: string): string {
     assertSha256(sha256);
     return `blobs/sha256/${sha256.slice(0, 2)}/${sha256}`;
   }
 
-  /** The durable parts of a staging object, in order: only the run without gaps from index 0 counts. */
+  /**
+   * The durable parts of a staging object, in order: only the run without gaps from index 0 counts,
+   * followed by the tail of the first missing part if there is one (the last element then). Tails of
+   * parts that exist (superseded) and anything else are `stray`.
+   */
   private async parts(uploadId: string): Promise<{ parts: StagedPart[]; stray: string[] }> {
     await this.ready();
     const found = new Map<number, StagedPart>();
+    const tails = new Map<number, StagedPart>();
     const stray: string[] = [];
     const prefix = S3Storage.stagingPrefix(uploadId);
     for await (const o of this.list(prefix)) {
-      const index = Number(o.key.slice(prefix.length));
-      if (Number.isInteger(index) && index >= 0) found.set(index, { index, key: o.key, size: o.size, modifiedMs: o.modifiedMs });
-      else stray.push(o.key);
+      const name = o.key.slice(prefix.length);
+      const tail = name.startsWith('tail-');
+      const index = Number(tail ? name.slice('tail-'.length) : name);
+      if (!Number.isInteger(index) || index < 0) stray.push(o.key);
+      else (tail ? tails : found).set(index, { index, key: o.key, size: o.size, modifiedMs: o.modifiedMs });
     }
     const parts: StagedPart[] = [];
     for (let i = 0; found.has(i); i++) {
       parts.push(found.get(i) as StagedPart);
       found.delete(i);
     }
-    stray.push(...[...found.values()].map((p) => p.key));
+    const tail = tails.get(parts.length);
+    if (tail) {
+      parts.push(tail);
+      tails.delete(parts.length - 1);
+    }
+    stray.push(...[...found.values(), ...tails.values()].map((p) => p.key));
     return { parts, stray };
   }
 
@@ -388,6 +410,16 @@ export class S3Storage implements Storage {
     return this.getRange(key, 0, size, 1024 * 1024);
   }
 
+  /** Writes the beginning of staging part `index` (see S3StagingFile.sync). */
+  async putTail(uploadId: string, index: number, data: Buffer): Promise<void> {
+    const Key = S3Storage.tailKey(uploadId, index);
+    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.length }));
+  }
+
+  async deleteTail(uploadId: string, index: number): Promise<void> {
+    await this.s3.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: S3Storage.tailKey(uploadId, index) }));
+  }
+
   /** Writes one staging part (a whole object: durable once the PUT returns). */
   async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
     await this.s3.send(
@@ -490,7 +522,8 @@ interface StagedPart {
 
 /**
  * A sequential staging object on S3: bytes are appended, whole parts are PUT as they fill (at most
- * two at a time, so memory per upload stays under three parts), the tail waits for the final sync.
+ * two at a time, so memory per upload stays under three parts); a sync PUTs the part being filled,
+ * as far as it goes, as the tail object, and the final sync writes it as the last (short) part.
  */
 class S3StagingFile implements StagingFile {
   /** The part being filled (copied in: callers own their buffers again once a write resolves). */
@@ -507,6 +540,8 @@ class S3StagingFile implements StagingFile {
   private nextDurableIndex: number;
   /** Where the part being filled begins. */
   private partStart: number;
+  /** Parts whose beginning was written as a tail object (deleted once the part is whole). */
+  private readonly tails = new Set<number>();
 
   constructor(
     private readonly storage: S3Storage,
@@ -521,6 +556,8 @@ class S3StagingFile implements StagingFile {
     this.nextDurableIndex = nextIndex;
     this.partStart = end - (prefix?.length ?? 0);
     if (prefix?.length) {
+      // (read back from the part's tail, perhaps: delete it once the part is whole)
+      this.tails.add(nextIndex);
       // one byte more than the prefix at least, so that a write always has room to copy into
       this.part = Buffer.allocUnsafeSlow(Math.max(storage.partBytes, prefix.length + 1));
       prefix.copy(this.part);
@@ -581,6 +618,8 @@ class S3StagingFile implements StagingFile {
           this.durable = Math.max(this.durable, this.doneEarly.get(this.nextDurableIndex) as number);
           this.doneEarly.delete(this.nextDurableIndex++);
         }
+        // the part supersedes its tail (one left behind is removed when the upload is opened again)
+        if (this.tails.delete(index)) void this.storage.deleteTail(this.uploadId, index).catch(() => undefined);
       },
       (err: unknown) => {
         this.inFlight.delete(run);
@@ -601,6 +640,23 @@ class S3StagingFile implements StagingFile {
     await Promise.all([...this.inFlight]);
     if (this.failure !== undefined) throw this.failure;
     return this.durable;
+  }
+
+  /** sync(), then what the part being filled holds so far, as its tail object. */
+  async syncAll(): Promise<number> {
+    for (;;) {
+      await this.sync();
+      // Writes go on meanwhile: a part may have filled and be on its way since. The tail is only
+      // worth anything once every part before it is in the bucket, so look again until they are.
+      const { nextIndex: index, partStart: start, partLength: filled } = this;
+      if (this.sealed || !this.part || filled === 0 || start + filled <= this.durable) return this.durable;
+      if (this.durable < start) continue;
+      // (bytes appended while it is PUT go past the range sent, which no write changes)
+      this.tails.add(index);
+      await this.storage.putTail(this.uploadId, index, this.part.subarray(0, filled));
+      this.durable = Math.max(this.durable, start + filled);
+      return this.durable;
+    }
   }
 
   async close(): Promise<void> {

@@ -71,6 +71,36 @@ export function describeStorageConformance(
       expect(await collect(storage.readStaging('steps', 0, data.length))).toEqual(data);
     });
 
+    it('makes everything written durable with syncAll, below a sync step too, and resumes exactly there after a crash', async () => {
+      const f = await storage.openStaging('all', 0);
+      const u = unit(f.syncStep);
+      const first = randomBytes(u + Math.floor(u / 3)); // a step and a third: the rest is below a step
+      await f.write(first, 0);
+      expect(await f.syncAll()).toBe(first.length);
+      expect(await storage.stagingSize('all')).toBe(first.length);
+      // more, a second syncAll (on S3 the tail is written again, longer), then the writer dies
+      const second = randomBytes(Math.floor(u / 3));
+      await f.write(second, first.length);
+      expect(await f.syncAll()).toBe(first.length + second.length);
+      await f.write(randomBytes(7), first.length + second.length); // never synced
+      await f.close();
+      // a new writer (as after kill -9: nothing of the first survives but the store) resumes at what syncAll returned
+      const resumed = storage;
+      const committed = first.length + second.length;
+      const g = await resumed.openStaging('all', committed);
+      const rest = randomBytes(u); // crosses the step the tail lay in
+      await g.write(rest, committed);
+      expect(await g.sync(true)).toBe(committed + rest.length);
+      await g.close();
+      const whole = Buffer.concat([first, second, rest]);
+      expect(await resumed.stagingSize('all')).toBe(whole.length);
+      expect(await collect(resumed.readStaging('all', 0, whole.length))).toEqual(whole);
+      // and publishes exactly those bytes
+      await resumed.publishStaging('all', sha(whole));
+      expect(await collect(resumed.readBlob(sha(whole), 0, whole.length))).toEqual(whole);
+      expect(await resumed.stagingSize('all')).toBeUndefined();
+    });
+
     it('cuts uncommitted bytes when reopening at a committed size, and continues from there', async () => {
       const f = await storage.openStaging('up2', 0);
       const u = unit(f.syncStep);

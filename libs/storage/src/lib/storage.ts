@@ -31,6 +31,12 @@ export interface StagingFile {
    * size that is durable. A committed size is never more than what sync returned.
    */
   sync(final?: boolean): Promise<number>;
+  /**
+   * Makes every write that completed before this call durable, also below a `syncStep` (S3: the
+   * part being filled, as a tail object: one more request, so for when a client asks what is
+   * persisted, or a stream stops; not for every commit). Returns the size that is durable.
+   */
+  syncAll(): Promise<number>;
   /** Releases the object; bytes written since the last sync may be lost. */
   close(): Promise<void>;
 }

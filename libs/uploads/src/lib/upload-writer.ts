@@ -174,10 +174,11 @@ export class UploadWriter {
   }
 
   /**
-   * Commits what the storage made durable of everything received so far (all of it when `final`);
-   * one commit at a time (they compare-and-set in order).
+   * Commits what the storage made durable of everything received so far (all of it when `final`;
+   * below the storage's sync step too when `all`); one commit at a time (they compare-and-set in
+   * order).
    */
-  private async commit(final = false): Promise<void> {
+  private async commit(final = false, all = false): Promise<void> {
     if (final) {
       // A commit may already cover bytes still on their way to the hasher (written while it waited
       // on the disk): the digests that follow a final commit must include them.
@@ -187,7 +188,7 @@ export class UploadWriter {
     // two compare-and-sets from the same committed size would race
     while (this.commitRunning) await this.commitRunning.catch(() => undefined);
     if (this.offset <= this.committed || !this.file) return;
-    const run = this.commitNow(this.file, final);
+    const run = this.commitNow(this.file, final, all);
     this.commitRunning = run;
     try {
       await run;
@@ -197,14 +198,15 @@ export class UploadWriter {
   }
 
   /** Makes the bytes received so far durable, then moves the committed size to what is. */
-  private async commitNow(file: StagingFile, final: boolean): Promise<void> {
+  private async commitNow(file: StagingFile, final: boolean, all: boolean): Promise<void> {
     const sentAt = performance.now();
     await this.out?.drain();
     if (this.failure !== undefined) throw this.failure;
     const committing = performance.now();
     // What the storage says is durable, which may include chunks written after the wait above;
-    // never cut to a size of ours: on S3 only the part boundaries it reports can be resumed from.
-    const target = Math.min(await file.sync(final), this.offset);
+    // never cut to a size of ours: on S3 only the sizes it reports can be resumed from.
+    const synced = final ? await file.sync(true) : all ? await file.syncAll() : await file.sync();
+    const target = Math.min(synced, this.offset);
     if (target <= this.committed) return;
     await this.deps.sessions.commit(this.lease, this.committed, target);
     this.committed = target;
@@ -214,12 +216,13 @@ export class UploadWriter {
   }
 
   /**
-   * Commits what was received and returns the committed size: everything when `final` (the upload
-   * is complete), else up to the storage's last whole sync step (a client asking for the persisted
-   * size may be told less than it sent, and resumes from there).
+   * Commits everything received and returns the committed size (`final`: the upload is complete).
+   * For when a client asks what is persisted, and when a stream stops: unlike the writer's own
+   * frequent commits (whole sync steps), this persists what lies below a step too (on S3, the part
+   * being filled, as a tail object).
    */
   async flush(final = false): Promise<number> {
-    await this.commit(final);
+    await this.commit(final, true);
     this.throwIfFailed();
     return this.committed;
   }
