@@ -29,7 +29,7 @@ export const S3_LIMITS = {
 
 export interface S3StorageOptions {
   bucket: string;
-  /** Size of staging parts: the committed size of a sequential upload advances by whole parts. */
+  /** Size of staging parts: a sequential upload's frequent commits advance by whole parts (see syncAll for the rest). */
   partBytes: number;
   /** Creates the bucket on first use when it does not exist (local stacks: MinIO, s3rver). */
   createBucket?: boolean;
@@ -71,8 +71,9 @@ export function createS3Client(o: S3ConnectionOptions): S3Client {
  * what the part being filled holds so far as the tail object (as tusd's S3 store keeps an
  * incomplete part), which the part supersedes once it is whole (the tail is then deleted; a tail
  * left behind by a crash is recognised as superseded and removed when the upload is opened
- * again). So what a client is told is persisted is never held back to a part boundary. Each part is its own object, so a resumed upload can read its committed prefix
- * back (the parts of an unfinished S3 multipart upload cannot be read). Publishing assembles the
+ * again). So what a client is told is persisted is never held back to a part boundary. Each part
+ * is its own object, so a resumed upload can read its committed prefix back (the parts of an
+ * unfinished S3 multipart upload cannot be read). Publishing assembles the
  * parts into the blob server-side (CopyObject for one part, UploadPartCopy into a multipart upload
  * for more) and falls back to streaming the parts through Ferry only where the store lacks
  * UploadPartCopy. A completed multipart upload appears atomically, so a blob is whole or absent.
