@@ -1,4 +1,5 @@
 import { type Catalog, type CatalogObject, fileHandleObjectName } from '@ferry/catalog';
+import type { Readable } from 'node:stream';
 import { InternalError } from '@ferry/errors';
 import type { Redis, RedisKeys } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
@@ -33,7 +34,7 @@ export class FileHandles {
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly catalog: Catalog,
-    private readonly storage: Storage,
+    storage: Storage,
   ) {
     this.publisher = new Publisher(storage, catalog);
   }
@@ -119,9 +120,19 @@ export class FileHandles {
   async liveObject(id: string): Promise<{ handle: FileHandle; object: CatalogObject } | undefined> {
     const handle = await this.get(id);
     if (!handle) return undefined;
-    const object = await this.catalog.get(handle.objectName);
+    const object = await this.publisher.object(handle.objectName);
     if (!object || object.sha256 !== handle.contentSha256) return undefined;
-    if ((await this.storage.blobSize(object.blob)) !== object.size) return undefined;
+    if (!(await this.hasContent(object))) return undefined;
     return { handle, object };
+  }
+
+  /** Whether the bytes of a handle's object are stored whole (the collector may have taken them). */
+  hasContent(object: CatalogObject): Promise<boolean> {
+    return this.publisher.hasBlob(object.blob, object.size);
+  }
+
+  /** Streams `[start, end)` of a handle's object (the one read path, see Publisher). */
+  readContent(object: CatalogObject, start: number, end: number): Readable {
+    return this.publisher.readBlob(object.blob, start, end);
   }
 }

@@ -278,7 +278,7 @@ export class MultipartService {
     this.signer.verifyRequest(signed);
     const live = await this.handles.liveObject(id);
     if (!live) throw new NotFoundError(`file handle ${id} not found`);
-    return { ...live, read: (start, end) => this.storage.readBlob(live.object.blob, start, end) };
+    return { ...live, read: (start, end) => this.handles.readContent(live.object, start, end) };
   }
 
   // --- helpers ---------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ export class MultipartService {
     if (!handleId) return; // no longer UPLOADING (a forceRestart or complete elsewhere)
     // claim, then make sure the bytes are still there: the collector may have taken them just before
     await this.handles.claimContent(handleId, object.blob);
-    if ((await this.storage.blobSize(object.blob)) !== object.size) return;
+    if (!(await this.handles.hasContent(object))) return;
     await this.handles.create(
       handleId,
       { fileName: request.fileName, contentType: request.contentType, owner, storageLocationId: request.storageLocationId },
