@@ -1,5 +1,5 @@
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import type { Server } from 'node:http';
+import { IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tempDir } from './temp-dir';
 
@@ -29,6 +29,7 @@ export async function startTestS3(bucket = 'ferry-test'): Promise<TestS3> {
   const S3rver = require('s3rver') as S3rverClass;
   const dir = tempDir('ferry-s3rver');
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir.path, configureBuckets: [{ name: bucket }] });
+  makePutAtomic(server);
   const { port } = await server.run();
   const endpoint = `http://127.0.0.1:${port}`;
   const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -59,5 +60,34 @@ export async function startTestS3(bucket = 'ferry-test'): Promise<TestS3> {
       await server.close();
       dir.remove();
     },
+  };
+}
+
+interface S3rverObject {
+  content: unknown;
+  metadata?: Record<string, string | undefined>;
+}
+
+/**
+ * S3 never shows a partial object, and replacing an object is atomic: readers see the old one until
+ * the new one is complete (Ferry's S3 staging relies on it when a resumed upload writes again the
+ * object that holds its committed tail). s3rver writes a PUT's body straight into the object's file,
+ * so a client killed mid-PUT would leave the object cut short. Here the body is received whole
+ * first: a PUT cut short stores nothing and the previous object stays, as on S3.
+ */
+function makePutAtomic(server: S3rverInstance): void {
+  const store = (server as unknown as { store: { putObject(o: S3rverObject): Promise<unknown> } }).store;
+  const put = store.putObject.bind(store);
+  store.putObject = async (object) => {
+    // (only a client's request body: the store's own streams, e.g. completing a multipart upload, go as they are)
+    if (object.content instanceof IncomingMessage) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of object.content as AsyncIterable<Buffer>) chunks.push(chunk);
+      const body = Buffer.concat(chunks);
+      const declared = Number(object.metadata?.['x-amz-decoded-content-length'] ?? object.metadata?.['content-length']);
+      if (Number.isFinite(declared) && body.length < declared) throw new Error(`PUT cut short: ${body.length} of ${declared} bytes`);
+      object.content = body;
+    }
+    return put(object);
   };
 }
