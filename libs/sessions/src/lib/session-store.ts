@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import * as scripts from './session.scripts';
-import { Acquire, BeginExpiry, Renew, UnderLease } from './session.scripts';
+import { Acquire, BeginExpiry, Commit, Create, EndExpiry, Finish, Release, Renew, Update } from './session.scripts';
 
 /** `finished`: only kept when the protocol asked to remember the outcome (see `finish`). */
 /** An `expiring` session is gone for every reader and writer; the expiry job is deleting its bytes. */
@@ -127,8 +127,8 @@ export class SessionStore {
       'attributes',
       JSON.stringify(init.attributes ?? {}),
     ];
-    const created = await this.run.create2(this.k(init.id), this.keyTtlMs, ...fields);
-    if (created === 1) await this.touchIndex(init.id, now);
+    const created = codeOf('create2', Create, await this.run.create2(this.k(init.id), this.keyTtlMs, ...fields));
+    if (created === 'created') await this.touchIndex(init.id, now);
     const session = await this.get(init.id);
     // (an upload of this id is being expired: it can be created again once that is done)
     if (!session) throw new NotFoundError(`upload ${init.id} has just expired; start it again`);
@@ -160,7 +160,7 @@ export class SessionStore {
   async acquireLease(id: string): Promise<Lease> {
     const holder = randomBytes(9).toString('base64url');
     const now = Date.now();
-    const r = (await this.run.acquireLease2(this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now)) as [number, number?, string?];
+    const r = await this.run.acquireLease2(this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now);
     const outcome = codeOf('acquireLease2', Acquire, r);
     if (outcome === 'noSession') throw new NotFoundError(`upload ${id} not found`);
     if (outcome === 'held') throw new ConcurrentWriterError('another writer is active on this upload; retry later');
@@ -177,7 +177,8 @@ export class SessionStore {
   }
 
   async releaseLease(lease: Lease): Promise<void> {
-    await this.run.releaseLease2(this.k(lease.uploadId), lease.token);
+    // (not held: it lapsed, or another writer took it since; either way it is not ours to release)
+    codeOf('releaseLease2', Release, await this.run.releaseLease2(this.k(lease.uploadId), lease.token));
     await this.touchIndex(lease.uploadId, Date.now());
   }
 
@@ -192,7 +193,7 @@ export class SessionStore {
       this.keyTtlMs,
       this.options.leaseTtlMs,
     );
-    if (this.check('commit2', r, lease) === 'conflict') {
+    if (this.underLease('commit2', Commit, r, lease) === 'conflict') {
       throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
     }
   }
@@ -210,20 +211,20 @@ export class SessionStore {
       digests.sha256,
       ...optional,
     );
-    this.check('update2', r, lease);
+    this.underLease('update2', Update, r, lease);
   }
 
   /** Removes a finished session (and its lease), or keeps it as a record of its outcome. */
   async finish(lease: Lease, record?: FinishRecord): Promise<void> {
-    const args = record ? [record.result, record.retainMs] : [];
-    const r = await this.run.finish2(this.k(lease.uploadId), lease.token, ...args);
-    this.check('finish2', r, lease);
+    const k = this.k(lease.uploadId);
+    const r = record ? await this.run.finish2(k, lease.token, record.result, record.retainMs) : await this.run.finish2(k, lease.token);
+    this.underLease('finish2', Finish, r, lease);
     await this.redis.zrem(this.keys.uploadsByActivity(), lease.uploadId);
   }
 
   /** The outcome of a script run under the lease; throws when the lease or the session is gone. */
-  private check(script: string, r: unknown, lease: Lease): keyof typeof UnderLease {
-    const outcome = codeOf(script, UnderLease, r);
+  private underLease<C extends { leaseLost: string }>(script: string, codes: C, r: string, lease: Lease): keyof C {
+    const outcome = codeOf(script, codes, r);
     if (outcome === 'leaseLost') throw new ConcurrentWriterError('writer lease lost; query the status and resume');
     if (outcome === 'noSession') throw new NotFoundError(`upload ${lease.uploadId} no longer exists`);
     return outcome;
@@ -241,7 +242,7 @@ export class SessionStore {
    * is nothing left to do; 'active': it is in use (its index entry is refreshed).
    */
   async beginExpiry(id: string, cutoffMs: number): Promise<'expiring' | 'gone' | 'active'> {
-    const r = (await this.run.beginExpiry2(this.k(id), cutoffMs)) as [number, number?];
+    const r = await this.run.beginExpiry2(this.k(id), cutoffMs);
     const outcome = codeOf('beginExpiry2', BeginExpiry, r);
     if (outcome === 'expiring') return 'expiring';
     if (outcome === 'gone') {
@@ -254,7 +255,8 @@ export class SessionStore {
 
   /** Deletes a session whose expiry began, once its staged bytes are gone. */
   async endExpiry(id: string): Promise<void> {
-    await this.run.endExpiry2(this.k(id));
+    // (not expiring: it was deleted, or created again, since; either way nothing is left to delete)
+    codeOf('endExpiry2', EndExpiry, await this.run.endExpiry2(this.k(id)));
     await this.redis.zrem(this.keys.uploadsByActivity(), id);
   }
 
