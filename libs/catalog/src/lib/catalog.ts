@@ -1,5 +1,5 @@
 import { AlreadyExistsError } from '@ferry/errors';
-import { Redis, RedisKeys, bindScripts, codeOf, lua } from '@ferry/redis';
+import { Redis, RedisKeys, bindScripts, codeOf, lua, statuses } from '@ferry/redis';
 
 /**
  * A published object: immutable content (a content-addressed blob) under a name.
@@ -60,15 +60,30 @@ const FIELDS: (keyof CatalogObject)[] = [
  */
 export const GENERATION_MEMORY_MS = 7 * 24 * 3600 * 1000;
 
-/**
- * KEYS: object, last generation. ARGV: now (µs), memory (ms), field, value, ... → {'created',
- * generation assigned or ''}, else {'exists', the existing hash as a flat list}. A `generation`
- * field of 0 is replaced by the next one.
+/*
+ * The catalog's Lua scripts (declared, bound and called as `lua` in @ferry/redis says). Each works
+ * within one hash tag, so within one slot on Redis Cluster: an object's entry and its last
+ * generation share the name's tag (`obj:{<name tag>}`, `objgen:{<name tag>}`); a blob's
+ * references, orphan mark and collection mark share the blob's (`blob:{<sha256>}:...`).
  */
-const putIfAbsent2 = lua<[string, string | string[]]>(
+
+/** The keys of a blob's collection state, in the order its scripts take them. */
+type BlobKeys = [refs: string, orphan: string, collecting: string];
+
+const Put = statuses('created', 'exists');
+/**
+ * KEYS: object, last generation (the name's tag). ARGV: now (µs), memory (ms), field, value, ... →
+ * {created, generation assigned or '', {}}, else {exists, '', the existing hash as a flat list}.
+ * A `generation` field of 0 is replaced by the next one.
+ */
+const putIfAbsent2 = lua<{
+  keys: [object: string, lastGeneration: string];
+  args: [nowUs: string, memoryMs: string, ...fields: string[]];
+  result: [status: string, generation: string, existing: string[]];
+}>(
   'putIfAbsent2',
   `
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGETALL', KEYS[1])} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', '', redis.call('HGETALL', KEYS[1])} end
 local generation = ''
 for i = 3, #ARGV, 2 do
   if ARGV[i] == 'generation' and ARGV[i + 1] == '0' then
@@ -79,15 +94,14 @@ for i = 3, #ARGV, 2 do
   end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-return {'created', generation}`,
+return {'created', generation, {}}`,
 );
-const Put = { created: 'created', exists: 'exists' } as const;
 
 /**
- * KEYS: refs, orphan, collecting. ARGV: name, now → claims the blob for name and clears any orphan
+ * KEYS: the blob's (its tag). ARGV: name, now → claims the blob for name and clears any orphan
  * mark; returns the milliseconds a collection of this blob still runs (0: none).
  */
-const claim3 = lua<number>(
+const claim3 = lua<{ keys: BlobKeys; args: [name: string, nowMs: number]; result: number }>(
   'claim3',
   `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -95,53 +109,59 @@ redis.call('DEL', KEYS[2])
 return math.max(0, redis.call('PTTL', KEYS[3]))`,
 );
 
-/** KEYS: refs, orphan. ARGV: name, now → 1 if that was the last reference (the blob is now an orphan). */
-const release3 = lua<number>(
+const Release = statuses('orphaned', 'referenced');
+/** KEYS: the blob's (its tag). ARGV: name, now → orphaned if that was the last reference (the blob is now an orphan), else referenced. */
+const release3 = lua<{ keys: BlobKeys; args: [name: string, nowMs: number]; result: string }>(
   'release3',
   `
 redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 'referenced' end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
-return 1`,
+return 'orphaned'`,
 );
 
+const Collect = statuses('collectable', 'kept');
 /**
- * KEYS: refs, orphan, collecting → 1 if the blob is an orphan with no reference: the mark is gone
- * and a collection is under way (claims wait for it) until finishCollection or 60 s; else 0.
+ * KEYS: the blob's (its tag) → collectable if the blob is an orphan with no reference: the mark is
+ * gone and a collection is under way (claims wait for it) until finishCollection or 60 s; else kept.
  */
-const collect3 = lua<number>(
+const collect3 = lua<{ keys: BlobKeys; args: []; result: string }>(
   'collect3',
   `
-if redis.call('HLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[2]) == 0 then return 'kept' end
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], '1', 'PX', 60000)
-return 1`,
+return 'collectable'`,
 );
-const Collect = { collectable: 1, kept: 0 } as const;
 
-/** KEYS: refs, orphan, collecting. ARGV: now → marks the blob an orphan again unless it is referenced (a failed deletion). */
-const requeue3 = lua<number>(
+const Requeue = statuses('orphaned', 'referenced');
+/**
+ * KEYS: the blob's (its tag). ARGV: now → marks the blob an orphan again unless it is referenced (a
+ * failed deletion): orphaned, else referenced.
+ */
+const requeue3 = lua<{ keys: BlobKeys; args: [nowMs: number]; result: string }>(
   'requeue3',
   `
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], ARGV[1], 'NX') end
-return 1`,
+if redis.call('HLEN', KEYS[1]) > 0 then return 'referenced' end
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+return 'orphaned'`,
 );
 
+const Delete = statuses('deleted', 'owner', 'changed');
 /**
- * KEYS: object. ARGV: createdAt, protocol ('' for any) → {'deleted', blob} if it was deleted (it
- * still had that createdAt and was published by that protocol), {'owner', protocol} if another
- * protocol published it, else {'changed'}.
+ * KEYS: object. ARGV: createdAt, protocol ('' for any) → {deleted, blob} if it was deleted (it
+ * still had that createdAt and was published by that protocol), {owner, protocol} if another
+ * protocol published it, else {changed, ''}.
  */
-const deleteIf1 = lua<[string, string?]>(
+const deleteIf1 = lua<{ keys: [object: string]; args: [createdAt: string, protocol: string]; result: [status: string, detail: string] }>(
   'deleteIf1',
   `
 local fields = redis.call('HMGET', KEYS[1], 'createdAt', 'protocol', 'blob')
-if fields[1] ~= ARGV[1] then return {'changed'} end
+if fields[1] ~= ARGV[1] then return {'changed', ''} end
 if ARGV[2] ~= '' and fields[2] ~= ARGV[2] then return {'owner', fields[2]} end
 redis.call('DEL', KEYS[1])
 return {'deleted', fields[3]}`,
 );
-const Delete = { deleted: 'deleted', owner: 'owner', changed: 'changed' } as const;
 
 /** What a conditional delete did: deleted it, found it changed (or gone), or found another protocol's object. */
 export type DeleteOutcome = { deleted: true } | { deleted: false; ownedBy?: string };
@@ -168,7 +188,7 @@ export class Catalog {
   }
 
   /** The keys of a blob's collection state, in the order its scripts take them (one hash tag: the sha256). */
-  private blobKeys(sha256: string): string[] {
+  private blobKeys(sha256: string): BlobKeys {
     return [this.keys.blobRefs(sha256), this.keys.blobOrphan(sha256), this.keys.blobCollecting(sha256)];
   }
 
@@ -197,7 +217,7 @@ export class Catalog {
    * took its mark), unless a claim arrived meanwhile: else nothing would try again.
    */
   async requeueBlob(sha256: string): Promise<void> {
-    await this.run.requeue3(this.blobKeys(sha256), Date.now());
+    codeOf('requeue3', Requeue, await this.run.requeue3(this.blobKeys(sha256), Date.now()));
     await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
@@ -228,7 +248,7 @@ export class Catalog {
     if (outcome === 'owner') return { deleted: false, ownedBy: answer[1] };
     if (outcome === 'changed') return { deleted: false };
     await this.redis.zrem(this.keys.objectsByExpiry(), name);
-    await this.releaseBlob(answer[1] as string, name);
+    await this.releaseBlob(answer[1], name);
     return { deleted: true };
   }
 
@@ -238,7 +258,7 @@ export class Catalog {
    * the grace period) recognises and drops.
    */
   private async releaseBlob(sha256: string, name: string): Promise<void> {
-    await this.run.release3(this.blobKeys(sha256), name, Date.now());
+    codeOf('release3', Release, await this.run.release3(this.blobKeys(sha256), name, Date.now()));
     await this.redis.zadd(this.keys.blobsOrphaned(), Date.now(), sha256);
   }
 
@@ -260,12 +280,11 @@ export class Catalog {
       String(GENERATION_MEMORY_MS),
       ...args,
     );
-    const value = answer[1];
+    const [, generation, existing] = answer;
     if (codeOf('putIfAbsent2', Put, answer) === 'created') {
       if (object.expires) await this.redis.zadd(this.keys.objectsByExpiry(), Date.parse(object.expires), object.name);
-      return { created: true, object: value ? { ...object, generation: Number(value) } : object };
+      return { created: true, object: generation ? { ...object, generation: Number(generation) } : object };
     }
-    const existing = value as string[];
     const current = decode(pairs(existing));
     if (!current) throw new Error('catalog entry disappeared');
     if (current.blob !== object.blob) await this.releaseBlob(object.blob, object.name);
