@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '@ferry/testing';
 import { FsStorage } from './fs-storage';
@@ -8,7 +8,13 @@ describeStorageConformance(
   'fs',
   async () => {
     const dir = tempDir('ferry-fs');
-    return { storage: new FsStorage(dir.path), cleanup: async () => dir.remove() };
+    return {
+      storage: new FsStorage(dir.path),
+      reopen: () => new FsStorage(dir.path),
+      storedBytes: async (uploadId) =>
+        existsSync(join(dir.path, 'staging', uploadId)) ? statSync(join(dir.path, 'staging', uploadId)).size : 0,
+      cleanup: async () => dir.remove(),
+    };
   },
   { parts: true },
 );

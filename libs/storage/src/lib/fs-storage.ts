@@ -188,8 +188,6 @@ export class FsStorage implements Storage {
 }
 
 class FsStagingFile implements StagingFile {
-  readonly syncStep = 1;
-
   constructor(
     readonly uploadId: string,
     private readonly fh: FileHandle,
@@ -217,7 +215,7 @@ class FsStagingFile implements StagingFile {
     }
   }
 
-  /** Everything is durable in steps of one byte on disk. */
+  /** The same as sync: on disk every sync covers everything written. */
   syncAll(): Promise<number> {
     return this.sync();
   }

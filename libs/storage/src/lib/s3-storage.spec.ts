@@ -27,17 +27,37 @@ function client() {
   });
 }
 
+const bucketOf = (storage: S3Storage) => (storage as unknown as { options: { bucket: string } }).options.bucket;
+
 /** A fresh bucket per case (created by the storage on first use). */
 function freshStorage(partBytes = PART): S3Storage {
   return new S3Storage(client(), { bucket: `ferry-case-${process.pid}-${bucketCount++}`, partBytes, createBucket: true });
 }
 
-describeStorageConformance('s3 (s3rver)', async () => ({ storage: freshStorage(), cleanup: async () => undefined }), { parts: false });
+/** Bytes under an upload's staging prefix, whatever the objects are. */
+async function storedBytes(bucket: string, uploadId: string): Promise<number> {
+  const page = await client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `staging/${uploadId}/` }));
+  return (page.Contents ?? []).reduce((n, o) => n + (o.Size ?? 0), 0);
+}
+
+describeStorageConformance(
+  's3 (s3rver)',
+  async () => {
+    const storage = freshStorage();
+    const bucket = bucketOf(storage);
+    return {
+      storage,
+      reopen: () => new S3Storage(client(), { bucket, partBytes: PART }),
+      storedBytes: (uploadId) => storedBytes(bucket, uploadId),
+      cleanup: async () => undefined,
+    };
+  },
+  { parts: false, partBytes: PART },
+);
 
 describe('S3Storage layout and parts', () => {
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-  const bucketOf = (storage: S3Storage) => (storage as unknown as { options: { bucket: string } }).options.bucket;
   const collect = async (stream: AsyncIterable<unknown>) => {
     const chunks: Buffer[] = [];
     for await (const c of stream) chunks.push(c as Buffer);
@@ -45,37 +65,130 @@ describe('S3Storage layout and parts', () => {
   };
 
   async function keys(storage: S3Storage, prefix: string): Promise<string[]> {
-    const bucket = bucketOf(storage);
-    const page = await client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
-    return (page.Contents ?? []).map((o) => o.Key as string);
+    return (await objects(storage, prefix)).map(([key]) => key);
   }
 
-  it('writes the part being filled as a tail object on syncAll, which the whole part replaces', async () => {
+  /** Keys under `prefix` with their sizes. */
+  async function objects(storage: S3Storage, prefix: string): Promise<[string, number][]> {
+    const bucket = bucketOf(storage);
+    const page = await client().send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
+    return (page.Contents ?? []).map((o) => [o.Key as string, o.Size ?? 0]);
+  }
+
+  const part = (id: string, index: number) => `staging/${id}/${String(index).padStart(8, '0')}`;
+  const piece = (id: string, index: number, start: number) =>
+    `staging/${id}/tail-${String(index).padStart(8, '0')}-${String(start).padStart(15, '0')}`;
+
+  it('writes a sync below a part as tail pieces holding only bytes no piece holds yet, which the whole part supersedes', async () => {
     const storage = freshStorage();
     const data = randomBytes(2 * PART + 10);
     const f = await storage.openStaging('tailed', 0);
     await f.write(data.subarray(0, PART / 4), 0);
-    expect(await f.sync()).toBe(0); // the frequent commits: whole parts only, no extra request
-    expect(await f.syncAll()).toBe(PART / 4);
-    expect(await keys(storage, 'staging/tailed/')).toEqual(['staging/tailed/tail-00000000']);
-    await f.write(data.subarray(PART / 4, PART + 20), PART / 4);
+    expect(await f.sync()).toBe(PART / 4);
+    await f.write(data.subarray(PART / 4, PART / 2), PART / 4);
+    expect(await f.sync()).toBe(PART / 2);
+    expect(await objects(storage, 'staging/tailed/')).toEqual([
+      [piece('tailed', 0, 0), PART / 4],
+      [piece('tailed', 0, PART / 4), PART / 4],
+    ]);
+    // the part fills: the sync that finds it in the bucket answers its boundary (no request of its
+    // own), the next one writes what follows as the first piece of the next part
+    await f.write(data.subarray(PART / 2, PART + 20), PART / 2);
     expect(await f.sync()).toBe(PART);
-    // the whole part replaced its tail (deleted once the part is in); the next part has none yet
-    for (let i = 0; i < 50 && (await keys(storage, 'staging/tailed/')).length > 1; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(await keys(storage, 'staging/tailed/')).toEqual(['staging/tailed/00000000']);
-    expect(await f.syncAll()).toBe(PART + 20);
-    await f.close();
-    // a tail left behind by a crash after its part was written is ignored, then removed on open
-    await storage.putTail('tailed', 0, data.subarray(0, 5));
+    expect(await f.sync()).toBe(PART + 20);
+    await f.close(); // (waits for the deletion of the superseded pieces, which began when the part was in)
+    expect(await objects(storage, 'staging/tailed/')).toEqual([
+      [part('tailed', 0), PART],
+      [piece('tailed', 1, PART), 20],
+    ]);
+    // a piece left behind by a crash between writing its part and deleting it is ignored, then removed on open
+    await storage.putTailPiece('tailed', 0, 0, randomBytes(5));
+    expect(await storage.stagingSize('tailed')).toBe(PART + 20);
+    expect(await collect(storage.readStaging('tailed', 0, PART + 20))).toEqual(data.subarray(0, PART + 20));
     const g = await storage.openStaging('tailed', PART + 20);
-    expect(await keys(storage, 'staging/tailed/')).toEqual(['staging/tailed/00000000', 'staging/tailed/tail-00000001']);
+    expect(await keys(storage, 'staging/tailed/')).toEqual([part('tailed', 0), piece('tailed', 1, PART)]);
     await g.write(data.subarray(PART + 20), PART + 20);
     expect(await g.sync(true)).toBe(data.length);
     await g.close();
+    expect(await keys(storage, 'staging/tailed/')).toEqual([part('tailed', 0), part('tailed', 1), part('tailed', 2)]);
     expect(await collect(storage.readStaging('tailed', 0, data.length))).toEqual(data);
   });
 
-  it('stages whole parts as objects, keeps the tail in memory until the final sync, and publishes by digest', async () => {
+  it("reads what a crash leaves right: superseded pieces, pieces after a gap, a stale writer's piece across the committed size", async () => {
+    const storage = freshStorage();
+    const data = randomBytes(2 * PART);
+    await storage.putPart('left', 0, data.subarray(0, PART));
+    await storage.putTailPiece('left', 0, 0, randomBytes(100)); // superseded by part 0
+    await storage.putTailPiece('left', 1, PART, data.subarray(PART, PART + 100));
+    await storage.putTailPiece('left', 1, PART + 300, randomBytes(50)); // after a gap
+    await storage.putTailPiece('left', 2, PART + 100, randomBytes(10)); // of a part not next
+    expect(await storage.stagingSize('left')).toBe(PART + 100);
+    expect(await collect(storage.readStaging('left', 0, PART + 100))).toEqual(data.subarray(0, PART + 100));
+    // a writer that lost its lease wrote a piece across the committed size: cut to it on open
+    await storage.putTailPiece('left', 1, PART + 100, Buffer.concat([data.subarray(PART + 100, PART + 150), randomBytes(50)]));
+    expect(await storage.stagingSize('left')).toBe(PART + 200);
+    const f = await storage.openStaging('left', PART + 150);
+    expect(await objects(storage, 'staging/left/')).toEqual([
+      [part('left', 0), PART],
+      [piece('left', 1, PART), 100],
+      [piece('left', 1, PART + 100), 50],
+    ]);
+    await f.write(data.subarray(PART + 150), PART + 150);
+    expect(await f.sync(true)).toBe(2 * PART);
+    await f.close();
+    expect(await keys(storage, 'staging/left/')).toEqual([part('left', 0), part('left', 1)]);
+    expect(sha(await collect(storage.readStaging('left', 0, 2 * PART)))).toBe(sha(data));
+  });
+
+  it('costs one request per part while parts arrive between syncs; below a part one PUT per sync with new bytes, and one delete per part', async () => {
+    const counted = client();
+    const requests: string[] = [];
+    counted.middlewareStack.add(
+      (next, context) => (args) => {
+        requests.push(String(context.commandName).replace(/Command$/, ''));
+        return next(args);
+      },
+      { step: 'initialize', name: 'countRequests' },
+    );
+    const storage = new S3Storage(counted, { bucket: `ferry-cost-${process.pid}`, partBytes: PART, createBucket: true });
+    const f = await storage.openStaging('cost', 0);
+    const data = randomBytes(4 * PART);
+    let at = 0;
+    const write = async (n: number) => {
+      await f.write(data.subarray(at, at + n), at);
+      at += n;
+    };
+    // a fast stream: each sync finds a part in the bucket, and answers its boundary
+    requests.length = 0;
+    await write(PART + 10);
+    expect(await f.sync()).toBe(PART);
+    await write(PART);
+    expect(await f.sync()).toBe(2 * PART);
+    expect(requests).toEqual(['PutObject', 'PutObject']);
+    // a slow one: each sync that finds new bytes PUTs them (only them) as a piece
+    requests.length = 0;
+    for (let i = 0; i < 4; i++) {
+      await write(PART / 8);
+      expect(await f.sync()).toBe(at);
+    }
+    expect(await f.sync()).toBe(at); // nothing new: no request
+    expect(requests).toEqual(['PutObject', 'PutObject', 'PutObject', 'PutObject']);
+    expect((await objects(storage, 'staging/cost/')).slice(2).map(([, size]) => size)).toEqual([
+      10 + PART / 8,
+      PART / 8,
+      PART / 8,
+      PART / 8,
+    ]);
+    // the part fills: its PUT, then one request deletes its four pieces
+    requests.length = 0;
+    await write(PART);
+    expect(await f.sync()).toBe(3 * PART);
+    await f.close();
+    expect(requests).toEqual(['PutObject', 'DeleteObjects']);
+    expect(await keys(storage, 'staging/cost/')).toEqual([part('cost', 0), part('cost', 1), part('cost', 2)]);
+  });
+
+  it('stages whole parts as objects, answers a sync that finds parts arrived with their boundary, and publishes by digest', async () => {
     const storage = freshStorage();
     const data = randomBytes(2 * PART + 100);
     const f = await storage.openStaging('seq', 0);
@@ -118,8 +231,12 @@ describe('S3Storage layout and parts', () => {
     // the next writer uses parts of 1.5 PART: the committed size is a boundary of the old parts only
     const b = new S3Storage(client(), { bucket: bucketOf(a), partBytes: PART + PART / 2 });
     const g = await b.openStaging('mixed', 2 * PART);
+    // its last old part is shorter than its own parts: read back, it became the tail of the part to fill
+    expect(await objects(b, 'staging/mixed/')).toEqual([
+      [part('mixed', 0), PART],
+      [piece('mixed', 1, PART), PART],
+    ]);
     await g.write(data.subarray(2 * PART, 3 * PART + 7), 2 * PART);
-    // its last old part is shorter than its own parts: it was read back and begins its first part
     expect(await g.sync()).toBe(PART + PART + PART / 2);
     expect(await g.sync(true)).toBe(3 * PART + 7); // a final short part
     await g.close();
@@ -137,7 +254,7 @@ describe('S3Storage layout and parts', () => {
     expect(sha(await collect(c.readBlob(sha(data), 0, data.length)))).toBe(sha(data));
   });
 
-  it('reports as durable only whole parts already in the bucket, even while a write is running', async () => {
+  it('answers a sync made while a write is running with parts really in the bucket, the next one with everything', async () => {
     const storage = freshStorage();
     const f = await storage.openStaging('racing', 0);
     const data = randomBytes(6 * PART + 10);
@@ -149,7 +266,7 @@ describe('S3Storage layout and parts', () => {
     expect(durable % PART).toBe(0);
     expect(await storage.stagingSize('racing')).toBeGreaterThanOrEqual(durable);
     await running;
-    expect(await f.sync()).toBe(6 * PART);
+    expect(await f.sync()).toBe(6 * PART + 10);
     await f.close();
     const resumed = await storage.openStaging('racing', durable);
     await resumed.close();

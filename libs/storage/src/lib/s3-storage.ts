@@ -29,7 +29,7 @@ export const S3_LIMITS = {
 
 export interface S3StorageOptions {
   bucket: string;
-  /** Size of staging parts: a sequential upload's frequent commits advance by whole parts (see syncAll for the rest). */
+  /** Size of the parts a sequential upload is written in (what a sync writes below a part goes to tail pieces). */
   partBytes: number;
   /** Creates the bucket on first use when it does not exist (local stacks: MinIO, s3rver). */
   createBucket?: boolean;
@@ -61,22 +61,32 @@ export function createS3Client(o: S3ConnectionOptions): S3Client {
  *   staging/<uploadId>/<part index, 8 digits>   an upload in progress, as part objects (written by
  *                                                Ferry: `partBytes` each, the last one shorter;
  *                                                multipart parts: PUT by clients, the client's size)
- *   staging/<uploadId>/tail-<part index>         the beginning of the part being filled, as far as
- *                                                the last sync (valid while that part is absent)
+ *   staging/<uploadId>/tail-<part index, 8 digits>-<start, 15 digits>
+ *                                                a tail piece: bytes [start, start + its size) of a
+ *                                                part not yet whole, made durable by a sync
  *   blobs/sha256/<ab>/<sha256>                   published content, one object per digest
  *
+ * A staging object is the run of parts from index 0 without a gap, then the tail pieces of the next
+ * part that follow each other from where that part begins. Everything else under its prefix is
+ * stale (a part past a gap, tail pieces of a part that is there whole, a piece after a gap) and is
+ * ignored, and deleted when the upload is opened, published or deleted.
+ *
  * A sequential upload (ByteStream, GCS, an object PUT) fills a part in memory and PUTs it when full.
- * `sync()` makes the whole parts durable (the writer's frequent commits: no extra request);
- * `syncAll()`, when a client asks for what is persisted (a GCS flush) or a stream stops, also PUTs
- * what the part being filled holds so far as the tail object (as tusd's S3 store keeps an
- * incomplete part), which the part supersedes once it is whole (the tail is then deleted; a tail
- * left behind by a crash is recognised as superseded and removed when the upload is opened
- * again). So what a client is told is persisted is never held back to a part boundary. Each part
- * is its own object, so a resumed upload can read its committed prefix back (the parts of an
- * unfinished S3 multipart upload cannot be read). Publishing assembles the
- * parts into the blob server-side (CopyObject for one part, UploadPartCopy into a multipart upload
- * for more) and falls back to streaming the parts through Ferry only where the store lacks
- * UploadPartCopy. A completed multipart upload appears atomically, so a blob is whole or absent.
+ * A sync makes durable what was written, to the byte: it waits for the parts on their way and then
+ * PUTs the bytes of the part being filled that no piece holds yet as one more tail piece (as tusd's
+ * S3 store keeps an incomplete part), so a piece carries only bytes no earlier piece carried and a
+ * byte is sent at most twice (in a piece, then in its part). When a whole part reached the bucket
+ * since the last sync, a sync answers that part boundary instead and leaves the rest to the next
+ * one: a fast stream makes no request beyond its parts, a slow one one PUT per sync that finds new
+ * bytes (the writer syncs every FERRY_FSYNC_INTERVAL_MS). `syncAll` (a client asking what is
+ * persisted, a stream stopping) always writes the piece. Once a part is in the bucket whole, its
+ * pieces are deleted (one request); a crash before that leaves them superseded, never read again.
+ * Each part is its own object, so a resumed upload can read its committed prefix back (the parts
+ * of an unfinished S3 multipart upload cannot be read). Publishing assembles the parts into the
+ * blob server-side (CopyObject for one part, UploadPartCopy into a multipart upload for more; tail
+ * pieces, if an upload is published without a final sync, joined into its last part) and falls back
+ * to streaming the parts through Ferry only where the store lacks UploadPartCopy. A completed
+ * multipart upload appears atomically, so a blob is whole or absent.
  */
 export class S3Storage implements Storage {
   readonly kind = 's3' as const;
@@ -135,9 +145,9 @@ export class S3Storage implements Storage {
     return `${S3Storage.stagingPrefix(uploadId)}${String(index).padStart(8, '0')}`;
   }
 
-  /** The beginning of part `index`, made durable by a sync before the part was whole. */
-  static tailKey(uploadId: string, index: number): string {
-    return `${S3Storage.stagingPrefix(uploadId)}tail-${String(index).padStart(8, '0')}`;
+  /** Tail piece of part `index` holding the bytes from `start` (an offset in the whole object) on. */
+  static tailKey(uploadId: string, index: number, start: number): string {
+    return `${S3Storage.stagingPrefix(uploadId)}tail-${String(index).padStart(8, '0')}-${String(start).padStart(15, '0')}`;
   }
 
   static blobKey(sha256: string): string {
@@ -145,55 +155,54 @@ export class S3Storage implements Storage {
     return `blobs/sha256/${sha256.slice(0, 2)}/${sha256}`;
   }
 
-  /**
-   * The durable parts of a staging object, in order: only the run without gaps from index 0 counts,
-   * followed by the tail of the first missing part if there is one (the last element then). Tails of
-   * parts that exist (superseded) and anything else are `stray`.
-   */
-  private async parts(uploadId: string): Promise<{ parts: StagedPart[]; stray: string[] }> {
+  /** What the bucket holds of a staging object (see layoutOf). */
+  private async layout(uploadId: string): Promise<Layout> {
     await this.ready();
-    const found = new Map<number, StagedPart>();
-    const tails = new Map<number, StagedPart>();
-    const stray: string[] = [];
     const prefix = S3Storage.stagingPrefix(uploadId);
-    for await (const o of this.list(prefix)) {
-      const name = o.key.slice(prefix.length);
-      const tail = name.startsWith('tail-');
-      const index = Number(tail ? name.slice('tail-'.length) : name);
-      if (!Number.isInteger(index) || index < 0) stray.push(o.key);
-      else (tail ? tails : found).set(index, { index, key: o.key, size: o.size, modifiedMs: o.modifiedMs });
-    }
-    const parts: StagedPart[] = [];
-    for (let i = 0; found.has(i); i++) {
-      parts.push(found.get(i) as StagedPart);
-      found.delete(i);
-    }
-    const tail = tails.get(parts.length);
-    if (tail) {
-      parts.push(tail);
-      tails.delete(parts.length - 1);
-    }
-    stray.push(...[...found.values(), ...tails.values()].map((p) => p.key));
-    return { parts, stray };
+    const objects: StoredObject[] = [];
+    for await (const o of this.list(prefix)) objects.push(o);
+    return layoutOf(prefix, objects);
   }
 
   async openStaging(uploadId: string, size: number): Promise<StagingFile> {
-    const { parts, stray } = await this.parts(uploadId);
-    const staged = sum(parts);
+    const { parts, tail, stray } = await this.layout(uploadId);
+    const staged = sum(parts) + sum(tail);
     if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
     // the parts wholly within the committed size stay
     let keep = 0;
     let at = 0;
     while (keep < parts.length && at + parts[keep].size <= size) at += parts[keep++].size;
-    // A short last part (the tail of a final sync) must not end up in the middle of the object, and
-    // a committed size may fall inside a part (its writer used another FERRY_S3_PART_SIZE): then
-    // that part's committed bytes are read back and begin the next part, written again with what
-    // follows. The old part keeps them durable until it is replaced.
+    // A short last part (of a final sync) must not end up in the middle of the object: its bytes
+    // begin the next part again.
     if (at === size && keep > 0 && parts[keep - 1].size < this.partBytes) at -= parts[--keep].size;
-    const prefix = at < size ? await this.readAll(parts[keep].key, size - at) : undefined;
-    // parts past the committed size were never committed (a writer died before its commit)
-    await this.deleteKeys([...parts.slice(prefix ? keep + 1 : keep).map((p) => p.key), ...stray]);
-    return new S3StagingFile(this, uploadId, keep, size, prefix);
+    if (at === size) {
+      // nothing from part `keep` on was committed (a writer died before its commit)
+      await this.deleteKeys([...keysOf(parts.slice(keep)), ...keysOf(tail), ...stray]);
+      return new S3StagingFile(this, uploadId, keep, size);
+    }
+    // The committed bytes of part `keep` [at, size) begin the part the writer fills next.
+    const prefix = await this.readSegments([...parts.slice(keep), ...tail], at, at, size);
+    if (keep < parts.length) {
+      // They lie in a part (a short last part, or a part of a writer with another
+      // FERRY_S3_PART_SIZE): they become its tail piece, and the part goes, so that the pieces the
+      // writer adds count (tail pieces of a part in the bucket are superseded). In this order: until
+      // the part is deleted it holds them, and the piece is ignored.
+      await this.deleteKeys([...keysOf(parts.slice(keep + 1)), ...keysOf(tail), ...stray]);
+      const piece = S3Storage.tailKey(uploadId, keep, at);
+      await this.putObject(piece, prefix);
+      await this.deleteKeys([parts[keep].key]);
+      return new S3StagingFile(this, uploadId, keep, size, prefix, [piece]);
+    }
+    // They lie in tail pieces: those beginning at or past the committed size were never committed.
+    const kept = tail.filter((p) => p.start < size);
+    await this.deleteKeys([...keysOf(tail.filter((p) => p.start >= size)), ...stray]);
+    const last = kept[kept.length - 1];
+    if (last.start + last.size > size) {
+      // A committed size is where a sync ended, so only a writer that lost its lease can have
+      // written a piece across it: cut to the committed size (S3 replaces an object atomically).
+      await this.putObject(last.key, prefix.subarray(last.start - at));
+    }
+    return new S3StagingFile(this, uploadId, keep, size, prefix, keysOf(kept));
   }
 
   async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
@@ -203,26 +212,60 @@ export class S3Storage implements Storage {
   }
 
   async stagingSize(uploadId: string): Promise<number | undefined> {
-    const { parts } = await this.parts(uploadId);
-    return parts.length === 0 ? undefined : sum(parts);
+    const { parts, tail } = await this.layout(uploadId);
+    return parts.length + tail.length === 0 ? undefined : sum(parts) + sum(tail);
   }
 
   readStaging(uploadId: string, start: number, end: number): Readable {
-    return Readable.from(this.readParts(uploadId, start, end), { objectMode: false });
+    return Readable.from(this.readStaged(uploadId, start, end), { objectMode: false });
   }
 
-  private async *readParts(uploadId: string, start: number, end: number): AsyncGenerator<Buffer> {
+  private async *readStaged(uploadId: string, start: number, end: number): AsyncGenerator<Buffer> {
     if (end <= start) return;
-    const { parts } = await this.parts(uploadId);
-    let at = 0;
-    for (const part of parts) {
+    const { parts, tail } = await this.layout(uploadId);
+    const staged = sum(parts) + sum(tail);
+    if (staged < end) throw new InternalError(`upload ${uploadId}: asked for bytes up to ${end} but only ${staged} are staged`);
+    yield* this.streamSegments([...parts, ...tail], 0, start, end);
+  }
+
+  /** Streams `[start, end)` of consecutive segments, the first of which begins at `base`. */
+  private async *streamSegments(segments: StoredObject[], base: number, start: number, end: number): AsyncGenerator<Buffer> {
+    let at = base;
+    for (const segment of segments) {
       const from = Math.max(start, at);
-      const to = Math.min(end, at + part.size);
-      if (from < to) yield* this.getRange(part.key, from - at, to - at, 1024 * 1024);
-      at += part.size;
+      const to = Math.min(end, at + segment.size);
+      if (from < to) yield* this.getRange(segment.key, from - at, to - at, 1024 * 1024);
+      at += segment.size;
       if (at >= end) return;
     }
-    if (at < end) throw new InternalError(`upload ${uploadId}: asked for bytes up to ${end} but only ${at} are staged`);
+    if (at < end) throw new InternalError(`asked for bytes up to ${end} but the staged segments end at ${at}`);
+  }
+
+  /** `[start, end)` of consecutive segments beginning at `base`, in memory (a part at most), read a few at a time. */
+  private async readSegments(segments: StoredObject[], base: number, start: number, end: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafeSlow(end - start);
+    const reads: (() => Promise<void>)[] = [];
+    let at = base;
+    for (const segment of segments) {
+      const from = Math.max(start, at);
+      const to = Math.min(end, at + segment.size);
+      const segmentAt = at;
+      if (from < to) {
+        reads.push(async () => {
+          let into = from - start;
+          for await (const chunk of this.getRange(segment.key, from - segmentAt, to - segmentAt, to - from)) into += chunk.copy(out, into);
+        });
+      }
+      at += segment.size;
+    }
+    if (at < end) throw new InternalError(`asked for bytes up to ${end} but the staged segments end at ${at}`);
+    // (a slow stream leaves many small pieces: up to 8 GETs at a time)
+    await Promise.all(
+      Array.from({ length: Math.min(8, reads.length) }, async () => {
+        for (let read = reads.shift(); read; read = reads.shift()) await read();
+      }),
+    );
+    return out;
   }
 
   async deleteStaging(uploadId: string): Promise<void> {
@@ -234,16 +277,20 @@ export class S3Storage implements Storage {
 
   async *listStaging(): AsyncIterable<StagingEntry> {
     await this.ready();
-    let current: StagingEntry | undefined;
-    // keys are listed in order, so the parts of one upload are adjacent
+    let current: { uploadId: string; objects: StoredObject[] } | undefined;
+    const entry = ({ uploadId, objects }: { uploadId: string; objects: StoredObject[] }): StagingEntry => {
+      const { parts, tail } = layoutOf(S3Storage.stagingPrefix(uploadId), objects);
+      // the staged size; the last change of any of its objects (a tail piece written is activity)
+      return { uploadId, size: sum(parts) + sum(tail), modifiedMs: Math.max(0, ...objects.map((o) => o.modifiedMs)) };
+    };
+    // keys are listed in order, so the objects of one upload are adjacent
     for await (const o of this.list('staging/')) {
       const uploadId = o.key.slice('staging/'.length).split('/')[0];
-      if (current && current.uploadId !== uploadId) yield current;
-      if (!current || current.uploadId !== uploadId) current = { uploadId, size: 0, modifiedMs: 0 };
-      current.size += o.size;
-      current.modifiedMs = Math.max(current.modifiedMs, o.modifiedMs);
+      if (current && current.uploadId !== uploadId) yield entry(current);
+      if (!current || current.uploadId !== uploadId) current = { uploadId, objects: [] };
+      current.objects.push(o);
     }
-    if (current) yield current;
+    if (current) yield entry(current);
   }
 
   async publishStaging(uploadId: string, sha256: string): Promise<void> {
@@ -252,31 +299,43 @@ export class S3Storage implements Storage {
       await this.deleteStaging(uploadId);
       return;
     }
-    const { parts, stray } = await this.parts(uploadId);
-    if (parts.length === 0) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
-    if (parts.length === 1) {
-      await this.s3.send(new aws.CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(parts[0].key) }));
+    const { parts, tail, stray } = await this.layout(uploadId);
+    if (parts.length + tail.length === 0) throw new NotFoundError(`no staged bytes for upload ${uploadId}`);
+    if (parts.length + tail.length === 1) {
+      const [only] = [...parts, ...tail];
+      await this.s3.send(new aws.CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: this.copySource(only.key) }));
     } else {
-      await this.assemble(target, parts);
+      await this.assemble(target, parts, tail);
     }
-    await this.deleteKeys([...parts.map((p) => p.key), ...stray]); // listed once, above
+    await this.deleteKeys([...keysOf(parts), ...keysOf(tail), ...stray]); // listed once, above
   }
 
-  /** Joins parts into one object by a multipart upload: server-side copies where the store can. */
-  private async assemble(target: string, parts: StagedPart[]): Promise<void> {
-    if (parts.length > S3_LIMITS.maxParts) throw new InternalError(`${parts.length} parts: more than S3's ${S3_LIMITS.maxParts}`);
+  /**
+   * Joins parts into one object by a multipart upload: server-side copies where the store can. Tail
+   * pieces (an upload published without a final sync) are its last part: one copied, several
+   * streamed through Ferry as one (they hold less than a part).
+   */
+  private async assemble(target: string, parts: StagedPart[], tail: TailPiece[]): Promise<void> {
+    const count = parts.length + (tail.length > 0 ? 1 : 0);
+    if (count > S3_LIMITS.maxParts) throw new InternalError(`${count} parts: more than S3's ${S3_LIMITS.maxParts}`);
     const created = await this.s3.send(new aws.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: target }));
     const UploadId = created.UploadId as string;
+    const sources: ((PartNumber: number) => Promise<string>)[] = parts.map((part) => (n) => this.copyPart(target, UploadId, n, part));
+    if (tail.length === 1) sources.push((n) => this.copyPart(target, UploadId, n, tail[0]));
+    if (tail.length > 1) {
+      const [first] = tail;
+      const length = sum(tail);
+      const body = () => Readable.from(this.streamSegments(tail, first.start, first.start, first.start + length), { objectMode: false });
+      sources.push((n) => this.uploadPart(target, UploadId, n, body(), length));
+    }
     try {
       // a few parts at a time: copies are server-side, but each one is a round trip (or, streamed, a transfer)
-      const done: { PartNumber: number; ETag: string }[] = new Array(parts.length);
+      const done: { PartNumber: number; ETag: string }[] = new Array(sources.length);
       let next = 0;
       const copier = async () => {
-        for (let i = next++; i < parts.length; i = next++) {
-          done[i] = { PartNumber: i + 1, ETag: await this.copyPart(target, UploadId, i + 1, parts[i]) };
-        }
+        for (let i = next++; i < sources.length; i = next++) done[i] = { PartNumber: i + 1, ETag: await sources[i](i + 1) };
       };
-      await Promise.all(Array.from({ length: Math.min(4, parts.length) }, copier));
+      await Promise.all(Array.from({ length: Math.min(4, sources.length) }, copier));
       await this.s3.send(
         new aws.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: target, UploadId, MultipartUpload: { Parts: done } }),
       );
@@ -286,7 +345,7 @@ export class S3Storage implements Storage {
     }
   }
 
-  private async copyPart(target: string, UploadId: string, PartNumber: number, part: StagedPart): Promise<string> {
+  private async copyPart(target: string, UploadId: string, PartNumber: number, part: StoredObject): Promise<string> {
     if (!this.partCopyUnsupported) {
       try {
         const r = await this.s3.send(
@@ -299,15 +358,13 @@ export class S3Storage implements Storage {
       }
     }
     const body = await this.s3.send(new aws.GetObjectCommand({ Bucket: this.bucket, Key: part.key }));
+    return this.uploadPart(target, UploadId, PartNumber, body.Body as Readable, part.size);
+  }
+
+  /** Uploads one part of a multipart upload from `body` (exactly `length` bytes). */
+  private async uploadPart(target: string, UploadId: string, PartNumber: number, body: Readable, length: number): Promise<string> {
     const r = await this.s3.send(
-      new aws.UploadPartCommand({
-        Bucket: this.bucket,
-        Key: target,
-        UploadId,
-        PartNumber,
-        ContentLength: part.size,
-        Body: body.Body as Readable,
-      }),
+      new aws.UploadPartCommand({ Bucket: this.bucket, Key: target, UploadId, PartNumber, ContentLength: length, Body: body }),
     );
     return r.ETag as string;
   }
@@ -367,17 +424,24 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * Server-side copies of the staging parts of `from` as those of `to`, a new staging id (each part
-   * ≤ 5 GiB: one CopyObject). Returns the size copied, or undefined if `from` had no parts.
+   * Server-side copies of the staging object `from` (its parts and tail pieces) as the staging
+   * object `to`, a new staging id (each object ≤ 5 GiB: one CopyObject). Returns the size copied, or
+   * undefined if `from` had nothing staged.
    */
   async copyParts(from: string, to: string): Promise<number | undefined> {
-    const { parts } = await this.parts(from);
-    for (const part of parts) {
+    const { parts, tail } = await this.layout(from);
+    const fromPrefix = S3Storage.stagingPrefix(from);
+    const toPrefix = S3Storage.stagingPrefix(to);
+    for (const o of [...parts, ...tail]) {
       await this.s3.send(
-        new aws.CopyObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(to, part.index), CopySource: this.copySource(part.key) }),
+        new aws.CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: toPrefix + o.key.slice(fromPrefix.length),
+          CopySource: this.copySource(o.key),
+        }),
       );
     }
-    return parts.length === 0 ? undefined : sum(parts);
+    return parts.length + tail.length === 0 ? undefined : sum(parts) + sum(tail);
   }
 
   async putEmptyBlob(): Promise<void> {
@@ -399,36 +463,35 @@ export class S3Storage implements Storage {
     }
   }
 
-  /** The first `length` bytes of an object. */
-  private async readAll(key: string, length: number): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of this.getRange(key, 0, length, length)) chunks.push(chunk);
-    return Buffer.concat(chunks, length);
-  }
-
   /** Streams a whole object. */
   read(key: string, size: number): AsyncGenerator<Buffer> {
     return this.getRange(key, 0, size, 1024 * 1024);
   }
 
-  /** Writes the beginning of staging part `index` (see S3StagingFile.sync). */
-  async putTail(uploadId: string, index: number, data: Buffer): Promise<void> {
-    const Key = S3Storage.tailKey(uploadId, index);
-    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.length }));
+  /** Writes a tail piece of staging part `index` (see S3StagingFile.sync); returns its key. */
+  async putTailPiece(uploadId: string, index: number, start: number, data: Buffer): Promise<string> {
+    const key = S3Storage.tailKey(uploadId, index, start);
+    await this.putObject(key, data);
+    return key;
   }
 
-  async deleteTail(uploadId: string, index: number): Promise<void> {
-    await this.s3.send(new aws.DeleteObjectCommand({ Bucket: this.bucket, Key: S3Storage.tailKey(uploadId, index) }));
+  /** Deletes staging objects by key (tail pieces superseded by their part). */
+  async deleteStagingObjects(keys: string[]): Promise<void> {
+    await this.deleteKeys(keys);
+  }
+
+  /** A whole object in one PUT: S3 shows it only once complete, and replaces an existing one atomically. */
+  private async putObject(Key: string, data: Buffer): Promise<void> {
+    await this.ready();
+    await this.s3.send(new aws.PutObjectCommand({ Bucket: this.bucket, Key, Body: data, ContentLength: data.length }));
   }
 
   /** Writes one staging part (a whole object: durable once the PUT returns). */
   async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
-    await this.s3.send(
-      new aws.PutObjectCommand({ Bucket: this.bucket, Key: S3Storage.partKey(uploadId, index), Body: data, ContentLength: data.length }),
-    );
+    await this.putObject(S3Storage.partKey(uploadId, index), data);
   }
 
-  private async *list(prefix: string): AsyncGenerator<{ key: string; size: number; modifiedMs: number }> {
+  private async *list(prefix: string): AsyncGenerator<StoredObject> {
     let token: string | undefined;
     do {
       const page = await this.s3.send(new aws.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
@@ -440,6 +503,7 @@ export class S3Storage implements Storage {
   }
 
   private async deleteKeys(keys: string[]): Promise<void> {
+    if (keys.length > 0) await this.ready();
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       await this.s3.send(
@@ -514,17 +578,82 @@ function contentDisposition(fileName: string): string {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(fileName)}`;
 }
 
-interface StagedPart {
-  index: number;
+/** An object as listed. */
+interface StoredObject {
   key: string;
   size: number;
   modifiedMs: number;
 }
 
+interface StagedPart extends StoredObject {
+  index: number;
+}
+
+interface TailPiece extends StoredObject {
+  /** The part it begins or continues. */
+  index: number;
+  /** Where its bytes begin in the whole object. */
+  start: number;
+}
+
+/** What a staging object consists of: whole parts, then tail pieces; `stray`: stale objects. */
+interface Layout {
+  parts: StagedPart[];
+  tail: TailPiece[];
+  stray: string[];
+}
+
+const PART_NAME = /^\d+$/;
+const TAIL_NAME = /^tail-(\d+)-(\d+)$/;
+
+/**
+ * Reads a staging object from the objects under its prefix: the parts from index 0 without a gap,
+ * then the tail pieces of the next part that follow each other from where the parts end. Anything
+ * else is stray: a part after a gap, pieces of a part that is there whole (superseded: its writer
+ * died between writing the part and deleting them), pieces after a gap or of a later part, and
+ * names Ferry does not write.
+ */
+function layoutOf(prefix: string, objects: StoredObject[]): Layout {
+  const found = new Map<number, StagedPart>();
+  const pieces = new Map<number, Map<number, TailPiece>>();
+  const stray: string[] = [];
+  for (const o of objects) {
+    const name = o.key.slice(prefix.length);
+    const tail = TAIL_NAME.exec(name);
+    if (tail && o.size > 0) {
+      const piece = { ...o, index: Number(tail[1]), start: Number(tail[2]) };
+      if (!pieces.has(piece.index)) pieces.set(piece.index, new Map());
+      pieces.get(piece.index)?.set(piece.start, piece);
+    } else if (PART_NAME.test(name)) {
+      found.set(Number(name), { ...o, index: Number(name) });
+    } else {
+      stray.push(o.key);
+    }
+  }
+  const parts: StagedPart[] = [];
+  let end = 0;
+  for (let part = found.get(0); part; part = found.get(parts.length)) {
+    parts.push(part);
+    found.delete(part.index);
+    end += part.size;
+  }
+  const tail: TailPiece[] = [];
+  const next = pieces.get(parts.length);
+  for (let piece = next?.get(end); piece; piece = next?.get(end)) {
+    tail.push(piece);
+    next?.delete(piece.start);
+    end += piece.size;
+  }
+  for (const p of found.values()) stray.push(p.key);
+  for (const byStart of pieces.values()) for (const p of byStart.values()) stray.push(p.key);
+  return { parts, tail, stray };
+}
+
 /**
  * A sequential staging object on S3: bytes are appended, whole parts are PUT as they fill (at most
- * two at a time, so memory per upload stays under three parts); a sync PUTs the part being filled,
- * as far as it goes, as the tail object, and the final sync writes it as the last (short) part.
+ * two at a time, so memory per upload stays under three parts); a sync writes what the part being
+ * filled holds beyond its earlier tail pieces as one more, and the final sync writes it as the last
+ * (short) part.
  */
 class S3StagingFile implements StagingFile {
   /** The part being filled (copied in: callers own their buffers again once a write resolves). */
@@ -534,15 +663,23 @@ class S3StagingFile implements StagingFile {
   private failure?: unknown;
   /** The last (short) part is written: nothing more may be appended. */
   private sealed = false;
-  /** Where the parts written so far end, contiguously from the start (the durable size). */
+  /** Where the bytes in the bucket end, contiguously from the start (the durable size). */
   private durable: number;
   /** Parts written out of order, waiting for their predecessors: index → where each ends. */
   private readonly doneEarly = new Map<number, number>();
   private nextDurableIndex: number;
   /** Where the part being filled begins. */
   private partStart: number;
-  /** Parts whose beginning was written as a tail object (deleted once the part is whole). */
-  private readonly tails = new Set<number>();
+  /** Where the tail pieces of the part being filled end (partStart when it has none). */
+  private tailEnd: number;
+  /** Keys of the tail pieces of parts not yet in the bucket whole, by part: deleted once it is. */
+  private readonly tailKeys = new Map<number, string[]>();
+  /** Deletions of superseded tail pieces under way (close waits for them). */
+  private readonly cleanups = new Set<Promise<void>>();
+  /** What the last sync answered. */
+  private answered: number;
+  /** Syncs run one after another: tail pieces are written in order. */
+  private syncing: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly storage: S3Storage,
@@ -550,24 +687,23 @@ class S3StagingFile implements StagingFile {
     private nextIndex: number,
     /** Where the next write must start. */
     private end: number,
-    /** Committed bytes of a part to write again (they begin the next part). */
+    /** Committed bytes that begin the part to fill (they are in the bucket as its tail pieces). */
     prefix?: Buffer,
+    /** The keys of those tail pieces. */
+    tailKeys: string[] = [],
   ) {
     this.durable = end;
+    this.answered = end;
     this.nextDurableIndex = nextIndex;
     this.partStart = end - (prefix?.length ?? 0);
+    this.tailEnd = end;
+    if (tailKeys.length > 0) this.tailKeys.set(nextIndex, [...tailKeys]);
     if (prefix?.length) {
-      // (read back from the part's tail, perhaps: delete it once the part is whole)
-      this.tails.add(nextIndex);
       // one byte more than the prefix at least, so that a write always has room to copy into
       this.part = Buffer.allocUnsafeSlow(Math.max(storage.partBytes, prefix.length + 1));
       prefix.copy(this.part);
       this.partLength = prefix.length;
     }
-  }
-
-  get syncStep(): number {
-    return this.storage.partBytes;
   }
 
   async write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void> {
@@ -611,6 +747,7 @@ class S3StagingFile implements StagingFile {
     const index = this.nextIndex++;
     const partEnd = this.partStart + part.length;
     this.partStart = partEnd;
+    this.tailEnd = partEnd;
     const run: Promise<void> = this.storage.putPart(this.uploadId, index, part).then(
       () => {
         this.inFlight.delete(run);
@@ -619,8 +756,10 @@ class S3StagingFile implements StagingFile {
           this.durable = Math.max(this.durable, this.doneEarly.get(this.nextDurableIndex) as number);
           this.doneEarly.delete(this.nextDurableIndex++);
         }
-        // the part supersedes its tail (one left behind is removed when the upload is opened again)
-        if (this.tails.delete(index)) void this.storage.deleteTail(this.uploadId, index).catch(() => undefined);
+        // the part supersedes its tail pieces
+        const superseded = this.tailKeys.get(index);
+        this.tailKeys.delete(index);
+        if (superseded) this.deleteLater(superseded);
       },
       (err: unknown) => {
         this.inFlight.delete(run);
@@ -630,8 +769,32 @@ class S3StagingFile implements StagingFile {
     this.inFlight.add(run);
   }
 
-  async sync(final = false): Promise<number> {
-    if (final && !this.sealed && (this.partLength > 0 || this.end === 0)) {
+  /** Deletes superseded tail pieces, not waiting: left behind by a crash, they are never read. */
+  private deleteLater(keys: string[]): void {
+    const run: Promise<void> = this.storage
+      .deleteStagingObjects(keys)
+      .catch(() => undefined)
+      .finally(() => this.cleanups.delete(run));
+    this.cleanups.add(run);
+  }
+
+  sync(final = false): Promise<number> {
+    return this.serially(() => (final ? this.finish() : this.persist(false)));
+  }
+
+  syncAll(): Promise<number> {
+    return this.serially(() => this.persist(true));
+  }
+
+  private serially(step: () => Promise<number>): Promise<number> {
+    const run = this.syncing.then(step);
+    this.syncing = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Writes what the part being filled holds as the last part. */
+  private async finish(): Promise<number> {
+    if (!this.sealed && (this.partLength > 0 || this.end === 0)) {
       this.upload((this.part ?? Buffer.alloc(0)).subarray(0, this.partLength));
       this.part = undefined;
       this.partLength = 0;
@@ -640,37 +803,76 @@ class S3StagingFile implements StagingFile {
     // only parts written completely, without a gap before them, count
     await Promise.all([...this.inFlight]);
     if (this.failure !== undefined) throw this.failure;
+    return this.answer();
+  }
+
+  /**
+   * Makes durable what was written before the call: waits for the parts on their way, then writes
+   * the rest as a tail piece, unless (`all` false) a whole part reached the bucket since the last
+   * answer: then that is the answer, and the rest waits for the next sync.
+   */
+  private async persist(all: boolean): Promise<number> {
+    const target = this.end;
+    for (;;) {
+      await Promise.all([...this.inFlight]);
+      if (this.failure !== undefined) throw this.failure;
+      if (this.sealed || this.durable >= target) break;
+      if (!all && this.durable > this.answered) break;
+      // Writes go on meanwhile: a part may have filled and be on its way since. A tail piece counts
+      // only once every part before it is in the bucket, so wait for that part too.
+      if (this.durable < this.partStart) continue;
+      await this.putTailPiece();
+    }
+    return this.answer();
+  }
+
+  private answer(): number {
+    this.answered = Math.max(this.answered, this.durable);
     return this.durable;
   }
 
-  /** sync(), then what the part being filled holds so far, as its tail object. */
-  async syncAll(): Promise<number> {
-    for (;;) {
-      await this.sync();
-      // Writes go on meanwhile: a part may have filled and be on its way since. The tail is only
-      // worth anything once every part before it is in the bucket, so look again until they are.
-      const { nextIndex: index, partStart: start, partLength: filled } = this;
-      if (this.sealed || !this.part || filled === 0 || start + filled <= this.durable) return this.durable;
-      if (this.durable < start) continue;
-      // (bytes appended while it is PUT go past the range sent, which no write changes)
-      this.tails.add(index);
-      await this.storage.putTail(this.uploadId, index, this.part.subarray(0, filled));
-      this.durable = Math.max(this.durable, start + filled);
-      return this.durable;
+  /** PUTs the bytes of the part being filled that no tail piece holds yet, as one more piece. */
+  private async putTailPiece(): Promise<void> {
+    const index = this.nextIndex;
+    const start = this.tailEnd;
+    const end = this.partStart + this.partLength;
+    // (writes made while it is PUT go past `end`; the part may fill and be PUT meanwhile, from the
+    // same buffer, which nothing changes once written)
+    const bytes = (this.part as Buffer).subarray(start - this.partStart, this.partLength);
+    let key: string;
+    try {
+      key = await this.storage.putTailPiece(this.uploadId, index, start, bytes);
+    } catch (err) {
+      this.failure ??= err;
+      throw err;
     }
+    // every part before it was in the bucket when it was sent, and so were the pieces before it
+    this.durable = Math.max(this.durable, end);
+    if (this.nextDurableIndex > index) {
+      this.deleteLater([key]); // its part reached the bucket meanwhile
+      return;
+    }
+    this.tailKeys.set(index, [...(this.tailKeys.get(index) ?? []), key]);
+    if (this.nextIndex === index) this.tailEnd = end;
   }
 
   async close(): Promise<void> {
     // what was not synced is dropped; parts still being written finish (past the committed size,
-    // they are cut when the upload is opened again)
+    // they are cut when the upload is opened again), and so do deletions of superseded pieces
+    await this.syncing;
     await Promise.allSettled([...this.inFlight]);
+    await Promise.allSettled([...this.cleanups]);
     this.part = undefined;
     this.partLength = 0;
   }
 }
 
-function sum(parts: StagedPart[]): number {
-  return parts.reduce((n, p) => n + p.size, 0);
+function sum(objects: StoredObject[]): number {
+  return objects.reduce((n, o) => n + o.size, 0);
+}
+
+function keysOf(objects: StoredObject[]): string[] {
+  return objects.map((o) => o.key);
 }
 
 function isNotFound(err: unknown): boolean {

@@ -2,35 +2,58 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { SHA256_EMPTY, StagingFile, Storage } from './storage';
 
+/** A fresh, empty store of one backend, as its spec makes it. */
+export interface ConformanceStore {
+  storage: Storage;
+  /** Another instance over the same store: what a process started after a kill -9 of the first sees. */
+  reopen(): Storage;
+  /** Bytes the store holds for an upload's staging, superseded objects included (0 if none). */
+  storedBytes(uploadId: string): Promise<number>;
+  cleanup(): Promise<void>;
+}
+
 /**
  * The behaviour every storage backend must have. Each backend's spec calls this with a factory
- * that returns a fresh, empty storage.
+ * that returns a fresh, empty store.
  */
 export function describeStorageConformance(
   label: string,
-  make: () => Promise<{ storage: Storage; cleanup(): Promise<void> }>,
-  options: { /** Parts written through Ferry into one staging object (openStagingForParts). */ parts: boolean },
+  make: () => Promise<ConformanceStore>,
+  options: {
+    /** Parts written through Ferry into one staging object (openStagingForParts). */
+    parts: boolean;
+    /** The size of the parts a sequential upload is stored in, if it is (S3). */
+    partBytes?: number;
+  },
 ): void {
   describe(`Storage conformance: ${label}`, () => {
+    let store: ConformanceStore;
     let storage: Storage;
-    let cleanup: () => Promise<void>;
 
     beforeEach(async () => {
-      ({ storage, cleanup } = await make());
+      store = await make();
+      storage = store.storage;
     });
 
     afterEach(async () => {
-      await cleanup();
+      await store.cleanup();
     });
 
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-    /** A size of several sync steps (1 byte on disk, a part on S3), so that every case crosses steps. */
-    const unit = (step: number) => Math.max(step, 1000);
+    /** A part where the backend has parts (S3), else 1000 bytes: sizes of several units cross parts. */
+    const u = options.partBytes ?? 1000;
+
+    /** Waits (up to 5 s) until the store holds nothing of an upload but its staged bytes. */
+    async function nothingSuperseded(uploadId: string): Promise<void> {
+      const staged = (await storage.stagingSize(uploadId)) ?? 0;
+      for (let i = 0; i < 250 && (await store.storedBytes(uploadId)) !== staged; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await store.storedBytes(uploadId)).toBe(staged);
+    }
 
     it('writes staging in order, syncs, and reads ranges back', async () => {
       const f = await storage.openStaging('up1', 0);
-      const data = randomBytes(Math.floor(unit(f.syncStep) * 3.5));
+      const data = randomBytes(Math.floor(u * 3.5));
       for (let at = 0; at < data.length; at += 40_000) await f.write(data.subarray(at, at + 40_000), at);
       expect(await f.sync(true)).toBe(data.length);
       await f.close();
@@ -40,7 +63,7 @@ export function describeStorageConformance(
 
     it('writes a list of buffers back to back (vectored), more of them than one system call takes', async () => {
       const f = await storage.openStaging('vectored', 0);
-      const data = randomBytes(Math.floor(unit(f.syncStep) * 1.5) + 3000);
+      const data = randomBytes(Math.floor(u * 1.5) + 3000);
       // 1500 pieces (IOV_MAX is 1024), some of them empty, then the rest as a second list
       const pieces: Buffer[] = [];
       let at = 0;
@@ -56,54 +79,133 @@ export function describeStorageConformance(
       expect(await collect(storage.readStaging('vectored', 0, data.length))).toEqual(data);
     });
 
-    it('makes bytes durable in whole sync steps until the final sync', async () => {
-      const f = await storage.openStaging('steps', 0);
-      const u = unit(f.syncStep);
-      const data = randomBytes(2 * u + Math.floor(u / 2));
-      await f.write(data, 0);
-      const durable = await f.sync();
-      expect(durable % f.syncStep).toBe(0);
-      expect(durable).toBeGreaterThan(data.length - f.syncStep);
-      expect(durable).toBeLessThanOrEqual(data.length);
-      expect(await storage.stagingSize('steps')).toBe(durable);
-      expect(await f.sync(true)).toBe(data.length);
+    it('makes everything written durable on sync, below a part too', async () => {
+      const f = await storage.openStaging('below', 0);
+      const third = randomBytes(Math.floor(u / 3));
+      await f.write(third, 0);
+      expect(await f.sync()).toBe(third.length);
+      expect(await storage.stagingSize('below')).toBe(third.length);
+      expect(await f.sync()).toBe(third.length); // nothing new
+      // past two parts: a sync answers everything, or (S3) the boundary of the parts that just
+      // reached the store, and then the next one everything
+      const more = randomBytes(2 * u);
+      await f.write(more, third.length);
+      const total = third.length + more.length;
+      const first = await f.sync();
+      expect(first === total || (first % u === 0 && first > third.length && first < total)).toBe(true);
+      expect(await f.sync()).toBe(total);
+      expect(await storage.stagingSize('below')).toBe(total);
+      expect(await f.sync(true)).toBe(total);
       await f.close();
-      expect(await collect(storage.readStaging('steps', 0, data.length))).toEqual(data);
+      expect(await collect(storage.readStaging('below', 0, total))).toEqual(Buffer.concat([third, more]));
     });
 
-    it('makes everything written durable with syncAll, below a sync step too, and resumes exactly there after a crash', async () => {
+    it('makes everything written durable with syncAll, also right after a part reached the store', async () => {
       const f = await storage.openStaging('all', 0);
-      const u = unit(f.syncStep);
-      const first = randomBytes(u + Math.floor(u / 3)); // a step and a third: the rest is below a step
-      await f.write(first, 0);
-      expect(await f.syncAll()).toBe(first.length);
-      expect(await storage.stagingSize('all')).toBe(first.length);
-      // more, a second syncAll (on S3 the tail is written again, longer), then the writer dies
-      const second = randomBytes(Math.floor(u / 3));
-      await f.write(second, first.length);
-      expect(await f.syncAll()).toBe(first.length + second.length);
-      await f.write(randomBytes(7), first.length + second.length); // never synced
+      const data = randomBytes(u + Math.floor(u / 3));
+      await f.write(data, 0);
+      expect(await f.syncAll()).toBe(data.length);
+      expect(await storage.stagingSize('all')).toBe(data.length);
       await f.close();
-      // a new writer (as after kill -9: nothing of the first survives but the store) resumes at what syncAll returned
-      const resumed = storage;
+      expect(await collect(storage.readStaging('all', 0, data.length))).toEqual(data);
+    });
+
+    it('resumes exactly at a size synced below a part, on a new instance (as after kill -9), with the right bytes', async () => {
+      const f = await storage.openStaging('crash', 0);
+      const first = randomBytes(Math.floor(u / 3));
+      const second = randomBytes(Math.floor(u / 4));
+      await f.write(first, 0);
+      expect(await f.sync()).toBe(first.length);
+      await f.write(second, first.length);
+      expect(await f.sync()).toBe(first.length + second.length);
+      await f.write(randomBytes(7), first.length + second.length); // never synced
+      // the writer dies (f is never closed); a new process sees only the store
       const committed = first.length + second.length;
-      const g = await resumed.openStaging('all', committed);
-      const rest = randomBytes(u); // crosses the step the tail lay in
+      const after = store.reopen();
+      expect(await after.stagingSize('crash')).toBeGreaterThanOrEqual(committed);
+      const g = await after.openStaging('crash', committed);
+      expect(await after.stagingSize('crash')).toBe(committed);
+      expect(await collect(after.readStaging('crash', 0, committed))).toEqual(Buffer.concat([first, second]));
+      const rest = randomBytes(u); // crosses the part the tail lay in
       await g.write(rest, committed);
       expect(await g.sync(true)).toBe(committed + rest.length);
       await g.close();
+      await f.close();
       const whole = Buffer.concat([first, second, rest]);
-      expect(await resumed.stagingSize('all')).toBe(whole.length);
-      expect(await collect(resumed.readStaging('all', 0, whole.length))).toEqual(whole);
-      // and publishes exactly those bytes
-      await resumed.publishStaging('all', sha(whole));
-      expect(await collect(resumed.readBlob(sha(whole), 0, whole.length))).toEqual(whole);
-      expect(await resumed.stagingSize('all')).toBeUndefined();
+      expect(await collect(after.readStaging('crash', 0, whole.length))).toEqual(whole);
+      await after.publishStaging('crash', sha(whole));
+      expect(await collect(after.readBlob(sha(whole), 0, whole.length))).toEqual(whole);
+      expect(await store.storedBytes('crash')).toBe(0);
+    });
+
+    it('keeps whole parts and the tail after them through a crash, and continues after both', async () => {
+      const f = await storage.openStaging('kept', 0);
+      const head = randomBytes(2 * u + Math.floor(u / 4));
+      await f.write(head, 0);
+      const durable = await f.sync(); // (S3: the two parts, which just reached the store)
+      expect(await f.syncAll()).toBe(head.length);
+      const more = randomBytes(Math.floor(u / 4));
+      await f.write(more, head.length);
+      expect(await f.sync()).toBe(head.length + more.length);
+      expect(durable).toBeLessThanOrEqual(head.length);
+      const committed = head.length + more.length;
+      // a new instance: the staged bytes, their size in a listing, and a writer resuming after them
+      const after = store.reopen();
+      expect(await after.stagingSize('kept')).toBe(committed);
+      const listed = [];
+      for await (const e of after.listStaging()) listed.push(e);
+      expect(listed).toEqual([expect.objectContaining({ uploadId: 'kept', size: committed })]);
+      expect(await collect(after.readStaging('kept', 0, committed))).toEqual(Buffer.concat([head, more]));
+      const g = await after.openStaging('kept', committed);
+      const rest = randomBytes(u);
+      await g.write(rest, committed);
+      expect(await g.sync(true)).toBe(committed + rest.length);
+      await g.close();
+      await f.close();
+      const whole = Buffer.concat([head, more, rest]);
+      expect(await collect(after.readStaging('kept', 0, whole.length))).toEqual(whole);
+      await nothingSuperseded('kept');
+    });
+
+    it('keeps nothing superseded once the part a tail lay in is whole', async () => {
+      const f = await storage.openStaging('superseded', 0);
+      const data = randomBytes(2 * u);
+      const tail = Math.floor(u / 2);
+      await f.write(data.subarray(0, tail), 0);
+      expect(await f.sync()).toBe(tail);
+      await f.write(data.subarray(tail, u + tail), tail); // the part fills, and more follows
+      expect(await f.syncAll()).toBe(u + tail);
+      await nothingSuperseded('superseded'); // before close: as soon as the part is in
+      await f.write(data.subarray(u + tail), u + tail);
+      expect(await f.sync(true)).toBe(data.length);
+      await f.close();
+      await nothingSuperseded('superseded');
+      expect(await store.storedBytes('superseded')).toBe(data.length);
+    });
+
+    it('publishes a staging object that ends in a tail (never synced as final)', async () => {
+      for (const [id, size] of [
+        ['tail-only', Math.floor(u / 2)],
+        ['parts-and-tail', 2 * u + Math.floor(u / 2)],
+      ] as const) {
+        const data = randomBytes(size);
+        const f = await storage.openStaging(id, 0);
+        const cut = size - Math.floor(u / 5);
+        await f.write(data.subarray(0, cut), 0);
+        await f.syncAll();
+        await f.write(data.subarray(cut), cut);
+        expect(await f.syncAll()).toBe(size); // the tail in two syncs: on S3, two pieces
+        await f.close();
+        await storage.publishStaging(id, sha(data));
+        expect(await storage.blobSize(sha(data))).toBe(size);
+        expect(await collect(storage.readBlob(sha(data), 0, size))).toEqual(data);
+        expect(await storage.stagingSize(id)).toBeUndefined();
+        expect(await store.storedBytes(id)).toBe(0);
+      }
     });
 
     it('cuts uncommitted bytes when reopening at a committed size, and continues from there', async () => {
       const f = await storage.openStaging('up2', 0);
-      const u = unit(f.syncStep);
       const data = randomBytes(3 * u);
       await f.write(data, 0);
       expect(await f.sync()).toBe(3 * u);
@@ -119,7 +221,6 @@ export function describeStorageConformance(
 
     it('loses bytes written but never synced when the writer goes away', async () => {
       const f = await storage.openStaging('unsynced', 0);
-      const u = unit(f.syncStep);
       const data = randomBytes(u + 10);
       await f.write(data, 0);
       const durable = await f.sync();

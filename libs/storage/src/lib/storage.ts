@@ -11,11 +11,6 @@ import type { Readable } from 'node:stream';
 export interface StagingFile {
   readonly uploadId: string;
   /**
-   * Durability comes in steps of this many bytes from the start: 1 on local disk, the part size on
-   * S3, where `sync()` makes only whole parts durable until the final one.
-   */
-  readonly syncStep: number;
-  /**
    * Writes `data` at `position`: one buffer, or several written back to back (a vectored write, so
    * that network chunks need not be copied into one buffer first). A staging object opened by
    * `openStaging` is written in order, each write starting where the previous one ended; one
@@ -26,15 +21,19 @@ export interface StagingFile {
    */
   write(data: Buffer | readonly Buffer[], position: number, guard?: () => void): Promise<void>;
   /**
-   * Makes the writes that completed before this call durable, in whole `syncStep`s unless `final`
-   * (the object is complete: its tail is written too and nothing may be appended), and returns the
-   * size that is durable. A committed size is never more than what sync returned.
+   * Makes the writes that completed before this call durable and returns the size that is durable,
+   * to the byte on every backend: a committed size is never more than what sync returned, and a
+   * writer resumes exactly there. The writer's frequent commits call it. A backend that writes in
+   * parts (S3) may answer a part boundary instead when a whole part reached the store since its
+   * last answer, leaving the bytes after it for the next sync (no extra request now); otherwise
+   * (nothing new reached the store whole) it writes them (S3: as a tail piece), so every call that
+   * finds bytes not yet durable advances the durable size. `final`: the object is complete (its
+   * last part is written and nothing may be appended).
    */
   sync(final?: boolean): Promise<number>;
   /**
-   * Makes every write that completed before this call durable, also below a `syncStep` (S3: the
-   * part being filled, as a tail object: one more request, so for when a client asks what is
-   * persisted, or a stream stops; not for every commit). Returns the size that is durable.
+   * As `sync`, but always covering every write that completed before this call: for when a client
+   * is told what is persisted (a GCS flush) and when a stream stops.
    */
   syncAll(): Promise<number>;
   /** Releases the object; bytes written since the last sync may be lost. */

@@ -153,9 +153,7 @@ export class UploadWriter {
 
   private maybeCommit(): void {
     if (this.commitRunning || this.closed || this.failure !== undefined) return;
-    // on storage that makes bytes durable in steps (S3 parts), only whole steps can be committed
-    const step = this.file?.syncStep ?? 1;
-    const uncommitted = (step === 1 ? this.offset : Math.floor(this.offset / step) * step) - this.committed;
+    const uncommitted = this.offset - this.committed;
     if (uncommitted <= 0) return;
     const elapsed = performance.now() - this.lastCommitAt;
     if (uncommitted < this.options.fsyncBytes && elapsed < this.options.fsyncIntervalMs) {
@@ -174,9 +172,8 @@ export class UploadWriter {
   }
 
   /**
-   * Commits what the storage made durable of everything received so far (all of it when `final`;
-   * below the storage's sync step too when `all`); one commit at a time (they compare-and-set in
-   * order).
+   * Commits what the storage made durable of everything received so far (all of it when `final` or
+   * `all`); one commit at a time (they compare-and-set in order).
    */
   private async commit(final = false, all = false): Promise<void> {
     if (final) {
@@ -218,8 +215,8 @@ export class UploadWriter {
   /**
    * Commits everything received and returns the committed size (`final`: the upload is complete).
    * For when a client asks what is persisted, and when a stream stops: unlike the writer's own
-   * frequent commits (whole sync steps), this persists what lies below a step too (on S3, the part
-   * being filled, as a tail object).
+   * frequent commits (StagingFile.sync, which on S3 may stop at a part that just reached the
+   * bucket), this always covers everything received (StagingFile.syncAll).
    */
   async flush(final = false): Promise<number> {
     await this.commit(final, true);
