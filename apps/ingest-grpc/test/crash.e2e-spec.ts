@@ -3,8 +3,8 @@
  * killed with SIGKILL at random points of a large upload, several times per run, over several
  * runs with different kill points, for each protocol face: ByteStream Write, GCS v2 WriteObject
  * and GCS v2 BidiWriteObject (flushing every 16 MiB), on local disk and (fewer runs) on an S3 bucket
- * of s3rver, where the committed size advances by 5 MiB parts. After each restart the client
- * resumes from QueryWriteStatus. Checks: no acknowledged byte is lost (the committed/persisted size never goes
+ * of s3rver with 5 MiB parts (the bytes after the last whole part committed as tail pieces). After
+ * each restart the client resumes from QueryWriteStatus. Checks: no acknowledged byte is lost (the committed/persisted size never goes
  * below what was reported before the kill), it never exceeds what was sent, and the final object's
  * sha256 is right.
  */
@@ -275,7 +275,7 @@ describe.each([
             expect(resumeAt).toBeGreaterThanOrEqual(acknowledged); // nothing acknowledged was lost
             if (kill > 0) resumedAt.push(resumeAt);
             // kill after a random number of further bytes have been handed to the stream
-            // (on S3 at least a part further: less than a part past the committed size is never acknowledged)
+            // (on S3 at least a part further, so that every stream crosses a part boundary)
             const killAfter = last ? Infinity : resumeAt + (onS3 ? 6 : 1) * MiB + Math.floor(random() * (SIZE - resumeAt) * 0.8);
             const writing = writeFrom(upload, killAfter, (end) => {
               sent = end;
