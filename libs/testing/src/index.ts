@@ -12,3 +12,5 @@ export * from './lib/reapi-client';
 export * from './lib/expectations';
 export * from './lib/s3-server';
 export * from './lib/wait';
+export * from './lib/ferry-stack';
+export * from './lib/upload-faces';
