@@ -26,6 +26,7 @@ import {
   FerryStack,
   FerryStackOptions,
   MULTIPART_PART_BYTES as PART,
+  TestS3,
   UploadFace,
   Wrong,
   isFaceError,
@@ -129,7 +130,13 @@ async function expectInvisible(stack: Stack, name: string): Promise<void> {
   expect(await stack.catalog.has(name)).toBe(false);
 }
 
-/** Records every size `upload.persisted()` reports, until stopped; a failed query (server down) is skipped. */
+/** What a client sees while the server is down or restarting: not an answer about the upload. */
+const SERVER_AWAY = ['UNAVAILABLE', 'CONNECTION', 'CANCELLED', 'DEADLINE_EXCEEDED'];
+
+/**
+ * Records every size `upload.persisted()` reports, until stopped. "Not found" and other answers
+ * about the upload count as 0 (the server says it holds nothing); a server away is skipped.
+ */
 function watchPersisted(upload: FaceUpload): { stop(): Promise<number[]> } {
   const seen: number[] = [];
   let on = true;
@@ -137,8 +144,8 @@ function watchPersisted(upload: FaceUpload): { stop(): Promise<number[]> } {
     while (on) {
       try {
         seen.push(await upload.persisted());
-      } catch {
-        // the server is down or restarting
+      } catch (err) {
+        if (!(err instanceof FaceError && SERVER_AWAY.includes(err.code))) seen.push(0);
       }
       await sleep(25);
     }
@@ -154,6 +161,18 @@ function watchPersisted(upload: FaceUpload): { stop(): Promise<number[]> } {
 
 /** The places where a sequence goes down: must be none. */
 const decreases = (seen: number[]) => seen.flatMap((v, i) => (i > 0 && v < seen[i - 1] ? [`${seen[i - 1]} -> ${v}`] : []));
+
+/**
+ * Product bugs the contract finds, whose fix is outside this suite: their cases are `it.failing`
+ * until fixed (then they fail as passing, and come off this list).
+ */
+const KNOWN_BUGS: Partial<Record<UploadFace['name'], string>> = {
+  // ByteStreamService.queryWriteStatus (libs/bytestream) looks for the blob first and for the
+  // session after: a query whose blob look precedes the publication and whose session read follows
+  // the session's removal answers {0, false} for an upload that was at its whole size and then is
+  // complete. Reading the session first is safe, since the blob is published before the session goes.
+  reapi: 'REAPI QueryWriteStatus answers 0 in the middle of the publication',
+};
 
 let main: Stack | undefined;
 const mainStack = async () => (main ??= await open());
@@ -200,12 +219,38 @@ describe('1. resume after kill -9 of the serving process mid-upload', () => {
       } else {
         expect(after).toBe(0); // a PUT cut short kept nothing: it starts again
       }
-      const name = await upload.finish();
-      await expectPublished(stack, name, content);
+      await upload.sendRest();
+      expect(await upload.persisted()).toBe(content.length);
     } finally {
       const seen = await watch.stop();
       expect(decreases(seen)).toEqual([]);
     }
+    await expectPublished(stack, await upload.finish(), content);
+  };
+
+  /**
+   * While a complete upload is published, what the face reports persisted stays the whole size:
+   * polled by several clients at once, with the store's reads answered 200 ms after they looked (a
+   * distant store), so that a status read across the publication's steps is seen.
+   */
+  const publishedWhileWatched = async (stack: Stack, face: UploadFace) => {
+    const content = fresh(SMALL);
+    const upload = await face.begin(content);
+    await upload.sendRest();
+    expect(await upload.persisted()).toBe(content.length);
+    const s3 = stack.s3 as TestS3;
+    s3.delayReads(200);
+    const watchers = await Promise.all(Array.from({ length: 8 }, (_, i) => sleep(i * 7).then(() => watchPersisted(upload))));
+    let name: string;
+    try {
+      name = await upload.finish();
+      await sleep(300);
+    } finally {
+      s3.delayReads(0);
+    }
+    const seen = await Promise.all(watchers.map((w) => w.stop()));
+    expect(seen.flatMap(decreases)).toEqual([]);
+    await expectPublished(stack, name, content);
   };
 
   describe('on local disk', () => {
@@ -224,6 +269,11 @@ describe('1. resume after kill -9 of the serving process mid-upload', () => {
     });
     it.each(s3Faces.map((f) => [f.label, f] as const))('%s', async (_label, face) => {
       await killedAndResumed(s3 as Stack, face);
+    });
+    describe.each(s3Faces.map((f) => [f.label, f] as const))('%s', (_label, face) => {
+      (KNOWN_BUGS[face.name] ? it.failing : it)('what it reports persisted never goes down while it publishes', async () => {
+        await publishedWhileWatched(s3 as Stack, face);
+      });
     });
   });
 });

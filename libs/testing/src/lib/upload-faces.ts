@@ -102,10 +102,13 @@ export interface FaceUpload {
   /** Whether a writer (a call of `send` still open) is active on the upload, as the server shows it. */
   writerActive(): Promise<boolean>;
   /**
-   * What a client does to complete the upload: asks the server how far it got (a face's "not
-   * found" for a generic ByteStream name means 0, as its clients take it), sends the rest and
-   * finishes; ABORTED (a killed writer's lease not yet lapsed) is retried. Returns the catalog name.
+   * What a client does to get every byte to the server: asks how far it got (a face's "not found"
+   * for a generic ByteStream name means 0, as its clients take it) and sends the rest, without
+   * finishing; ABORTED (a killed writer's lease not yet lapsed) is retried. Afterwards `persisted()`
+   * is the whole size (an object API PUT: stored).
    */
+  sendRest(): Promise<void>;
+  /** `sendRest`, then the finish that verifies and publishes. Returns the catalog name. */
   finish(): Promise<string>;
   /** Continues from `from` (what the client was last told) without asking again, and finishes. */
   resume(from: number): Promise<string>;
@@ -299,11 +302,14 @@ abstract class ByteStreamUpload implements FaceUpload {
     return (await this.persisted()) >= this.streaming && this.streaming > 0;
   }
 
+  async sendRest(): Promise<void> {
+    await whileAborted(async () => this.send(await this.resumePoint(), this.content.length).done);
+  }
+
   async finish(): Promise<string> {
-    await whileAborted(async () => {
-      const from = await this.resumePoint();
-      await this.send(from, this.content.length, { finish: true }).done;
-    });
+    await this.sendRest();
+    // the bare finish, at the committed size (a finished generic name takes it as an idempotent success)
+    await whileAborted(async () => this.send(this.content.length, this.content.length, { finish: true }).done);
     return (await this.catalogName()) as string;
   }
 
@@ -446,8 +452,13 @@ function gcsFace(ctx: FaceContext): UploadFace {
       return this.streaming > 0 && (await this.persisted()) >= this.streaming;
     }
 
+    async sendRest(): Promise<void> {
+      await whileAborted(async () => this.send(await this.persisted(), this.content.length).done);
+    }
+
     async finish(): Promise<string> {
-      await whileAborted(async () => this.resume(await this.persisted()));
+      await this.sendRest();
+      await whileAborted(async () => this.send(this.content.length, this.content.length, { finish: true }).done);
       return `${CONTRACT_BUCKET}/${this.object}`;
     }
 
@@ -688,10 +699,10 @@ function multipartFace(ctx: FaceContext): UploadFace {
       }
     }
 
-    /** The missing parts (PUT again while a killed PUT's lease holds them: 409 ABORTED), then complete. */
-    async finish(): Promise<string> {
+    /** The missing parts, PUT and added (again while a killed PUT's lease holds one: 409 ABORTED). */
+    async sendRest(): Promise<void> {
       const s = await this.status();
-      if (s.state === 'COMPLETED' && s.resultFileHandleId) return `fileHandle/${s.resultFileHandleId}`;
+      if (s.state !== 'UPLOADING') return;
       for (let i = 0; i < s.partsState.length; i++) {
         if (s.partsState[i] === '1') continue;
         const deadline = Date.now() + WAIT_MS;
@@ -705,6 +716,10 @@ function multipartFace(ctx: FaceContext): UploadFace {
           }
         }
       }
+    }
+
+    async finish(): Promise<string> {
+      await this.sendRest();
       return this.complete();
     }
 
@@ -829,12 +844,15 @@ function objectFace(ctx: FaceContext): UploadFace {
       return a.status === 409 && /in progress/.test(String((a.body as { message?: string }).message));
     }
 
-    /** The PUT again if none was answered 200 (a new putUrl from createUpload, as after a crash), then finishUpload. */
+    /** The PUT again if none was answered 200 (with a putUrl from createUpload again, as after a crash). */
+    async sendRest(): Promise<void> {
+      if (this.stored) return;
+      await this.create();
+      await this.send(0, this.content.length).done;
+    }
+
     async finish(): Promise<string> {
-      if (!this.stored) {
-        await this.create();
-        await this.send(0, this.content.length).done;
-      }
+      await this.sendRest();
       return this.resume(this.content.length);
     }
 
