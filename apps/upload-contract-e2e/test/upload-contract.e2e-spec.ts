@@ -167,11 +167,8 @@ const decreases = (seen: number[]) => seen.flatMap((v, i) => (i > 0 && v < seen[
  * until fixed (then they fail as passing, and come off this list).
  */
 const KNOWN_BUGS: Partial<Record<UploadFace['name'], string>> = {
-  // ByteStreamService.queryWriteStatus (libs/bytestream) looks for the blob first and for the
-  // session after: a query whose blob look precedes the publication and whose session read follows
-  // the session's removal answers {0, false} for an upload that was at its whole size and then is
-  // complete. Reading the session first is safe, since the blob is published before the session goes.
-  reapi: 'REAPI QueryWriteStatus answers 0 in the middle of the publication',
+  // (none now: REAPI QueryWriteStatus answered 0 in the middle of a publication until it read the
+  // session before the blob)
 };
 
 let main: Stack | undefined;

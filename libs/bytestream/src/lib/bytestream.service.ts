@@ -252,19 +252,21 @@ export class ByteStreamService {
     const target = this.parse(resourceName);
     this.auth.require(principal, Scopes.write(target.name));
     if (target.kind === 'cas-download') throw new InvalidArgumentError('QueryWriteStatus takes an upload name');
-    const session = () => this.engine.getSession(ByteStreamService.uploadId(resourceName));
+    // The session before the published content: a publication finishes by publishing, then dropping
+    // the session, so whichever of the two is looked at second still sees the upload if the first
+    // missed it (the other order answered 0 in the middle of a publication, after the full size).
+    const upload = await this.engine.getSession(ByteStreamService.uploadId(resourceName));
     if (target.kind === 'cas-upload') {
       if (await this.engine.hasBlob(target.sha256, target.size)) return { committed_size: target.size, complete: true };
       // An unknown REAPI upload is {0, false}, not NOT_FOUND. Old Bazel is told 0 until the blob is
       // complete (see the class comment): it re-sends from 0, and the bytes Ferry holds are skipped.
       if (answersZero(this.options.zeroResume ?? 'auto', client)) return { committed_size: 0, complete: false };
-      return { committed_size: (await session())?.committed ?? 0, complete: false };
+      return { committed_size: upload?.committed ?? 0, complete: false };
     }
     // A finished name stays complete, even while a client writes it again (to verify identical
     // content): the committed size a client sees never goes down.
     const object = await this.engine.object(target.name);
     if (object) return { committed_size: object.size, complete: true };
-    const upload = await session();
     if (upload) return { committed_size: upload.committed, complete: false };
     throw new NotFoundError(`${target.name} not found`);
   }
