@@ -11,7 +11,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export function installIfNeeded() {
   const marker = join(root, 'node_modules', '.package-lock.json');
   const lock = join(root, 'package-lock.json');
-  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return buildNativeIfNeeded();
   console.log('[ferry] installing dependencies (npm install)');
   // `npm install`, not `npm ci`: npm 11 writes lockfiles without the optional per-platform
   // packages (@swc/core-*, sass-embedded-*), which `npm ci` then refuses as out of sync.
@@ -20,6 +20,14 @@ export function installIfNeeded() {
     console.error(`[ferry] npm install failed (exit ${r.status ?? r.signal})`);
     process.exit(1);
   }
+}
+
+/** The native hashing addon (npm install's postinstall builds it): again when its source changed. */
+function buildNativeIfNeeded() {
+  const source = join(root, 'libs/uploads/native/resumable_hash.c');
+  const addon = join(root, 'libs/uploads/native/build/resumable_hash.node');
+  if (existsSync(addon) && statSync(addon).mtimeMs >= statSync(source).mtimeMs) return;
+  spawnSync(process.execPath, [join(root, 'tools/native/build.mjs')], { cwd: root, stdio: 'inherit' });
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) installIfNeeded();

@@ -8,3 +8,4 @@ export * from './lib/stream-digests';
 export * from './lib/lease-keeper';
 export * from './lib/interruptible';
 export * from './lib/upload-metrics';
+export * from './lib/resumable-hash';
