@@ -1,7 +1,7 @@
 /**
  * Crash tests: multipart-api and assembler-worker run as separate processes (the built dist/apps)
- * and are killed with SIGKILL: multipart-api while parts are being PUT, the worker while it
- * assembles. The client behaves like the Python client (start, PUT and add the missing parts,
+ * and are killed with SIGKILL: multipart-api while parts are being PUT (and hashed as they land),
+ * multipart-api while it assembles an upload in complete, the worker while it assembles. The client behaves like the Python client (start, PUT and add the missing parts,
  * complete; retry the whole cycle on failure). Checks: the upload completes, the file's sha256 is
  * right, and there is exactly one file handle for it.
  */
@@ -59,9 +59,36 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     FERRY_LOG_LEVEL: 'warn',
   });
 
-  async function startApi(): Promise<void> {
-    api = startBuiltApp('multipart-api', env(), true);
+  async function startApi(extra: Record<string, string> = {}): Promise<void> {
+    api = startBuiltApp('multipart-api', { ...env(), ...extra }, true);
     await waitHttpReady(api, apiPort);
+  }
+
+  /** PUTs and adds every part of a new upload of `content`; its status. */
+  async function uploadParts(content: Buffer, fileName: string, partSize: number): Promise<Status> {
+    const start = (
+      await client.start({
+        fileName,
+        contentType: 'application/octet-stream',
+        contentMD5Hex: md5Hex(content),
+        fileSizeBytes: content.length,
+        partSizeBytes: partSize,
+      })
+    ).body as unknown as Status;
+    const parts = start.partsState.length;
+    const urls = (
+      await client.urls(
+        start.uploadId,
+        Array.from({ length: parts }, (_, i) => i + 1),
+      )
+    ).body.partPresignedUrls;
+    for (const u of urls) {
+      const part = content.subarray((u.partNumber - 1) * partSize, u.partNumber * partSize);
+      const put = await MultipartClient.put(u.uploadPresignedUrl, part);
+      expect([put.status, put.body]).toEqual([200, '']);
+      expect((await client.add(start.uploadId, u.partNumber, md5Hex(part))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    }
+    return start;
   }
 
   async function startWorker(): Promise<void> {
@@ -147,29 +174,61 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     expect(sha256Hex(body)).toBe(sha256Hex(content));
   });
 
-  it('completes an upload whose worker is killed in the middle of the assembly, with exactly one file handle', async () => {
-    const content = patternBytes(192 * MiB + 3, 6);
-    const start = (
-      await client.start({
-        fileName: 'crash-worker.bin',
-        contentType: 'application/octet-stream',
-        contentMD5Hex: md5Hex(content),
-        fileSizeBytes: content.length,
-        partSizeBytes: 16 * MiB,
-      })
-    ).body as unknown as Status;
-    const parts = start.partsState.length;
-    const urls = (
-      await client.urls(
-        start.uploadId,
-        Array.from({ length: parts }, (_, i) => i + 1),
-      )
-    ).body.partPresignedUrls;
-    for (const u of urls) {
-      const part = content.subarray((u.partNumber - 1) * 16 * MiB, u.partNumber * 16 * MiB);
-      expect((await MultipartClient.put(u.uploadPresignedUrl, part)).status).toBe(200);
-      expect((await client.add(start.uploadId, u.partNumber, md5Hex(part))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+  it('completes an upload whose multipart-api is killed while it assembles it in complete, by the job it enqueued first', async () => {
+    const content = patternBytes(96 * MiB + 5, 7);
+    // another process holds the digests' lease: nothing is hashed as the parts land, so complete,
+    // with everything left to hash (under FERRY_MULTIPART_INLINE_COMPLETE_BYTES), waits in
+    // multipart-api for the lease, and is killed there
+    const conn = new IORedis(redis.url, { maxRetriesPerRequest: null });
+    const queue = new Queue('assembly', { connection: conn, prefix: `{${redis.prefix}:bull}` });
+    try {
+      const request = { fileName: 'crash-complete.bin', partSize: 16 * MiB };
+      const probe = (
+        await client.start({
+          fileName: request.fileName,
+          contentType: 'application/octet-stream',
+          contentMD5Hex: md5Hex(content),
+          fileSizeBytes: content.length,
+          partSizeBytes: request.partSize,
+        })
+      ).body as unknown as Status;
+      const lease = `${redis.prefix}:mp:{${probe.uploadId}}:digest`;
+      await conn.set(lease, 'elsewhere', 'PX', 120_000);
+      const start = await uploadParts(content, request.fileName, request.partSize);
+      expect(start.uploadId).toBe(probe.uploadId);
+      const completing = client.complete(start.uploadId).catch(() => undefined);
+      // the safety net: the assembly job, enqueued delayed before multipart-api began assembling
+      await waitFor(
+        'multipart-api to enqueue the delayed job and begin assembling',
+        async () => (await (await queue.getJob(`assemble-${start.uploadId}`))?.getState()) === 'delayed',
+        { intervalMs: 5 },
+      );
+      await stopProcess(api);
+      await completing;
+      await conn.del(lease); // (its holder is gone too)
+      await startApi();
+      // nobody calls complete again: the job runs after its delay, on the worker, and completes it
+      await waitFor(
+        'the delayed job to complete the upload',
+        async () => ((await client.status(start.uploadId)).body as Status).state === 'COMPLETED',
+      );
+      const done = (await client.status(start.uploadId)).body as Status;
+      expect(await handlesOf(sha256Hex(content))).toEqual([`fileHandle/${done.resultFileHandleId}`]);
+      expect((await client.request('GET', `/file/fileHandle/${done.resultFileHandleId}`)).body).toMatchObject({
+        contentSha256: sha256Hex(content),
+      });
+    } finally {
+      await queue.close();
+      conn.disconnect();
     }
+  });
+
+  it('completes an upload whose worker is killed in the middle of the assembly, with exactly one file handle', async () => {
+    // more left to hash than multipart-api takes on itself (here: anything): the worker assembles
+    await stopProcess(api);
+    await startApi({ FERRY_MULTIPART_INLINE_COMPLETE_BYTES: '0' });
+    const content = patternBytes(192 * MiB + 3, 6);
+    const start = await uploadParts(content, 'crash-worker.bin', 16 * MiB);
     // watch the job; kill the worker as soon as it is assembling
     const conn = new IORedis(redis.url, { maxRetriesPerRequest: null });
     const queue = new Queue('assembly', { connection: conn, prefix: `{${redis.prefix}:bull}` });
@@ -197,6 +256,8 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
     } finally {
       await queue.close();
       conn.disconnect();
+      await stopProcess(api);
+      await startApi();
     }
   });
 });

@@ -5,3 +5,5 @@ export * from './lib/multipart.service';
 export * from './lib/assembler';
 export * from './lib/assembly-queue';
 export * from './lib/multipart-expiry';
+export * from './lib/digest-progress';
+export * from './lib/resumable';

@@ -1,13 +1,14 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, HealthController, MultipartCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
+import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
 import { Catalog } from '@ferry/catalog';
-import { FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore } from '@ferry/multipart';
+import type { Logger } from '@ferry/logging';
+import { DigestProgress, FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore, resumableDigests } from '@ferry/multipart';
 import { ObjectExpiry, ObjectStagingOwner } from '@ferry/objects';
 import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { HashPool, UploadExpiry } from '@ferry/uploads';
+import { UploadExpiry } from '@ferry/uploads';
 import { AssemblyProcessor } from './assembly.processor';
 import { MaintenanceProcessor } from './maintenance.processor';
 
@@ -34,9 +35,14 @@ export class WorkerModule {
         },
         {
           provide: MultipartAssembler,
-          useFactory: (store: MultipartStore, handles: FileHandles, storage: Storage, pool: HashPool) =>
-            new MultipartAssembler(store, handles, storage, pool),
-          inject: [MultipartStore, FileHandles, STORAGE, HashPool],
+          useFactory: (store: MultipartStore, handles: FileHandles, storage: Storage, logger: Logger) => {
+            const progress = new DigestProgress(store, storage, resumableDigests(), {
+              leaseTtlMs: config.uploads.leaseTtlMs,
+              onError: (err, uploadId) => logger.warn({ err, uploadId }, 'multipart digests: a round failed'),
+            });
+            return new MultipartAssembler(store, handles, storage, progress);
+          },
+          inject: [MultipartStore, FileHandles, STORAGE, LOGGER],
         },
         {
           provide: ObjectExpiry,

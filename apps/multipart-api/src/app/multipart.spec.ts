@@ -3,8 +3,10 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UrlSigner } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
+import { Queue } from 'bullmq';
 import { REDIS } from '@ferry/core';
-import type { Redis } from '@ferry/redis';
+import { QUEUES, assemblyJobId } from '@ferry/jobs';
+import { type Redis, RedisKeys, createRedis } from '@ferry/redis';
 import { FileHandles, MultipartStore, type MultipartUploadRequest, requestDigest } from '@ferry/multipart';
 import { MultipartClient, allKeys, eventually, md5Hex, patternBytes, sha256Hex, waitFor } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
@@ -241,6 +243,47 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
     expect(again.state).toBe('UPLOADING');
   });
 
+  it('completes at once in multipart-api, with no worker, the digests having followed the parts as they landed', async () => {
+    const store = h.app.get(MultipartStore);
+    const producer = createRedis(h.config.redis.url, 'producer');
+    const queue = new Queue(QUEUES.assembly, { connection: producer, prefix: h.app.get(RedisKeys).bullPrefix() });
+    await h.stopWorker();
+    try {
+      // every part hashed before complete (in the background, after each add's answer): nothing left
+      const content = patternBytes(3 * PART + 99, 60);
+      const s = await started(alice, content, 'at-once.bin');
+      for (const n of [2, 4, 1, 3]) await putAndAdd(alice, s.uploadId, content, n);
+      await waitFor('the digests to cover every part', async () => (await store.get(s.uploadId))?.digest.parts === 4);
+      const done = await alice.complete(s.uploadId);
+      expect([done.status, done.body]).toEqual([
+        200,
+        expect.objectContaining({ state: 'COMPLETED', resultFileHandleId: expect.any(String) }),
+      ]);
+      const handle = (await alice.request('GET', `/file/fileHandle/${(done.body as Status).resultFileHandleId}`)).body;
+      expect(handle).toMatchObject({ contentMd5: md5Hex(content), contentSha256: sha256Hex(content), contentSize: content.length });
+      expect(await h.storage.blobSize(sha256Hex(content))).toBe(content.length);
+      expect(await h.storage.stagingSize(s.uploadId)).toBeUndefined();
+      // the job enqueued in case multipart-api died meanwhile was dropped once the upload settled
+      expect(await queue.getJob(assemblyJobId(s.uploadId))).toBeUndefined();
+
+      // complete right after the last add: complete hashes what is left itself
+      const other = patternBytes(2 * PART + 5, 61);
+      const t = await started(alice, other, 'at-once-2.bin');
+      for (const n of [1, 2, 3]) await putAndAdd(alice, t.uploadId, other, n);
+      const quick = await alice.complete(t.uploadId);
+      expect([quick.status, quick.body]).toEqual([200, expect.objectContaining({ state: 'COMPLETED' })]);
+      expect(await h.storage.blobSize(sha256Hex(other))).toBe(other.length);
+      // counted here, not by a worker
+      const metrics = await (await fetch(`${h.base}/metrics`)).text();
+      expect(metrics).toMatch(/^ferry_assemblies_total\{outcome="COMPLETED"\} [1-9]\d*$/m);
+      expect(Number(/^ferry_multipart_digest_bytes_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(content.length);
+    } finally {
+      await queue.close();
+      await producer.quit();
+      await h.startWorker();
+    }
+  });
+
   it('answers a file the user already uploaded at once, under a new name, with a new handle sharing the content; never across users', async () => {
     const content = patternBytes(PART + 99, 16);
     const first = await alice.upload(content, { fileName: 'foo', partSizeBytes: PART });
@@ -295,6 +338,25 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
       );
     // the client starts again: that handle, now complete
     expect((await alice.start({ ...request })).body).toMatchObject({ uploadId: id, state: 'COMPLETED', resultFileHandleId: handleId });
+  });
+
+  it('dedups a start repeated after one that died before its dedup began', async () => {
+    const content = patternBytes(PART + 9, 19);
+    const first = (await alice.upload(content, { fileName: 'orig3', partSizeBytes: PART })).body as Status;
+    // what a start did before its process was killed: the upload, made the request's, nothing more
+    const store = h.app.get(MultipartStore);
+    const request: MultipartUploadRequest = startRequest(content, 'copy3');
+    const id = MultipartStore.newUploadId();
+    await store.create(id, 'alice', requestDigest(request), request);
+    expect((await store.swapRequest('alice', requestDigest(request), '', id)).ok).toBe(true);
+    // the client starts again: the same upload, completed as a copy, as the first start would have
+    const again = (await alice.start({ ...request })).body as Status;
+    expect(again).toMatchObject({ uploadId: id, state: 'COMPLETED', partsState: '11' });
+    expect(again.resultFileHandleId).not.toBe(first.resultFileHandleId);
+    expect((await alice.request('GET', `/file/fileHandle/${again.resultFileHandleId}`)).body).toMatchObject({
+      fileName: 'copy3',
+      contentMd5: md5Hex(content),
+    });
   });
 
   it('removes the handle of a dedup whose start died half-way when the client restarts instead', async () => {
@@ -497,7 +559,8 @@ describe('multipart-api (real HTTP, Redis, disk and assembly worker)', () => {
   it('answers complete with 202 while the assembly is still queued, and with the result when called again', async () => {
     await h.stopWorker();
     try {
-      const quick = await startMultipartApi({ FERRY_MULTIPART_COMPLETE_WAIT_MS: '300' }, false);
+      // more left to hash than multipart-api takes on itself (here: anything): the worker's job assembles
+      const quick = await startMultipartApi({ FERRY_MULTIPART_COMPLETE_WAIT_MS: '300', FERRY_MULTIPART_INLINE_COMPLETE_BYTES: '0' }, false);
       try {
         const c = quick.client('alice-token');
         const content = patternBytes(1000, 20);

@@ -83,9 +83,9 @@ export const MULTIPART_OPENAPI = {
     description:
       "Synapse-style multipart upload. 1) POST /file/multipart starts an upload, or resumes the caller's unfinished " +
       "upload of the same request. 2) Request presigned part URLs and PUT each part's bytes to its presigned URL. " +
-      '3) Add each part with its MD5 (PUT .../add/{partNumber}). 4) Complete the upload: the worker assembles the parts ' +
-      'and verifies the whole-file MD5 in the background; complete answers COMPLETED with a file handle, or ASSEMBLING ' +
-      '(202, call again) while the assembly runs. Dedup: when the same user starts a file with the same contentMD5Hex ' +
+      '3) Add each part with its MD5 (PUT .../add/{partNumber}). 4) Complete the upload: the whole-file MD5 was computed ' +
+      'as the parts were added, so complete verifies it and answers COMPLETED with a file handle at once; or ASSEMBLING ' +
+      '(202, call again) when much was left to verify and the assembly outlasts the configured wait. Dedup: when the same user starts a file with the same contentMD5Hex ' +
       'and fileSizeBytes as one they already completed, the upload is COMPLETED at once with a new file handle. ' +
       'Presigned URLs expire after 15 minutes by default (FERRY_SIGNED_URL_TTL_MS).',
   },

@@ -1,4 +1,6 @@
-import { Readable } from 'node:stream';
+import { REDIS } from '@ferry/core';
+import { MultipartStore } from '@ferry/multipart';
+import { type Redis, RedisKeys } from '@ferry/redis';
 import { MultipartClient, TestS3, eventually, md5Hex, patternBytes, sha256Hex, startTestS3, waitFor } from '@ferry/testing';
 import { MultipartHarness, startMultipartApi } from '../testing/multipart.harness';
 
@@ -26,6 +28,23 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     await h?.close();
     await s3?.stop();
   });
+
+  async function started(content: Buffer, fileName: string): Promise<Status> {
+    const r = await alice.start({
+      fileName,
+      contentType: 'application/octet-stream',
+      contentMD5Hex: md5Hex(content),
+      fileSizeBytes: content.length,
+      partSizeBytes: PART,
+    });
+    expect(r.status).toBe(201);
+    return r.body as unknown as Status;
+  }
+
+  /** How far the whole-file digests of the upload got. */
+  async function digestOf(uploadId: string) {
+    return (await h.app.get(MultipartStore).get(uploadId))?.digest ?? { parts: -1 };
+  }
 
   /**
    * Completes the upload as clients do: again while it answers 202 (the assembly outlasted
@@ -94,21 +113,13 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     expect(again.state).toBe('COMPLETED');
   });
 
-  it('publishes the bytes it verified, even when a part is PUT again between the hashing and the copy', async () => {
-    // Part URLs reach the bucket and stay valid; if the worker hashed the parts where clients can
-    // still PUT and then copied them into the blob, the blob named by the verified sha256 would hold
-    // other bytes, served to everyone whose file has that sha256. The PUT is timed by a hook on the
-    // worker's storage: right after the last byte was hashed.
+  it('publishes the bytes it hashed, even when a part is PUT again after it was hashed', async () => {
+    // Part URLs reach the bucket and stay valid; if the digests were computed over the parts where
+    // clients can still PUT and the parts then copied into the blob, the blob named by the verified
+    // sha256 could hold other bytes (served to everyone whose file has that sha256). The digests
+    // follow the parts as they are added, and what they hash is what is published.
     const content = patternBytes(PART + 77, 43);
-    const start = (
-      await alice.start({
-        fileName: 'race.bin',
-        contentType: 'application/octet-stream',
-        contentMD5Hex: md5Hex(content),
-        fileSizeBytes: content.length,
-        partSizeBytes: PART,
-      })
-    ).body as unknown as Status;
+    const start = await started(content, 'race.bin');
     const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
     await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
     await MultipartClient.put(u2.uploadPresignedUrl, content.subarray(PART), u2.signedHeaders);
@@ -118,34 +129,56 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     ] as const) {
       expect((await alice.add(start.uploadId, n, md5Hex(bytes))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     }
-    const storage = h.storage;
-    const readStaging = storage.readStaging.bind(storage);
-    let replaced = false;
-    storage.readStaging = (id, from, to) => {
-      const source = readStaging(id, from, to);
-      return Readable.from(
-        (async function* () {
-          for await (const chunk of source) yield chunk as Buffer;
-          // the bytes were all hashed: a client PUTs part 2 again, same length, other bytes
-          await MultipartClient.put(u2.uploadPresignedUrl, Buffer.alloc(77, 0xee), u2.signedHeaders);
-          replaced = true;
-        })(),
-      );
-    };
-    try {
-      const done = (await completed(start.uploadId)).body as unknown as Status;
-      expect(replaced).toBe(true);
-      expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
-      const url = String((await alice.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`)).body);
-      expect(url).toContain(`/blobs/sha256/${sha256Hex(content).slice(0, 2)}`);
-      expect(sha256Hex(Buffer.from(await (await fetch(url)).arrayBuffer()))).toBe(sha256Hex(content));
-      expect(await s3.keys('staging/')).toEqual([]); // the parts and their private copy are gone
-    } finally {
-      storage.readStaging = readStaging;
-    }
+    await waitFor('the digests to cover both parts', async () => (await digestOf(start.uploadId)).parts === 2);
+    // hashed: a client PUTs part 2 again, same length, other bytes
+    expect((await MultipartClient.put(u2.uploadPresignedUrl, Buffer.alloc(77, 0xee), u2.signedHeaders)).status).toBe(200);
+    const done = (await completed(start.uploadId)).body as unknown as Status;
+    expect(done).toMatchObject({ state: 'COMPLETED', resultFileHandleId: expect.any(String) });
+    const url = String((await alice.request('GET', `/file/fileHandle/${done.resultFileHandleId}/url?redirect=false`)).body);
+    expect(url).toContain(`/blobs/sha256/${sha256Hex(content).slice(0, 2)}`);
+    expect(sha256Hex(Buffer.from(await (await fetch(url)).arrayBuffer()))).toBe(sha256Hex(content));
+    expect(await s3.keys('staging/')).toEqual([]); // the parts and the private copy are gone
   });
 
-  it('refuses a part of the wrong size that reached the bucket, and a part replaced after it was added fails the assembly', async () => {
+  it('makes a part PUT again before it was hashed missing again, and fails an upload completed with such a part', async () => {
+    const content = patternBytes(PART + 10, 44);
+    const part2 = content.subarray(PART);
+    const start = await started(content, 'replaced.bin');
+    const [u1, u2] = ((await alice.urls(start.uploadId, [1, 2])).body as Urls).partPresignedUrls;
+    await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
+    await MultipartClient.put(u2.uploadPresignedUrl, part2, u2.signedHeaders);
+    // another process holds the digest lease: nothing is hashed until it is released
+    const lease = h.app.get(RedisKeys).multipartDigestLease(start.uploadId);
+    const redis = h.app.get<Redis>(REDIS);
+    await redis.set(lease, 'elsewhere', 'PX', 60_000);
+    expect((await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    expect((await alice.add(start.uploadId, 2, md5Hex(part2))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    // the client PUTs part 2 again after adding it (Ferry does not see PUTs to the bucket)
+    const other = Buffer.alloc(10, 1);
+    await MultipartClient.put(u2.uploadPresignedUrl, other, u2.signedHeaders);
+    await redis.del(lease);
+    // the next round finds it: part 2 is missing again, as add-part would say
+    await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART))); // (an add starts a round)
+    await waitFor('part 2 to be missing again', async () => ((await alice.status(start.uploadId)).body as Status).partsState === '10');
+    expect((await alice.add(start.uploadId, 2, md5Hex(part2))).body).toMatchObject({
+      addPartState: 'ADD_FAILED',
+      errorMessage: expect.stringContaining(`MD5 of the stored bytes of part 2 is ${md5Hex(other)}`),
+    });
+    // completed while a replaced part is not yet hashed: the upload fails, nothing is published
+    await MultipartClient.put(u2.uploadPresignedUrl, part2, u2.signedHeaders);
+    await redis.set(lease, 'elsewhere', 'PX', 60_000);
+    expect((await alice.add(start.uploadId, 2, md5Hex(part2))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
+    await MultipartClient.put(u2.uploadPresignedUrl, other, u2.signedHeaders);
+    await redis.del(lease);
+    const done = await completed(start.uploadId);
+    expect(done.status).toBe(400);
+    expect((done.body as { message: string }).message).toMatch(/part 2 was PUT again after it was added/);
+    expect(await h.storage.blobSize(sha256Hex(content))).toBeUndefined();
+    expect(await h.storage.blobSize(sha256Hex(Buffer.concat([content.subarray(0, PART), other])))).toBeUndefined();
+    await eventually(async () => expect(await s3.keys('staging/')).toEqual([]));
+  });
+
+  it('refuses a part of the wrong size that reached the bucket', async () => {
     const content = patternBytes(PART + 10, 42);
     const start = (
       await alice.start({
@@ -167,12 +200,7 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     await MultipartClient.put(u2.uploadPresignedUrl, content.subarray(PART), u2.signedHeaders);
     expect((await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
     expect((await alice.add(start.uploadId, 2, md5Hex(content.subarray(PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });
-    // the client PUTs part 2 again after adding it (Ferry does not see PUTs to the bucket)
-    await MultipartClient.put(u2.uploadPresignedUrl, Buffer.alloc(10, 1), u2.signedHeaders);
     const done = await completed(start.uploadId);
-    expect(done.status).toBe(400);
-    expect((done.body as { message: string }).message).toMatch(/MD5 of the assembled file/);
-    // the worker deletes the staged parts right after it marks the upload FAILED (what complete waits for)
-    await eventually(async () => expect(await s3.keys(`staging/${start.uploadId}/`)).toEqual([]));
+    expect(done.status).toBe(200);
   });
 });

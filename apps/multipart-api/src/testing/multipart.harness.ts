@@ -1,5 +1,5 @@
 import { REDIS, STORAGE } from '@ferry/core';
-import { AssemblyWorker, FileHandles, MultipartAssembler, MultipartStore } from '@ferry/multipart';
+import { AssemblyWorker, DigestProgress, FileHandles, MultipartAssembler, MultipartStore, resumableDigests } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { HttpAppHarness, MultipartClient, startHttpAppHarness } from '@ferry/testing';
@@ -49,7 +49,10 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
       if (worker) return;
       const connection = createRedis(config.redis.url, 'worker');
       const pool = new HashPool(1);
-      const assembler = new MultipartAssembler(app.get(MultipartStore), app.get(FileHandles), app.get<Storage>(STORAGE), pool);
+      const store = app.get(MultipartStore);
+      const storage = app.get<Storage>(STORAGE);
+      const progress = new DigestProgress(store, storage, resumableDigests(), { leaseTtlMs: config.uploads.leaseTtlMs });
+      const assembler = new MultipartAssembler(store, app.get(FileHandles), storage, progress);
       const w = new AssemblyWorker(connection, app.get(RedisKeys).bullPrefix(), assembler, {
         concurrency: 2,
         lockMs: config.worker.jobLockMs,

@@ -62,6 +62,8 @@ export interface FerryConfig {
     completeWaitMs: number;
     /** Most part numbers one presigned-URL batch may ask for. */
     maxUrlBatch: number;
+    /** `complete` assembles in multipart-api when at most this many bytes are left to hash (more: the worker's job; 0: always the job). */
+    inlineCompleteBytes: number;
     /** Base URL signed URLs name (scheme://host:port); unset: the Host the request came to. */
     publicUrl?: string;
   };
@@ -261,6 +263,11 @@ const envSchema = z.object({
     .default(15 * 60 * 1000),
   FERRY_MULTIPART_COMPLETE_WAIT_MS: z.coerce.number().int().min(0).default(30_000),
   FERRY_MULTIPART_MAX_URL_BATCH: z.coerce.number().int().min(1).max(10_000).default(1000),
+  FERRY_MULTIPART_INLINE_COMPLETE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(256 * 1024 * 1024),
   FERRY_PUBLIC_URL_MULTIPART: publicUrl,
   FERRY_PUBLIC_URL_OBJECT: publicUrl,
   FERRY_OBJECT_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
@@ -416,6 +423,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     multipart: {
       completeWaitMs: e.FERRY_MULTIPART_COMPLETE_WAIT_MS,
       maxUrlBatch: e.FERRY_MULTIPART_MAX_URL_BATCH,
+      inlineCompleteBytes: e.FERRY_MULTIPART_INLINE_COMPLETE_BYTES,
       publicUrl: e.FERRY_PUBLIC_URL_MULTIPART?.replace(/\/$/, ''),
     },
     objects: {

@@ -1,33 +1,34 @@
 import type { AssembleMultipartResult } from '@ferry/jobs';
 import type { Storage } from '@ferry/storage';
-import type { HashPool } from '@ferry/uploads';
+import { DigestProgress, PartReplacedError } from './digest-progress';
 import { FileHandles } from './file-handles';
 import { MultipartStore, MultipartUpload } from './multipart-store';
 
 /**
- * The assembly of a completed multipart upload, run by the worker as an idempotent job.
+ * The assembly of a completed multipart upload: run by multipart-api itself when complete finds
+ * little left to hash, else by the worker as an idempotent job.
  *
- * Parts were written at their offsets in one staging object, so there is nothing to join: one
- * sequential read hashes the whole file on a pool thread, the md5 is checked against the client's
- * contentMD5Hex, and the staging object is renamed into the content-addressed blobs. Every step can
- * be repeated after a crash: the digests are recorded before the rename, the handle id before the
- * handle, and each write is idempotent.
- *
- * On S3 the part URLs reach the bucket itself, and stay valid until they expire: a client could PUT
- * a part again between the hashing and the copy into the blob, and the blob named by one sha256
- * would hold other bytes (served to everyone whose content has that sha256). So the parts are first
- * copied, inside the bucket, to a snapshot no URL names; the snapshot is hashed and published, and
- * its id is recorded with its digests.
+ * Parts were written at their offsets in one staging object, so there is nothing to join; and the
+ * whole-file digests were advanced as the parts landed (DigestProgress), so what is left is to hash
+ * the last parts, if any, check the md5 against the client's contentMD5Hex, and move the hashed
+ * bytes into the content-addressed blobs: on disk the staging object itself (renamed), on S3 the
+ * private copy DigestProgress wrote of exactly the bytes it hashed (clients can still PUT to the
+ * parts' URLs; see DigestProgress). Every step can be repeated after a crash: the digests are
+ * recorded before the publishing, the handle id before the handle, and each write is idempotent.
  */
 export class MultipartAssembler {
   constructor(
     private readonly store: MultipartStore,
     private readonly handles: FileHandles,
     private readonly storage: Storage,
-    private readonly hashPool: HashPool,
+    private readonly progress: DigestProgress,
   ) {}
 
-  async assemble(uploadId: string): Promise<AssembleMultipartResult> {
+  /**
+   * Settles the upload. With a `deadline` (ms since the epoch), gives up and answers undefined if
+   * the digests are not all there by then (another process holds their lease and is still at it).
+   */
+  async assemble(uploadId: string, deadline?: number): Promise<AssembleMultipartResult | undefined> {
     const upload = await this.store.get(uploadId);
     if (!upload) return { state: 'FAILED', reason: `upload ${uploadId} no longer exists` };
     if (upload.state === 'COMPLETED') return { state: 'COMPLETED', fileHandleId: upload.resultFileHandleId };
@@ -38,11 +39,19 @@ export class MultipartAssembler {
     let digests = upload.digests;
     let source = upload.snapshot ?? uploadId;
     if (!digests) {
-      source = await this.snapshot(uploadId);
+      let final;
+      try {
+        final = await this.progress.finish(uploadId, deadline);
+      } catch (err) {
+        if (!(err instanceof PartReplacedError)) throw err;
+        return this.fail(upload, `${err.message}; start the upload again`, (await this.store.get(uploadId))?.snapshot);
+      }
+      if (!final) return undefined;
+      source = final.source;
       const staged = await this.storage.stagingSize(source);
       if (staged !== size)
         return this.fail(upload, `the staged parts are missing (${staged ?? 0} of ${size} bytes found); start the upload again`, source);
-      digests = await this.hash(source, size);
+      digests = { sha256: final.sha256, md5: final.md5 };
       if (digests.md5 !== upload.request.contentMD5Hex) {
         return this.fail(
           upload,
@@ -50,11 +59,8 @@ export class MultipartAssembler {
           source,
         );
       }
-      const recorded = { ...digests, ...(source !== uploadId ? { snapshot: source } : {}) };
-      if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', recorded))) {
-        if (source !== uploadId) await this.storage.deleteStaging(source);
-        return this.settled(uploadId);
-      }
+      // (the private copy's id, on S3, was recorded when DigestProgress began it)
+      if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', digests))) return this.settled(uploadId);
     }
 
     const handleId = await this.store.claimHandle(uploadId, await this.handles.allocateId());
@@ -82,20 +88,6 @@ export class MultipartAssembler {
    */
   async gaveUp(uploadId: string): Promise<void> {
     await this.store.assemblyGaveUp(uploadId);
-  }
-
-  /** The staging object to verify and publish: on S3 a private copy of the parts (see above). */
-  private async snapshot(uploadId: string): Promise<string> {
-    const direct = this.storage.direct;
-    if (!direct) return uploadId;
-    const snapshot = MultipartStore.snapshotId(uploadId);
-    await direct.snapshotStaging(uploadId, snapshot);
-    return snapshot;
-  }
-
-  /** sha256 (the content address) and md5 (Synapse's contentMD5Hex, the handle's etag). */
-  private hash(uploadId: string, size: number): Promise<{ sha256: string; md5: string }> {
-    return this.hashPool.digestOf(['sha256', 'md5'], this.storage.readStaging(uploadId, 0, size));
   }
 
   private async fail(upload: MultipartUpload, reason: string, snapshot?: string): Promise<AssembleMultipartResult> {

@@ -28,13 +28,23 @@ export class AssemblyQueue {
 
   /**
    * Enqueues the upload's assembly (job id from the upload id, so repeated completes enqueue it
-   * once), or revives it if it failed for good earlier (its retries ran out).
+   * once), or revives it if it failed for good earlier (its retries ran out). With `delayMs` the job
+   * waits that long first: the safety net of an assembly multipart-api runs itself, in case that
+   * process dies; without, a job waiting so runs now.
    */
-  async ensure(uploadId: string): Promise<void> {
+  async ensure(uploadId: string, delayMs = 0): Promise<void> {
     const jobId = assemblyJobId(uploadId);
     const existing = (await this.queue.getJob(jobId)) as AssemblyJob | undefined;
     if (existing) {
       const state = await existing.getState();
+      if (state === 'delayed') {
+        // two replicas may promote it at once: the one that comes second finds it no longer delayed
+        if (delayMs === 0)
+          await existing.promote().catch(async (err: unknown) => {
+            if ((await existing.getState()) === 'delayed') throw err;
+          });
+        return;
+      }
       if (state === 'failed') {
         // two replicas may revive it at once: the one that comes second finds it no longer failed
         await existing.retry('failed').catch(async (err: unknown) => {
@@ -51,12 +61,19 @@ export class AssemblyQueue {
       { uploadId },
       {
         jobId,
+        ...(delayMs > 0 ? { delay: delayMs } : {}),
         attempts: this.retries.attempts,
         backoff: { type: 'exponential', delay: this.retries.backoffMs },
         removeOnComplete: { age: 24 * 3600, count: 10_000 },
         removeOnFail: { age: 7 * 24 * 3600 },
       },
     );
+  }
+
+  /** The upload was settled without its job (by multipart-api): a job still waiting for its delay is dropped. */
+  async discard(uploadId: string): Promise<void> {
+    const job = (await this.queue.getJob(assemblyJobId(uploadId))) as AssemblyJob | undefined;
+    if (job && (await job.getState()) === 'delayed') await job.remove().catch(() => undefined);
   }
 
   async close(): Promise<void> {
@@ -85,6 +102,7 @@ export class AssemblyWorker {
         if (job.name !== JOBS.assembleMultipart) throw new Error(`unknown job ${job.name}`);
         const started = Date.now();
         const result = await assembler.assemble(job.data.uploadId);
+        if (!result) throw new Error(`the assembly of ${job.data.uploadId} stopped without settling it`); // (only with a deadline)
         options.onSettled?.(job.data.uploadId, result, Date.now() - started);
         return result;
       },

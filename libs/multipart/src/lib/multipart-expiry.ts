@@ -22,13 +22,15 @@ export class MultipartExpiry {
       const ids = await this.store.idleCandidates(cutoff, batchSize);
       let progressed = 0;
       for (const id of ids) {
-        const { outcome, unusedHandleId } = await this.store.expireIfIdle(id, cutoff);
+        const { outcome, unusedHandleId, snapshot } = await this.store.expireIfIdle(id, cutoff);
         if (outcome === 'active') continue;
         progressed++; // either way it left the batch of candidates
         if (outcome === 'assembling') continue;
         // a start that died in its dedup left a handle no one was given
         if (unusedHandleId) await this.handles.remove(unusedHandleId);
         await this.storage.deleteStaging(id);
+        // (S3) the private copy of its hashed parts
+        if (snapshot) await this.storage.deleteStaging(snapshot);
         expired++;
       }
       if (ids.length < batchSize || progressed === 0) return expired;

@@ -4,7 +4,21 @@ import { type Redis, type RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import type { MultipartState, MultipartUploadRequest, MultipartUploadStatus } from './model';
 import { PartsFrozenError, partCount } from './model';
 import * as scripts from './multipart.scripts';
-import { AddPart, BeginPart, Changed, Complete, Created, Deleted, EndPart, Expire, RenewPart, Swap } from './multipart.scripts';
+import {
+  AddPart,
+  BeginPart,
+  Changed,
+  Complete,
+  Created,
+  Deleted,
+  DigestRound,
+  EndPart,
+  Expire,
+  RenewPart,
+  Renewed,
+  Replaced,
+  Swap,
+} from './multipart.scripts';
 
 /** A multipart upload as stored in Redis. */
 export interface MultipartUpload {
@@ -25,7 +39,35 @@ export interface MultipartUpload {
   snapshot?: string;
   /** The handle id a dedup at start chose, recorded before the handle is made (see MultipartService.dedup). */
   dedupHandleId?: string;
+  /** How far the whole-file digests got (see DigestProgress): the leading parts they cover, and their saved state. */
+  digest: { parts: number; state?: string };
 }
+
+/** A round of DigestProgress: the saved state, and the parts it hashes next under the digest lease. */
+export interface DigestRoundInfo {
+  /** The digest state after parts 1..hashed ('' = nothing hashed yet). */
+  state: string;
+  hashed: number;
+  /** Changes whenever a part the digests cover or may be reading changes (the round then saves nothing). */
+  epoch: string;
+  /** The round hashes parts hashed+1..upTo. */
+  upTo: number;
+  /** S3: the private copy of the hashed bytes (what is published), a staging id. */
+  snapshot?: string;
+}
+
+export type DigestBeginOutcome =
+  | { outcome: 'round'; round: DigestRoundInfo }
+  | { outcome: 'nothing'; hashed: number }
+  | { outcome: 'busy'; retryMs: number }
+  | { outcome: 'settled'; state?: MultipartState };
+
+export type DigestSaveOutcome =
+  | { outcome: 'round'; round: DigestRoundInfo }
+  | { outcome: 'released' }
+  | { outcome: 'lost' }
+  | { outcome: 'stale' }
+  | { outcome: 'settled'; state?: MultipartState };
 
 /** The lease of one part's PUT. */
 export interface PartLease {
@@ -53,6 +95,8 @@ const META = [
   'crc32c',
   'snapshot',
   'dedupHandleId',
+  'dgParts',
+  'dgState',
 ] as const;
 
 export interface MultipartStoreOptions {
@@ -76,7 +120,13 @@ export class MultipartStore {
   ) {
     const { create2, beginPart3, renewPart3, endPart3, abortPart3, addPart3, complete2, update2, claimField2 } = scripts;
     const { expireIfIdle2, compareAndSetField1, completeAsDuplicate2, deleteIf2 } = scripts;
+    const { digestBegin3, digestSave3, digestRenew3, digestRelease3, partReplaced3 } = scripts;
     this.run = bindScripts(redis, {
+      digestBegin3,
+      digestSave3,
+      digestRenew3,
+      digestRelease3,
+      partReplaced3,
       create2,
       beginPart3,
       renewPart3,
@@ -108,6 +158,10 @@ export class MultipartStore {
 
   private kl(id: string, n: number): [string, string, string] {
     return [...this.k(id), `${this.keys.multipartUpload(id)}:lease:${n}`];
+  }
+
+  private kd(id: string): [string, string, string] {
+    return [...this.k(id), this.keys.multipartDigestLease(id)];
   }
 
   private get keyTtlMs(): number {
@@ -167,7 +221,92 @@ export class MultipartStore {
       digests: h.sha256 && h.md5 ? { sha256: h.sha256, md5: h.md5 } : undefined,
       snapshot: h.snapshot,
       dedupHandleId: h.dedupHandleId,
+      digest: { parts: Number(h.dgParts ?? 0), ...(h.dgState ? { state: h.dgState } : {}) },
     };
+  }
+
+  // --- whole-file digests as parts land (see DigestProgress) ---------------------------------------
+
+  /**
+   * Takes (or, held by `holder` already, renews) the upload's digest lease for a round over the
+   * parts added past those hashed, at most `maxParts`; `snapshot` is the private copy's id to record
+   * if none is (S3), '' for none.
+   */
+  async digestBegin(id: string, holder: string, leaseMs: number, maxParts: number, snapshot: string): Promise<DigestBeginOutcome> {
+    const r = (await this.run.digestBegin3(this.kd(id), ...this.t(), holder, leaseMs, maxParts, snapshot)) as unknown[];
+    switch (codeOf('digestBegin3', DigestRound, r)) {
+      case 'round':
+        return { outcome: 'round', round: roundOf(r) };
+      case 'nothing':
+        return { outcome: 'nothing', hashed: Number(r[1]) };
+      case 'busy':
+        return { outcome: 'busy', retryMs: Math.max(1, Number(r[1])) };
+      case 'settled':
+        return { outcome: 'settled', state: r[1] as MultipartState };
+      case 'noUpload':
+        return { outcome: 'settled' };
+      default:
+        throw new InternalError(`digestBegin3 answered ${JSON.stringify(r)}`);
+    }
+  }
+
+  /**
+   * Saves the digest state after `hashed` parts, if `holder` holds the lease and nothing changed
+   * since `round` began; then the next round (lease kept) or the lease released.
+   */
+  async digestSave(
+    id: string,
+    holder: string,
+    leaseMs: number,
+    maxParts: number,
+    round: DigestRoundInfo,
+    hashed: number,
+    state: string,
+  ): Promise<DigestSaveOutcome> {
+    const args = [holder, leaseMs, maxParts, round.epoch, round.hashed, hashed, state] as const;
+    const r = (await this.run.digestSave3(this.kd(id), ...this.t(), ...args)) as unknown[];
+    switch (codeOf('digestSave3', DigestRound, r)) {
+      case 'round':
+        return { outcome: 'round', round: roundOf(r) };
+      case 'released':
+        return { outcome: 'released' };
+      case 'lost':
+        return { outcome: 'lost' };
+      case 'stale':
+        return { outcome: 'stale' };
+      case 'settled':
+        return { outcome: 'settled', state: r[1] as MultipartState };
+      case 'noUpload':
+        return { outcome: 'settled' };
+      default:
+        throw new InternalError(`digestSave3 answered ${JSON.stringify(r)}`);
+    }
+  }
+
+  async digestRenew(id: string, holder: string, leaseMs: number): Promise<void> {
+    const r = await this.run.digestRenew3(this.kd(id), ...this.t(), holder, leaseMs);
+    if (codeOf('digestRenew3', Renewed, r) === 'lost') throw new ConcurrentWriterError(`the digest lease of upload ${id} was lost`);
+  }
+
+  async digestRelease(id: string, holder: string): Promise<void> {
+    await this.run.digestRelease3(this.kd(id), ...this.t(), holder);
+  }
+
+  /** The md5s parts `from`..`to` were added with (S3: what the bucket must still hold). */
+  async addedMd5s(id: string, from: number, to: number): Promise<(string | undefined)[]> {
+    if (to < from) return [];
+    const fields = Array.from({ length: to - from + 1 }, (_, i) => `s:${from + i}`);
+    return (await this.redis.hmget(this.keys.multipartUpload(id), ...fields)).map((v) => v ?? undefined);
+  }
+
+  /**
+   * S3: part `n`, added with md5 `added`, is now `observed` in the bucket (PUT again since): missing
+   * again while UPLOADING ('missing', or 'unchanged' if it moved on meanwhile); 'frozen' once complete was called.
+   */
+  async partReplaced(id: string, n: number, added: string, observed: string): Promise<'missing' | 'unchanged' | 'frozen' | 'gone'> {
+    const r = await this.run.partReplaced3(this.kl(id, n), ...this.t(), n, added, observed);
+    const outcome = codeOf('partReplaced3', Replaced, r);
+    return outcome === 'noUpload' ? 'gone' : outcome;
   }
 
   /** Just the state of an upload (cheap to poll), or undefined if there is none. */
@@ -291,14 +430,15 @@ export class MultipartStore {
   /**
    * Deletes an upload whose activity is older than `cutoffMs`, with its index entries: 'expired'
    * (or already gone), 'active' (re-indexed at its last activity), or 'assembling': left alone and
-   * out of the activity index until its assembly settles it (updateIf puts it back).
+   * out of the activity index until its assembly settles it (updateIf puts it back). An expired
+   * upload that was still UPLOADING may leave the handle of a dedup that did not finish
+   * (`unusedHandleId`), and on S3 a private copy of its hashed parts (`snapshot`).
    */
-  /**
-   * Deletes the upload if idle since before `cutoffMs` (see expireIfIdle2). An expired upload that
-   * was still UPLOADING may leave the handle of a dedup that did not finish (`unusedHandleId`).
-   */
-  async expireIfIdle(id: string, cutoffMs: number): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string }> {
-    const r = (await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?];
+  async expireIfIdle(
+    id: string,
+    cutoffMs: number,
+  ): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string; snapshot?: string }> {
+    const r = (await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?, string?];
     const outcome = codeOf('expireIfIdle2', Expire, r);
     if (outcome === 'active') {
       await this.touchIndex(id, Number(r[1]));
@@ -307,7 +447,11 @@ export class MultipartStore {
     await this.redis.zrem(this.keys.multipartByActivity(), id);
     if (outcome === 'assembling') return { outcome: 'assembling' };
     if (outcome === 'expired' && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
-    return { outcome: 'expired', ...(r[3] === 'UPLOADING' && r[4] ? { unusedHandleId: r[4] } : {}) };
+    return {
+      outcome: 'expired',
+      ...(r[3] === 'UPLOADING' && r[4] ? { unusedHandleId: r[4] } : {}),
+      ...(r[5] ? { snapshot: r[5] } : {}),
+    };
   }
 
   async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {
@@ -369,6 +513,11 @@ export class MultipartStore {
   private async touchIndex(id: string, atMs: number): Promise<void> {
     await this.redis.zadd(this.keys.multipartByActivity(), atMs, id);
   }
+}
+
+function roundOf(r: unknown[]): DigestRoundInfo {
+  const [, state, hashed, epoch, upTo, snapshot] = r as [number, string, number, string, number, string];
+  return { state, hashed: Number(hashed), epoch: String(epoch), upTo: Number(upTo), ...(snapshot ? { snapshot } : {}) };
 }
 
 /** The wire form of an upload's status. */

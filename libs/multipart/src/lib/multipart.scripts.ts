@@ -6,9 +6,14 @@ import { lua } from '@ferry/redis';
  * writing (so nothing resurrects an expired or abandoned upload) and refreshes its activity time
  * and key lifetime.
  *
- * KEYS[1] upload hash, KEYS[2] partsState string, KEYS[3] (where used) the lease of one part.
+ * KEYS[1] upload hash, KEYS[2] partsState string, KEYS[3] (where used) the lease of one part, or
+ * the digest lease (`digest*` scripts). All three share the upload's hash tag.
  * ARGV[1] now (ms), ARGV[2] key lifetime (ms), then the script's own arguments.
- * Hash fields: request and state fields, `s:<n>` = md5 of part n's stored bytes.
+ * Hash fields: request and state fields, `s:<n>` = md5 of part n's stored bytes, and the progress of
+ * the whole-file digests (see DigestProgress): `dgParts` = how many leading parts they cover,
+ * `dgState` = the saved digest state after them, `dgEpoch` = bumped whenever a part they cover, or
+ * one a digest round may be reading (an added part), changes: a round that began in another epoch
+ * saves nothing.
  */
 const prelude = `
 local function touch()
@@ -23,6 +28,41 @@ local function touch()
   end
 end
 local state = redis.call('HGET', KEYS[1], 'state')
+`;
+
+/**
+ * Part `n`'s bytes may change (a new PUT begins, or the bucket reports other bytes): digests that
+ * cover it start again from byte 0 (a digest state cannot be rolled back to the part's start), and
+ * a round that may be reading it (it was added) saves nothing (its epoch is over). Call it before
+ * the part is marked missing.
+ */
+const partChanges = `
+local function partChanges(n)
+  local hashed = tonumber(redis.call('HGET', KEYS[1], 'dgParts') or '0')
+  if n <= hashed or redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then
+    redis.call('HINCRBY', KEYS[1], 'dgEpoch', 1)
+    if n <= hashed then
+      redis.call('HSET', KEYS[1], 'dgParts', 0)
+      redis.call('HDEL', KEYS[1], 'dgState')
+    end
+  end
+end
+`;
+
+/**
+ * The next digest round from the parts hashed so far: up to the first part not added, at most
+ * `maxParts` parts → hashed, upTo, and the answer {DigestRound.round, state, hashed, epoch, upTo,
+ * snapshot} (state '' = nothing hashed yet).
+ */
+const nextRound = `
+local function nextRound(maxParts)
+  local hashed = tonumber(redis.call('HGET', KEYS[1], 'dgParts') or '0')
+  local parts = redis.call('GET', KEYS[2]) or ''
+  local gap = string.find(parts, '0', hashed + 1, true)
+  local upTo = math.min(gap and gap - 1 or #parts, hashed + maxParts)
+  local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot')
+  return hashed, upTo, {1, f[1] or '', hashed, f[2] or '0', upTo, f[3] or ''}
+end
 `;
 
 /** ARGV[3] parts count, then field/value pairs → 1 created, 0 existed. */
@@ -40,15 +80,17 @@ return 1`,
 
 /**
  * A PUT of part ARGV[3] begins, holder ARGV[4], lease ARGV[5] ms: the part's previous bytes are no
- * longer trusted (its stored md5 is dropped and it is missing again) until this PUT ends.
+ * longer trusted (its stored md5 is dropped, it is missing again, digests over it start again) until
+ * this PUT ends.
  * → {1} | {-1} no upload | {-2, state} not UPLOADING | {-3, pttl} another PUT holds the part.
  */
 export const beginPart3 = lua(
   'beginPart3',
-  `${prelude}
+  `${prelude}${partChanges}
 if not state then return {-1} end
 if state ~= 'UPLOADING' then return {-2, state} end
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {-3, redis.call('PTTL', KEYS[3])} end
+partChanges(tonumber(ARGV[3]))
 redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
 redis.call('SETRANGE', KEYS[2], tonumber(ARGV[3]) - 1, '0')
 touch()
@@ -94,11 +136,14 @@ return 1`,
  */
 export const addPart3 = lua(
   'addPart3',
-  `${prelude}
+  `${prelude}${partChanges}
 if not state then return {-1} end
 local n = tonumber(ARGV[3])
 if state == 'UPLOADING' and ARGV[5] ~= '' then
-  if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then redis.call('SETRANGE', KEYS[2], n - 1, '0') end
+  if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then
+    partChanges(n)
+    redis.call('SETRANGE', KEYS[2], n - 1, '0')
+  end
   redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
 end
 if state ~= 'UPLOADING' then return {-2, state} end
@@ -154,7 +199,7 @@ return redis.call('HGET', KEYS[1], ARGV[4])`,
 );
 
 /**
- * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state, dedupHandleId} deleted,
+ * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state, dedupHandleId, snapshot} deleted,
  * {0} already gone, {-1, updatedOn} still active, {-2} ASSEMBLING: never idle, its client completed
  * it (every part acknowledged) and its assembly job settles it, however late a worker runs; unless
  * that job gave up (`assemblyGaveUp`, its retries spent): then it expires as an idle upload does,
@@ -167,9 +212,9 @@ if not state then redis.call('DEL', KEYS[2]) return {0} end
 if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {-2} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
 if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
-local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId')
+local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId', 'snapshot')
 redis.call('DEL', KEYS[1], KEYS[2])
-return {1, info[1] or '', info[2] or '', state, info[3] or ''}`,
+return {1, info[1] or '', info[2] or '', state, info[3] or '', info[4] or ''}`,
 );
 
 /** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → {Swap.swapped}, else {Swap.differs, its value}. */
@@ -202,6 +247,101 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 1`,
 );
 
+/**
+ * The digest lease: one process at a time advances an upload's whole-file digests (DigestProgress).
+ * KEYS[3] the digest lease. ARGV[3] holder, ARGV[4] lease ms, ARGV[5] most parts per round,
+ * ARGV[6] a staging id for the private copy of the hashed bytes (S3; '' on disk), recorded once.
+ * Takes the lease (or renews it, if ARGV[3] holds it already) when parts were added past those
+ * hashed: → {DigestRound.round, state, hashed, epoch, upTo, snapshot}; else → {nothing, hashed} (and
+ * a lease ARGV[3] held is released) | {busy, pttl} | {noUpload} | {settled, state} (not UPLOADING
+ * or ASSEMBLING: nothing to advance).
+ */
+export const digestBegin3 = lua(
+  'digestBegin3',
+  `${prelude}${nextRound}
+if not state then return {-1} end
+if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {-2, state} end
+local hashed, upTo, round = nextRound(tonumber(ARGV[5]))
+local mine = redis.call('GET', KEYS[3]) == ARGV[3]
+if upTo <= hashed then
+  if mine then redis.call('DEL', KEYS[3]) end
+  return {0, hashed}
+end
+if mine then
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+elseif not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {-3, redis.call('PTTL', KEYS[3])}
+end
+if ARGV[6] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'snapshot', ARGV[6])
+  round[6] = redis.call('HGET', KEYS[1], 'snapshot')
+end
+return round`,
+);
+
+/**
+ * Saves a round's digest state ARGV[9] covering parts 1..ARGV[8], if ARGV[3] still holds the lease
+ * and nothing changed since the round began (epoch ARGV[6], ARGV[7] parts hashed then). Then the next
+ * round (at most ARGV[5] parts), if parts were added past them (the lease renewed for ARGV[4] ms):
+ * → {DigestRound.round, ...} as digestBegin3; else the lease is released: → {released}. Or → {lost} (the lease is not ARGV[3]'s),
+ * {stale} (a part changed: nothing saved; begin again), {noUpload}, {settled, state}.
+ */
+export const digestSave3 = lua(
+  'digestSave3',
+  `${prelude}${nextRound}
+if not state then return {-1} end
+if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {-2, state} end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return {-4} end
+local seen = redis.call('HMGET', KEYS[1], 'dgEpoch', 'dgParts')
+if (seen[1] or '0') ~= ARGV[6] or tonumber(seen[2] or '0') ~= tonumber(ARGV[7]) then return {-5} end
+redis.call('HSET', KEYS[1], 'dgParts', ARGV[8], 'dgState', ARGV[9])
+local hashed, upTo, round = nextRound(tonumber(ARGV[5]))
+if upTo <= hashed then
+  redis.call('DEL', KEYS[3])
+  return {2}
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return round`,
+);
+
+/** Renews the digest lease held by ARGV[3] for ARGV[4] ms → {Renewed.renewed} | {lost}. */
+export const digestRenew3 = lua(
+  'digestRenew3',
+  `
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1`,
+);
+
+/** Releases the digest lease if ARGV[3] holds it (a round that stopped: what it did is not saved). */
+export const digestRelease3 = lua(
+  'digestRelease3',
+  `
+if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+return 1`,
+);
+
+/**
+ * S3: the bucket holds bytes of md5 ARGV[5] for part ARGV[3], added with md5 ARGV[4] (a client PUT it
+ * again after adding it; Ferry does not see PUTs to the bucket). While UPLOADING, and if the part
+ * is still added with ARGV[4], it is missing again (its stored md5 is now ARGV[5], as add-part
+ * would find; '' if it has none): → {Replaced.missing}; → {frozen, state} once complete was called; {unchanged} if
+ * the part moved on meanwhile; {noUpload}.
+ */
+export const partReplaced3 = lua(
+  'partReplaced3',
+  `${prelude}${partChanges}
+if not state then return {-1} end
+if state ~= 'UPLOADING' then return {-2, state} end
+local n = tonumber(ARGV[3])
+if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[4] then return {0} end
+partChanges(n)
+redis.call('SETRANGE', KEYS[2], n - 1, '0')
+if ARGV[5] == '' then redis.call('HDEL', KEYS[1], 's:' .. ARGV[3]) else redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5]) end
+touch()
+return {1}`,
+);
+
 /** The answers of the scripts above that can end in more than one way. */
 export const Created = { created: 1, existed: 0 } as const;
 export const BeginPart = { begun: 1, noUpload: -1, frozen: -2, held: -3 } as const;
@@ -214,3 +354,6 @@ export const Changed = { done: 1, otherState: 0 } as const;
 export const Expire = { expired: 1, gone: 0, active: -1, assembling: -2 } as const;
 export const Swap = { swapped: 1, differs: 0 } as const;
 export const Deleted = { deleted: 1, otherState: 0 } as const;
+export const DigestRound = { round: 1, released: 2, nothing: 0, noUpload: -1, settled: -2, busy: -3, lost: -4, stale: -5 } as const;
+export const Renewed = { renewed: 1, lost: 0 } as const;
+export const Replaced = { missing: 1, unchanged: 0, noUpload: -1, frozen: -2 } as const;

@@ -11,9 +11,12 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from '@ferry/errors';
+import type { AssembleMultipartResult } from '@ferry/jobs';
 import type { StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, LeaseKeeper } from '@ferry/uploads';
+import type { MultipartAssembler } from './assembler';
 import type { AssemblyQueue } from './assembly-queue';
+import type { DigestProgress } from './digest-progress';
 import { FileHandles } from './file-handles';
 import {
   AddPartResponse,
@@ -34,7 +37,29 @@ export interface MultipartOptions {
   urlTtlMs: number;
   completeWaitMs: number;
   maxUrlBatch: number;
+  /**
+   * `complete` assembles the upload in this process when at most this many bytes are left to hash
+   * (usually the last parts in flight); more, and the worker's job does it (0: always the job).
+   */
+  inlineCompleteBytes: number;
 }
+
+/** What multipart-api needs to advance digests as parts land and to assemble uploads itself. */
+export interface LocalAssembly {
+  progress: DigestProgress;
+  assembler: MultipartAssembler;
+  /** An assembly run here failed (the worker's job takes over). */
+  onError?: (err: unknown, uploadId: string) => void;
+  /** An assembly run here settled the upload, in `ms`. */
+  onSettled?: (uploadId: string, result: AssembleMultipartResult, ms: number) => void;
+}
+
+/**
+ * A crash of the process assembling an upload in `complete` leaves it ASSEMBLING: the job enqueued
+ * first then runs after this long (plus FERRY_MULTIPART_COMPLETE_WAIT_MS), unless the client's
+ * next complete finishes it first.
+ */
+const LOCAL_ASSEMBLY_GRACE_MS = 5_000;
 
 /** Paths of the data plane (signed URLs), shared by the signer and the HTTP routes. */
 export const DataPaths = {
@@ -58,6 +83,7 @@ export class MultipartService {
     private readonly auth: Authenticator,
     private readonly signer: UrlSigner,
     private readonly options: MultipartOptions,
+    private readonly local?: LocalAssembly,
   ) {}
 
   // --- control plane (bearer-authenticated) ----------------------------------------------------
@@ -76,8 +102,11 @@ export class MultipartService {
       const previousId = (await this.store.uploadForRequest(owner, requestKey)) ?? '';
       const previous = previousId ? await this.store.get(previousId) : undefined;
       if (previous && !forceRestart && previous.state !== 'FAILED') {
-        // a start that died half-way through its dedup: finish it, with the handle id it chose
-        if (previous.state === 'UPLOADING' && previous.dedupHandleId) await this.dedup(previous.id, owner, previous.request);
+        // A start that died before or in its dedup (after its upload became the request's): finish
+        // it, with the handle id it chose if it chose one, as long as nothing was added to it yet.
+        if (previous.state === 'UPLOADING' && (previous.dedupHandleId || !previous.partsState.includes('1'))) {
+          await this.dedup(previous.id, owner, previous.request);
+        }
         return toStatus((await this.touch(previous)) ?? previous);
       }
       const id = MultipartStore.newUploadId();
@@ -154,14 +183,18 @@ export class MultipartService {
       observed = part.md5;
     }
     const outcome = await this.store.addPart(uploadId, partNumber, md5, observed);
+    // the whole-file digests move on over the parts added so far, after this answer (never before it)
+    if (outcome.ok) this.local?.progress.kick(uploadId);
     return outcome.ok
       ? { uploadId, partNumber, addPartState: 'ADD_SUCCESS' }
       : { uploadId, partNumber, addPartState: 'ADD_FAILED', errorMessage: outcome.reason };
   }
 
   /**
-   * Checks every part is added, enqueues the assembly (once) and waits for it up to the configured
-   * time. `done` is false when the wait ran out: the client calls complete again for the result.
+   * Checks every part is added, then assembles the upload: here, when the digests advanced as the
+   * parts landed leave at most `inlineCompleteBytes` to hash; else by the worker's job (enqueued
+   * once). Waits for the result up to the configured time: `done` is false when the wait ran out
+   * (the client calls complete again for the result).
    */
   async complete(principal: Principal, uploadId: string, signal?: AbortSignal): Promise<{ status: MultipartUploadStatus; done: boolean }> {
     await this.owned(principal, uploadId);
@@ -171,8 +204,8 @@ export class MultipartService {
       const more = r.missing.length > 20 ? ` and ${r.missing.length - 20} more` : '';
       throw new InvalidArgumentError(`cannot complete: ${r.missing.length} part(s) missing: ${shown}${more}`);
     }
-    if (r.state === 'ASSEMBLING') await this.queue.ensure(uploadId);
     const deadline = Date.now() + this.options.completeWaitMs;
+    if (r.state === 'ASSEMBLING' && !(await this.assembleHere(uploadId, deadline))) await this.queue.ensure(uploadId);
     let pause = 25;
     for (;;) {
       // polled: the state alone, not the partsState string (up to 10,000 characters)
@@ -283,6 +316,32 @@ export class MultipartService {
 
   // --- helpers ---------------------------------------------------------------------------------
 
+  /**
+   * Assembles a completing upload in this process if little is left to hash; true if it settled
+   * it. Its job is enqueued first, delayed, in case this process dies (and dropped once settled).
+   */
+  private async assembleHere(uploadId: string, deadline: number): Promise<boolean> {
+    const local = this.local;
+    const upload = local && (await this.store.get(uploadId));
+    if (!local || !upload || upload.state !== 'ASSEMBLING') return false;
+    const { fileSizeBytes: size, partSizeBytes: partSize } = upload.request;
+    const left = size - Math.min(size, upload.digest.parts * partSize);
+    const most = this.options.inlineCompleteBytes;
+    if (most === 0 || (!upload.digests && left > most)) return false;
+    const started = Date.now();
+    await this.queue.ensure(uploadId, this.options.completeWaitMs + LOCAL_ASSEMBLY_GRACE_MS);
+    try {
+      const result = await local.assembler.assemble(uploadId, deadline);
+      if (!result) return false;
+      local.onSettled?.(uploadId, result, Date.now() - started);
+    } catch (err) {
+      local.onError?.(err, uploadId);
+      return false;
+    }
+    await this.queue.discard(uploadId).catch(() => undefined);
+    return true;
+  }
+
   private async owned(principal: Principal, uploadId: string): Promise<MultipartUpload> {
     const upload = /^mp_[A-Za-z0-9_-]{1,64}$/.test(uploadId) ? await this.store.get(uploadId) : undefined;
     if (!upload) throw new NotFoundError(`upload ${uploadId} not found`);
@@ -308,6 +367,8 @@ export class MultipartService {
     // a start that died in its dedup left a handle no one was given
     if (upload.dedupHandleId) await this.handles.remove(upload.dedupHandleId);
     await this.storage.deleteStaging(upload.id);
+    // (S3) the private copy of its hashed parts (one begun since, or still being written, is left to the orphan sweep)
+    if (upload.snapshot) await this.storage.deleteStaging(upload.snapshot);
   }
 
   /** Seed 003: the same user, the same content (md5 and size): a new handle at once, sharing the bytes. */

@@ -33,6 +33,11 @@ export class RedisKeys {
     return `${this.prefix}:mp:{${uploadId}}:parts`;
   }
 
+  /** Multipart upload's digest lease (`holder`): who advances its whole-file digests now (see DigestProgress). */
+  multipartDigestLease(uploadId: string): string {
+    return `${this.prefix}:mp:{${uploadId}}:digest`;
+  }
+
   /** Sorted set of multipart upload ids scored by their last activity (ms), scanned by the expiry job. */
   multipartByActivity(): string {
     return `${this.prefix}:{multipart}:by-activity`;
