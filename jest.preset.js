@@ -10,6 +10,8 @@ module.exports = {
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
   setupFiles: [require.resolve('./tools/jest/setup.js')],
+  // failing tests are also written to tmp/test-failures.log, which \`npm test\` prints at its end
+  reporters: ['default', require.resolve('./tools/jest/failure-log.js')],
   // Tests run on busy machines (\`npm run test:stress\`): they wait for conditions, bounded by
   // WAIT_MS (30 s, @ferry/testing); a test or hook as a whole gets two minutes, not jest's 5 s.
   testTimeout: 120_000,
