@@ -22,10 +22,10 @@ export function installIfNeeded() {
   }
 }
 
-/** The native hashing addon (npm install's postinstall builds it): again when its source changed. */
+/** Ferry's native addon (npm install's postinstall builds it): again when its source changed. */
 function buildNativeIfNeeded() {
-  const source = join(root, 'libs/uploads/native/resumable_hash.c');
-  const addon = join(root, 'libs/uploads/native/build/resumable_hash.node');
+  const source = join(root, 'libs/native/c/ferry_native.c');
+  const addon = join(root, 'libs/native/build/ferry_native.node');
   if (existsSync(addon) && statSync(addon).mtimeMs >= statSync(source).mtimeMs) return;
   spawnSync(process.execPath, [join(root, 'tools/native/build.mjs')], { cwd: root, stdio: 'inherit' });
 }

@@ -15,8 +15,8 @@ module.exports = function appWebpackConfig(appDir, assets = []) {
         compiler: 'tsc',
         main: './src/main.ts',
         tsConfig: './tsconfig.app.json',
-        // the native hashing addon when it was built (libs/uploads finds it beside the bundle)
-        assets: [...assets, { input: '../../libs/uploads/native/build', glob: '*.node', output: 'native' }],
+        // Ferry's native addon when it was built (@ferry/native finds it beside the bundle)
+        assets: [...assets, { input: '../../libs/native/build', glob: '*.node', output: 'native' }],
         optimization: false,
         outputHashing: 'none',
         generatePackageJson: false,

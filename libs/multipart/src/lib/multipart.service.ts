@@ -278,7 +278,7 @@ export class MultipartService {
     const lease = await this.store.beginPart(uploadId, n);
     const writer = new PartWriter(this.store, lease, takenAt);
     try {
-      writer.attach(await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes), start);
+      writer.attach(await this.storage.openStagingForParts(uploadId, upload.request.fileSizeBytes, { start, end }), start);
       let received = 0;
       // Iterated by hand: leaving the loop early (a refusal) must not destroy the request, or the
       // refusal could not be sent; the server drops the connection after answering instead.

@@ -3,7 +3,9 @@ import { constants, createReadStream } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { InternalError, NotFoundError } from '@ferry/errors';
+import { performance } from 'node:perf_hooks';
+import { InternalError, NotFoundError, UnavailableError } from '@ferry/errors';
+import { nativeAddon } from '@ferry/native';
 import { SHA256_EMPTY, StagingEntry, StagingFile, Storage, assertSha256, assertUploadId } from './storage';
 
 /**
@@ -25,7 +27,14 @@ export class FsStorage implements Storage {
   /** Per staging file opened for parts: the tail of its chain of writes (see openStagingForParts). */
   private readonly partWrites = new Map<string, Promise<void>>();
 
-  constructor(readonly dataDir: string) {
+  /**
+   * @param lockWaitMs how long an open waits for a previous writer of the same staging bytes to
+   * close them (see openStaging) before UnavailableError
+   */
+  constructor(
+    readonly dataDir: string,
+    private readonly lockWaitMs = 5_000,
+  ) {
     this.stagingDir = join(dataDir, 'staging');
     this.blobDir = join(dataDir, 'blobs', 'sha256');
   }
@@ -63,6 +72,8 @@ export class FsStorage implements Storage {
       });
     }
     try {
+      // locked before it is cut: a previous writer's late bytes past `size` are cut with the rest
+      await this.lock(fh, uploadId, 0, 0);
       const staged = (await fh.stat()).size;
       // Truncating up would invent zero bytes where committed ones were lost: refuse instead.
       if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
@@ -75,11 +86,12 @@ export class FsStorage implements Storage {
     return new FsStagingFile(uploadId, fh);
   }
 
-  async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
+  async openStagingForParts(uploadId: string, size: number, range?: { start: number; end: number }): Promise<StagingFile> {
     await this.prepare();
     const path = this.stagingPath(uploadId);
     const fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644);
     try {
+      if (range && range.end > range.start) await this.lock(fh, uploadId, range.start, range.end - range.start);
       const staged = (await fh.stat()).size;
       if (staged > size) throw new InternalError(`upload ${uploadId}: staging holds ${staged} bytes, more than its ${size}`);
       if (staged < size) {
@@ -102,6 +114,28 @@ export class FsStorage implements Storage {
       void tail.then(() => this.partWrites.get(path) === tail && this.partWrites.delete(path));
       return run;
     });
+  }
+
+  /**
+   * Locks [start, start+length) of a staging file (length 0: to its end) for this file handle until
+   * it is closed (an open file description lock, released by the kernel if the process dies too).
+   * The lease in Redis makes one writer at a time current; the lock keeps a writer that lost its
+   * lease without knowing it (a process paused past it) from writing once its successor has begun:
+   * the successor waits for it to notice (its next write checks the lease) and close. Without the
+   * native addon (no C compiler at install) there is no lock, only the lease check before each
+   * write (libs/native/README.md).
+   */
+  private async lock(fh: FileHandle, uploadId: string, start: number, length: number): Promise<void> {
+    const addon = nativeAddon();
+    if (!addon) return;
+    const deadline = performance.now() + this.lockWaitMs;
+    for (let pause = 2; !addon.lock(fh.fd, start, length); pause = Math.min(pause * 2, 100)) {
+      if (performance.now() >= deadline) {
+        const what = length === 0 ? 'its staged bytes' : `bytes ${start}-${start + length - 1} of it`;
+        throw new UnavailableError(`a previous writer of upload ${uploadId} still holds ${what} (a stalled process); try again`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   async stagingSize(uploadId: string): Promise<number | undefined> {

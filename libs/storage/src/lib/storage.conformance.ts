@@ -9,6 +9,11 @@ export interface ConformanceStore {
   reopen(): Storage;
   /** Bytes the store holds for an upload's staging, superseded objects included (0 if none). */
   storedBytes(uploadId: string): Promise<number>;
+  /**
+   * What the death of a writer's process does to its open staging file, beyond losing what it
+   * did not sync (the kernel closes a dead process's files, releasing their locks); nothing if omitted.
+   */
+  writerDies?(file: StagingFile): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -119,7 +124,8 @@ export function describeStorageConformance(
       await f.write(second, first.length);
       expect(await f.sync()).toBe(first.length + second.length);
       await f.write(randomBytes(7), first.length + second.length); // never synced
-      // the writer dies (f is never closed); a new process sees only the store
+      // the writer dies; a new process sees only the store
+      await store.writerDies?.(f);
       const committed = first.length + second.length;
       const after = store.reopen();
       expect(await after.stagingSize('crash')).toBeGreaterThanOrEqual(committed);
@@ -149,7 +155,8 @@ export function describeStorageConformance(
       expect(await f.sync()).toBe(head.length + more.length);
       expect(durable).toBeLessThanOrEqual(head.length);
       const committed = head.length + more.length;
-      // a new instance: the staged bytes, their size in a listing, and a writer resuming after them
+      // the writer dies; a new instance: the staged bytes, their size in a listing, and a writer resuming after them
+      await store.writerDies?.(f);
       const after = store.reopen();
       expect(await after.stagingSize('kept')).toBe(committed);
       const listed = [];

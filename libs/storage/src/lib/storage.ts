@@ -83,14 +83,20 @@ export interface Storage {
   /**
    * Opens (creating if needed) an upload's staging object, cutting it to `size` bytes. Never
    * extends it: if fewer than `size` bytes are staged, the committed bytes were lost (InternalError).
+   * The caller is its one writer (it holds the upload's lease). On disk the file is also locked
+   * for this writer until it is closed, before it is cut: a previous writer whose lease lapsed (a
+   * paused process) may still hold it open, and its late writes must not land between this
+   * writer's bytes; after a short wait for it to notice and close, UnavailableError.
    */
   openStaging(uploadId: string, size: number): Promise<StagingFile>;
   /**
    * Opens (creating if needed) a staging object of exactly `size` bytes whose ranges are written
    * independently and in any order, by several writers at once (multipart parts at their offsets).
-   * Never truncates or moves bytes already written; unwritten ranges read as zeros.
+   * Never truncates or moves bytes already written; unwritten ranges read as zeros. `range` is
+   * what this writer writes: on disk it is locked for it until it is closed, as openStaging locks
+   * the whole file (UnavailableError if a previous writer of it does not let go).
    */
-  openStagingForParts(uploadId: string, size: number): Promise<StagingFile>;
+  openStagingForParts(uploadId: string, size: number, range?: { start: number; end: number }): Promise<StagingFile>;
   /** Size of the staging object, or undefined if there is none. */
   stagingSize(uploadId: string): Promise<number | undefined>;
   /** Streams `[start, end)` of a staging object. */

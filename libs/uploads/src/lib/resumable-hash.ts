@@ -1,5 +1,4 @@
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { type NativeAddon, nativeAddon } from '@ferry/native';
 import { createMD5, createSHA256, type IHasher } from 'hash-wasm';
 
 /** The digests that can be saved mid-stream and continued by another process. */
@@ -28,32 +27,6 @@ export interface ResumableHashing {
   start(algorithm: ResumableAlgorithm): Promise<ResumableDigest>;
   /** Rejects with UnloadableStateError a state another backend or build saved. */
   load(saved: string): Promise<ResumableDigest>;
-}
-
-interface NativeAddon {
-  tag: string;
-  init(algorithm: ResumableAlgorithm): Buffer;
-  update(state: Buffer, chunks: readonly Buffer[], cb: (err: Error | null) => void): void;
-  digest(state: Buffer): Buffer;
-}
-
-const ADDON = 'resumable_hash.node';
-
-/**
- * Where the addon is: beside an app's bundle (dist/apps/<app>/native, copied by
- * tools/webpack), or where tools/native/build.mjs builds it (libs/uploads/native/build) above this
- * file. Undefined when it was not built (no C compiler): the wasm backend is used.
- */
-function findAddon(): string | undefined {
-  const candidates = [join(__dirname, 'native')];
-  for (let dir = __dirname; ; dir = dirname(dir)) {
-    candidates.push(join(dir, 'libs/uploads/native/build'));
-    if (dirname(dir) === dir) break;
-  }
-  return candidates
-    .filter((d): d is string => !!d)
-    .map((d) => join(d, ADDON))
-    .find((p) => existsSync(p));
 }
 
 class NativeDigest implements ResumableDigest {
@@ -177,14 +150,12 @@ let chosen: ResumableHashing | undefined;
 export function resumableHashing(backend?: 'openssl' | 'wasm'): ResumableHashing {
   if (backend === 'wasm') return new WasmHashing();
   if (backend === undefined && chosen) return chosen;
-  const path = findAddon();
-  if (!path) {
-    if (backend === 'openssl') throw new Error(`${ADDON} is not built: run node tools/native/build.mjs`);
+  const addon = nativeAddon();
+  if (!addon) {
+    if (backend === 'openssl') throw new Error('the native addon is not built: run node tools/native/build.mjs');
     return (chosen = new WasmHashing());
   }
-  const addon = { exports: {} };
-  process.dlopen(addon, path); // a path known at run time only: nothing for the bundler to resolve
-  const native = new NativeHashing(addon.exports as NativeAddon);
+  const native = new NativeHashing(addon);
   if (backend === undefined) chosen = native;
   return native;
 }

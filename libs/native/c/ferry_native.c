@@ -1,4 +1,6 @@
 /*
+ * Ferry's one native addon: what Node.js does not offer.
+ *
  * Resumable MD5 and SHA-256 over the OpenSSL that Node.js carries: the state of a digest is a
  * plain buffer (OpenSSL's MD5_CTX / SHA256_CTX), so it can be saved (to Redis), loaded by
  * another process of the same build, and continued. Node's own crypto hashes cannot be saved.
@@ -11,15 +13,29 @@
  *   tag                       -> string   names the state layout; a state with another tag
  *                                        cannot be loaded here
  *
- * A state buffer is [u32 alg][ctx]. Built by tools/native/build.mjs; libs/uploads falls back to
- * WebAssembly hashing (hash-wasm) when the addon is not built.
+ * A state buffer is [u32 alg][ctx].
+ *
+ * Byte-range locks of an open file (Linux open file description locks, F_OFD_SETLK): held by the
+ * file description, not the process, released when it is closed or its process dies. Staging
+ * writers lock what they write, so a writer whose lease lapsed (a paused process) can never write
+ * between its successor's bytes (libs/storage, FsStorage).
+ *
+ *   lock(fd, start, length)   -> boolean  an exclusive lock of [start, start+length) (length 0: to
+ *                                         the end, however far the file grows); false if another
+ *                                         file description holds part of it (never waits)
+ *   unlock(fd, start, length)
+ *
+ * Built by tools/native/build.mjs (npm install); libs/native/src says what Ferry does without it.
  */
+#define _GNU_SOURCE
 #define NAPI_VERSION 8
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <node_api.h>
 #include <openssl/md5.h>
 #include <openssl/opensslv.h>
 #include <openssl/sha.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +50,7 @@ static size_t ctx_size(unsigned int alg) {
 #define CHECK(env, call)                                              \
   do {                                                                \
     if ((call) != napi_ok) {                                          \
-      napi_throw_error((env), NULL, "resumable_hash: " #call " failed"); \
+      napi_throw_error((env), NULL, "ferry_native: " #call " failed"); \
       return NULL;                                                    \
     }                                                                 \
   } while (0)
@@ -45,13 +61,13 @@ static unsigned int state_of(napi_env env, napi_value value, void **data) {
   bool is_buffer = false;
   if (napi_is_buffer(env, value, &is_buffer) != napi_ok || !is_buffer ||
       napi_get_buffer_info(env, value, data, &length) != napi_ok || length < HEADER) {
-    napi_throw_type_error(env, NULL, "resumable_hash: not a digest state");
+    napi_throw_type_error(env, NULL, "ferry_native: not a digest state");
     return 0;
   }
   unsigned int alg;
   memcpy(&alg, *data, HEADER);
   if (ctx_size(alg) == 0 || length != HEADER + ctx_size(alg)) {
-    napi_throw_type_error(env, NULL, "resumable_hash: not a digest state");
+    napi_throw_type_error(env, NULL, "ferry_native: not a digest state");
     return 0;
   }
   return alg;
@@ -64,12 +80,12 @@ static napi_value init(napi_env env, napi_callback_info info) {
   size_t len = 0;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "resumable_hash: init(alg) takes 'md5' or 'sha256'");
+    napi_throw_type_error(env, NULL, "ferry_native: init(alg) takes 'md5' or 'sha256'");
     return NULL;
   }
   unsigned int alg = strcmp(name, "md5") == 0 ? ALG_MD5 : strcmp(name, "sha256") == 0 ? ALG_SHA256 : 0;
   if (alg == 0) {
-    napi_throw_type_error(env, NULL, "resumable_hash: init(alg) takes 'md5' or 'sha256'");
+    napi_throw_type_error(env, NULL, "ferry_native: init(alg) takes 'md5' or 'sha256'");
     return NULL;
   }
   void *data;
@@ -108,7 +124,7 @@ static void update_complete(napi_env env, napi_status status, void *arg) {
     if (status == napi_ok) napi_get_null(env, &argv[0]);
     else {
       napi_value message;
-      napi_create_string_utf8(env, "resumable_hash: update cancelled", NAPI_AUTO_LENGTH, &message);
+      napi_create_string_utf8(env, "ferry_native: update cancelled", NAPI_AUTO_LENGTH, &message);
       napi_create_error(env, NULL, message, &argv[0]);
     }
     napi_call_function(env, global, cb, 1, argv, NULL);
@@ -129,14 +145,14 @@ static napi_value update(napi_env env, napi_callback_info info) {
   void *data;
   unsigned int alg = argc == 3 ? state_of(env, argv[0], &data) : 0;
   if (alg == 0) {
-    if (argc != 3) napi_throw_type_error(env, NULL, "resumable_hash: update(state, chunks, cb)");
+    if (argc != 3) napi_throw_type_error(env, NULL, "ferry_native: update(state, chunks, cb)");
     return NULL;
   }
   bool is_array = false;
   uint32_t count = 0;
   CHECK(env, napi_is_array(env, argv[1], &is_array));
   if (!is_array) {
-    napi_throw_type_error(env, NULL, "resumable_hash: update(state, chunks, cb): chunks is an array of Buffers");
+    napi_throw_type_error(env, NULL, "ferry_native: update(state, chunks, cb): chunks is an array of Buffers");
     return NULL;
   }
   CHECK(env, napi_get_array_length(env, argv[1], &count));
@@ -155,7 +171,7 @@ static napi_value update(napi_env env, napi_callback_info info) {
       free(u->bytes);
       free(u->lengths);
       free(u);
-      napi_throw_type_error(env, NULL, "resumable_hash: update(state, chunks, cb): chunks is an array of Buffers");
+      napi_throw_type_error(env, NULL, "ferry_native: update(state, chunks, cb): chunks is an array of Buffers");
       return NULL;
     }
     u->bytes[i] = bytes;
@@ -164,7 +180,7 @@ static napi_value update(napi_env env, napi_callback_info info) {
   CHECK(env, napi_create_reference(env, argv[0], 1, &u->state_ref));
   CHECK(env, napi_create_reference(env, argv[1], 1, &u->chunks_ref));
   CHECK(env, napi_create_reference(env, argv[2], 1, &u->cb_ref));
-  CHECK(env, napi_create_string_utf8(env, "ferry:resumable_hash", NAPI_AUTO_LENGTH, &name));
+  CHECK(env, napi_create_string_utf8(env, "ferry:native_hash", NAPI_AUTO_LENGTH, &name));
   CHECK(env, napi_create_async_work(env, NULL, name, update_execute, update_complete, u, &u->work));
   CHECK(env, napi_queue_async_work(env, u->work));
   return NULL;
@@ -177,7 +193,7 @@ static napi_value digest(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   unsigned int alg = argc == 1 ? state_of(env, argv[0], &data) : 0;
   if (alg == 0) {
-    if (argc != 1) napi_throw_type_error(env, NULL, "resumable_hash: digest(state)");
+    if (argc != 1) napi_throw_type_error(env, NULL, "ferry_native: digest(state)");
     return NULL;
   }
   if (alg == ALG_MD5) {
@@ -194,6 +210,48 @@ static napi_value digest(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* fd, start, length as integers; false (and a thrown TypeError) when they are not. */
+static bool range_args(napi_env env, napi_callback_info info, int *fd, int64_t *start, int64_t *length) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 || napi_get_value_int32(env, argv[0], fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], start) != napi_ok || napi_get_value_int64(env, argv[2], length) != napi_ok || *fd < 0 ||
+      *start < 0 || *length < 0) {
+    napi_throw_type_error(env, NULL, "ferry_native: (fd, start, length) are non-negative integers");
+    return false;
+  }
+  return true;
+}
+
+static napi_value set_lock(napi_env env, napi_callback_info info, short type) {
+  int fd;
+  int64_t start, length;
+  if (!range_args(env, info, &fd, &start, &length)) return NULL;
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)start;
+  fl.l_len = (off_t)length;
+  napi_value result;
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
+    napi_get_boolean(env, true, &result);
+    return result;
+  }
+  if (type != F_UNLCK && (errno == EAGAIN || errno == EACCES)) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  char message[96];
+  snprintf(message, sizeof message, "ferry_native: fcntl(F_OFD_SETLK) failed: %s", strerror(errno));
+  napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+static napi_value lock(napi_env env, napi_callback_info info) { return set_lock(env, info, F_WRLCK); }
+
+static napi_value unlock(napi_env env, napi_callback_info info) { return set_lock(env, info, F_UNLCK); }
+
 NAPI_MODULE_INIT() {
   napi_value fn, tag;
   char text[96];
@@ -205,6 +263,10 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "update", fn);
   napi_create_function(env, "digest", NAPI_AUTO_LENGTH, digest, NULL, &fn);
   napi_set_named_property(env, exports, "digest", fn);
+  napi_create_function(env, "lock", NAPI_AUTO_LENGTH, lock, NULL, &fn);
+  napi_set_named_property(env, exports, "lock", fn);
+  napi_create_function(env, "unlock", NAPI_AUTO_LENGTH, unlock, NULL, &fn);
+  napi_set_named_property(env, exports, "unlock", fn);
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &tag);
   napi_set_named_property(env, exports, "tag", tag);
   return exports;

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'native',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/native',
+};
