@@ -134,7 +134,8 @@ export class DigestProgress {
       const upload = await this.store.get(uploadId);
       if (!upload) throw new NotFoundError(`upload ${uploadId} no longer exists`);
       if (upload.digest.parts >= upload.parts) {
-        return { ...(await this.digests.final(upload.digest.state ?? this.digests.start())), source: upload.snapshot ?? uploadId };
+        const source = upload.snapshot ?? uploadId;
+        return { ...(await this.finalOf(upload.digest.state ?? this.digests.start(), source, upload.request.fileSizeBytes)), source };
       }
       if (upload.state !== 'ASSEMBLING')
         throw new FailedPreconditionError(`upload ${uploadId} is ${upload.state}: its parts may still change`);
@@ -144,6 +145,21 @@ export class DigestProgress {
       if (Date.now() >= deadline) return undefined;
       await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(pause, deadline - Date.now()))));
       pause = Math.min(100, pause * 2);
+    }
+  }
+
+  /**
+   * The digests a complete saved state holds. A state this process cannot load (saved by another
+   * build, as in a rolling upgrade) is not an error: the whole staged file (on S3 the private copy,
+   * which holds exactly the hashed bytes) is hashed again, once.
+   */
+  private async finalOf(state: DigestState, source: string, size: number): Promise<{ md5: string; sha256: string }> {
+    try {
+      return await this.digests.final(state);
+    } catch (err) {
+      if (!this.digests.unloadable(err)) throw err;
+      const again = await this.digests.advance(this.digests.start(), this.storage.readStaging(source, 0, size), () => undefined);
+      return this.digests.final(again);
     }
   }
 
