@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import IORedis, { Cluster } from 'ioredis';
-import { freePort } from './ports';
+import { freePort, portFree } from './ports';
 import { WAIT_MS, sleep } from './wait';
 
 export interface TestRedis {
@@ -124,11 +124,21 @@ export interface TestRedisCluster extends TestRedis {
  */
 export async function startTestRedisCluster(): Promise<TestRedisCluster> {
   if (!redisServerOnPath()) throw new Error('the Redis Cluster tests need redis-server and redis-cli (apt-get install redis-server)');
+  // Another process may take a free port (or its cluster bus port, +10000) before a node binds it:
+  // that node exits at once, and the cluster starts again on other ports.
+  for (let attempt = 1; ; attempt++) {
+    const started = await startClusterNodes();
+    if (started.ok) return started.cluster;
+    if (attempt === 5) throw new Error(started.reason);
+  }
+}
+
+async function startClusterNodes(): Promise<{ ok: true; cluster: TestRedisCluster } | { ok: false; reason: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-redis-cluster-'));
   const ports: number[] = [];
   while (ports.length < 6) {
     const port = await freePort();
-    if (!ports.includes(port) && port < 55536) ports.push(port); // the cluster bus uses port + 10000
+    if (!ports.includes(port) && port < 55536 && (await portFree(port + 10000))) ports.push(port); // the cluster bus uses port + 10000
   }
   const children = ports.map((port) =>
     spawn(
@@ -170,8 +180,13 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
   };
   try {
     const deadline = Date.now() + WAIT_MS;
-    for (const port of ports) {
-      while (!(await answersPing(port))) {
+    for (const [i, port] of ports.entries()) {
+      // answered by this node (not by a server that held the port, which made ours exit)
+      while (!(await answersPing(port)) || children[i].exitCode !== null) {
+        if (children[i].exitCode !== null) {
+          await stop();
+          return { ok: false, reason: `redis-server (cluster node) exited at start on port ${port} (taken?)` };
+        }
         if (Date.now() > deadline) throw new Error(`redis-server (cluster node) did not start on port ${port}`);
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -191,7 +206,7 @@ export async function startTestRedisCluster(): Promise<TestRedisCluster> {
       if (Date.now() > deadline + WAIT_MS) throw new Error('the Redis Cluster did not reach cluster_state:ok');
       await new Promise((r) => setTimeout(r, 100));
     }
-    return { url: `redis+cluster://${nodes.join(',')}`, nodes, prefix: uniquePrefix(), stop };
+    return { ok: true, cluster: { url: `redis+cluster://${nodes.join(',')}`, nodes, prefix: uniquePrefix(), stop } };
   } catch (err) {
     await stop();
     throw err;
