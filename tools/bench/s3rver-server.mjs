@@ -20,9 +20,9 @@ if (statsPort) {
     const key = decodeURIComponent(path).split('/').slice(2).join('/');
     const kind = !key
       ? 'bucket'
-      : /^staging\/[^/]+\/tail-\d+-\d+$/.test(key)
+      : /^staging\/[^/]+\/tail-\d+-\d+(\.f\d+)?$/.test(key)
         ? 'tail piece'
-        : /^staging\/[^/]+\/\d+$/.test(key)
+        : /^staging\/[^/]+\/\d+(\.f\d+)?$/.test(key)
           ? 'part'
           : key.startsWith('blobs/')
             ? 'blob'

@@ -101,7 +101,7 @@ describe('ingest-grpc on S3: persisted below a part, across kill -9', () => {
   });
 
   /** The tail pieces in the bucket (none once every upload is published). */
-  const tailPieces = async () => (await s3.keys('staging/')).filter((key) => /\/tail-\d{8}-\d{15}$/.test(key));
+  const tailPieces = async () => (await s3.keys('staging/')).filter((key) => /\/tail-\d{8}-\d{15}(\.f\d+)?$/.test(key));
 
   it('GCS: a flush after 256 KiB answers persisted_size 262144, which a restarted server resumes from', async () => {
     const object = randomName('flushed');

@@ -102,7 +102,7 @@ describe('S3Storage layout and parts', () => {
       [piece('tailed', 1, PART), 20],
     ]);
     // a piece left behind by a crash between writing its part and deleting it is ignored, then removed on open
-    await storage.putTailPiece('tailed', 0, 0, randomBytes(5));
+    await storage.putTailPiece('tailed', 0, 0, 0, randomBytes(5));
     expect(await storage.stagingSize('tailed')).toBe(PART + 20);
     expect(await collect(storage.readStaging('tailed', 0, PART + 20))).toEqual(data.subarray(0, PART + 20));
     const g = await storage.openStaging('tailed', PART + 20);
@@ -117,15 +117,15 @@ describe('S3Storage layout and parts', () => {
   it("reads what a crash leaves right: superseded pieces, pieces after a gap, a stale writer's piece across the committed size", async () => {
     const storage = freshStorage();
     const data = randomBytes(2 * PART);
-    await storage.putPart('left', 0, data.subarray(0, PART));
-    await storage.putTailPiece('left', 0, 0, randomBytes(100)); // superseded by part 0
-    await storage.putTailPiece('left', 1, PART, data.subarray(PART, PART + 100));
-    await storage.putTailPiece('left', 1, PART + 300, randomBytes(50)); // after a gap
-    await storage.putTailPiece('left', 2, PART + 100, randomBytes(10)); // of a part not next
+    await storage.putPart('left', 0, 0, data.subarray(0, PART));
+    await storage.putTailPiece('left', 0, 0, 0, randomBytes(100)); // superseded by part 0
+    await storage.putTailPiece('left', 0, 1, PART, data.subarray(PART, PART + 100));
+    await storage.putTailPiece('left', 0, 1, PART + 300, randomBytes(50)); // after a gap
+    await storage.putTailPiece('left', 0, 2, PART + 100, randomBytes(10)); // of a part not next
     expect(await storage.stagingSize('left')).toBe(PART + 100);
     expect(await collect(storage.readStaging('left', 0, PART + 100))).toEqual(data.subarray(0, PART + 100));
     // a writer that lost its lease wrote a piece across the committed size: cut to it on open
-    await storage.putTailPiece('left', 1, PART + 100, Buffer.concat([data.subarray(PART + 100, PART + 150), randomBytes(50)]));
+    await storage.putTailPiece('left', 0, 1, PART + 100, Buffer.concat([data.subarray(PART + 100, PART + 150), randomBytes(50)]));
     expect(await storage.stagingSize('left')).toBe(PART + 200);
     const f = await storage.openStaging('left', PART + 150);
     expect(await objects(storage, 'staging/left/')).toEqual([
@@ -138,6 +138,35 @@ describe('S3Storage layout and parts', () => {
     await f.close();
     expect(await keys(storage, 'staging/left/')).toEqual([part('left', 0), part('left', 1)]);
     expect(sha(await collect(storage.readStaging('left', 0, 2 * PART)))).toBe(sha(data));
+  });
+
+  it("never lets a previous writer's late PUT replace its successor's bytes: the higher lease fence is read, the lower is stray", async () => {
+    const storage = freshStorage();
+    const data = randomBytes(3 * PART);
+    // writer of fence 1 commits part 0, then stalls (a paused process) with part 1 on its way
+    const a = await storage.openStaging('fenced', 0, 1);
+    await a.write(data.subarray(0, PART), 0);
+    expect(await a.sync()).toBe(PART);
+    // its lease lapsed: the writer of fence 2 resumes at the committed size and finishes
+    const b = await storage.openStaging('fenced', PART, 2);
+    await b.write(data.subarray(PART), PART);
+    expect(await b.sync(true)).toBe(3 * PART);
+    await b.close();
+    // then the stalled writer's PUTs land: its part 1 and a tail piece of part 2, other bytes
+    await storage.putPart('fenced', 1, 1, randomBytes(PART));
+    await storage.putTailPiece('fenced', 1, 2, 2 * PART, randomBytes(10));
+    expect(await storage.stagingSize('fenced')).toBe(3 * PART);
+    expect(sha(await collect(storage.readStaging('fenced', 0, 3 * PART)))).toBe(sha(data));
+    // a stalled PUT that lands before its successor writes the same part loses all the same
+    const c = await storage.openStaging('fenced', 2 * PART, 3);
+    await storage.putPart('fenced', 1, 2, randomBytes(PART)); // fence 1 again, late: part 2
+    await c.write(data.subarray(2 * PART), 2 * PART);
+    expect(await c.sync(true)).toBe(3 * PART);
+    await c.close();
+    expect(sha(await collect(storage.readStaging('fenced', 0, 3 * PART)))).toBe(sha(data));
+    await storage.publishStaging('fenced', sha(data));
+    expect(sha(await collect(storage.readBlob(sha(data), 0, data.length)))).toBe(sha(data));
+    expect(await keys(storage, 'staging/fenced/')).toEqual([]);
   });
 
   it('costs one request per part while parts arrive between syncs; below a part one PUT per sync with new bytes, and one delete per part', async () => {

@@ -58,10 +58,12 @@ export function createS3Client(o: S3ConnectionOptions): S3Client {
 /**
  * Storage in an S3-compatible bucket:
  *
- *   staging/<uploadId>/<part index, 8 digits>   an upload in progress, as part objects (written by
- *                                                Ferry: `partBytes` each, the last one shorter;
+ *   staging/<uploadId>/<part index, 8 digits>[.f<fence>]
+ *                                                an upload in progress, as part objects (written by
+ *                                                Ferry: `partBytes` each, the last one shorter, the
+ *                                                writer's lease fence in the key, see fenceSuffix;
  *                                                multipart parts: PUT by clients, the client's size)
- *   staging/<uploadId>/tail-<part index, 8 digits>-<start, 15 digits>
+ *   staging/<uploadId>/tail-<part index, 8 digits>-<start, 15 digits>[.f<fence>]
  *                                                a tail piece: bytes [start, start + its size) of a
  *                                                part not yet whole, made durable by a sync
  *   blobs/sha256/<ab>/<sha256>                   published content, one object per digest
@@ -141,13 +143,14 @@ export class S3Storage implements Storage {
     return `staging/${uploadId}/`;
   }
 
-  static partKey(uploadId: string, index: number): string {
-    return `${S3Storage.stagingPrefix(uploadId)}${String(index).padStart(8, '0')}`;
+  /** Part `index`, as the writer of lease fence `fence` wrote it (0: no fence, as clients' parts). */
+  static partKey(uploadId: string, index: number, fence = 0): string {
+    return `${S3Storage.stagingPrefix(uploadId)}${String(index).padStart(8, '0')}${fenceSuffix(fence)}`;
   }
 
   /** Tail piece of part `index` holding the bytes from `start` (an offset in the whole object) on. */
-  static tailKey(uploadId: string, index: number, start: number): string {
-    return `${S3Storage.stagingPrefix(uploadId)}tail-${String(index).padStart(8, '0')}-${String(start).padStart(15, '0')}`;
+  static tailKey(uploadId: string, index: number, start: number, fence = 0): string {
+    return `${S3Storage.stagingPrefix(uploadId)}tail-${String(index).padStart(8, '0')}-${String(start).padStart(15, '0')}${fenceSuffix(fence)}`;
   }
 
   static blobKey(sha256: string): string {
@@ -164,7 +167,7 @@ export class S3Storage implements Storage {
     return layoutOf(prefix, objects);
   }
 
-  async openStaging(uploadId: string, size: number): Promise<StagingFile> {
+  async openStaging(uploadId: string, size: number, fence = 0): Promise<StagingFile> {
     const { parts, tail, stray } = await this.layout(uploadId);
     const staged = sum(parts) + sum(tail);
     if (staged < size) throw new InternalError(`upload ${uploadId}: ${size} bytes committed but only ${staged} staged`);
@@ -178,7 +181,7 @@ export class S3Storage implements Storage {
     if (at === size) {
       // nothing from part `keep` on was committed (a writer died before its commit)
       await this.deleteKeys([...keysOf(parts.slice(keep)), ...keysOf(tail), ...stray]);
-      return new S3StagingFile(this, uploadId, keep, size);
+      return new S3StagingFile(this, uploadId, fence, keep, size);
     }
     // The committed bytes of part `keep` [at, size) begin the part the writer fills next.
     const prefix = await this.readSegments([...parts.slice(keep), ...tail], at, at, size);
@@ -188,10 +191,10 @@ export class S3Storage implements Storage {
       // writer adds count (tail pieces of a part in the bucket are superseded). In this order: until
       // the part is deleted it holds them, and the piece is ignored.
       await this.deleteKeys([...keysOf(parts.slice(keep + 1)), ...keysOf(tail), ...stray]);
-      const piece = S3Storage.tailKey(uploadId, keep, at);
+      const piece = S3Storage.tailKey(uploadId, keep, at, fence);
       await this.putObject(piece, prefix);
       await this.deleteKeys([parts[keep].key]);
-      return new S3StagingFile(this, uploadId, keep, size, prefix, [piece]);
+      return new S3StagingFile(this, uploadId, fence, keep, size, prefix, [piece]);
     }
     // They lie in tail pieces: those beginning at or past the committed size were never committed.
     const kept = tail.filter((p) => p.start < size);
@@ -202,7 +205,7 @@ export class S3Storage implements Storage {
       // written a piece across it: cut to the committed size (S3 replaces an object atomically).
       await this.putObject(last.key, prefix.subarray(last.start - at));
     }
-    return new S3StagingFile(this, uploadId, keep, size, prefix, keysOf(kept));
+    return new S3StagingFile(this, uploadId, fence, keep, size, prefix, keysOf(kept));
   }
 
   async openStagingForParts(uploadId: string, size: number): Promise<StagingFile> {
@@ -469,8 +472,8 @@ export class S3Storage implements Storage {
   }
 
   /** Writes a tail piece of staging part `index` (see S3StagingFile.sync); returns its key. */
-  async putTailPiece(uploadId: string, index: number, start: number, data: Buffer): Promise<string> {
-    const key = S3Storage.tailKey(uploadId, index, start);
+  async putTailPiece(uploadId: string, fence: number, index: number, start: number, data: Buffer): Promise<string> {
+    const key = S3Storage.tailKey(uploadId, index, start, fence);
     await this.putObject(key, data);
     return key;
   }
@@ -487,8 +490,8 @@ export class S3Storage implements Storage {
   }
 
   /** Writes one staging part (a whole object: durable once the PUT returns). */
-  async putPart(uploadId: string, index: number, data: Buffer): Promise<void> {
-    await this.putObject(S3Storage.partKey(uploadId, index), data);
+  async putPart(uploadId: string, fence: number, index: number, data: Buffer): Promise<void> {
+    await this.putObject(S3Storage.partKey(uploadId, index, fence), data);
   }
 
   private async *list(prefix: string): AsyncGenerator<StoredObject> {
@@ -603,29 +606,51 @@ interface Layout {
   stray: string[];
 }
 
-const PART_NAME = /^\d+$/;
-const TAIL_NAME = /^tail-(\d+)-(\d+)$/;
+const PART_NAME = /^(\d+)(?:\.f(\d+))?$/;
+const TAIL_NAME = /^tail-(\d+)-(\d+)(?:\.f(\d+))?$/;
+
+/**
+ * Staging objects written under a lease carry its fence (`.f<fence>`): a writer that lost its lease
+ * without knowing it (a paused process, a PUT stuck in the network) can still land a PUT after its
+ * successor began, and S3 has no lock to stop it; its object then has a lower fence than the
+ * successor's of the same part or piece, and the higher one is read (the lower one is stray).
+ */
+function fenceSuffix(fence: number): string {
+  return fence > 0 ? `.f${fence}` : '';
+}
 
 /**
  * Reads a staging object from the objects under its prefix: the parts from index 0 without a gap,
- * then the tail pieces of the next part that follow each other from where the parts end. Anything
- * else is stray: a part after a gap, pieces of a part that is there whole (superseded: its writer
- * died between writing the part and deleting them), pieces after a gap or of a later part, and
- * names Ferry does not write.
+ * then the tail pieces of the next part that follow each other from where the parts end. Of two
+ * objects of one part, or two pieces from one start, the one of the higher fence counts (see
+ * fenceSuffix). Anything else is stray: the lower-fenced twin, a part after a gap, pieces of a part
+ * that is there whole (superseded: its writer died between writing the part and deleting them),
+ * pieces after a gap or of a later part, and names Ferry does not write.
  */
 function layoutOf(prefix: string, objects: StoredObject[]): Layout {
-  const found = new Map<number, StagedPart>();
-  const pieces = new Map<number, Map<number, TailPiece>>();
+  const found = new Map<number, StagedPart & { fence: number }>();
+  const pieces = new Map<number, Map<number, TailPiece & { fence: number }>>();
   const stray: string[] = [];
+  /** Keeps the higher-fenced of `o` and what `map` holds at `at`; the other is stray. */
+  const keep = <T extends { key: string; fence: number }>(map: Map<number, T>, at: number, o: T) => {
+    const held = map.get(at);
+    if (held && held.fence >= o.fence) {
+      stray.push(o.key);
+      return;
+    }
+    if (held) stray.push(held.key);
+    map.set(at, o);
+  };
   for (const o of objects) {
     const name = o.key.slice(prefix.length);
     const tail = TAIL_NAME.exec(name);
+    const part = PART_NAME.exec(name);
     if (tail && o.size > 0) {
-      const piece = { ...o, index: Number(tail[1]), start: Number(tail[2]) };
+      const piece = { ...o, index: Number(tail[1]), start: Number(tail[2]), fence: Number(tail[3] ?? 0) };
       if (!pieces.has(piece.index)) pieces.set(piece.index, new Map());
-      pieces.get(piece.index)?.set(piece.start, piece);
-    } else if (PART_NAME.test(name)) {
-      found.set(Number(name), { ...o, index: Number(name) });
+      keep(pieces.get(piece.index) as Map<number, TailPiece & { fence: number }>, piece.start, piece);
+    } else if (part) {
+      keep(found, Number(part[1]), { ...o, index: Number(part[1]), fence: Number(part[2] ?? 0) });
     } else {
       stray.push(o.key);
     }
@@ -684,6 +709,8 @@ class S3StagingFile implements StagingFile {
   constructor(
     private readonly storage: S3Storage,
     readonly uploadId: string,
+    /** The fence of the writer's lease, in the keys of what it PUTs (see fenceSuffix). */
+    private readonly fence: number,
     private nextIndex: number,
     /** Where the next write must start. */
     private end: number,
@@ -748,7 +775,7 @@ class S3StagingFile implements StagingFile {
     const partEnd = this.partStart + part.length;
     this.partStart = partEnd;
     this.tailEnd = partEnd;
-    const run: Promise<void> = this.storage.putPart(this.uploadId, index, part).then(
+    const run: Promise<void> = this.storage.putPart(this.uploadId, this.fence, index, part).then(
       () => {
         this.inFlight.delete(run);
         this.doneEarly.set(index, partEnd);
@@ -841,7 +868,7 @@ class S3StagingFile implements StagingFile {
     const bytes = (this.part as Buffer).subarray(start - this.partStart, this.partLength);
     let key: string;
     try {
-      key = await this.storage.putTailPiece(this.uploadId, index, start, bytes);
+      key = await this.storage.putTailPiece(this.uploadId, this.fence, index, start, bytes);
     } catch (err) {
       this.failure ??= err;
       throw err;

@@ -86,9 +86,12 @@ export interface Storage {
    * The caller is its one writer (it holds the upload's lease). On disk the file is also locked
    * for this writer until it is closed, before it is cut: a previous writer whose lease lapsed (a
    * paused process) may still hold it open, and its late writes must not land between this
-   * writer's bytes; after a short wait for it to notice and close, UnavailableError.
+   * writer's bytes; after a short wait for it to notice and close, UnavailableError. On S3, where
+   * nothing can be locked, `fence` (the lease's fencing token, growing with every writer) is in the
+   * key of every object the writer PUTs, and of two objects holding the same bytes of the upload
+   * the higher fence is read: a late PUT of a previous writer never replaces its successor's.
    */
-  openStaging(uploadId: string, size: number): Promise<StagingFile>;
+  openStaging(uploadId: string, size: number, fence?: number): Promise<StagingFile>;
   /**
    * Opens (creating if needed) a staging object of exactly `size` bytes whose ranges are written
    * independently and in any order, by several writers at once (multipart parts at their offsets).

@@ -144,7 +144,7 @@ export class UploadEngine {
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
       }
-      const file = await this.storage.openStaging(uploadId, lease.committed);
+      const file = await this.storage.openStaging(uploadId, lease.committed, lease.fence);
       hasher = new StreamDigests(this.hashPool, needs);
       writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
     } catch (err) {
