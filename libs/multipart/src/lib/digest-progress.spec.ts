@@ -234,6 +234,20 @@ describe.each(['openssl', 'wasm'] as const)('DigestProgress (real Redis and file
     expect(await progress.finish(id)).toEqual({ md5: md5(content), sha256: sha256(content), source: id });
   });
 
+  it('gives every new holder of the digest lease a higher fence, and the same one to a holder that goes on', async () => {
+    const content = patternBytes(4 * PART, 7);
+    const id = await upload(content);
+    for (const p of [1, 2, 3, 4]) await land(id, content, p);
+    const first = await store.digestBegin(id, 'first', 50, 1, '');
+    const firstFence = first.outcome === 'round' ? first.round.fence : -1;
+    expect(firstFence).toBeGreaterThan(0);
+    expect(await store.digestBegin(id, 'first', 50, 1, '')).toMatchObject({ outcome: 'round', round: { fence: firstFence } });
+    await new Promise((resolve) => setTimeout(resolve, 80)); // its lease lapses
+    const second = await store.digestBegin(id, 'second', 5000, 1, '');
+    expect(second.outcome === 'round' && second.round.fence).toBe(firstFence + 1);
+    await store.digestRelease(id, 'second');
+  });
+
   it('leaves an upload that is gone or settled alone', async () => {
     const content = patternBytes(PART, 6);
     const id = await upload(content);

@@ -185,7 +185,7 @@ export class DigestProgress {
       takenAt,
       `the digest lease of upload ${uploadId} may have lapsed`,
     );
-    const copy = direct && begun.round.snapshot ? new PrivateCopy(this.storage, begun.round.snapshot) : undefined;
+    const copy = direct && begun.round.snapshot ? new PrivateCopy(this.storage, begun.round.snapshot, begun.round.fence) : undefined;
     let round = begun.round;
     try {
       for (;;) {
@@ -286,13 +286,17 @@ class PrivateCopy {
   constructor(
     private readonly storage: Storage,
     readonly stagingId: string,
+    /** The digest lease's fence of the round's holder. */
+    private readonly fence: number,
   ) {}
 
   /** Continues the copy at `offset` (what the saved digests cover; anything after it is cut). */
   async seek(offset: number): Promise<void> {
     if (this.file && this.at === offset) return;
     await this.close();
-    this.file = await this.storage.openStaging(this.stagingId, offset);
+    // a round of a previous holder that stalled past its lease may still PUT into the copy: its
+    // objects carry a lower fence than this holder's, which the copy is read by (see S3Storage)
+    this.file = await this.storage.openStaging(this.stagingId, offset, this.fence);
     this.at = offset;
   }
 

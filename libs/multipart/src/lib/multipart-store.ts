@@ -54,6 +54,8 @@ export interface DigestRoundInfo {
   upTo: number;
   /** S3: the private copy of the hashed bytes (what is published), a staging id. */
   snapshot?: string;
+  /** The digest lease's fence: grows with every holder; what it writes to the private copy carries it. */
+  fence: number;
 }
 
 export type DigestBeginOutcome =
@@ -516,8 +518,15 @@ export class MultipartStore {
 }
 
 function roundOf(r: unknown[]): DigestRoundInfo {
-  const [, state, hashed, epoch, upTo, snapshot] = r as [number, string, number, string, number, string];
-  return { state, hashed: Number(hashed), epoch: String(epoch), upTo: Number(upTo), ...(snapshot ? { snapshot } : {}) };
+  const [, state, hashed, epoch, upTo, snapshot, fence] = r as [number, string, number, string, number, string, number];
+  return {
+    state,
+    hashed: Number(hashed),
+    epoch: String(epoch),
+    upTo: Number(upTo),
+    fence: Number(fence ?? 0),
+    ...(snapshot ? { snapshot } : {}),
+  };
 }
 
 /** The wire form of an upload's status. */

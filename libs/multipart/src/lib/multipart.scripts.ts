@@ -60,8 +60,8 @@ local function nextRound(maxParts)
   local parts = redis.call('GET', KEYS[2]) or ''
   local gap = string.find(parts, '0', hashed + 1, true)
   local upTo = math.min(gap and gap - 1 or #parts, hashed + maxParts)
-  local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot')
-  return hashed, upTo, {1, f[1] or '', hashed, f[2] or '0', upTo, f[3] or ''}
+  local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot', 'dgFence')
+  return hashed, upTo, {1, f[1] or '', hashed, f[2] or '0', upTo, f[3] or '', tonumber(f[4] or '0')}
 end
 `;
 
@@ -252,7 +252,8 @@ return 1`,
  * KEYS[3] the digest lease. ARGV[3] holder, ARGV[4] lease ms, ARGV[5] most parts per round,
  * ARGV[6] a staging id for the private copy of the hashed bytes (S3; '' on disk), recorded once.
  * Takes the lease (or renews it, if ARGV[3] holds it already) when parts were added past those
- * hashed: → {DigestRound.round, state, hashed, epoch, upTo, snapshot}; else → {nothing, hashed} (and
+ * hashed, a new holder with a new fence (`dgFence`, growing: the private copy's objects carry it):
+ * → {DigestRound.round, state, hashed, epoch, upTo, snapshot, fence}; else → {nothing, hashed} (and
  * a lease ARGV[3] held is released) | {busy, pttl} | {noUpload} | {settled, state} (not UPLOADING
  * or ASSEMBLING: nothing to advance).
  */
@@ -271,6 +272,8 @@ if mine then
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 elseif not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
   return {-3, redis.call('PTTL', KEYS[3])}
+else
+  round[7] = redis.call('HINCRBY', KEYS[1], 'dgFence', 1)
 end
 if ARGV[6] ~= '' then
   redis.call('HSETNX', KEYS[1], 'snapshot', ARGV[6])
