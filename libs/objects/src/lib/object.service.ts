@@ -9,14 +9,15 @@ import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, UploadEngine, interruptible } from '@ferry/uploads';
 import type { Digests, HashPool } from '@ferry/uploads';
 import {
-  Change,
+  BeginPut,
   ClaimFinish,
   Create,
   Declare,
   FINISHING,
-  LeaseHeld,
+  Lease,
   RecordPut,
   SetIfAbsent,
+  UpdateIfUpload,
   beginPut2,
   claimFinish2,
   createIfAbsent2,
@@ -424,7 +425,7 @@ export class ObjectService {
   ): LeaseKeeper {
     const renew = async () => {
       const renewed = await this.run.lease1([lease], holder, this.options.leaseTtlMs);
-      if (codeOf('lease1', LeaseHeld, renewed) === 'lost') throw new ConcurrentWriterError(replaced);
+      if (codeOf('lease1', Lease, renewed) === 'lost') throw new ConcurrentWriterError(replaced);
     };
     return new LeaseKeeper(renew, this.options.leaseTtlMs, takenAt, mayHaveLost, onLost);
   }
@@ -540,7 +541,7 @@ export class ObjectService {
     await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
     const takenAt = performance.now();
     const begun = await this.run.beginPut2([key, lease], upload.uploadId, holder, this.options.leaseTtlMs);
-    const outcome = codeOf('beginPut2', Change, begun);
+    const outcome = codeOf('beginPut2', BeginPut, begun);
     if (outcome !== 'done') {
       await this.dropStaging(stagingId);
       if (outcome === 'finishing') throw beingFinished(upload.name);
@@ -606,7 +607,7 @@ export class ObjectService {
 
   private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
     const r = await this.run.updateIfUpload2(this.uploadKeys(u.name), u.uploadId, ...Object.entries(fields).flat());
-    const outcome = codeOf('updateIfUpload2', Change, r);
+    const outcome = codeOf('updateIfUpload2', UpdateIfUpload, r);
     if (outcome === 'finishing') throw beingFinished(u.name);
     return outcome === 'done';
   }
@@ -616,7 +617,7 @@ export class ObjectService {
   }
 
   /** An upload's hash and its lease, as the scripts that change the upload take them. */
-  private uploadKeys(name: string): string[] {
+  private uploadKeys(name: string): [upload: string, lease: string] {
     return [this.keys.objectUpload(name), this.putLease(name)];
   }
 
