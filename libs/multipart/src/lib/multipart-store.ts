@@ -7,18 +7,22 @@ import * as scripts from './multipart.scripts';
 import {
   AddPart,
   BeginPart,
-  Changed,
   Complete,
-  Created,
-  Deleted,
-  DigestRound,
+  CompleteAsDuplicate,
+  Create,
+  Delete,
+  DigestBegin,
+  DigestRenew,
+  DigestSave,
   EndPart,
   Expire,
+  PartReplaced,
   RenewPart,
-  Renewed,
-  Replaced,
+  State,
   Swap,
+  Update,
 } from './multipart.scripts';
+import type { DigestRoundAnswer } from './multipart.scripts';
 
 /** A multipart upload as stored in Redis. */
 export interface MultipartUpload {
@@ -192,7 +196,7 @@ export class MultipartStore {
       now,
     ];
     const created = await this.run.create2(this.k(id), now, this.keyTtlMs, parts, ...fields);
-    if (codeOf('create2', Created, created) !== 'created') throw new InternalError(`upload id ${id} already exists`);
+    if (codeOf('create2', Create, created) !== 'created') throw new InternalError(`upload id ${id} already exists`);
     await this.touchIndex(id, now);
   }
 
@@ -235,8 +239,8 @@ export class MultipartStore {
    * if none is (S3), '' for none.
    */
   async digestBegin(id: string, holder: string, leaseMs: number, maxParts: number, snapshot: string): Promise<DigestBeginOutcome> {
-    const r = (await this.run.digestBegin3(this.kd(id), ...this.t(), holder, leaseMs, maxParts, snapshot)) as unknown[];
-    switch (codeOf('digestBegin3', DigestRound, r)) {
+    const r = await this.run.digestBegin3(this.kd(id), ...this.t(), holder, leaseMs, maxParts, snapshot);
+    switch (codeOf('digestBegin3', DigestBegin, r)) {
       case 'round':
         return { outcome: 'round', round: roundOf(r) };
       case 'nothing':
@@ -244,11 +248,9 @@ export class MultipartStore {
       case 'busy':
         return { outcome: 'busy', retryMs: Math.max(1, Number(r[1])) };
       case 'settled':
-        return { outcome: 'settled', state: r[1] as MultipartState };
+        return { outcome: 'settled', state: stateIn('digestBegin3', r[1]) };
       case 'noUpload':
         return { outcome: 'settled' };
-      default:
-        throw new InternalError(`digestBegin3 answered ${JSON.stringify(r)}`);
     }
   }
 
@@ -266,8 +268,8 @@ export class MultipartStore {
     state: string,
   ): Promise<DigestSaveOutcome> {
     const args = [holder, leaseMs, maxParts, round.epoch, round.hashed, hashed, state] as const;
-    const r = (await this.run.digestSave3(this.kd(id), ...this.t(), ...args)) as unknown[];
-    switch (codeOf('digestSave3', DigestRound, r)) {
+    const r = await this.run.digestSave3(this.kd(id), ...this.t(), ...args);
+    switch (codeOf('digestSave3', DigestSave, r)) {
       case 'round':
         return { outcome: 'round', round: roundOf(r) };
       case 'released':
@@ -277,17 +279,15 @@ export class MultipartStore {
       case 'stale':
         return { outcome: 'stale' };
       case 'settled':
-        return { outcome: 'settled', state: r[1] as MultipartState };
+        return { outcome: 'settled', state: stateIn('digestSave3', r[1]) };
       case 'noUpload':
         return { outcome: 'settled' };
-      default:
-        throw new InternalError(`digestSave3 answered ${JSON.stringify(r)}`);
     }
   }
 
   async digestRenew(id: string, holder: string, leaseMs: number): Promise<void> {
     const r = await this.run.digestRenew3(this.kd(id), ...this.t(), holder, leaseMs);
-    if (codeOf('digestRenew3', Renewed, r) === 'lost') throw new ConcurrentWriterError(`the digest lease of upload ${id} was lost`);
+    if (codeOf('digestRenew3', DigestRenew, r) === 'lost') throw new ConcurrentWriterError(`the digest lease of upload ${id} was lost`);
   }
 
   async digestRelease(id: string, holder: string): Promise<void> {
@@ -307,7 +307,7 @@ export class MultipartStore {
    */
   async partReplaced(id: string, n: number, added: string, observed: string): Promise<'missing' | 'unchanged' | 'frozen' | 'gone'> {
     const r = await this.run.partReplaced3(this.kl(id, n), ...this.t(), n, added, observed);
-    const outcome = codeOf('partReplaced3', Replaced, r);
+    const outcome = codeOf('partReplaced3', PartReplaced, r);
     return outcome === 'noUpload' ? 'gone' : outcome;
   }
 
@@ -319,7 +319,7 @@ export class MultipartStore {
   /** Takes part `n`'s PUT lease and marks the part missing until the PUT ends. */
   async beginPart(id: string, n: number): Promise<PartLease> {
     const holder = randomBytes(9).toString('base64url');
-    const r = (await this.run.beginPart3(this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs)) as [number, string | number];
+    const r = await this.run.beginPart3(this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs);
     const outcome = codeOf('beginPart3', BeginPart, r);
     if (outcome === 'noUpload') throw new NotFoundError(`upload ${id} not found`);
     if (outcome === 'frozen') throw new FailedPreconditionError(`upload ${id} is ${r[1]}: its parts can no longer change`);
@@ -359,7 +359,7 @@ export class MultipartStore {
 
   /** Adds part `n` if its stored bytes have `md5`; `observed` is the md5 the store reports for them (direct parts). */
   async addPart(id: string, n: number, md5: string, observed = ''): Promise<AddPartOutcome> {
-    const r = (await this.run.addPart3(this.kl(id, n), ...this.t(), n, md5, observed)) as [number, string?];
+    const r = await this.run.addPart3(this.kl(id, n), ...this.t(), n, md5, observed);
     switch (codeOf('addPart3', AddPart, r)) {
       case 'added':
         await this.touchIndex(id, Date.now());
@@ -367,7 +367,7 @@ export class MultipartStore {
       case 'noUpload':
         throw new NotFoundError(`upload ${id} not found`);
       case 'frozen':
-        throw new PartsFrozenError(id, r[1] as MultipartState);
+        throw new PartsFrozenError(id, stateIn('addPart3', r[1]));
       case 'putInProgress':
         return { ok: false, reason: `a PUT of part ${n} is in progress; add the part when it has finished` };
       case 'noBytes':
@@ -379,7 +379,7 @@ export class MultipartStore {
 
   /** Moves to ASSEMBLING when every part is added; returns the state afterwards or the missing part numbers. */
   async complete(id: string): Promise<{ state: MultipartState } | { missing: number[] }> {
-    const r = (await this.run.complete2(this.k(id), ...this.t())) as [number, string?];
+    const r = await this.run.complete2(this.k(id), ...this.t());
     const outcome = codeOf('complete2', Complete, r);
     if (outcome === 'noUpload') throw new NotFoundError(`upload ${id} not found`);
     if (outcome === 'missing') {
@@ -388,7 +388,7 @@ export class MultipartStore {
       return { missing };
     }
     await this.touchIndex(id, Date.now());
-    return { state: r[1] as MultipartState };
+    return { state: stateIn('complete2', r[1]) };
   }
 
   /**
@@ -402,7 +402,7 @@ export class MultipartStore {
   /** Sets fields if the upload is in state `from`; returns whether it was. */
   async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
     const r = await this.run.update2(this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
-    const done = codeOf('update2', Changed, r) === 'done';
+    const done = codeOf('update2', Update, r) === 'done';
     // a state change (an assembly settling, say) makes the upload a candidate for expiry again
     if (done && 'state' in fields) await this.touchIndex(id, Date.now());
     return done;
@@ -411,7 +411,7 @@ export class MultipartStore {
   /** Completes an upload at start as a copy of a file the user already uploaded. */
   async completeAsDuplicate(id: string, handleId: string, originalHandleId: string): Promise<boolean> {
     const r = await this.run.completeAsDuplicate2(this.k(id), ...this.t(), handleId, originalHandleId);
-    return codeOf('completeAsDuplicate2', Changed, r) === 'done';
+    return codeOf('completeAsDuplicate2', CompleteAsDuplicate, r) === 'done';
   }
 
   /** The handle id of the upload's dedup, recording `candidate` if none is recorded yet (undefined unless UPLOADING). */
@@ -425,7 +425,7 @@ export class MultipartStore {
   }
 
   private async claimField(id: string, state: MultipartState, field: string, candidate: string): Promise<string | undefined> {
-    const r = (await this.run.claimField2(this.k(id), ...this.t(), state, field, candidate)) as string;
+    const r = await this.run.claimField2(this.k(id), ...this.t(), state, field, candidate);
     return r === '' ? undefined : r;
   }
 
@@ -440,7 +440,7 @@ export class MultipartStore {
     id: string,
     cutoffMs: number,
   ): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string; snapshot?: string }> {
-    const r = (await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs)) as [number, string?, string?, string?, string?, string?];
+    const r = await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs);
     const outcome = codeOf('expireIfIdle2', Expire, r);
     if (outcome === 'active') {
       await this.touchIndex(id, Number(r[1]));
@@ -467,7 +467,7 @@ export class MultipartStore {
 
   /** Deletes an upload if it is still in state `state`; returns whether it did. */
   async deleteIf(id: string, state: MultipartState): Promise<boolean> {
-    if (codeOf('deleteIf2', Deleted, await this.run.deleteIf2(this.k(id), ...this.t(), state)) !== 'deleted') return false;
+    if (codeOf('deleteIf2', Delete, await this.run.deleteIf2(this.k(id), ...this.t(), state)) !== 'deleted') return false;
     await this.redis.zrem(this.keys.multipartByActivity(), id);
     return true;
   }
@@ -508,7 +508,7 @@ export class MultipartStore {
   }
 
   private async compareAndSet(key: string, field: string, expected: string, next: string): Promise<{ swapped: boolean; current?: string }> {
-    const r = (await this.run.compareAndSetField1([key], field, expected, next)) as [number, string?];
+    const r = await this.run.compareAndSetField1([key], field, expected, next);
     return codeOf('compareAndSetField1', Swap, r) === 'swapped' ? { swapped: true } : { swapped: false, current: r[1] };
   }
 
@@ -517,16 +517,21 @@ export class MultipartStore {
   }
 }
 
-function roundOf(r: unknown[]): DigestRoundInfo {
-  const [, state, hashed, epoch, upTo, snapshot, fence] = r as [number, string, number, string, number, string, number];
+function roundOf(r: DigestRoundAnswer): DigestRoundInfo {
+  const [, state, hashed, epoch, upTo, snapshot, fence] = r;
   return {
-    state,
+    state: String(state ?? ''),
     hashed: Number(hashed),
     epoch: String(epoch),
     upTo: Number(upTo),
     fence: Number(fence ?? 0),
     ...(snapshot ? { snapshot } : {}),
   };
+}
+
+/** The state a script answered (one it never should is an InternalError, as codeOf reports). */
+function stateIn(script: string, answered: string | number | undefined): MultipartState {
+  return codeOf(script, State, answered);
 }
 
 /** The wire form of an upload's status. */

@@ -1,8 +1,10 @@
-import { lua } from '@ferry/redis';
+import { lua, statuses } from '@ferry/redis';
+import type { MultipartState } from './model';
 
 /**
- * Lua scripts of the multipart store (declared, bound and called as `lua` in @ferry/redis says;
- * their answers are named in the tables at the end). Every script checks that the upload still exists before
+ * Lua scripts of the multipart store (declared, bound and called as `lua` in @ferry/redis says; a
+ * script that can end in several ways answers a status string, alone or first in a table, named in
+ * the table beside it). Every script checks that the upload still exists before
  * writing (so nothing resurrects an expired or abandoned upload) and refreshes its activity time
  * and key lifetime.
  *
@@ -51,8 +53,8 @@ end
 
 /**
  * The next digest round from the parts hashed so far: up to the first part not added, at most
- * `maxParts` parts → hashed, upTo, and the answer {DigestRound.round, state, hashed, epoch, upTo,
- * snapshot} (state '' = nothing hashed yet).
+ * `maxParts` parts → hashed, upTo, and the answer {round, state, hashed, epoch, upTo, snapshot,
+ * fence} (state '' = nothing hashed yet; see DigestRoundAnswer).
  */
 const nextRound = `
 local function nextRound(maxParts)
@@ -61,83 +63,111 @@ local function nextRound(maxParts)
   local gap = string.find(parts, '0', hashed + 1, true)
   local upTo = math.min(gap and gap - 1 or #parts, hashed + maxParts)
   local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot', 'dgFence')
-  return hashed, upTo, {1, f[1] or '', hashed, f[2] or '0', upTo, f[3] or '', tonumber(f[4] or '0')}
+  return hashed, upTo, {'round', f[1] or '', hashed, f[2] or '0', upTo, f[3] or '', tonumber(f[4] or '0')}
 end
 `;
 
-/** ARGV[3] parts count, then field/value pairs → 1 created, 0 existed. */
-export const create2 = lua(
+/** The keys of an upload: its hash, its partsState (the upload's hash tag). */
+type UploadKeys = [upload: string, parts: string];
+/** An upload's keys and the lease of one of its parts (`beginPart3` ... `abortPart3`, `addPart3`, `partReplaced3`). */
+type PartKeys = [upload: string, parts: string, partLease: string];
+/** An upload's keys and its digest lease (`digest*` scripts). */
+type DigestKeys = [upload: string, parts: string, digestLease: string];
+/** ARGV[1] and ARGV[2] of every script of an upload: now, the key lifetime. */
+type Times = [nowMs: number, keyTtlMs: number];
+/** HSET's field, value, ... */
+type Fields = (string | number)[];
+
+/** A state a script answers (first element `frozen`, `settled`, `ok`...), named as the model names it. */
+export const State = statuses('UPLOADING', 'ASSEMBLING', 'COMPLETED', 'FAILED') satisfies { readonly [S in MultipartState]: S };
+
+export const Create = statuses('created', 'existed');
+/** ARGV[3] parts count, then field/value pairs → Create. */
+export const create2 = lua<{ keys: UploadKeys; args: [...Times, parts: number, ...fields: Fields]; result: string }>(
   'create2',
   `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'existed' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SET', KEYS[2], string.rep('0', tonumber(ARGV[3])))
 redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1`,
+return 'created'`,
 );
 
+export const BeginPart = statuses('begun', 'noUpload', 'frozen', 'held');
 /**
  * A PUT of part ARGV[3] begins, holder ARGV[4], lease ARGV[5] ms: the part's previous bytes are no
  * longer trusted (its stored md5 is dropped, it is missing again, digests over it start again) until
  * this PUT ends.
- * → {1} | {-1} no upload | {-2, state} not UPLOADING | {-3, pttl} another PUT holds the part.
+ * → {begun} | {noUpload} | {frozen, state} not UPLOADING | {held, pttl} another PUT holds the part.
  */
-export const beginPart3 = lua(
+export const beginPart3 = lua<{
+  keys: PartKeys;
+  args: [...Times, partNumber: number, holder: string, leaseTtlMs: number];
+  result: [status: string, stateOrPttl?: string | number];
+}>(
   'beginPart3',
   `${prelude}${partChanges}
-if not state then return {-1} end
-if state ~= 'UPLOADING' then return {-2, state} end
-if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {-3, redis.call('PTTL', KEYS[3])} end
+if not state then return {'noUpload'} end
+if state ~= 'UPLOADING' then return {'frozen', state} end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {'held', redis.call('PTTL', KEYS[3])} end
 partChanges(tonumber(ARGV[3]))
 redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
 redis.call('SETRANGE', KEYS[2], tonumber(ARGV[3]) - 1, '0')
 touch()
-return {1}`,
+return {'begun'}`,
 );
 
-/** Renews part ARGV[3]'s lease held by ARGV[4] for ARGV[5] ms → 1, or 0 if lost. */
-export const renewPart3 = lua(
+export const RenewPart = statuses('renewed', 'lost');
+/** Renews part ARGV[3]'s lease held by ARGV[4] for ARGV[5] ms → RenewPart. */
+export const renewPart3 = lua<{ keys: PartKeys; args: [...Times, partNumber: number, holder: string, leaseTtlMs: number]; result: string }>(
   'renewPart3',
   `${prelude}
-if not state or redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+if not state or redis.call('GET', KEYS[3]) ~= ARGV[4] then return 'lost' end
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 touch()
-return 1`,
+return 'renewed'`,
 );
 
-/** The PUT of part ARGV[3] by ARGV[4] stored bytes with md5 ARGV[5] durably → 1, or 0 if its lease was lost, -1 no upload. */
-export const endPart3 = lua(
+export const EndPart = statuses('ended', 'lost', 'noUpload');
+/** The PUT of part ARGV[3] by ARGV[4] stored bytes with md5 ARGV[5] durably → EndPart (lost: its lease was). */
+export const endPart3 = lua<{ keys: PartKeys; args: [...Times, partNumber: number, holder: string, md5: string]; result: string }>(
   'endPart3',
   `${prelude}
-if not state then return -1 end
-if redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+if not state then return 'noUpload' end
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then return 'lost' end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
 redis.call('DEL', KEYS[3])
 touch()
-return 1`,
+return 'ended'`,
 );
 
 /** A PUT by ARGV[4] failed: releases its lease (the part stays missing). */
-export const abortPart3 = lua(
+export const abortPart3 = lua<{ keys: PartKeys; args: [...Times, partNumber: number, holder: string]; result: number }>(
   'abortPart3',
   `
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 return 1`,
 );
 
+export const AddPart = statuses('added', 'noUpload', 'frozen', 'putInProgress', 'noBytes', 'md5Differs');
 /**
  * Adds part ARGV[3] if its stored bytes have md5 ARGV[4]. ARGV[5], when not empty, is the md5 the
  * store itself reports for the part (parts PUT straight to the bucket): it becomes the stored md5.
- * → {1} | {-1} | {-2, state} | {-3} a PUT is in progress | {-4} no bytes stored | {-5, stored md5}.
+ * → {added} | {noUpload} | {frozen, state} | {putInProgress} a PUT is in progress | {noBytes} no
+ * bytes stored | {md5Differs, stored md5}.
  * Adding an already-added part with the same md5 again succeeds (idempotent) while the upload is
- * UPLOADING; once it is completing, completed or failed its parts no longer change: {-2, state}.
+ * UPLOADING; once it is completing, completed or failed its parts no longer change: {frozen, state}.
  */
-export const addPart3 = lua(
+export const addPart3 = lua<{
+  keys: PartKeys;
+  args: [...Times, partNumber: number, md5: string, observedMd5: string];
+  result: [status: string, stateOrMd5?: string];
+}>(
   'addPart3',
   `${prelude}${partChanges}
-if not state then return {-1} end
+if not state then return {'noUpload'} end
 local n = tonumber(ARGV[3])
 if state == 'UPLOADING' and ARGV[5] ~= '' then
   if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then
@@ -146,50 +176,60 @@ if state == 'UPLOADING' and ARGV[5] ~= '' then
   end
   redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5])
 end
-if state ~= 'UPLOADING' then return {-2, state} end
+if state ~= 'UPLOADING' then return {'frozen', state} end
 local stored = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
-if stored == ARGV[4] and redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then return {1} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-3} end
-if not stored then return {-4} end
-if stored ~= ARGV[4] then return {-5, stored} end
+if stored == ARGV[4] and redis.call('GETRANGE', KEYS[2], n - 1, n - 1) == '1' then return {'added'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'putInProgress'} end
+if not stored then return {'noBytes'} end
+if stored ~= ARGV[4] then return {'md5Differs', stored} end
 redis.call('SETRANGE', KEYS[2], n - 1, '1')
 touch()
-return {1}`,
+return {'added'}`,
 );
 
-/** UPLOADING → ASSEMBLING if every part is added. → {1, state} | {-1} | {-4, partsState}. */
-export const complete2 = lua(
+export const Complete = statuses('ok', 'noUpload', 'missing');
+/** UPLOADING → ASSEMBLING if every part is added. → {ok, state afterwards} | {noUpload} | {missing, partsState}. */
+export const complete2 = lua<{ keys: UploadKeys; args: Times; result: [status: string, stateOrParts?: string] }>(
   'complete2',
   `${prelude}
-if not state then return {-1} end
+if not state then return {'noUpload'} end
 if state == 'ASSEMBLING' then
   -- completed again: its assembly is revived, so it no longer waits to expire (assemblyGaveUp)
   redis.call('HDEL', KEYS[1], 'assemblyGaveUp')
   touch()
 end
-if state ~= 'UPLOADING' then return {1, state} end
+if state ~= 'UPLOADING' then return {'ok', state} end
 local parts = redis.call('GET', KEYS[2])
-if string.find(parts, '0', 1, true) then return {-4, parts} end
+if string.find(parts, '0', 1, true) then return {'missing', parts} end
 redis.call('HSET', KEYS[1], 'state', 'ASSEMBLING')
 touch()
-return {1, 'ASSEMBLING'}`,
+return {'ok', 'ASSEMBLING'}`,
 );
 
-/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → {Changed.done}, else {Changed.otherState, state ('' if none)}. */
-export const update2 = lua(
+export const Update = statuses('done', 'otherState');
+/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → {done}, else {otherState, state ('' if none)}. */
+export const update2 = lua<{
+  keys: UploadKeys;
+  args: [...Times, from: MultipartState, ...fields: Fields];
+  result: [status: string, state?: string];
+}>(
   'update2',
   `${prelude}
-if state ~= ARGV[3] then return {0, state or ''} end
+if state ~= ARGV[3] then return {'otherState', state or ''} end
 if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 touch()
-return {1}`,
+return {'done'}`,
 );
 
 /**
  * While the state is ARGV[3]: records ARGV[5] in field ARGV[4] unless one is recorded → the recorded
  * value, or '' in another state (a handle id chosen once, whichever attempt gets there first).
  */
-export const claimField2 = lua(
+export const claimField2 = lua<{
+  keys: UploadKeys;
+  args: [...Times, state: MultipartState, field: string, candidate: string];
+  result: string;
+}>(
   'claimField2',
   `${prelude}
 if state ~= ARGV[3] then return '' end
@@ -198,80 +238,115 @@ touch()
 return redis.call('HGET', KEYS[1], ARGV[4])`,
 );
 
+export const Expire = statuses('expired', 'gone', 'active', 'assembling');
 /**
- * Deletes an upload idle since before ARGV[3] (ms) → {1, owner, requestKey, state, dedupHandleId, snapshot} deleted,
- * {0} already gone, {-1, updatedOn} still active, {-2} ASSEMBLING: never idle, its client completed
- * it (every part acknowledged) and its assembly job settles it, however late a worker runs; unless
- * that job gave up (`assemblyGaveUp`, its retries spent): then it expires as an idle upload does,
- * unless a complete revives it first.
+ * Deletes an upload idle since before ARGV[3] (ms) → {expired, owner, requestKey, state,
+ * dedupHandleId, snapshot} deleted, {gone} already, {active, updatedOn} still active, {assembling}:
+ * never idle, its client completed it (every part acknowledged) and its assembly job settles it,
+ * however late a worker runs; unless that job gave up (`assemblyGaveUp`, its retries spent): then
+ * it expires as an idle upload does, unless a complete revives it first.
  */
-export const expireIfIdle2 = lua(
+export const expireIfIdle2 = lua<{
+  keys: UploadKeys;
+  args: [...Times, cutoffMs: number];
+  result: [status: string, ownerOrUpdatedOn?: string, requestKey?: string, state?: string, dedupHandleId?: string, snapshot?: string];
+}>(
   'expireIfIdle2',
   `${prelude}
-if not state then redis.call('DEL', KEYS[2]) return {0} end
-if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {-2} end
+if not state then redis.call('DEL', KEYS[2]) return {'gone'} end
+if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {'assembling'} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
-if updated > tonumber(ARGV[3]) then return {-1, tostring(updated)} end
+if updated > tonumber(ARGV[3]) then return {'active', tostring(updated)} end
 local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId', 'snapshot')
 redis.call('DEL', KEYS[1], KEYS[2])
-return {1, info[1] or '', info[2] or '', state, info[3] or '', info[4] or ''}`,
+return {'expired', info[1] or '', info[2] or '', state, info[3] or '', info[4] or ''}`,
 );
 
-/** KEYS[1] a hash: sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → {Swap.swapped}, else {Swap.differs, its value}. */
-export const compareAndSetField1 = lua(
+export const Swap = statuses('swapped', 'differs');
+/** KEYS[1] a hash (a per-user index): sets field ARGV[1] to ARGV[3] if it holds ARGV[2] ('' = absent) → {swapped}, else {differs, its value}. */
+export const compareAndSetField1 = lua<{
+  keys: [hash: string];
+  args: [field: string, expected: string, next: string];
+  result: [status: string, current?: string];
+}>(
   'compareAndSetField1',
   `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (cur or '') ~= ARGV[2] then return {0, cur or ''} end
+if (cur or '') ~= ARGV[2] then return {'differs', cur or ''} end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-return {1}`,
+return {'swapped'}`,
 );
 
-/** Dedup: UPLOADING → COMPLETED with handle ARGV[3] (a copy of ARGV[4]), every part present → {Changed.done}, else {Changed.otherState, state}. */
-export const completeAsDuplicate2 = lua(
+export const CompleteAsDuplicate = statuses('done', 'otherState');
+/** Dedup: UPLOADING → COMPLETED with handle ARGV[3] (a copy of ARGV[4]), every part present → {done}, else {otherState, state}. */
+export const completeAsDuplicate2 = lua<{
+  keys: UploadKeys;
+  args: [...Times, handleId: string, originalHandleId: string];
+  result: [status: string, state?: string];
+}>(
   'completeAsDuplicate2',
   `${prelude}
-if state ~= 'UPLOADING' then return {0, state or ''} end
+if state ~= 'UPLOADING' then return {'otherState', state or ''} end
 redis.call('SET', KEYS[2], string.rep('1', tonumber(redis.call('HGET', KEYS[1], 'parts'))))
 redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
 touch()
-return {1}`,
+return {'done'}`,
 );
 
-/** Deletes the upload if its state is ARGV[3] → 1, else 0 (it moved on: leave it to its new owner). */
-export const deleteIf2 = lua(
+export const Delete = statuses('deleted', 'otherState');
+/** Deletes the upload if its state is ARGV[3] → deleted, else otherState (it moved on: leave it to its new owner). */
+export const deleteIf2 = lua<{ keys: UploadKeys; args: [...Times, state: MultipartState]; result: string }>(
   'deleteIf2',
   `${prelude}
-if state ~= ARGV[3] then return 0 end
+if state ~= ARGV[3] then return 'otherState' end
 redis.call('DEL', KEYS[1], KEYS[2])
-return 1`,
+return 'deleted'`,
 );
 
+/**
+ * The answer of digestBegin3 and digestSave3: {round, state, hashed, epoch, upTo, snapshot, fence}
+ * (nextRound), or a status with at most one detail (a state, a count of parts, a pttl).
+ */
+export type DigestRoundAnswer = [
+  status: string,
+  stateOrDetail?: string | number,
+  hashed?: number,
+  epoch?: string,
+  upTo?: number,
+  snapshot?: string,
+  fence?: number,
+];
+
+export const DigestBegin = statuses('round', 'nothing', 'busy', 'noUpload', 'settled');
 /**
  * The digest lease: one process at a time advances an upload's whole-file digests (DigestProgress).
  * KEYS[3] the digest lease. ARGV[3] holder, ARGV[4] lease ms, ARGV[5] most parts per round,
  * ARGV[6] a staging id for the private copy of the hashed bytes (S3; '' on disk), recorded once.
  * Takes the lease (or renews it, if ARGV[3] holds it already) when parts were added past those
  * hashed, a new holder with a new fence (`dgFence`, growing: the private copy's objects carry it):
- * → {DigestRound.round, state, hashed, epoch, upTo, snapshot, fence}; else → {nothing, hashed} (and
- * a lease ARGV[3] held is released) | {busy, pttl} | {noUpload} | {settled, state} (not UPLOADING
- * or ASSEMBLING: nothing to advance).
+ * → {round, state, hashed, epoch, upTo, snapshot, fence}; else → {nothing, hashed} (and a lease
+ * ARGV[3] held is released) | {busy, pttl} | {noUpload} | {settled, state} (not UPLOADING or
+ * ASSEMBLING: nothing to advance).
  */
-export const digestBegin3 = lua(
+export const digestBegin3 = lua<{
+  keys: DigestKeys;
+  args: [...Times, holder: string, leaseMs: number, maxParts: number, snapshot: string];
+  result: DigestRoundAnswer;
+}>(
   'digestBegin3',
   `${prelude}${nextRound}
-if not state then return {-1} end
-if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {-2, state} end
+if not state then return {'noUpload'} end
+if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {'settled', state} end
 local hashed, upTo, round = nextRound(tonumber(ARGV[5]))
 local mine = redis.call('GET', KEYS[3]) == ARGV[3]
 if upTo <= hashed then
   if mine then redis.call('DEL', KEYS[3]) end
-  return {0, hashed}
+  return {'nothing', hashed}
 end
 if mine then
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 elseif not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {-3, redis.call('PTTL', KEYS[3])}
+  return {'busy', redis.call('PTTL', KEYS[3])}
 else
   round[7] = redis.call('HINCRBY', KEYS[1], 'dgFence', 1)
 end
@@ -282,81 +357,76 @@ end
 return round`,
 );
 
+export const DigestSave = statuses('round', 'released', 'lost', 'stale', 'noUpload', 'settled');
 /**
  * Saves a round's digest state ARGV[9] covering parts 1..ARGV[8], if ARGV[3] still holds the lease
  * and nothing changed since the round began (epoch ARGV[6], ARGV[7] parts hashed then). Then the next
  * round (at most ARGV[5] parts), if parts were added past them (the lease renewed for ARGV[4] ms):
- * → {DigestRound.round, ...} as digestBegin3; else the lease is released: → {released}. Or → {lost} (the lease is not ARGV[3]'s),
- * {stale} (a part changed: nothing saved; begin again), {noUpload}, {settled, state}.
+ * → {round, ...} as digestBegin3; else the lease is released: → {released}. Or → {lost} (the lease
+ * is not ARGV[3]'s), {stale} (a part changed: nothing saved; begin again), {noUpload}, {settled, state}.
  */
-export const digestSave3 = lua(
+export const digestSave3 = lua<{
+  keys: DigestKeys;
+  args: [...Times, holder: string, leaseMs: number, maxParts: number, epoch: string, hashedBefore: number, hashed: number, state: string];
+  result: DigestRoundAnswer;
+}>(
   'digestSave3',
   `${prelude}${nextRound}
-if not state then return {-1} end
-if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {-2, state} end
-if redis.call('GET', KEYS[3]) ~= ARGV[3] then return {-4} end
+if not state then return {'noUpload'} end
+if state ~= 'UPLOADING' and state ~= 'ASSEMBLING' then return {'settled', state} end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return {'lost'} end
 local seen = redis.call('HMGET', KEYS[1], 'dgEpoch', 'dgParts')
-if (seen[1] or '0') ~= ARGV[6] or tonumber(seen[2] or '0') ~= tonumber(ARGV[7]) then return {-5} end
+if (seen[1] or '0') ~= ARGV[6] or tonumber(seen[2] or '0') ~= tonumber(ARGV[7]) then return {'stale'} end
 redis.call('HSET', KEYS[1], 'dgParts', ARGV[8], 'dgState', ARGV[9])
 local hashed, upTo, round = nextRound(tonumber(ARGV[5]))
 if upTo <= hashed then
   redis.call('DEL', KEYS[3])
-  return {2}
+  return {'released'}
 end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return round`,
 );
 
-/** Renews the digest lease held by ARGV[3] for ARGV[4] ms → {Renewed.renewed} | {lost}. */
-export const digestRenew3 = lua(
+export const DigestRenew = statuses('renewed', 'lost');
+/** Renews the digest lease held by ARGV[3] for ARGV[4] ms → DigestRenew. */
+export const digestRenew3 = lua<{ keys: DigestKeys; args: [...Times, holder: string, leaseMs: number]; result: string }>(
   'digestRenew3',
   `
-if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 'lost' end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return 1`,
+return 'renewed'`,
 );
 
 /** Releases the digest lease if ARGV[3] holds it (a round that stopped: what it did is not saved). */
-export const digestRelease3 = lua(
+export const digestRelease3 = lua<{ keys: DigestKeys; args: [...Times, holder: string]; result: number }>(
   'digestRelease3',
   `
 if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 return 1`,
 );
 
+export const PartReplaced = statuses('missing', 'unchanged', 'noUpload', 'frozen');
 /**
  * S3: the bucket holds bytes of md5 ARGV[5] for part ARGV[3], added with md5 ARGV[4] (a client PUT it
  * again after adding it; Ferry does not see PUTs to the bucket). While UPLOADING, and if the part
  * is still added with ARGV[4], it is missing again (its stored md5 is now ARGV[5], as add-part
- * would find; '' if it has none): → {Replaced.missing}; → {frozen, state} once complete was called; {unchanged} if
- * the part moved on meanwhile; {noUpload}.
+ * would find; '' if it has none): → {missing}; → {frozen, state} once complete was called;
+ * {unchanged} if the part moved on meanwhile; {noUpload}.
  */
-export const partReplaced3 = lua(
+export const partReplaced3 = lua<{
+  keys: PartKeys;
+  args: [...Times, partNumber: number, addedMd5: string, observedMd5: string];
+  result: [status: string, state?: string];
+}>(
   'partReplaced3',
   `${prelude}${partChanges}
-if not state then return {-1} end
-if state ~= 'UPLOADING' then return {-2, state} end
+if not state then return {'noUpload'} end
+if state ~= 'UPLOADING' then return {'frozen', state} end
 local n = tonumber(ARGV[3])
-if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[4] then return {0} end
+if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[4] then return {'unchanged'} end
 partChanges(n)
 redis.call('SETRANGE', KEYS[2], n - 1, '0')
 if ARGV[5] == '' then redis.call('HDEL', KEYS[1], 's:' .. ARGV[3]) else redis.call('HSET', KEYS[1], 's:' .. ARGV[3], ARGV[5]) end
 touch()
-return {1}`,
+return {'missing'}`,
 );
-
-/** The answers of the scripts above that can end in more than one way. */
-export const Created = { created: 1, existed: 0 } as const;
-export const BeginPart = { begun: 1, noUpload: -1, frozen: -2, held: -3 } as const;
-export const RenewPart = { renewed: 1, lost: 0 } as const;
-export const EndPart = { ended: 1, lost: 0, noUpload: -1 } as const;
-export const AddPart = { added: 1, noUpload: -1, frozen: -2, putInProgress: -3, noBytes: -4, md5Differs: -5 } as const;
-export const Complete = { ok: 1, noUpload: -1, missing: -4 } as const;
-/** update2 and completeAsDuplicate2. */
-export const Changed = { done: 1, otherState: 0 } as const;
-export const Expire = { expired: 1, gone: 0, active: -1, assembling: -2 } as const;
-export const Swap = { swapped: 1, differs: 0 } as const;
-export const Deleted = { deleted: 1, otherState: 0 } as const;
-export const DigestRound = { round: 1, released: 2, nothing: 0, noUpload: -1, settled: -2, busy: -3, lost: -4, stale: -5 } as const;
-export const Renewed = { renewed: 1, lost: 0 } as const;
-export const Replaced = { missing: 1, unchanged: 0, noUpload: -1, frozen: -2 } as const;
