@@ -4,6 +4,7 @@ import type { FerryConfig } from '@ferry/config';
 import { LOGGER, classifyInfraError } from '@ferry/core';
 import { FerryErrorFilter, configureHttpApp } from '@ferry/http';
 import type { Logger } from '@ferry/logging';
+import { JSON_LIMIT, parseJsonBodies } from './body';
 import { ObjectApiModule } from './object-api.module';
 import { taskclusterErrorBody } from './tc-error.filter';
 
@@ -13,7 +14,9 @@ export async function createObjectApi(
   nestLogger: false | ('error' | 'warn')[] = ['error', 'warn'],
 ): Promise<INestApplication> {
   const app = await NestFactory.create(ObjectApiModule.register(config), { bodyParser: false, logger: nestLogger });
-  configureHttpApp(app, { streamedPaths: /^\/data\/uploads\// });
+  const streamedPaths = /^\/data\/uploads\//;
+  parseJsonBodies(app, streamedPaths); // first: keeps the bytes Hawk's payload hash covers
+  configureHttpApp(app, { streamedPaths, jsonLimit: JSON_LIMIT });
   const logger = app.get<Logger>(LOGGER);
   app.useGlobalFilters(new FerryErrorFilter((err) => logger.error({ err }, 'unexpected error'), classifyInfraError, taskclusterErrorBody));
   return app;

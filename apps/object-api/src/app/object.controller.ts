@@ -1,12 +1,12 @@
 import { Controller, Get, HttpCode, Inject, Injectable, Param, PipeTransform, Post, Put, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { Authenticator } from '@ferry/auth';
+import { Authenticator, HawkEndpoint } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
 import { publicBaseUrl } from '@ferry/http';
 import { ObjectService, assertObjectName } from '@ferry/objects';
 import { RedisNonceStore } from '@ferry/redis';
-import { HawkEndpoint, hawkEndpointOf, principalOf } from './principal';
+import { hawkEndpointOf, principalOf } from './principal';
 
 const started = Date.now();
 

@@ -433,11 +433,11 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       const r = await call('PUT', '/upload/n1', body);
       expect([r.status, r.body['code'], r.body['message']]).toEqual([400, 'InputValidationError', expect.stringMatching(why)]);
     }
-    // a body past the JSON limit is the client's mistake (400), not a busy server (5xx, retried)
+    // a body past the JSON limit is the client's mistake (413, Taskcluster's InputTooLarge), not a busy server (5xx, retried)
     const huge = await call('PUT', '/upload/n1', { ...good, padding: 'x'.repeat(1100 * 1024) });
     expect([huge.status, huge.body['code'], huge.body['message']]).toEqual([
-      400,
-      'InputValidationError',
+      413,
+      'InputTooLarge',
       expect.stringMatching(/larger than the 1048576 bytes/),
     ]);
     // nothing offered: {} is an answer, not an error

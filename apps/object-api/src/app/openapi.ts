@@ -9,6 +9,8 @@ const schema = schemaRef;
 const err = (name: string, description: string) => ({ $ref: `#/components/responses/${name}`, description });
 /** A JSON request body of a schema in components.schemas. */
 const body = (name: string) => ({ required: true, content: { 'application/json': { schema: schema(name) } } });
+/** What an operation with a JSON body answers for one past the limit (1 MiB). */
+const tooLarge = { '413': res('InputTooLarge') };
 /** Errors every authenticated /api/object/v1 operation may answer. */
 const authErrors = {
   '401': res('AuthenticationFailed'),
@@ -85,6 +87,7 @@ export const OBJECT_OPENAPI = {
             'The object is already finished, another upload of it (different uploadId, projectId or expires) is in progress, ' +
               'or a hash differs from one already declared.',
           ),
+          ...tooLarge,
           ...authErrors,
         },
       },
@@ -112,6 +115,7 @@ export const OBJECT_OPENAPI = {
             'RequestConflict',
             'uploadId differs from the upload in progress, no data was uploaded yet, or a hash differs from a known one.',
           ),
+          ...tooLarge,
           ...authErrors,
         },
       },
@@ -129,6 +133,7 @@ export const OBJECT_OPENAPI = {
           '403': err('InsufficientScopes', 'Missing scope object:download:<name>.'),
           '404': err('ResourceNotFound', 'No finished object of this name (unknown, unfinished or expired).'),
           '406': err('NoMatchingMethod', 'None of the accepted download methods is offered (getUrl, simple).'),
+          ...tooLarge,
           ...authErrors,
         },
       },
@@ -271,7 +276,9 @@ export const OBJECT_OPENAPI = {
         description:
           'Taskcluster credentials as Taskcluster clients send them: `Authorization: Hawk id="<clientId>", ts="...", ' +
           'nonce="...", mac="..."` with a sha256 MAC (timestamps within 15 minutes, as Taskcluster; nonces are not reusable). ' +
-          "`ext` may carry a temporary-credentials certificate and authorizedScopes, as Taskcluster's.",
+          "`ext` may carry a temporary-credentials certificate and authorizedScopes, as Taskcluster's. The MAC covers the host " +
+          'and port the client called: behind a proxy, the port of X-Forwarded-Port, else 443 for X-Forwarded-Proto https, as ' +
+          "Taskcluster's. A payload hash (`hash`) is optional and, when sent, must be the JSON body's (else 401).",
       },
       bearer: { type: 'http', scheme: 'bearer' },
     },
@@ -310,7 +317,11 @@ export const OBJECT_OPENAPI = {
     responses: {
       InputValidationError: jsonContent('InputValidationError: the body is invalid (schema).', 'Error'),
       InvalidRequestArguments: jsonContent('InvalidRequestArguments: a path parameter (the name) is invalid.', 'Error'),
-      AuthenticationFailed: jsonContent('AuthenticationFailed: missing, malformed or invalid Hawk or bearer credentials.', 'Error'),
+      AuthenticationFailed: jsonContent(
+        "AuthenticationFailed: missing, malformed or invalid Hawk or bearer credentials, or a Hawk payload hash that is not the body's.",
+        'Error',
+      ),
+      InputTooLarge: jsonContent('InputTooLarge: the JSON body is larger than 1 MiB (1048576 bytes).', 'Error'),
       InsufficientScopes: jsonContent('InsufficientScopes: the caller lacks a required scope.', 'Error'),
       ResourceNotFound: jsonContent('ResourceNotFound: no such resource.', 'Error'),
       NoMatchingMethod: jsonContent('NoMatchingMethod: no common method.', 'Error'),
@@ -520,6 +531,7 @@ export const OBJECT_OPENAPI = {
               'InputValidationError',
               'InvalidRequestArguments',
               'InputError',
+              'InputTooLarge',
               'AuthenticationFailed',
               'InsufficientScopes',
               'ResourceNotFound',
@@ -532,7 +544,7 @@ export const OBJECT_OPENAPI = {
             description:
               'InputValidationError 400 (body), InvalidRequestArguments 400 (name), InputError 400 (body against state), ' +
               'AuthenticationFailed 401, InsufficientScopes 403, ResourceNotFound 404, ' +
-              'NoMatchingMethod 406, RequestConflict 409, RangeNotSatisfiable 416, InternalServerError 500, ServiceUnavailable 503.',
+              'NoMatchingMethod 406, RequestConflict 409, InputTooLarge 413, RangeNotSatisfiable 416, InternalServerError 500, ServiceUnavailable 503.',
           },
           message: { type: 'string' },
         },

@@ -1,6 +1,7 @@
 import type { FerryErrorCode } from '@ferry/errors';
 import type { ErrorRenderer } from '@ferry/http';
 import { InputError, InvalidRequestArgumentsError, NoMatchingMethodError } from '@ferry/objects';
+import { InputTooLargeError } from './body';
 
 /** Taskcluster's error codes for Ferry's domain errors (the object API speaks Taskcluster). */
 const TC_CODES: Record<FerryErrorCode, [code: string, status: number]> = {
@@ -25,6 +26,7 @@ const TC_CLASSES: [errorClass: abstract new (...args: never[]) => Error, code: s
   [NoMatchingMethodError, 'NoMatchingMethod', 406],
   [InvalidRequestArgumentsError, 'InvalidRequestArguments', 400],
   [InputError, 'InputError', 400],
+  [InputTooLargeError, 'InputTooLarge', 413],
 ];
 
 /** `{code, message}` in Taskcluster's vocabulary, for every route of object-api. */

@@ -1,8 +1,16 @@
 import { parse as legacyParse } from 'node:url';
+import * as hawk from 'hawk';
 import { UnauthenticatedError } from '@ferry/errors';
 import { hawkBewit, hawkHeader } from '@ferry/testing';
 import { Authenticator } from './authenticator';
-import { HAWK_SKEW_SECONDS, HawkRequest, NonceStore, parseHawkHeader, signedTargets, splitBewit } from './hawk';
+import { HAWK_SKEW_SECONDS, HawkRequest, NonceStore, hawkPayloadHash, parseHawkHeader, signedTargets, splitBewit } from './hawk';
+
+/** The hawk client's header() with a payload, which it hashes into `hash` (the declaration in @ferry/testing leaves these options out). */
+const headerWithPayload = hawk.client.header as unknown as (
+  uri: string,
+  method: string,
+  options: { credentials: { id: string; key: string; algorithm: 'sha256' }; payload: string; contentType?: string },
+) => { header: string };
 
 /** Nonces in a Map (with the lifetime each was claimed for): the Redis-backed store is tested with the apps. */
 function memoryNonces(): NonceStore & { ttls: number[] } {
@@ -49,6 +57,47 @@ describe('Hawk (against the hawk client library Taskcluster clients use)', () =>
     await fails(auth.authenticate(once, req, nonces), /replayed/);
     const unknown = hawkHeader(url, 'PUT', 'nobody', 'k');
     await fails(auth.authenticate(unknown, req, nonces), UnauthenticatedError as never);
+  });
+
+  it('checks a payload hash against the body, as Taskcluster does; a request without one is not asked for it', async () => {
+    const nonces = memoryNonces();
+    const body = '{"projectId":"proj/a","expires":"2030-01-01T00:00:00.000Z"}';
+    const credentials = { id: 'tc-client', key: 'tc-access-token', algorithm: 'sha256' as const };
+    const signed = (payload: string, contentType: string) => headerWithPayload(url, 'PUT', { credentials, payload, contentType }).header;
+    const withBody = (payload: string, contentType = 'application/json'): HawkRequest => ({
+      ...req,
+      contentType,
+      payload: Buffer.from(payload),
+    });
+    // the content type counts without its parameters, in any case
+    expect(
+      (await auth.authenticate(signed(body, 'application/json'), withBody(body, 'Application/JSON; charset=utf-8'), nonces)).clientId,
+    ).toBe('tc-client');
+    // the same hash as the hawk client's
+    expect(parseHawkHeader(signed(body, 'application/json'))?.hash).toBe(hawkPayloadHash(Buffer.from(body), 'application/json'));
+    // a body the server did not read (none, or not JSON) is the empty payload
+    expect((await auth.authenticate(signed('', 'text/plain'), { ...req, contentType: 'text/plain' }, nonces)).clientId).toBe('tc-client');
+    const fails = (p: Promise<unknown>) => expect(p).rejects.toThrow(/Hawk: invalid payload hash .*, computed /);
+    await fails(auth.authenticate(signed(body, 'application/json'), withBody(body.replace('proj/a', 'proj/b')), nonces));
+    await fails(auth.authenticate(signed(body, 'application/json'), withBody(body, 'text/json'), nonces));
+    await fails(auth.authenticate(signed(body, 'application/json'), { ...req, contentType: 'application/json' }, nonces));
+    // no hash sent: the body is not checked (Hawk's hash is optional, and Taskcluster's clients leave it out)
+    expect((await auth.authenticate(sign(), withBody('anything'), nonces)).clientId).toBe('tc-client');
+  });
+
+  it('accepts the MAC for any endpoint the request may have been signed for (alsoSignedFor)', async () => {
+    const nonces = memoryNonces();
+    const publicUrl = 'https://ferry.example.com/api/object/v1/upload/some%20name?x=1';
+    const header = () => hawkHeader(publicUrl, 'PUT', 'tc-client', 'tc-access-token');
+    const others = [
+      { host: 'elsewhere.example.com', port: 443 },
+      { host: 'ferry.example.com', port: 443 },
+    ];
+    expect((await auth.authenticate(header(), { ...req, alsoSignedFor: others }, nonces)).clientId).toBe('tc-client');
+    await expect(auth.authenticate(header(), { ...req, alsoSignedFor: [others[0]] }, nonces)).rejects.toThrow(/bad mac/);
+    await expect(
+      auth.authenticate(header(), { ...req, alsoSignedFor: [{ host: 'ferry.example.com', port: 8443 }] }, nonces),
+    ).rejects.toThrow(/bad mac/);
   });
 
   it("accepts timestamps within Taskcluster's 15 minutes of skew, and remembers each nonce exactly while its timestamp is acceptable", async () => {

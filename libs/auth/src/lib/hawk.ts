@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { UnauthenticatedError } from '@ferry/errors';
 
 /*
@@ -34,10 +34,24 @@ export interface HawkRequest {
   host: string;
   port: number;
   /**
-   * Other host and port the client may have signed for: the public URL of a server behind a proxy
-   * (clients sign the URL they call, the proxy's; the request arrives at another).
+   * Other hosts and ports the client may have signed for: the public URL of a server behind a
+   * proxy (clients sign the URL they call, the proxy's; the request arrives at another).
    */
-  alsoSignedFor?: { host: string; port: number };
+  alsoSignedFor?: readonly HawkEndpoint[];
+  /** The Content-Type header, which a payload hash covers (without its parameters). */
+  contentType?: string;
+  /**
+   * The body as the server read it (JSON bodies). A payload hash the client sent (`hash`) is
+   * checked against it; none (a body not read, as Taskcluster leaves a body that is not JSON): the
+   * empty payload.
+   */
+  payload?: Buffer;
+}
+
+/** A host and port a client signs for (the URL it calls). */
+export interface HawkEndpoint {
+  host: string;
+  port: number;
 }
 
 export interface HawkAttributes {
@@ -133,7 +147,7 @@ function macMatches(
   req: HawkRequest,
 ): boolean {
   const given = Buffer.from(mac);
-  const endpoints = [req, ...(req.alsoSignedFor ? [{ ...req, ...req.alsoSignedFor }] : [])];
+  const endpoints = [req, ...(req.alsoSignedFor ?? []).map((also) => ({ ...req, ...also }))];
   return endpoints.some((endpoint) =>
     signedTargets(endpoint.resource).some((resource) => {
       const expected = Buffer.from(compute({ ...endpoint, resource }));
@@ -143,10 +157,20 @@ function macMatches(
 }
 
 /**
+ * Hawk's payload hash (sha256): base64 of sha256 over `hawk.1.payload\n`, the content type
+ * (lowercased, without parameters), `\n`, the body and `\n`; what a client sends as `hash`.
+ */
+export function hawkPayloadHash(payload: Buffer | string, contentType: string | undefined): string {
+  const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
+  return createHash('sha256').update(`hawk.1.payload\n${type}\n`).update(payload).update('\n').digest('base64');
+}
+
+/**
  * Verifies a Hawk (sha256) request against a client's key: the MAC over method, resource, host,
- * port, timestamp, nonce (and payload hash and ext when sent), the timestamp within
- * HAWK_SKEW_SECONDS of now, and the nonce never seen before for this client and timestamp (it is
- * remembered for as long as the timestamp stays acceptable).
+ * port, timestamp, nonce (and payload hash and ext when sent), the payload hash (when sent)
+ * against the body, as Taskcluster checks it, the timestamp within HAWK_SKEW_SECONDS of now, and
+ * the nonce never seen before for this client and timestamp (it is remembered for as long as the
+ * timestamp stays acceptable).
  * Throws UnauthenticatedError (401) saying what failed.
  */
 export async function verifyHawk(
@@ -158,6 +182,17 @@ export async function verifyHawk(
 ): Promise<void> {
   if (!macMatches(attrs.mac, (r) => hawkMac(key, 'header', attrs, r), req)) {
     throw new UnauthenticatedError('Hawk: bad mac (wrong credentials, or the request was altered)');
+  }
+  // the MAC covers the hash the client sent, not the body: the hash must be the body's (an empty one is none, as for Taskcluster)
+  if (attrs.hash) {
+    const computed = hawkPayloadHash(req.payload ?? '', req.contentType);
+    const given = Buffer.from(attrs.hash);
+    const expected = Buffer.from(computed);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new UnauthenticatedError(
+        `Hawk: invalid payload hash ${attrs.hash}, computed ${computed} (the body or its content type is not what was signed)`,
+      );
+    }
   }
   const ts = /^\d{1,12}$/.test(attrs.ts) ? Number(attrs.ts) : NaN;
   if (!Number.isFinite(ts) || Math.abs(ts - nowMs / 1000) > HAWK_SKEW_SECONDS) {

@@ -1,0 +1,40 @@
+import type { INestApplication } from '@nestjs/common';
+import type { NextFunction, Request, Response } from 'express';
+import { json } from 'express';
+import { InvalidArgumentError } from '@ferry/errors';
+
+/** Largest JSON body object-api accepts (1 MiB; createUpload's dataInline is the largest, and small by design). */
+export const JSON_LIMIT = '1mb';
+
+/** A body past JSON_LIMIT: Taskcluster's InputTooLarge (413), still the client's mistake (INVALID_ARGUMENT elsewhere). */
+export class InputTooLargeError extends InvalidArgumentError {}
+
+const rawBodies = new WeakMap<Request, Buffer>();
+
+/**
+ * Parses JSON bodies (not on `streamedPaths`, whose bodies the handlers stream), keeping the bytes
+ * as received for Hawk's payload hash (rawBodyOf). Registered before configureHttpApp's parser,
+ * which then finds the body read and leaves it. A body past JSON_LIMIT is InputTooLargeError (413).
+ */
+export function parseJsonBodies(app: INestApplication, streamedPaths: RegExp): void {
+  const parse = json({ limit: JSON_LIMIT, verify: (req, _res, buf) => void rawBodies.set(req as Request, buf) });
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if (streamedPaths.test(req.path)) return next();
+    parse(req, res, (err?: unknown) => next(err === undefined ? undefined : bodyError(err)));
+  });
+}
+
+/** The body of a request as received, when it was read as JSON (else undefined: none, or not JSON). */
+export function rawBodyOf(req: Request): Buffer | undefined {
+  return rawBodies.get(req);
+}
+
+/** body-parser failures (they carry `type`) as domain errors, as configureHttpApp maps them (but 413 for a body too large). */
+function bodyError(err: unknown): unknown {
+  const type = (err as { type?: unknown }).type;
+  if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
+  if (type === 'entity.too.large')
+    return new InputTooLargeError(`request body is larger than the ${(err as { limit?: number }).limit ?? 1048576} bytes allowed`);
+  if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
+  return err;
+}
