@@ -58,6 +58,9 @@ export interface ByteStreamOptions {
  * setting, a Write of a REAPI upload may start anywhere from 0 to the committed size: the bytes
  * Ferry already holds are skipped (not written again; the blob's digest still covers every byte).
  * A client told 0 re-sends bytes over the network, but they are never rewritten.
+ *
+ * A Write resuming (write_offset > 0) an upload Ferry does not hold, never begun or expired by the
+ * worker, is NOT_FOUND and creates nothing: the client starts it again at 0.
  */
 export class ByteStreamService {
   constructor(
@@ -113,6 +116,9 @@ export class ByteStreamService {
         }
       }
     }
+    // A resume of an upload Ferry does not hold (never begun, or expired by the worker): creating a
+    // session for it would only leave an empty one behind, and the offset could never match.
+    if (!session && req.write_offset !== 0) throw unknownUpload(req.resource_name);
     if (!session && req.finish_write && req.write_offset === 0) {
       // The whole upload is this one message: anything after it is an error, and then nothing is
       // published. Otherwise store and publish it in one step, without a resumable session.
@@ -270,6 +276,11 @@ export class ByteStreamService {
     if (upload) return { committed_size: upload.committed, complete: false };
     throw new NotFoundError(`${target.name} not found`);
   }
+}
+
+/** A Write that resumes an upload Ferry does not hold: the client must start it again from 0. */
+function unknownUpload(resourceName: string): NotFoundError {
+  return new NotFoundError(`upload ${resourceName} not found: it is unknown or has expired; start it again at write_offset 0`);
 }
 
 function offsetMismatch(offset: number, committed: number): InvalidArgumentError {
