@@ -2,7 +2,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Catalog } from '@ferry/catalog';
-import { STORAGE } from '@ferry/core';
+import { REDIS, STORAGE } from '@ferry/core';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import {
@@ -300,6 +301,49 @@ describe('ByteStream over gRPC (real Redis, disk and sockets)', () => {
       await expectGrpcCode(readBytes(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
       await expectGrpcCode(queryWriteStatus(h.client, 'no/such/object'), grpc.status.NOT_FOUND);
       await expectGrpcCode(readBytes(h.client, `blobs/${'c'.repeat(64)}/10`), grpc.status.NOT_FOUND);
+    });
+
+    describe('NOT_FOUND names the resource the client sent, never an internal id', () => {
+      const named = (name: string) => new RegExp(`^(upload )?${escapeRegExp(name)} not found`);
+
+      it('on Read and QueryWriteStatus', async () => {
+        const blob = `inst/blobs/${'c'.repeat(64)}/10`;
+        await expectGrpcCode(readBytes(h.client, blob), grpc.status.NOT_FOUND, named(blob));
+        await expectGrpcCode(readBytes(h.client, 'no/such/object'), grpc.status.NOT_FOUND, named('no/such/object'));
+        await expectGrpcCode(queryWriteStatus(h.client, 'no/such/object'), grpc.status.NOT_FOUND, named('no/such/object'));
+      });
+
+      it('on a Write from 0 while the worker is expiring the upload', async () => {
+        const name = randomName('expiring');
+        const uploadId = ByteStreamService.uploadId(name);
+        await writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('abc') }]);
+        const sessions = h.app.get(SessionStore);
+        expect(await sessions.beginExpiry(uploadId, Date.now() + 1000)).toBe('expiring');
+        await expectGrpcCode(
+          writeRequests(h.client, [{ resource_name: name, write_offset: 0, data: Buffer.from('abc') }]),
+          grpc.status.NOT_FOUND,
+          named(name),
+        );
+        await h.app.get<Storage>(STORAGE).deleteStaging(uploadId);
+        await sessions.endExpiry(uploadId);
+      });
+
+      it('on a Write whose session vanishes under it', async () => {
+        const name = randomName('vanishing');
+        const uploadId = ByteStreamService.uploadId(name);
+        const call = h.client.Write(bearer(), () => undefined);
+        const status = new Promise<grpc.StatusObject>((r) => call.on('status', r));
+        call.on('error', () => undefined);
+        call.write({ resource_name: name, write_offset: 0, data: Buffer.from('abc') });
+        const sessions = h.app.get(SessionStore);
+        await waitFor('the writer to commit its 3 bytes', async () => (await sessions.get(uploadId))?.committed === 3);
+        // its Redis key lapsed (the expiry job never takes a leased upload)
+        await h.app.get<Redis>(REDIS).del(h.app.get(RedisKeys).upload(uploadId));
+        call.write({ write_offset: 3, data: Buffer.from('def') });
+        call.end();
+        const { code, details } = await status;
+        expect({ code, details }).toEqual({ code: grpc.status.NOT_FOUND, details: expect.stringMatching(named(name)) });
+      });
     });
 
     it.each([

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Authenticator, Principal, Scopes } from '@ferry/auth';
 import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
@@ -128,19 +128,26 @@ export class ByteStreamService {
       );
       return object.size;
     }
-    session ??= await this.engine.getOrCreateSession({
-      id: uploadId,
-      name: req.resource_name,
-      protocol: 'bytestream',
-      owner: principal.clientId,
-      attributes: target.kind === 'cas-upload' ? { sha256: target.sha256, size: String(target.size) } : {},
-    });
-    if (!this.offsetAccepted(target, req.write_offset, session.committed)) throw offsetMismatch(req.write_offset, session.committed);
-    const writer = await this.engine.openWriter(uploadId);
     try {
-      return await this.stream(principal, target, req, it, writer);
-    } finally {
-      await writer.close();
+      session ??= await this.engine.getOrCreateSession({
+        id: uploadId,
+        name: req.resource_name,
+        protocol: 'bytestream',
+        owner: principal.clientId,
+        attributes: target.kind === 'cas-upload' ? { sha256: target.sha256, size: String(target.size) } : {},
+      });
+      if (!this.offsetAccepted(target, req.write_offset, session.committed)) throw offsetMismatch(req.write_offset, session.committed);
+      const writer = await this.engine.openWriter(uploadId);
+      try {
+        return await this.stream(principal, target, req, it, writer);
+      } finally {
+        await writer.close();
+      }
+    } catch (err) {
+      // The session store and the staging name the upload by its id, which the client never sent:
+      // gone under this Write (expired, or being expired), it is named by the client's resource name.
+      if (err instanceof NotFoundError) throw unknownUpload(req.resource_name, err);
+      throw err;
     }
   }
 
@@ -234,22 +241,23 @@ export class ByteStreamService {
     this.auth.require(principal, Scopes.read(target.name));
     if (req.read_offset < 0) throw new OutOfRangeError(`read_offset ${req.read_offset} is negative`);
     if (req.read_limit < 0) throw new InvalidArgumentError(`read_limit ${req.read_limit} is negative`);
-    const { sha256, size } = await this.locate(target);
+    const { sha256, size } = await this.locate(target, req.resource_name);
     if (req.read_offset > size) throw new OutOfRangeError(`read_offset ${req.read_offset} is past the end (${size} bytes)`);
     const end = req.read_limit > 0 ? Math.min(size, req.read_offset + req.read_limit) : size;
-    return { stream: this.engine.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES), length: end - req.read_offset };
+    const stream = this.engine.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES);
+    return { stream: notFoundAs(stream, req.resource_name), length: end - req.read_offset };
   }
 
-  private async locate(target: ResourceName): Promise<{ sha256: string; size: number }> {
+  /** The blob `target` reads; NOT_FOUND names `resourceName`, as the client sent it. */
+  private async locate(target: ResourceName, resourceName: string): Promise<{ sha256: string; size: number }> {
     if (target.kind === 'cas-upload') throw new InvalidArgumentError('cannot read an upload name; read {instance}/blobs/{hash}/{size}');
     if (target.kind === 'cas-download') {
       if (target.sha256 === SHA256_EMPTY && target.size === 0) return { sha256: SHA256_EMPTY, size: 0 };
-      if (!(await this.engine.hasBlob(target.sha256, target.size)))
-        throw new NotFoundError(`blob ${target.sha256}/${target.size} not found`);
+      if (!(await this.engine.hasBlob(target.sha256, target.size))) throw new NotFoundError(`${resourceName} not found`);
       return { sha256: target.sha256, size: target.size };
     }
     const object = await this.engine.object(target.name);
-    if (!object) throw new NotFoundError(`${target.name} not found`);
+    if (!object) throw new NotFoundError(`${resourceName} not found`);
     return { sha256: object.blob, size: object.size };
   }
 
@@ -274,13 +282,32 @@ export class ByteStreamService {
     const object = await this.engine.object(target.name);
     if (object) return { committed_size: object.size, complete: true };
     if (upload) return { committed_size: upload.committed, complete: false };
-    throw new NotFoundError(`${target.name} not found`);
+    throw new NotFoundError(`${resourceName} not found`);
   }
 }
 
 /** A Write that resumes an upload Ferry does not hold: the client must start it again from 0. */
-function unknownUpload(resourceName: string): NotFoundError {
-  return new NotFoundError(`upload ${resourceName} not found: it is unknown or has expired; start it again at write_offset 0`);
+function unknownUpload(resourceName: string, cause?: unknown): NotFoundError {
+  return new NotFoundError(`upload ${resourceName} not found: it is unknown or has expired; start it again at write_offset 0`, {
+    cause,
+  });
+}
+
+/**
+ * `stream`, its NOT_FOUND (the blob went away under the read: storage names it by its key) naming
+ * the client's resource name instead.
+ */
+function notFoundAs(stream: Readable, resourceName: string): Readable {
+  return Readable.from(
+    (async function* () {
+      try {
+        for await (const chunk of stream) yield chunk as Buffer;
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new NotFoundError(`${resourceName} not found`, { cause: err });
+        throw err;
+      }
+    })(),
+  );
 }
 
 function offsetMismatch(offset: number, committed: number): InvalidArgumentError {

@@ -272,9 +272,16 @@ export class ReapiService {
   }
 
   private async readBlob(digest: BlobDigest): Promise<Buffer> {
-    if (!(await this.engine.hasBlob(digest.hash, digest.size))) throw new NotFoundError(`blob ${digest.hash}/${digest.size} not found`);
+    const missing = (cause?: unknown) => new NotFoundError(`blob ${digest.hash}/${digest.size} not found`, { cause });
+    if (!(await this.engine.hasBlob(digest.hash, digest.size))) throw missing();
     const chunks: Buffer[] = [];
-    for await (const chunk of this.engine.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);
+    try {
+      for await (const chunk of this.engine.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);
+    } catch (err) {
+      // gone under the read: storage names it by its key, the client by its digest
+      if (err instanceof NotFoundError) throw missing(err);
+      throw err;
+    }
     return Buffer.concat(chunks, digest.size);
   }
 
