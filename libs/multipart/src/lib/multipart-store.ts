@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { ConcurrentWriterError, FailedPreconditionError, InternalError, NotFoundError } from '@ferry/errors';
+import { ConcurrentWriterError, FailedPreconditionError, InternalError, InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import { type Redis, type RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import type { MultipartState, MultipartUploadRequest, MultipartUploadStatus } from './model';
 import { PartsFrozenError, partCount } from './model';
@@ -357,7 +357,10 @@ export class MultipartStore {
     await this.run.abortPart3(this.kl(lease.uploadId, lease.partNumber), ...this.t(), lease.partNumber, lease.holder);
   }
 
-  /** Adds part `n` if its stored bytes have `md5`; `observed` is the md5 the store reports for them (direct parts). */
+  /**
+   * Adds part `n` if its stored bytes have `md5`; `observed` is the md5 the store reports for them
+   * (direct parts). InvalidArgumentError, and nothing changes, unless `n` is one of the upload's parts.
+   */
   async addPart(id: string, n: number, md5: string, observed = ''): Promise<AddPartOutcome> {
     const r = await this.run.addPart3(this.kl(id, n), ...this.t(), n, md5, observed);
     switch (codeOf('addPart3', AddPart, r)) {
@@ -366,6 +369,8 @@ export class MultipartStore {
         return { ok: true };
       case 'noUpload':
         throw new NotFoundError(`upload ${id} not found`);
+      case 'noSuchPart':
+        throw new InvalidArgumentError(`part number ${n} is out of range: this upload has parts 1 to ${r[1]}`);
       case 'frozen':
         throw new PartsFrozenError(id, stateIn('addPart3', r[1]));
       case 'putInProgress':

@@ -151,24 +151,27 @@ if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 return 1`,
 );
 
-export const AddPart = statuses('added', 'noUpload', 'frozen', 'putInProgress', 'noBytes', 'md5Differs');
+export const AddPart = statuses('added', 'noUpload', 'noSuchPart', 'frozen', 'putInProgress', 'noBytes', 'md5Differs');
 /**
  * Adds part ARGV[3] if its stored bytes have md5 ARGV[4]. ARGV[5], when not empty, is the md5 the
  * store itself reports for the part (parts PUT straight to the bucket): it becomes the stored md5.
- * → {added} | {noUpload} | {frozen, state} | {putInProgress} a PUT is in progress | {noBytes} no
- * bytes stored | {md5Differs, stored md5}.
+ * → {added} | {noUpload} | {noSuchPart, parts} not one of parts 1..parts (nothing changes) |
+ * {frozen, state} | {putInProgress} a PUT is in progress | {noBytes} no bytes stored |
+ * {md5Differs, stored md5}.
  * Adding an already-added part with the same md5 again succeeds (idempotent) while the upload is
  * UPLOADING; once it is completing, completed or failed its parts no longer change: {frozen, state}.
  */
 export const addPart3 = lua<{
   keys: PartKeys;
   args: [...Times, partNumber: number, md5: string, observedMd5: string];
-  result: [status: string, stateOrMd5?: string];
+  result: [status: string, detail?: string];
 }>(
   'addPart3',
   `${prelude}${partChanges}
 if not state then return {'noUpload'} end
 local n = tonumber(ARGV[3])
+local parts = redis.call('STRLEN', KEYS[2])
+if not n or n < 1 or n > parts or n % 1 ~= 0 then return {'noSuchPart', tostring(parts)} end
 if state == 'UPLOADING' and ARGV[5] ~= '' then
   if redis.call('HGET', KEYS[1], 's:' .. ARGV[3]) ~= ARGV[5] then
     partChanges(n)
