@@ -1,11 +1,10 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
+import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
 import { Catalog } from '@ferry/catalog';
 import type { Logger } from '@ferry/logging';
 import { DigestProgress, FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore, resumableDigests } from '@ferry/multipart';
 import { ObjectExpiry, ObjectStagingOwner } from '@ferry/objects';
-import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { UploadExpiry } from '@ferry/uploads';
@@ -23,9 +22,9 @@ export class WorkerModule {
       providers: [
         {
           provide: UploadExpiry,
-          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore, redis: Redis, keys: RedisKeys) =>
-            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart, new ObjectStagingOwner(redis, keys)]),
-          inject: [SessionStore, STORAGE, MultipartStore, REDIS, RedisKeys],
+          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore) =>
+            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart, new ObjectStagingOwner(sessions)]),
+          inject: [SessionStore, STORAGE, MultipartStore],
         },
         {
           provide: MultipartExpiry,

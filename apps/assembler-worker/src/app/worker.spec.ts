@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { Catalog } from '@ferry/catalog';
 import { AssemblyQueue, FileHandles, MultipartStore, MultipartUpload, requestDigest } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
+import { objectSessionId } from '@ferry/objects';
+import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { TempDir, eventually, md5Hex, patternBytes, sha256Hex, waitFor } from '@ferry/testing';
 import {
@@ -258,20 +260,41 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
 
   it('sweeps orphaned object-upload staging but not that of an upload still alive', async () => {
     const storage = app.get<Storage>(STORAGE);
-    const redis = app.get<Redis>(REDIS);
-    // the upload records its staging as alive before the staging exists, as the object service does:
-    // a sweep at any moment of this setup sees it owned
-    await redis.set(app.get(RedisKeys).objectStaging('ob_live'), 'some/name', 'PX', 60_000);
-    for (const id of ['ob_live', 'ob_dead']) {
-      const f = await storage.openStaging(id, 0);
+    const sessions = app.get(SessionStore);
+    const id = objectSessionId('some/name');
+    const writing = objectSessionId('other/name');
+    for (const [sid, name] of [
+      [id, 'some/name'],
+      [writing, 'other/name'],
+    ]) {
+      await sessions.getOrCreate({ id: sid, name, protocol: 'object', owner: 'dev', attributes: { uploadId: 'u' }, lifetimeMs: 600_000 });
+    }
+    // a PUT stored its bytes (fence 1), a second one replaced them and its process died (fence 2),
+    // a third one took over and stored its bytes (fence 3); another upload's PUT is writing (fence 1)
+    await sessions.record(await sessions.acquireLease(id, 'takeover'), 5, { sha256: sha256Hex('bytes') });
+    await sessions.acquireLease(id, 'takeover');
+    await sessions.record(await sessions.acquireLease(id, 'takeover'), 5, { sha256: sha256Hex('bytes') });
+    await sessions.acquireLease(writing, 'takeover');
+    const staging = (fence: number) => `${id}_${fence}`;
+    // ...and a staging of an upload whose session is gone, and a direct putUrl target no upload names
+    const gone = `${objectSessionId('another/name')}_1`;
+    const direct = `${id}_dunknown`;
+    const ids = [staging(1), staging(2), staging(3), `${writing}_1`, gone, direct];
+    for (const stagingId of ids) {
+      const f = await storage.openStaging(stagingId, 0);
       await f.write(Buffer.from('bytes'), 0);
       await f.close();
-      backdate(id, id === 'ob_dead');
+      backdate(stagingId);
     }
-    await waitFor('the orphaned staging ob_dead to be swept', async () => (await storage.stagingSize('ob_dead')) === undefined);
-    // a whole run begun since has examined the live one too (as old) and left it
+    const dead = [staging(1), staging(2), gone, direct];
+    await waitFor('the orphaned object staging to be swept', async () => {
+      for (const stagingId of dead) if ((await storage.stagingSize(stagingId)) !== undefined) return false;
+      return true;
+    });
+    // a whole run begun since has examined the live ones too (as old) and left them
     await afterExpiryRuns(h);
-    expect(await storage.stagingSize('ob_dead')).toBeUndefined();
-    expect(await storage.stagingSize('ob_live')).toBe(5);
+    // the recorded PUT's bytes (fence 3) and the writer in progress stay
+    expect(await storage.stagingSize(staging(3))).toBe(5);
+    expect(await storage.stagingSize(`${writing}_1`)).toBe(5);
   });
 });

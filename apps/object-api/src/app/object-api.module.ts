@@ -4,6 +4,7 @@ import type { FerryConfig } from '@ferry/config';
 import { FerryCoreModule, HealthController, REDIS, STORAGE, UploadsModule } from '@ferry/core';
 import { ObjectService } from '@ferry/objects';
 import { Redis, RedisKeys, RedisNonceStore } from '@ferry/redis';
+import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { HashPool, UploadEngine } from '@ferry/uploads';
 import { DataController } from './data.controller';
@@ -27,15 +28,14 @@ export class ObjectApiModule {
         },
         {
           provide: ObjectService,
-          useFactory: (redis: Redis, keys: RedisKeys, engine: UploadEngine, storage: Storage, auth: Authenticator, pool: HashPool) => {
+          useFactory: (sessions: SessionStore, engine: UploadEngine, storage: Storage, auth: Authenticator, pool: HashPool) => {
             if (!config.signingKey) throw new Error('object-api needs a signing key (FERRY_SIGNING_KEY)');
-            return new ObjectService(redis, keys, engine, storage, auth, new UrlSigner(config.signingKey), pool, {
+            return new ObjectService(sessions, engine, storage, auth, new UrlSigner(config.signingKey), pool, {
               urlTtlMs: config.signedUrlTtlMs,
-              leaseTtlMs: config.uploads.leaseTtlMs,
               uploadLifetimeMs: config.objects.uploadLifetimeMs,
             });
           },
-          inject: [REDIS, RedisKeys, UploadEngine, STORAGE, Authenticator, HashPool],
+          inject: [SessionStore, UploadEngine, STORAGE, Authenticator, HashPool],
         },
       ],
     };

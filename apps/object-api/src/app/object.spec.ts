@@ -6,9 +6,10 @@ import { promisify } from 'node:util';
 import type { Principal } from '@ferry/auth';
 import { Catalog } from '@ferry/catalog';
 import { AlreadyExistsError } from '@ferry/errors';
-import { ObjectService } from '@ferry/objects';
+import { ObjectService, objectSessionId } from '@ferry/objects';
 import { REDIS } from '@ferry/core';
 import { Redis, RedisKeys } from '@ferry/redis';
+import { SessionStore } from '@ferry/sessions';
 import { hawkHeader, patternBytes, sha256Hex, sleep, waitFor } from '@ferry/testing';
 import { ObjectHarness, startObjectApi } from '../testing/object.harness';
 
@@ -210,7 +211,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const { uploadId, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     const redis = h.app.get<Redis>(REDIS);
-    const lease = `${h.app.get(RedisKeys).objectUpload(name)}:put`;
+    const lease = h.app.get(RedisKeys).uploadLease(objectSessionId(name));
     // a second PUT breaks off half way
     const req = httpRequest(put.url, { method: 'PUT', headers: put.headers });
     req.on('error', () => undefined);
@@ -249,7 +250,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     };
     const before = await stagingIds();
     const redis = h.app.get<Redis>(REDIS);
-    const lease = `${h.app.get(RedisKeys).objectUpload(name)}:put`;
+    const lease = h.app.get(RedisKeys).uploadLease(objectSessionId(name));
     // a PUT that stalls half way, its connection still open
     const stalled = new Promise<number>((resolve) => {
       const req = httpRequest(put.url, { method: 'PUT', headers: put.headers });
@@ -293,8 +294,9 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     // another replica is finishing it (it holds the upload's lease as a finisher)
     const redis = h.app.get<Redis>(REDIS);
-    const lease = `${h.app.get(RedisKeys).objectUpload(name)}:put`;
-    await redis.set(lease, 'finish:elsewhere', 'PX', 60_000);
+    const lease = h.app.get(RedisKeys).uploadLease(objectSessionId(name));
+    const sessions = h.app.get(SessionStore);
+    const elsewhere = await sessions.acquireLease(objectSessionId(name), 'publish');
     const putDuring = await fetch(put.url, { method: 'PUT', headers: put.headers, body: patternBytes(64 * 1024, 15) });
     expect([putDuring.status, ((await putDuring.json()) as Json)['message']]).toEqual([409, expect.stringMatching(/being finished/)]);
     const renew = await call('PUT', `/upload/${enc(name)}`, body);
@@ -308,7 +310,7 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       await waitFor('the retried finish to wait for the finish elsewhere', () =>
         polled.mock.calls.some((args: unknown[]) => args[0] === lease),
       );
-      await redis.del(lease);
+      await sessions.releaseLease(elsewhere);
       expect((await retried).status).toBe(200);
     } finally {
       polled.mockRestore();
@@ -359,8 +361,8 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     const { uploadId, put } = await createWithPutUrl(name, data.length);
     expect((await fetch(put.url, { method: 'PUT', headers: put.headers, body: data })).status).toBe(200);
     // a finish moved the staged bytes into their blob, then lost its lease (Redis hiccup) and gave up
-    const stagingId = await h.app.get<Redis>(REDIS).hget(h.app.get(RedisKeys).objectUpload(name), 'stagingId');
-    await h.storage.publishStaging(stagingId as string, sha256Hex(data));
+    const session = await h.app.get(SessionStore).get(objectSessionId(name));
+    await h.storage.publishStaging(`${session?.id}_${session?.writtenBy}`, sha256Hex(data));
     const retried = await call('POST', `/finish-upload/${enc(name)}`, {
       projectId: 'proj/a',
       uploadId,

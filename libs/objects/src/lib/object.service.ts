@@ -4,29 +4,18 @@ import type { Readable } from 'node:stream';
 import { Authenticator, Principal, SignedRequest, UrlSigner } from '@ferry/auth';
 import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
 import { AlreadyExistsError, ConcurrentWriterError, InvalidArgumentError, NotFoundError, UnavailableError } from '@ferry/errors';
-import { type Redis, type RedisKeys, bindScripts, codeOf } from '@ferry/redis';
+import { nameTag } from '@ferry/redis';
+import {
+  type AttributeChange,
+  ConflictingAttributeError,
+  type Lease,
+  PublishingError,
+  SessionStore,
+  type UploadSession,
+} from '@ferry/sessions';
 import type { DirectAccess, StagingFile, Storage } from '@ferry/storage';
 import { BatchedWriter, InlineHasher, LeaseKeeper, StreamDigests, UploadEngine, interruptible } from '@ferry/uploads';
 import type { Digests, HashPool } from '@ferry/uploads';
-import {
-  BeginPut,
-  ClaimFinish,
-  Create,
-  Declare,
-  FINISHING,
-  Lease,
-  RecordPut,
-  SetIfAbsent,
-  UpdateIfUpload,
-  beginPut2,
-  claimFinish2,
-  createIfAbsent2,
-  declareHashes2,
-  lease1,
-  recordPut2,
-  setIfAbsent1,
-  updateIfUpload2,
-} from './object.scripts';
 import {
   CreateUploadResponse,
   DownloadResponse,
@@ -44,8 +33,6 @@ import {
 
 export interface ObjectServiceOptions {
   urlTtlMs: number;
-  /** Lease of a PUT of the data (renewed while it runs). */
-  leaseTtlMs: number;
   /** Unfinished uploads expire this long after they began (FERRY_OBJECT_UPLOAD_TTL_MS, one day). */
   uploadLifetimeMs: number;
 }
@@ -66,15 +53,38 @@ export const ObjectDataPaths = {
   },
 };
 
-/** Tells the staging sweep which staging objects belong to object uploads still alive. */
+/**
+ * The session of the upload of an object name: the object API names an upload by its object (one
+ * upload of a name at a time), so its id derives from the name.
+ */
+export function objectSessionId(name: string): string {
+  return `ob_${nameTag(name)}`;
+}
+
+/** The staging of one writer of an object upload: every PUT, and a finisher's snapshot of direct PUTs, writes its own. */
+function writerStaging(sessionId: string, fence: number): string {
+  return `${sessionId}_${fence}`;
+}
+
+/** Staging ids of object uploads: a writer's (`_<fence>`), or the one direct putUrls name (`_d<random>`). */
+const OBJECT_STAGING = /^(ob_[0-9a-f]{32})_(\d+|d[A-Za-z0-9_-]+)$/;
+
+/**
+ * Tells the staging sweep which staging objects belong to object uploads still alive: the bytes of
+ * the writer in progress (the session's latest fence), those recorded (`writtenBy`), and the target
+ * of direct putUrls. Another writer's (replaced, or dead with its process) are left to the sweep.
+ */
 export class ObjectStagingOwner {
-  constructor(
-    private readonly redis: Redis,
-    private readonly keys: RedisKeys,
-  ) {}
+  constructor(private readonly sessions: SessionStore) {}
 
   async exists(stagingId: string): Promise<boolean> {
-    return stagingId.startsWith('ob_') && (await this.redis.exists(this.keys.objectStaging(stagingId))) === 1;
+    const m = OBJECT_STAGING.exec(stagingId);
+    if (!m) return false;
+    const session = await this.sessions.get(m[1]);
+    if (!session) return false;
+    if (m[2].startsWith('d')) return session.attributes['directStagingId'] === stagingId;
+    const fence = Number(m[2]);
+    return fence === session.fence || fence === session.writtenBy;
   }
 }
 
@@ -83,14 +93,17 @@ export const ObjectScopes = {
   download: (name: string) => `object:download:${name}`,
 };
 
-/** An unfinished upload, as stored in Redis (one hash per object name, expiring with the upload). */
+/**
+ * An unfinished upload: the session of its name (`objectSessionId`), whose attributes hold the
+ * object API's facts, and whose committed size and digests, those of the bytes a PUT stored.
+ */
 interface PendingUpload {
+  id: string;
   name: string;
   projectId: string;
   uploadId: string;
   expires: string;
   owner: string;
-  createdAt: number;
   hashes: Hashes;
   contentType: string;
   /** Declared length of the putUrl body (-1: none declared). */
@@ -98,10 +111,17 @@ interface PendingUpload {
   /** The staging object putUrls name when they go straight to the bucket (S3). */
   directStagingId?: string;
   /**
-   * What is stored, once data arrived (in the staging object `stagingId`): its sha256, and its
-   * sha512 when it was declared before the bytes arrived (else finishUpload computes it if declared).
+   * What is stored, once a PUT's data arrived (in its staging object): its sha256, and its sha512
+   * when it was declared before the bytes arrived (else finishUpload computes it if declared).
    */
-  stored?: { stagingId: string; size: number; sha256: string; sha512?: string };
+  stored?: Stored;
+}
+
+interface Stored {
+  stagingId: string;
+  size: number;
+  sha256: string;
+  sha512?: string;
 }
 
 /** How long a finishUpload waits for another replica's finish of the same upload before answering 503. */
@@ -114,11 +134,8 @@ const FINISH_WAIT_MS = 30_000;
  * sha512 declared only then, compares the declared hashes with the stored bytes' and publishes atomically; downloads negotiate `getUrl` (signed) or `simple`.
  */
 export class ObjectService {
-  private readonly run;
-
   constructor(
-    private readonly redis: Redis,
-    private readonly keys: RedisKeys,
+    private readonly sessions: SessionStore,
     private readonly engine: UploadEngine,
     /** Staging only (the bytes of uploads in progress); published content goes through the engine. */
     private readonly storage: Storage,
@@ -126,18 +143,7 @@ export class ObjectService {
     private readonly signer: UrlSigner,
     private readonly hashPool: HashPool,
     private readonly options: ObjectServiceOptions,
-  ) {
-    this.run = bindScripts(redis, {
-      createIfAbsent2,
-      updateIfUpload2,
-      beginPut2,
-      recordPut2,
-      declareHashes2,
-      setIfAbsent1,
-      claimFinish2,
-      lease1,
-    });
-  }
+  ) {}
 
   async createUpload(principal: Principal, name: string, body: unknown, baseUrl: string): Promise<CreateUploadResponse> {
     assertObjectName(name);
@@ -145,34 +151,18 @@ export class ObjectService {
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
     assertClientWritable(name);
     const expires = new Date(req.expires).toISOString();
-    const fresh: PendingUpload = {
-      name,
+    const put = req.proposedUploadMethods.putUrl;
+    const inline = req.proposedUploadMethods.dataInline;
+    const upload = await this.beginUpload(principal, name, {
       projectId: req.projectId,
       uploadId: req.uploadId,
       expires,
-      owner: principal.clientId,
-      createdAt: Date.now(),
-      hashes: req.hashes ?? {},
-      contentType:
-        req.proposedUploadMethods.putUrl?.contentType ?? req.proposedUploadMethods.dataInline?.contentType ?? 'application/binary',
-      contentLength: req.proposedUploadMethods.putUrl?.contentLength ?? -1,
-    };
-    const existing = await this.createPending(fresh);
-    const upload = existing ?? fresh;
-    if (existing) {
-      if (existing.uploadId !== req.uploadId || existing.expires !== expires || existing.projectId !== req.projectId) {
-        throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
-      }
-      const declared = await this.run.declareHashes2(this.uploadKeys(name), existing.uploadId, JSON.stringify(req.hashes ?? {}));
-      const outcome = codeOf('declareHashes2', Declare, declared);
-      if (outcome === 'finishing') throw beingFinished(name);
-      if (outcome === 'gone') throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
-      if (outcome === 'conflict') throw new AlreadyExistsError(`${declared[1]} differs from the one already declared`);
-    }
+      contentType: put?.contentType ?? inline?.contentType ?? 'application/binary',
+      contentLength: String(put?.contentLength ?? -1),
+      ...hashAttributes(req.hashes ?? {}),
+    });
 
     let uploadMethod: UploadMethod = {};
-    const inline = req.proposedUploadMethods.dataInline;
-    const put = req.proposedUploadMethods.putUrl;
     if (inline) {
       // (its size was validated with the body: at most DATA_INLINE_MAX_BYTES)
       await this.store(upload, Buffer.from(inline.objectData, 'base64'), inline.contentType);
@@ -184,10 +174,71 @@ export class ObjectService {
       const headers = { 'Content-Type': put.contentType, 'Content-Length': String(put.contentLength) };
       const path = ObjectDataPaths.upload(upload.uploadId, name);
       const url = `${baseUrl}${path}?${this.signer.sign({ method: 'PUT', path, expiresAt, headers: { 'Content-Type': put.contentType } })}`;
-      await this.update(upload, { contentType: put.contentType, contentLength: put.contentLength });
+      await this.amend(upload, { set: { contentType: put.contentType, contentLength: String(put.contentLength) } });
       uploadMethod = { putUrl: { url, expires: new Date(expiresAt * 1000).toISOString(), headers } };
     }
     return { projectId: upload.projectId, uploadId: upload.uploadId, expires, uploadMethod };
+  }
+
+  /**
+   * The upload of `name` these attributes describe: created, or the one in progress if it is the
+   * same (uploadId, projectId, expires), its declared hashes merged in one step (two createUploads
+   * declaring different ones cannot both succeed). AlreadyExistsError if the name is finished, or
+   * another upload of it is in progress.
+   */
+  private async beginUpload(principal: Principal, name: string, attributes: Record<string, string>): Promise<PendingUpload> {
+    const id = objectSessionId(name);
+    if (await this.engine.object(name)) throw finishedAlready(name);
+    const session = await this.sessions.getOrCreate({
+      id,
+      name,
+      protocol: 'object',
+      owner: principal.clientId,
+      attributes,
+      lifetimeMs: this.options.uploadLifetimeMs,
+    });
+    const upload = pendingOf(session);
+    if (
+      upload.uploadId !== attributes['uploadId'] ||
+      upload.expires !== attributes['expires'] ||
+      upload.projectId !== attributes['projectId']
+    ) {
+      throw new AlreadyExistsError(`another upload of ${JSON.stringify(name)} is in progress (different uploadId, projectId or expires)`);
+    }
+    const declared = Object.fromEntries(Object.entries(attributes).filter(([k]) => k.startsWith(HASH)));
+    try {
+      // (also what says whether it is being finished: then it cannot change)
+      await this.sessions.amend(id, { match: { uploadId: upload.uploadId }, fill: declared });
+    } catch (err) {
+      if (err instanceof NotFoundError)
+        throw new AlreadyExistsError(`the upload of ${JSON.stringify(name)} ended meanwhile; create it again`);
+      if (err instanceof ConflictingAttributeError)
+        throw new AlreadyExistsError(`${err.attribute.slice(HASH.length)} differs from the one already declared`);
+      throw this.asObjectError(err, name);
+    }
+    // a finish that published the name and ended its upload just before this one was created
+    if (await this.engine.object(name)) {
+      if (session.committed === 0 && !session.writtenBy) await this.engine.discard(id).catch(() => undefined);
+      throw finishedAlready(name);
+    }
+    const merged = mergeHashes(upload.hashes, hashesOfAttributes(declared)).merged;
+    return { ...upload, hashes: merged };
+  }
+
+  /** Changes an upload's attributes while it is open (see SessionStore.amend). */
+  private async amend(upload: PendingUpload, change: Omit<AttributeChange, 'match'>): Promise<void> {
+    try {
+      await this.sessions.amend(upload.id, { ...change, match: { uploadId: upload.uploadId } });
+    } catch (err) {
+      throw this.asObjectError(err, upload.name);
+    }
+  }
+
+  /** A session error in the object API's terms. */
+  private asObjectError(err: unknown, name: string): unknown {
+    if (err instanceof PublishingError) return beingFinished(name);
+    if (err instanceof NotFoundError) return new NotFoundError(`no upload of ${JSON.stringify(name)} in progress`);
+    return err;
   }
 
   /**
@@ -202,15 +253,14 @@ export class ObjectService {
     const direct = this.storage.direct as DirectAccess;
     let stagingId = upload.directStagingId;
     if (!stagingId) {
-      stagingId = `ob_${randomBytes(15).toString('base64url')}`;
-      await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
-      const won = await this.run.setIfAbsent1([this.keys.objectUpload(upload.name)], upload.uploadId, 'directStagingId', stagingId);
-      if (codeOf('setIfAbsent1', SetIfAbsent, won) !== 'set') {
-        await this.redis.del(this.keys.objectStaging(stagingId));
-        const current = await this.pending(upload.name);
-        if (!current?.directStagingId || current.uploadId !== upload.uploadId)
-          throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
-        stagingId = current.directStagingId;
+      stagingId = `${upload.id}_d${randomBytes(15).toString('base64url')}`;
+      try {
+        await this.amend(upload, { fill: { directStagingId: stagingId } });
+      } catch (err) {
+        if (!(err instanceof ConflictingAttributeError)) throw err;
+        // another createUpload chose it first
+        stagingId = (await this.pending(upload.name))?.directStagingId;
+        if (!stagingId) throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
       }
     }
     const expiresInSeconds = Math.floor(this.options.urlTtlMs / 1000);
@@ -219,7 +269,7 @@ export class ObjectService {
       contentType: put.contentType,
       expiresInSeconds,
     });
-    await this.update(upload, { contentType: put.contentType, contentLength: put.contentLength });
+    await this.amend(upload, { set: { contentType: put.contentType, contentLength: String(put.contentLength) } });
     return {
       url,
       expires: new Date(Date.now() + expiresInSeconds * 1000).toISOString(),
@@ -229,19 +279,16 @@ export class ObjectService {
 
   /**
    * What a client PUT straight to the bucket, hashed now (Ferry did not see the bytes arrive). The
-   * bytes are first copied, inside the store, to a staging object no URL names: a PUT racing the
-   * finish can then change neither what is verified nor what is published.
+   * bytes are first copied, inside the store, to a staging object no URL names (the finisher's, by
+   * its fence): a PUT racing the finish can then change neither what is verified nor what is
+   * published.
    */
-  private async directStored(upload: PendingUpload, declared: Hashes): Promise<PendingUpload['stored']> {
+  private async directStored(upload: PendingUpload, lease: Lease, declared: Hashes, keeper: LeaseKeeper): Promise<Stored | undefined> {
     const direct = this.storage.direct;
     if (!upload.directStagingId || !direct) return undefined;
-    const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
-    await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
+    const stagingId = writerStaging(upload.id, lease.fence);
     const size = await direct.snapshotStaging(upload.directStagingId, stagingId);
-    if (size === undefined) {
-      await this.redis.del(this.keys.objectStaging(stagingId));
-      return undefined;
-    }
+    if (size === undefined) return undefined;
     try {
       if (upload.contentLength >= 0 && size !== upload.contentLength) {
         throw new AlreadyExistsError(
@@ -249,10 +296,10 @@ export class ObjectService {
         );
       }
       const algos: ('sha256' | 'sha512')[] = declared.sha512 ? ['sha256', 'sha512'] : ['sha256'];
-      const { sha256, sha512 } = await this.hashPool.digestOf(algos, this.storage.readStaging(stagingId, 0, size));
+      const { sha256, sha512 } = await this.hashPool.digestOf(algos, this.storage.readStaging(stagingId, 0, size), () => keeper.check());
       return { stagingId, size, sha256, ...(sha512 ? { sha512 } : {}) };
     } catch (err) {
-      await this.dropStaging(stagingId).catch(() => undefined);
+      await this.storage.deleteStaging(stagingId).catch(() => undefined);
       throw err;
     }
   }
@@ -282,7 +329,7 @@ export class ObjectService {
         if (upload.contentLength >= 0 && size !== upload.contentLength) {
           throw new InvalidArgumentError(`the body has ${size} bytes, not the declared contentLength ${upload.contentLength}`);
         }
-        return digestFields(size, await hasher.digest());
+        return { size, digests: await hasher.digest() };
       } catch (err) {
         hasher.dispose();
         await out.settle();
@@ -295,23 +342,23 @@ export class ObjectService {
     assertObjectName(name);
     const req = parseFinishUpload(body);
     this.auth.require(principal, ObjectScopes.upload(req.projectId, name));
-    for (let attempt = 0, changed = 0; ; attempt++) {
+    for (let attempt = 0, ended = 0; ; attempt++) {
       const upload = await this.pending(name);
       if (!upload) return this.finishedAlready(name, req.projectId, req.hashes);
       if (upload.projectId !== req.projectId)
         throw new InputError(`object ${JSON.stringify(name)} does not have projectId ${req.projectId}`);
       if (upload.uploadId !== req.uploadId) throw new AlreadyExistsError('uploadId does not match the upload in progress');
-      const { merged, conflict } = mergeHashes(upload.hashes, req.hashes);
+      const { conflict } = mergeHashes(upload.hashes, req.hashes);
       if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
-      const outcome = await this.finishPending(upload, merged);
+      const outcome = await this.finishPending(upload, req.hashes);
       if (outcome === 'finished') return {};
-      // a createUpload declared another hash since it was read: read the upload again
-      if (outcome === 'again' && ++changed < 5) {
+      // it ended since it was read (finished by another replica, expired): look again
+      if (outcome === 'ended' && ++ended < 5) {
         attempt--;
         continue;
       }
       // another replica is finishing it (a client retry): once it is done, answer as for a finished object
-      if (attempt > 0 || !(await this.waitForLease(this.putLease(name), FINISH_WAIT_MS))) {
+      if (attempt > 0 || !(await this.waitForLease(upload.id, FINISH_WAIT_MS))) {
         throw new UnavailableError(`the upload of ${JSON.stringify(name)} is being finished elsewhere; try again`);
       }
     }
@@ -328,49 +375,42 @@ export class ObjectService {
   }
 
   /**
-   * Verifies and publishes what is stored for `upload`, holding its lease as a finisher: no PUT,
-   * createUpload or other finish changes the upload meanwhile. 'elsewhere' when another finish
-   * holds the lease.
+   * Verifies and publishes what is stored for `upload`, holding its lease with the session
+   * publishing: no PUT, createUpload or other finish changes the upload meanwhile. 'elsewhere'
+   * when another finish holds it, 'ended' when the upload ended since it was read. A refused
+   * content (wrong hash) leaves the upload open, as it was.
    */
-  private async finishPending(upload: PendingUpload, declared: Hashes): Promise<'finished' | 'elsewhere' | 'again'> {
-    const { name } = upload;
-    const lease = this.putLease(name);
-    // the lease is someone else's: another finish (wait for it), or a PUT
-    const heldBy = (holder: string | null): 'elsewhere' => {
-      if (holder?.startsWith(FINISHING)) return 'elsewhere';
-      throw new AlreadyExistsError(
-        holder ? 'a PUT of this object is in progress; finish it first' : 'no data was uploaded for this object yet',
-      );
-    };
-    const data = upload.stored ?? (await this.directStored(upload, declared));
-    if (!data) return heldBy(await this.redis.get(lease));
-    // a snapshot of bytes PUT to the bucket is ours alone: nothing else will remove it
-    const dropSnapshot = async () => {
-      if (!upload.stored) await this.dropStaging(data.stagingId).catch(() => undefined);
-    };
-    const holder = `${FINISHING}${randomBytes(9).toString('base64url')}`;
+  private async finishPending(read: PendingUpload, requested: Hashes | undefined): Promise<'finished' | 'elsewhere' | 'ended'> {
+    const { name, id } = read;
     const takenAt = performance.now();
-    const claim = await this.run.claimFinish2(
-      this.uploadKeys(name),
-      upload.uploadId,
-      holder,
-      this.options.leaseTtlMs,
-      upload.stored ? data.stagingId : '',
-      JSON.stringify(upload.hashes),
-    );
-    const claimed = codeOf('claimFinish2', ClaimFinish, claim);
-    if (claimed !== 'claimed') {
-      await dropSnapshot();
-      if (claimed === 'gone') return 'elsewhere'; // finished (or replaced) since it was read: look again
-      if (claimed === 'redeclared') return 'again';
-      if (claimed === 'replaced') throw new AlreadyExistsError('the uploaded data was replaced while finishing; finish again');
-      return heldBy(claim[1] ?? '');
-    }
-    const keeper = this.keepLease(lease, holder, takenAt, 'the finish lost its lease', 'this finish may have lost its lease; finish again');
-    let published = false;
+    let lease: Lease;
     try {
-      // (a snapshot of direct PUTs was just measured; bytes PUT through Ferry may have been cut since,
-      // or already published by a finish that failed after moving them: then the blob has them)
+      lease = await this.sessions.acquireLease(id, 'publish', { uploadId: read.uploadId });
+    } catch (err) {
+      if (err instanceof NotFoundError) return 'ended';
+      if (!(err instanceof ConcurrentWriterError)) throw err;
+      if ((await this.sessions.get(id))?.state === 'publishing') return 'elsewhere';
+      throw putInProgress();
+    }
+    const keeper = this.keepLease(lease, takenAt, 'the finish lost its lease', 'this finish may have lost its lease; finish again');
+    let published = false;
+    let snapshot: string | undefined;
+    let upload: PendingUpload | undefined;
+    try {
+      // read again now that it cannot change: the hashes declared meanwhile count
+      const session = await this.sessions.get(id);
+      if (!session) throw new NotFoundError(`the upload of ${JSON.stringify(name)} ended while finishing`);
+      upload = pendingOf(session);
+      const { merged: declared, conflict } = mergeHashes(upload.hashes, requested);
+      if (conflict) throw new AlreadyExistsError(`${conflict} differs from the one already declared`);
+      let data = upload.stored;
+      if (!data) {
+        data = await this.directStored(upload, lease, declared, keeper);
+        snapshot = data?.stagingId;
+      }
+      if (!data) throw new AlreadyExistsError('no data was uploaded for this object yet');
+      // (bytes PUT through Ferry may be gone from staging because a finish that failed after
+      // moving them already published them into the blob)
       if (
         upload.stored &&
         (await this.storage.stagingSize(data.stagingId)) !== data.size &&
@@ -400,40 +440,37 @@ export class ObjectService {
         blob: data.sha256,
       });
       published = true;
-      await this.redis.del(this.keys.objectUpload(name), lease);
+      await this.sessions.finish(lease);
     } catch (err) {
-      if (!published) await dropSnapshot();
+      if (!published) {
+        if (snapshot) await this.storage.deleteStaging(snapshot).catch(() => undefined);
+        await this.sessions.reopen(lease).catch(() => undefined);
+      }
       throw err;
     } finally {
       keeper.stop();
-      if (!published) await this.releaseLease(lease, holder);
     }
-    await this.redis.del(this.keys.objectStaging(data.stagingId));
     // what clients PUT to the bucket was copied before it was verified; the original goes now
-    if (upload.directStagingId) await this.dropStaging(upload.directStagingId).catch(() => undefined);
+    if (upload.directStagingId) await this.storage.deleteStaging(upload.directStagingId).catch(() => undefined);
     return 'finished';
   }
 
-  /** Keeps the upload's lease (a PUT's or a finisher's) renewed in the background while `holder` works. */
-  private keepLease(
-    lease: string,
-    holder: string,
-    takenAt: number,
-    replaced: string,
-    mayHaveLost: string,
-    onLost?: (err: unknown) => void,
-  ): LeaseKeeper {
+  /** Keeps an upload's lease (a PUT's or a finisher's) renewed in the background while its holder works. */
+  private keepLease(lease: Lease, takenAt: number, replaced: string, mayHaveLost: string, onLost?: (err: unknown) => void): LeaseKeeper {
     const renew = async () => {
-      const renewed = await this.run.lease1([lease], holder, this.options.leaseTtlMs);
-      if (codeOf('lease1', Lease, renewed) === 'lost') throw new ConcurrentWriterError(replaced);
+      try {
+        await this.sessions.renewLease(lease);
+      } catch (err) {
+        throw err instanceof ConcurrentWriterError ? new ConcurrentWriterError(replaced) : err;
+      }
     };
-    return new LeaseKeeper(renew, this.options.leaseTtlMs, takenAt, mayHaveLost, onLost);
+    return new LeaseKeeper(renew, this.sessions.leaseTtlMs, takenAt, mayHaveLost, onLost);
   }
 
-  /** Waits until `lease` is released or has expired; false if it is still held after `ms`. */
-  private async waitForLease(lease: string, ms: number): Promise<boolean> {
+  /** Waits until the upload's lease is released or has expired; false if it is still held after `ms`. */
+  private async waitForLease(id: string, ms: number): Promise<boolean> {
     const deadline = performance.now() + ms;
-    while ((await this.redis.exists(lease)) === 1) {
+    while (await this.sessions.leaseHeld(id)) {
       if (performance.now() > deadline) return false;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -503,11 +540,12 @@ export class ObjectService {
 
   /** dataInline: at most 8 KiB, so both digests Taskcluster's clients declare are computed at once. */
   private async store(upload: PendingUpload, data: Buffer, contentType: string): Promise<void> {
+    await this.amend(upload, { set: { contentType, contentLength: String(data.length) } });
     await this.replaceData(upload, async (file) => {
       await file.write(data, 0);
       const hasher = new InlineHasher(['sha512']);
       hasher.update(data);
-      return { ...digestFields(data.length, await hasher.digest()), contentType, contentLength: data.length };
+      return { size: data.length, digests: await hasher.digest() };
     });
   }
 
@@ -516,163 +554,122 @@ export class ObjectService {
    * does): one pass on a pool thread, under the finish lease. Read from the staging object, or from
    * the blob when a finish that failed after publishing the bytes moved them there.
    */
-  private async sha512Of(data: NonNullable<PendingUpload['stored']>, keeper: LeaseKeeper): Promise<string> {
+  private async sha512Of(data: Stored, keeper: LeaseKeeper): Promise<string> {
     const staged = (await this.storage.stagingSize(data.stagingId)) === data.size;
     const chunks = staged ? this.storage.readStaging(data.stagingId, 0, data.size) : this.engine.readBlob(data.sha256, 0, data.size);
     return (await this.hashPool.digestOf(['sha512'], chunks, () => keeper.check())).sha512;
   }
 
   /**
-   * Replaces the bytes stored for an upload; the newest call wins (see beginPut1). Each call writes
-   * a staging object of its own, so a PUT still running elsewhere, or one whose process died holding
-   * the lease, never mixes its bytes with these, and cannot block a client that PUTs again. Only a
-   * call still holding the lease when its bytes are durable records them (`write` returns the size,
-   * digests and any other fields to record).
+   * Replaces the bytes stored for an upload: the newest call wins, as a writer that takes the
+   * session's lease over (SessionStore, `takeover`), which forgets what was stored at once. Each
+   * call writes a staging object of its own (by its fence), so a PUT still running elsewhere, or
+   * one whose process died holding the lease, never mixes its bytes with these, and cannot block a
+   * client that PUTs again. Only a call still holding the lease when its bytes are durable records
+   * them (`write` returns the size and digests).
    */
   private async replaceData(
     upload: PendingUpload,
-    write: (file: StagingFile, keeper: LeaseKeeper, replaced: AbortSignal) => Promise<Record<string, string | number>>,
+    write: (file: StagingFile, keeper: LeaseKeeper, replaced: AbortSignal) => Promise<{ size: number; digests: Digests }>,
   ): Promise<void> {
-    const key = this.keys.objectUpload(upload.name);
-    const lease = this.putLease(upload.name);
-    const holder = randomBytes(9).toString('base64url');
-    const stagingId = `ob_${randomBytes(15).toString('base64url')}`;
-    // owned before it exists, so that the staging sweep leaves it alone
-    await this.redis.set(this.keys.objectStaging(stagingId), upload.name, 'PX', this.options.uploadLifetimeMs);
     const takenAt = performance.now();
-    const begun = await this.run.beginPut2([key, lease], upload.uploadId, holder, this.options.leaseTtlMs);
-    const outcome = codeOf('beginPut2', BeginPut, begun);
-    if (outcome !== 'done') {
-      await this.dropStaging(stagingId);
-      if (outcome === 'finishing') throw beingFinished(upload.name);
-      throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
+    let lease: Lease;
+    try {
+      lease = await this.sessions.acquireLease(upload.id, 'takeover', { uploadId: upload.uploadId });
+    } catch (err) {
+      if (err instanceof NotFoundError)
+        throw new NotFoundError(`no upload ${upload.uploadId} of ${JSON.stringify(upload.name)} in progress`);
+      throw this.asObjectError(err, upload.name);
     }
-    if (begun[1]) await this.dropStaging(begun[1]);
+    // the bytes a previous PUT stored are forgotten: they go
+    if (lease.replaced !== undefined) await this.storage.deleteStaging(writerStaging(upload.id, lease.replaced)).catch(() => undefined);
+    const stagingId = writerStaging(upload.id, lease.fence);
     const lost = new AbortController();
-    const keeper = this.keepLease(
-      lease,
-      holder,
-      takenAt,
-      'a newer PUT of this object replaced this one',
-      'this PUT may have lost its lease; PUT again',
-      (err) => lost.abort(err),
-    );
+    const replacedBy = 'a newer PUT of this object replaced this one';
+    const keeper = this.keepLease(lease, takenAt, replacedBy, 'this PUT may have lost its lease; PUT again', (err) => lost.abort(err));
     let recorded = false;
     try {
-      const file = await this.storage.openStaging(stagingId, 0);
-      let fields: Record<string, string | number>;
+      const file = await this.storage.openStaging(stagingId, 0, lease.fence);
+      let written: { size: number; digests: Digests };
       try {
-        fields = await write(file, keeper, lost.signal);
+        written = await write(file, keeper, lost.signal);
         await file.sync(true);
       } finally {
         await file.close();
       }
-      const result = await this.run.recordPut2([key, lease], upload.uploadId, holder, ...Object.entries({ ...fields, stagingId }).flat());
-      const outcome = codeOf('recordPut2', RecordPut, result);
-      if (outcome === 'gone') throw new NotFoundError('the upload ended while its data arrived');
-      if (outcome === 'replaced') throw new ConcurrentWriterError('a newer PUT of this object replaced this one');
+      try {
+        await this.sessions.record(lease, written.size, written.digests);
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new NotFoundError('the upload ended while its data arrived');
+        throw err instanceof ConcurrentWriterError ? new ConcurrentWriterError(replacedBy) : err;
+      }
       recorded = true;
     } finally {
       keeper.stop();
       if (!recorded) {
-        await this.releaseLease(lease, holder);
-        await this.dropStaging(stagingId).catch(() => undefined);
+        await this.sessions.releaseLease(lease).catch(() => undefined);
+        await this.storage.deleteStaging(stagingId).catch(() => undefined);
       }
     }
   }
 
-  private async dropStaging(stagingId: string): Promise<void> {
-    await this.storage.deleteStaging(stagingId);
-    await this.redis.del(this.keys.objectStaging(stagingId));
-  }
-
-  /** Records a new upload, or returns the one in progress; AlreadyExistsError if the name is finished. */
-  private async createPending(u: PendingUpload): Promise<PendingUpload | undefined> {
-    const fields = Object.entries(encode(u)).flat();
-    const now = new Date().toISOString();
-    const answer = await this.run.createIfAbsent2(
-      [this.keys.objectUpload(u.name), this.keys.object(u.name)],
-      this.options.uploadLifetimeMs,
-      now,
-      ...fields,
-    );
-    const outcome = codeOf('createIfAbsent2', Create, answer);
-    if (outcome === 'finished') throw new AlreadyExistsError(`object ${JSON.stringify(u.name)} is already finished`);
-    if (outcome === 'created') return undefined;
-    const existing = answer[1] ?? [];
-    const h: Record<string, string> = {};
-    for (let i = 0; i + 1 < existing.length; i += 2) h[existing[i]] = existing[i + 1];
-    return decode(h);
-  }
-
-  private async update(u: PendingUpload, fields: Record<string, string | number>): Promise<boolean> {
-    const r = await this.run.updateIfUpload2(this.uploadKeys(u.name), u.uploadId, ...Object.entries(fields).flat());
-    const outcome = codeOf('updateIfUpload2', UpdateIfUpload, r);
-    if (outcome === 'finishing') throw beingFinished(u.name);
-    return outcome === 'done';
-  }
-
-  private putLease(name: string): string {
-    return `${this.keys.objectUpload(name)}:put`;
-  }
-
-  /** An upload's hash and its lease, as the scripts that change the upload take them. */
-  private uploadKeys(name: string): [upload: string, lease: string] {
-    return [this.keys.objectUpload(name), this.putLease(name)];
-  }
-
-  /** Releases `lease` if `holder` still holds it (best effort: it expires anyway). */
-  private async releaseLease(lease: string, holder: string): Promise<void> {
-    await this.run.lease1([lease], holder, 0).catch(() => undefined);
-  }
-
   private async pending(name: string): Promise<PendingUpload | undefined> {
-    return decode(await this.redis.hgetall(this.keys.objectUpload(name)));
+    const session = await this.sessions.get(objectSessionId(name));
+    return session && pendingOf(session);
   }
 }
 
-/** The digest fields a PUT records (sha512 empty when not computed: no older PUT's value stays). */
-function digestFields(size: number, digests: Digests): Record<string, string | number> {
-  return { size, sha256: digests.sha256, sha512: digests.sha512 ?? '' };
+/** Attributes holding declared hashes: `hash.<algo>`. */
+const HASH = 'hash.';
+
+function hashAttributes(hashes: Hashes): Record<string, string> {
+  return Object.fromEntries(Object.entries(hashes).flatMap(([algo, v]) => (v === undefined ? [] : [[`${HASH}${algo}`, v]])));
+}
+
+function hashesOfAttributes(attributes: Record<string, string>): Hashes {
+  const hashes: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attributes)) if (k.startsWith(HASH)) hashes[k.slice(HASH.length)] = v;
+  return hashes as Hashes;
 }
 
 function hashesOf(o: CatalogObject): Hashes {
   return { sha256: o.sha256, ...(o.sha512 ? { sha512: o.sha512 } : {}) };
 }
 
-function encode(u: PendingUpload): Record<string, string | number> {
+/** An object upload as its session holds it. */
+function pendingOf(s: UploadSession): PendingUpload {
+  const a = s.attributes;
   return {
-    name: u.name,
-    projectId: u.projectId,
-    uploadId: u.uploadId,
-    expires: u.expires,
-    owner: u.owner,
-    createdAt: u.createdAt,
-    hashes: JSON.stringify(u.hashes),
-    contentType: u.contentType,
-    contentLength: u.contentLength,
-  };
-}
-
-function decode(h: Record<string, string>): PendingUpload | undefined {
-  if (!h['uploadId']) return undefined;
-  return {
-    name: h['name'],
-    projectId: h['projectId'],
-    uploadId: h['uploadId'],
-    expires: h['expires'],
-    owner: h['owner'],
-    createdAt: Number(h['createdAt']),
-    hashes: JSON.parse(h['hashes'] ?? '{}') as Hashes,
-    contentType: h['contentType'],
-    contentLength: Number(h['contentLength'] ?? -1),
-    directStagingId: h['directStagingId'] || undefined,
-    stored: h['sha256']
-      ? { stagingId: h['stagingId'], size: Number(h['size']), sha256: h['sha256'], ...(h['sha512'] ? { sha512: h['sha512'] } : {}) }
-      : undefined,
+    id: s.id,
+    name: s.name,
+    projectId: a['projectId'],
+    uploadId: a['uploadId'],
+    expires: a['expires'],
+    owner: s.owner,
+    hashes: hashesOfAttributes(a),
+    contentType: a['contentType'],
+    contentLength: Number(a['contentLength'] ?? -1),
+    directStagingId: a['directStagingId'] || undefined,
+    stored:
+      s.digests && s.writtenBy !== undefined
+        ? {
+            stagingId: writerStaging(s.id, s.writtenBy),
+            size: s.committed,
+            sha256: s.digests.sha256,
+            ...(s.digests.sha512 ? { sha512: s.digests.sha512 } : {}),
+          }
+        : undefined,
   };
 }
 
 function beingFinished(name: string): AlreadyExistsError {
   return new AlreadyExistsError(`the upload of ${JSON.stringify(name)} is being finished`);
+}
+
+function finishedAlready(name: string): AlreadyExistsError {
+  return new AlreadyExistsError(`object ${JSON.stringify(name)} is already finished`);
+}
+
+function putInProgress(): AlreadyExistsError {
+  return new AlreadyExistsError('a PUT of this object is in progress; finish it first');
 }

@@ -63,16 +63,6 @@ export class RedisKeys {
     return `${this.prefix}:{fh}:seq`;
   }
 
-  /** Object API: the unfinished upload of an object name (its uploadId, projectId, staged digests...). */
-  objectUpload(name: string): string {
-    return `${this.prefix}:objup:{${nameTag(name)}}`;
-  }
-
-  /** Marks an object upload's staging object as owned while the upload lives (for the staging sweep). */
-  objectStaging(stagingId: string): string {
-    return `${this.prefix}:objstage:{${stagingId}}`;
-  }
-
   /** A Hawk nonce seen recently (replay protection). */
   hawkNonce(key: string): string {
     return `${this.prefix}:hawk:{${nameTag(key)}}`;

@@ -1,7 +1,7 @@
 import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { TestRedis, startTestRedis, waitFor } from '@ferry/testing';
-import { SessionStore } from './session-store';
+import { ConflictingAttributeError, PublishingError, SessionStore } from './session-store';
 
 describe('SessionStore (real Redis)', () => {
   let server: TestRedis;
@@ -143,5 +143,101 @@ describe('SessionStore (real Redis)', () => {
     // and the id can be used again
     expect((await store.getOrCreate(init(idle))).committed).toBe(0);
     await store.releaseLease(lease);
+  });
+
+  describe('content written whole (the object API: newest writer wins, a finisher publishes)', () => {
+    const sha = (c: string) => c.repeat(64);
+
+    it('lets the newest writer take over: the one it replaced can record nothing, and what was recorded is forgotten', async () => {
+      const uid = id();
+      await store.getOrCreate(init(uid));
+      const first = await store.acquireLease(uid, 'takeover');
+      await store.record(first, 10, { sha256: sha('a'), sha512: 'f'.repeat(128) });
+      expect(await store.get(uid)).toMatchObject({ committed: 10, writtenBy: first.fence, digests: { sha256: sha('a') } });
+      expect(await store.leaseHeld(uid)).toBe(false); // recording releases the lease
+      const second = await store.acquireLease(uid, 'takeover');
+      // the recorded bytes are forgotten at once, and the new writer is told whose they were
+      expect(second.replaced).toBe(first.fence);
+      const during = await store.get(uid);
+      expect([during?.committed, during?.writtenBy, during?.digests]).toEqual([0, undefined, undefined]);
+      // a third takes over from the second while it writes (alive, or dead with its process)
+      const third = await store.acquireLease(uid, 'takeover');
+      expect(third.replaced).toBeUndefined();
+      await expect(store.record(second, 20, { sha256: sha('b') })).rejects.toBeInstanceOf(ConcurrentWriterError);
+      await expect(store.renewLease(second)).rejects.toBeInstanceOf(ConcurrentWriterError);
+      await store.record(third, 30, { sha256: sha('c') });
+      expect(await store.get(uid)).toMatchObject({
+        committed: 30,
+        writtenBy: third.fence,
+        digests: { sha256: sha('c') },
+        fence: third.fence,
+      });
+      // (a refusing writer still refuses while one holds the lease)
+      const fourth = await store.acquireLease(uid, 'takeover');
+      await expect(store.acquireLease(uid)).rejects.toBeInstanceOf(ConcurrentWriterError);
+      await store.releaseLease(fourth);
+    });
+
+    it('takes a lease only for the session whose attributes match', async () => {
+      const uid = id();
+      await store.getOrCreate(init(uid));
+      await expect(store.acquireLease(uid, 'takeover', { a: '2' })).rejects.toBeInstanceOf(NotFoundError);
+      await store.releaseLease(await store.acquireLease(uid, 'takeover', { a: '1' }));
+    });
+
+    it('publishes under a lease no takeover can take, and reopens a refused content as it was', async () => {
+      const uid = id();
+      await store.getOrCreate(init(uid));
+      await store.record(await store.acquireLease(uid, 'takeover'), 5, { sha256: sha('a') });
+      const finisher = await store.acquireLease(uid, 'publish');
+      expect((await store.get(uid))?.state).toBe('publishing');
+      await expect(store.acquireLease(uid, 'takeover')).rejects.toBeInstanceOf(PublishingError);
+      await expect(store.acquireLease(uid, 'publish')).rejects.toBeInstanceOf(ConcurrentWriterError);
+      await expect(store.amend(uid, { fill: { b: '1' } })).rejects.toBeInstanceOf(PublishingError);
+      // the content is refused: open again, with what was recorded
+      await store.reopen(finisher);
+      expect(await store.get(uid)).toMatchObject({ state: 'open', committed: 5, digests: { sha256: sha('a') } });
+      expect(await store.leaseHeld(uid)).toBe(false);
+      // a finisher that died (its lease lapsed) leaves the session publishing: a writer may take it over
+      await store.acquireLease(uid, 'publish');
+      await redis.del(keys.uploadLease(uid));
+      const writer = await store.acquireLease(uid, 'takeover');
+      expect((await store.get(uid))?.state).toBe('open');
+      await store.releaseLease(writer);
+    });
+
+    it('amends attributes in one step: matching the upload, filling what is absent, refusing another value', async () => {
+      const uid = id();
+      await store.getOrCreate(init(uid));
+      await store.amend(uid, { match: { a: '1' }, fill: { h: 'x' }, set: { t: 'text/plain' } });
+      await store.amend(uid, { fill: { h: 'x' } }); // the same value again
+      await expect(store.amend(uid, { fill: { h: 'y' } })).rejects.toEqual(new ConflictingAttributeError('h'));
+      await expect(store.amend(uid, { match: { a: '2' }, set: { t: 'other' } })).rejects.toBeInstanceOf(NotFoundError);
+      await expect(store.amend(id(), { set: { t: 'other' } })).rejects.toBeInstanceOf(NotFoundError);
+      expect((await store.get(uid))?.attributes).toEqual({ a: '1', h: 'x', t: 'text/plain' });
+      // racing declarations of different values: exactly one wins
+      const values = ['1', '2', '3', '4', '5', '6'];
+      const answers = await Promise.allSettled(values.map((v) => store.amend(uid, { fill: { race: v } })));
+      expect(answers.filter((a) => a.status === 'fulfilled')).toHaveLength(1);
+    });
+
+    it('ends a session with a lifetime from its creation at its deadline, however active', async () => {
+      const uid = id();
+      await store.getOrCreate({ ...init(uid), lifetimeMs: 300 });
+      const lease = await store.acquireLease(uid, 'takeover');
+      await store.record(lease, 1, { sha256: sha('a') });
+      expect((await store.get(uid))?.deadline).toBeGreaterThan(Date.now());
+      // the expiry job looks at it by its deadline, though the idle lifetime (60 s) is far from over
+      const deadline = (await store.get(uid))?.deadline as number;
+      expect(await store.idleCandidates(deadline - 60_000, 100)).toContain(uid);
+      expect(await store.beginExpiry(uid, Date.now() - 60_000)).toBe('active');
+      await waitFor('the deadline to pass', () => Date.now() > deadline);
+      expect(await store.get(uid)).toBeUndefined();
+      await expect(store.acquireLease(uid, 'takeover')).rejects.toBeInstanceOf(NotFoundError);
+      await expect(store.amend(uid, { set: { t: 'x' } })).rejects.toBeInstanceOf(NotFoundError);
+      expect(await store.beginExpiry(uid, Date.now() - 60_000)).toBe('expiring');
+      await store.endExpiry(uid);
+      expect(await store.exists(uid)).toBe(false);
+    });
   });
 });

@@ -1,8 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
+import { AlreadyExistsError, ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import * as scripts from './session.scripts';
-import { Acquire, BeginExpiry, Commit, Create, EndExpiry, Finish, Release, Renew, Update } from './session.scripts';
+import { Acquire, Amend, BeginExpiry, Commit, Create, EndExpiry, Finish, Record, Release, Renew, Update } from './session.scripts';
+
+/** A takeover found a finisher publishing the upload (the object API answers 409 "being finished"). */
+export class PublishingError extends ConcurrentWriterError {}
+
+/** An attribute a client fills in (a declared hash) already has another value. */
+export class ConflictingAttributeError extends AlreadyExistsError {
+  constructor(readonly attribute: string) {
+    super(`${attribute} differs from the one already declared`);
+  }
+}
 
 /** `finished`: only kept when the protocol asked to remember the outcome (see `finish`). */
 /** An `expiring` session is gone for every reader and writer; the expiry job is deleting its bytes. */
@@ -25,6 +35,12 @@ export interface UploadSession {
   digests?: RecordedDigests;
   /** What a finished session recorded about its outcome (opaque to the store). */
   result?: string;
+  /** The fence of the latest writer lease taken (0: none yet). */
+  fence: number;
+  /** The fence of the writer whose bytes `committed` counts, for a content written whole (see `record`). */
+  writtenBy?: number;
+  /** When a session with a lifetime from its creation ends (ms; see NewSession.lifetimeMs). */
+  deadline?: number;
 }
 
 /** The digests an upload's bytes were found to have (sha256 always; the others when computed). */
@@ -49,6 +65,29 @@ export interface NewSession {
   protocol: string;
   owner: string;
   attributes?: Record<string, string>;
+  /**
+   * A lifetime counted from creation (the object API's uploads), instead of from the last activity:
+   * the session is gone for every reader and writer once it has passed, and the expiry job removes it.
+   */
+  lifetimeMs?: number;
+}
+
+/**
+ * How a writer takes an upload's lease: `refuse` when another writer holds it (ByteStream, GCS:
+ * ConcurrentWriterError), or `takeover`: the newest writer wins and replaces the whole content (an
+ * object API PUT), unless a finisher holds a publishing session; or `publish`: as `refuse`, and
+ * the session is publishing from the same step (a finisher that publishes content written whole).
+ */
+export type LeasePolicy = 'refuse' | 'takeover' | 'publish';
+
+/** A change of a session's attributes (see `amend`). */
+export interface AttributeChange {
+  /** Attributes that must still have these values (else NotFoundError: the upload is not this one). */
+  match?: Record<string, string>;
+  /** Set where absent; ConflictingAttributeError where present with another value. */
+  fill?: Record<string, string>;
+  /** Overwritten. */
+  set?: Record<string, string>;
 }
 
 /** Proof of holding an upload's writer lease; `fence` grows with every acquisition. */
@@ -58,6 +97,9 @@ export interface Lease {
   fence: number;
   /** Committed size when the lease was taken. */
   committed: number;
+  /** The fence of the writer whose bytes were recorded before a takeover forgot them (see LeasePolicy). */
+  replaced?: number;
+  deadline?: number;
 }
 
 export interface SessionStoreOptions {
@@ -77,9 +119,12 @@ export class SessionStore {
     private readonly keys: RedisKeys,
     private readonly options: SessionStoreOptions,
   ) {
-    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, finish2, beginExpiry2, endExpiry2 } = scripts;
+    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, record2, amend2, finish2, beginExpiry2, endExpiry2 } =
+      scripts;
     this.run = bindScripts(redis, {
       create2,
+      record2,
+      amend2,
       acquireLease2,
       renewLease2,
       releaseLease2,
@@ -126,9 +171,11 @@ export class SessionStore {
       0,
       'attributes',
       JSON.stringify(init.attributes ?? {}),
+      ...(init.lifetimeMs !== undefined ? ['deadline', now + init.lifetimeMs] : []),
     ];
     const created = codeOf('create2', Create, await this.run.create2(this.k(init.id), this.keyTtlMs, ...fields));
-    if (created === 'created') await this.touchIndex(init.id, now);
+    const deadline = init.lifetimeMs !== undefined ? now + init.lifetimeMs : undefined;
+    if (created === 'created') await this.touchIndex(init.id, now, deadline);
     const session = await this.get(init.id);
     // (an upload of this id is being expired: it can be created again once that is done)
     if (!session) throw new NotFoundError(`upload ${init.id} has just expired; start it again`);
@@ -136,9 +183,11 @@ export class SessionStore {
   }
 
   /** The session, unless there is none or it is being expired. */
-  async get(id: string): Promise<UploadSession | undefined> {
+  async get(id: string, now = Date.now()): Promise<UploadSession | undefined> {
     const h = await this.redis.hgetall(this.keys.upload(id));
     if (!h['name'] || h['state'] === 'expiring') return undefined;
+    const deadline = h['deadline'] ? Number(h['deadline']) : undefined;
+    if (deadline !== undefined && deadline <= now) return undefined;
     return {
       id,
       name: h['name'],
@@ -153,21 +202,68 @@ export class SessionStore {
         ? { sha256: h['sha256'], ...Object.fromEntries(OPTIONAL_DIGESTS.filter((a) => h[a]).map((a) => [a, h[a]])) }
         : undefined,
       ...(h['result'] !== undefined ? { result: h['result'] } : {}),
+      fence: Number(h['fence'] ?? 0),
+      ...(h['writtenBy'] ? { writtenBy: Number(h['writtenBy']) } : {}),
+      ...(deadline !== undefined ? { deadline } : {}),
     };
   }
 
-  /** Takes the writer lease, or throws ConcurrentWriterError (ABORTED) if someone holds it. */
-  async acquireLease(id: string): Promise<Lease> {
+  /**
+   * Takes the writer lease (see LeasePolicy) of the session, if its attributes `match`.
+   * NotFoundError if there is none (or they do not match), ConcurrentWriterError (ABORTED) if
+   * someone holds the lease (`refuse`), PublishingError if a finisher holds it (`takeover`).
+   */
+  async acquireLease(id: string, policy: LeasePolicy = 'refuse', match: Record<string, string> = {}): Promise<Lease> {
     const holder = randomBytes(9).toString('base64url');
     const now = Date.now();
-    const r = await this.run.acquireLease2(this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now);
+    const r = await this.run.acquireLease2(this.k(id), holder, this.options.leaseTtlMs, this.keyTtlMs, now, policy, JSON.stringify(match));
     const outcome = codeOf('acquireLease2', Acquire, r);
     if (outcome === 'noSession') throw new NotFoundError(`upload ${id} not found`);
     if (outcome === 'held') throw new ConcurrentWriterError('another writer is active on this upload; retry later');
     if (outcome === 'finished') throw new FailedPreconditionError(`upload ${id} is already finished`);
-    await this.touchIndex(id, now);
+    if (outcome === 'publishing') throw new PublishingError(`upload ${id} is being published`);
+    const deadline = r[4] ? Number(r[4]) : undefined;
+    await this.touchIndex(id, now, deadline);
     const fence = Number(r[1]);
-    return { uploadId: id, fence, token: `${holder}:${fence}`, committed: Number(r[2]) };
+    const replaced = policy === 'takeover' && r[3] ? Number(r[3]) : undefined;
+    return {
+      uploadId: id,
+      fence,
+      token: `${holder}:${fence}`,
+      committed: Number(r[2]),
+      ...(replaced !== undefined ? { replaced } : {}),
+      ...(deadline !== undefined ? { deadline } : {}),
+    };
+  }
+
+  /** Whether someone holds the upload's writer lease. */
+  async leaseHeld(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.keys.uploadLease(id))) === 1;
+  }
+
+  /**
+   * Records that the lease holder wrote the whole content, `size` bytes with these digests, in its
+   * own staging (the object API's PUT), and releases the lease. ConcurrentWriterError if a newer
+   * writer took it over meanwhile: nothing is recorded.
+   */
+  async record(lease: Lease, size: number, digests: RecordedDigests): Promise<void> {
+    const fields = digestFields(digests);
+    const r = await this.run.record2(this.k(lease.uploadId), lease.token, lease.fence, Date.now(), size, ...fields);
+    this.underLease('record2', Record, r, lease);
+    await this.touchIndex(lease.uploadId, Date.now(), lease.deadline);
+  }
+
+  /**
+   * Changes the session's attributes while it is open (see AttributeChange and amend2): NotFoundError
+   * when there is no such session or `match` differs, PublishingError while a finisher holds it,
+   * ConflictingAttributeError when a `fill` attribute has another value.
+   */
+  async amend(id: string, change: AttributeChange): Promise<void> {
+    const r = await this.run.amend2(this.k(id), Date.now(), JSON.stringify(change));
+    const outcome = codeOf('amend2', Amend, r);
+    if (outcome === 'gone') throw new NotFoundError(`upload ${id} not found`);
+    if (outcome === 'publishing') throw new PublishingError(`upload ${id} is being published`);
+    if (outcome === 'conflict') throw new ConflictingAttributeError(r[1] ?? '');
   }
 
   /** Extends the lease; throws ConcurrentWriterError if it was lost. */
@@ -179,7 +275,7 @@ export class SessionStore {
   async releaseLease(lease: Lease): Promise<void> {
     // (not held: it lapsed, or another writer took it since; either way it is not ours to release)
     codeOf('releaseLease2', Release, await this.run.releaseLease2(this.k(lease.uploadId), lease.token));
-    await this.touchIndex(lease.uploadId, Date.now());
+    await this.touchIndex(lease.uploadId, Date.now(), lease.deadline);
   }
 
   /** Moves the committed size from `expected` to `next` (also renews the lease). */
@@ -200,18 +296,15 @@ export class SessionStore {
 
   /** Marks the session as publishing, recording the digests of its bytes. */
   async markPublishing(lease: Lease, digests: RecordedDigests): Promise<void> {
-    const optional = OPTIONAL_DIGESTS.flatMap((a) => (digests[a] ? [a, digests[a]] : []));
-    const r = await this.run.update2(
-      this.k(lease.uploadId),
-      lease.token,
-      Date.now(),
-      'state',
-      'publishing',
-      'sha256',
-      digests.sha256,
-      ...optional,
-    );
+    const fields = digestFields(digests);
+    const r = await this.run.update2(this.k(lease.uploadId), lease.token, Date.now(), 'state', 'publishing', ...fields);
     this.underLease('update2', Update, r, lease);
+  }
+
+  /** Gives up publishing (the content was refused): the session is open again and the lease released. */
+  async reopen(lease: Lease): Promise<void> {
+    const r = await this.run.update2(this.k(lease.uploadId), lease.token, Date.now(), 'state', 'open');
+    if (codeOf('update2', Update, r) === 'ok') await this.releaseLease(lease);
   }
 
   /** Removes a finished session (and its lease), or keeps it as a record of its outcome. */
@@ -241,15 +334,15 @@ export class SessionStore {
    * that stops half way is finished by the next run: the session stays a candidate); 'gone': there
    * is nothing left to do; 'active': it is in use (its index entry is refreshed).
    */
-  async beginExpiry(id: string, cutoffMs: number): Promise<'expiring' | 'gone' | 'active'> {
-    const r = await this.run.beginExpiry2(this.k(id), cutoffMs);
+  async beginExpiry(id: string, cutoffMs: number, now = Date.now()): Promise<'expiring' | 'gone' | 'active'> {
+    const r = await this.run.beginExpiry2(this.k(id), cutoffMs, now);
     const outcome = codeOf('beginExpiry2', BeginExpiry, r);
     if (outcome === 'expiring') return 'expiring';
     if (outcome === 'gone') {
       await this.redis.zrem(this.keys.uploadsByActivity(), id);
       return 'gone';
     }
-    await this.touchIndex(id, outcome === 'active' ? Number(r[1]) : Date.now());
+    await this.touchIndex(id, outcome === 'active' ? Number(r[1]) : Date.now(), r[2] ? Number(r[2]) : undefined);
     return 'active';
   }
 
@@ -264,7 +357,17 @@ export class SessionStore {
     return (await this.redis.exists(this.keys.upload(id))) === 1;
   }
 
-  private async touchIndex(id: string, atMs: number): Promise<void> {
-    await this.redis.zadd(this.keys.uploadsByActivity(), atMs, id);
+  /**
+   * Records activity in the expiry index. The job looks at sessions active before now minus the
+   * idle lifetime: a session with a deadline is placed so that it is looked at by then at the latest.
+   */
+  private async touchIndex(id: string, atMs: number, deadline?: number): Promise<void> {
+    const score = deadline === undefined ? atMs : Math.min(atMs, deadline - this.options.idleLifetimeMs);
+    await this.redis.zadd(this.keys.uploadsByActivity(), score, id);
   }
+}
+
+/** HSET's field, value... of the digests computed. */
+function digestFields(digests: RecordedDigests): string[] {
+  return (['sha256', ...OPTIONAL_DIGESTS] as const).flatMap((a) => (digests[a] ? [a, digests[a]] : []));
 }

@@ -24,29 +24,53 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 'created'`,
 );
 
-export const Acquire = statuses('acquired', 'noSession', 'held', 'finished');
+export const Acquire = statuses('acquired', 'noSession', 'held', 'finished', 'publishing');
 /**
- * ARGV: holder, leaseTtlMs, idleTtlMs, nowMs → {acquired, fence, committed} | {noSession} (or one
- * being expired) | {held, current lease} | {finished} (nothing more can be written).
+ * ARGV: holder, leaseTtlMs, idleTtlMs, nowMs, policy, match (JSON: attributes that must have
+ * these values) → {acquired, fence, committed, writtenBy, deadline} | {noSession} (or one being
+ * expired, past its deadline, or whose attributes do not match) | {held, current lease} |
+ * {finished} (nothing more can be written) | {publishing} (takeover refused: a finisher holds it).
+ * Policy `refuse`: a lease held by someone else is {held}. Policy `takeover`: the new writer takes
+ * the lease from any writer (an object PUT: the newest wins; the one it replaces loses its lease,
+ * so it can record nothing) and replaces the content, so the committed size and recorded digests
+ * are forgotten at once and the state is open again; only a finisher holding the lease of a
+ * publishing session is not taken over. Policy `publish`: as `refuse`, and the session is
+ * publishing from the same step (a finisher: no takeover can slip in before it says so).
+ * `writtenBy` is the fence of the writer whose bytes the
+ * committed size counted before ('' if none): a takeover drops that writer's staging.
  */
 export const acquireLease2 = lua<{
   keys: SessionKeys;
-  args: [holder: string, leaseTtlMs: number, idleTtlMs: number, nowMs: number];
-  result: [status: string, fenceOrHolder?: number | string, committed?: string];
+  args: [holder: string, leaseTtlMs: number, idleTtlMs: number, nowMs: number, policy: 'refuse' | 'takeover' | 'publish', match: string];
+  result: [status: string, fenceOrHolder?: number | string, committed?: string, writtenBy?: string, deadline?: string];
 }>(
   'acquireLease2',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'noSession'} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'expiring' then return {'noSession'} end
+local deadline = redis.call('HGET', KEYS[1], 'deadline') or ''
+if deadline ~= '' and tonumber(deadline) <= tonumber(ARGV[4]) then return {'noSession'} end
 if state == 'finished' then return {'finished'} end
+local attributes = cjson.decode(redis.call('HGET', KEYS[1], 'attributes') or '{}')
+for k, v in pairs(cjson.decode(ARGV[6])) do
+  if attributes[k] ~= v then return {'noSession'} end
+end
 local current = redis.call('GET', KEYS[2])
-if current then return {'held', current} end
+local writtenBy = redis.call('HGET', KEYS[1], 'writtenBy') or ''
+if ARGV[5] == 'takeover' then
+  if current and state == 'publishing' then return {'publishing'} end
+  redis.call('HSET', KEYS[1], 'committed', 0, 'state', 'open')
+  redis.call('HDEL', KEYS[1], 'writtenBy', 'sha256', 'md5', 'crc32c', 'sha512')
+elseif current then
+  return {'held', current}
+end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('SET', KEYS[2], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[4])
+if ARGV[5] == 'publish' then redis.call('HSET', KEYS[1], 'state', 'publishing') end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {'acquired', fence, redis.call('HGET', KEYS[1], 'committed')}`,
+return {'acquired', fence, redis.call('HGET', KEYS[1], 'committed'), writtenBy, deadline}`,
 );
 
 export const Renew = statuses('renewed', 'lost');
@@ -106,6 +130,59 @@ redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2], unpack(ARGV, 3))
 return 'ok'`,
 );
 
+export const Record = statuses('ok', 'leaseLost', 'noSession');
+/**
+ * Records the whole content a writer wrote (a takeover writer's: an object PUT) and releases its
+ * lease: the committed size, the digests and `writtenBy`, the writer's fence (its staging holds the
+ * bytes). ARGV: token, fence, nowMs, size, field, value... (digests) → Record.
+ */
+export const record2 = lua<{
+  keys: SessionKeys;
+  args: [token: string, fence: number, nowMs: number, size: number, ...digests: Fields];
+  result: string;
+}>(
+  'record2',
+  `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'leaseLost' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'noSession' end
+redis.call('HDEL', KEYS[1], 'sha256', 'md5', 'crc32c', 'sha512')
+redis.call('HSET', KEYS[1], 'committed', ARGV[4], 'writtenBy', ARGV[2], 'updatedAt', ARGV[3], unpack(ARGV, 5))
+redis.call('DEL', KEYS[2])
+return 'ok'`,
+);
+
+export const Amend = statuses('ok', 'gone', 'publishing', 'conflict');
+/**
+ * Changes a session's attributes (a protocol's facts that a client may add to: declared hashes, a
+ * content type), only while it is open and not being published, and only if the attributes in
+ * `match` still have those values (the same upload of a name). `fill`: set each attribute that is
+ * absent, {conflict, attribute} if one has another value; `set`: overwrite. One step, so that two
+ * clients declaring different values cannot both succeed. ARGV: nowMs, JSON {match, fill, set} →
+ * {ok} | {gone} (none, expiring, or `match` differs) | {publishing} | {conflict, attribute}.
+ */
+export const amend2 = lua<{ keys: SessionKeys; args: [nowMs: number, change: string]; result: [status: string, attribute?: string] }>(
+  'amend2',
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'expiring' or state == 'finished' then return {'gone'} end
+local deadline = redis.call('HGET', KEYS[1], 'deadline') or ''
+if deadline ~= '' and tonumber(deadline) <= tonumber(ARGV[1]) then return {'gone'} end
+local attributes = cjson.decode(redis.call('HGET', KEYS[1], 'attributes') or '{}')
+local change = cjson.decode(ARGV[2])
+for k, v in pairs(change['match'] or {}) do
+  if attributes[k] ~= v then return {'gone'} end
+end
+if state == 'publishing' and redis.call('EXISTS', KEYS[2]) == 1 then return {'publishing'} end
+for k, v in pairs(change['fill'] or {}) do
+  if attributes[k] ~= nil and attributes[k] ~= v then return {'conflict', k} end
+  attributes[k] = v
+end
+for k, v in pairs(change['set'] or {}) do attributes[k] = v end
+redis.call('HSET', KEYS[1], 'attributes', cjson.encode(attributes))
+return {'ok'}`,
+);
+
 export const Finish = statuses('ok', 'leaseLost');
 /**
  * Ends the session under the lease: deletes it, or (ARGV[2] given) keeps it as a record of the
@@ -131,21 +208,28 @@ return 'ok'`,
 
 export const BeginExpiry = statuses('expiring', 'gone', 'leased', 'active');
 /**
- * First step of expiring a session idle since before the cutoff and not leased: marks it
- * `expiring`, which no writer can lease and no one sees (its staged bytes are deleted next, then
- * the session by endExpiry2). Never deleting the session first is what keeps a client that
- * recreates the upload meanwhile (ByteStream names its upload) from writing into staging that is
- * about to be deleted. ARGV: cutoffMs → {expiring} (now, or by an earlier run that stopped half
- * way) | {gone} already | {leased} | {active, updatedAt}.
+ * First step of expiring a session idle since before the cutoff (or past its deadline: a lifetime
+ * counted from creation) and not leased: marks it `expiring`, which no writer can lease and no one
+ * sees (its staged bytes are deleted next, then the session by endExpiry2). Never deleting the
+ * session first is what keeps a client that recreates the upload meanwhile (ByteStream names its
+ * upload) from writing into staging that is about to be deleted. ARGV: cutoffMs, nowMs →
+ * {expiring} (now, or by an earlier run that stopped half way) | {gone} already | {leased} |
+ * {active, updatedAt, deadline}.
  */
-export const beginExpiry2 = lua<{ keys: SessionKeys; args: [cutoffMs: number]; result: [status: string, updatedAt?: number] }>(
+export const beginExpiry2 = lua<{
+  keys: SessionKeys;
+  args: [cutoffMs: number, nowMs: number];
+  result: [status: string, updatedAt?: number, deadline?: string];
+}>(
   'beginExpiry2',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 if redis.call('HGET', KEYS[1], 'state') == 'expiring' then return {'expiring'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0')
-if updated > tonumber(ARGV[1]) then return {'active', updated} end
+local deadline = redis.call('HGET', KEYS[1], 'deadline') or ''
+local pastDeadline = deadline ~= '' and tonumber(deadline) <= tonumber(ARGV[2])
+if updated > tonumber(ARGV[1]) and not pastDeadline then return {'active', updated, deadline} end
 redis.call('HSET', KEYS[1], 'state', 'expiring')
 return {'expiring'}`,
 );

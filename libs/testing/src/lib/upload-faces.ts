@@ -354,11 +354,11 @@ function byteStreamFace(ctx: FaceContext): UploadFace {
     secondWriter: 'refused',
     writerConflict: { code: 'ABORTED' },
     verification: {},
-    // the status query says NOT_FOUND (a client then starts again from 0); a Write at the old offset
-    // is refused as not matching the committed size (0), with a hint to query the status
+    // the status query says NOT_FOUND (a client then starts again from 0); so does a Write at the
+    // old offset, naming the resource and saying to start at 0 (and nothing is created)
     afterExpiry: {
       persisted: { code: 'NOT_FOUND' },
-      resume: { code: 'INVALID_ARGUMENT', message: /does not match the committed size 0; call QueryWriteStatus/ },
+      resume: { code: 'NOT_FOUND', message: /not found: it is unknown or has expired; start it again at write_offset 0/ },
       racing: [EXPIRED_UNDER_RESUME],
     },
     lifetimeFrom: 'activity',
@@ -397,7 +397,7 @@ function reapiFace(ctx: FaceContext): UploadFace {
     // an unknown REAPI upload is {0, false} (README, ByteStream behaviour): the client starts again
     afterExpiry: {
       persisted: 0,
-      resume: { code: 'INVALID_ARGUMENT', message: /does not match the committed size 0/ },
+      resume: { code: 'NOT_FOUND', message: /uploads\/.* not found: it is unknown or has expired/ },
       racing: [EXPIRED_UNDER_RESUME],
     },
     lifetimeFrom: 'activity',

@@ -34,7 +34,7 @@ export class UploadExpiry {
       const ids = await this.sessions.idleCandidates(cutoff, batchSize);
       let progressed = 0;
       for (const id of ids) {
-        const outcome = await this.sessions.beginExpiry(id, cutoff);
+        const outcome = await this.sessions.beginExpiry(id, cutoff, now);
         if (outcome === 'active') continue;
         progressed++;
         // a session already gone (its key outlived by far its lifetime): its index entry was
