@@ -61,6 +61,17 @@ describe('MultipartStore (real Redis)', () => {
       expect(await store.complete(id)).toEqual({ missing: [1, 2, 3] });
     });
 
+    it.each([4, 1000, 0, -1, 1.5])('refuses to begin a PUT of part %s, taking no lease and changing nothing', async (partNumber) => {
+      const id = await upload();
+      const before = await redis.hgetall(keys.multipartUpload(id));
+      const begun = store.beginPart(id, partNumber);
+      await expect(begun).rejects.toThrow(InvalidArgumentError);
+      await expect(begun).rejects.toThrow('is out of range: this upload has parts 1 to 3');
+      expect(await redis.get(keys.multipartParts(id))).toBe('000');
+      expect(await redis.hgetall(keys.multipartUpload(id))).toEqual(before);
+      expect(await redis.exists(`${keys.multipartUpload(id)}:lease:${partNumber}`)).toBe(0);
+    });
+
     it('adds a part within range', async () => {
       const id = await upload();
       const lease = await store.beginPart(id, 3);

@@ -322,6 +322,7 @@ export class MultipartStore {
     const r = await this.run.beginPart3(this.kl(id, n), ...this.t(), n, holder, this.options.leaseTtlMs);
     const outcome = codeOf('beginPart3', BeginPart, r);
     if (outcome === 'noUpload') throw new NotFoundError(`upload ${id} not found`);
+    if (outcome === 'noSuchPart') throw new InvalidArgumentError(`part number ${n} is out of range: this upload has parts 1 to ${r[1]}`);
     if (outcome === 'frozen') throw new FailedPreconditionError(`upload ${id} is ${r[1]}: its parts can no longer change`);
     if (outcome === 'held') {
       throw new ConcurrentWriterError(

@@ -95,12 +95,13 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'created'`,
 );
 
-export const BeginPart = statuses('begun', 'noUpload', 'frozen', 'held');
+export const BeginPart = statuses('begun', 'noUpload', 'noSuchPart', 'frozen', 'held');
 /**
  * A PUT of part ARGV[3] begins, holder ARGV[4], lease ARGV[5] ms: the part's previous bytes are no
  * longer trusted (its stored md5 is dropped, it is missing again, digests over it start again) until
  * this PUT ends.
- * → {begun} | {noUpload} | {frozen, state} not UPLOADING | {held, pttl} another PUT holds the part.
+ * → {begun} | {noUpload} | {noSuchPart, parts} not one of parts 1..parts (nothing changes) |
+ * {frozen, state} not UPLOADING | {held, pttl} another PUT holds the part.
  */
 export const beginPart3 = lua<{
   keys: PartKeys;
@@ -110,6 +111,9 @@ export const beginPart3 = lua<{
   'beginPart3',
   `${prelude}${partChanges}
 if not state then return {'noUpload'} end
+local n = tonumber(ARGV[3])
+local parts = redis.call('STRLEN', KEYS[2])
+if not n or n < 1 or n > parts or n % 1 ~= 0 then return {'noSuchPart', parts} end
 if state ~= 'UPLOADING' then return {'frozen', state} end
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {'held', redis.call('PTTL', KEYS[3])} end
 partChanges(tonumber(ARGV[3]))
