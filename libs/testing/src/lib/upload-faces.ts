@@ -1,8 +1,9 @@
 /**
  * One driver per upload face of Ferry, behind one interface (`UploadFace`), so that one contract
- * (libs/testing/src/contract/upload-contract.e2e-spec.ts) is written once and run against each:
+ * (apps/upload-contract-e2e/test/upload-contract.e2e-spec.ts) is written once and run against each:
  * ByteStream Write with a generic name, ByteStream Write of a REAPI CAS upload name, GCS v2
- * resumable writes, Synapse-style multipart parts, and the Taskcluster object API's putUrl PUT.
+ * resumable writes over WriteObject and over BidiWriteObject, Synapse-style multipart parts, and
+ * the Taskcluster object API's putUrl PUT.
  * Each driver speaks its protocol as a client would, over the wire, with the development
  * credentials (`dev` / `dev-secret`), and reports failures as a `FaceError` in the face's own terms.
  */
@@ -10,7 +11,13 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { IncomingMessage, request as httpRequest } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { crc32c } from '@node-rs/crc32';
-import type { GcsQueryWriteStatusResponse__Output, GcsWriteObjectRequest, WriteRequest } from '@ferry/protocol';
+import type {
+  BidiWriteObjectRequest,
+  BidiWriteObjectResponse__Output,
+  GcsQueryWriteStatusResponse__Output,
+  GcsWriteObjectRequest,
+  WriteRequest,
+} from '@ferry/protocol';
 import { bearer, queryWriteStatus, readBytes } from './bytestream-client';
 import type { FaceContext } from './ferry-stack';
 import { readObject, startResumableWrite } from './gcs-client';
@@ -117,7 +124,7 @@ export interface FaceUpload {
 }
 
 export interface UploadFace {
-  readonly name: 'bytestream' | 'reapi' | 'gcs' | 'multipart' | 'object';
+  readonly name: 'bytestream' | 'reapi' | 'gcs' | 'gcsBidi' | 'multipart' | 'object';
   readonly label: string;
   /** The process that serves its uploads (the one the crash case kills). */
   readonly server: AppName;
@@ -147,7 +154,14 @@ const EXPIRED_UNDER_RESUME: FaceErrorShape = { code: 'NOT_FOUND', message: /not 
 
 /** The five faces, over the stack `ctx`. */
 export function uploadFaces(ctx: FaceContext): UploadFace[] {
-  return [byteStreamFace(ctx), reapiFace(ctx), gcsFace(ctx), multipartFace(ctx), objectFace(ctx)];
+  return [
+    byteStreamFace(ctx),
+    reapiFace(ctx),
+    gcsFace(ctx, 'WriteObject'),
+    gcsFace(ctx, 'BidiWriteObject'),
+    multipartFace(ctx),
+    objectFace(ctx),
+  ];
 }
 
 // --- gRPC helpers ------------------------------------------------------------------------------
@@ -210,6 +224,59 @@ function streamCall<Req, Res>(
   return settledQuietly({ handed, done, cut: () => call?.cancel() });
 }
 
+/**
+ * Drives a BidiWriteObject call as the Go client does: writes the requests honouring backpressure,
+ * and after one with `state_lookup` (and no `finish_write`) waits for the server's answer before
+ * sending more; half-closes after the last unless `hold`. `done` resolves when the server ends the
+ * call with OK (after `finish_write`: having answered the object).
+ */
+function bidiCall(
+  face: string,
+  open: () => grpc.ClientDuplexStream<BidiWriteObjectRequest, BidiWriteObjectResponse__Output>,
+  requests: Iterable<BidiWriteObjectRequest>,
+  hold: boolean,
+): Sending {
+  const call = open();
+  let settled = false;
+  let finishing = false;
+  let object = false;
+  let status: grpc.StatusObject | undefined;
+  const waiters: (() => void)[] = [];
+  const wake = () => waiters.splice(0).forEach((w) => w());
+  const done = new Promise<void>((resolve, reject) => {
+    call.on('data', (r: BidiWriteObjectResponse__Output) => {
+      if (r.resource) object = true;
+      waiters.shift()?.();
+    });
+    call.on('status', (s: grpc.StatusObject) => (status = s));
+    call.on('error', (err) => {
+      settled = true;
+      wake();
+      reject(grpcError(face, err));
+    });
+    call.on('end', () => {
+      settled = true;
+      wake();
+      if (status && status.code !== grpc.status.OK) reject(grpcError(face, status));
+      else if (finishing && !object) reject(new FaceError(face, 'NO_OBJECT', undefined, 'finish_write answered without the object'));
+      else resolve();
+    });
+  });
+  const ended = done.then(noop, noop);
+  const handed = (async () => {
+    for (const req of requests) {
+      if (settled) break;
+      if (req.finish_write) finishing = true;
+      const answered = req.state_lookup && !req.finish_write ? new Promise<void>((r) => waiters.push(r)) : undefined;
+      if (!call.write(req)) await Promise.race([new Promise((r) => call.once('drain', r)), ended]);
+      if (answered) await Promise.race([answered, ended]);
+    }
+    if (settled) await done; // it ended before every byte was handed: its error
+    if (!hold) call.end();
+  })();
+  return settledQuietly({ handed, done, cut: () => call.cancel() });
+}
+
 /** Retries `fn` while it fails with ABORTED (a writer killed with its process holds its lease until it lapses). */
 async function whileAborted<T>(fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + WAIT_MS;
@@ -254,6 +321,39 @@ function* gcsRequests(uploadId: string, data: Buffer, from: number, to: number, 
       ...(finish && end === to ? { finish_write: true } : {}),
     };
   }
+}
+
+/** BidiWriteObject messages: at most 2 MiB each, as the Go client sends (MAX_WRITE_CHUNK_BYTES). */
+const BIDI_MESSAGE_BYTES = 2 * MiB;
+/**
+ * The Go client's buffer (Writer.ChunkSize, 16 MiB by default; smaller here, so that objects of a
+ * few MiB span several): the last message of each carries flush + state_lookup, and the client
+ * waits for the persisted size it answers before it sends more.
+ */
+const BIDI_FLUSH_BYTES = 4 * MiB;
+
+/**
+ * BidiWriteObjectRequests as the Go client's resumable writer sends them: the first names the
+ * upload, messages of at most 2 MiB, and the last of every BIDI_FLUSH_BYTES buffer (counted from
+ * the object's start) and of the range carries flush + state_lookup; the finishing one carries
+ * finish_write (and flush + state_lookup too, as Go sends it).
+ */
+function* bidiRequests(uploadId: string, data: Buffer, from: number, to: number, finish: boolean): Generator<BidiWriteObjectRequest> {
+  let start = from;
+  do {
+    const boundary = (Math.floor(start / BIDI_FLUSH_BYTES) + 1) * BIDI_FLUSH_BYTES;
+    const end = Math.min(start + BIDI_MESSAGE_BYTES, boundary, to);
+    const content = data.subarray(start, end);
+    const flush = end === to || end === boundary;
+    yield {
+      ...(start === from ? { upload_id: uploadId } : {}),
+      write_offset: start,
+      ...(end > start ? { checksummed_data: { content, crc32c: crc32c(content) } } : {}),
+      ...(flush ? { flush: true, state_lookup: true } : {}),
+      ...(finish && end === to ? { finish_write: true } : {}),
+    };
+    start = end;
+  } while (start < to);
 }
 
 function uniqueName(face: string): string {
@@ -412,8 +512,9 @@ function reapiFace(ctx: FaceContext): UploadFace {
 }
 
 /** GCS v2: StartResumableWrite (declaring the md5 and the object_size), WriteObject, QueryWriteStatus, ReadObject. */
-function gcsFace(ctx: FaceContext): UploadFace {
-  const face = 'GCS v2';
+/** GCS v2 resumable writes, over WriteObject (one client stream per range) or BidiWriteObject (as Go's writer). */
+function gcsFace(ctx: FaceContext, method: 'WriteObject' | 'BidiWriteObject'): UploadFace {
+  const face = method === 'WriteObject' ? 'GCS v2' : 'GCS v2 Bidi';
   class Upload implements FaceUpload {
     private streaming = 0;
     constructor(
@@ -437,13 +538,17 @@ function gcsFace(ctx: FaceContext): UploadFace {
     }
 
     send(from: number, to: number, options: SendOptions = {}): Sending {
+      const data = options.bytes ?? this.content;
+      const finish = options.finish ?? false;
+      this.streaming = to;
+      if (method === 'BidiWriteObject') {
+        const requests = bidiRequests(this.uploadId, data, from, to, finish);
+        return bidiCall(face, () => ctx.storage().BidiWriteObject(bearer(TOKEN)), requests, options.hold ?? false);
+      }
       return streamCall<GcsWriteObjectRequest, unknown>(
         face,
-        (cb) => {
-          this.streaming = to;
-          return ctx.storage().WriteObject(bearer(TOKEN), cb);
-        },
-        gcsRequests(this.uploadId, options.bytes ?? this.content, from, to, options.finish ?? false),
+        (cb) => ctx.storage().WriteObject(bearer(TOKEN), cb),
+        gcsRequests(this.uploadId, data, from, to, finish),
         options.hold ?? false,
       );
     }
@@ -470,8 +575,8 @@ function gcsFace(ctx: FaceContext): UploadFace {
     catalogName = async () => `${CONTRACT_BUCKET}/${this.object}`;
   }
   return {
-    name: 'gcs',
-    label: 'GCS v2 resumable write',
+    name: method === 'WriteObject' ? 'gcs' : 'gcsBidi',
+    label: method === 'WriteObject' ? 'GCS v2 resumable write' : 'GCS v2 BidiWriteObject (as the Go client)',
     server: 'ingest-grpc',
     resumable: true,
     secondWriter: 'refused',
