@@ -328,6 +328,12 @@ describe('object-api (real HTTP, Redis and disk)', () => {
     await catalog.delete(name);
     await catalog.publish({ ...(old as NonNullable<typeof old>), expires: new Date(Date.now() - 1000).toISOString() });
     expect((await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() })).status).toBe(200);
+    // and so can a name whose unfinished upload passed its lifetime (FERRY_OBJECT_UPLOAD_TTL_MS) before the worker removed it
+    const sessionKey = h.app.get(RedisKeys).upload(objectSessionId(name));
+    await redis.hset(sessionKey, 'deadline', Date.now() - 1);
+    const anew = await call('PUT', `/upload/${enc(name)}`, { ...body, uploadId: slugid() });
+    expect([anew.status, anew.body['code']]).toEqual([200, undefined]);
+    expect(Number(await redis.hget(sessionKey, 'deadline'))).toBeGreaterThan(Date.now());
   });
 
   it('lets only one of several racing createUploads declare a hash: the others conflict (409) and the finish verifies that one', async () => {

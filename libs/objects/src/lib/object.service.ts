@@ -189,14 +189,17 @@ export class ObjectService {
   private async beginUpload(principal: Principal, name: string, attributes: Record<string, string>): Promise<PendingUpload> {
     const id = objectSessionId(name);
     if (await this.engine.object(name)) throw finishedAlready(name);
-    const session = await this.sessions.getOrCreate({
-      id,
-      name,
-      protocol: 'object',
-      owner: principal.clientId,
-      attributes,
-      lifetimeMs: this.options.uploadLifetimeMs,
-    });
+    const init = { id, name, protocol: 'object', owner: principal.clientId, attributes, lifetimeMs: this.options.uploadLifetimeMs };
+    let session: UploadSession;
+    try {
+      session = await this.sessions.getOrCreate(init);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      // the name's previous upload passed its lifetime and the worker has not removed it yet: it
+      // ends now (its writers' staging is left to the sweep), so that the name can be uploaded again
+      if ((await this.sessions.beginExpiry(id, 0)) === 'expiring') await this.sessions.endExpiry(id);
+      session = await this.sessions.getOrCreate(init);
+    }
     const upload = pendingOf(session);
     if (
       upload.uploadId !== attributes['uploadId'] ||
