@@ -237,6 +237,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
       { size: content.length, sha256, md5: md5Hex(content) },
     );
     await waitFor('the upload to expire', async () => !(await store.exists('mp_dedup_died')));
+    // (its catalog object goes first: once the record is gone, so is the object)
     await waitFor('its unused handle to be removed', async () => (await handles.get(handleId)) === undefined);
     expect(await app.get(Catalog).get(`fileHandle/${handleId}`)).toBeUndefined();
   });

@@ -101,13 +101,14 @@ export class FileHandles {
   }
 
   /**
-   * Removes a handle that was never handed out (a dedup at start that did not finish): its record,
-   * then its catalog object, which releases the blob. Idempotent.
+   * Removes a handle that was never handed out (a dedup at start that did not finish): its catalog
+   * object, which releases the blob, then its record, so that one stopped half way leaves the record
+   * by which it is found and removed again, never a catalog object no record names. Idempotent.
    */
   async remove(id: string): Promise<void> {
-    await this.redis.del(this.keys.fileHandle(id));
     const object = await this.catalog.get(fileHandleObjectName(id));
     if (object) await this.catalog.deleteIfUnchanged(object.name, object.createdAt);
+    await this.redis.del(this.keys.fileHandle(id));
   }
 
   async get(id: string): Promise<FileHandle | undefined> {
