@@ -2,6 +2,7 @@ import type { INestApplication } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { json } from 'express';
 import { InvalidArgumentError } from '@ferry/errors';
+import { bodyError } from '@ferry/http';
 
 /** Largest JSON body object-api accepts (1 MiB; createUpload's dataInline is the largest, and small by design). */
 export const JSON_LIMIT = '1mb';
@@ -20,7 +21,7 @@ export function parseJsonBodies(app: INestApplication, streamedPaths: RegExp): v
   const parse = json({ limit: JSON_LIMIT, verify: (req, _res, buf) => void rawBodies.set(req as Request, buf) });
   app.use((req: Request, res: Response, next: NextFunction) => {
     if (streamedPaths.test(req.path)) return next();
-    parse(req, res, (err?: unknown) => next(err === undefined ? undefined : bodyError(err)));
+    parse(req, res, (err?: unknown) => next(err === undefined ? undefined : tcBodyError(err)));
   });
 }
 
@@ -29,12 +30,9 @@ export function rawBodyOf(req: Request): Buffer | undefined {
   return rawBodies.get(req);
 }
 
-/** body-parser failures (they carry `type`) as domain errors, as configureHttpApp maps them (but 413 for a body too large). */
-function bodyError(err: unknown): unknown {
-  const type = (err as { type?: unknown }).type;
-  if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
-  if (type === 'entity.too.large')
-    return new InputTooLargeError(`request body is larger than the ${(err as { limit?: number }).limit ?? 1048576} bytes allowed`);
-  if (typeof type === 'string') return new InvalidArgumentError(`bad request body (${type})`);
-  return err;
+/** body-parser failures as configureHttpApp maps them (bodyError), but a body too large is 413. */
+function tcBodyError(err: unknown): unknown {
+  const mapped = bodyError(err);
+  const tooLarge = (err as { type?: unknown }).type === 'entity.too.large';
+  return tooLarge && mapped instanceof Error ? new InputTooLargeError(mapped.message) : mapped;
 }

@@ -43,8 +43,8 @@ export function publicBaseUrl(req: Request, configured: string | undefined): str
   return `${req.protocol}://${req.headers.host ?? 'localhost'}`;
 }
 
-/** body-parser failures (they carry `type`) as domain errors. */
-function bodyError(err: unknown): unknown {
+/** body-parser failures (they carry `type`) as domain errors (INVALID_ARGUMENT); anything else as it is. */
+export function bodyError(err: unknown): unknown {
   const type = (err as { type?: unknown }).type;
   if (type === 'entity.parse.failed') return new InvalidArgumentError('body is not valid JSON');
   // the client's mistake, not a busy server: a 4xx it will not retry
