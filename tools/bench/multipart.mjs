@@ -219,10 +219,10 @@ async function main(onCleanup) {
 
   /** How far the digests of the upload being completed got (the one UPLOADING upload): [parts hashed, parts] (0 for builds without them). */
   async function digestProgress() {
-    for (const key of await state.keys('bench:mp:{*}')) {
-      if (!/^bench:mp:\{[^}]+\}$/.test(key)) continue;
-      const [st, hashed, parts] = await state.hmget(key, 'state', 'dgParts', 'parts');
-      if (st === 'UPLOADING') return [Number(hashed ?? 0), Number(parts)];
+    for (const key of await state.keys('bench:up:{mp_*}')) {
+      if (!/^bench:up:\{[^}]+\}$/.test(key)) continue;
+      const [st, hashed] = await state.hmget(key, 'state', 'dgParts');
+      if (st === 'open') return [Number(hashed ?? 0), await state.strlen(`${key}:parts`)];
     }
     return [NaN, NaN];
   }

@@ -192,7 +192,8 @@ describe('multipart uploads survive kill -9 of multipart-api and of the worker',
           partSizeBytes: request.partSize,
         })
       ).body as unknown as Status;
-      const lease = `${redis.prefix}:mp:{${probe.uploadId}}:digest`;
+      // (the session's writer lease: whoever holds it advances the whole-file digests)
+      const lease = `${redis.prefix}:up:{${probe.uploadId}}:lease`;
       await conn.set(lease, 'elsewhere', 'PX', 120_000);
       const start = await uploadParts(content, request.fileName, request.partSize);
       expect(start.uploadId).toBe(probe.uploadId);

@@ -82,7 +82,7 @@ describe('multipart-api shuts down gracefully', () => {
       });
       await new Promise<void>((resolve) => req.write(content.subarray(0, content.length / 2), () => resolve()));
       // in flight: the server is receiving the part (holds its lease)
-      const lease = `${new RedisKeys(redis.prefix).multipartUpload(start.uploadId)}:lease:1`;
+      const lease = new RedisKeys(redis.prefix).uploadPartLease(start.uploadId, 1);
       await waitFor('multipart-api to take the lease of the part being PUT', async () => (await conn.exists(lease)) === 1);
       const exited = exitOf(api);
       api.kill('SIGTERM');

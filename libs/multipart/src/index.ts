@@ -4,6 +4,6 @@ export * from './lib/file-handles';
 export * from './lib/multipart.service';
 export * from './lib/assembler';
 export * from './lib/assembly-queue';
-export * from './lib/multipart-expiry';
+export * from './lib/multipart-expiry-hook';
 export * from './lib/digest-progress';
 export * from './lib/resumable';

@@ -6,7 +6,6 @@ import { FERRY_CONFIG, LOGGER } from '@ferry/core';
 import { EXPIRE_UPLOADS_SCHEDULER_ID, ExpireUploadsPayload, ExpireUploadsResult, JOBS, QUEUES } from '@ferry/jobs';
 import type { Logger } from '@ferry/logging';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
-import { MultipartExpiry } from '@ferry/multipart';
 import { ObjectExpiry } from '@ferry/objects';
 import { UploadExpiry } from '@ferry/uploads';
 
@@ -52,7 +51,6 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     @Inject(LOGGER) private readonly logger: Logger,
     private readonly keys: RedisKeys,
     private readonly expiry: UploadExpiry,
-    private readonly multipartExpiry: MultipartExpiry,
     private readonly objectExpiry: ObjectExpiry,
   ) {}
 
@@ -87,14 +85,11 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     try {
       if (job.name !== JOBS.expireUploads) throw new Error(`unknown job ${job.name}`);
       const now = Date.now();
-      // multipart first: the staging sweep of UploadExpiry then sees those uploads gone
-      const expiredMultipart = await this.multipartExpiry.run(now, job.data.batchSize);
       const report = {
         ...(await this.expiry.run(now, job.data.batchSize)),
-        expiredMultipart,
         ...(await this.objectExpiry.run(now, job.data.batchSize)),
       };
-      expired.inc(report.expiredSessions + expiredMultipart);
+      expired.inc(report.expiredSessions);
       expiredObjects.inc(report.expiredObjects);
       collectedBlobs.inc(report.collectedBlobs);
       if (Object.values(report).some((n) => n > 0)) this.logger.info(report, 'expiry');

@@ -3,7 +3,7 @@ import type { FerryConfig } from '@ferry/config';
 import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
 import { Catalog } from '@ferry/catalog';
 import type { Logger } from '@ferry/logging';
-import { DigestProgress, FileHandles, MultipartAssembler, MultipartExpiry, MultipartStore, resumableDigests } from '@ferry/multipart';
+import { DigestProgress, FileHandles, MultipartAssembler, MultipartExpiryHook, MultipartStore, resumableDigests } from '@ferry/multipart';
 import { ObjectExpiry, ObjectStagingOwner } from '@ferry/objects';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
@@ -22,15 +22,15 @@ export class WorkerModule {
       providers: [
         {
           provide: UploadExpiry,
-          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore) =>
-            new UploadExpiry(sessions, storage, config.uploads.idleLifetimeMs, [multipart, new ObjectStagingOwner(sessions)]),
-          inject: [SessionStore, STORAGE, MultipartStore],
-        },
-        {
-          provide: MultipartExpiry,
-          useFactory: (store: MultipartStore, storage: Storage, handles: FileHandles) =>
-            new MultipartExpiry(store, storage, handles, config.uploads.idleLifetimeMs),
-          inject: [MultipartStore, STORAGE, FileHandles],
+          useFactory: (sessions: SessionStore, storage: Storage, multipart: MultipartStore, handles: FileHandles) =>
+            new UploadExpiry(
+              sessions,
+              storage,
+              config.uploads.idleLifetimeMs,
+              [multipart, new ObjectStagingOwner(sessions)],
+              [new MultipartExpiryHook(multipart, storage, handles)],
+            ),
+          inject: [SessionStore, STORAGE, MultipartStore, FileHandles],
         },
         {
           provide: MultipartAssembler,

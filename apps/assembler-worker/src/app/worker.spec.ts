@@ -128,7 +128,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     writeFileSync(join(data.path, 'blobs', 'sha256', sha256.slice(0, 2)), 'in the way');
     const producer = createRedis(config.redis.url, 'producer');
     const queue = new AssemblyQueue(producer, app.get(RedisKeys).bullPrefix(), undefined, { attempts: 2, backoffMs: 10 });
-    const activity = app.get(RedisKeys).multipartByActivity();
+    const session = (id: string) => app.get(RedisKeys).upload(id);
     try {
       for (const id of ['mp_gives_up', 'mp_revived']) {
         await store.create(id, 'dev', `${id}-request`, request);
@@ -142,8 +142,8 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
         expect(await store.complete(id)).toEqual({ state: 'ASSEMBLING' });
       }
       await queue.ensure('mp_gives_up');
-      // both attempts fail; the upload, still ASSEMBLING, is a candidate for expiry again...
-      await waitFor('the assembly to give up', async () => (await app.get<Redis>(REDIS).zscore(activity, 'mp_gives_up')) !== null);
+      // both attempts fail; the upload, still ASSEMBLING, is no longer pinned: a candidate for expiry again...
+      await waitFor('the assembly to give up', async () => (await app.get<Redis>(REDIS).hget(session('mp_gives_up'), 'pinned')) === '0');
       // ...and expires with its staged parts, as an abandoned upload does
       await waitFor('the given-up upload to expire', async () => !(await store.exists('mp_gives_up')));
       expect(await storage.stagingSize('mp_gives_up')).toBeUndefined();
@@ -151,7 +151,7 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
       // revived job, however long, and no longer expires
       await store.assemblyGaveUp('mp_revived');
       expect(await store.complete('mp_revived')).toEqual({ state: 'ASSEMBLING' });
-      expect(await store.expireIfIdle('mp_revived', Date.now() + 3_600_000)).toEqual({ outcome: 'assembling' });
+      expect(await app.get(SessionStore).beginExpiry('mp_revived', Date.now() + 3_600_000)).toBe('pinned');
       expect(await store.stateOf('mp_revived')).toBe('ASSEMBLING');
     } finally {
       rmSync(join(data.path, 'blobs', 'sha256', sha256.slice(0, 2)), { force: true });
@@ -203,12 +203,13 @@ describe('assembler-worker (real Redis, disk and HTTP)', () => {
     expect(await storage.stagingSize('mp_busy')).toBe(10);
     expect(await store.stateOf('mp_queued')).toBe('ASSEMBLING');
     expect(await storage.stagingSize('mp_queued')).toBe(10);
-    // out of the candidates while it waits (however many wait, idle uploads behind them still expire)
-    const activity = app.get(RedisKeys).multipartByActivity();
-    expect(await app.get<Redis>(REDIS).zscore(activity, 'mp_queued')).toBeNull();
-    // and back once its assembly settles it
-    expect(await store.updateIf('mp_queued', 'ASSEMBLING', { state: 'FAILED', failureReason: 'test' })).toBe(true);
-    expect(await app.get<Redis>(REDIS).zscore(activity, 'mp_queued')).not.toBeNull();
+    // pinned while it waits: never idle, looked at again one lifetime later (however many wait, idle
+    // uploads behind them still expire)...
+    const sessions = app.get(SessionStore);
+    expect(await sessions.beginExpiry('mp_queued', Date.now() + 3_600_000)).toBe('pinned');
+    // ...until its assembly settles it: then it expires as any upload does
+    expect(await store.updateIf('mp_queued', 'ASSEMBLING', { failureReason: 'test' }, 'FAILED')).toBe(true);
+    expect(await sessions.beginExpiry('mp_queued', Date.now() + 3_600_000)).toBe('expiring');
     expect(await storage.stagingSize(snapshots.live)).toBe(10);
     expect(await storage.stagingSize(snapshots.orphan)).toBeUndefined();
     await store.abortPart(lease);

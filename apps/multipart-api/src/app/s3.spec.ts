@@ -148,7 +148,7 @@ describe('multipart-api on S3 storage (s3rver, real Redis, HTTP and assembly wor
     await MultipartClient.put(u1.uploadPresignedUrl, content.subarray(0, PART), u1.signedHeaders);
     await MultipartClient.put(u2.uploadPresignedUrl, part2, u2.signedHeaders);
     // another process holds the digest lease: nothing is hashed until it is released
-    const lease = h.app.get(RedisKeys).multipartDigestLease(start.uploadId);
+    const lease = h.app.get(RedisKeys).uploadLease(start.uploadId);
     const redis = h.app.get<Redis>(REDIS);
     await redis.set(lease, 'elsewhere', 'PX', 60_000);
     expect((await alice.add(start.uploadId, 1, md5Hex(content.subarray(0, PART)))).body).toMatchObject({ addPartState: 'ADD_SUCCESS' });

@@ -68,8 +68,7 @@ export async function startMultipartApi(env: Record<string, string> = {}, withWo
       worker = undefined;
     },
     // the key MultipartStore.beginPart sets with NX and PX, and endPart / abortPart delete
-    partLeaseHeld: async (uploadId, n) =>
-      (await app.get<Redis>(REDIS).exists(`${app.get(RedisKeys).multipartUpload(uploadId)}:lease:${n}`)) === 1,
+    partLeaseHeld: async (uploadId, n) => (await app.get<Redis>(REDIS).exists(app.get(RedisKeys).uploadPartLease(uploadId, n))) === 1,
     close: async () => {
       await harness.stopWorker();
       await h.close();

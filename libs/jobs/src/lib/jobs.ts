@@ -40,7 +40,6 @@ export interface ExpireUploadsPayload {
 export interface ExpireUploadsResult {
   expiredSessions: number;
   removedStaging: number;
-  expiredMultipart?: number;
   expiredObjects?: number;
   collectedBlobs?: number;
 }

@@ -75,7 +75,7 @@ export class MultipartAssembler {
       { size, ...digests },
     );
     await this.store.dedupRecord(upload.owner, digests.md5, size, handleId);
-    if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { state: 'COMPLETED', resultFileHandleId: handleId }))) {
+    if (!(await this.store.updateIf(uploadId, 'ASSEMBLING', { resultFileHandleId: handleId }, 'COMPLETED'))) {
       return this.settled(uploadId);
     }
     return { state: 'COMPLETED', fileHandleId: handleId };
@@ -92,7 +92,7 @@ export class MultipartAssembler {
 
   private async fail(upload: MultipartUpload, reason: string, snapshot?: string): Promise<AssembleMultipartResult> {
     if (snapshot && snapshot !== upload.id) await this.storage.deleteStaging(snapshot);
-    if (!(await this.store.updateIf(upload.id, 'ASSEMBLING', { state: 'FAILED', failureReason: reason }))) return this.settled(upload.id);
+    if (!(await this.store.updateIf(upload.id, 'ASSEMBLING', { failureReason: reason }, 'FAILED'))) return this.settled(upload.id);
     await this.storage.deleteStaging(upload.id);
     return { state: 'FAILED', reason };
   }

@@ -112,7 +112,7 @@ describe.each(['openssl', 'wasm'] as const)('DigestProgress (real Redis and file
       expect([p, await hashed(id, content)]).toEqual([p, parts]);
     }
     // the lease was released: nothing holds up the next process
-    expect(await redis.exists(keys.multipartDigestLease(id))).toBe(0);
+    expect(await redis.exists(keys.uploadLease(id))).toBe(0);
     expect(await store.complete(id)).toEqual({ state: 'ASSEMBLING' });
     expect(await progress.finish(id)).toEqual({ md5: md5(content), sha256: sha256(content), source: id });
   });
@@ -202,13 +202,13 @@ describe.each(['openssl', 'wasm'] as const)('DigestProgress (real Redis and file
     await progress.advance(id);
     expect(await hashed(id, content)).toBe(2);
     // not a state; then a state of the other backend (as a replica of another build would leave)
-    await redis.hset(keys.multipartUpload(id), 'dgState', 'bm90IGEgc3RhdGU');
+    await redis.hset(keys.upload(id), 'dgState', 'bm90IGEgc3RhdGU');
     await land(id, content, 3);
     await progress.advance(id);
     expect(await hashed(id, content)).toBe(3);
     const other = resumableDigests(resumableHashing(backend === 'wasm' ? 'openssl' : 'wasm'));
     await redis.hset(
-      keys.multipartUpload(id),
+      keys.upload(id),
       'dgState',
       await other.advance(other.start(), Readable.from([content.subarray(0, 3 * PART)]), () => undefined),
     );
@@ -225,11 +225,7 @@ describe.each(['openssl', 'wasm'] as const)('DigestProgress (real Redis and file
     expect(await hashed(id, content)).toBe(3);
     // another build's state of the whole file, wrong bytes even: it is not loaded, the file is hashed again
     const other = resumableDigests(resumableHashing(backend === 'wasm' ? 'openssl' : 'wasm'));
-    await redis.hset(
-      keys.multipartUpload(id),
-      'dgState',
-      await other.advance(other.start(), Readable.from([Buffer.from('x')]), () => undefined),
-    );
+    await redis.hset(keys.upload(id), 'dgState', await other.advance(other.start(), Readable.from([Buffer.from('x')]), () => undefined));
     expect(await store.complete(id)).toEqual({ state: 'ASSEMBLING' });
     expect(await progress.finish(id)).toEqual({ md5: md5(content), sha256: sha256(content), source: id });
   });
@@ -254,6 +250,6 @@ describe.each(['openssl', 'wasm'] as const)('DigestProgress (real Redis and file
     await land(id, content, 1);
     await store.delete(id);
     expect(await progress.advance(id)).toBe('settled');
-    expect(await redis.exists(keys.multipartDigestLease(id))).toBe(0);
+    expect(await redis.exists(keys.uploadLease(id))).toBe(0);
   });
 });

@@ -49,27 +49,27 @@ describe('MultipartStore (real Redis)', () => {
       ['not an integer', 1.5],
     ])('refuses a part number %s with INVALID_ARGUMENT and changes nothing', async (_label, partNumber) => {
       const id = await upload();
-      const before = await redis.hgetall(keys.multipartUpload(id));
+      const before = await redis.hgetall(keys.upload(id));
       // as the API adds a part PUT straight to the bucket: with the md5 the bucket reports
       for (const observed of ['', MD5]) {
         const added = store.addPart(id, partNumber, MD5, observed);
         await expect(added).rejects.toThrow(InvalidArgumentError);
         await expect(added).rejects.toThrow('is out of range: this upload has parts 1 to 3');
       }
-      expect(await redis.get(keys.multipartParts(id))).toBe('000');
-      expect(await redis.hgetall(keys.multipartUpload(id))).toEqual(before);
+      expect(await redis.get(keys.uploadParts(id))).toBe('000');
+      expect(await redis.hgetall(keys.upload(id))).toEqual(before);
       expect(await store.complete(id)).toEqual({ missing: [1, 2, 3] });
     });
 
     it.each([4, 1000, 0, -1, 1.5])('refuses to begin a PUT of part %s, taking no lease and changing nothing', async (partNumber) => {
       const id = await upload();
-      const before = await redis.hgetall(keys.multipartUpload(id));
+      const before = await redis.hgetall(keys.upload(id));
       const begun = store.beginPart(id, partNumber);
       await expect(begun).rejects.toThrow(InvalidArgumentError);
       await expect(begun).rejects.toThrow('is out of range: this upload has parts 1 to 3');
-      expect(await redis.get(keys.multipartParts(id))).toBe('000');
-      expect(await redis.hgetall(keys.multipartUpload(id))).toEqual(before);
-      expect(await redis.exists(`${keys.multipartUpload(id)}:lease:${partNumber}`)).toBe(0);
+      expect(await redis.get(keys.uploadParts(id))).toBe('000');
+      expect(await redis.hgetall(keys.upload(id))).toEqual(before);
+      expect(await redis.exists(keys.uploadPartLease(id, partNumber))).toBe(0);
     });
 
     it('adds a part within range', async () => {

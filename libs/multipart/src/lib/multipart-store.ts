@@ -15,7 +15,6 @@ import {
   DigestRenew,
   DigestSave,
   EndPart,
-  Expire,
   PartReplaced,
   RenewPart,
   State,
@@ -86,24 +85,22 @@ export type AddPartOutcome = { ok: true } | { ok: false; reason: string };
 
 const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
 
-const META = [
-  'owner',
-  'requestKey',
-  'request',
-  'parts',
-  'state',
-  'startedOn',
-  'updatedOn',
-  'resultFileHandleId',
-  'failureReason',
-  'sha256',
-  'md5',
-  'crc32c',
-  'snapshot',
-  'dedupHandleId',
-  'dgParts',
-  'dgState',
-] as const;
+/** The session protocol of multipart uploads. */
+const PROTOCOL = 'multipart';
+
+/** A multipart session's attributes: its start request (JSON) and the key of the user's request index it is under. */
+interface MultipartAttributes {
+  requestKey: string;
+  request: string;
+}
+
+/** The protocol's state of a session in stored state `state` (see multipart.scripts.ts), undefined if it is none. */
+function multipartState(state: string | undefined, outcome: string | undefined): MultipartState | undefined {
+  if (state === 'open') return 'UPLOADING';
+  if (state === 'publishing') return 'ASSEMBLING';
+  if (state === 'finished' && (outcome === 'COMPLETED' || outcome === 'FAILED')) return outcome;
+  return undefined;
+}
 
 export interface MultipartStoreOptions {
   /** Idle uploads are removed after this long (the key lifetime is twice that, as a safety net). */
@@ -112,9 +109,12 @@ export interface MultipartStoreOptions {
 }
 
 /**
- * Multipart uploads in Redis: one hash and one partsState string per upload under the upload's hash
- * tag, a lease key per part being PUT, and per user the index of start requests (idempotent start)
- * and of completed files (dedup). Shared by every replica; no state in the process.
+ * Multipart uploads in Redis. Each is an upload session (libs/sessions) written as ranges: the
+ * session's hash (its state, activity, writer lease and fence, the digests, and the multipart
+ * fields: see multipart.scripts.ts), its partsState string and a lease key per part being PUT,
+ * under the upload's hash tag; it expires as every session does (UploadExpiry, with
+ * MultipartExpiryHook). Per user: the index of start requests (idempotent start) and of completed
+ * files (dedup). Shared by every replica; no state in the process.
  */
 export class MultipartStore {
   private readonly run;
@@ -125,7 +125,7 @@ export class MultipartStore {
     readonly options: MultipartStoreOptions,
   ) {
     const { create2, beginPart3, renewPart3, endPart3, abortPart3, addPart3, complete2, update2, claimField2 } = scripts;
-    const { expireIfIdle2, compareAndSetField1, completeAsDuplicate2, deleteIf2 } = scripts;
+    const { compareAndSetField1, completeAsDuplicate2, deleteIf2 } = scripts;
     const { digestBegin3, digestSave3, digestRenew3, digestRelease3, partReplaced3 } = scripts;
     this.run = bindScripts(redis, {
       digestBegin3,
@@ -142,7 +142,6 @@ export class MultipartStore {
       complete2,
       update2,
       claimField2,
-      expireIfIdle2,
       compareAndSetField1,
       completeAsDuplicate2,
       deleteIf2,
@@ -159,15 +158,15 @@ export class MultipartStore {
   }
 
   private k(id: string): [string, string] {
-    return [this.keys.multipartUpload(id), this.keys.multipartParts(id)];
+    return [this.keys.upload(id), this.keys.uploadParts(id)];
   }
 
   private kl(id: string, n: number): [string, string, string] {
-    return [...this.k(id), `${this.keys.multipartUpload(id)}:lease:${n}`];
+    return [...this.k(id), this.keys.uploadPartLease(id, n)];
   }
 
   private kd(id: string): [string, string, string] {
-    return [...this.k(id), this.keys.multipartDigestLease(id)];
+    return [...this.k(id), this.keys.uploadLease(id)];
   }
 
   private get keyTtlMs(): number {
@@ -181,20 +180,8 @@ export class MultipartStore {
   async create(id: string, owner: string, requestKey: string, request: MultipartUploadRequest): Promise<void> {
     const parts = partCount(request.fileSizeBytes, request.partSizeBytes);
     const now = Date.now();
-    const fields = [
-      'owner',
-      owner,
-      'requestKey',
-      requestKey,
-      'request',
-      JSON.stringify(request),
-      'parts',
-      parts,
-      'state',
-      'UPLOADING',
-      'startedOn',
-      now,
-    ];
+    const attributes: MultipartAttributes = { requestKey, request: JSON.stringify(request) };
+    const fields = ['name', request.fileName, 'protocol', PROTOCOL, 'owner', owner, 'attributes', JSON.stringify(attributes)];
     const created = await this.run.create2(this.k(id), now, this.keyTtlMs, parts, ...fields);
     if (codeOf('create2', Create, created) !== 'created') throw new InternalError(`upload id ${id} already exists`);
     await this.touchIndex(id, now);
@@ -202,32 +189,29 @@ export class MultipartStore {
 
   async get(id: string): Promise<MultipartUpload | undefined> {
     const [meta, parts] = this.k(id);
-    const r = await this.redis
-      .multi()
-      .hmget(meta, ...META)
-      .get(parts)
-      .exec();
+    const r = await this.redis.multi().hgetall(meta).get(parts).exec();
     if (!r) throw new InternalError('transaction aborted');
     for (const [err] of r) if (err) throw err;
-    const values = r[0][1] as (string | null)[];
-    const h = Object.fromEntries(META.map((f, i) => [f, values[i] ?? undefined])) as Record<(typeof META)[number], string | undefined>;
-    if (!h.state || !h.request || !h.owner) return undefined;
+    const h = r[0][1] as Record<string, string>;
+    const state = multipartState(h['state'], h['outcome']);
+    if (!state || h['protocol'] !== PROTOCOL) return undefined;
+    const attributes = JSON.parse(h['attributes'] ?? '{}') as MultipartAttributes;
     return {
       id,
-      owner: h.owner,
-      requestKey: h.requestKey ?? '',
-      request: JSON.parse(h.request) as MultipartUploadRequest,
-      parts: Number(h.parts),
+      owner: h['owner'],
+      requestKey: attributes.requestKey,
+      request: JSON.parse(attributes.request) as MultipartUploadRequest,
+      parts: ((r[1][1] as string | null) ?? '').length,
       partsState: (r[1][1] as string | null) ?? '',
-      state: h.state as MultipartState,
-      startedOn: Number(h.startedOn),
-      updatedOn: Number(h.updatedOn),
-      resultFileHandleId: h.resultFileHandleId,
-      failureReason: h.failureReason,
-      digests: h.sha256 && h.md5 ? { sha256: h.sha256, md5: h.md5 } : undefined,
-      snapshot: h.snapshot,
-      dedupHandleId: h.dedupHandleId,
-      digest: { parts: Number(h.dgParts ?? 0), ...(h.dgState ? { state: h.dgState } : {}) },
+      state,
+      startedOn: Number(h['createdAt']),
+      updatedOn: Number(h['updatedAt']),
+      resultFileHandleId: h['resultFileHandleId'],
+      failureReason: h['failureReason'],
+      digests: h['sha256'] && h['md5'] ? { sha256: h['sha256'], md5: h['md5'] } : undefined,
+      snapshot: h['snapshot'],
+      dedupHandleId: h['dedupHandleId'],
+      digest: { parts: Number(h['dgParts'] ?? 0), ...(h['dgState'] ? { state: h['dgState'] } : {}) },
     };
   }
 
@@ -298,7 +282,7 @@ export class MultipartStore {
   async addedMd5s(id: string, from: number, to: number): Promise<(string | undefined)[]> {
     if (to < from) return [];
     const fields = Array.from({ length: to - from + 1 }, (_, i) => `s:${from + i}`);
-    return (await this.redis.hmget(this.keys.multipartUpload(id), ...fields)).map((v) => v ?? undefined);
+    return (await this.redis.hmget(this.keys.upload(id), ...fields)).map((v) => v ?? undefined);
   }
 
   /**
@@ -313,7 +297,8 @@ export class MultipartStore {
 
   /** Just the state of an upload (cheap to poll), or undefined if there is none. */
   async stateOf(id: string): Promise<MultipartState | undefined> {
-    return ((await this.redis.hget(this.keys.multipartUpload(id), 'state')) as MultipartState | null) ?? undefined;
+    const [state, outcome] = await this.redis.hmget(this.keys.upload(id), 'state', 'outcome');
+    return multipartState(state ?? undefined, outcome ?? undefined);
   }
 
   /** Takes part `n`'s PUT lease and marks the part missing until the PUT ends. */
@@ -398,19 +383,19 @@ export class MultipartStore {
   }
 
   /**
-   * The assembly job of an ASSEMBLING upload gave up (its retries spent): the upload becomes a
-   * candidate for expiry again, as an idle one (see expireIfIdle2), unless a complete revives it.
+   * The assembly job of an ASSEMBLING upload gave up (its retries spent): the upload is no longer
+   * pinned, so it expires as an idle one does, unless a complete revives it.
    */
   async assemblyGaveUp(id: string): Promise<void> {
-    if (await this.updateIf(id, 'ASSEMBLING', { assemblyGaveUp: Date.now() })) await this.touchIndex(id, Date.now());
+    if (await this.updateIf(id, 'ASSEMBLING', { pinned: 0 })) await this.touchIndex(id, Date.now());
   }
 
-  /** Sets fields if the upload is in state `from`; returns whether it was. */
-  async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>): Promise<boolean> {
-    const r = await this.run.update2(this.k(id), ...this.t(), from, ...Object.entries(fields).flat());
+  /** If the upload is in state `from`: moves it to state `to` (if given) and sets fields; returns whether it was. */
+  async updateIf(id: string, from: MultipartState, fields: Record<string, string | number>, to?: MultipartState): Promise<boolean> {
+    const r = await this.run.update2(this.k(id), ...this.t(), from, to ?? '', ...Object.entries(fields).flat());
     const done = codeOf('update2', Update, r) === 'done';
     // a state change (an assembly settling, say) makes the upload a candidate for expiry again
-    if (done && 'state' in fields) await this.touchIndex(id, Date.now());
+    if (done && to) await this.touchIndex(id, Date.now());
     return done;
   }
 
@@ -436,52 +421,53 @@ export class MultipartStore {
   }
 
   /**
-   * Deletes an upload whose activity is older than `cutoffMs`, with its index entries: 'expired'
-   * (or already gone), 'active' (re-indexed at its last activity), or 'assembling': left alone and
-   * out of the activity index until its assembly settles it (updateIf puts it back). An expired
-   * upload that was still UPLOADING may leave the handle of a dedup that did not finish
-   * (`unusedHandleId`), and on S3 a private copy of its hashed parts (`snapshot`).
+   * What an expiring upload leaves besides its staged parts (see MultipartExpiryHook): its entry in
+   * the user's request index, the handle of a dedup that did not finish if it was still UPLOADING,
+   * and on S3 a private copy of its hashed parts (`snapshot`). Undefined if it is not an expiring
+   * multipart upload.
    */
-  async expireIfIdle(
-    id: string,
-    cutoffMs: number,
-  ): Promise<{ outcome: 'expired' | 'active' | 'assembling'; unusedHandleId?: string; snapshot?: string }> {
-    const r = await this.run.expireIfIdle2(this.k(id), ...this.t(), cutoffMs);
-    const outcome = codeOf('expireIfIdle2', Expire, r);
-    if (outcome === 'active') {
-      await this.touchIndex(id, Number(r[1]));
-      return { outcome: 'active' };
-    }
-    await this.redis.zrem(this.keys.multipartByActivity(), id);
-    if (outcome === 'assembling') return { outcome: 'assembling' };
-    if (outcome === 'expired' && r[1] && r[2]) await this.compareAndSet(this.keys.multipartRequests(r[1]), r[2], id, '');
+  async expiring(id: string): Promise<{ owner: string; requestKey: string; unusedHandleId?: string; snapshot?: string } | undefined> {
+    const [protocol, state, from, owner, attributes, dedupHandleId, snapshot] = await this.redis.hmget(
+      this.keys.upload(id),
+      'protocol',
+      'state',
+      'expiredFrom',
+      'owner',
+      'attributes',
+      'dedupHandleId',
+      'snapshot',
+    );
+    if (protocol !== PROTOCOL || state !== 'expiring' || !owner) return undefined;
+    const { requestKey } = JSON.parse(attributes ?? '{}') as MultipartAttributes;
     return {
-      outcome: 'expired',
-      ...(r[3] === 'UPLOADING' && r[4] ? { unusedHandleId: r[4] } : {}),
-      ...(r[5] ? { snapshot: r[5] } : {}),
+      owner,
+      requestKey,
+      ...(from === 'open' && dedupHandleId ? { unusedHandleId: dedupHandleId } : {}),
+      ...(snapshot ? { snapshot } : {}),
     };
   }
 
-  async idleCandidates(cutoffMs: number, limit: number): Promise<string[]> {
-    return this.redis.zrangebyscore(this.keys.multipartByActivity(), '-inf', cutoffMs, 'LIMIT', 0, limit);
+  /** Forgets the start request of an expired upload (unless it points at another upload by now). */
+  async forgetRequest(id: string, owner: string, requestKey: string): Promise<void> {
+    await this.compareAndSet(this.keys.multipartRequests(owner), requestKey, id, '');
   }
 
   /** Whether the upload lives (the staging sweep asks, also for the upload's snapshots). */
   async exists(id: string): Promise<boolean> {
-    return (await this.redis.exists(this.keys.multipartUpload(id.replace(SNAPSHOT_SUFFIX, '')))) === 1;
+    return (await this.redis.exists(this.keys.upload(id.replace(SNAPSHOT_SUFFIX, '')))) === 1;
   }
 
   /** Deletes an upload if it is still in state `state`; returns whether it did. */
   async deleteIf(id: string, state: MultipartState): Promise<boolean> {
     if (codeOf('deleteIf2', Delete, await this.run.deleteIf2(this.k(id), ...this.t(), state)) !== 'deleted') return false;
-    await this.redis.zrem(this.keys.multipartByActivity(), id);
+    await this.redis.zrem(this.keys.uploadsByActivity(), id);
     return true;
   }
 
   /** Deletes an upload outright (abandoned by forceRestart, or lost a start race). */
   async delete(id: string): Promise<void> {
     await this.redis.del(...this.k(id));
-    await this.redis.zrem(this.keys.multipartByActivity(), id);
+    await this.redis.zrem(this.keys.uploadsByActivity(), id);
   }
 
   // --- per-user indexes -------------------------------------------------------------------------
@@ -519,7 +505,7 @@ export class MultipartStore {
   }
 
   private async touchIndex(id: string, atMs: number): Promise<void> {
-    await this.redis.zadd(this.keys.multipartByActivity(), atMs, id);
+    await this.redis.zadd(this.keys.uploadsByActivity(), atMs, id);
   }
 }
 

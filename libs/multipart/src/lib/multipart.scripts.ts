@@ -4,23 +4,29 @@ import type { MultipartState } from './model';
 /**
  * Lua scripts of the multipart store (declared, bound and called as `lua` in @ferry/redis says; a
  * script that can end in several ways answers a status string, alone or first in a table, named in
- * the table beside it). Every script checks that the upload still exists before
- * writing (so nothing resurrects an expired or abandoned upload) and refreshes its activity time
- * and key lifetime.
+ * the table beside it). A multipart upload is an upload session (libs/sessions) written as ranges:
+ * its hash is the session's, with the session's fields (`state`, `createdAt`, `updatedAt`,
+ * `fence`, the digests) and the multipart ones below. Every script checks that the upload still
+ * exists, and is not being expired, before writing (so nothing resurrects an expired or abandoned
+ * upload) and refreshes its activity time and key lifetime.
  *
- * KEYS[1] upload hash, KEYS[2] partsState string, KEYS[3] (where used) the lease of one part, or
- * the digest lease (`digest*` scripts). All three share the upload's hash tag.
+ * KEYS[1] the session hash, KEYS[2] its parts string, KEYS[3] (where used) the lease of one part,
+ * or the session's writer lease, held by whoever advances the whole-file digests (`digest*`
+ * scripts). All three share the upload's hash tag.
  * ARGV[1] now (ms), ARGV[2] key lifetime (ms), then the script's own arguments.
- * Hash fields: request and state fields, `s:<n>` = md5 of part n's stored bytes, and the progress of
- * the whole-file digests (see DigestProgress): `dgParts` = how many leading parts they cover,
+ * States: the scripts speak the protocol's (UPLOADING, ASSEMBLING, COMPLETED, FAILED), stored as the
+ * session's: open, publishing (and `pinned` = 1 while its assembly job owns it: never idle), finished
+ * with `outcome` COMPLETED or FAILED; an `expiring` session is no upload any more.
+ * Hash fields of their own: `s:<n>` = md5 of part n's stored bytes, and the progress of the
+ * whole-file digests (see DigestProgress): `dgParts` = how many leading parts they cover,
  * `dgState` = the saved digest state after them, `dgEpoch` = bumped whenever a part they cover, or
  * one a digest round may be reading (an added part), changes: a round that began in another epoch
- * saves nothing.
+ * saves nothing. The writer lease's fence (`fence`) grows with every digest round's new holder.
  */
 const prelude = `
 local function touch()
-  redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
-  if redis.call('HGET', KEYS[1], 'state') == 'ASSEMBLING' then
+  redis.call('HSET', KEYS[1], 'updatedAt', ARGV[1])
+  if redis.call('HGET', KEYS[1], 'state') == 'publishing' then
     -- completed by its client: kept until its assembly job settles it, however late a worker runs
     redis.call('PERSIST', KEYS[1])
     redis.call('PERSIST', KEYS[2])
@@ -29,7 +35,22 @@ local function touch()
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
 end
-local state = redis.call('HGET', KEYS[1], 'state')
+local function stateOf(stored)
+  if stored == 'open' then return 'UPLOADING' end
+  if stored == 'publishing' then return 'ASSEMBLING' end
+  if stored == 'finished' then return redis.call('HGET', KEYS[1], 'outcome') end
+  return nil
+end
+local function setState(s)
+  if s == 'UPLOADING' then
+    redis.call('HSET', KEYS[1], 'state', 'open')
+  elseif s == 'ASSEMBLING' then
+    redis.call('HSET', KEYS[1], 'state', 'publishing', 'pinned', 1)
+  else
+    redis.call('HSET', KEYS[1], 'state', 'finished', 'outcome', s, 'pinned', 0)
+  end
+end
+local state = stateOf(redis.call('HGET', KEYS[1], 'state'))
 `;
 
 /**
@@ -62,7 +83,7 @@ local function nextRound(maxParts)
   local parts = redis.call('GET', KEYS[2]) or ''
   local gap = string.find(parts, '0', hashed + 1, true)
   local upTo = math.min(gap and gap - 1 or #parts, hashed + maxParts)
-  local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot', 'dgFence')
+  local f = redis.call('HMGET', KEYS[1], 'dgState', 'dgEpoch', 'snapshot', 'fence')
   return hashed, upTo, {'round', f[1] or '', hashed, f[2] or '0', upTo, f[3] or '', tonumber(f[4] or '0')}
 end
 `;
@@ -89,7 +110,7 @@ export const create2 = lua<{ keys: UploadKeys; args: [...Times, parts: number, .
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'existed' end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SET', KEYS[2], string.rep('0', tonumber(ARGV[3])))
-redis.call('HSET', KEYS[1], 'updatedOn', ARGV[1])
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[1], 'updatedAt', ARGV[1], 'state', 'open', 'committed', 0, 'fence', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 'created'`,
@@ -201,29 +222,33 @@ export const complete2 = lua<{ keys: UploadKeys; args: Times; result: [status: s
   `${prelude}
 if not state then return {'noUpload'} end
 if state == 'ASSEMBLING' then
-  -- completed again: its assembly is revived, so it no longer waits to expire (assemblyGaveUp)
-  redis.call('HDEL', KEYS[1], 'assemblyGaveUp')
+  -- completed again: its assembly is revived, so it no longer waits to expire (see assemblyGaveUp)
+  redis.call('HSET', KEYS[1], 'pinned', 1)
   touch()
 end
 if state ~= 'UPLOADING' then return {'ok', state} end
 local parts = redis.call('GET', KEYS[2])
 if string.find(parts, '0', 1, true) then return {'missing', parts} end
-redis.call('HSET', KEYS[1], 'state', 'ASSEMBLING')
+setState('ASSEMBLING')
 touch()
 return {'ok', 'ASSEMBLING'}`,
 );
 
 export const Update = statuses('done', 'otherState');
-/** If the state is ARGV[3]: sets the field/value pairs from ARGV[4] on → {done}, else {otherState, state ('' if none)}. */
+/**
+ * If the state is ARGV[3]: moves to state ARGV[4] ('' = stays) and sets the field/value pairs from
+ * ARGV[5] on → {done}, else {otherState, state ('' if none)}.
+ */
 export const update2 = lua<{
   keys: UploadKeys;
-  args: [...Times, from: MultipartState, ...fields: Fields];
+  args: [...Times, from: MultipartState, to: MultipartState | '', ...fields: Fields];
   result: [status: string, state?: string];
 }>(
   'update2',
   `${prelude}
 if state ~= ARGV[3] then return {'otherState', state or ''} end
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if ARGV[4] ~= '' then setState(ARGV[4]) end
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 touch()
 return {'done'}`,
 );
@@ -243,30 +268,6 @@ if state ~= ARGV[3] then return '' end
 redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[5])
 touch()
 return redis.call('HGET', KEYS[1], ARGV[4])`,
-);
-
-export const Expire = statuses('expired', 'gone', 'active', 'assembling');
-/**
- * Deletes an upload idle since before ARGV[3] (ms) → {expired, owner, requestKey, state,
- * dedupHandleId, snapshot} deleted, {gone} already, {active, updatedOn} still active, {assembling}:
- * never idle, its client completed it (every part acknowledged) and its assembly job settles it,
- * however late a worker runs; unless that job gave up (`assemblyGaveUp`, its retries spent): then
- * it expires as an idle upload does, unless a complete revives it first.
- */
-export const expireIfIdle2 = lua<{
-  keys: UploadKeys;
-  args: [...Times, cutoffMs: number];
-  result: [status: string, ownerOrUpdatedOn?: string, requestKey?: string, state?: string, dedupHandleId?: string, snapshot?: string];
-}>(
-  'expireIfIdle2',
-  `${prelude}
-if not state then redis.call('DEL', KEYS[2]) return {'gone'} end
-if state == 'ASSEMBLING' and not redis.call('HGET', KEYS[1], 'assemblyGaveUp') then return {'assembling'} end
-local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedOn') or '0')
-if updated > tonumber(ARGV[3]) then return {'active', tostring(updated)} end
-local info = redis.call('HMGET', KEYS[1], 'owner', 'requestKey', 'dedupHandleId', 'snapshot')
-redis.call('DEL', KEYS[1], KEYS[2])
-return {'expired', info[1] or '', info[2] or '', state, info[3] or '', info[4] or ''}`,
 );
 
 export const Swap = statuses('swapped', 'differs');
@@ -294,8 +295,9 @@ export const completeAsDuplicate2 = lua<{
   'completeAsDuplicate2',
   `${prelude}
 if state ~= 'UPLOADING' then return {'otherState', state or ''} end
-redis.call('SET', KEYS[2], string.rep('1', tonumber(redis.call('HGET', KEYS[1], 'parts'))))
-redis.call('HSET', KEYS[1], 'state', 'COMPLETED', 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
+redis.call('SET', KEYS[2], string.rep('1', redis.call('STRLEN', KEYS[2])))
+setState('COMPLETED')
+redis.call('HSET', KEYS[1], 'resultFileHandleId', ARGV[3], 'dedupOf', ARGV[4])
 touch()
 return {'done'}`,
 );
@@ -326,11 +328,11 @@ export type DigestRoundAnswer = [
 
 export const DigestBegin = statuses('round', 'nothing', 'busy', 'noUpload', 'settled');
 /**
- * The digest lease: one process at a time advances an upload's whole-file digests (DigestProgress).
- * KEYS[3] the digest lease. ARGV[3] holder, ARGV[4] lease ms, ARGV[5] most parts per round,
+ * The digest lease (the session's writer lease): one process at a time advances an upload's
+ * whole-file digests (DigestProgress). KEYS[3] the writer lease. ARGV[3] holder, ARGV[4] lease ms, ARGV[5] most parts per round,
  * ARGV[6] a staging id for the private copy of the hashed bytes (S3; '' on disk), recorded once.
  * Takes the lease (or renews it, if ARGV[3] holds it already) when parts were added past those
- * hashed, a new holder with a new fence (`dgFence`, growing: the private copy's objects carry it):
+ * hashed, a new holder with a new fence (`fence`, growing: the private copy's objects carry it):
  * → {round, state, hashed, epoch, upTo, snapshot, fence}; else → {nothing, hashed} (and a lease
  * ARGV[3] held is released) | {busy, pttl} | {noUpload} | {settled, state} (not UPLOADING or
  * ASSEMBLING: nothing to advance).
@@ -355,7 +357,7 @@ if mine then
 elseif not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
   return {'busy', redis.call('PTTL', KEYS[3])}
 else
-  round[7] = redis.call('HINCRBY', KEYS[1], 'dgFence', 1)
+  round[7] = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 end
 if ARGV[6] ~= '' then
   redis.call('HSETNX', KEYS[1], 'snapshot', ARGV[6])

@@ -18,29 +18,19 @@ export class RedisKeys {
     return `${this.prefix}:up:{${uploadId}}:lease`;
   }
 
+  /** An upload's parts (written as ranges: multipart): one '0'/'1' character per part, updated with SETRANGE. */
+  uploadParts(uploadId: string): string {
+    return `${this.prefix}:up:{${uploadId}}:parts`;
+  }
+
+  /** The lease of one part's PUT (value: its holder, expires with PX). */
+  uploadPartLease(uploadId: string, partNumber: number): string {
+    return `${this.prefix}:up:{${uploadId}}:lease:${partNumber}`;
+  }
+
   /** Sorted set of upload ids scored by their last activity (ms), scanned by the expiry job. */
   uploadsByActivity(): string {
     return `${this.prefix}:{uploads}:by-activity`;
-  }
-
-  /** Multipart upload: request, state, and per part the staged/added md5s and PUT leases. */
-  multipartUpload(uploadId: string): string {
-    return `${this.prefix}:mp:{${uploadId}}`;
-  }
-
-  /** Multipart upload's partsState: one '0'/'1' character per part, updated with SETRANGE. */
-  multipartParts(uploadId: string): string {
-    return `${this.prefix}:mp:{${uploadId}}:parts`;
-  }
-
-  /** Multipart upload's digest lease (`holder`): who advances its whole-file digests now (see DigestProgress). */
-  multipartDigestLease(uploadId: string): string {
-    return `${this.prefix}:mp:{${uploadId}}:digest`;
-  }
-
-  /** Sorted set of multipart upload ids scored by their last activity (ms), scanned by the expiry job. */
-  multipartByActivity(): string {
-    return `${this.prefix}:{multipart}:by-activity`;
   }
 
   /** A user's start requests (request digest → upload id): idempotent start. */

@@ -145,6 +145,25 @@ describe('SessionStore (real Redis)', () => {
     await store.releaseLease(lease);
   });
 
+  it('never expires a pinned session (a job owns its finish), and ends it with its parts once unpinned', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    await redis.hset(keys.upload(uid), 'state', 'publishing', 'pinned', 1);
+    await redis.set(keys.uploadParts(uid), '11');
+    const cutoff = Date.now() + 1;
+    await waitFor('the clock to pass the cutoff', () => Date.now() > cutoff);
+    expect(await store.beginExpiry(uid, cutoff)).toBe('pinned');
+    // looked at again one lifetime later, not at every run
+    expect(await store.idleCandidates(cutoff, 100)).not.toContain(uid);
+    expect(await store.get(uid)).toMatchObject({ state: 'publishing' });
+    await redis.hset(keys.upload(uid), 'pinned', 0);
+    expect(await store.beginExpiry(uid, cutoff)).toBe('expiring');
+    // the state it had is kept for the faces' clean-up (ExpiryHook)
+    expect(await redis.hget(keys.upload(uid), 'expiredFrom')).toBe('publishing');
+    await store.endExpiry(uid);
+    expect(await redis.exists(keys.upload(uid), keys.uploadParts(uid))).toBe(0);
+  });
+
   describe('content written whole (the object API: newest writer wins, a finisher publishes)', () => {
     const sha = (c: string) => c.repeat(64);
 

@@ -119,7 +119,7 @@ export class SessionStore {
     private readonly keys: RedisKeys,
     private readonly options: SessionStoreOptions,
   ) {
-    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, record2, amend2, finish2, beginExpiry2, endExpiry2 } =
+    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, record2, amend2, finish2, beginExpiry2, endExpiry3 } =
       scripts;
     this.run = bindScripts(redis, {
       create2,
@@ -132,7 +132,7 @@ export class SessionStore {
       update2,
       finish2,
       beginExpiry2,
-      endExpiry2,
+      endExpiry3,
     });
   }
 
@@ -332,9 +332,10 @@ export class SessionStore {
    * Begins expiring a session idle since before `cutoffMs` and not leased (see beginExpiry2): from
    * now on no one can use it. 'expiring': delete its staged bytes, then call endExpiry (an expiry
    * that stops half way is finished by the next run: the session stays a candidate); 'gone': there
-   * is nothing left to do; 'active': it is in use (its index entry is refreshed).
+   * is nothing left to do; 'active': it is in use, 'pinned': a job owns its finish (either way its
+   * index entry is refreshed, so it is looked at again one idle lifetime later).
    */
-  async beginExpiry(id: string, cutoffMs: number, now = Date.now()): Promise<'expiring' | 'gone' | 'active'> {
+  async beginExpiry(id: string, cutoffMs: number, now = Date.now()): Promise<'expiring' | 'gone' | 'active' | 'pinned'> {
     const r = await this.run.beginExpiry2(this.k(id), cutoffMs, now);
     const outcome = codeOf('beginExpiry2', BeginExpiry, r);
     if (outcome === 'expiring') return 'expiring';
@@ -342,14 +343,14 @@ export class SessionStore {
       await this.redis.zrem(this.keys.uploadsByActivity(), id);
       return 'gone';
     }
-    await this.touchIndex(id, outcome === 'active' ? Number(r[1]) : Date.now(), r[2] ? Number(r[2]) : undefined);
-    return 'active';
+    await this.touchIndex(id, outcome === 'active' ? Number(r[1]) : now, r[2] ? Number(r[2]) : undefined);
+    return outcome === 'pinned' ? 'pinned' : 'active';
   }
 
   /** Deletes a session whose expiry began, once its staged bytes are gone. */
   async endExpiry(id: string): Promise<void> {
     // (not expiring: it was deleted, or created again, since; either way nothing is left to delete)
-    codeOf('endExpiry2', EndExpiry, await this.run.endExpiry2(this.k(id)));
+    codeOf('endExpiry3', EndExpiry, await this.run.endExpiry3([...this.k(id), this.keys.uploadParts(id)]));
     await this.redis.zrem(this.keys.uploadsByActivity(), id);
   }
 

@@ -206,15 +206,17 @@ end
 return 'ok'`,
 );
 
-export const BeginExpiry = statuses('expiring', 'gone', 'leased', 'active');
+export const BeginExpiry = statuses('expiring', 'gone', 'leased', 'active', 'pinned');
 /**
  * First step of expiring a session idle since before the cutoff (or past its deadline: a lifetime
  * counted from creation) and not leased: marks it `expiring`, which no writer can lease and no one
- * sees (its staged bytes are deleted next, then the session by endExpiry2). Never deleting the
- * session first is what keeps a client that recreates the upload meanwhile (ByteStream names its
- * upload) from writing into staging that is about to be deleted. ARGV: cutoffMs, nowMs →
- * {expiring} (now, or by an earlier run that stopped half way) | {gone} already | {leased} |
- * {active, updatedAt, deadline}.
+ * sees (its staged bytes are deleted next, then the session by endExpiry2), and records the state it
+ * had in `expiredFrom`. Never deleting the session first is what keeps a client that recreates the
+ * upload meanwhile (ByteStream names its upload) from writing into staging that is about to be
+ * deleted. A `pinned` session (`pinned` = 1: a job owns its finish, as a completed multipart
+ * upload's assembly does) is never idle: {pinned}.
+ * ARGV: cutoffMs, nowMs → {expiring} (now, or by an earlier run that stopped half way) | {gone}
+ * already | {leased} | {pinned} | {active, updatedAt, deadline}.
  */
 export const beginExpiry2 = lua<{
   keys: SessionKeys;
@@ -224,22 +226,24 @@ export const beginExpiry2 = lua<{
   'beginExpiry2',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
-if redis.call('HGET', KEYS[1], 'state') == 'expiring' then return {'expiring'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'expiring' then return {'expiring'} end
+if redis.call('HGET', KEYS[1], 'pinned') == '1' then return {'pinned'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
 local updated = tonumber(redis.call('HGET', KEYS[1], 'updatedAt') or '0')
 local deadline = redis.call('HGET', KEYS[1], 'deadline') or ''
 local pastDeadline = deadline ~= '' and tonumber(deadline) <= tonumber(ARGV[2])
 if updated > tonumber(ARGV[1]) and not pastDeadline then return {'active', updated, deadline} end
-redis.call('HSET', KEYS[1], 'state', 'expiring')
+redis.call('HSET', KEYS[1], 'state', 'expiring', 'expiredFrom', state)
 return {'expiring'}`,
 );
 
 export const EndExpiry = statuses('deleted', 'notExpiring');
-/** Last step of an expiry, once the staged bytes are gone: deletes the session. → EndExpiry. */
-export const endExpiry2 = lua<{ keys: SessionKeys; args: []; result: string }>(
-  'endExpiry2',
+/** Last step of an expiry, once the staged bytes are gone: deletes the session (and its parts, KEYS[3]). → EndExpiry. */
+export const endExpiry3 = lua<{ keys: [...SessionKeys, parts: string]; args: []; result: string }>(
+  'endExpiry3',
   `
 if redis.call('HGET', KEYS[1], 'state') ~= 'expiring' then return 'notExpiring' end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 'deleted'`,
 );

@@ -6,6 +6,15 @@ export interface StagingOwner {
   exists(uploadId: string): Promise<boolean>;
 }
 
+/**
+ * A face's own clean-up of an expiring session (multipart: its request index entry, an unused
+ * dedup handle, a private copy of its parts): called once the session is `expiring`, before its
+ * staged bytes and then the session are deleted, again by the next run if one stops half way.
+ */
+export interface ExpiryHook {
+  expiring(uploadId: string): Promise<void>;
+}
+
 export interface ExpiryReport {
   expiredSessions: number;
   removedStaging: number;
@@ -24,6 +33,7 @@ export class UploadExpiry {
     private readonly storage: Storage,
     private readonly idleLifetimeMs: number,
     private readonly otherOwners: StagingOwner[] = [],
+    private readonly hooks: ExpiryHook[] = [],
   ) {}
 
   async run(now = Date.now(), batchSize = 500): Promise<ExpiryReport> {
@@ -35,11 +45,12 @@ export class UploadExpiry {
       let progressed = 0;
       for (const id of ids) {
         const outcome = await this.sessions.beginExpiry(id, cutoff, now);
-        if (outcome === 'active') continue;
+        if (outcome === 'active' || outcome === 'pinned') continue;
         progressed++;
         // a session already gone (its key outlived by far its lifetime): its index entry was
         // dropped, and the sweep below removes its staged bytes once no one owns them
         if (outcome === 'gone') continue;
+        for (const hook of this.hooks) await hook.expiring(id);
         await this.storage.deleteStaging(id);
         await this.sessions.endExpiry(id);
         expiredSessions++;
