@@ -1,0 +1,6 @@
+export default {
+  displayName: 'compression',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/compression',
+};

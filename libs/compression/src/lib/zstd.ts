@@ -1,0 +1,156 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import { FailedPreconditionError, InvalidArgumentError } from '@ferry/errors';
+
+/**
+ * zstd for the REAPI's `compressed-blobs/zstd/...` and batch compressors, over the optional
+ * `zstd-napi` addon (the zstd library, built at `npm install`; Node.js 20 has no zstd of its own).
+ * Without it (no C compiler when installing), `zstdAvailable()` is false and Ferry neither
+ * advertises nor accepts zstd.
+ */
+type Binding = typeof import('zstd-napi/binding');
+type HighLevel = typeof import('zstd-napi');
+
+let loaded: { binding: Binding; api: HighLevel } | null | undefined;
+
+function load(): { binding: Binding; api: HighLevel } | null {
+  if (loaded === undefined) {
+    try {
+      loaded = { binding: require('zstd-napi/binding') as Binding, api: require('zstd-napi') as HighLevel };
+    } catch {
+      loaded = null;
+    }
+  }
+  return loaded;
+}
+
+function zstd(): { binding: Binding; api: HighLevel } {
+  const z = load();
+  if (!z) throw new FailedPreconditionError('zstd is not available on this server (the zstd-napi addon was not built)');
+  return z;
+}
+
+/** Whether this server can compress and decompress zstd. */
+export function zstdAvailable(): boolean {
+  return load() !== null;
+}
+
+/**
+ * The level Ferry compresses reads at: fast (several hundred MB/s a core), and fixed, so the same
+ * blob always compresses to the same bytes and a read resumed at a compressed offset continues it.
+ */
+export const ZSTD_READ_LEVEL = 1;
+
+/** Decoders refuse frames that need a larger window than this (2^27 = 128 MiB, zstd's default limit). */
+const WINDOW_LOG_MAX = 27;
+/** Output buffer of each decompression step (zstd's recommended ZSTD_DStreamOutSize). */
+const OUT_BYTES = 128 * 1024 + 512;
+
+function badFrame(err: unknown): InvalidArgumentError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new InvalidArgumentError(`the data is not a valid zstd stream: ${why}`);
+}
+
+function tooLarge(maxBytes: number): InvalidArgumentError {
+  return new InvalidArgumentError(`the zstd data decompresses to more than the ${maxBytes} bytes the digest declares`);
+}
+
+/**
+ * Decompression of one zstd stream (one or more frames), refusing with InvalidArgumentError a
+ * malformed or truncated stream, or one that decompresses to more than `maxBytes` (checked as it
+ * decompresses: a small bomb never allocates its output).
+ */
+class Inflater {
+  private readonly dctx;
+  private inFrame = false;
+  /** The next output buffer: replaced only once output went out in it (tiny inputs allocate nothing). */
+  private buf = Buffer.allocUnsafe(OUT_BYTES);
+  produced = 0;
+
+  constructor(private readonly maxBytes: number) {
+    const { binding } = zstd();
+    this.dctx = new binding.DCtx();
+    this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  }
+
+  /** Decompresses `src`, handing each piece of output to `out`. */
+  feed(src: Buffer, out: (piece: Buffer) => void): void {
+    try {
+      for (;;) {
+        const [ret, produced, consumed] = this.dctx.decompressStream(this.buf, src);
+        const full = produced === this.buf.length;
+        if (produced > 0) {
+          this.produced += produced;
+          if (this.produced > this.maxBytes) throw tooLarge(this.maxBytes);
+          out(this.buf.subarray(0, produced));
+          this.buf = Buffer.allocUnsafe(OUT_BYTES);
+        }
+        src = src.subarray(consumed);
+        if (src.length === 0 && (!full || ret === 0)) {
+          this.inFrame = ret !== 0;
+          return;
+        }
+      }
+    } catch (err) {
+      throw err instanceof InvalidArgumentError ? err : badFrame(err);
+    }
+  }
+
+  /** The stream ended: refused if it ended inside a frame. */
+  end(): void {
+    if (this.inFrame) throw badFrame('it ends in the middle of a frame');
+  }
+}
+
+/** A transform that decompresses a zstd stream, with the checks of Inflater. */
+export class ZstdDecompressor extends Transform {
+  private readonly inflater: Inflater;
+
+  constructor(maxBytes: number) {
+    super();
+    this.inflater = new Inflater(maxBytes);
+  }
+
+  /** Bytes decompressed so far. */
+  get decompressedBytes(): number {
+    return this.inflater.produced;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    try {
+      this.inflater.feed(chunk, (piece) => this.push(piece));
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    try {
+      this.inflater.end();
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+}
+
+/** Decompresses a whole zstd buffer (batch requests), with the checks of ZstdDecompressor. */
+export function zstdDecompress(data: Buffer, maxBytes: number): Buffer {
+  const inflater = new Inflater(maxBytes);
+  const pieces: Buffer[] = [];
+  inflater.feed(data, (piece) => pieces.push(piece));
+  inflater.end();
+  return Buffer.concat(pieces);
+}
+
+/** A transform that compresses to one zstd frame at ZSTD_READ_LEVEL. */
+export function zstdCompressor(): Transform {
+  return new (zstd().api.CompressStream)({ compressionLevel: ZSTD_READ_LEVEL });
+}
+
+/** Compresses a whole buffer to one zstd frame at ZSTD_READ_LEVEL. */
+export function zstdCompress(data: Buffer): Buffer {
+  const c = new (zstd().api.Compressor)();
+  c.setParameters({ compressionLevel: ZSTD_READ_LEVEL });
+  return c.compress(data);
+}
