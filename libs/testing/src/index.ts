@@ -14,3 +14,4 @@ export * from './lib/s3-server';
 export * from './lib/wait';
 export * from './lib/ferry-stack';
 export * from './lib/upload-faces';
+export * from './lib/tls';
