@@ -15,3 +15,4 @@ export * from './lib/wait';
 export * from './lib/ferry-stack';
 export * from './lib/upload-faces';
 export * from './lib/tls';
+export * from './lib/http-request';
