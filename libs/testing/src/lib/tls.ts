@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** PEM files of a test PKI, each with its path and contents. */
@@ -79,6 +79,7 @@ function signedCert(dir: string, name: string, ca: string, cn: string, extension
  * in `dir` (two days of validity; RSA 2048, which every TLS client takes).
  */
 export function makeTestPki(dir: string): TestPki {
+  mkdirSync(dir, { recursive: true });
   selfSignedCa(dir, 'ca', 'Ferry test CA');
   selfSignedCa(dir, 'stranger-ca', 'Some other CA');
   signedCert(
