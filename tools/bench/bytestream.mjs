@@ -104,6 +104,7 @@ async function main() {
       ...JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}'),
       FERRY_GRPC_PORT: String(ferryPort),
       FERRY_GRPC_METRICS_PORT: '0',
+      FERRY_CACHE_HTTP_PORT: '0',
       REDIS_URL: redis.url,
       FERRY_DATA_DIR: ferryDir,
       FERRY_LOG_LEVEL: 'warn',

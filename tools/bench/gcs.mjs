@@ -183,6 +183,7 @@ async function main(onCleanup) {
       ...FERRY_ENV,
       FERRY_GRPC_PORT: String(ferryPort),
       FERRY_GRPC_METRICS_PORT: '0',
+      FERRY_CACHE_HTTP_PORT: '0',
       REDIS_URL: redis.url,
       FERRY_DATA_DIR: dataDir,
       FERRY_LOG_LEVEL: 'warn',

@@ -125,6 +125,7 @@ async function main(onCleanup) {
     FERRY_WORKER_PORT: String(ports.worker),
     FERRY_GRPC_PORT: String(ports.grpc),
     FERRY_GRPC_METRICS_PORT: '0',
+    FERRY_CACHE_HTTP_PORT: '0',
     FERRY_LOG_LEVEL: 'warn',
     FERRY_MULTIPART_COMPLETE_WAIT_MS: '600000',
     // development mode (dev / dev-secret, scope *) even if the calling shell configures clients

@@ -190,6 +190,7 @@ async function main(onCleanup) {
       {
         FERRY_GRPC_PORT: String(port),
         FERRY_GRPC_METRICS_PORT: '0',
+        FERRY_CACHE_HTTP_PORT: '0',
         REDIS_URL: redis.url,
         FERRY_REDIS_PREFIX: `bench-${label}`,
         FERRY_DATA_DIR: join(dataDir, label),

@@ -17,6 +17,8 @@ import { parse, parseAllDocuments } from 'yaml';
 const root = join(__dirname, '..', '..');
 const APPS = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'];
 const PORTS: Record<string, number> = { 'ingest-grpc': 50051, 'multipart-api': 8081, 'object-api': 8080, 'assembler-worker': 8082 };
+/** ingest-grpc's Bazel HTTP cache port (FERRY_CACHE_HTTP_PORT), published beside its gRPC port. */
+const CACHE_HTTP_PORT = 8084;
 
 type ComposeService = {
   image?: string;
@@ -82,6 +84,10 @@ describe('docker-compose.yml', () => {
       });
       expect(s.environment?.['FERRY_S3_PUBLIC_ENDPOINT']).toContain('localhost:9000');
     }
+  });
+
+  it("publishes ingest-grpc's Bazel HTTP cache port", () => {
+    expect(compose.services['ingest-grpc'].ports).toContain(`${CACHE_HTTP_PORT}:${CACHE_HTTP_PORT}`);
   });
 
   it('has no interpolation default that compose would cut short (a `}` ends `${VAR:-default}`)', () => {
@@ -156,5 +162,23 @@ describe('deploy/k8s', () => {
     expect(container.resources.limits).toBeDefined();
     expect(container.envFrom).toEqual([{ configMapRef: { name: app } }, { secretRef: { name: app } }]);
     expect(deployment.spec.template.spec.securityContext.runAsNonRoot).toBe(true);
+  });
+
+  it('ingest-grpc: the Bazel HTTP cache port is set, exposed by the container and served by the Service', () => {
+    const objects = docs('ingest-grpc.yaml') as unknown as {
+      kind: string;
+      data?: Record<string, string>;
+      spec: {
+        ports?: { port: number; targetPort: string }[];
+        template?: { spec: { containers: { ports: { name: string; containerPort: number }[] }[] } };
+      };
+    }[];
+    const configMap = objects.find((o) => o.kind === 'ConfigMap');
+    expect(configMap?.data?.['FERRY_CACHE_HTTP_PORT']).toBe(String(CACHE_HTTP_PORT));
+    const container = objects.find((o) => o.kind === 'Deployment')?.spec.template?.spec.containers[0];
+    const named = container?.ports.find((p) => p.containerPort === CACHE_HTTP_PORT);
+    expect(named).toBeDefined();
+    const service = objects.find((o) => o.kind === 'Service');
+    expect(service?.spec.ports).toContainEqual(expect.objectContaining({ port: CACHE_HTTP_PORT, targetPort: named?.name }));
   });
 });

@@ -161,6 +161,9 @@ async function main() {
   log(
     `  gRPC                ${host}:${env.FERRY_GRPC_PORT ?? 50051}  (ByteStream, GCS v2, REAPI cache; metrics http://${host}:${env.FERRY_GRPC_METRICS_PORT ?? 8083}/metrics)`,
   );
+  log(
+    `  Bazel HTTP cache    http://${host}:${env.FERRY_CACHE_HTTP_PORT ?? 8084}  (--remote_cache=http://${host}:${env.FERRY_CACHE_HTTP_PORT ?? 8084}/<instance>)`,
+  );
   log(`  multipart REST API  http://${host}:${env.FERRY_MULTIPART_PORT ?? 8081}/file/multipart  (OpenAPI at /docs)`);
   log(
     `  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`,

@@ -5,7 +5,9 @@
  * `--remote_cache=grpc://127.0.0.1:<port>`, cleans, builds again and checks that every action was a
  * remote cache hit and the outputs are byte-identical; then the same with the ingest server killed
  * (SIGKILL) and restarted between the two builds; and once through a proxy that cuts the connection
- * in the middle of the 3 MiB upload.
+ * in the middle of the 3 MiB upload. Then over TLS (`grpcs://`, a second server with an openssl-made
+ * certificate, `--tls_certificate`) and over Bazel's HTTP cache protocol
+ * (`--remote_cache=http://127.0.0.1:<port>/ci`), each a clean rebuild served wholly from the cache.
  *
  * Bazel 2.1 sends `--remote_header` credentials on the action cache and FindMissingBlobs calls, but
  * none on GetCapabilities and ByteStream: the server runs with a CI client for the former and
@@ -21,8 +23,10 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   TempDir,
+  TestPki,
   TestRedis,
   freePort,
+  makeTestPki,
   reapiClients,
   startBuiltApp,
   startTestRedis,
@@ -129,14 +133,18 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   let data: TempDir;
   let work: TempDir;
   let port: number;
+  let httpPort: number;
   let server: ChildProcess | undefined;
   let bazel: string;
 
-  async function startServer(): Promise<void> {
-    server = startBuiltApp(
+  /** An ingest-grpc on the suite's Redis and data: plaintext on `port` / `httpPort`, or TLS with `tls`. */
+  async function startIngest(ports: { grpc: number; http: number }, tls?: { pki: TestPki }): Promise<ChildProcess> {
+    const child = startBuiltApp(
       'ingest-grpc',
       {
-        FERRY_GRPC_PORT: String(port),
+        FERRY_GRPC_PORT: String(ports.grpc),
+        FERRY_CACHE_HTTP_PORT: String(ports.http),
+        ...(tls ? { FERRY_GRPC_TLS_CERT: tls.pki.serverCert.path, FERRY_GRPC_TLS_KEY: tls.pki.serverKey.path } : {}),
         REDIS_URL: redis.url,
         FERRY_REDIS_PREFIX: redis.prefix,
         FERRY_DATA_DIR: data.path,
@@ -150,16 +158,24 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
       },
       true,
     );
-    const probe = reapiClients(`127.0.0.1:${port}`);
+    const probe = reapiClients(
+      `127.0.0.1:${ports.grpc}`,
+      tls ? grpc.credentials.createSsl(tls.pki.ca.pem) : grpc.credentials.createInsecure(),
+    );
     try {
       await waitUntilReady(
-        server,
+        child,
         () => unaryCall(probe.capabilities, 'GetCapabilities', { instance_name: INSTANCE }, new grpc.Metadata()).then(() => true),
         'ingest-grpc',
       );
     } finally {
       probe.close();
     }
+    return child;
+  }
+
+  async function startServer(): Promise<void> {
+    server = await startIngest({ grpc: port, http: httpPort });
   }
 
   /**
@@ -188,11 +204,11 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     });
   }
 
-  const build = (dir: string, cachePort = port) =>
+  /** A build against the remote cache `cache` (flags); by default Ferry's gRPC port, instance ci. */
+  const build = (dir: string, cache: string[] | number = port) =>
     run(dir, [
       'build',
-      `--remote_cache=grpc://127.0.0.1:${cachePort}`,
-      `--remote_instance_name=${INSTANCE}`,
+      ...(typeof cache === 'number' ? [`--remote_cache=grpc://127.0.0.1:${cache}`, `--remote_instance_name=${INSTANCE}`] : cache),
       `--remote_header=authorization=Bearer ${TOKEN}`,
       '--spawn_strategy=local',
       '--noshow_progress',
@@ -223,11 +239,12 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     data = tempDir('ferry-bazel-data');
     work = tempDir('ferry-bazel-work');
     port = await freePort();
+    httpPort = await freePort();
     await startServer();
   }, 600_000);
 
   afterAll(async () => {
-    for (const ws of ['ws-plain', 'ws-restart', 'ws-broken']) {
+    for (const ws of ['ws-plain', 'ws-restart', 'ws-broken', 'ws-tls-http']) {
       if (existsSync(join(work.path, ws)))
         spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, 'shutdown'], {
           cwd: join(work.path, ws),
@@ -240,15 +257,20 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     work.remove();
   });
 
-  async function cleanRebuildHitsTheCache(name: string, betweenBuilds: () => Promise<void>): Promise<void> {
+  async function cleanRebuildHitsTheCache(
+    name: string,
+    betweenBuilds: () => Promise<void>,
+    cache: string[] | number = port,
+    salt = name,
+  ): Promise<void> {
     const dir = join(work.path, name);
-    const files = writeWorkspace(dir, `${name}-${Date.now()}`);
-    const first = await build(dir);
+    const files = writeWorkspace(dir, `${salt}-${Date.now()}`);
+    const first = await build(dir, cache);
     expect(processes(first)).toEqual({ total: files.length, remoteHits: 0 }); // fresh content: every action ran
     const before = outputs(dir, files);
     await betweenBuilds();
     await run(dir, ['clean']);
-    const second = await build(dir);
+    const second = await build(dir, cache);
     expect(processes(second)).toEqual({ total: files.length, remoteHits: files.length });
     expect(outputs(dir, files)).toEqual(before);
   }
@@ -283,5 +305,26 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     } finally {
       await proxy.close();
     }
+  }, 600_000);
+
+  // One workspace (one Bazel server) for both: grpcs:// first, then new content over http://.
+  it('does so over TLS: --remote_cache=grpcs:// with --tls_certificate, against a server with an openssl-made certificate', async () => {
+    const pki = makeTestPki(join(work.path, 'pki'));
+    const ports = { grpc: await freePort(), http: await freePort() };
+    const tlsServer = await startIngest(ports, { pki });
+    try {
+      await cleanRebuildHitsTheCache('ws-tls-http', async () => undefined, [
+        `--remote_cache=grpcs://127.0.0.1:${ports.grpc}`,
+        `--tls_certificate=${pki.ca.path}`,
+        `--remote_instance_name=${INSTANCE}`,
+      ]);
+    } finally {
+      await stopProcess(tlsServer);
+    }
+  }, 600_000);
+
+  it("does so over Bazel's HTTP cache protocol: --remote_cache=http://127.0.0.1:<port>/ci", async () => {
+    const cache = [`--remote_cache=http://127.0.0.1:${httpPort}/${INSTANCE}`];
+    await cleanRebuildHitsTheCache('ws-tls-http', async () => undefined, cache, 'http');
   }, 600_000);
 });

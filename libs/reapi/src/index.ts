@@ -1,2 +1,3 @@
 export * from './lib/action-cache';
+export * from './lib/http-cache-path';
 export * from './lib/reapi.service';

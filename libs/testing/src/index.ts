@@ -14,3 +14,5 @@ export * from './lib/s3-server';
 export * from './lib/wait';
 export * from './lib/ferry-stack';
 export * from './lib/upload-faces';
+export * from './lib/tls';
+export * from './lib/http-request';

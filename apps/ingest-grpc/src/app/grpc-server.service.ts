@@ -15,6 +15,21 @@ import { ReapiGrpc } from './reapi.grpc';
 import { StorageGrpc } from './storage.grpc';
 
 const REAPI = 'build.bazel.remote.execution.v2';
+
+/**
+ * Plaintext, or TLS with the configured certificate (FERRY_GRPC_TLS_CERT / _KEY); with
+ * FERRY_GRPC_TLS_CLIENT_CA, mutual TLS: the handshake fails for a client without a certificate
+ * signed by that CA.
+ */
+export function serverCredentials(config: FerryConfig): grpc.ServerCredentials {
+  const tls = config.grpc.tls;
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(
+    tls.clientCa ?? null,
+    [{ private_key: tls.key, cert_chain: tls.cert }],
+    tls.clientCa !== undefined,
+  );
+}
 /** Services whose health grpc.health.v1 reports (with '' for the server as a whole). */
 const SERVICES = [
   '',
@@ -75,13 +90,21 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
   async onApplicationBootstrap(): Promise<void> {
     const address = `${this.config.host.includes(':') ? `[${this.config.host}]` : this.config.host}:${this.config.ports.grpc}`;
     this.boundPort = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      this.server.bindAsync(address, serverCredentials(this.config), (err, port) => (err ? reject(err) : resolve(port))),
     );
     this.tuneHttp2();
     await this.checkHealth();
     this.healthTimer = setInterval(() => void this.checkHealth(), 5000);
     this.healthTimer.unref();
-    this.logger.info({ address: `${this.config.host}:${this.boundPort}`, devMode: this.config.auth.devMode }, 'ingest-grpc listening');
+    const tls = this.config.grpc.tls;
+    this.logger.info(
+      {
+        address: `${this.config.host}:${this.boundPort}`,
+        devMode: this.config.auth.devMode,
+        tls: tls ? (tls.clientCa ? 'mutual' : 'server') : 'off',
+      },
+      'ingest-grpc listening',
+    );
   }
 
   /**

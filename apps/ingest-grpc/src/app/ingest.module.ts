@@ -8,6 +8,7 @@ import { ActionCacheStore, ReapiService } from '@ferry/reapi';
 import { Redis, RedisKeys } from '@ferry/redis';
 import { UploadEngine } from '@ferry/uploads';
 import { ByteStreamGrpc } from './bytestream.grpc';
+import { CacheHttpServer } from './cache-http.server';
 import { CallDrain } from './call-drain';
 import { GrpcServer } from './grpc-server.service';
 import { MetricsServer } from './metrics-server.service';
@@ -15,8 +16,8 @@ import { ReapiGrpc } from './reapi.grpc';
 import { StorageGrpc } from './storage.grpc';
 
 /**
- * ingest-grpc: ByteStream, GCS v2 and the REAPI cache services, protocol faces over the shared
- * upload engine.
+ * ingest-grpc: ByteStream, GCS v2 and the REAPI cache services (gRPC, and Bazel's HTTP cache
+ * protocol on its own port), protocol faces over the shared upload engine.
  */
 @Module({})
 export class IngestModule {
@@ -63,8 +64,9 @@ export class IngestModule {
         ReapiGrpc,
         GrpcServer,
         MetricsServer,
+        CacheHttpServer,
       ],
-      exports: [GrpcServer, MetricsServer],
+      exports: [GrpcServer, MetricsServer, CacheHttpServer],
     };
   }
 }

@@ -5,6 +5,7 @@ import { REDIS } from '@ferry/core';
 import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
 import { Redis, RedisKeys } from '@ferry/redis';
 import { TempDir, TestRedis, byteStreamClient, startTestRedis, storageClient, tempDir } from '@ferry/testing';
+import { CacheHttpServer } from '../app/cache-http.server';
 import { GrpcServer } from '../app/grpc-server.service';
 import { IngestModule } from '../app/ingest.module';
 
@@ -21,6 +22,8 @@ export interface IngestHarness {
   config: FerryConfig;
   app: INestApplicationContext;
   address: string;
+  /** Base URL of the Bazel HTTP cache port (`https://` when TLS is configured). */
+  httpCache: string;
   client: ByteStreamClient;
   /** google.storage.v2.Storage client on the same server. */
   storage: StorageClient;
@@ -38,6 +41,7 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
   const config = loadConfig({
     FERRY_GRPC_PORT: '0',
     FERRY_GRPC_METRICS_PORT: '0',
+    FERRY_CACHE_HTTP_PORT: '0',
     REDIS_URL: redis.url,
     FERRY_REDIS_PREFIX: redis.prefix,
     FERRY_DATA_DIR: data.path,
@@ -48,12 +52,14 @@ export async function startIngest(env: Record<string, string> = {}): Promise<Ing
   const app = await NestFactory.createApplicationContext(IngestModule.register(config), { logger: false });
   await app.init();
   const address = `127.0.0.1:${app.get(GrpcServer).port}`;
+  const httpCache = `${config.grpc.tls ? 'https' : 'http'}://127.0.0.1:${app.get(CacheHttpServer).port}`;
   const client = byteStreamClient(address);
   const storage = storageClient(address);
   return {
     config,
     app,
     address,
+    httpCache,
     client,
     storage,
     redis,

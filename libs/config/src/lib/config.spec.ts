@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +8,8 @@ describe('loadConfig', () => {
   it('applies the documented defaults', () => {
     const c = loadConfig({});
     expect(c.host).toBe('127.0.0.1');
-    expect(c.ports).toEqual({ grpc: 50051, grpcMetrics: 8083, multipart: 8081, object: 8080, worker: 8082 });
+    expect(c.ports).toEqual({ grpc: 50051, grpcMetrics: 8083, cacheHttp: 8084, multipart: 8081, object: 8080, worker: 8082 });
+    expect(c.grpc.tls).toBeUndefined();
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
     expect(c.storage).toBe('fs');
     expect(c.uploads.idleLifetimeMs).toBe(86_400_000);
@@ -154,5 +156,82 @@ describe('Redis Cluster settings', () => {
     expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:7000,b:7001' }).redis.url).toBe('redis+cluster://a:7000,b:7001');
     expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a,b' })).toThrow(/REDIS_CLUSTER_NODES/);
     expect(() => loadConfig({ REDIS_URL: 'cluster://a:1' })).toThrow(/REDIS_URL/);
+  });
+});
+
+describe('ingest-grpc ports and TLS', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-config-tls-'));
+  const path = (name: string) => join(dir, name);
+  beforeAll(() => {
+    for (const name of ['a', 'b']) {
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-subj',
+          `/CN=${name}`,
+          '-days',
+          '1',
+          '-keyout',
+          path(`${name}.key`),
+          '-out',
+          path(`${name}.pem`),
+        ],
+        { stdio: 'ignore' },
+      );
+    }
+    writeFileSync(path('junk.pem'), 'not a certificate\n');
+  });
+
+  it('takes the HTTP cache port', () => {
+    expect(loadConfig({ FERRY_CACHE_HTTP_PORT: '9094' }).ports.cacheHttp).toBe(9094);
+    expect(() => loadConfig({ FERRY_CACHE_HTTP_PORT: '70000' })).toThrow(/FERRY_CACHE_HTTP_PORT/);
+  });
+
+  it('reads the certificate, its key and the client CA', () => {
+    const tls = loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem'), FERRY_GRPC_TLS_KEY: path('a.key') }).grpc.tls;
+    expect(tls?.cert.toString()).toContain('BEGIN CERTIFICATE');
+    expect(tls?.key.toString()).toContain('PRIVATE KEY');
+    expect(tls?.clientCa).toBeUndefined();
+    const mutual = loadConfig({
+      FERRY_GRPC_TLS_CERT: path('a.pem'),
+      FERRY_GRPC_TLS_KEY: path('a.key'),
+      FERRY_GRPC_TLS_CLIENT_CA: path('b.pem'),
+    });
+    expect(mutual.grpc.tls?.clientCa?.toString()).toContain('BEGIN CERTIFICATE');
+    // set to '' (as compose files do): unset
+    expect(loadConfig({ FERRY_GRPC_TLS_CERT: '', FERRY_GRPC_TLS_KEY: '' }).grpc.tls).toBeUndefined();
+  });
+
+  it('wants both the certificate and the key, or neither, and the client CA only with them', () => {
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem') })).toThrow(
+      /^FERRY_GRPC_TLS_KEY: required with FERRY_GRPC_TLS_CERT \(set both, or neither for plaintext\)$/,
+    );
+    expect(() => loadConfig({ FERRY_GRPC_TLS_KEY: path('a.key') })).toThrow(/^FERRY_GRPC_TLS_CERT: required with FERRY_GRPC_TLS_KEY/);
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CLIENT_CA: path('b.pem') })).toThrow(
+      /^FERRY_GRPC_TLS_CLIENT_CA: mutual TLS needs FERRY_GRPC_TLS_CERT and FERRY_GRPC_TLS_KEY too$/,
+    );
+  });
+
+  it('names the file that is missing, not PEM, or does not fit', () => {
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CERT: path('none.pem'), FERRY_GRPC_TLS_KEY: path('a.key') })).toThrow(
+      /^FERRY_GRPC_TLS_CERT: cannot read .*none\.pem/,
+    );
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CERT: path('junk.pem'), FERRY_GRPC_TLS_KEY: path('a.key') })).toThrow(
+      /^FERRY_GRPC_TLS_CERT: .*junk\.pem holds no PEM certificate$/,
+    );
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem'), FERRY_GRPC_TLS_KEY: path('a.pem') })).toThrow(
+      /^FERRY_GRPC_TLS_KEY: .*a\.pem holds no PEM private key$/,
+    );
+    expect(() => loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem'), FERRY_GRPC_TLS_KEY: path('b.key') })).toThrow(
+      /^FERRY_GRPC_TLS_CERT \/ FERRY_GRPC_TLS_KEY: not a usable certificate and key: .*mismatch/,
+    );
+    expect(() =>
+      loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem'), FERRY_GRPC_TLS_KEY: path('a.key'), FERRY_GRPC_TLS_CLIENT_CA: path('junk.pem') }),
+    ).toThrow(/^FERRY_GRPC_TLS_CLIENT_CA: .*junk\.pem holds no PEM certificate$/);
   });
 });

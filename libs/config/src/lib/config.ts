@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 
 /**
@@ -14,8 +15,11 @@ export interface ClientConfig {
 
 export interface FerryConfig {
   host: string;
-  /** `grpcMetrics`: ingest-grpc's HTTP listener for /metrics and /healthz (gRPC has no such routes). */
-  ports: { grpc: number; grpcMetrics: number; multipart: number; object: number; worker: number };
+  /**
+   * `grpcMetrics`: ingest-grpc's HTTP listener for /metrics and /healthz (gRPC has no such routes);
+   * `cacheHttp`: ingest-grpc's Bazel HTTP cache (`/ac/`, `/cas/`).
+   */
+  ports: { grpc: number; grpcMetrics: number; cacheHttp: number; multipart: number; object: number; worker: number };
   redis: { url: string; prefix: string };
   dataDir: string;
   storage: 'fs' | 's3';
@@ -50,6 +54,8 @@ export interface FerryConfig {
     maxMessageBytes: number;
     /** HTTP/2 flow-control window (per stream and per connection) of the gRPC server. */
     flowControlWindowBytes: number;
+    /** TLS of ingest-grpc's gRPC port and HTTP cache port; undefined: plaintext. */
+    tls?: TlsConfig;
   };
   worker: {
     expireIntervalMs: number;
@@ -110,6 +116,16 @@ export interface FerryConfig {
    * 0 leaves V8's own heuristic. See `tuneHeap` in @ferry/core for why Ferry sets it.
    */
   heapGrowingPercent: number;
+}
+
+/** PEM material read (and checked) at start from the FERRY_GRPC_TLS_* files. */
+export interface TlsConfig {
+  /** The server's certificate chain (FERRY_GRPC_TLS_CERT). */
+  cert: Buffer;
+  /** Its private key (FERRY_GRPC_TLS_KEY). */
+  key: Buffer;
+  /** Mutual TLS: clients must present a certificate signed by one of these (FERRY_GRPC_TLS_CLIENT_CA). */
+  clientCa?: Buffer;
 }
 
 export class ConfigError extends Error {
@@ -195,6 +211,10 @@ const envSchema = z.object({
   FERRY_HOST: z.string().min(1).default('127.0.0.1'),
   FERRY_GRPC_PORT: port.default(50051),
   FERRY_GRPC_METRICS_PORT: port.default(8083),
+  FERRY_CACHE_HTTP_PORT: port.default(8084),
+  FERRY_GRPC_TLS_CERT: unsetIfEmpty(z.string().optional()),
+  FERRY_GRPC_TLS_KEY: unsetIfEmpty(z.string().optional()),
+  FERRY_GRPC_TLS_CLIENT_CA: unsetIfEmpty(z.string().optional()),
   FERRY_MULTIPART_PORT: port.default(8081),
   FERRY_OBJECT_PORT: port.default(8080),
   FERRY_WORKER_PORT: port.default(8082),
@@ -348,6 +368,59 @@ function parseClients(env: z.infer<typeof envSchema>): ClientConfig[] | undefine
   return parsed.data;
 }
 
+const PEM = {
+  certificate: /-----BEGIN CERTIFICATE-----/,
+  'private key': /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
+} as const;
+
+function readPem(variable: string, path: string, what: keyof typeof PEM): Buffer {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`${variable}: cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (!PEM[what].test(pem.toString('latin1'))) throw new ConfigError(`${variable}: ${path} holds no PEM ${what}`);
+  return pem;
+}
+
+/**
+ * The TLS files, read and checked together: both the certificate and its key or neither, a client
+ * CA only with them, each a readable PEM file, and the key the certificate's (what OpenSSL would
+ * refuse when the first client connects is refused at start instead).
+ */
+function parseTls(e: z.infer<typeof envSchema>): TlsConfig | undefined {
+  const certFile = e.FERRY_GRPC_TLS_CERT;
+  const keyFile = e.FERRY_GRPC_TLS_KEY;
+  if (!certFile && !keyFile) {
+    if (e.FERRY_GRPC_TLS_CLIENT_CA) {
+      throw new ConfigError('FERRY_GRPC_TLS_CLIENT_CA: mutual TLS needs FERRY_GRPC_TLS_CERT and FERRY_GRPC_TLS_KEY too');
+    }
+    return undefined;
+  }
+  if (!certFile || !keyFile) {
+    throw new ConfigError(
+      `${certFile ? 'FERRY_GRPC_TLS_KEY' : 'FERRY_GRPC_TLS_CERT'}: required with ${certFile ? 'FERRY_GRPC_TLS_CERT' : 'FERRY_GRPC_TLS_KEY'} (set both, or neither for plaintext)`,
+    );
+  }
+  const cert = readPem('FERRY_GRPC_TLS_CERT', certFile, 'certificate');
+  const key = readPem('FERRY_GRPC_TLS_KEY', keyFile, 'private key');
+  const clientCa = e.FERRY_GRPC_TLS_CLIENT_CA ? readPem('FERRY_GRPC_TLS_CLIENT_CA', e.FERRY_GRPC_TLS_CLIENT_CA, 'certificate') : undefined;
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError(`FERRY_GRPC_TLS_CERT / FERRY_GRPC_TLS_KEY: not a usable certificate and key: ${(err as Error).message}`);
+  }
+  if (clientCa) {
+    try {
+      createSecureContext({ ca: clientCa });
+    } catch (err) {
+      throw new ConfigError(`FERRY_GRPC_TLS_CLIENT_CA: not usable CA certificates: ${(err as Error).message}`);
+    }
+  }
+  return { cert, key, ...(clientCa ? { clientCa } : {}) };
+}
+
 function formatIssues(error: z.ZodError): string {
   return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
 }
@@ -383,12 +456,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   if (Boolean(e.FERRY_S3_ACCESS_KEY_ID) !== Boolean(e.FERRY_S3_SECRET_ACCESS_KEY)) {
     throw new ConfigError('FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY: set both, or neither (the AWS default credential chain)');
   }
+  const tls = parseTls(e);
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
     host: e.FERRY_HOST,
     ports: {
       grpc: e.FERRY_GRPC_PORT,
       grpcMetrics: e.FERRY_GRPC_METRICS_PORT,
+      cacheHttp: e.FERRY_CACHE_HTTP_PORT,
       multipart: e.FERRY_MULTIPART_PORT,
       object: e.FERRY_OBJECT_PORT,
       worker: e.FERRY_WORKER_PORT,
@@ -418,7 +493,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       fsyncIntervalMs: e.FERRY_FSYNC_INTERVAL_MS,
       maxNameBytes: e.FERRY_MAX_NAME_BYTES,
     },
-    grpc: { maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES, flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES },
+    grpc: {
+      maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES,
+      flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES,
+      ...(tls ? { tls } : {}),
+    },
     worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY, jobLockMs: e.FERRY_JOB_LOCK_MS },
     multipart: {
       completeWaitMs: e.FERRY_MULTIPART_COMPLETE_WAIT_MS,

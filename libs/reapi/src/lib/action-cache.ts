@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '@ferry/errors';
 import type { ActionResult, ActionResult__Output } from '@ferry/protocol';
 import { messageCodec } from '@ferry/protocol';
 import type { Redis, RedisKeys } from '@ferry/redis';
@@ -6,9 +7,10 @@ import type { Redis, RedisKeys } from '@ferry/redis';
 export const MAX_ACTION_RESULT_BYTES = 1024 * 1024;
 
 /**
- * The REAPI action cache in Redis: one key per (instance, action digest) holding the encoded
- * ActionResult, forgotten after `ttlMs` without a read or a write (every hit renews it). Any
- * replica serves any entry; each key has its own hash tag.
+ * The REAPI action cache in Redis: one key per (instance, action hash) holding the encoded
+ * ActionResult, forgotten after `ttlMs` without a read or a write (every hit renews it). The gRPC
+ * face and Bazel's HTTP cache (`/ac/{hash}`, which names an action by its hash alone) read and
+ * write the same entries. Any replica serves any entry; each key has its own hash tag.
  */
 export class ActionCacheStore {
   private readonly codec = messageCodec<ActionResult, ActionResult__Output>('build.bazel.remote.execution.v2.ActionResult');
@@ -24,19 +26,36 @@ export class ActionCacheStore {
     return this.codec.encode(result);
   }
 
-  async get(instance: string, hash: string, size: number): Promise<ActionResult__Output | undefined> {
-    const key = this.keys.actionResult(instance, hash, size);
+  /** Decodes an encoded ActionResult (a client's); INVALID_ARGUMENT when it is not one. */
+  decode(bytes: Buffer): ActionResult__Output {
+    try {
+      return this.codec.decode(bytes);
+    } catch (err) {
+      throw new InvalidArgumentError(`not a serialized build.bazel.remote.execution.v2.ActionResult: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** The stored encoding of the action's result (renewing its lifetime), or undefined. */
+  async getEncoded(instance: string, hash: string): Promise<Buffer | undefined> {
+    const key = this.keys.actionResult(instance, hash);
     const bytes = await this.redis.getBuffer(key);
     if (!bytes) return undefined;
     await this.redis.pexpire(key, this.ttlMs);
-    return this.codec.decode(bytes);
+    return bytes;
   }
 
-  async put(instance: string, hash: string, size: number, encoded: Buffer): Promise<void> {
-    await this.redis.set(this.keys.actionResult(instance, hash, size), encoded, 'PX', this.ttlMs);
+  async get(instance: string, hash: string): Promise<ActionResult__Output | undefined> {
+    const bytes = await this.getEncoded(instance, hash);
+    return bytes && this.codec.decode(bytes);
   }
 
-  async delete(instance: string, hash: string, size: number): Promise<void> {
-    await this.redis.del(this.keys.actionResult(instance, hash, size));
+  async put(instance: string, hash: string, encoded: Buffer): Promise<void> {
+    await this.redis.set(this.keys.actionResult(instance, hash), encoded, 'PX', this.ttlMs);
+  }
+
+  async delete(instance: string, hash: string): Promise<void> {
+    await this.redis.del(this.keys.actionResult(instance, hash));
   }
 }

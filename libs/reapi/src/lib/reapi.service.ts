@@ -1,3 +1,5 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { Authenticator, Principal, Scopes, satisfiesScope } from '@ferry/auth';
 import { ReapiInstances, casCatalogObject } from '@ferry/bytestream';
 import { FerryError, InvalidArgumentError, NotFoundError, toWireError } from '@ferry/errors';
@@ -20,7 +22,8 @@ import type {
   UpdateActionResultRequest__Output,
 } from '@ferry/protocol';
 import { messageCodec } from '@ferry/protocol';
-import type { UploadEngine } from '@ferry/uploads';
+import { SHA256_EMPTY } from '@ferry/storage';
+import { type Digests, type UploadEngine, verifyContent } from '@ferry/uploads';
 import { ActionCacheStore, MAX_ACTION_RESULT_BYTES } from './action-cache';
 
 export interface ReapiOptions {
@@ -38,6 +41,8 @@ export interface BlobDigest {
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** HTTP cache PUTs of a CAS blob up to this size are taken whole (one write); larger ones stream. */
+export const HTTP_WHOLE_BODY_BYTES = 1024 * 1024;
 /** Most blobs whose presence is checked at once (stat calls in flight). */
 const STAT_CONCURRENCY = 32;
 const DEFAULT_TREE_PAGE = 1000;
@@ -206,14 +211,7 @@ export class ReapiService {
     const { instance, prefix } = this.scope(req.instance_name, req.digest_function);
     const action = parseDigest(req.action_digest);
     this.auth.require(principal, Scopes.read(`${prefix}actionResults/${action.hash}/${action.size}`));
-    const result = await this.actionCache.get(instance, action.hash, action.size);
-    if (!result) throw new NotFoundError(`no action result for ${action.hash}/${action.size}`);
-    // A result whose outputs are gone would make the client fail to fetch them: report a miss.
-    const outputs = referencedBlobs(result);
-    if ((await this.present(outputs)).some((present) => !present)) {
-      throw new NotFoundError(`the action result for ${action.hash}/${action.size} refers to blobs that are gone`);
-    }
-    return result;
+    return (await this.liveActionResult(instance, action.hash, `${action.hash}/${action.size}`)).result;
   }
 
   async updateActionResult(principal: Principal, req: UpdateActionResultRequest__Output): Promise<ActionResult> {
@@ -221,15 +219,155 @@ export class ReapiService {
     const action = parseDigest(req.action_digest);
     this.auth.require(principal, Scopes.write(`${prefix}actionResults/${action.hash}/${action.size}`));
     if (!req.action_result) throw new InvalidArgumentError('action_result is required');
-    referencedBlobs(req.action_result); // throws INVALID_ARGUMENT on a malformed output digest
-    const encoded = this.actionCache.encode(req.action_result);
+    await this.storeActionResult(instance, action.hash, req.action_result);
+    return req.action_result;
+  }
+
+  /**
+   * The stored result of an action and its encoding; NOT_FOUND on a miss, and when the result
+   * refers to blobs that are gone (the client would fail to fetch them: it runs the action instead).
+   */
+  private async liveActionResult(
+    instance: string,
+    hash: string,
+    label: string,
+  ): Promise<{ result: ActionResult__Output; encoded: Buffer }> {
+    const encoded = await this.actionCache.getEncoded(instance, hash);
+    if (!encoded) throw new NotFoundError(`no action result for ${label}`);
+    const result = this.actionCache.decode(encoded);
+    if ((await this.present(referencedBlobs(result))).some((present) => !present)) {
+      throw new NotFoundError(`the action result for ${label} refers to blobs that are gone`);
+    }
+    return { result, encoded };
+  }
+
+  /** Checks a result (its output digests, its encoded size) and stores it as the action's. */
+  private async storeActionResult(instance: string, hash: string, result: ActionResult): Promise<void> {
+    referencedBlobs(result); // throws INVALID_ARGUMENT on a malformed output digest
+    const encoded = this.actionCache.encode(result);
     if (encoded.length > MAX_ACTION_RESULT_BYTES) {
       throw new InvalidArgumentError(
         `action result of ${encoded.length} bytes exceeds ${MAX_ACTION_RESULT_BYTES}; keep outputs in the CAS`,
       );
     }
-    await this.actionCache.put(instance, action.hash, action.size, encoded);
-    return req.action_result;
+    await this.actionCache.put(instance, hash, encoded);
+  }
+
+  // Bazel's HTTP cache protocol: `[/{instance}]/ac/{hash}` and `[/{instance}]/cas/{hash}` over the
+  // same action cache and CAS. HTTP names an action and a blob by hash alone, so reads (and action
+  // result writes) need the scope of every size: `ferry:read:{p}blobs/{hash}/*`,
+  // `ferry:read:{p}actionResults/{hash}/*`, `ferry:write:{p}actionResults/{hash}/*`; a CAS PUT
+  // declares its size (Content-Length) and needs `ferry:write:{p}blobs/{hash}/{size}`, as
+  // BatchUpdateBlobs.
+
+  /**
+   * GET / HEAD `/ac/{hash}`: the serialized ActionResult (what a PUT or UpdateActionResult stored;
+   * Bazel's HTTP cache takes these bytes), NOT_FOUND as GetActionResult.
+   */
+  async httpGetActionResult(principal: Principal, instanceName: string, hash: string): Promise<Buffer> {
+    const { instance, prefix } = this.scope(instanceName);
+    this.auth.require(principal, Scopes.read(`${prefix}actionResults/${hash}/*`));
+    return (await this.liveActionResult(instance, hash, hash)).encoded;
+  }
+
+  /**
+   * PUT `/ac/{hash}`: `body` must be a serialized ActionResult of at most MAX_ACTION_RESULT_BYTES
+   * (`length`: the declared Content-Length, refused before reading when too large); it is checked
+   * as UpdateActionResult checks a result, and stored as that would store it.
+   */
+  async httpPutActionResult(
+    principal: Principal,
+    instanceName: string,
+    hash: string,
+    length: number | undefined,
+    body: AsyncIterable<Buffer>,
+  ): Promise<void> {
+    const { instance, prefix } = this.scope(instanceName);
+    this.auth.require(principal, Scopes.write(`${prefix}actionResults/${hash}/*`));
+    const tooLarge = (size: number) =>
+      new InvalidArgumentError(`action result of ${size} bytes exceeds ${MAX_ACTION_RESULT_BYTES}; keep outputs in the CAS`);
+    if (length !== undefined && length > MAX_ACTION_RESULT_BYTES) throw tooLarge(length);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body) {
+      size += chunk.length;
+      if (size > MAX_ACTION_RESULT_BYTES) throw tooLarge(size);
+      chunks.push(chunk);
+    }
+    await this.storeActionResult(instance, hash, this.actionCache.decode(Buffer.concat(chunks, size)));
+  }
+
+  /**
+   * GET / HEAD `/cas/{hash}`: the blob's size and a reader of its bytes (opened only when called);
+   * NOT_FOUND when absent. The empty blob always exists.
+   */
+  async httpCasBlob(principal: Principal, instanceName: string, hash: string): Promise<{ size: number; read(): Readable }> {
+    const { prefix } = this.scope(instanceName);
+    this.auth.require(principal, Scopes.read(`${prefix}blobs/${hash}/*`));
+    const size = hash === SHA256_EMPTY ? 0 : await this.engine.blobSize(hash);
+    if (size === undefined) throw new NotFoundError(`blob ${hash} not found`);
+    return { size, read: () => this.engine.readBlob(hash, 0, size) };
+  }
+
+  /**
+   * PUT `/cas/{hash}` of `size` bytes (the Content-Length): the body is verified against the
+   * hash and the size, and only then stored (nothing is kept on a mismatch or a body cut short);
+   * published as the same blob and `blobs/{hash}/{size}` catalog object as a ByteStream upload or
+   * BatchUpdateBlobs. Bodies up to HTTP_WHOLE_BODY_BYTES are taken whole; larger ones stream
+   * through an upload session of their own (a PUT is not resumable: its session is dropped when it
+   * fails, and the worker expires one left by a crash). A blob already stored is not written again,
+   * but the body is still read and checked.
+   */
+  async httpPutCasBlob(principal: Principal, instanceName: string, hash: string, size: number, body: AsyncIterable<Buffer>): Promise<void> {
+    const { instance, prefix } = this.scope(instanceName);
+    if (!Number.isSafeInteger(size) || size < 0) throw new InvalidArgumentError(`Content-Length ${size} is invalid`);
+    this.auth.require(principal, Scopes.write(`${prefix}blobs/${hash}/${size}`));
+    this.checkBlobSize(size);
+    const expect = { size, sha256: hash, declaredBy: 'the request' };
+    const describe = (length: number, digests: Digests) => casCatalogObject(digests, length, principal.clientId, instance, 'http-cache');
+    if (await this.engine.hasBlob(hash, size)) {
+      const digest = createHash('sha256');
+      let received = 0;
+      for await (const chunk of body) {
+        received += chunk.length;
+        digest.update(chunk);
+      }
+      const mismatch = verifyContent(expect, received, { sha256: digest.digest('hex') });
+      if (mismatch) throw new InvalidArgumentError(mismatch);
+      return;
+    }
+    if (size <= HTTP_WHOLE_BODY_BYTES) {
+      const chunks: Buffer[] = [];
+      let received = 0;
+      for await (const chunk of body) {
+        received += chunk.length;
+        if (received > size) throw new InvalidArgumentError(`the body is longer than its Content-Length ${size}`);
+        chunks.push(chunk);
+      }
+      await this.engine.publishWhole(Buffer.concat(chunks, received), expect, describe);
+      return;
+    }
+    const id = `hc_${randomBytes(24).toString('base64url')}`;
+    await this.engine.getOrCreateSession({
+      id,
+      name: `${prefix}cas/${hash}`,
+      protocol: 'http-cache',
+      owner: principal.clientId,
+      attributes: { sha256: hash, size: String(size) },
+    });
+    const writer = await this.engine.openWriter(id);
+    try {
+      for await (const chunk of body) {
+        if (writer.receivedSize + chunk.length > size) throw new InvalidArgumentError(`the body is longer than its Content-Length ${size}`);
+        await writer.write(chunk);
+      }
+      await writer.finish(expect, describe);
+    } catch (err) {
+      await writer.abandon().catch(() => undefined); // a PUT cannot be resumed: keep nothing
+      throw err;
+    } finally {
+      await writer.close();
+    }
   }
 
   /**

@@ -93,9 +93,13 @@ export class RedisKeys {
     return `${this.prefix}:{objects}:by-expiry`;
   }
 
-  /** Action cache entry (an encoded REAPI ActionResult) of one action digest in one instance. */
-  actionResult(instance: string, hash: string, size: number): string {
-    return `${this.prefix}:ac:{${nameTag(`${instance}\n${hash}/${size}`)}}`;
+  /**
+   * Action cache entry (an encoded REAPI ActionResult) of one action in one instance, by the
+   * action's SHA-256 alone: Bazel's HTTP cache names an action by its hash (`/ac/{hash}`), the gRPC
+   * face by hash and size, and both must find the same entry (the hash determines the size).
+   */
+  actionResult(instance: string, hash: string): string {
+    return `${this.prefix}:ac:{${nameTag(`${instance}\n${hash}`)}}`;
   }
 
   /** BullMQ prefix: hash-tagged so every key of a queue lands in one slot. */

@@ -1,10 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { ByteStreamClient, WriteRequest, loadProtos } from '@ferry/protocol';
 
-/** A real grpc-js ByteStream client, built from the same protos the server loads. */
-export function byteStreamClient(address: string): ByteStreamClient {
+/** A real grpc-js ByteStream client, built from the same protos the server loads (plaintext unless `credentials` say TLS). */
+export function byteStreamClient(address: string, credentials = grpc.credentials.createInsecure()): ByteStreamClient {
   const { bytestream } = loadProtos();
-  return new bytestream.ByteStream(address, grpc.credentials.createInsecure(), {
+  return new bytestream.ByteStream(address, credentials, {
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
     'grpc.max_send_message_length': 16 * 1024 * 1024,
   });

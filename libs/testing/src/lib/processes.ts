@@ -17,8 +17,8 @@ export function builtApp(app: AppName): string {
  */
 export function startBuiltApp(app: AppName, env: NodeJS.ProcessEnv, inheritStderr = false): ChildProcess {
   return spawn(process.execPath, [builtApp(app)], {
-    // ingest-grpc's metrics listener on a free port: tests run several of them side by side
-    env: { ...process.env, FERRY_GRPC_METRICS_PORT: '0', ...env },
+    // ingest-grpc's metrics and HTTP cache listeners on free ports: tests run several of them side by side
+    env: { ...process.env, FERRY_GRPC_METRICS_PORT: '0', FERRY_CACHE_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', inheritStderr ? 'inherit' : 'pipe'],
   });
 }

@@ -15,10 +15,9 @@ export interface ReapiClients {
   close(): void;
 }
 
-/** Real grpc-js clients of the REAPI cache services, built from Ferry's remote_execution.proto. */
-export function reapiClients(address: string): ReapiClients {
+/** Real grpc-js clients of the REAPI cache services, built from Ferry's remote_execution.proto (plaintext unless `credentials` say TLS). */
+export function reapiClients(address: string, credentials = grpc.credentials.createInsecure()): ReapiClients {
   const { reapi } = loadProtos();
-  const credentials = grpc.credentials.createInsecure();
   const options = { 'grpc.max_receive_message_length': 16 * 1024 * 1024, 'grpc.max_send_message_length': 16 * 1024 * 1024 };
   const clients = {
     capabilities: new reapi.Capabilities(address, credentials, options),

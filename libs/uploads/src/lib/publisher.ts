@@ -55,6 +55,11 @@ export class Publisher {
     return (await this.storage.blobSize(sha256)) === size;
   }
 
+  /** Size of the blob `sha256` as stored (0 for the empty blob, which always exists), or undefined. */
+  blobSize(sha256: string): Promise<number | undefined> {
+    return this.storage.blobSize(sha256);
+  }
+
   /** Streams `[start, end)` of the blob `sha256` (an object's `blob`) in chunks of at most `chunkSize`. */
   readBlob(sha256: string, start: number, end: number, chunkSize?: number): Readable {
     return this.storage.readBlob(sha256, start, end, chunkSize);

@@ -50,6 +50,11 @@ export class UploadEngine {
     return this.publisher.hasBlob(sha256, size);
   }
 
+  /** Size of the blob `sha256` as stored, or undefined (Bazel's HTTP cache names a CAS blob by its hash alone). */
+  blobSize(sha256: string): Promise<number | undefined> {
+    return this.publisher.blobSize(sha256);
+  }
+
   /** Streams `[start, end)` of the blob `sha256` (an object's `blob`). */
   readBlob(sha256: string, start: number, end: number, chunkSize?: number): Readable {
     return this.publisher.readBlob(sha256, start, end, chunkSize);
