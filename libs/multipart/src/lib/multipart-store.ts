@@ -85,6 +85,25 @@ export type AddPartOutcome = { ok: true } | { ok: false; reason: string };
 
 const SNAPSHOT_SUFFIX = /-snap-[0-9a-f]{12}$/;
 
+/** The session fields `get` reads. */
+const FIELDS = [
+  'protocol',
+  'owner',
+  'attributes',
+  'state',
+  'outcome',
+  'createdAt',
+  'updatedAt',
+  'resultFileHandleId',
+  'failureReason',
+  'sha256',
+  'md5',
+  'snapshot',
+  'dedupHandleId',
+  'dgParts',
+  'dgState',
+] as const;
+
 /** The session protocol of multipart uploads. */
 const PROTOCOL = 'multipart';
 
@@ -189,29 +208,36 @@ export class MultipartStore {
 
   async get(id: string): Promise<MultipartUpload | undefined> {
     const [meta, parts] = this.k(id);
-    const r = await this.redis.multi().hgetall(meta).get(parts).exec();
+    // (the fields it reads, not HGETALL: the hash also holds an md5 per part)
+    const r = await this.redis
+      .multi()
+      .hmget(meta, ...FIELDS)
+      .get(parts)
+      .exec();
     if (!r) throw new InternalError('transaction aborted');
     for (const [err] of r) if (err) throw err;
-    const h = r[0][1] as Record<string, string>;
-    const state = multipartState(h['state'], h['outcome']);
-    if (!state || h['protocol'] !== PROTOCOL) return undefined;
-    const attributes = JSON.parse(h['attributes'] ?? '{}') as MultipartAttributes;
+    const values = r[0][1] as (string | null)[];
+    const h = Object.fromEntries(FIELDS.map((f, i) => [f, values[i] ?? undefined])) as Record<(typeof FIELDS)[number], string | undefined>;
+    const state = multipartState(h.state, h.outcome);
+    if (!state || h.protocol !== PROTOCOL || !h.owner) return undefined;
+    const attributes = JSON.parse(h.attributes ?? '{}') as MultipartAttributes;
+    const partsState = (r[1][1] as string | null) ?? '';
     return {
       id,
-      owner: h['owner'],
+      owner: h.owner,
       requestKey: attributes.requestKey,
       request: JSON.parse(attributes.request) as MultipartUploadRequest,
-      parts: ((r[1][1] as string | null) ?? '').length,
-      partsState: (r[1][1] as string | null) ?? '',
+      parts: partsState.length,
+      partsState,
       state,
-      startedOn: Number(h['createdAt']),
-      updatedOn: Number(h['updatedAt']),
-      resultFileHandleId: h['resultFileHandleId'],
-      failureReason: h['failureReason'],
-      digests: h['sha256'] && h['md5'] ? { sha256: h['sha256'], md5: h['md5'] } : undefined,
-      snapshot: h['snapshot'],
-      dedupHandleId: h['dedupHandleId'],
-      digest: { parts: Number(h['dgParts'] ?? 0), ...(h['dgState'] ? { state: h['dgState'] } : {}) },
+      startedOn: Number(h.createdAt),
+      updatedOn: Number(h.updatedAt),
+      resultFileHandleId: h.resultFileHandleId,
+      failureReason: h.failureReason,
+      digests: h.sha256 && h.md5 ? { sha256: h.sha256, md5: h.md5 } : undefined,
+      snapshot: h.snapshot,
+      dedupHandleId: h.dedupHandleId,
+      digest: { parts: Number(h.dgParts ?? 0), ...(h.dgState ? { state: h.dgState } : {}) },
     };
   }
 
