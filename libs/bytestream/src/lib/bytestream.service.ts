@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Authenticator, Principal, Scopes } from '@ferry/auth';
 import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
+import { ZstdInflater, zstdAvailable, zstdCompressor, zstdDecompress } from '@ferry/compression';
 import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
 import { nameTag } from '@ferry/redis';
 import { SHA256_EMPTY } from '@ferry/storage';
@@ -17,8 +19,9 @@ export interface WriteMessage {
 }
 
 export interface ReadResult {
-  /** Bytes of the requested range, in chunks of at most `READ_CHUNK_BYTES`. */
+  /** Bytes of the requested range (compressed for a compressed-blobs name), in chunks of at most `READ_CHUNK_BYTES`. */
   stream: Readable;
+  /** Bytes of the blob the stream carries (before compression). */
   length: number;
 }
 
@@ -49,6 +52,15 @@ export interface ByteStreamOptions {
  * Immutability: writing a finished generic name again with identical content succeeds; with other
  * content it fails with ALREADY_EXISTS and nothing changes.
  *
+ * Compressed blobs (`compressed-blobs/zstd/{hash}/{size}`, when zstd is available): a Write's data
+ * is a zstd stream of the blob from its first `write_offset` on, an offset in the uncompressed
+ * blob; the offsets of the messages after it count the compressed bytes sent (REAPI's rule). Ferry
+ * decompresses as it receives, so staging, the committed size QueryWriteStatus answers (where a
+ * resumed Write starts a new zstd stream) and the published blob are the uncompressed bytes; a
+ * bad, truncated or oversized stream drops the upload. A finished Write answers the first offset
+ * plus the compressed bytes (what Bazel checks), -1 when the blob was already there. A Read sends
+ * a zstd stream of the blob from `read_offset` (uncompressed) on; `read_limit` must be 0.
+ *
  * Resuming REAPI uploads: QueryWriteStatus of an unfinished REAPI upload answers its committed
  * size (0 if Ferry holds nothing), and current clients resume from there. Bazel 1.2 to 2.1 cannot:
  * told a partial size, its upload fails (a NullPointerException in its Chunker.seek); told 0, it
@@ -72,6 +84,9 @@ export class ByteStreamService {
   private parse(name: string): ResourceName {
     const target = parseResourceName(name, this.options.maxNameBytes);
     if (target.kind !== 'generic') this.options.instances.check(target.instance);
+    if (target.kind !== 'generic' && target.compressor && !zstdAvailable()) {
+      throw new InvalidArgumentError('zstd is not available on this server (see its Capabilities); use blobs/ names');
+    }
     return target;
   }
 
@@ -99,7 +114,7 @@ export class ByteStreamService {
       if (max > 0 && target.size > max)
         throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
       // The blob is already here (or empty): the upload is done before it starts.
-      if (await this.engine.hasBlob(target.sha256, target.size)) return target.size;
+      if (await this.engine.hasBlob(target.sha256, target.size)) return target.compressor ? -1 : target.size;
     }
 
     const uploadId = ByteStreamService.uploadId(req.resource_name);
@@ -123,10 +138,12 @@ export class ByteStreamService {
       // The whole upload is this one message: anything after it is an error, and then nothing is
       // published. Otherwise store and publish it in one step, without a resumable session.
       if (!(await it.next()).done) throw new InvalidArgumentError('WriteRequest after finish_write=true');
-      const object = await this.engine.publishWhole(req.data, this.expectation(target), (size, digests) =>
+      const compressed = target.kind === 'cas-upload' && target.compressor;
+      const data = compressed ? zstdDecompress(req.data, target.size) : req.data;
+      const object = await this.engine.publishWhole(data, this.expectation(target), (size, digests) =>
         this.describe(target, principal, size, digests),
       );
-      return object.size;
+      return compressed ? req.data.length : object.size;
     }
     try {
       session ??= await this.engine.getOrCreateSession({
@@ -162,40 +179,52 @@ export class ByteStreamService {
     if (!this.offsetAccepted(target, first.write_offset, writer.committedSize))
       throw offsetMismatch(first.write_offset, writer.committedSize);
     const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
+    // a compressed upload's data decompresses to the blob from the first offset on
+    const inflater = target.kind === 'cas-upload' && target.compressor ? new ZstdInflater(target.size - first.write_offset) : undefined;
+    const pieces = (data: Buffer): Buffer[] => (data.length === 0 ? [] : inflater ? refusing(() => inflater.inflate(data)) : [data]);
     let msg: WriteMessage = first;
     let finished: CatalogObject | undefined;
-    let offset = first.write_offset; // the client's next offset; below receivedSize only while re-sending held bytes
-    for (;;) {
-      if (msg !== first) {
-        if (finished) throw new InvalidArgumentError('WriteRequest after finish_write=true');
-        if (msg.resource_name && msg.resource_name !== first.resource_name) {
-          throw new InvalidArgumentError('resource_name changed within the Write stream');
+    let wire = first.write_offset; // the client's next write_offset
+    let position = first.write_offset; // the blob's next byte; below receivedSize only while re-sending held bytes
+    try {
+      for (;;) {
+        if (msg !== first) {
+          if (finished) throw new InvalidArgumentError('WriteRequest after finish_write=true');
+          if (msg.resource_name && msg.resource_name !== first.resource_name) {
+            throw new InvalidArgumentError('resource_name changed within the Write stream');
+          }
+          if (msg.write_offset !== wire) throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${wire})`);
         }
-        if (msg.write_offset !== offset)
-          throw new InvalidArgumentError(`write_offset ${msg.write_offset} is not the next byte (${offset})`);
-      }
-      if (msg.data.length > 0) {
-        if (declaredSize !== undefined && offset + msg.data.length > declaredSize) {
-          await writer.abandon(); // this content can never match its name: keep nothing
-          throw new InvalidArgumentError(`more data than the ${declaredSize} bytes the resource name declares`);
+        wire += msg.data.length;
+        for (const piece of pieces(msg.data)) {
+          if (declaredSize !== undefined && position + piece.length > declaredSize) {
+            throw new ContentRefused(`more data than the ${declaredSize} bytes the resource name declares`);
+          }
+          // read before write(): it takes the buffer, whose memory may move to the hashing thread
+          const length = piece.length;
+          const held = writer.receivedSize - position; // bytes of this piece Ferry already has
+          if (held < length) await writer.write(held > 0 ? piece.subarray(held) : piece);
+          position += length;
         }
-        // read before write(): it takes the buffer, whose memory may move to the hashing thread
-        const length = msg.data.length;
-        const held = writer.receivedSize - offset; // bytes of this message Ferry already has
-        if (held < length) await writer.write(held > 0 ? msg.data.subarray(held) : msg.data);
-        offset += length;
-      }
-      if (msg.finish_write) {
-        if (offset < writer.receivedSize) {
-          throw new InvalidArgumentError(`finish_write at offset ${offset}, before the ${writer.receivedSize} bytes already committed`);
+        if (msg.finish_write) {
+          if (inflater) refusing(() => inflater.end());
+          if (position < writer.receivedSize) {
+            throw new InvalidArgumentError(`finish_write at offset ${position}, before the ${writer.receivedSize} bytes already committed`);
+          }
+          finished = await writer.finish(this.expectation(target), (size, digests) => this.describe(target, principal, size, digests));
         }
-        finished = await writer.finish(this.expectation(target), (size, digests) => this.describe(target, principal, size, digests));
+        const next = await rest.next();
+        if (next.done) break;
+        msg = next.value;
       }
-      const next = await rest.next();
-      if (next.done) break;
-      msg = next.value;
+    } catch (err) {
+      // content that can never match its name (too long, or a bad zstd stream): keep nothing
+      if (!(err instanceof ContentRefused)) throw err;
+      await writer.abandon();
+      throw new InvalidArgumentError(err.message);
     }
-    return finished ? finished.size : writer.flush();
+    if (finished) return inflater ? wire : finished.size;
+    return writer.flush();
   }
 
   /**
@@ -241,9 +270,18 @@ export class ByteStreamService {
     this.auth.require(principal, Scopes.read(target.name));
     if (req.read_offset < 0) throw new OutOfRangeError(`read_offset ${req.read_offset} is negative`);
     if (req.read_limit < 0) throw new InvalidArgumentError(`read_limit ${req.read_limit} is negative`);
+    const compressed = target.kind === 'cas-download' && target.compressor;
+    if (compressed && req.read_limit !== 0) throw new InvalidArgumentError('read_limit must be 0 for a compressed-blobs name');
     const { sha256, size } = await this.locate(target, req.resource_name);
     if (req.read_offset > size) throw new OutOfRangeError(`read_offset ${req.read_offset} is past the end (${size} bytes)`);
     const end = req.read_limit > 0 ? Math.min(size, req.read_offset + req.read_limit) : size;
+    if (compressed) {
+      // (half a chunk in: zstd may grow incompressible bytes a little)
+      const plain = this.engine.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES / 2);
+      const zstd = zstdCompressor();
+      pipeline(plain, zstd).catch(() => undefined); // an error reaches the reader through `zstd`
+      return { stream: notFoundAs(zstd, req.resource_name), length: end - req.read_offset };
+    }
     const stream = this.engine.readBlob(sha256, req.read_offset, end, READ_CHUNK_BYTES);
     return { stream: notFoundAs(stream, req.resource_name), length: end - req.read_offset };
   }
@@ -283,6 +321,19 @@ export class ByteStreamService {
     if (object) return { committed_size: object.size, complete: true };
     if (upload) return { committed_size: upload.committed, complete: false };
     throw new NotFoundError(`${resourceName} not found`);
+  }
+}
+
+/** Content that can never match its name: the upload is dropped (INVALID_ARGUMENT). */
+class ContentRefused extends Error {}
+
+/** `decode`'s result, its refusal of the data (a bad zstd stream) as ContentRefused. */
+function refusing<T>(decode: () => T): T {
+  try {
+    return decode();
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new ContentRefused(err.message);
+    throw err;
   }
 }
 

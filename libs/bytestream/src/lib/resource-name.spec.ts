@@ -28,6 +28,27 @@ describe('parseResourceName', () => {
     expect(parse(`inst/blobs/${H}/5`)).toMatchObject({ kind: 'cas-download', instance: 'inst' });
   });
 
+  it('recognises compressed-blobs names (hash and size of the uncompressed blob)', () => {
+    expect(parse(`ci/uploads/u1/compressed-blobs/zstd/${H}/42/meta`)).toEqual({
+      kind: 'cas-upload',
+      name: `ci/uploads/u1/compressed-blobs/zstd/${H}/42/meta`,
+      instance: 'ci',
+      uuid: 'u1',
+      sha256: H,
+      size: 42,
+      compressor: 'zstd',
+    });
+    expect(parse(`compressed-blobs/zstd/${H}/5`)).toEqual({
+      kind: 'cas-download',
+      name: `compressed-blobs/zstd/${H}/5`,
+      instance: '',
+      sha256: H,
+      size: 5,
+      compressor: 'zstd',
+    });
+    expect(parse(`a/b/compressed-blobs/zstd/${H}/5`)).toMatchObject({ kind: 'cas-download', instance: 'a/b', compressor: 'zstd' });
+  });
+
   it('treats everything else as a generic name', () => {
     expect(parse('builds/2026/app.tar.gz')).toEqual({ kind: 'generic', name: 'builds/2026/app.tar.gz' });
     expect(parse(`blobs/${H}/5/more`)).toMatchObject({ kind: 'generic' });
@@ -46,7 +67,10 @@ describe('parseResourceName', () => {
     ['/abs/name', /empty segments/],
     ['a//b', /empty segments/],
     [`uploads/u/blobs/${'a'.repeat(40)}/3`, /unsupported digest function/],
-    [`compressed-blobs/zstd/${H}/3`, /compressed-blobs/],
+    [`compressed-blobs/deflate/${H}/3`, /compressor "deflate" is not supported/],
+    [`uploads/u/compressed-blobs/brotli/${H}/3`, /compressor "brotli" is not supported/],
+    [`compressed-blobs/zstd/${H}/3/more`, /a compressed-blobs name is/],
+    [`compressed-blobs/zstd/nothex/3`, /a compressed-blobs name is/],
   ])('refuses %j', (name, message) => {
     expect(() => parse(name)).toThrow(InvalidArgumentError);
     expect(() => parse(name)).toThrow(message);

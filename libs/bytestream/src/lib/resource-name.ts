@@ -6,14 +6,20 @@ import { InvalidArgumentError } from '@ferry/errors';
  *
  * Remote Execution API (Bazel remote caches), recognised first:
  *   upload:   [{instance}/]uploads/{uuid}/blobs/{hash}/{size}[/{anything}]
+ *             [{instance}/]uploads/{uuid}/compressed-blobs/zstd/{hash}/{size}[/{anything}]
  *   download: [{instance}/]blobs/{hash}/{size}
+ *             [{instance}/]compressed-blobs/zstd/{hash}/{size}
  * A leading "/" is tolerated. The digest function follows from the hash length; Ferry stores
- * SHA-256 (64 hex digits). Every other name is a generic name: the catalog object's name.
+ * SHA-256 (64 hex digits); hash and size are always those of the uncompressed blob. Every other
+ * name is a generic name: the catalog object's name.
  */
 export type ResourceName =
-  | { kind: 'cas-upload'; name: string; instance: string; uuid: string; sha256: string; size: number }
-  | { kind: 'cas-download'; name: string; instance: string; sha256: string; size: number }
+  | { kind: 'cas-upload'; name: string; instance: string; uuid: string; sha256: string; size: number; compressor?: Compressor }
+  | { kind: 'cas-download'; name: string; instance: string; sha256: string; size: number; compressor?: Compressor }
   | { kind: 'generic'; name: string };
+
+/** The compressors of `compressed-blobs/{compressor}/` names Ferry speaks (when zstd is available: see @ferry/compression). */
+export type Compressor = 'zstd';
 
 const RESERVED_SEGMENTS = new Set(['blobs', 'uploads', 'compressed-blobs', 'actions', 'actionResults', 'operations', 'capabilities']);
 const HEX = /^[0-9a-fA-F]+$/;
@@ -39,6 +45,9 @@ export function parseResourceName(raw: string, maxBytes: number): ResourceName {
   }
   const reapi = parseReapi(segments);
   if (reapi) return reapi;
+  if (segments.includes('compressed-blobs')) {
+    throw new InvalidArgumentError('a compressed-blobs name is [{instance}/][uploads/{uuid}/]compressed-blobs/zstd/{hash}/{size}');
+  }
   if (raw.startsWith('/') || segments.some((s) => s === '')) {
     throw new InvalidArgumentError('resource_name may not start with "/" or contain empty segments');
   }
@@ -46,17 +55,19 @@ export function parseResourceName(raw: string, maxBytes: number): ResourceName {
 }
 
 function parseReapi(segments: string[]): ResourceName | undefined {
-  const blobs = segments.indexOf('blobs');
+  const plain = segments.indexOf('blobs');
   const compressed = segments.indexOf('compressed-blobs');
-  if (compressed >= 0 && (blobs < 0 || compressed < blobs)) {
-    throw new InvalidArgumentError('compressed-blobs resource names are not supported; use uncompressed blobs/');
-  }
+  const isCompressed = compressed >= 0 && (plain < 0 || compressed < plain);
+  // `blobs` is the segment before the hash: `compressed-blobs/{compressor}` stands in its place
+  const blobs = isCompressed ? compressed + 1 : plain;
   if (blobs < 0 || blobs + 2 >= segments.length) return undefined;
+  const compressor = isCompressed ? compressorOf(segments[blobs]) : undefined;
   const hash = segments[blobs + 1];
   const sizeText = segments[blobs + 2];
   if (!HEX.test(hash) || !DECIMAL.test(sizeText)) return undefined;
-  const isUpload = blobs >= 2 && segments[blobs - 2] === 'uploads';
-  const instanceSegments = segments.slice(0, isUpload ? blobs - 2 : blobs);
+  const first = isCompressed ? compressed : blobs; // the first segment after the uuid or instance
+  const isUpload = first >= 2 && segments[first - 2] === 'uploads';
+  const instanceSegments = segments.slice(0, isUpload ? first - 2 : first);
   // A download name ends at {size}; anything after it means this is not a REAPI name.
   if (!isUpload && blobs + 3 !== segments.length) return undefined;
   if (instanceSegments.some((s) => RESERVED_SEGMENTS.has(s) || s === '')) return undefined;
@@ -67,12 +78,18 @@ function parseReapi(segments: string[]): ResourceName | undefined {
   const instance = instanceSegments.join('/');
   const sha256 = hash.toLowerCase();
   const name = segments.join('/');
+  const compression = compressor ? { compressor } : {};
   if (isUpload) {
-    const uuid = segments[blobs - 1];
+    const uuid = segments[first - 1];
     if (!uuid) throw new InvalidArgumentError('upload resource name has an empty uuid');
-    return { kind: 'cas-upload', name, instance, uuid, sha256, size };
+    return { kind: 'cas-upload', name, instance, uuid, sha256, size, ...compression };
   }
-  return { kind: 'cas-download', name, instance, sha256, size };
+  return { kind: 'cas-download', name, instance, sha256, size, ...compression };
+}
+
+function compressorOf(segment: string): Compressor {
+  if (segment !== 'zstd') throw new InvalidArgumentError(`compressor ${JSON.stringify(segment)} is not supported; Ferry speaks zstd`);
+  return segment;
 }
 
 /**

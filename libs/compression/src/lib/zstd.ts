@@ -59,7 +59,7 @@ function tooLarge(maxBytes: number): InvalidArgumentError {
  * malformed or truncated stream, or one that decompresses to more than `maxBytes` (checked as it
  * decompresses: a small bomb never allocates its output).
  */
-class Inflater {
+export class ZstdInflater {
   private readonly dctx;
   private inFrame = false;
   /** The next output buffer: replaced only once output went out in it (tiny inputs allocate nothing). */
@@ -72,7 +72,7 @@ class Inflater {
     this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
   }
 
-  /** Decompresses `src`, handing each piece of output to `out`. */
+  /** Decompresses `src`, handing each piece of output to `out` (a buffer of its own, never reused). */
   feed(src: Buffer, out: (piece: Buffer) => void): void {
     try {
       for (;;) {
@@ -95,19 +95,26 @@ class Inflater {
     }
   }
 
+  /** Decompresses `src` into pieces (see feed). */
+  inflate(src: Buffer): Buffer[] {
+    const pieces: Buffer[] = [];
+    this.feed(src, (piece) => pieces.push(piece));
+    return pieces;
+  }
+
   /** The stream ended: refused if it ended inside a frame. */
   end(): void {
     if (this.inFrame) throw badFrame('it ends in the middle of a frame');
   }
 }
 
-/** A transform that decompresses a zstd stream, with the checks of Inflater. */
+/** A transform that decompresses a zstd stream, with the checks of ZstdInflater. */
 export class ZstdDecompressor extends Transform {
-  private readonly inflater: Inflater;
+  private readonly inflater: ZstdInflater;
 
   constructor(maxBytes: number) {
     super();
-    this.inflater = new Inflater(maxBytes);
+    this.inflater = new ZstdInflater(maxBytes);
   }
 
   /** Bytes decompressed so far. */
@@ -136,9 +143,8 @@ export class ZstdDecompressor extends Transform {
 
 /** Decompresses a whole zstd buffer (batch requests), with the checks of ZstdDecompressor. */
 export function zstdDecompress(data: Buffer, maxBytes: number): Buffer {
-  const inflater = new Inflater(maxBytes);
-  const pieces: Buffer[] = [];
-  inflater.feed(data, (piece) => pieces.push(piece));
+  const inflater = new ZstdInflater(maxBytes);
+  const pieces = inflater.inflate(data);
   inflater.end();
   return Buffer.concat(pieces);
 }
