@@ -8,6 +8,7 @@ import type { Logger } from '@ferry/logging';
 import { Redis, RedisKeys, createRedis } from '@ferry/redis';
 import { ObjectExpiry } from '@ferry/objects';
 import { UploadExpiry } from '@ferry/uploads';
+import { BoundedCache } from '@ferry/cache';
 
 const jobDuration = new Histogram({
   name: 'ferry_job_duration_seconds',
@@ -52,6 +53,7 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     private readonly keys: RedisKeys,
     private readonly expiry: UploadExpiry,
     private readonly objectExpiry: ObjectExpiry,
+    private readonly cache: BoundedCache,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -85,9 +87,12 @@ export class MaintenanceProcessor implements OnApplicationBootstrap, OnApplicati
     try {
       if (job.name !== JOBS.expireUploads) throw new Error(`unknown job ${job.name}`);
       const now = Date.now();
+      const { evictedEntries, evictedBytes } = await this.cache.run(now);
       const report = {
         ...(await this.expiry.run(now, job.data.batchSize)),
         ...(await this.objectExpiry.run(now, job.data.batchSize)),
+        evictedEntries,
+        evictedBytes,
       };
       expired.inc(report.expiredSessions);
       expiredObjects.inc(report.expiredObjects);

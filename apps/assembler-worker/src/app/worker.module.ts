@@ -1,10 +1,12 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, STORAGE, UploadsModule } from '@ferry/core';
+import { FerryCoreModule, HealthController, LOGGER, MultipartCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
+import { BoundedCache, createBoundedCache } from '@ferry/cache';
 import { Catalog } from '@ferry/catalog';
 import type { Logger } from '@ferry/logging';
 import { DigestProgress, FileHandles, MultipartAssembler, MultipartExpiryHook, MultipartStore, resumableDigests } from '@ferry/multipart';
 import { ObjectExpiry, ObjectStagingOwner } from '@ferry/objects';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { UploadExpiry } from '@ferry/uploads';
@@ -47,6 +49,12 @@ export class WorkerModule {
           provide: ObjectExpiry,
           useFactory: (catalog: Catalog, storage: Storage) => new ObjectExpiry(catalog, storage, config.objects.blobGraceMs),
           inject: [Catalog, STORAGE],
+        },
+        {
+          provide: BoundedCache,
+          useFactory: (redis: Redis, keys: RedisKeys, catalog: Catalog, storage: Storage) =>
+            createBoundedCache(config.reapi.cache, config.objects.blobGraceMs, redis, keys, catalog, storage),
+          inject: [REDIS, RedisKeys, Catalog, STORAGE],
         },
         MaintenanceProcessor,
         AssemblyProcessor,

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { Inject, Injectable, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Authenticator } from '@ferry/auth';
+import { CacheFullError } from '@ferry/cache';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG, LOGGER, classifyInfraError } from '@ferry/core';
 import { InvalidArgumentError, toWireError } from '@ferry/errors';
@@ -111,7 +112,8 @@ export class CacheHttpServer implements OnApplicationBootstrap, OnApplicationShu
       const wire = toWireError(classifyInfraError(err));
       if (!wire.expected) this.logger.error({ err, method, url: req.url }, 'unexpected error');
       else this.logger.debug({ method, url: req.url, code: wire.code, message: wire.message }, 'request refused');
-      this.fail(req, res, { status: wire.http, code: wire.code, message: wire.message });
+      // (Bazel's HTTP cache: a full store is 507, as bazel-remote and nginx answer, not a 429 rate limit)
+      this.fail(req, res, { status: err instanceof CacheFullError ? 507 : wire.http, code: wire.code, message: wire.message });
     }
   }
 

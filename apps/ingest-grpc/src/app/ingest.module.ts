@@ -1,8 +1,11 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { Authenticator } from '@ferry/auth';
 import { ByteStreamService, ReapiInstances } from '@ferry/bytestream';
+import { BoundedCache, createBoundedCache } from '@ferry/cache';
+import { Catalog } from '@ferry/catalog';
 import type { FerryConfig } from '@ferry/config';
-import { FerryCoreModule, REDIS, UploadsModule } from '@ferry/core';
+import { FerryCoreModule, REDIS, STORAGE, UploadsModule } from '@ferry/core';
+import type { Storage } from '@ferry/storage';
 import { GcsService } from '@ferry/gcs';
 import { ActionCacheStore, ReapiService } from '@ferry/reapi';
 import { Redis, RedisKeys } from '@ferry/redis';
@@ -28,15 +31,26 @@ export class IngestModule {
       providers: [
         { provide: ReapiInstances, useFactory: () => new ReapiInstances(config.reapi.instances) },
         {
+          // (FERRY_CACHE_MAX_BYTES): every CAS blob published through the engine counts
+          provide: BoundedCache,
+          useFactory: (redis: Redis, keys: RedisKeys, catalog: Catalog, storage: Storage, engine: UploadEngine) => {
+            const cache = createBoundedCache(config.reapi.cache, config.objects.blobGraceMs, redis, keys, catalog, storage);
+            if (cache.bounded) engine.onPublished((object) => cache.published(object));
+            return cache;
+          },
+          inject: [REDIS, RedisKeys, Catalog, STORAGE, UploadEngine],
+        },
+        {
           provide: ByteStreamService,
-          useFactory: (engine: UploadEngine, auth: Authenticator, instances: ReapiInstances) =>
+          useFactory: (engine: UploadEngine, auth: Authenticator, instances: ReapiInstances, cache: BoundedCache) =>
             new ByteStreamService(engine, auth, {
               maxNameBytes: config.uploads.maxNameBytes,
               instances,
               maxBlobBytes: config.reapi.maxBlobBytes,
               zeroResume: config.reapi.zeroResume,
+              ...(cache.bounded ? { cache } : {}),
             }),
-          inject: [UploadEngine, Authenticator, ReapiInstances],
+          inject: [UploadEngine, Authenticator, ReapiInstances, BoundedCache],
         },
         {
           provide: GcsService,
@@ -50,13 +64,23 @@ export class IngestModule {
         },
         {
           provide: ReapiService,
-          useFactory: (engine: UploadEngine, auth: Authenticator, instances: ReapiInstances, redis: Redis, keys: RedisKeys) =>
-            new ReapiService(engine, auth, new ActionCacheStore(redis, keys, config.reapi.actionCacheTtlMs), {
+          useFactory: (
+            engine: UploadEngine,
+            auth: Authenticator,
+            instances: ReapiInstances,
+            redis: Redis,
+            keys: RedisKeys,
+            bounded: BoundedCache,
+          ) => {
+            const cache = bounded.bounded ? bounded : undefined;
+            return new ReapiService(engine, auth, new ActionCacheStore(redis, keys, config.reapi.actionCacheTtlMs, cache), {
               instances,
               maxBatchBytes: config.reapi.maxBatchBytes,
               maxBlobBytes: config.reapi.maxBlobBytes,
-            }),
-          inject: [UploadEngine, Authenticator, ReapiInstances, REDIS, RedisKeys],
+              ...(cache ? { cache } : {}),
+            });
+          },
+          inject: [UploadEngine, Authenticator, ReapiInstances, REDIS, RedisKeys, BoundedCache],
         },
         CallDrain,
         ByteStreamGrpc,

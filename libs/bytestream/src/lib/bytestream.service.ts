@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Authenticator, Principal, Scopes } from '@ferry/auth';
 import { type CatalogObject, assertClientWritable } from '@ferry/catalog';
+import type { BoundedCache } from '@ferry/cache';
 import { ZstdInflater, zstdAvailable, zstdCompressor, zstdDecompress } from '@ferry/compression';
 import { InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
 import { nameTag } from '@ferry/redis';
@@ -40,6 +41,8 @@ export interface ByteStreamOptions {
   maxBlobBytes: number;
   /** Who is told 0 for an unfinished REAPI upload (FERRY_REAPI_ZERO_RESUME); default `auto`. */
   zeroResume?: ZeroResume;
+  /** The bounded cache (FERRY_CACHE_MAX_BYTES): a new CAS upload is admitted first, a CAS read touches its blob. */
+  cache?: BoundedCache;
 }
 
 /**
@@ -134,6 +137,8 @@ export class ByteStreamService {
     // A resume of an upload Ferry does not hold (never begun, or expired by the worker): creating a
     // session for it would only leave an empty one behind, and the offset could never match.
     if (!session && req.write_offset !== 0) throw unknownUpload(req.resource_name);
+    // a new CAS upload must fit in the bounded cache (RESOURCE_EXHAUSTED before anything is stored)
+    if (!session && target.kind === 'cas-upload') await this.options.cache?.admit(target.size);
     if (!session && req.finish_write && req.write_offset === 0) {
       // The whole upload is this one message: anything after it is an error, and then nothing is
       // published. Otherwise store and publish it in one step, without a resumable session.
@@ -292,6 +297,7 @@ export class ByteStreamService {
     if (target.kind === 'cas-download') {
       if (target.sha256 === SHA256_EMPTY && target.size === 0) return { sha256: SHA256_EMPTY, size: 0 };
       if (!(await this.engine.hasBlob(target.sha256, target.size))) throw new NotFoundError(`${resourceName} not found`);
+      await this.options.cache?.index.touchBlobs([{ sha256: target.sha256, size: target.size }]);
       return { sha256: target.sha256, size: target.size };
     }
     const object = await this.engine.object(target.name);

@@ -28,10 +28,7 @@ const DECIMAL = /^(0|[1-9][0-9]{0,15})$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
-/** The catalog name of a CAS blob: the name Bazel reads it by with an empty instance. */
-export function casObjectName(sha256: string, size: number): string {
-  return `blobs/${sha256}/${size}`;
-}
+export { casObjectName } from '@ferry/catalog';
 
 export function parseResourceName(raw: string, maxBytes: number): ResourceName {
   if (!raw) throw new InvalidArgumentError('resource_name is required');

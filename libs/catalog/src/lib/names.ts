@@ -6,6 +6,11 @@ import { PermissionDeniedError } from '@ferry/errors';
  */
 export const FILE_HANDLE_PREFIX = 'fileHandle/';
 
+/** The catalog name of a CAS blob (REAPI, Bazel's HTTP cache): the name Bazel reads it by with an empty instance. */
+export function casObjectName(sha256: string, size: number): string {
+  return `blobs/${sha256}/${size}`;
+}
+
 /** The catalog name of a file handle's object (documented in the README's name mapping). */
 export function fileHandleObjectName(id: string): string {
   return `${FILE_HANDLE_PREFIX}${id}`;

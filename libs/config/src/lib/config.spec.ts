@@ -26,6 +26,19 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ FERRY_HEAP_GROWING_PERCENT: 'x' })).toThrow(/FERRY_HEAP_GROWING_PERCENT/);
   });
 
+  it('bounds the cache only when asked, with watermarks in order', () => {
+    expect(loadConfig({}).reapi.cache).toEqual({ maxBytes: 0, highBytes: 0, lowBytes: 0, minAgeMs: 60_000 });
+    expect(loadConfig({ FERRY_CACHE_MAX_BYTES: '1000', FERRY_CACHE_MIN_AGE_MS: '0' }).reapi.cache).toEqual({
+      maxBytes: 1000,
+      highBytes: 900,
+      lowBytes: 800,
+      minAgeMs: 0,
+    });
+    expect(() => loadConfig({ FERRY_CACHE_MAX_BYTES: '-1' })).toThrow(/FERRY_CACHE_MAX_BYTES/);
+    expect(() => loadConfig({ FERRY_CACHE_HIGH_WATERMARK: '1.5' })).toThrow(/FERRY_CACHE_HIGH_WATERMARK/);
+    expect(() => loadConfig({ FERRY_CACHE_LOW_WATERMARK: '0.95' })).toThrow(/FERRY_CACHE_LOW_WATERMARK \(0.95\) must be below/);
+  });
+
   it('names the bad variable', () => {
     expect(() => loadConfig({ FERRY_GRPC_PORT: 'abc' })).toThrow(/FERRY_GRPC_PORT/);
     expect(() => loadConfig({ REDIS_URL: 'http://x' })).toThrow(/REDIS_URL/);

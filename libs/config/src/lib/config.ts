@@ -100,6 +100,8 @@ export interface FerryConfig {
      * `never` none (all get the committed size). See ByteStreamService in @ferry/bytestream.
      */
     zeroResume: 'auto' | 'always' | 'never';
+    /** The bounded cache (FERRY_CACHE_*; maxBytes 0: unbounded). See BoundedCache in @ferry/cache. */
+    cache: { maxBytes: number; highBytes: number; lowBytes: number; minAgeMs: number };
   };
   /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
   signedUrlTtlMs: number;
@@ -311,6 +313,10 @@ const envSchema = z.object({
     .default(4 * 1024 * 1024),
   FERRY_CAS_MAX_BLOB_BYTES: z.coerce.number().int().min(0).default(0),
   FERRY_ACTION_CACHE_TTL_MS: positiveInt.default(7 * 24 * 60 * 60 * 1000),
+  FERRY_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
+  FERRY_CACHE_HIGH_WATERMARK: z.coerce.number().gt(0).max(1).default(0.9),
+  FERRY_CACHE_LOW_WATERMARK: z.coerce.number().gt(0).max(1).default(0.8),
+  FERRY_CACHE_MIN_AGE_MS: z.coerce.number().int().min(0).default(60_000),
   FERRY_REAPI_ZERO_RESUME: z.enum(['auto', 'always', 'never'], { errorMap: () => ({ message: 'auto, always or never' }) }).default('auto'),
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
@@ -456,6 +462,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   if (Boolean(e.FERRY_S3_ACCESS_KEY_ID) !== Boolean(e.FERRY_S3_SECRET_ACCESS_KEY)) {
     throw new ConfigError('FERRY_S3_ACCESS_KEY_ID and FERRY_S3_SECRET_ACCESS_KEY: set both, or neither (the AWS default credential chain)');
   }
+  if (e.FERRY_CACHE_LOW_WATERMARK >= e.FERRY_CACHE_HIGH_WATERMARK) {
+    throw new ConfigError(
+      `FERRY_CACHE_LOW_WATERMARK (${e.FERRY_CACHE_LOW_WATERMARK}) must be below FERRY_CACHE_HIGH_WATERMARK (${e.FERRY_CACHE_HIGH_WATERMARK})`,
+    );
+  }
   const tls = parseTls(e);
   const root = findWorkspaceRoot() ?? process.cwd();
   return {
@@ -517,6 +528,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       maxBlobBytes: e.FERRY_CAS_MAX_BLOB_BYTES,
       actionCacheTtlMs: e.FERRY_ACTION_CACHE_TTL_MS,
       zeroResume: e.FERRY_REAPI_ZERO_RESUME,
+      cache: {
+        maxBytes: e.FERRY_CACHE_MAX_BYTES,
+        highBytes: Math.floor(e.FERRY_CACHE_MAX_BYTES * e.FERRY_CACHE_HIGH_WATERMARK),
+        lowBytes: Math.floor(e.FERRY_CACHE_MAX_BYTES * e.FERRY_CACHE_LOW_WATERMARK),
+        minAgeMs: e.FERRY_CACHE_MIN_AGE_MS,
+      },
     },
     signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),

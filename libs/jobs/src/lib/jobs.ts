@@ -42,6 +42,9 @@ export interface ExpireUploadsResult {
   removedStaging: number;
   expiredObjects?: number;
   collectedBlobs?: number;
+  /** Entries and bytes the bounded cache evicted (FERRY_CACHE_MAX_BYTES). */
+  evictedEntries?: number;
+  evictedBytes?: number;
 }
 
 /** Deterministic id of the repeatable expiry job scheduler (one per deployment, whatever the replica count). */

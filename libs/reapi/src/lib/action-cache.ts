@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '@ferry/errors';
 import type { ActionResult, ActionResult__Output } from '@ferry/protocol';
 import { messageCodec } from '@ferry/protocol';
 import type { Redis, RedisKeys } from '@ferry/redis';
+import { type BoundedCache, cacheMetrics } from '@ferry/cache';
 
 /** The encoded size above which an action result is refused (results are small; outputs live in the CAS). */
 export const MAX_ACTION_RESULT_BYTES = 1024 * 1024;
@@ -19,6 +20,8 @@ export class ActionCacheStore {
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     private readonly ttlMs: number,
+    /** The bounded cache, which counts every result held (undefined: unbounded). */
+    private readonly cache?: BoundedCache,
   ) {}
 
   /** Encodes a result as stored (and as a client will get it back). */
@@ -41,8 +44,13 @@ export class ActionCacheStore {
   async getEncoded(instance: string, hash: string): Promise<Buffer | undefined> {
     const key = this.keys.actionResult(instance, hash);
     const bytes = await this.redis.getBuffer(key);
-    if (!bytes) return undefined;
+    if (!bytes) {
+      cacheMetrics.misses.inc({ kind: 'action' });
+      return undefined;
+    }
+    cacheMetrics.hits.inc({ kind: 'action' });
     await this.redis.pexpire(key, this.ttlMs);
+    await this.cache?.index.touchAction(key, bytes.length);
     return bytes;
   }
 
@@ -52,7 +60,9 @@ export class ActionCacheStore {
   }
 
   async put(instance: string, hash: string, encoded: Buffer): Promise<void> {
-    await this.redis.set(this.keys.actionResult(instance, hash), encoded, 'PX', this.ttlMs);
+    const key = this.keys.actionResult(instance, hash);
+    await this.redis.set(key, encoded, 'PX', this.ttlMs);
+    await this.cache?.index.touchAction(key, encoded.length);
   }
 
   async delete(instance: string, hash: string): Promise<void> {

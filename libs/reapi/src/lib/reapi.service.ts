@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Authenticator, Principal, Scopes, satisfiesScope } from '@ferry/auth';
 import { ReapiInstances, casCatalogObject } from '@ferry/bytestream';
+import { type BoundedCache, cacheMetrics } from '@ferry/cache';
 import { zstdAvailable, zstdCompress, zstdDecompress } from '@ferry/compression';
 import { FerryError, InvalidArgumentError, NotFoundError, toWireError } from '@ferry/errors';
 import type {
@@ -33,6 +34,8 @@ export interface ReapiOptions {
   maxBatchBytes: number;
   /** max_cas_blob_size_bytes; 0: no limit. */
   maxBlobBytes: number;
+  /** The bounded cache (FERRY_CACHE_MAX_BYTES): blobs used are touched, new ones admitted first. */
+  cache?: BoundedCache;
 }
 
 /** A digest as Ferry uses it: lowercase SHA-256 hex and a size. */
@@ -143,6 +146,7 @@ export class ReapiService {
             throw new InvalidArgumentError(`blob ${digest.hash}: ${r.data.length} bytes sent, the digest declares ${digest.size}`);
           }
           if (!(await this.engine.hasBlob(digest.hash, digest.size))) {
+            await this.options.cache?.admit(digest.size);
             // (decompressed only up to the declared size, and refused past it)
             const data = zstd ? zstdDecompress(r.data, digest.size) : r.data;
             await this.engine.publishWhole(data, { size: digest.size, sha256: digest.hash, declaredBy: 'the digest' }, (size, digests) =>
@@ -320,7 +324,12 @@ export class ReapiService {
     const { prefix } = this.scope(instanceName);
     this.auth.require(principal, Scopes.read(`${prefix}blobs/${hash}/*`));
     const size = hash === SHA256_EMPTY ? 0 : await this.engine.blobSize(hash);
-    if (size === undefined) throw new NotFoundError(`blob ${hash} not found`);
+    if (size === undefined) {
+      cacheMetrics.misses.inc({ kind: 'blob' });
+      throw new NotFoundError(`blob ${hash} not found`);
+    }
+    cacheMetrics.hits.inc({ kind: 'blob' });
+    await this.options.cache?.index.touchBlobs([{ sha256: hash, size }]);
     return { size, read: () => this.engine.readBlob(hash, 0, size) };
   }
 
@@ -351,6 +360,7 @@ export class ReapiService {
       if (mismatch) throw new InvalidArgumentError(mismatch);
       return;
     }
+    await this.options.cache?.admit(size);
     if (size <= HTTP_WHOLE_BODY_BYTES) {
       const chunks: Buffer[] = [];
       let received = 0;
@@ -410,7 +420,11 @@ export class ReapiService {
     if (max > 0 && size > max) throw new InvalidArgumentError(`blob of ${size} bytes exceeds max_cas_blob_size_bytes ${max}`);
   }
 
-  /** Whether each blob is stored with its size (the empty blob always is). */
+  /**
+   * Whether each blob is stored with its size (the empty blob always is). The present ones are the
+   * most recently used entries of the bounded cache from now on (what a build asked for, or an
+   * action result it was given, refers to: they are what it reads next).
+   */
   private async present(digests: BlobDigest[]): Promise<boolean[]> {
     const out = new Array<boolean>(digests.length);
     let next = 0;
@@ -421,12 +435,17 @@ export class ReapiService {
         }
       }),
     );
+    const found = digests.filter((_, i) => out[i]);
+    cacheMetrics.hits.inc({ kind: 'blob' }, found.length);
+    cacheMetrics.misses.inc({ kind: 'blob' }, digests.length - found.length);
+    await this.options.cache?.index.touchBlobs(found.map((d) => ({ sha256: d.hash, size: d.size })));
     return out;
   }
 
   private async readBlob(digest: BlobDigest): Promise<Buffer> {
     const missing = (cause?: unknown) => new NotFoundError(`blob ${digest.hash}/${digest.size} not found`, { cause });
     if (!(await this.engine.hasBlob(digest.hash, digest.size))) throw missing();
+    await this.options.cache?.index.touchBlobs([{ sha256: digest.hash, size: digest.size }]);
     const chunks: Buffer[] = [];
     try {
       for await (const chunk of this.engine.readBlob(digest.hash, 0, digest.size)) chunks.push(chunk as Buffer);

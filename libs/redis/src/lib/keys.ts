@@ -102,6 +102,21 @@ export class RedisKeys {
     return `${this.prefix}:ac:{${nameTag(`${instance}\n${hash}`)}}`;
   }
 
+  /** The bounded cache's entries (CAS blobs, action results) by last access (ms): the evictor's queue. */
+  cacheLru(): string {
+    return `${this.prefix}:{cache}:lru`;
+  }
+
+  /** The size of each cache entry (same slot as the LRU). */
+  cacheSizes(): string {
+    return `${this.prefix}:{cache}:sizes`;
+  }
+
+  /** The cache's totals: `bytes` held, `evictedBytes`, `evicted` entries (same slot). */
+  cacheTotals(): string {
+    return `${this.prefix}:{cache}:totals`;
+  }
+
   /** BullMQ prefix: hash-tagged so every key of a queue lands in one slot. */
   bullPrefix(): string {
     return `{${this.prefix}:bull}`;

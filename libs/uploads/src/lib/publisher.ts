@@ -16,10 +16,17 @@ import type { Storage } from '@ferry/storage';
  * worker deletes it.
  */
 export class Publisher {
+  private readonly listeners: ((object: CatalogObject) => Promise<void>)[] = [];
+
   constructor(
     private readonly storage: Storage,
     private readonly catalog: Catalog,
   ) {}
+
+  /** Calls `listener` with every object published (created, or found identical), after step 3. */
+  onPublished(listener: (object: CatalogObject) => Promise<void>): void {
+    this.listeners.push(listener);
+  }
 
   /** Steps 1 and 2 for bytes verified in staging (`stagingId`), which are gone afterwards. */
   async storeStaged(stagingId: string, sha256: string, claimant: string): Promise<void> {
@@ -41,7 +48,9 @@ export class Publisher {
   async publish(object: CatalogObject, now = Date.now()): Promise<CatalogObject> {
     const previous = await this.catalog.get(object.name);
     if (previous && expired(previous, now)) await this.catalog.deleteIfUnchanged(object.name, previous.createdAt);
-    return this.catalog.publish(object);
+    const published = await this.catalog.publish(object);
+    for (const listener of this.listeners) await listener(published);
+    return published;
   }
 
   /** The published object `name`, unless there is none or it has expired. */

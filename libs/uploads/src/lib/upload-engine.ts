@@ -40,6 +40,11 @@ export class UploadEngine {
     };
   }
 
+  /** Calls `listener` with every object published through the engine (the bounded cache counts its blobs). */
+  onPublished(listener: (object: CatalogObject) => Promise<void>): void {
+    this.publisher.onPublished(listener);
+  }
+
   /** The published object `name`, unless there is none or it has expired (gone for every face). */
   object(name: string): Promise<CatalogObject | undefined> {
     return this.publisher.object(name);

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'cache',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/cache',
+};

@@ -1,0 +1,3 @@
+export * from './lib/cache-index';
+export * from './lib/bounded-cache';
+export * from './lib/cache-metrics';
