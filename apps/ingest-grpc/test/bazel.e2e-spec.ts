@@ -12,37 +12,33 @@
  * Bazel 2.1 sends `--remote_header` credentials on the action cache and FindMissingBlobs calls, but
  * none on GetCapabilities and ByteStream: the server runs with a CI client for the former and
  * FERRY_ANONYMOUS_SCOPES for the instance's CAS uploads and reads (content-verified) for the latter.
+ * The workspace, the runner and the checks are bazel.harness.ts, shared with bazel42.e2e-spec.ts.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { type AddressInfo, type Socket, createConnection, createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import { TempDir, TestRedis, freePort, makeTestPki, startTestRedis, stopProcess, tempDir } from '@ferry/testing';
 import {
-  TempDir,
-  TestPki,
-  TestRedis,
-  freePort,
-  makeTestPki,
-  reapiClients,
-  startBuiltApp,
-  startTestRedis,
-  stopProcess,
-  tempDir,
-  unaryCall,
-  waitUntilReady,
-} from '@ferry/testing';
+  BazelBinary,
+  BazelRunner,
+  INSTANCE,
+  cleanRebuildHitsTheCache as cleanRebuild,
+  expectAllHits,
+  expectAllRan,
+  grpcCache,
+  outputs,
+  startIngest as startIngestFor,
+  writeWorkspace,
+} from './bazel.harness';
 
 const BAZEL_VERSION = '2.1.0';
-const INSTANCE = 'ci';
-const TOKEN = 'ci-token-for-bazel';
 const supported = platform() === 'linux' && arch() === 'x64';
 
 /** Installs Bazel from npm once per machine (cached in the OS temp dir) and returns the binary. */
-function installBazel(): string {
+function installBazel(): BazelBinary {
   const prefix = join(tmpdir(), `ferry-bazel-${BAZEL_VERSION}`);
   const binary = join(prefix, 'node_modules', '@bazel', 'bazel-linux_x64', `bazel-${BAZEL_VERSION}-linux-x86_64`);
   if (!existsSync(binary)) {
@@ -66,7 +62,7 @@ function installBazel(): string {
     );
   }
   chmodSync(binary, 0o755); // the package ships it without the executable bit
-  return binary;
+  return { version: BAZEL_VERSION, path: binary, startup: [] };
 }
 
 /**
@@ -111,23 +107,6 @@ async function cuttingProxy(target: number, cutAfter: number): Promise<{ port: n
   };
 }
 
-/** A workspace of genrules: a chain, a fan-in, and a 3 MiB output (several ByteStream messages). */
-function writeWorkspace(dir: string, salt: string): string[] {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'WORKSPACE'), '');
-  writeFileSync(
-    join(dir, 'BUILD'),
-    `
-genrule(name = "greeting", outs = ["greeting.txt"], cmd = "echo 'hello from ${salt}' > $@")
-genrule(name = "shout", srcs = [":greeting"], outs = ["shout.txt"], cmd = "tr a-z A-Z < $< > $@")
-genrule(name = "numbers", outs = ["numbers.txt"], cmd = "seq 1 20000 > $@; echo ${salt} >> $@")
-genrule(name = "big", srcs = [":numbers"], outs = ["big.bin"], cmd = "for i in $$(seq 1 28); do cat $< ; done > $@")
-genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd = "cat $(location :shout) > $@; wc -c < $(location :big) >> $@")
-`,
-  );
-  return ['greeting.txt', 'shout.txt', 'numbers.txt', 'big.bin', 'bundle.txt'];
-}
-
 (supported ? describe : describe.skip)(`Bazel ${BAZEL_VERSION} with --remote_cache on Ferry`, () => {
   let redis: TestRedis;
   let data: TempDir;
@@ -135,122 +114,29 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   let port: number;
   let httpPort: number;
   let server: ChildProcess | undefined;
-  let bazel: string;
+  let bazel: BazelRunner;
 
-  /** An ingest-grpc on the suite's Redis and data: plaintext on `port` / `httpPort`, or TLS with `tls`. */
-  async function startIngest(ports: { grpc: number; http: number }, tls?: { pki: TestPki }): Promise<ChildProcess> {
-    const child = startBuiltApp(
-      'ingest-grpc',
-      {
-        FERRY_GRPC_PORT: String(ports.grpc),
-        FERRY_CACHE_HTTP_PORT: String(ports.http),
-        ...(tls ? { FERRY_GRPC_TLS_CERT: tls.pki.serverCert.path, FERRY_GRPC_TLS_KEY: tls.pki.serverKey.path } : {}),
-        REDIS_URL: redis.url,
-        FERRY_REDIS_PREFIX: redis.prefix,
-        FERRY_DATA_DIR: data.path,
-        FERRY_LOG_LEVEL: 'warn',
-        FERRY_REAPI_INSTANCES: INSTANCE,
-        FERRY_REAPI_ZERO_RESUME: 'auto', // the default: Bazel 2.1 is told 0 for a broken upload
-        FERRY_CLIENTS: JSON.stringify([
-          { clientId: 'bazel-ci', accessToken: TOKEN, scopes: [`ferry:write:${INSTANCE}/*`, `ferry:read:${INSTANCE}/*`] },
-        ]),
-        FERRY_ANONYMOUS_SCOPES: `ferry:write:${INSTANCE}/uploads/*,ferry:read:${INSTANCE}/blobs/*`,
-      },
-      true,
-    );
-    const probe = reapiClients(
-      `127.0.0.1:${ports.grpc}`,
-      tls ? grpc.credentials.createSsl(tls.pki.ca.pem) : grpc.credentials.createInsecure(),
-    );
-    try {
-      await waitUntilReady(
-        child,
-        () => unaryCall(probe.capabilities, 'GetCapabilities', { instance_name: INSTANCE }, new grpc.Metadata()).then(() => true),
-        'ingest-grpc',
-      );
-    } finally {
-      probe.close();
-    }
-    return child;
-  }
+  /** Bazel 2.1 sends no credentials on ByteStream: the instance's CAS uploads and reads go anonymous. */
+  const anonymousScopes = `ferry:write:${INSTANCE}/uploads/*,ferry:read:${INSTANCE}/blobs/*`;
 
   async function startServer(): Promise<void> {
-    server = await startIngest({ grpc: port, http: httpPort });
+    server = await startIngestFor({ redis, data, ports: { grpc: port, http: httpPort }, anonymousScopes });
   }
 
-  /**
-   * Runs bazel in `dir`; resolves with its combined output (rejects with it on failure). Not with
-   * spawnSync: this process keeps serving meanwhile (the cutting proxy lives in it).
-   */
-  function run(dir: string, args: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(
-        bazel,
-        [`--output_user_root=${join(work.path, 'bazel-root')}`, '--nohome_rc', '--nosystem_rc', '--max_idle_secs=30', ...args],
-        {
-          cwd: dir,
-          timeout: 240_000,
-          env: { ...process.env, HOME: work.path },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
-      let output = '';
-      child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
-      child.stderr.setEncoding('utf8').on('data', (text: string) => (output += text));
-      child.on('error', reject);
-      child.on('close', (code, signal) =>
-        code === 0 ? resolve(output) : reject(new Error(`bazel ${args.join(' ')} exited with ${code ?? signal}:\n${output}`)),
-      );
-    });
-  }
-
-  /** A build against the remote cache `cache` (flags); by default Ferry's gRPC port, instance ci. */
-  const build = (dir: string, cache: string[] | number = port) =>
-    run(dir, [
-      'build',
-      ...(typeof cache === 'number' ? [`--remote_cache=grpc://127.0.0.1:${cache}`, `--remote_instance_name=${INSTANCE}`] : cache),
-      `--remote_header=authorization=Bearer ${TOKEN}`,
-      '--spawn_strategy=local',
-      '--noshow_progress',
-      '//...',
-    ]);
-
-  const outputs = (dir: string, files: string[]) =>
-    Object.fromEntries(
-      files.map((f) => [
-        f,
-        createHash('sha256')
-          .update(readFileSync(join(dir, 'bazel-bin', f)))
-          .digest('hex'),
-      ]),
-    );
-
-  /** "INFO: N processes: ..." of a build: how many actions ran and how many were remote cache hits. */
-  function processes(output: string): { total: number; remoteHits: number } {
-    const line = /INFO: (\d+) process(?:es)?: ([^\n]*)/.exec(output);
-    if (!line) throw new Error(`no process summary in:\n${output}`);
-    const hits = /(\d+) remote cache hit/.exec(line[2]);
-    return { total: Number(line[1]), remoteHits: hits ? Number(hits[1]) : 0 };
-  }
+  const workspaces = ['ws-plain', 'ws-restart', 'ws-broken', 'ws-tls-http'];
 
   beforeAll(async () => {
-    bazel = installBazel();
     redis = await startTestRedis();
     data = tempDir('ferry-bazel-data');
     work = tempDir('ferry-bazel-work');
+    bazel = new BazelRunner(installBazel(), work.path);
     port = await freePort();
     httpPort = await freePort();
     await startServer();
   }, 600_000);
 
   afterAll(async () => {
-    for (const ws of ['ws-plain', 'ws-restart', 'ws-broken', 'ws-tls-http']) {
-      if (existsSync(join(work.path, ws)))
-        spawnSync(bazel, [`--output_user_root=${join(work.path, 'bazel-root')}`, 'shutdown'], {
-          cwd: join(work.path, ws),
-          timeout: 60_000,
-        });
-    }
+    bazel?.shutdown(workspaces.map((ws) => join(work.path, ws)));
     await stopProcess(server);
     await redis.stop();
     data.remove();
@@ -260,19 +146,10 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   async function cleanRebuildHitsTheCache(
     name: string,
     betweenBuilds: () => Promise<void>,
-    cache: string[] | number = port,
+    cache: string[] = grpcCache(port),
     salt = name,
   ): Promise<void> {
-    const dir = join(work.path, name);
-    const files = writeWorkspace(dir, `${salt}-${Date.now()}`);
-    const first = await build(dir, cache);
-    expect(processes(first)).toEqual({ total: files.length, remoteHits: 0 }); // fresh content: every action ran
-    const before = outputs(dir, files);
-    await betweenBuilds();
-    await run(dir, ['clean']);
-    const second = await build(dir, cache);
-    expect(processes(second)).toEqual({ total: files.length, remoteHits: files.length });
-    expect(outputs(dir, files)).toEqual(before);
+    await cleanRebuild(bazel, join(work.path, name), `${salt}-${Date.now()}`, cache, betweenBuilds);
   }
 
   it('serves every action of a clean rebuild from the cache, outputs byte-identical', async () => {
@@ -293,14 +170,14 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
     try {
       const dir = join(work.path, 'ws-broken');
       const files = writeWorkspace(dir, `ws-broken-${Date.now()}`);
-      const first = await build(dir, proxy.port);
+      const first = await bazel.build(dir, grpcCache(proxy.port));
       expect(proxy.cuts()).toBe(1);
-      expect(first).not.toMatch(/Writing to Remote Cache/); // what Bazel prints when an upload fails
-      expect(processes(first)).toEqual({ total: files.length, remoteHits: 0 });
+      expect(first.output).not.toMatch(/Writing to Remote Cache/); // what Bazel prints when an upload fails
+      expectAllRan(first, files);
       const before = outputs(dir, files);
-      await run(dir, ['clean']);
-      const second = await build(dir);
-      expect(processes(second)).toEqual({ total: files.length, remoteHits: files.length });
+      await bazel.run(dir, ['clean']);
+      const second = await bazel.build(dir, grpcCache(port));
+      expectAllHits(second, files);
       expect(outputs(dir, files)).toEqual(before);
     } finally {
       await proxy.close();
@@ -311,7 +188,7 @@ genrule(name = "bundle", srcs = [":shout", ":big"], outs = ["bundle.txt"], cmd =
   it('does so over TLS: --remote_cache=grpcs:// with --tls_certificate, against a server with an openssl-made certificate', async () => {
     const pki = makeTestPki(join(work.path, 'pki'));
     const ports = { grpc: await freePort(), http: await freePort() };
-    const tlsServer = await startIngest(ports, { pki });
+    const tlsServer = await startIngestFor({ redis, data, ports, tls: { pki }, anonymousScopes });
     try {
       await cleanRebuildHitsTheCache('ws-tls-http', async () => undefined, [
         `--remote_cache=grpcs://127.0.0.1:${ports.grpc}`,
