@@ -54,11 +54,13 @@ export interface IngestForBazel {
   tls?: { pki: TestPki };
   /** FERRY_ANONYMOUS_SCOPES: what calls without credentials may do (Bazel 2.x sends none on ByteStream). */
   anonymousScopes?: string;
+  /** More of the server's environment (FERRY_CACHE_MAX_BYTES...). */
+  env?: Record<string, string>;
 }
 
 /** An ingest-grpc serving instance `ci` to the client with `TOKEN`; resolves once Capabilities answer. */
 export async function startIngest(options: IngestForBazel): Promise<ChildProcess> {
-  const { redis, data, ports, tls, anonymousScopes } = options;
+  const { redis, data, ports, tls, anonymousScopes, env = {} } = options;
   const child = startBuiltApp(
     'ingest-grpc',
     {
@@ -77,6 +79,7 @@ export async function startIngest(options: IngestForBazel): Promise<ChildProcess
       ]),
       // unset (not empty) when not given: calls without credentials are refused
       ...(anonymousScopes ? { FERRY_ANONYMOUS_SCOPES: anonymousScopes } : {}),
+      ...env,
     },
     true,
   );

@@ -22,11 +22,23 @@
  */
 import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { arch, platform } from 'node:os';
 import { join } from 'node:path';
 import { TempDir, TestPki, TestRedis, freePort, makeTestPki, startTestRedis, stopProcess, tempDir } from '@ferry/testing';
-import { BazelBinary, BazelRunner, INSTANCE, cleanRebuildHitsTheCache, grpcCache, startIngest, tryRun } from './bazel.harness';
+import { Redis } from 'ioredis';
+import {
+  BazelBinary,
+  BazelRunner,
+  INSTANCE,
+  cleanRebuildHitsTheCache,
+  expectAllRan,
+  grpcCache,
+  outputs,
+  startIngest,
+  tryRun,
+  writeWorkspace,
+} from './bazel.harness';
 
 const PACKAGE = 'bazel-bootstrap';
 /** netty-tcnative's JNI library: OpenSSL for Bazel's Netty, which grpcs:// needs (see TCNATIVE). */
@@ -88,6 +100,14 @@ function installDebianBazel(jniDir: string): BazelBinary {
     path: BINARY,
     startup: [`--install_base=${INSTALL_BASE}`, '--trust_install_base', `--host_jvm_args=-Djava.library.path=${INSTALL_BASE}/:${jniDir}`],
   };
+}
+
+/** The bytes of the files under `dir` (the blobs a data directory holds). */
+function bytesUnder(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .reduce((sum, e) => sum + statSync(join(e.parentPath, e.name)).size, 0);
 }
 
 /** ingest-grpc's `ferry_download_bytes_sent_total{protocol}` (0 before any read). */
@@ -158,6 +178,49 @@ async function bytesSent(metricsPort: number, protocol: string): Promise<number>
     });
     expect((await bytesSent(ports.metrics, 'http-cache')) - sentBefore).toBeGreaterThanOrEqual(outputBytes(files));
   }, 600_000);
+
+  it('builds more than a small cache holds (FERRY_CACHE_MAX_BYTES): the store stays within its cap, and a build whose blobs were evicted reruns them', async () => {
+    const cap = 4 * 1024 * 1024;
+    const capped = { grpc: await freePort(), http: await freePort() };
+    const cappedRedis = await startTestRedis();
+    const cappedData = tempDir('ferry-bazel42-capped');
+    // (no minimum age: what a build just wrote may make room for its next output at once)
+    const cappedServer = await startIngest({
+      redis: cappedRedis,
+      data: cappedData,
+      ports: capped,
+      env: { FERRY_CACHE_MAX_BYTES: String(cap), FERRY_CACHE_MIN_AGE_MS: '0' },
+    });
+    const state = new Redis(cappedRedis.url);
+    const held = async () => Number(await state.hget(`${cappedRedis.prefix}:{cache}:totals`, 'bytes'));
+    try {
+      const cache = grpcCache(capped.grpc);
+      // three builds of ~3.3 MB of outputs each: together more than twice the cap
+      const salts = [1, 2, 3].map((i) => `capped-${i}-${Date.now()}`);
+      let firstOutputs: Record<string, string> = {};
+      for (const [i, salt] of salts.entries()) {
+        const files = writeWorkspace(ws, salt);
+        const build = await bazel.build(ws, cache);
+        expectAllRan(build, files);
+        if (i === 0) firstOutputs = outputs(ws, files);
+        expect(await held()).toBeLessThanOrEqual(cap);
+        expect(bytesUnder(join(cappedData.path, 'blobs'))).toBeLessThanOrEqual(cap);
+      }
+      // the first build again, after a clean: its blobs were evicted (the 3 MiB output surely): those
+      // actions run again instead of failing, and the outputs are the same
+      const files = writeWorkspace(ws, salts[0]);
+      await bazel.run(ws, ['clean']);
+      const again = await bazel.build(ws, cache);
+      expect(again.spawns.filter((s) => s.mnemonic === 'Genrule' && !s.remoteCacheHit).length).toBeGreaterThan(0);
+      expect(outputs(ws, files)).toEqual(firstOutputs);
+      expect(await held()).toBeLessThanOrEqual(cap);
+    } finally {
+      state.disconnect();
+      await stopProcess(cappedServer);
+      await cappedRedis.stop();
+      cappedData.remove();
+    }
+  }, 900_000);
 
   it('has no remote cache compression: Bazel 4.2 refuses --experimental_remote_cache_compression (Bazel 5+)', async () => {
     for (const flag of ['--experimental_remote_cache_compression', '--remote_cache_compression']) {

@@ -33,6 +33,8 @@ export interface EvictionReport {
 }
 
 const BATCH = 200;
+/** Evictions under way at once. */
+const CONCURRENCY = 16;
 
 /**
  * The REAPI cache bounded by size (FERRY_CACHE_MAX_BYTES): CAS blobs and action results are
@@ -99,29 +101,40 @@ export class BoundedCache {
     const report: EvictionReport = { evictedEntries: 0, evictedBytes: 0, pinnedBytes: 0, bytes: await this.index.bytes() };
     const usedBefore = now - this.limits.minAgeMs;
     const looked = new Set<string>();
-    while (report.bytes > target) {
+    // (the bytes the evictions under way will free: no more are begun than the target needs)
+    let freeing = 0;
+    while (report.bytes - freeing > target) {
       const batch = (await this.index.oldest(BATCH)).filter((c) => !looked.has(c.member));
       if (batch.length === 0) break;
-      let tooRecent = false;
-      for (const { member, entry, usedAt } of batch) {
-        if (report.bytes <= target) break;
-        if (usedAt > usedBefore) {
-          tooRecent = true; // everything after it was used later still
-          break;
-        }
-        looked.add(member);
-        const outcome = await this.evict(member, entry, now);
-        const size = entry?.size ?? 0;
-        if (outcome === 'pinned') report.pinnedBytes += size;
-        if (outcome === 'evicted') {
-          report.evictedEntries++;
-          report.evictedBytes += size;
-          cacheMetrics.evicted.inc({ kind: entry?.kind ?? 'blob' });
-          cacheMetrics.evictedBytes.inc(size);
-        }
-        if (outcome !== 'pinned') report.bytes = await this.index.bytes();
-      }
-      if (tooRecent) break;
+      const due = batch.findIndex((c) => c.usedAt > usedBefore); // everything from it on was used later still
+      const candidates = due < 0 ? batch : batch.slice(0, due);
+      let next = 0;
+      // several at once: each is a few Redis round trips and a delete, independent of the others
+      await Promise.all(
+        Array.from({ length: Math.min(CONCURRENCY, candidates.length) }, async () => {
+          while (next < candidates.length && report.bytes - freeing > target) {
+            const { member, entry } = candidates[next++];
+            looked.add(member);
+            const size = entry?.size ?? 0;
+            freeing += size;
+            try {
+              const outcome = await this.evict(member, entry, now);
+              if (outcome === 'pinned') report.pinnedBytes += size;
+              if (outcome !== 'pinned') report.bytes -= size;
+              if (outcome === 'evicted') {
+                report.evictedEntries++;
+                report.evictedBytes += size;
+                cacheMetrics.evicted.inc({ kind: entry?.kind ?? 'blob' });
+                cacheMetrics.evictedBytes.inc(size);
+              }
+            } finally {
+              freeing -= size;
+            }
+          }
+        }),
+      );
+      report.bytes = await this.index.bytes();
+      if (due >= 0) break;
     }
     report.bytes = await this.index.bytes();
     cacheMetrics.bytes.set(report.bytes);

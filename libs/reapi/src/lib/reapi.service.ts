@@ -47,8 +47,6 @@ export interface BlobDigest {
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 /** HTTP cache PUTs of a CAS blob up to this size are taken whole (one write); larger ones stream. */
 export const HTTP_WHOLE_BODY_BYTES = 1024 * 1024;
-/** Most blobs whose presence is checked at once (stat calls in flight). */
-const STAT_CONCURRENCY = 32;
 const DEFAULT_TREE_PAGE = 1000;
 
 /** google.rpc.Status of one blob in a batch. */
@@ -426,15 +424,7 @@ export class ReapiService {
    * action result it was given, refers to: they are what it reads next).
    */
   private async present(digests: BlobDigest[]): Promise<boolean[]> {
-    const out = new Array<boolean>(digests.length);
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: Math.min(STAT_CONCURRENCY, digests.length) }, async () => {
-        for (let i = next++; i < digests.length; i = next++) {
-          out[i] = await this.engine.hasBlob(digests[i].hash, digests[i].size);
-        }
-      }),
-    );
+    const out = await this.engine.hasBlobs(digests.map((d) => ({ sha256: d.hash, size: d.size })));
     const found = digests.filter((_, i) => out[i]);
     cacheMetrics.hits.inc({ kind: 'blob' }, found.length);
     cacheMetrics.misses.inc({ kind: 'blob' }, digests.length - found.length);

@@ -17,6 +17,9 @@ const aws = onFirstUse<typeof S3Sdk>(() => require('@aws-sdk/client-s3'));
 const awsPresigner = onFirstUse<typeof S3Presigner>(() => require('@aws-sdk/s3-request-presigner'));
 type S3Client = S3Sdk.S3Client;
 
+/** HEAD requests in flight at once in blobSizes. */
+const HEAD_CONCURRENCY = 32;
+
 /** S3 limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html). */
 export const S3_LIMITS = {
   /** Every part of a multipart upload but the last, and every source range of UploadPartCopy. */
@@ -394,6 +397,18 @@ export class S3Storage implements Storage {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+  }
+
+  /** HEADs, HEAD_CONCURRENCY at a time. */
+  async blobSizes(sha256s: readonly string[]): Promise<(number | undefined)[]> {
+    const out = new Array<number | undefined>(sha256s.length);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(HEAD_CONCURRENCY, sha256s.length) }, async () => {
+        for (let i = next++; i < sha256s.length; i = next++) out[i] = await this.blobSize(sha256s[i]);
+      }),
+    );
+    return out;
   }
 
   readBlob(sha256: string, start: number, end: number, chunkSize = 2 * 1024 * 1024): Readable {

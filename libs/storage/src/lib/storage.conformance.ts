@@ -327,6 +327,11 @@ export function describeStorageConformance(
       await storage.putBlob(data, digest);
       await storage.putBlob(data, digest);
       expect(await storage.blobSize(digest)).toBe(5000);
+      const absent = sha(randomBytes(8));
+      expect(await storage.blobSizes([digest, absent, SHA256_EMPTY, digest])).toEqual([5000, undefined, 0, 5000]);
+      expect(await storage.blobSizes(Array.from({ length: 600 }, (_, i) => (i % 2 ? digest : absent)))).toEqual(
+        Array.from({ length: 600 }, (_, i) => (i % 2 ? 5000 : undefined)),
+      );
       expect(await collect(storage.readBlob(digest, 0, 5000))).toEqual(data);
       const leftovers = [];
       for await (const e of storage.listStaging()) leftovers.push(e);

@@ -119,6 +119,8 @@ export interface Storage {
   putBlob(data: Buffer, sha256: string): Promise<void>;
   /** Size of a published blob, or undefined if absent. */
   blobSize(sha256: string): Promise<number | undefined>;
+  /** blobSize of many blobs at once (a FindMissingBlobs of thousands of digests), in their order. */
+  blobSizes(sha256s: readonly string[]): Promise<(number | undefined)[]>;
   /** Streams `[start, end)` of a blob in chunks of at most `chunkSize` bytes. */
   readBlob(sha256: string, start: number, end: number, chunkSize?: number): Readable;
   deleteBlob(sha256: string): Promise<void>;

@@ -64,6 +64,12 @@ export class Publisher {
     return (await this.storage.blobSize(sha256)) === size;
   }
 
+  /** Whether each blob is stored whole (REAPI's CAS presence of many digests at once). */
+  async hasBlobs(blobs: readonly { sha256: string; size: number }[]): Promise<boolean[]> {
+    const sizes = await this.storage.blobSizes(blobs.map((b) => b.sha256));
+    return blobs.map((b, i) => sizes[i] === b.size);
+  }
+
   /** Size of the blob `sha256` as stored (0 for the empty blob, which always exists), or undefined. */
   blobSize(sha256: string): Promise<number | undefined> {
     return this.storage.blobSize(sha256);

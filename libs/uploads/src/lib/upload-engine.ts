@@ -55,6 +55,11 @@ export class UploadEngine {
     return this.publisher.hasBlob(sha256, size);
   }
 
+  /** Whether each blob is stored whole (REAPI's FindMissingBlobs). */
+  hasBlobs(blobs: readonly { sha256: string; size: number }[]): Promise<boolean[]> {
+    return this.publisher.hasBlobs(blobs);
+  }
+
   /** Size of the blob `sha256` as stored, or undefined (Bazel's HTTP cache names a CAS blob by its hash alone). */
   blobSize(sha256: string): Promise<number | undefined> {
     return this.publisher.blobSize(sha256);
