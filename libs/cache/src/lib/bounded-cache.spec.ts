@@ -2,20 +2,21 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Catalog, CatalogObject, casObjectName } from '@ferry/catalog';
 import { ResourceExhaustedError } from '@ferry/errors';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
-import { FsStorage } from '@ferry/storage';
-import { TempDir, TestRedis, startTestRedis, tempDir } from '@ferry/testing';
+import { FsStorage, S3Storage, Storage, createS3Client } from '@ferry/storage';
+import { TempDir, TestRedis, TestS3, startTestRedis, startTestS3, tempDir } from '@ferry/testing';
 import { BoundedCache, CacheLimits } from './bounded-cache';
 import { CacheIndex } from './cache-index';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('BoundedCache (real Redis, real files)', () => {
+describe.each(['disk', 'S3'])('BoundedCache (real Redis, %s storage)', (backend) => {
   let server: TestRedis;
   let redis: Redis;
   let keys: RedisKeys;
   let catalog: Catalog;
-  let storage: FsStorage;
+  let storage: Storage;
   let dir: TempDir;
+  let s3: TestS3 | undefined;
   let n = 0;
 
   beforeAll(async () => {
@@ -23,7 +24,19 @@ describe('BoundedCache (real Redis, real files)', () => {
     redis = createRedis(server.url, 'command');
     await waitForRedis(redis);
     dir = tempDir();
-    storage = new FsStorage(dir.path);
+    if (backend === 'S3') {
+      s3 = await startTestS3();
+      const client = createS3Client({
+        endpoint: s3.endpoint,
+        region: 'us-east-1',
+        accessKeyId: s3.accessKeyId,
+        secretAccessKey: s3.secretAccessKey,
+        forcePathStyle: true,
+      });
+      storage = new S3Storage(client, { bucket: s3.bucket, partBytes: 64 * 1024, createBucket: true });
+    } else {
+      storage = new FsStorage(dir.path);
+    }
   });
 
   beforeEach(async () => {
@@ -35,6 +48,7 @@ describe('BoundedCache (real Redis, real files)', () => {
   afterAll(async () => {
     await redis.quit();
     await server.stop();
+    await s3?.stop();
     dir.remove();
   });
 
