@@ -51,3 +51,4 @@ const fs=require("fs");const f="tsconfig.base.json";const j=JSON.parse(fs.readFi
 j.compilerOptions.paths["@ferry/'"$name"'"]=["'"$root"'/src/index.ts"];
 j.compilerOptions.paths=Object.fromEntries(Object.entries(j.compilerOptions.paths).sort());
 fs.writeFileSync(f,JSON.stringify(j,null,2)+"\n");'
+npx prettier --write tsconfig.base.json >/dev/null
