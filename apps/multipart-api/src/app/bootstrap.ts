@@ -6,8 +6,8 @@ import { FerryErrorFilter, configureHttpApp } from '@ferry/http';
 import type { Logger } from '@ferry/logging';
 import { MultipartApiModule } from './multipart-api.module';
 
-/** Routes whose bodies are part bytes, streamed to staging (never parsed). */
-const STREAMED = /^\/file\/multipart\/[^/]+\/parts\/[^/]+$/;
+/** Routes whose bodies are upload bytes, streamed to staging (never parsed): part PUTs, tus. */
+const STREAMED = /^\/file\/multipart\/[^/]+\/parts\/[^/]+$|^\/files(\/|$)/;
 
 /** The multipart-api application, configured but not listening (main and the tests listen). */
 export async function createMultipartApi(

@@ -13,11 +13,15 @@ import {
   resumableDigests,
 } from '@ferry/multipart';
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
+import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
+import { TusService } from '@ferry/tus';
+import { UploadEngine } from '@ferry/uploads';
 import { DocsController } from './docs.controller';
 import { FileHandleController } from './file-handle.controller';
 import { assemblies, assemblyDuration, digestBytes } from './metrics';
 import { MultipartController } from './multipart.controller';
+import { TusController } from './tus.controller';
 
 /** The producer side of the assembly queue, on its own connection (closed after the queue). */
 @Injectable()
@@ -75,8 +79,14 @@ export class MultipartApiModule {
     return {
       module: MultipartApiModule,
       imports: [FerryCoreModule.forApp('multipart-api', config), MultipartCoreModule, UploadsModule],
-      controllers: [HealthController, DocsController, MultipartController, FileHandleController],
+      controllers: [HealthController, DocsController, MultipartController, FileHandleController, TusController],
       providers: [
+        {
+          provide: TusService,
+          useFactory: (engine: UploadEngine, sessions: SessionStore, auth: Authenticator) =>
+            new TusService(engine, sessions, auth, { maxSize: config.tus.maxSize, uploadLifetimeMs: config.tus.uploadLifetimeMs }),
+          inject: [UploadEngine, SessionStore, Authenticator],
+        },
         AssemblyQueueHolder,
         DigestProgressHolder,
         {

@@ -73,6 +73,12 @@ export interface FerryConfig {
     /** Base URL signed URLs name (scheme://host:port); unset: the Host the request came to. */
     publicUrl?: string;
   };
+  tus: {
+    /** Largest upload accepted (Tus-Max-Size). */
+    maxSize: number;
+    /** Unfinished tus uploads expire this long after their creation (Upload-Expires). */
+    uploadLifetimeMs: number;
+  };
   objects: {
     /** Base URL of signed object URLs (putUrl, getUrl); unset: the Host the request came to. */
     publicUrl?: string;
@@ -293,6 +299,8 @@ const envSchema = z.object({
   FERRY_PUBLIC_URL_MULTIPART: publicUrl,
   FERRY_PUBLIC_URL_OBJECT: publicUrl,
   FERRY_OBJECT_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
+  FERRY_TUS_MAX_SIZE: positiveInt.default(5 * 1024 ** 4),
+  FERRY_TUS_UPLOAD_TTL_MS: positiveInt.default(24 * 60 * 60 * 1000),
   FERRY_BLOB_GRACE_MS: z.coerce
     .number()
     .int()
@@ -516,6 +524,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       inlineCompleteBytes: e.FERRY_MULTIPART_INLINE_COMPLETE_BYTES,
       publicUrl: e.FERRY_PUBLIC_URL_MULTIPART?.replace(/\/$/, ''),
     },
+    tus: { maxSize: e.FERRY_TUS_MAX_SIZE, uploadLifetimeMs: e.FERRY_TUS_UPLOAD_TTL_MS },
     objects: {
       publicUrl: e.FERRY_PUBLIC_URL_OBJECT?.replace(/\/$/, ''),
       uploadLifetimeMs: e.FERRY_OBJECT_UPLOAD_TTL_MS,

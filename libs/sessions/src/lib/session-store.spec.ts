@@ -48,6 +48,22 @@ describe('SessionStore (real Redis)', () => {
     await store.releaseLease(b);
   });
 
+  it('asks the holder to let go under policy request (tus lock release), and takes the lease once it did', async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const stale = await store.acquireLease(uid);
+    expect(await store.releaseAsked(stale)).toBe(false);
+    await expect(store.acquireLease(uid)).rejects.toBeInstanceOf(ConcurrentWriterError);
+    expect(await store.releaseAsked(stale)).toBe(false); // refuse asks nothing
+    await expect(store.acquireLease(uid, 'request')).rejects.toBeInstanceOf(ConcurrentWriterError);
+    expect(await store.releaseAsked(stale)).toBe(true);
+    await store.releaseLease(stale);
+    const next = await store.acquireLease(uid, 'request');
+    expect(next.fence).toBe(stale.fence + 1);
+    expect(await store.releaseAsked(next)).toBe(false); // the request was for the previous holder
+    await store.releaseLease(next);
+  });
+
   it('keeps a leased session alive with its lease, even without commits', async () => {
     const uid = id();
     await store.getOrCreate(init(uid));

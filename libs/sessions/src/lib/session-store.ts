@@ -76,9 +76,12 @@ export interface NewSession {
  * How a writer takes an upload's lease: `refuse` when another writer holds it (ByteStream, GCS:
  * ConcurrentWriterError), or `takeover`: the newest writer wins and replaces the whole content (an
  * object API PUT), unless a finisher holds a publishing session; or `publish`: as `refuse`, and
- * the session is publishing from the same step (a finisher that publishes content written whole).
+ * the session is publishing from the same step (a finisher that publishes content written whole);
+ * or `request`: as `refuse`, and the holder is asked to let go (see `releaseAsked`): tus's lock
+ * release, where a client resuming while a stale PATCH still holds the upload gets it released
+ * rather than waiting out the lease (the caller retries until it gets the lease).
  */
-export type LeasePolicy = 'refuse' | 'takeover' | 'publish';
+export type LeasePolicy = 'refuse' | 'takeover' | 'publish' | 'request';
 
 /** A change of a session's attributes (see `amend`). */
 export interface AttributeChange {
@@ -234,6 +237,11 @@ export class SessionStore {
       ...(replaced !== undefined ? { replaced } : {}),
       ...(deadline !== undefined ? { deadline } : {}),
     };
+  }
+
+  /** Whether a writer (policy `request`) asked the holder of `lease` to let go of it. */
+  async releaseAsked(lease: Lease): Promise<boolean> {
+    return (await this.redis.hget(this.keys.upload(lease.uploadId), 'releaseAsked')) === lease.token;
   }
 
   /** Whether someone holds the upload's writer lease. */

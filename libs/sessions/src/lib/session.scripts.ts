@@ -35,13 +35,22 @@ export const Acquire = statuses('acquired', 'noSession', 'held', 'finished', 'pu
  * so it can record nothing) and replaces the content, so the committed size and recorded digests
  * are forgotten at once and the state is open again; only a finisher holding the lease of a
  * publishing session is not taken over. Policy `publish`: as `refuse`, and the session is
- * publishing from the same step (a finisher: no takeover can slip in before it says so).
+ * publishing from the same step (a finisher: no takeover can slip in before it says so). Policy
+ * `request`: as `refuse`, and a held lease is asked to let go (`releaseAsked` = the holder's lease
+ * value, which its holder polls: tus's lock release, a stale PATCH stops for a resuming client).
  * `writtenBy` is the fence of the writer whose bytes the
  * committed size counted before ('' if none): a takeover drops that writer's staging.
  */
 export const acquireLease2 = lua<{
   keys: SessionKeys;
-  args: [holder: string, leaseTtlMs: number, idleTtlMs: number, nowMs: number, policy: 'refuse' | 'takeover' | 'publish', match: string];
+  args: [
+    holder: string,
+    leaseTtlMs: number,
+    idleTtlMs: number,
+    nowMs: number,
+    policy: 'refuse' | 'takeover' | 'publish' | 'request',
+    match: string,
+  ];
   result: [status: string, fenceOrHolder?: number | string, committed?: string, writtenBy?: string, deadline?: string];
 }>(
   'acquireLease2',
@@ -63,8 +72,10 @@ if ARGV[5] == 'takeover' then
   redis.call('HSET', KEYS[1], 'committed', 0, 'state', 'open')
   redis.call('HDEL', KEYS[1], 'writtenBy', 'sha256', 'md5', 'crc32c', 'sha512')
 elseif current then
+  if ARGV[5] == 'request' then redis.call('HSET', KEYS[1], 'releaseAsked', current) end
   return {'held', current}
 end
+redis.call('HDEL', KEYS[1], 'releaseAsked')
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('SET', KEYS[2], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
 redis.call('HSET', KEYS[1], 'updatedAt', ARGV[4])

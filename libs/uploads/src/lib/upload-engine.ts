@@ -2,13 +2,25 @@ import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import type { Catalog, CatalogObject, DeleteOutcome } from '@ferry/catalog';
 import { InternalError, InvalidArgumentError } from '@ferry/errors';
-import type { NewSession, SessionStore, UploadSession } from '@ferry/sessions';
+import type { LeasePolicy, NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { DigestNeeds, Digests, HashPool, InlineHasher, declaredDigests } from './hashing';
 import { StreamDigests } from './stream-digests';
 import { Publisher } from './publisher';
 import { uploadMetrics } from './upload-metrics';
 import { Expectation, UploadWriter, WriterOptions, verifyContent } from './upload-writer';
+
+/** How a face opens a writer (see UploadEngine.openWriter). */
+export interface OpenWriterOptions {
+  /** `refuse` (default): another writer is ConcurrentWriterError; `request`: and it is asked to let go (tus). */
+  policy?: Extract<LeasePolicy, 'refuse' | 'request'>;
+  /**
+   * Commit only when asked (`flush`, `finish`), never on the writer's own schedule: what the
+   * writer receives stays uncommitted until the face accepts it (tus: a chunk whose checksum is
+   * checked at its end), and `close(false)` forgets it.
+   */
+  holdCommits?: boolean;
+}
 
 export interface UploadEngineOptions {
   fsyncBytes: number;
@@ -129,8 +141,8 @@ export class UploadEngine {
    * Drops an unfinished upload: its staged bytes and its session. Refused (ABORTED) while a writer
    * holds it; a finished upload cannot be discarded (FAILED_PRECONDITION).
    */
-  async discard(uploadId: string): Promise<void> {
-    const lease = await this.sessions.acquireLease(uploadId);
+  async discard(uploadId: string, policy: Extract<LeasePolicy, 'refuse' | 'request'> = 'refuse'): Promise<void> {
+    const lease = await this.sessions.acquireLease(uploadId, policy);
     try {
       await this.storage.deleteStaging(uploadId);
     } catch (err) {
@@ -145,9 +157,10 @@ export class UploadEngine {
    * positions it at the committed size. A resumed upload re-hashes its committed prefix. The
    * stream computes sha256 and the `needs`; digests declared only at finish are computed then.
    */
-  async openWriter(uploadId: string, needs: DigestNeeds = []): Promise<UploadWriter> {
+  async openWriter(uploadId: string, needs: DigestNeeds = [], options: OpenWriterOptions = {}): Promise<UploadWriter> {
     const takenAt = performance.now(); // before asking: the lease may start any time after this
-    const lease = await this.sessions.acquireLease(uploadId);
+    const lease = await this.sessions.acquireLease(uploadId, options.policy ?? 'refuse');
+    const writerOptions = { ...this.writerOptions, holdCommits: options.holdCommits ?? false };
     let hasher: StreamDigests | undefined;
     let writer: UploadWriter;
     try {
@@ -157,11 +170,11 @@ export class UploadEngine {
       uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
       const deps = { sessions: this.sessions, storage: this.storage, publisher: this.publisher, hashPool: this.hashPool };
       if (session.state === 'publishing') {
-        return new UploadWriter(deps, session, lease, undefined, undefined, this.writerOptions, takenAt);
+        return new UploadWriter(deps, session, lease, undefined, undefined, writerOptions, takenAt);
       }
       const file = await this.storage.openStaging(uploadId, lease.committed, lease.fence);
       hasher = new StreamDigests(this.hashPool, needs);
-      writer = new UploadWriter(deps, session, lease, file, hasher, this.writerOptions, takenAt);
+      writer = new UploadWriter(deps, session, lease, file, hasher, writerOptions, takenAt);
     } catch (err) {
       hasher?.dispose();
       await this.sessions.releaseLease(lease).catch(() => undefined);

@@ -15,6 +15,8 @@ export interface WriterOptions {
   fsyncIntervalMs: number;
   /** Bytes handed to the disk but not yet written before `write` waits. */
   maxInFlightBytes: number;
+  /** Commit only on `flush` / `finish` (see OpenWriterOptions.holdCommits). */
+  holdCommits?: boolean;
 }
 
 /** What the protocol declared about the content (lowercase hex digests). */
@@ -151,8 +153,13 @@ export class UploadWriter {
     this.maybeCommit();
   }
 
+  /** Whether a writer asked this one to let go of the upload (lease policy `request`: tus). */
+  releaseAsked(): Promise<boolean> {
+    return this.deps.sessions.releaseAsked(this.lease);
+  }
+
   private maybeCommit(): void {
-    if (this.commitRunning || this.closed || this.failure !== undefined) return;
+    if (this.options.holdCommits || this.commitRunning || this.closed || this.failure !== undefined) return;
     const uncommitted = this.offset - this.committed;
     if (uncommitted <= 0) return;
     const elapsed = performance.now() - this.lastCommitAt;
@@ -299,12 +306,13 @@ export class UploadWriter {
 
   /**
    * Ends this writer without finishing the upload: commits what is durable-able (unless a failure
-   * makes the tail suspect), releases the lease, and returns the committed size.
+   * makes the tail suspect, or `keepReceived` is false: what was received since the last commit is
+   * forgotten, as after a crash), releases the lease, and returns the committed size.
    */
-  async close(): Promise<number> {
+  async close(keepReceived = true): Promise<number> {
     if (this.closed) return this.committed;
     try {
-      if (this.failure === undefined) await this.flush();
+      if (this.failure === undefined && keepReceived) await this.flush();
     } catch {
       // keep the last good committed size
     }

@@ -1,0 +1,6 @@
+export default {
+  displayName: 'tus',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  coverageDirectory: '../../coverage/libs/tus',
+};

@@ -1,0 +1,2 @@
+export * from './lib/tus-protocol';
+export * from './lib/tus.service';
