@@ -59,6 +59,8 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])(
     let s3: TestS3 | undefined;
     const procs = new Map<string, ChildProcess>();
     const ports = new Map<string, number>();
+    /** An ingest replica's metrics and Bazel HTTP cache ports (`<name>:metrics`, `<name>:http`). */
+    const sidePorts = new Map<string, number>();
 
     const env = (name: string) => ({
       REDIS_URL: redis.url,
@@ -68,6 +70,14 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])(
       FERRY_MULTIPART_PORT: String(ports.get(name)),
       FERRY_WORKER_PORT: String(ports.get(name)),
       FERRY_OBJECT_PORT: String(ports.get(name)),
+      // every port chosen before any app starts: an app binding port 0 meanwhile (startBuiltApp's
+      // default for these two) could be given a port picked for an app that starts after it
+      ...(sidePorts.has(`${name}:metrics`)
+        ? {
+            FERRY_GRPC_METRICS_PORT: String(sidePorts.get(`${name}:metrics`)),
+            FERRY_CACHE_HTTP_PORT: String(sidePorts.get(`${name}:http`)),
+          }
+        : {}),
       // short enough that a resume soon finds the killed replica's writer lease lapsed, long enough
       // that a replica starved of CPU for a second or two keeps the leases of its own PUTs and Writes
       FERRY_LEASE_TTL_MS: '5000',
@@ -115,6 +125,10 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])(
       data = tempDir('ferry-replicas');
       if (storage === 's3') s3 = await startTestS3('replicas');
       for (const name of REPLICAS) ports.set(name, await freePort());
+      for (const name of REPLICAS.filter((r) => r.startsWith('ingest'))) {
+        sidePorts.set(`${name}:metrics`, await freePort());
+        sidePorts.set(`${name}:http`, await freePort());
+      }
       // one after the other: seven apps booting at once on a busy machine each take as long as all of
       // them (20 s and more), one at a time each is ready in a few seconds
       for (const name of REPLICAS) await start(name);
