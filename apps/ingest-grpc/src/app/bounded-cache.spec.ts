@@ -6,7 +6,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { BoundedCache } from '@ferry/cache';
+import { BoundedCache, CacheIndex } from '@ferry/cache';
+import { REDIS } from '@ferry/core';
+import { Redis, RedisKeys } from '@ferry/redis';
 import { Catalog, casObjectName } from '@ferry/catalog';
 import type { BatchUpdateBlobsResponse__Output } from '@ferry/protocol';
 import {
@@ -106,6 +108,26 @@ describe('the bounded REAPI cache (FERRY_CACHE_MAX_BYTES)', () => {
       /no action result/,
     );
     expect((await cache.index.totals()).evicted).toBeGreaterThanOrEqual(3);
+  });
+
+  it('counts a blob written again while present as used: the action result that follows will name it', async () => {
+    await start({ FERRY_CACHE_MIN_AGE_MS: '0' });
+    const blob = randomBytes(10 * KiB);
+    const lru = h.app.get(RedisKeys).cacheLru();
+    const member = CacheIndex.blobMember(sha(blob), blob.length);
+    const usedAt = async () => Number(await h.app.get<Redis>(REDIS).zscore(lru, member));
+    await batchUpdate([blob]);
+    let last = await usedAt();
+    for (const again of [
+      () => batchUpdate([blob]),
+      () => writeRequests(h.client, chunkedRequests(`uploads/u3/blobs/${sha(blob)}/${blob.length}`, blob)),
+      () => fetch(`${h.httpCache}/cas/${sha(blob)}`, { method: 'PUT', body: blob, headers: { authorization: 'Bearer dev-secret' } }),
+    ]) {
+      await sleep(5);
+      await again();
+      expect(await usedAt()).toBeGreaterThan(last);
+      last = await usedAt();
+    }
   });
 
   it('refuses writes when it is full of entries it may not evict yet, and keeps nothing of them', async () => {

@@ -116,8 +116,12 @@ export class ByteStreamService {
       const max = this.options.maxBlobBytes;
       if (max > 0 && target.size > max)
         throw new InvalidArgumentError(`blob of ${target.size} bytes exceeds max_cas_blob_size_bytes ${max}`);
-      // The blob is already here (or empty): the upload is done before it starts.
-      if (await this.engine.hasBlob(target.sha256, target.size)) return target.compressor ? -1 : target.size;
+      // The blob is already here (or empty): the upload is done before it starts. It is in use
+      // again (the client will name it in an action result): the bounded cache keeps it.
+      if (await this.engine.hasBlob(target.sha256, target.size)) {
+        await this.options.cache?.index.touchBlobs([target]);
+        return target.compressor ? -1 : target.size;
+      }
     }
 
     const uploadId = ByteStreamService.uploadId(req.resource_name);

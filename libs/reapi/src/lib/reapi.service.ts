@@ -143,7 +143,10 @@ export class ReapiService {
           if (!zstd && r.data.length !== digest.size) {
             throw new InvalidArgumentError(`blob ${digest.hash}: ${r.data.length} bytes sent, the digest declares ${digest.size}`);
           }
-          if (!(await this.engine.hasBlob(digest.hash, digest.size))) {
+          if (await this.engine.hasBlob(digest.hash, digest.size)) {
+            // in use again (an action result will name it): the bounded cache keeps it
+            await this.options.cache?.index.touchBlobs([{ sha256: digest.hash, size: digest.size }]);
+          } else {
             await this.options.cache?.admit(digest.size);
             // (decompressed only up to the declared size, and refused past it)
             const data = zstd ? zstdDecompress(r.data, digest.size) : r.data;
@@ -356,6 +359,7 @@ export class ReapiService {
       }
       const mismatch = verifyContent(expect, received, { sha256: digest.digest('hex') });
       if (mismatch) throw new InvalidArgumentError(mismatch);
+      await this.options.cache?.index.touchBlobs([{ sha256: hash, size }]);
       return;
     }
     await this.options.cache?.admit(size);
