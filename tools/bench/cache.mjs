@@ -29,13 +29,13 @@ import {
   startProcess,
   startRedis,
   stopWithin,
+  dist,
 } from './lib.mjs';
 import protoLoader from '@grpc/proto-loader';
 
 const BLOBS = Number(process.env.BENCH_EVICT_BLOBS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const READ_SIZE = Number(process.env.BENCH_READ_MIB ?? 256) * MiB;
-const dist = (app) => join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', app, 'main.js');
 const work = join(tmpdir(), `ferry-bench-cache-${process.pid}`);
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 const md = bearer('dev-secret');

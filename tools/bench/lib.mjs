@@ -5,9 +5,16 @@ import { request as httpRequest } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
+import { root } from '../lib/bytestream.mjs';
+
 export { bearer, grpc, loadByteStream, root } from '../lib/bytestream.mjs';
 
 export const MiB = 1024 * 1024;
+
+/** The built bundle of an app, from `BENCH_DIST` (another build's dist directory) or this checkout's dist. */
+export function dist(app) {
+  return join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', app, 'main.js');
+}
 export const GiB = 1024 * MiB;
 
 export function freePort() {

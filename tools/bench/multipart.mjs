@@ -45,6 +45,7 @@ import {
   startProcess,
   startRedis,
   stopWithin,
+  dist,
 } from './lib.mjs';
 
 const SIZES = (process.env.BENCH_SIZES_MIB ?? process.env.BENCH_SIZE_MIB ?? '1024,4096').split(',').map((s) => Number(s) * MiB);
@@ -62,7 +63,6 @@ const dataDir = join(work, 'multipart');
 const bareDir = join(work, 'bare');
 const hashFile = join(work, 'hash.bin');
 // BENCH_DIST: another build's dist/ (e.g. of a git worktree) to compare against
-const dist = (app) => join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', app, 'main.js');
 
 const fmt = (x, d = 1) => x.toFixed(d);
 const md5Hex = (b) => createHash('md5').update(b).digest('hex');

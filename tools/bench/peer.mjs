@@ -40,6 +40,7 @@ import {
   startProcess,
   startRedis,
   stopWithin,
+  dist,
 } from './lib.mjs';
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -54,7 +55,6 @@ const GRPC_CHUNK = MiB;
 const work = join(root, 'tmp', 'bench');
 const dataDir = join(work, 'peer-ferry');
 const tusDir = join(work, 'peer-tus');
-const dist = (app) => join(process.env.BENCH_DIST ?? join(root, 'dist'), 'apps', app, 'main.js');
 const version = (pkg) => JSON.parse(readFileSync(join(root, 'node_modules', pkg, 'package.json'), 'utf8')).version;
 const fmt = (x, d = 1) => x.toFixed(d);
 const hex = (algo, data) => createHash(algo).update(data).digest('hex');
