@@ -158,6 +158,29 @@ describe('zstd over REAPI (compressed-blobs, batch compressors)', () => {
     );
   });
 
+  it('never holds a large blob whole: one small compressed message of 64 MiB streams to staging; a batch counts blob sizes', async () => {
+    const zeros = Buffer.alloc(64 * MiB);
+    const name = uploadName(zeros, 'one-message');
+    const compressed = zstd(zeros);
+    expect(compressed.length).toBeLessThan(MiB);
+    expect(await writeRequests(h.client, [{ resource_name: name, write_offset: 0, finish_write: true, data: compressed }])).toBe(
+      compressed.length,
+    );
+    expect(sha((await readBytes(h.client, readName(zeros, false))).data)).toBe(sha(zeros));
+    // a batch of one tiny zstd message standing for 64 MiB is over the 4 MiB batch limit
+    const big = Buffer.alloc(64 * MiB, 1);
+    await expectGrpcCode(
+      unaryCall(
+        r.cas,
+        'BatchUpdateBlobs',
+        { instance_name: 'ci', requests: [{ digest: digestOf(big), data: zstd(big), compressor: 'ZSTD' }] },
+        bearer(),
+      ),
+      grpc.status.INVALID_ARGUMENT,
+      /exceeds max_batch_total_size_bytes/,
+    );
+  });
+
   it('batch: stores ZSTD blobs verified, and answers reads compressed when the client accepts it', async () => {
     const a = content(300 * 1024);
     const b = randomBytes(1000);

@@ -33,6 +33,9 @@ export interface WriteStatus {
 
 export const READ_CHUNK_BYTES = 2 * 1024 * 1024;
 
+/** A compressed upload in one message is decompressed whole up to this size; a larger one streams through a session. */
+const WHOLE_INFLATE_BYTES = 4 * 1024 * 1024;
+
 export interface ByteStreamOptions {
   maxNameBytes: number;
   /** REAPI instance names served (upload and download names carry one). */
@@ -143,11 +146,12 @@ export class ByteStreamService {
     if (!session && req.write_offset !== 0) throw unknownUpload(req.resource_name);
     // a new CAS upload must fit in the bounded cache (RESOURCE_EXHAUSTED before anything is stored)
     if (!session && target.kind === 'cas-upload') await this.options.cache?.admit(target.size);
-    if (!session && req.finish_write && req.write_offset === 0) {
+    const compressed = target.kind === 'cas-upload' && target.compressor;
+    // (a compressed message may stand for a large blob: beyond WHOLE_INFLATE_BYTES it streams)
+    if (!session && req.finish_write && req.write_offset === 0 && (!compressed || target.size <= WHOLE_INFLATE_BYTES)) {
       // The whole upload is this one message: anything after it is an error, and then nothing is
       // published. Otherwise store and publish it in one step, without a resumable session.
       if (!(await it.next()).done) throw new InvalidArgumentError('WriteRequest after finish_write=true');
-      const compressed = target.kind === 'cas-upload' && target.compressor;
       const data = compressed ? zstdDecompress(req.data, target.size) : req.data;
       const object = await this.engine.publishWhole(data, this.expectation(target), (size, digests) =>
         this.describe(target, principal, size, digests),
@@ -190,7 +194,18 @@ export class ByteStreamService {
     const declaredSize = target.kind === 'cas-upload' ? target.size : undefined;
     // a compressed upload's data decompresses to the blob from the first offset on
     const inflater = target.kind === 'cas-upload' && target.compressor ? new ZstdInflater(target.size - first.write_offset) : undefined;
-    const pieces = (data: Buffer): Buffer[] => (data.length === 0 ? [] : inflater ? refusing(() => inflater.inflate(data)) : [data]);
+    // (lazily: each piece is written before the next is decompressed, so a small message that
+    // decompresses far never sits in memory whole)
+    function* pieces(data: Buffer): Generator<Buffer> {
+      if (data.length === 0) return;
+      if (!inflater) return yield data;
+      const inflated = inflater.pieces(data);
+      for (;;) {
+        const next = refusing(() => inflated.next());
+        if (next.done) return;
+        yield next.value;
+      }
+    }
     let msg: WriteMessage = first;
     let finished: CatalogObject | undefined;
     let wire = first.write_offset; // the client's next write_offset

@@ -3,17 +3,18 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InvalidArgumentError } from '@ferry/errors';
-import { ZstdDecompressor, zstdAvailable, zstdCompress, zstdCompressor, zstdDecompress } from './zstd';
+import { ZstdInflater, zstdAvailable, zstdCompress, zstdCompressor, zstdDecompress } from './zstd';
 
 /** What the zstd command line makes of `data` (the reference encoder: frames Bazel's zstd-jni also writes). */
 const cliCompress = (data: Buffer, ...args: string[]) => execFileSync('zstd', ['-q', '-c', ...args], { input: data, maxBuffer: 1 << 30 });
 const cliDecompress = (data: Buffer) => execFileSync('zstd', ['-q', '-d', '-c'], { input: data, maxBuffer: 1 << 30 });
 
+/** Decompresses `chunks` as the ByteStream face does, message by message. */
 async function inflate(chunks: Buffer[], maxBytes: number): Promise<Buffer> {
+  const inflater = new ZstdInflater(maxBytes);
   const out: Buffer[] = [];
-  await pipeline(Readable.from(chunks), new ZstdDecompressor(maxBytes), async (source: AsyncIterable<Buffer>) => {
-    for await (const b of source) out.push(b);
-  });
+  for (const chunk of chunks) for (const piece of inflater.pieces(chunk)) out.push(piece);
+  inflater.end();
   return Buffer.concat(out);
 }
 

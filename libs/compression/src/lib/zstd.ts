@@ -1,4 +1,4 @@
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Transform } from 'node:stream';
 import { FailedPreconditionError, InvalidArgumentError } from '@ferry/errors';
 
 /**
@@ -72,34 +72,33 @@ export class ZstdInflater {
     this.dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
   }
 
-  /** Decompresses `src`, handing each piece of output to `out` (a buffer of its own, never reused). */
-  feed(src: Buffer, out: (piece: Buffer) => void): void {
-    try {
-      for (;;) {
-        const [ret, produced, consumed] = this.dctx.decompressStream(this.buf, src);
-        const full = produced === this.buf.length;
-        if (produced > 0) {
-          this.produced += produced;
-          if (this.produced > this.maxBytes) throw tooLarge(this.maxBytes);
-          out(this.buf.subarray(0, produced));
-          this.buf = Buffer.allocUnsafe(OUT_BYTES);
-        }
-        src = src.subarray(consumed);
-        if (src.length === 0 && (!full || ret === 0)) {
-          this.inFrame = ret !== 0;
-          return;
-        }
+  /**
+   * Decompresses `src` piece by piece (each a buffer of its own, never reused), lazily: a caller
+   * that writes each piece before taking the next holds one piece at a time, however far a small
+   * input decompresses.
+   */
+  *pieces(src: Buffer): Generator<Buffer> {
+    for (;;) {
+      let ret: number, produced: number, consumed: number;
+      try {
+        [ret, produced, consumed] = this.dctx.decompressStream(this.buf, src);
+      } catch (err) {
+        throw badFrame(err);
       }
-    } catch (err) {
-      throw err instanceof InvalidArgumentError ? err : badFrame(err);
+      const full = produced === this.buf.length;
+      if (produced > 0) {
+        this.produced += produced;
+        if (this.produced > this.maxBytes) throw tooLarge(this.maxBytes);
+        const piece = this.buf.subarray(0, produced);
+        this.buf = Buffer.allocUnsafe(OUT_BYTES);
+        yield piece;
+      }
+      src = src.subarray(consumed);
+      if (src.length === 0 && (!full || ret === 0)) {
+        this.inFrame = ret !== 0;
+        return;
+      }
     }
-  }
-
-  /** Decompresses `src` into pieces (see feed). */
-  inflate(src: Buffer): Buffer[] {
-    const pieces: Buffer[] = [];
-    this.feed(src, (piece) => pieces.push(piece));
-    return pieces;
   }
 
   /** The stream ended: refused if it ended inside a frame. */
@@ -108,43 +107,10 @@ export class ZstdInflater {
   }
 }
 
-/** A transform that decompresses a zstd stream, with the checks of ZstdInflater. */
-export class ZstdDecompressor extends Transform {
-  private readonly inflater: ZstdInflater;
-
-  constructor(maxBytes: number) {
-    super();
-    this.inflater = new ZstdInflater(maxBytes);
-  }
-
-  /** Bytes decompressed so far. */
-  get decompressedBytes(): number {
-    return this.inflater.produced;
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    try {
-      this.inflater.feed(chunk, (piece) => this.push(piece));
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
-  }
-
-  override _flush(done: TransformCallback): void {
-    try {
-      this.inflater.end();
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
-  }
-}
-
-/** Decompresses a whole zstd buffer (batch requests), with the checks of ZstdDecompressor. */
+/** Decompresses a whole zstd buffer (batch requests: bounded by the batch size), with the checks of ZstdInflater. */
 export function zstdDecompress(data: Buffer, maxBytes: number): Buffer {
   const inflater = new ZstdInflater(maxBytes);
-  const pieces = inflater.inflate(data);
+  const pieces = [...inflater.pieces(data)];
   inflater.end();
   return Buffer.concat(pieces);
 }

@@ -126,7 +126,10 @@ export class ReapiService {
 
   async batchUpdateBlobs(principal: Principal, req: BatchUpdateBlobsRequest__Output): Promise<BatchUpdateBlobsResponse> {
     const { instance, prefix } = this.scope(req.instance_name, req.digest_function);
-    this.checkBatchSize(req.requests.reduce((n, r) => n + r.data.length, 0));
+    // (the blobs' sizes, as REAPI counts them: a compressed blob is decompressed whole in memory)
+    this.checkBatchSize(
+      req.requests.reduce((n, r) => n + Math.max(r.data.length, r.compressor === 'IDENTITY' ? 0 : Number(r.digest?.size_bytes ?? 0)), 0),
+    );
     const responses = await Promise.all(
       req.requests.map(async (r) => {
         const wire = r.digest ?? { hash: '', size_bytes: 0 };
