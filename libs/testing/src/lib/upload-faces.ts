@@ -3,7 +3,7 @@
  * (apps/upload-contract-e2e/test/upload-contract.e2e-spec.ts) is written once and run against each:
  * ByteStream Write with a generic name, ByteStream Write of a REAPI CAS upload name, GCS v2
  * resumable writes over WriteObject and over BidiWriteObject, Synapse-style multipart parts, and
- * the Taskcluster object API's putUrl PUT.
+ * the Taskcluster object API's putUrl PUT, and tus 1.0 PATCHes.
  * Each driver speaks its protocol as a client would, over the wire, with the development
  * credentials (`dev` / `dev-secret`), and reports failures as a `FaceError` in the face's own terms.
  */
@@ -46,8 +46,10 @@ export class FaceError extends Error {
     /** The HTTP status (HTTP faces only). */
     readonly status: number | undefined,
     message: string,
-    /** The parsed HTTP body (HTTP faces only). */
+    /** The parsed HTTP body (HTTP faces only; none for an answer to HEAD, which HTTP gives no body). */
     readonly body?: unknown,
+    /** The request was a HEAD: the status alone says what went wrong. */
+    readonly head = false,
   ) {
     super(`${face}: ${status !== undefined ? `${status} ` : ''}${code}: ${message}`);
     this.name = 'FaceError';
@@ -124,15 +126,19 @@ export interface FaceUpload {
 }
 
 export interface UploadFace {
-  readonly name: 'bytestream' | 'reapi' | 'gcs' | 'gcsBidi' | 'multipart' | 'object';
+  readonly name: 'bytestream' | 'reapi' | 'gcs' | 'gcsBidi' | 'multipart' | 'object' | 'tus';
   readonly label: string;
   /** The process that serves its uploads (the one the crash case kills). */
   readonly server: AppName;
   /** Whether an interrupted upload continues from what the server persisted; else its PUT starts again. */
   readonly resumable: boolean;
-  /** What a second writer meets while a first one is active. */
-  readonly secondWriter: 'refused' | 'takesOver';
-  /** The error of the writer that loses: the second (refused) or the first (takesOver). */
+  /**
+   * What a second writer meets while a first one is active: refused; or it takes over (its request
+   * starts again and replaces the first's); or the first is asked to let go (tus: the second asks
+   * how far it got, which stops the first with what it wrote kept, and continues from there).
+   */
+  readonly secondWriter: 'refused' | 'takesOver' | 'releasesFirst';
+  /** The error of the writer that loses: the second (refused) or the first (takesOver, releasesFirst). */
   readonly writerConflict: FaceErrorShape;
   /** The precise error of a finish whose declared digest or size is wrong; absent: the face declares none. */
   readonly verification: Partial<Record<Wrong, FaceErrorShape>>;
@@ -152,7 +158,7 @@ const NOT_FOUND_HTTP = (code: string): FaceErrorShape => ({ code, status: 404 })
 /** A ByteStream resume that read the session just before the worker began expiring it. */
 const EXPIRED_UNDER_RESUME: FaceErrorShape = { code: 'NOT_FOUND', message: /not found|has just expired/ };
 
-/** The five faces, over the stack `ctx`. */
+/** The six faces (GCS over two methods), over the stack `ctx`. */
 export function uploadFaces(ctx: FaceContext): UploadFace[] {
   return [
     byteStreamFace(ctx),
@@ -161,6 +167,7 @@ export function uploadFaces(ctx: FaceContext): UploadFace[] {
     gcsFace(ctx, 'BidiWriteObject'),
     multipartFace(ctx),
     objectFace(ctx),
+    tusFace(ctx),
   ];
 }
 
@@ -277,14 +284,17 @@ function bidiCall(
   return settledQuietly({ handed, done, cut: () => call.cancel() });
 }
 
-/** Retries `fn` while it fails with ABORTED (a writer killed with its process holds its lease until it lapses). */
-async function whileAborted<T>(fn: () => Promise<T>): Promise<T> {
+/**
+ * Retries `fn` while it fails with ABORTED (a writer killed with its process holds its lease until
+ * it lapses): over gRPC, or also over HTTP (409 ABORTED) when `http`.
+ */
+async function whileAborted<T>(fn: () => Promise<T>, http = false): Promise<T> {
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
     try {
       return await fn();
     } catch (err) {
-      if (!(err instanceof FaceError && err.code === 'ABORTED' && err.status !== 409) || Date.now() > deadline) throw err;
+      if (!(err instanceof FaceError && err.code === 'ABORTED' && (http || err.status !== 409)) || Date.now() > deadline) throw err;
       await sleep(100);
     }
   }
@@ -653,12 +663,12 @@ async function expectOk(face: string, url: string, init: RequestInit, ok: number
 }
 
 /**
- * A PUT of `body` (its whole length declared) whose bytes `[0, upTo)` are sent; the request stays
+ * A PUT (or `method`) of `body` (its whole length declared) whose bytes `[0, upTo)` are sent; the request stays
  * open after them until cut when `upTo` is short of the body (a client in the middle of its PUT).
  * `done` resolves on a 2xx answer.
  */
-function putRequest(face: string, url: string, headers: Record<string, string>, body: Buffer, upTo: number): Sending {
-  const req = httpRequest(url, { method: 'PUT', headers: { ...headers, 'Content-Length': String(body.length) } });
+function putRequest(face: string, url: string, headers: Record<string, string>, body: Buffer, upTo: number, method = 'PUT'): Sending {
+  const req = httpRequest(url, { method, headers: { ...headers, 'Content-Length': String(body.length) } });
   let settled = false;
   const done = new Promise<void>((resolve, reject) => {
     req.on('response', (res: IncomingMessage) => {
@@ -997,6 +1007,119 @@ function objectFace(ctx: FaceContext): UploadFace {
       const upload = new Upload(content, uniqueName('object'), { sha256, contentLength: content.length + (wrong === 'size' ? 1 : 0) });
       await upload.create();
       return upload;
+    },
+  };
+}
+
+/**
+ * tus 1.0 on multipart-api `/files/`: creation with a deferred length, PATCHes at the server's
+ * offset (HEAD), and a last PATCH declaring `Upload-Length`, which finishes: so that, as for the
+ * other faces, sending every byte does not yet publish. A wrong declared digest is a chunk whose
+ * `Upload-Checksum` is another content's (460, the chunk discarded).
+ */
+/** What a HEAD's status means, in the terms of the JSON bodies the other requests carry. */
+const HEAD_CODES: Record<number, string> = { 401: 'UNAUTHENTICATED', 403: 'PERMISSION_DENIED', 404: 'NOT_FOUND', 409: 'ABORTED' };
+
+function tusFace(ctx: FaceContext): UploadFace {
+  const face = 'tus';
+  const tus = { authorization: `Bearer ${TOKEN}`, 'tus-resumable': '1.0.0' };
+
+  class Upload implements FaceUpload {
+    /** PATCHes of ours not answered yet (tus has no way to ask the server without taking the upload over). */
+    private open = 0;
+
+    constructor(
+      readonly content: Buffer,
+      private readonly url: string,
+      private readonly checksummed: Buffer | undefined,
+    ) {}
+
+    /** HEAD's Upload-Offset (a HEAD asks a PATCH still running to let go first, as tusd's lock release). */
+    async persisted(): Promise<number> {
+      let res: Response;
+      try {
+        res = await fetch(this.url, { method: 'HEAD', headers: tus });
+      } catch (err) {
+        throw new FaceError(face, 'CONNECTION', undefined, (err as Error).message);
+      }
+      if (res.status !== 200)
+        throw new FaceError(
+          face,
+          HEAD_CODES[res.status] ?? `HTTP_${res.status}`,
+          res.status,
+          `HEAD answered ${res.status}`,
+          undefined,
+          true,
+        );
+      return Number(res.headers.get('upload-offset'));
+    }
+
+    send(from: number, to: number, options: SendOptions = {}): Sending {
+      const data = options.bytes ?? this.content;
+      const body = data.subarray(from, options.hold ? data.length : to);
+      const headers: Record<string, string> = { ...tus, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(from) };
+      if (options.finish && to >= data.length) headers['upload-length'] = String(data.length);
+      if (this.checksummed)
+        headers['upload-checksum'] = `sha256 ${createHash('sha256').update(this.checksummed.subarray(from, to)).digest('base64')}`;
+      const s = putRequest(face, this.url, headers, body, to - from, 'PATCH');
+      this.open++;
+      void s.done.then(noop, noop).finally(() => this.open--);
+      return s;
+    }
+
+    async writerActive(): Promise<boolean> {
+      return this.open > 0;
+    }
+
+    async sendRest(): Promise<void> {
+      const from = await whileAborted(() => this.persisted(), true);
+      if (from < this.content.length) await whileAborted(() => this.send(from, this.content.length).done, true);
+    }
+
+    async finish(): Promise<string> {
+      await this.sendRest();
+      return this.resume(this.content.length);
+    }
+
+    /** PATCHes the rest from `from` with the length declared: the upload finishes with its last byte. */
+    async resume(from: number): Promise<string> {
+      await this.send(from, this.content.length, { finish: true }).done;
+      return this.name();
+    }
+
+    private name(): string {
+      return `tus/${this.url.slice(this.url.lastIndexOf('/') + 1)}`;
+    }
+
+    catalogName = async () => this.name();
+  }
+
+  return {
+    name: 'tus',
+    label: 'tus PATCH',
+    server: 'multipart-api',
+    resumable: true,
+    secondWriter: 'releasesFirst',
+    writerConflict: { code: 'ABORTED', status: 409 },
+    verification: { digest: { code: 'INVALID_ARGUMENT', status: 460, message: /Upload-Checksum/ } },
+    afterExpiry: {
+      persisted: NOT_FOUND_HTTP('NOT_FOUND'),
+      resume: NOT_FOUND_HTTP('NOT_FOUND'),
+      // the PATCH read the upload as the expiry began: its lease is refused
+      racing: [{ code: 'ABORTED', status: 409 }],
+    },
+    lifetimeFrom: 'creation',
+    // HEAD stops a running PATCH and answers what it made durable: any byte
+    granule: () => 1,
+    begin: async (content, wrong) => {
+      if (wrong === 'size') throw new Error('tus declares its length once, with the last PATCH: nothing to declare wrongly');
+      const res = await fetch(`${ctx.multipartBase}/files/`, {
+        method: 'POST',
+        headers: { ...tus, 'upload-defer-length': '1', 'upload-metadata': `filename ${Buffer.from('contract.bin').toString('base64')}` },
+      });
+      const text = await res.text();
+      if (res.status !== 201) throw httpError(face, { status: res.status, text, body: parseBody(res.headers.get('content-type'), text) });
+      return new Upload(content, res.headers.get('location') as string, wrong === 'digest' ? other(content) : undefined);
     },
   };
 }

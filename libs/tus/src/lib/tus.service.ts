@@ -5,7 +5,7 @@ import type { Authenticator, Principal } from '@ferry/auth';
 import type { CatalogObject } from '@ferry/catalog';
 import { ConcurrentWriterError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '@ferry/errors';
 import { PublishingError, type SessionStore, type UploadSession } from '@ferry/sessions';
-import type { Digests, UploadEngine, UploadWriter } from '@ferry/uploads';
+import { type Digests, type UploadEngine, type UploadWriter, interruptible } from '@ferry/uploads';
 import {
   ChecksumMismatchError,
   type ChunkChecksum,
@@ -123,10 +123,16 @@ export class TusService {
   /** HEAD: the offset (durable bytes), length, metadata, expiry. */
   async head(principal: Principal, id: string): Promise<TusReply> {
     let session = await this.session(principal, id);
-    if (session.state !== 'finished' && (await this.sessions.leaseHeld(session.id))) {
-      // a stale PATCH may still hold it (its client gone): ask it to let go, so the offset answered is final
-      await this.sessions.releaseLease(await this.leased(() => this.sessions.acquireLease(session.id, 'request'))).catch(() => undefined);
-      session = await this.session(principal, id);
+    if (session.state === 'open' && (await this.sessions.leaseHeld(session.id))) {
+      // a stale PATCH may still hold it (its client gone): ask it to let go, so the offset answered is
+      // final; a PATCH that finished the upload and publishes it does not let go, and needs not to
+      try {
+        await this.sessions.releaseLease(await this.leased(() => this.sessions.acquireLease(session.id, 'request'))).catch(() => undefined);
+        session = await this.session(principal, id);
+      } catch (err) {
+        session = await this.session(principal, id);
+        if (session.state === 'open') throw err;
+      }
     }
     const length = session.attributes['length'];
     return {
@@ -254,7 +260,8 @@ export class TusService {
   ): Promise<void> {
     if (!body) return;
     const hasher = checksum ? new ChunkHasher(checksum.algorithm) : undefined;
-    let released = false;
+    // asked to let go: stop reading (the edge answers 409 and closes the connection), keep what was written
+    const release = new AbortController();
     let polling = false;
     const watch = setInterval(() => {
       if (polling) return;
@@ -262,25 +269,19 @@ export class TusService {
       writer
         .releaseAsked()
         .then((asked) => {
-          if (asked && !released) {
-            released = true;
-            body.destroy(new ConcurrentWriterError('a newer request took this upload over'));
-          }
+          if (asked) release.abort(new ConcurrentWriterError('a newer request on this upload took it over: this PATCH stopped'));
         })
         .catch(() => undefined)
         .finally(() => (polling = false));
     }, this.releasePollMs);
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      for await (const chunk of interruptible<Buffer>(body[Symbol.asyncIterator](), release.signal)) {
         const room = limit - writer.receivedSize;
         const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
         hasher?.update(part); // before write: the writer takes ownership of the bytes
         if (part.length > 0) await writer.write(part);
         if (chunk.length > room) throw new UploadTooLargeError(`the body goes past ${limit} bytes`);
       }
-    } catch (err) {
-      if (released) throw new ConcurrentWriterError('a newer request took this upload over');
-      throw err;
     } finally {
       clearInterval(watch);
     }
