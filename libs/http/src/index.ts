@@ -2,3 +2,4 @@ export * from './lib/error.filter';
 export * from './lib/range';
 export * from './lib/http-app';
 export * from './lib/openapi';
+export * from './lib/cors';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, DEV_CLIENT, DEV_SIGNING_KEY, isGcsBucketName, loadConfig } from './config';
+import { ConfigError, DEV_CLIENT, DEV_SIGNING_KEY, corsOriginOf, isGcsBucketName, loadConfig } from './config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
@@ -17,6 +17,7 @@ describe('loadConfig', () => {
     expect(c.auth).toEqual({ clients: [DEV_CLIENT], devMode: true });
     expect(c.dataDir.endsWith('/data')).toBe(true);
     expect(c.heapGrowingPercent).toBe(300);
+    expect(c.cors).toBeUndefined();
   });
 
   it('takes the heap growing percent, 0 included, and refuses anything else', () => {
@@ -246,5 +247,45 @@ describe('ingest-grpc ports and TLS', () => {
     expect(() =>
       loadConfig({ FERRY_GRPC_TLS_CERT: path('a.pem'), FERRY_GRPC_TLS_KEY: path('a.key'), FERRY_GRPC_TLS_CLIENT_CA: path('junk.pem') }),
     ).toThrow(/^FERRY_GRPC_TLS_CLIENT_CA: .*junk\.pem holds no PEM certificate$/);
+  });
+});
+
+describe('CORS origins (FERRY_CORS_ORIGINS)', () => {
+  it('are off when unset, empty or blank, development mode included', () => {
+    expect(loadConfig({}).cors).toBeUndefined();
+    expect(loadConfig({ FERRY_CORS_ORIGINS: '' }).cors).toBeUndefined();
+    expect(loadConfig({ FERRY_CORS_ORIGINS: ' , ' }).cors).toBeUndefined();
+  });
+
+  it('take exact origins, normalised as browsers send Origin, or * alone', () => {
+    expect(loadConfig({ FERRY_CORS_ORIGINS: 'https://app.example.com' }).cors).toEqual({ origins: ['https://app.example.com'] });
+    expect(
+      loadConfig({ FERRY_CORS_ORIGINS: ' https://App.Example.com:443/, http://localhost:5173,http://[::1]:8000 , https://app.example.com' })
+        .cors,
+    ).toEqual({ origins: ['https://app.example.com', 'http://localhost:5173', 'http://[::1]:8000'] });
+    expect(loadConfig({ FERRY_CORS_ORIGINS: '*' }).cors).toEqual({ origins: '*' });
+    expect(loadConfig({ FERRY_CORS_ORIGINS: ' * ' }).cors).toEqual({ origins: '*' });
+  });
+
+  it.each([
+    ['app.example.com', /FERRY_CORS_ORIGINS: app.example.com: not an origin/],
+    ['https://app.example.com/upload', /FERRY_CORS_ORIGINS: https:\/\/app.example.com\/upload: not an origin/],
+    ['https://app.example.com?x=1', /FERRY_CORS_ORIGINS/],
+    ['https://user@app.example.com', /FERRY_CORS_ORIGINS/],
+    ['ftp://app.example.com', /FERRY_CORS_ORIGINS/],
+    ['https://app.example.com:99999', /FERRY_CORS_ORIGINS/],
+    ['https://*.example.com', /FERRY_CORS_ORIGINS/],
+    ['https://ok.example.com,/relative', /FERRY_CORS_ORIGINS: \/relative: not an origin/],
+    ['*,https://app.example.com', /FERRY_CORS_ORIGINS: \* allows every origin/],
+  ])('refuses %s, naming the variable', (value, message) => {
+    expect(() => loadConfig({ FERRY_CORS_ORIGINS: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ FERRY_CORS_ORIGINS: value })).toThrow(message);
+  });
+
+  it('corsOriginOf gives the serialized origin or nothing', () => {
+    expect(corsOriginOf('HTTP://LOCALHOST:80')).toBe('http://localhost');
+    expect(corsOriginOf('https://a.example:8443')).toBe('https://a.example:8443');
+    expect(corsOriginOf('https://a.example/#x')).toBeUndefined();
+    expect(corsOriginOf('null')).toBeUndefined();
   });
 });

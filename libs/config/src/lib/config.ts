@@ -109,6 +109,12 @@ export interface FerryConfig {
     /** The bounded cache (FERRY_CACHE_*; maxBytes 0: unbounded). See BoundedCache in @ferry/cache. */
     cache: { maxBytes: number; highBytes: number; lowBytes: number; minAgeMs: number };
   };
+  /**
+   * CORS of multipart-api and object-api (FERRY_CORS_ORIGINS): the browser origins allowed to call
+   * them from other pages. Undefined: CORS off (no Access-Control-* headers at all).
+   * See corsMiddleware in @ferry/http.
+   */
+  cors?: CorsConfig;
   /** Signed URLs (presigned parts, downloads, putUrl, getUrl) stay valid this long. */
   signedUrlTtlMs: number;
   /** Key for HMAC-signed URLs; shared by every replica. Undefined only outside development mode when unset. */
@@ -124,6 +130,11 @@ export interface FerryConfig {
    * 0 leaves V8's own heuristic. See `tuneHeap` in @ferry/core for why Ferry sets it.
    */
   heapGrowingPercent: number;
+}
+
+/** Allowed browser origins: exact serialized origins (`https://app.example.com`, no default port), or `*` for any. */
+export interface CorsConfig {
+  origins: '*' | string[];
 }
 
 /** PEM material read (and checked) at start from the FERRY_GRPC_TLS_* files. */
@@ -185,6 +196,48 @@ const bucketList = unsetIfEmpty(
     .superRefine((list, ctx) => {
       for (const b of list)
         if (!isGcsBucketName(b)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${b}: not a valid bucket name` });
+    })
+    .optional(),
+);
+
+/**
+ * An entry of FERRY_CORS_ORIGINS as browsers serialize the Origin header (lowercase scheme and host,
+ * default port omitted), or undefined when it is not `http(s)://host[:port]` (a path, a query,
+ * credentials, a wildcard or a missing scheme: Origin never carries them, so such an entry would
+ * match nothing).
+ */
+export function corsOriginOf(entry: string): string | undefined {
+  // a DNS name (punycode, as Origin carries it), an IPv4 address or a bracketed IPv6 one; no wildcards
+  if (!/^https?:\/\/([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d+)?\/?$/i.test(entry)) return undefined;
+  try {
+    return new URL(entry).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `*`, or a comma-separated list of origins; unset, empty or only commas: CORS off. */
+const corsOrigins = unsetIfEmpty(
+  z
+    .string()
+    .transform((v, ctx): CorsConfig | undefined => {
+      const entries = v
+        .split(',')
+        .map((o) => o.trim())
+        .filter((o) => o !== '');
+      if (entries.length === 0) return undefined;
+      if (entries.includes('*')) {
+        if (entries.length > 1) ctx.addIssue({ code: z.ZodIssueCode.custom, message: '* allows every origin: list no others with it' });
+        return { origins: '*' };
+      }
+      const origins: string[] = [];
+      for (const entry of entries) {
+        const origin = corsOriginOf(entry);
+        if (origin === undefined) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${entry}: not an origin (http(s)://host[:port], no path), nor *` });
+        } else if (!origins.includes(origin)) origins.push(origin);
+      }
+      return { origins };
     })
     .optional(),
 );
@@ -326,6 +379,7 @@ const envSchema = z.object({
   FERRY_CACHE_LOW_WATERMARK: z.coerce.number().gt(0).max(1).default(0.8),
   FERRY_CACHE_MIN_AGE_MS: z.coerce.number().int().min(0).default(60_000),
   FERRY_REAPI_ZERO_RESUME: z.enum(['auto', 'always', 'never'], { errorMap: () => ({ message: 'auto, always or never' }) }).default('auto'),
+  FERRY_CORS_ORIGINS: corsOrigins,
   FERRY_SIGNING_KEY: unsetIfEmpty(z.string().min(32, 'at least 32 characters').optional()),
   FERRY_CLIENTS: z.string().optional(),
   FERRY_CLIENTS_FILE: z.string().optional(),
@@ -544,6 +598,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
         minAgeMs: e.FERRY_CACHE_MIN_AGE_MS,
       },
     },
+    ...(e.FERRY_CORS_ORIGINS ? { cors: e.FERRY_CORS_ORIGINS } : {}),
     signedUrlTtlMs: e.FERRY_SIGNED_URL_TTL_MS,
     signingKey: e.FERRY_SIGNING_KEY ?? (devMode ? DEV_SIGNING_KEY : undefined),
     auth: { clients: clients ?? [DEV_CLIENT], devMode, ...(e.FERRY_ANONYMOUS_SCOPES ? { anonymousScopes: e.FERRY_ANONYMOUS_SCOPES } : {}) },
