@@ -407,6 +407,9 @@ export class TusService {
     try {
       lease = await this.leased(() => this.sessions.acquireLease(id, 'refuse'));
     } catch (err) {
+      if (err instanceof ConcurrentWriterError) {
+        throw new ConcurrentWriterError(`partial upload ${part.id} is in use (a final upload copying it, or its DELETE): retry`);
+      }
       if (!(err instanceof NotFoundError)) throw err;
       throw new PartialUploadGoneError(
         `partial upload ${part.id} is gone (expired or terminated) before the final upload ${writer.session.name} copied it: ` +
