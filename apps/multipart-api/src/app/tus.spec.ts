@@ -429,19 +429,32 @@ describe('tus 1.0.0 on multipart-api (real tus-js-client, HTTP, Redis, disk)', (
       // their second partial in vain and give up, as a process that died would stop, keeping what they copied
       const held = [await sessions.acquireLease(`tus_${idOf(ub)}`), await sessions.acquireLease(`tus_${idOf(uc)}`)];
       const renew = setInterval(() => held.forEach((l) => void sessions.renewLease(l).catch(() => undefined)), 1000);
+      const finals = new Map<string, string>();
+      const findFinals = async (): Promise<boolean> => {
+        for (const id of await h.app.get<Redis>(REDIS).zrange(h.app.get(RedisKeys).uploadsByActivity(), 0, -1)) {
+          const session = await sessions.get(id);
+          if (session?.attributes['concat']?.startsWith('final;')) finals.set(session.attributes['concat'], id);
+        }
+        return finals.size === 2;
+      };
       let stuck: Response[];
       try {
-        stuck = await Promise.all([final([ua, ub]), final([ua, uc])]);
+        const posts = Promise.all([final([ua, ub]), final([ua, uc])]);
+        await waitFor('the two final uploads to exist', findFinals);
+        // while a POST copies it, a HEAD of the final answers at once: its length, no offset yet
+        const url = `${files}${(finals.get(`final;${ua} ${ub}`) as string).slice('tus_'.length)}`;
+        const during = await fetch(url, { method: 'HEAD', headers: tus });
+        expect([during.status, during.headers.get('upload-offset'), during.headers.get('upload-length')]).toEqual([
+          200,
+          null,
+          String(a.length + b.length),
+        ]);
+        stuck = await posts;
       } finally {
         clearInterval(renew);
         for (const l of held) await sessions.releaseLease(l);
       }
       for (const r of stuck) await expectError(r, 409, 'ABORTED', /partial upload .* is in use/);
-      const finals = new Map<string, string>();
-      for (const id of await h.app.get<Redis>(REDIS).zrange(h.app.get(RedisKeys).uploadsByActivity(), 0, -1)) {
-        const session = await sessions.get(id);
-        if (session?.attributes['concat']?.startsWith('final;')) finals.set(session.attributes['concat'], id);
-      }
       const [f1, f2] = [finals.get(`final;${ua} ${ub}`), finals.get(`final;${ua} ${uc}`)] as string[];
       expect([f1, f2]).toEqual([expect.stringMatching(/^tus_/), expect.stringMatching(/^tus_/)]);
       // each kept a's bytes, committed

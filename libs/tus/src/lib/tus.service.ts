@@ -174,7 +174,8 @@ export class TusService {
     return {
       status: 200,
       headers: {
-        'Upload-Offset': String(session.committed),
+        // (a final upload still being copied by another request has no offset yet: the spec's SHOULD NOT)
+        ...(isFinal(session) && session.state !== 'finished' ? {} : { 'Upload-Offset': String(session.committed) }),
         ...(length !== undefined ? { 'Upload-Length': length } : { 'Upload-Defer-Length': '1' }),
         ...(session.attributes['metadata'] ? { 'Upload-Metadata': session.attributes['metadata'] } : {}),
         ...(session.attributes['concat'] ? { 'Upload-Concat': session.attributes['concat'] } : {}),
