@@ -400,6 +400,12 @@ describe('tus 1.0.0 on multipart-api (real tus-js-client, HTTP, Redis, disk)', (
       await expectError(await final([whole, `${files}${'A'.repeat(22)}`]), 400, 'INVALID_ARGUMENT', /names no upload/);
       await expectError(await final([whole], { 'Upload-Length': '1000' }), 400, 'INVALID_ARGUMENT', /send no Upload-Length/);
       await expectError(await final([]), 400, 'INVALID_ARGUMENT', /names no partial upload/);
+      const withBody = await fetch(files, {
+        method: 'POST',
+        headers: { ...tus, 'Upload-Concat': `final;${whole}`, 'Content-Type': 'application/offset+octet-stream' },
+        body: Buffer.alloc(10),
+      });
+      await expectError(withBody, 400, 'INVALID_ARGUMENT', /takes no body/);
       await expectError(await final(['/elsewhere/x']), 400, 'INVALID_ARGUMENT', /names no upload/);
       const bad = await fetch(files, { method: 'POST', headers: { ...tus, 'Upload-Concat': 'partial;x', 'Upload-Length': '5' } });
       await expectError(bad, 400, 'INVALID_ARGUMENT', /Upload-Concat must be/);

@@ -322,7 +322,7 @@ export class TusService {
       throw new InvalidArgumentError('a final upload (Upload-Concat: final) is as long as its partial uploads: send no Upload-Length');
     }
     const bodyLength = parseSize('Content-Length', req.header('content-length'));
-    if ((bodyLength ?? 0) > 0 || contentTypeOf(req) === TUS_CONTENT_TYPE) {
+    if ((bodyLength ?? 0) > 0 || (bodyLength === undefined && req.header('transfer-encoding') !== undefined)) {
       throw new InvalidArgumentError('a final upload (Upload-Concat: final) takes no body: its bytes are those of its partial uploads');
     }
     const rawMetadata = req.header('upload-metadata');
