@@ -30,7 +30,10 @@ export class TusController {
   async create(@Req() req: Request, @Res() res: Response): Promise<void> {
     await this.answer(req, res, () => {
       const base = `${publicBaseUrl(req, this.config.multipart.publicUrl)}/files`;
-      return this.tus.create(principalOf(this.auth, req), this.request(req), base);
+      // a final upload (concatenation) has no body to wait for, and its POST copies its partial
+      // uploads, however long that takes: no idle cut
+      const final = req.header('upload-concat')?.trim().startsWith('final;') ?? false;
+      return this.tus.create(principalOf(this.auth, req), this.request(req, !final), base);
     });
   }
 
@@ -49,8 +52,8 @@ export class TusController {
     await this.answer(req, res, () => this.tus.terminate(principalOf(this.auth, req), id));
   }
 
-  private request(req: Request): TusRequest {
-    req.setTimeout(PATCH_IDLE_MS, () => req.destroy(new Error('aborted')));
+  private request(req: Request, idleCut = true): TusRequest {
+    if (idleCut) req.setTimeout(PATCH_IDLE_MS, () => req.destroy(new Error('aborted')));
     return { header: (name) => req.header(name), body: req };
   }
 
@@ -70,7 +73,7 @@ export class TusController {
       .end();
   }
 
-  /** A typed error as tus's status (412, 409, 413, 415, 460) or Ferry's table, with a JSON `{code, message}` body (none for HEAD). */
+  /** A typed error as tus's status (412, 409, 410, 413, 415, 460) or Ferry's table, with a JSON `{code, message}` body (none for HEAD). */
   private fail(req: Request, res: Response, err: unknown): void {
     const edge = toEdgeError(err, classifyInfraError);
     if (!edge.expected) this.logger.error({ err }, 'tus: unexpected error');

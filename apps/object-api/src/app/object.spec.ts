@@ -10,6 +10,7 @@ import { ObjectService, objectSessionId } from '@ferry/objects';
 import { REDIS } from '@ferry/core';
 import { Redis, RedisKeys } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
+import { UploadEngine } from '@ferry/uploads';
 import { hawkHeader, patternBytes, sha256Hex, sleep, waitFor } from '@ferry/testing';
 import { ObjectHarness, startObjectApi } from '../testing/object.harness';
 
@@ -608,6 +609,51 @@ describe('object-api (real HTTP, Redis and disk)', () => {
       'download-only',
     ]);
     expect(JSON.parse(stdout)).toMatchObject({ downloadedSha256: sha256Hex(Buffer.from('from another protocol')) });
+  });
+
+  it('serves a tus upload (object tus/{id}, published by the engine as the tus face does): metadata, getUrl and the Taskcluster client', async () => {
+    // the tus face (libs/tus, multipart-api) streams a session's bytes through the engine's writer and
+    // publishes them as tus/{id}, protocol and project `tus`; the object API reads the one catalog
+    const engine = h.app.get(UploadEngine);
+    const id = slugid().slice(0, 22);
+    const name = `tus/${id}`;
+    const data = patternBytes(3 * 1024 * 1024 + 5, 61);
+    await engine.getOrCreateSession({
+      id: `tus_${id}`,
+      name,
+      protocol: 'tus',
+      owner: 'bob',
+      attributes: { length: String(data.length) },
+      lifetimeMs: 60_000,
+    });
+    const writer = await engine.openWriter(`tus_${id}`, [], { policy: 'request' });
+    for (let at = 0; at < data.length; at += 64 * 1024) await writer.write(Buffer.from(data.subarray(at, at + 64 * 1024)));
+    await writer.finish({ size: data.length, declaredBy: 'Upload-Length' }, (size, digests) => ({
+      name,
+      size,
+      ...digests,
+      contentType: 'image/png',
+      owner: 'bob',
+      project: 'tus',
+      createdAt: new Date().toISOString(),
+      expires: null,
+      protocol: 'tus',
+      blob: digests.sha256,
+      metadata: { filename: 'a.png' },
+    }));
+    const meta = await call('GET', `/metadata/${enc(name)}`, undefined, 'reader-token');
+    expect([meta.status, meta.body]).toEqual([
+      200,
+      { projectId: 'tus', expires: '9999-12-31T23:59:59.999Z', hashes: { sha256: sha256Hex(data) } },
+    ]);
+    const start = await call('PUT', `/start-download/${enc(name)}`, { acceptDownloadMethods: { getUrl: true } }, 'reader-token');
+    expect([start.status, start.body['method'], start.body['hashes']]).toEqual([200, 'getUrl', { sha256: sha256Hex(data) }]);
+    const got = await fetch(start.body['url'] as string);
+    expect([got.status, got.headers.get('content-type')]).toEqual([200, 'image/png']);
+    expect(sha256Hex(Buffer.from(await got.arrayBuffer()))).toBe(sha256Hex(data));
+    const script = join(__dirname, '..', '..', 'test', 'tc-client.mjs');
+    const { stdout } = await run(process.execPath, [script, h.base, 'reader', 'reader-token', 'tus', name, '0', 'download-only']);
+    expect(JSON.parse(stdout)).toMatchObject({ downloadedSha256: sha256Hex(data), contentType: 'image/png' });
   });
 
   it('serves its OpenAPI description, documenting every route it serves', async () => {

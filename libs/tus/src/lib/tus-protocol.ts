@@ -1,10 +1,18 @@
 import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { FailedPreconditionError, InvalidArgumentError, OutOfRangeError } from '@ferry/errors';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, OutOfRangeError } from '@ferry/errors';
 
 /** tus 1.0.0 (tus.io/protocols/resumable-upload): the facts Ferry's tus face relies on (docs/protocols.md). */
 export const TUS_VERSION = '1.0.0';
-export const TUS_EXTENSIONS = ['creation', 'creation-with-upload', 'creation-defer-length', 'expiration', 'checksum', 'termination'];
+export const TUS_EXTENSIONS = [
+  'creation',
+  'creation-with-upload',
+  'creation-defer-length',
+  'expiration',
+  'checksum',
+  'termination',
+  'concatenation',
+];
 export const TUS_CHECKSUM_ALGORITHMS = ['sha1', 'md5', 'crc32', 'sha256'] as const;
 export type TusChecksumAlgorithm = (typeof TUS_CHECKSUM_ALGORITHMS)[number];
 /** The only body type a PATCH (and a creation-with-upload POST) may carry. */
@@ -31,6 +39,14 @@ export class OffsetMismatchError extends FailedPreconditionError {
   readonly httpStatus = 409;
 }
 
+/**
+ * A partial upload a final upload concatenates vanished (expired or terminated) before its bytes
+ * were copied: the final upload can never be completed and is dropped with it. 410 Gone.
+ */
+export class PartialUploadGoneError extends NotFoundError {
+  readonly httpStatus = 410;
+}
+
 /** The HTTP status tus gives a typed error where it differs from Ferry's status table, else undefined. */
 export function tusHttpStatus(err: unknown): number | undefined {
   if (
@@ -38,7 +54,8 @@ export function tusHttpStatus(err: unknown): number | undefined {
     err instanceof UnsupportedMediaTypeError ||
     err instanceof UploadTooLargeError ||
     err instanceof ChecksumMismatchError ||
-    err instanceof OffsetMismatchError
+    err instanceof OffsetMismatchError ||
+    err instanceof PartialUploadGoneError
   ) {
     return err.httpStatus;
   }
@@ -80,6 +97,44 @@ export function parseMetadata(header: string | undefined): Record<string, string
     out[key] = Buffer.from(value, 'base64').toString('utf8');
   }
   return out;
+}
+
+/** `Upload-Concat` on a creation request (concatenation extension). */
+export type UploadConcat =
+  | { kind: 'partial' }
+  /** `urls`: as the client gave them (HEAD answers them back); `ids`: the upload each names, in order. */
+  | { kind: 'final'; urls: string[]; ids: string[] };
+
+/** The id of the upload a URL names: absolute or a path, ending in `/files/<id>` (the host is not checked). */
+const UPLOAD_PATH = /\/files\/([A-Za-z0-9_-]{22})$/;
+
+/**
+ * `Upload-Concat: partial` or `Upload-Concat: final;<url> <url> ...` (space-separated upload URLs,
+ * absolute or paths), or undefined when absent. InvalidArgumentError (400) when malformed.
+ */
+export function parseConcat(header: string | undefined): UploadConcat | undefined {
+  if (header === undefined) return undefined;
+  const value = header.trim();
+  if (value === 'partial') return { kind: 'partial' };
+  if (!value.startsWith('final;')) throw new InvalidArgumentError('Upload-Concat must be "partial" or "final;<url> <url> ..."');
+  const urls = value
+    .slice('final;'.length)
+    .trim()
+    .split(/ +/)
+    .filter((u) => u !== '');
+  if (urls.length === 0) throw new InvalidArgumentError('Upload-Concat: final names no partial upload');
+  const ids = urls.map((url) => {
+    let path: string;
+    try {
+      path = new URL(url, 'http://localhost').pathname;
+    } catch {
+      throw new InvalidArgumentError(`Upload-Concat: ${JSON.stringify(url)} is not a URL`);
+    }
+    const m = UPLOAD_PATH.exec(path);
+    if (!m) throw new InvalidArgumentError(`Upload-Concat: ${JSON.stringify(url)} names no upload (.../files/<id>)`);
+    return m[1];
+  });
+  return { kind: 'final', urls, ids };
 }
 
 /** A chunk's declared checksum (`Upload-Checksum: <algo> <base64>`). */

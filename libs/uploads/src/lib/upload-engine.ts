@@ -100,6 +100,16 @@ export class UploadEngine {
     return this.publisher.publish(object);
   }
 
+  /**
+   * Streams `[start, end)` of an upload's staged bytes, for a face that reads one upload's bytes
+   * into another (tus concatenation: a final upload copies its finished partial uploads). Only
+   * committed bytes, and the caller keeps them from changing or being deleted meanwhile by holding
+   * the upload's writer lease (no writer can append, and the expiry never touches a leased upload).
+   */
+  readStaged(uploadId: string, start: number, end: number): Readable {
+    return this.storage.readStaging(uploadId, start, end);
+  }
+
   getSession(id: string): Promise<UploadSession | undefined> {
     return this.sessions.get(id);
   }
