@@ -23,6 +23,7 @@ import { assemblies, assemblyDuration, digestBytes } from './metrics';
 import { MultipartController } from './multipart.controller';
 import { TusController } from './tus.controller';
 import { TusDownloadController } from './tus-download.controller';
+import { UploadPageController } from './upload-page.controller';
 
 /** The producer side of the assembly queue, on its own connection (closed after the queue). */
 @Injectable()
@@ -81,7 +82,15 @@ export class MultipartApiModule {
       module: MultipartApiModule,
       imports: [FerryCoreModule.forApp('multipart-api', config), MultipartCoreModule, UploadsModule],
       // TusDownloadController after TusController: HEAD /files/{id} is tus's, GET is the download
-      controllers: [HealthController, DocsController, MultipartController, FileHandleController, TusController, TusDownloadController],
+      controllers: [
+        HealthController,
+        DocsController,
+        MultipartController,
+        FileHandleController,
+        TusController,
+        TusDownloadController,
+        UploadPageController,
+      ],
       providers: [
         {
           provide: TusService,
