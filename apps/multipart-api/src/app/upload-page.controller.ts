@@ -1,6 +1,7 @@
 import { Controller, Get, Param, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { NotFoundError } from '@ferry/errors';
 
@@ -16,8 +17,12 @@ export function uploadAssetsDir(): string {
 const FILES: Record<string, { type: string; path: () => string }> = {
   'upload.js': { type: 'text/javascript; charset=utf-8', path: () => join(uploadAssetsDir(), 'upload.js') },
   'upload.css': { type: 'text/css; charset=utf-8', path: () => join(uploadAssetsDir(), 'upload.css') },
-  // tus-js-client's browser build, from the package (no CDN: the page works offline)
-  'tus.min.js': { type: 'text/javascript; charset=utf-8', path: () => require.resolve('tus-js-client/dist/tus.min.js') },
+  // tus-js-client's browser build, from the package (no CDN: the page works offline); createRequire,
+  // not require.resolve, which webpack rewrites into a module id
+  'tus.min.js': {
+    type: 'text/javascript; charset=utf-8',
+    path: () => createRequire(__filename).resolve('tus-js-client/dist/tus.min.js'),
+  },
 };
 
 /** Scripts and styles from this origin only, requests to it only (tus, the download URL); no framing. */

@@ -91,19 +91,37 @@ describe('the browser upload page at /upload (headless Chromium, tus-js-client, 
 
     await page.setInputFiles('#file', file);
     const row = page.locator('li.upload').first();
+    const sent = async () => Number((await row.getAttribute('data-sent')) ?? 0);
+    // Pause: nothing more is sent (the server's offset stands still); Resume goes on from there
+    await waitFor('the first upload to pass 10%', async () => (await sent()) >= SIZE / 10, { timeoutMs: 60_000 });
+    await row.getByRole('button', { name: 'Pause big-file.bin' }).click();
+    await row.locator('.state', { hasText: /^Paused at / }).waitFor({ timeout: 10_000 });
+    const pausedAt = await sent();
+    const [pausedUrl] = await storedUploadUrls(page);
+    const offset = async (url: string) =>
+      Number(
+        (await fetch(url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${TOKEN}` } })).headers.get(
+          'upload-offset',
+        ),
+      );
+    const offsetPaused = await offset(pausedUrl);
+    await new Promise((r) => setTimeout(r, 700));
+    expect([await sent(), await offset(pausedUrl), await row.getAttribute('data-state')]).toEqual([pausedAt, offsetPaused, 'paused']);
+    expect(pausedAt).toBeLessThan(SIZE / 4);
+    await row.getByRole('button', { name: 'Resume big-file.bin' }).click();
     await waitFor('the first upload to pass 25%', async () => Number((await row.getAttribute('data-sent')) ?? 0) >= SIZE / 4, {
       timeoutMs: 60_000,
     });
-    const sentBeforeReload = Number(await row.getAttribute('data-sent'));
+    const sentBeforeReload = await sent();
     expect(sentBeforeReload).toBeLessThan(SIZE * 0.8); // interrupted mid-way, not at the end
     const [uploadUrl] = await storedUploadUrls(page);
     expect(uploadUrl).toMatch(new RegExp(`^${h.base}/files/[A-Za-z0-9_-]{22}$`));
 
     await page.reload(); // the PATCH in flight is cut; the server keeps what arrived
     await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
-    const head = await fetch(uploadUrl, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${TOKEN}` } });
-    const kept = Number(head.headers.get('upload-offset'));
-    expect([head.status, kept > 0, kept < SIZE]).toEqual([200, true, true]);
+    expect(uploadUrl).toBe(pausedUrl); // paused and resumed: the same upload
+    const kept = await offset(uploadUrl);
+    expect([kept > offsetPaused, kept < SIZE]).toEqual([true, true]);
     expect(await page.inputValue('#token')).toBe(TOKEN); // kept in localStorage
     expect(await storedUploadUrls(page)).toEqual([uploadUrl]);
 
