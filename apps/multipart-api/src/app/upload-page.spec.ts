@@ -48,11 +48,10 @@ function storedUploadUrls(page: Page): Promise<string[]> {
 
 describe('the browser upload page at /upload (headless Chromium, tus-js-client, HTTP, Redis, disk)', () => {
   let h: MultipartHarness;
-  let browser: Browser;
+  let browser: Browser | undefined;
   let dir: TempDir;
 
   beforeAll(async () => {
-    browser = await launchChromium();
     h = await startMultipartApi({ FERRY_TUS_MAX_SIZE: String(64 * MiB) }, false);
     dir = tempDir('ferry-upload-page');
   });
@@ -67,6 +66,7 @@ describe('the browser upload page at /upload (headless Chromium, tus-js-client, 
     const data = randomBytes(SIZE);
     const file = join(dir.path, 'big-file.bin');
     writeFileSync(file, data);
+    browser = await launchChromium();
     const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1000, height: 720 } });
     const page = await context.newPage();
     const failures: string[] = [];
