@@ -13,7 +13,7 @@ const REPO = resolve(__dirname, '../../../..');
 const SCREENSHOT = join(REPO, 'tmp', 'artifacts', 'upload-page.png');
 /** The file's size and how fast the browser may send it before the reload (Chromium's network emulation). */
 const SIZE = 32 * MiB;
-const THROTTLED_BYTES_PER_S = 4 * MiB;
+const THROTTLED_BYTES_PER_S = 2 * MiB;
 
 /** Chromium, or a failure that says how to get it: this test is never skipped silently. */
 async function launchChromium(): Promise<Browser> {
