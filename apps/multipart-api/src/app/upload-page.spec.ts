@@ -156,6 +156,49 @@ describe('the browser upload page at /upload (headless Chromium, tus-js-client, 
     await context.close();
   }, 180_000);
 
+  it('takes several dropped files, asks for a token the server refused, and resumes them once it is entered', async () => {
+    browser ??= await launchChromium();
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${h.base}/upload`);
+    const files = [
+      { name: 'notes.txt', type: 'text/plain', text: 'hello from a dropped file\n'.repeat(1000) },
+      { name: 'data.json', type: 'application/json', text: JSON.stringify({ dropped: true, n: 2 }) },
+    ];
+    // what a drag and drop from the desktop hands the page (the tests compile without the DOM's types)
+    const dataTransfer = await page.evaluateHandle((list) => {
+      const g = globalThis as unknown as {
+        DataTransfer: new () => { items: { add(file: unknown): void } };
+        File: new (parts: string[], name: string, options: { type: string }) => unknown;
+      };
+      const transfer = new g.DataTransfer();
+      for (const f of list) transfer.items.add(new g.File([f.text], f.name, { type: f.type }));
+      return transfer;
+    }, files);
+    await page.locator('#drop').dispatchEvent('drop', { dataTransfer }); // no token yet
+    expect(await page.locator('#notice').textContent()).toMatch(/^No token: the server may refuse the uploads \(401\)/);
+    const rows = page.locator('li.upload');
+    await waitFor('both uploads to be refused', async () => (await page.locator('li.upload[data-state="error"]').count()) === 2);
+    expect(await rows.first().locator('.state').textContent()).toMatch(/refused the token \(401\)/);
+    await page.fill('#token', TOKEN);
+    for (const f of files) await page.getByRole('button', { name: `Resume ${f.name}` }).click();
+    await waitFor('both uploads to finish with a link', async () => (await page.locator('li.upload a.download').count()) === 2, {
+      timeoutMs: 30_000,
+    });
+    for (const [i, f] of files.entries()) {
+      const row = rows.nth(i);
+      expect(await row.locator('.name').textContent()).toBe(f.name);
+      const r = await fetch((await row.locator('a.download').getAttribute('href')) ?? '');
+      expect([r.status, r.headers.get('content-type'), r.headers.get('content-disposition'), await r.text()]).toEqual([
+        200,
+        f.type,
+        `attachment; filename*=UTF-8''${f.name}`,
+        f.text,
+      ]);
+    }
+    await context.close();
+  }, 60_000);
+
   it('serves the page with a strict Content-Security-Policy, its own files only, and tus-js-client from the package', async () => {
     const r = await fetch(`${h.base}/upload`);
     expect([r.status, r.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8']);
