@@ -156,6 +156,42 @@ describe('the browser upload page at /upload (headless Chromium, tus-js-client, 
     await context.close();
   }, 180_000);
 
+  it('goes on by itself after the connection is lost for a while, in the same upload', async () => {
+    browser ??= await launchChromium();
+    const data = randomBytes(8 * MiB);
+    const file = join(dir.path, 'offline.bin');
+    writeFileSync(file, data);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${h.base}/upload?chunkSize=${MiB}`);
+    await page.fill('#token', TOKEN);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    const network = (offline: boolean) =>
+      cdp.send('Network.emulateNetworkConditions', {
+        offline,
+        latency: 0,
+        downloadThroughput: -1,
+        uploadThroughput: THROTTLED_BYTES_PER_S,
+      });
+    await network(false);
+    await page.setInputFiles('#file', file);
+    const row = page.locator('li.upload').first();
+    await waitFor('the upload to pass 25%', async () => Number((await row.getAttribute('data-sent')) ?? 0) >= data.length / 4, {
+      timeoutMs: 60_000,
+    });
+    const [uploadUrl] = await storedUploadUrls(page);
+    await network(true);
+    await row.locator('.state', { hasText: /Connection trouble|Stopped/ }).waitFor({ timeout: 20_000 });
+    expect(await page.locator('#notice').textContent()).toMatch(/^Offline/);
+    await network(false);
+    await page.locator('li.upload[data-state="finished"] a.download').waitFor({ timeout: 60_000 });
+    expect(await row.locator('.state').textContent()).toContain(`tus/${uploadUrl.split('/').pop()}`);
+    const r = await fetch((await row.locator('a.download').getAttribute('href')) ?? '');
+    expect(sha256Hex(Buffer.from(await r.arrayBuffer()))).toBe(sha256Hex(data));
+    await context.close();
+  }, 120_000);
+
   it('takes several dropped files, asks for a token the server refused, and resumes them once it is entered', async () => {
     browser ??= await launchChromium();
     const context = await browser.newContext();

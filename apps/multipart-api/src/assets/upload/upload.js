@@ -116,6 +116,7 @@
     actions.appendChild(this.link);
     this.row.appendChild(actions);
     list.appendChild(this.row);
+    this.setState('starting', 'Starting…');
 
     this.upload = new window.tus.Upload(file, {
       endpoint: ENDPOINT,
@@ -227,6 +228,7 @@
 
   Entry.prototype.progress = function (sent, total) {
     this.sent = sent;
+    if (this.state === 'retrying') this.setState('uploading', 'Uploading again…');
     var now = performance.now();
     this.samples.push({ t: now, bytes: sent });
     while (this.samples.length > 2 && now - this.samples[0].t > 3000) this.samples.shift();
