@@ -1,2 +1,3 @@
 export * from './lib/tus-protocol';
 export * from './lib/tus.service';
+export * from './lib/tus-download';

@@ -15,13 +15,15 @@ import {
 import { Redis, RedisKeys, createRedis, waitForRedis } from '@ferry/redis';
 import { SessionStore } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
-import { TusService } from '@ferry/tus';
+import { TusDownloads, TusService } from '@ferry/tus';
 import { UploadEngine } from '@ferry/uploads';
 import { DocsController } from './docs.controller';
 import { FileHandleController } from './file-handle.controller';
 import { assemblies, assemblyDuration, digestBytes } from './metrics';
 import { MultipartController } from './multipart.controller';
 import { TusController } from './tus.controller';
+import { TusDownloadController } from './tus-download.controller';
+import { UploadPageController } from './upload-page.controller';
 
 /** The producer side of the assembly queue, on its own connection (closed after the queue). */
 @Injectable()
@@ -79,13 +81,30 @@ export class MultipartApiModule {
     return {
       module: MultipartApiModule,
       imports: [FerryCoreModule.forApp('multipart-api', config), MultipartCoreModule, UploadsModule],
-      controllers: [HealthController, DocsController, MultipartController, FileHandleController, TusController],
+      // TusDownloadController after TusController: HEAD /files/{id} is tus's, GET is the download
+      controllers: [
+        HealthController,
+        DocsController,
+        MultipartController,
+        FileHandleController,
+        TusController,
+        TusDownloadController,
+        UploadPageController,
+      ],
       providers: [
         {
           provide: TusService,
           useFactory: (engine: UploadEngine, sessions: SessionStore, auth: Authenticator) =>
             new TusService(engine, sessions, auth, { maxSize: config.tus.maxSize, uploadLifetimeMs: config.tus.uploadLifetimeMs }),
           inject: [UploadEngine, SessionStore, Authenticator],
+        },
+        {
+          provide: TusDownloads,
+          useFactory: (engine: UploadEngine, auth: Authenticator, storage: Storage) => {
+            if (!config.signingKey) throw new Error('multipart-api needs a signing key (FERRY_SIGNING_KEY)');
+            return new TusDownloads(engine, auth, new UrlSigner(config.signingKey), { urlTtlMs: config.signedUrlTtlMs }, storage.direct);
+          },
+          inject: [UploadEngine, Authenticator, STORAGE],
         },
         AssemblyQueueHolder,
         DigestProgressHolder,

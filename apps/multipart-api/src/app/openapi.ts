@@ -75,6 +75,33 @@ const fileHandleUrlOp = {
   },
 };
 
+/** tus 1.0.0 (https://tus.io/protocols/resumable-upload): every request but OPTIONS sends Tus-Resumable. */
+const tusHeaders = { 'Tus-Resumable': { description: 'The protocol version: 1.0.0.', schema: { type: 'string', const: '1.0.0' } } };
+const tusError = (description: string) => ({ $ref: '#/components/responses/Error', description });
+const tusCapabilitiesOp = (operationId: string) => ({
+  operationId,
+  summary: "tus: the server's version, extensions and limits",
+  security: [],
+  responses: {
+    '204': {
+      description: 'Tus-Version, Tus-Extension, Tus-Max-Size and Tus-Checksum-Algorithm.',
+      headers: {
+        'Tus-Version': { schema: { type: 'string' } },
+        'Tus-Extension': { schema: { type: 'string' } },
+        'Tus-Max-Size': { schema: { type: 'integer' } },
+        'Tus-Checksum-Algorithm': { schema: { type: 'string' } },
+      },
+    },
+  },
+});
+
+/** Downloads of finished tus uploads and the upload page: the data plane at the root. */
+const TUS_DOWNLOAD_HEADERS = {
+  'Accept-Ranges': { $ref: '#/components/headers/AcceptRanges' },
+  ETag: { description: "The content's sha256 hex, quoted.", schema: { type: 'string' } },
+  'Content-Disposition': { $ref: '#/components/headers/ContentDisposition' },
+};
+
 export const MULTIPART_OPENAPI = {
   openapi: '3.1.0',
   info: {
@@ -239,6 +266,190 @@ export const MULTIPART_OPENAPI = {
         },
       },
     },
+    '/files/': {
+      ...ROOT_ONLY,
+      post: {
+        operationId: 'createTusUpload',
+        summary: 'tus: create an upload (creation, creation-with-upload, creation-defer-length)',
+        description:
+          'Send Upload-Length (or Upload-Defer-Length: 1) and optionally Upload-Metadata (filename, filetype). With a body ' +
+          '(Content-Type: application/offset+octet-stream) its bytes are the first of the upload. The finished upload is the ' +
+          'object tus/{id}. Scope: ferry:write:tus/{id}.',
+        parameters: [
+          { name: 'Tus-Resumable', in: 'header', required: true, schema: { type: 'string', const: '1.0.0' } },
+          { name: 'Upload-Length', in: 'header', schema: { type: 'integer', minimum: 0 } },
+          { name: 'Upload-Defer-Length', in: 'header', schema: { type: 'string', const: '1' } },
+          { name: 'Upload-Metadata', in: 'header', description: 'key base64(value) pairs, comma-separated.', schema: { type: 'string' } },
+        ],
+        requestBody: { content: { 'application/offset+octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } } },
+        responses: {
+          '201': {
+            description: 'Created; Upload-Offset when bytes came with it.',
+            headers: {
+              ...tusHeaders,
+              Location: { description: 'The upload URL, /files/{id}.', schema: { type: 'string', format: 'uri' } },
+              'Upload-Expires': { schema: { type: 'string' } },
+            },
+          },
+          '400': res('BadRequest'),
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
+          '412': tusError('Tus-Resumable is missing or not 1.0.0.'),
+          '413': tusError('Upload-Length is over Tus-Max-Size.'),
+        },
+      },
+      options: tusCapabilitiesOp('tusCapabilities'),
+    },
+    '/files/{id}': {
+      ...ROOT_ONLY,
+      head: {
+        operationId: 'getTusUploadOffset',
+        summary: "tus: the upload's offset (the bytes the server holds durably), length and metadata",
+        parameters: [param('tusId'), param('tusResumable')],
+        responses: {
+          '200': {
+            description: 'No body.',
+            headers: {
+              ...tusHeaders,
+              'Upload-Offset': { schema: { type: 'integer', minimum: 0 } },
+              'Upload-Length': { schema: { type: 'integer', minimum: 0 } },
+              'Upload-Metadata': { schema: { type: 'string' } },
+            },
+          },
+          '401': { description: 'Missing or invalid bearer token (no body).' },
+          '403': { description: "Another client's upload (no body)." },
+          '404': { description: 'No such upload, or it expired or was terminated (no body).' },
+        },
+      },
+      patch: {
+        operationId: 'appendTusUpload',
+        summary: 'tus: append bytes at Upload-Offset',
+        parameters: [
+          param('tusId'),
+          param('tusResumable'),
+          { name: 'Upload-Offset', in: 'header', required: true, schema: { type: 'integer', minimum: 0 } },
+          { name: 'Upload-Checksum', in: 'header', description: 'algorithm base64(digest) of this body.', schema: { type: 'string' } },
+        ],
+        requestBody: {
+          required: true,
+          content: { 'application/offset+octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+        },
+        responses: {
+          '204': { description: 'Stored durably.', headers: { ...tusHeaders, 'Upload-Offset': { schema: { type: 'integer' } } } },
+          '400': res('BadRequest'),
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
+          '404': res('NotFound'),
+          '409': tusError("Upload-Offset is not the upload's offset, or another request holds the upload."),
+          '412': tusError('Tus-Resumable is missing or not 1.0.0.'),
+          '413': tusError('The body goes past Upload-Length or Tus-Max-Size.'),
+          '415': tusError('Content-Type is not application/offset+octet-stream.'),
+          '460': tusError('Upload-Checksum does not match the body: it was discarded.'),
+        },
+      },
+      delete: {
+        operationId: 'terminateTusUpload',
+        summary: 'tus: terminate an unfinished upload',
+        parameters: [param('tusId'), param('tusResumable')],
+        responses: {
+          '204': { description: 'Gone.', headers: tusHeaders },
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
+          '404': res('NotFound'),
+          '409': tusError('The upload is finished (it is the object tus/{id}), or another request holds it.'),
+        },
+      },
+      get: {
+        operationId: 'downloadTusUpload',
+        summary: 'Download a finished tus upload (bearer, or its signed URL)',
+        description:
+          "The object tus/{id}, with the upload's filename and filetype. Authorized by a bearer token (the uploader, or " +
+          'scope ferry:read:tus/{id}) or, without one, by the query of a signed URL from GET /files/{id}/url.',
+        security: [{ bearer: [] }, {}],
+        parameters: [
+          param('tusId'),
+          ...signedUrlParameterRefs(),
+          {
+            name: 'Range',
+            in: 'header',
+            description: 'A single byte range, e.g. bytes=0-1023.',
+            schema: { type: 'string', pattern: '^bytes=[0-9]*-[0-9]*$' },
+          },
+        ],
+        responses: {
+          '200': {
+            description: 'The whole object.',
+            headers: TUS_DOWNLOAD_HEADERS,
+            content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+          },
+          '206': {
+            description: 'The requested byte range.',
+            headers: { ...TUS_DOWNLOAD_HEADERS, 'Content-Range': { description: 'bytes start-end/size', schema: { type: 'string' } } },
+            content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
+          },
+          '401': res('Unauthenticated'),
+          '403': {
+            $ref: '#/components/responses/PermissionDenied',
+            description: "Another client's upload, or a tampered or expired signed URL.",
+          },
+          '404': { $ref: '#/components/responses/NotFound', description: 'No such upload, or it is not finished.' },
+          '416': { $ref: '#/components/responses/Error', description: 'The range is not satisfiable.' },
+        },
+      },
+      options: tusCapabilitiesOp('tusCapabilitiesOfUpload'),
+    },
+    '/files/{id}/url': {
+      ...ROOT_ONLY,
+      get: {
+        operationId: 'getTusDownloadUrl',
+        summary: 'A signed download URL for a finished tus upload',
+        parameters: [
+          param('tusId'),
+          { name: 'redirect', in: 'query', schema: { type: 'string', enum: ['true', 'false'], default: 'true' } },
+        ],
+        responses: {
+          '200': {
+            description: 'The signed URL (redirect=false).',
+            content: { 'text/plain': { schema: { type: 'string', format: 'uri' } } },
+          },
+          '307': {
+            description: 'Redirect to the signed URL (redirect=true).',
+            headers: { Location: { description: 'The signed download URL.', schema: { type: 'string', format: 'uri' } } },
+          },
+          '401': res('Unauthenticated'),
+          '403': res('PermissionDenied'),
+          '404': { $ref: '#/components/responses/NotFound', description: 'No such upload, or it is not finished.' },
+        },
+      },
+    },
+    '/upload': {
+      ...ROOT_ONLY,
+      get: {
+        operationId: 'uploadPage',
+        summary: 'The browser upload page (tus-js-client against /files/)',
+        description: 'Query chunkSize=<bytes> sets the size of one PATCH (default 8 MiB). The token is entered on the page.',
+        security: [],
+        responses: { '200': { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } } },
+      },
+    },
+    '/upload/{file}': {
+      ...ROOT_ONLY,
+      get: {
+        operationId: 'uploadPageFile',
+        summary: "The upload page's script, style sheet and tus-js-client's browser build",
+        security: [],
+        parameters: [
+          { name: 'file', in: 'path', required: true, schema: { type: 'string', enum: ['upload.js', 'upload.css', 'tus.min.js'] } },
+        ],
+        responses: {
+          '200': {
+            description: 'The file.',
+            content: { 'text/javascript': { schema: { type: 'string' } }, 'text/css': { schema: { type: 'string' } } },
+          },
+          '404': res('NotFound'),
+        },
+      },
+    },
     '/healthz': {
       ...ROOT_ONLY,
       get: {
@@ -291,6 +502,8 @@ export const MULTIPART_OPENAPI = {
       uploadId: { name: 'uploadId', in: 'path', required: true, schema: { type: 'string', pattern: '^mp_[A-Za-z0-9_-]+$' } },
       partNumber: { name: 'partNumber', in: 'path', required: true, schema: { type: 'integer', minimum: 1, maximum: 10000 } },
       fileHandleId: { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' } },
+      tusId: { name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' } },
+      tusResumable: { name: 'Tus-Resumable', in: 'header', required: true, schema: { type: 'string', const: '1.0.0' } },
       forceRestart: {
         name: 'forceRestart',
         in: 'query',
