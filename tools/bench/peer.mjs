@@ -58,8 +58,18 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 4);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
 const FERRY_ENV = JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}');
-const FACES = (process.env.BENCH_FACES ?? 'object,tus').split(',').map((f) => f.trim()).filter(Boolean);
+const FACES = (process.env.BENCH_FACES ?? 'object,tus')
+  .split(',')
+  .map((f) => f.trim())
+  .filter(Boolean);
 for (const f of FACES) if (!['object', 'tus'].includes(f)) throw new Error(`BENCH_FACES: unknown face ${f} (object, tus)`);
+/** The tus face's variants: `one` (one PATCH), `chunks` (8 MiB PATCHes); one alone to profile it. */
+const TUS_VARIANTS = (process.env.BENCH_TUS_VARIANTS ?? 'one,chunks')
+  .split(',')
+  .map((f) => f.trim())
+  .filter(Boolean);
+for (const v of TUS_VARIANTS) if (!['one', 'chunks'].includes(v)) throw new Error(`BENCH_TUS_VARIANTS: unknown variant ${v} (one, chunks)`);
+const PEER_FSYNC = process.env.BENCH_PEER_FSYNC === '1';
 const TUS_CHUNK = 8 * MiB;
 const PART = 8 * MiB;
 const GRPC_CHUNK = MiB;
@@ -88,7 +98,15 @@ function tusUpload(endpoint, data, chunkSize) {
 }
 
 async function main(onCleanup) {
-  const knobs = { BENCH_FACES: FACES.join(','), BENCH_SIZE_MIB: SIZE / MiB, BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
+  const knobs = {
+    BENCH_FACES: FACES.join(','),
+    BENCH_TUS_VARIANTS: TUS_VARIANTS.join(','),
+    ...(PEER_FSYNC ? { BENCH_PEER_FSYNC: 1 } : {}),
+    BENCH_SIZE_MIB: SIZE / MiB,
+    BENCH_ROUNDS: ROUNDS,
+    BENCH_PARALLEL: PARALLEL,
+    BENCH_SETTLE_MS: SETTLE_MS,
+  };
   console.log(
     `command: ${Object.entries(knobs)
       .map(([k, v]) => `${k}=${v}`)
@@ -96,7 +114,8 @@ async function main(onCleanup) {
   );
   console.log(
     `node ${process.version}, ${cpus().length} CPUs; @tus/server ${version('@tus/server')}, @tus/file-store ${version('@tus/file-store')}, ` +
-      `tus-js-client ${version('tus-js-client')} (object face), raw node:http tus client (tus face); client data in memory (16 MiB random block repeated); MB = 1e6 bytes`,
+      `tus-js-client ${version('tus-js-client')} (object face), raw node:http tus client (tus face); ` +
+      `peer ${PEER_FSYNC ? 'fdatasyncs each PATCH (BENCH_PEER_FSYNC=1)' : 'as shipped (never fsyncs; Ferry syncs every 8 MiB / 50 ms)'}; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`,
   );
   const objectFace = FACES.includes('object');
   const tusFace = FACES.includes('tus');
@@ -161,7 +180,11 @@ async function main(onCleanup) {
           grpc: await start([dist('ingest-grpc')], env, () => listening(ports.grpc)),
         }
       : {}),
-    tus: await start([join(root, 'tools', 'bench', 'tus-peer.mjs'), String(ports.tus), tusDir], {}, () => listening(ports.tus)),
+    tus: await start(
+      [join(root, 'tools', 'bench', 'tus-peer.mjs'), String(ports.tus), tusDir],
+      { BENCH_PEER_FSYNC: PEER_FSYNC ? '1' : '' },
+      () => listening(ports.tus),
+    ),
   };
 
   /** Deletes what earlier measurements wrote (Ferry's blobs, tus's files), then idles. */
@@ -248,6 +271,7 @@ async function main(onCleanup) {
   ];
   const tusEntries = [
     {
+      variant: 'one',
       key: 'ferryTus1',
       label: 'tus face: Ferry, one request',
       pid: procs.multipart.pid,
@@ -255,6 +279,7 @@ async function main(onCleanup) {
       check: () => oneFile('Ferry tus', join(dataDir, 'blobs')),
     },
     {
+      variant: 'one',
       key: 'peerTus1',
       label: 'tus face: @tus/server, one request',
       pid: procs.tus.pid,
@@ -262,6 +287,7 @@ async function main(onCleanup) {
       check: () => oneFile('peer tus', tusDir),
     },
     {
+      variant: 'chunks',
       key: 'ferryTus8',
       label: `tus face: Ferry, ${TUS_CHUNK / MiB} MiB chunks`,
       pid: procs.multipart.pid,
@@ -269,6 +295,7 @@ async function main(onCleanup) {
       check: () => oneFile('Ferry tus chunks', join(dataDir, 'blobs')),
     },
     {
+      variant: 'chunks',
       key: 'peerTus8',
       label: `tus face: @tus/server, ${TUS_CHUNK / MiB} MiB chunks`,
       pid: procs.tus.pid,
@@ -276,7 +303,7 @@ async function main(onCleanup) {
       check: () => oneFile('peer tus chunks', tusDir),
     },
   ];
-  const faces = [...(objectFace ? objectEntries : []), ...(tusFace ? tusEntries : [])];
+  const faces = [...(objectFace ? objectEntries : []), ...(tusFace ? tusEntries.filter((e) => TUS_VARIANTS.includes(e.variant)) : [])];
 
   const results = Object.fromEntries(faces.map((f) => [f.key, []]));
   for (let round = 1; round <= ROUNDS; round++) {
@@ -287,13 +314,14 @@ async function main(onCleanup) {
       const r = {
         mbps: SIZE / m.seconds / 1e6,
         cpuPerGiB: (m.cpuSeconds * GiB) / SIZE,
+        sysPerGiB: (m.sysSeconds * GiB) / SIZE,
         peakRssMiB: m.peakRssMiB,
         completeSeconds: m.result?.completeSeconds,
       };
       results[face.key].push(r);
       const complete = r.completeSeconds === undefined ? '' : ` (complete → COMPLETED ${fmt(r.completeSeconds, 2)} s)`;
       console.log(
-        `round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`,
+        `round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB (kernel ${fmt(r.sysPerGiB, 2)}), peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`,
       );
     }
   }
@@ -315,12 +343,14 @@ async function main(onCleanup) {
       })),
     );
   }
+  const variants = [
+    ['one', 'one request', 'ferryTus1', 'peerTus1'],
+    ['chunks', `${TUS_CHUNK / MiB} MiB chunks`, 'ferryTus8', 'peerTus8'],
+  ]
+    .filter(([v]) => TUS_VARIANTS.includes(v))
+    .map(([, ...rest]) => rest);
   if (tusFace) {
     console.log(`\ntus face (same raw node:http client, one connection): ${heading}:`);
-    const variants = [
-      ['one request', 'ferryTus1', 'peerTus1'],
-      [`${TUS_CHUNK / MiB} MiB chunks`, 'ferryTus8', 'peerTus8'],
-    ];
     console.table(
       variants.map(([variant, ferry, peer]) => ({
         variant,
@@ -329,6 +359,8 @@ async function main(onCleanup) {
         ratio: fmt(med(ferry, 'mbps') / med(peer, 'mbps'), 2),
         ferryCpuSPerGiB: fmt(med(ferry, 'cpuPerGiB'), 2),
         peerCpuSPerGiB: fmt(med(peer, 'cpuPerGiB'), 2),
+        ferryKernel: fmt(med(ferry, 'sysPerGiB'), 2),
+        peerKernel: fmt(med(peer, 'sysPerGiB'), 2),
         ferryPeakRssMiB: fmt(peak(ferry)),
         peerPeakRssMiB: fmt(peak(peer)),
       })),
@@ -348,8 +380,9 @@ async function main(onCleanup) {
   }
   if (tusFace) {
     console.log(
-      `target: Ferry's tus >= 1.0x @tus/server: one request ${fmt(med('ferryTus1', 'mbps') / med('peerTus1', 'mbps'), 2)}x, ` +
-        `${TUS_CHUNK / MiB} MiB chunks ${fmt(med('ferryTus8', 'mbps') / med('peerTus8', 'mbps'), 2)}x`,
+      `target: Ferry's tus >= 1.0x @tus/server: ${variants
+        .map(([variant, ferry, peer]) => `${variant} ${fmt(med(ferry, 'mbps') / med(peer, 'mbps'), 2)}x`)
+        .join(', ')}`,
     );
   }
 }

@@ -64,7 +64,9 @@ export async function tusUpload({ endpoint, data, chunkSize = Infinity, headers 
       body: data.subarray(offset, end),
     });
     if (res.status !== 204 || Number(res.headers['upload-offset']) !== end) {
-      throw new Error(`tus PATCH ${url} at ${offset}: ${res.status}, Upload-Offset ${res.headers['upload-offset']} (expected ${end}) ${res.text}`);
+      throw new Error(
+        `tus PATCH ${url} at ${offset}: ${res.status}, Upload-Offset ${res.headers['upload-offset']} (expected ${end}) ${res.text}`,
+      );
     }
     offset = end;
   }
