@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Ferry against its peer (on demand, not a test): the same bytes (BENCH_SIZE_MIB, default 1 GiB)
-// uploaded in one run, alternating, through
+// uploaded in one run, alternating. Two faces, chosen by BENCH_FACES (default `object,tus`):
+//
+// `object`: Ferry's own protocols against tus in one request, through
 //  - the tus reference server, @tus/server + @tus/file-store (tools/bench/tus-peer.mjs), driven by
 //    tus-js-client: in one request, and in 8 MiB chunks (one PATCH each);
 //  - Ferry's object API: createUpload, one PUT to the putUrl, finishUpload declaring the sha256,
@@ -9,13 +11,20 @@
 //    each added with its md5, complete until COMPLETED (the worker assembles and verifies); its
 //    MB/s counts the whole cycle, start to COMPLETED (bench:multipart times the phases apart);
 //  - Ferry's ByteStream Write, 1 MiB messages.
+// It prints each Ferry face's ratio to tus in one request.
+//
+// `tus`: tus against tus, the same client (tus-client.mjs, raw node:http) uploading to Ferry's
+// multipart-api under /files/ and to @tus/server, creation then
+//  - one PATCH of the whole file ("one request"),
+//  - PATCHes of 8 MiB one after the other (as tus-js-client with chunkSize 8 MiB);
+// it prints per variant Ferry's and the peer's MB/s, their ratio, each server's CPU and peak RSS.
+//
 // Prints per round and as medians: MB/s, server CPU-seconds per GiB, the server's peak RSS during
-// the upload, and each Ferry face's ratio to tus in one request. Before each measurement the
-// previous output is deleted and memory left to settle (BENCH_SETTLE_MS), as
-// docs/benchmarking.md explains.
+// the upload. Before each measurement the previous output is deleted and memory left to settle
+// (BENCH_SETTLE_MS), as docs/benchmarking.md explains.
 //
 // Usage: npm run bench:peer
-//   (env: BENCH_SIZE_MIB=1024 BENCH_ROUNDS=3 BENCH_PARALLEL=4 BENCH_SETTLE_MS=15000)
+//   (env: BENCH_FACES=object,tus BENCH_SIZE_MIB=1024 BENCH_ROUNDS=3 BENCH_PARALLEL=4 BENCH_SETTLE_MS=15000)
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -23,7 +32,8 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import taskcluster from 'taskcluster-client';
 import * as tus from 'tus-js-client';
-import { byteStreamWrite, keepAlive, multipartUpload, objectPut } from './ferry-clients.mjs';
+import { TOKEN, byteStreamWrite, keepAlive, multipartUpload, objectPut } from './ferry-clients.mjs';
+import { tusAgent, tusUpload as rawTusUpload } from './tus-client.mjs';
 import {
   GiB,
   MiB,
@@ -48,6 +58,18 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 4);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15000);
 const FERRY_ENV = JSON.parse(process.env.BENCH_FERRY_ENV ?? '{}');
+const FACES = (process.env.BENCH_FACES ?? 'object,tus')
+  .split(',')
+  .map((f) => f.trim())
+  .filter(Boolean);
+for (const f of FACES) if (!['object', 'tus'].includes(f)) throw new Error(`BENCH_FACES: unknown face ${f} (object, tus)`);
+/** The tus face's variants: `one` (one PATCH), `chunks` (8 MiB PATCHes); one alone to profile it. */
+const TUS_VARIANTS = (process.env.BENCH_TUS_VARIANTS ?? 'one,chunks')
+  .split(',')
+  .map((f) => f.trim())
+  .filter(Boolean);
+for (const v of TUS_VARIANTS) if (!['one', 'chunks'].includes(v)) throw new Error(`BENCH_TUS_VARIANTS: unknown variant ${v} (one, chunks)`);
+const PEER_FSYNC = process.env.BENCH_PEER_FSYNC === '1';
 const TUS_CHUNK = 8 * MiB;
 const PART = 8 * MiB;
 const GRPC_CHUNK = MiB;
@@ -76,7 +98,15 @@ function tusUpload(endpoint, data, chunkSize) {
 }
 
 async function main(onCleanup) {
-  const knobs = { BENCH_SIZE_MIB: SIZE / MiB, BENCH_ROUNDS: ROUNDS, BENCH_PARALLEL: PARALLEL, BENCH_SETTLE_MS: SETTLE_MS };
+  const knobs = {
+    BENCH_FACES: FACES.join(','),
+    BENCH_TUS_VARIANTS: TUS_VARIANTS.join(','),
+    ...(PEER_FSYNC ? { BENCH_PEER_FSYNC: 1 } : {}),
+    BENCH_SIZE_MIB: SIZE / MiB,
+    BENCH_ROUNDS: ROUNDS,
+    BENCH_PARALLEL: PARALLEL,
+    BENCH_SETTLE_MS: SETTLE_MS,
+  };
   console.log(
     `command: ${Object.entries(knobs)
       .map(([k, v]) => `${k}=${v}`)
@@ -84,9 +114,13 @@ async function main(onCleanup) {
   );
   console.log(
     `node ${process.version}, ${cpus().length} CPUs; @tus/server ${version('@tus/server')}, @tus/file-store ${version('@tus/file-store')}, ` +
-      `tus-js-client ${version('tus-js-client')}; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`,
+      `tus-js-client ${version('tus-js-client')} (object face), raw node:http tus client (tus face); ` +
+      `peer ${PEER_FSYNC ? 'fdatasyncs each PATCH (BENCH_PEER_FSYNC=1)' : 'as shipped (never fsyncs; Ferry syncs every 8 MiB / 50 ms)'}; client data in memory (16 MiB random block repeated); MB = 1e6 bytes`,
   );
-  const apps = ['object-api', 'multipart-api', 'assembler-worker', 'ingest-grpc'];
+  const objectFace = FACES.includes('object');
+  const tusFace = FACES.includes('tus');
+  // the tus face needs multipart-api alone (a tus upload publishes in its last PATCH, no worker)
+  const apps = objectFace ? ['object-api', 'multipart-api', 'assembler-worker', 'ingest-grpc'] : ['multipart-api'];
   if (apps.some((app) => !existsSync(dist(app)))) {
     console.log(`building ${apps.join(', ')}...`);
     execFileSync('npx', ['nx', 'run-many', '-t', 'build', '-p', ...apps, '--output-style=static'], { cwd: root, stdio: 'inherit' });
@@ -138,11 +172,19 @@ async function main(onCleanup) {
     return child;
   };
   const procs = {
-    object: await start([dist('object-api')], env, readyz(ports.object)),
+    ...(objectFace ? { object: await start([dist('object-api')], env, readyz(ports.object)) } : {}),
     multipart: await start([dist('multipart-api')], env, readyz(ports.multipart)),
-    worker: await start([dist('assembler-worker')], env, readyz(ports.worker)),
-    grpc: await start([dist('ingest-grpc')], env, () => listening(ports.grpc)),
-    tus: await start([join(root, 'tools', 'bench', 'tus-peer.mjs'), String(ports.tus), tusDir], {}, () => listening(ports.tus)),
+    ...(objectFace
+      ? {
+          worker: await start([dist('assembler-worker')], env, readyz(ports.worker)),
+          grpc: await start([dist('ingest-grpc')], env, () => listening(ports.grpc)),
+        }
+      : {}),
+    tus: await start(
+      [join(root, 'tools', 'bench', 'tus-peer.mjs'), String(ports.tus), tusDir],
+      { BENCH_PEER_FSYNC: PEER_FSYNC ? '1' : '' },
+      () => listening(ports.tus),
+    ),
   };
 
   /** Deletes what earlier measurements wrote (Ferry's blobs, tus's files), then idles. */
@@ -163,7 +205,14 @@ async function main(onCleanup) {
   const multipartBase = `http://127.0.0.1:${ports.multipart}`;
   const agent = keepAlive(PARALLEL + 2);
   const tusEndpoint = `http://127.0.0.1:${ports.tus}/files`;
-  const faces = [
+  const ferryTusEndpoint = `${multipartBase}/files`;
+  const auth = { authorization: `Bearer ${TOKEN}` }; // sent to both servers (the peer ignores it)
+  /** The tus face: the same raw client, one connection, to Ferry and to the peer. */
+  const tusRun = (endpoint, chunkSize) => () => {
+    const agent = tusAgent();
+    return rawTusUpload({ endpoint, data, chunkSize, headers: auth, agent }).finally(() => agent.destroy());
+  };
+  const objectEntries = [
     {
       key: 'tus',
       label: 'tus, one request',
@@ -174,7 +223,7 @@ async function main(onCleanup) {
     {
       key: 'object',
       label: 'Ferry object PUT',
-      pid: procs.object.pid,
+      pid: procs.object?.pid,
       run: () =>
         objectPut({ base: `http://127.0.0.1:${ports.object}`, name: `bench/peer/${Date.now()}`, data, sha256, slugid: taskcluster.slugid }),
       check: () => oneFile('object', join(dataDir, 'blobs')),
@@ -212,7 +261,7 @@ async function main(onCleanup) {
     {
       key: 'bytestream',
       label: `Ferry ByteStream, ${GRPC_CHUNK / MiB} MiB messages`,
-      pid: procs.grpc.pid,
+      pid: procs.grpc?.pid,
       run: async () => {
         const committed = await byteStreamWrite({ port: ports.grpc, data, chunk: GRPC_CHUNK });
         if (committed !== SIZE) throw new Error(`ByteStream committed ${committed} of ${SIZE} bytes`);
@@ -220,6 +269,41 @@ async function main(onCleanup) {
       check: () => oneFile('bytestream', join(dataDir, 'blobs')),
     },
   ];
+  const tusEntries = [
+    {
+      variant: 'one',
+      key: 'ferryTus1',
+      label: 'tus face: Ferry, one request',
+      pid: procs.multipart.pid,
+      run: tusRun(ferryTusEndpoint, Infinity),
+      check: () => oneFile('Ferry tus', join(dataDir, 'blobs')),
+    },
+    {
+      variant: 'one',
+      key: 'peerTus1',
+      label: 'tus face: @tus/server, one request',
+      pid: procs.tus.pid,
+      run: tusRun(tusEndpoint, Infinity),
+      check: () => oneFile('peer tus', tusDir),
+    },
+    {
+      variant: 'chunks',
+      key: 'ferryTus8',
+      label: `tus face: Ferry, ${TUS_CHUNK / MiB} MiB chunks`,
+      pid: procs.multipart.pid,
+      run: tusRun(ferryTusEndpoint, TUS_CHUNK),
+      check: () => oneFile('Ferry tus chunks', join(dataDir, 'blobs')),
+    },
+    {
+      variant: 'chunks',
+      key: 'peerTus8',
+      label: `tus face: @tus/server, ${TUS_CHUNK / MiB} MiB chunks`,
+      pid: procs.tus.pid,
+      run: tusRun(tusEndpoint, TUS_CHUNK),
+      check: () => oneFile('peer tus chunks', tusDir),
+    },
+  ];
+  const faces = [...(objectFace ? objectEntries : []), ...(tusFace ? tusEntries.filter((e) => TUS_VARIANTS.includes(e.variant)) : [])];
 
   const results = Object.fromEntries(faces.map((f) => [f.key, []]));
   for (let round = 1; round <= ROUNDS; round++) {
@@ -230,40 +314,77 @@ async function main(onCleanup) {
       const r = {
         mbps: SIZE / m.seconds / 1e6,
         cpuPerGiB: (m.cpuSeconds * GiB) / SIZE,
+        sysPerGiB: (m.sysSeconds * GiB) / SIZE,
         peakRssMiB: m.peakRssMiB,
         completeSeconds: m.result?.completeSeconds,
       };
       results[face.key].push(r);
       const complete = r.completeSeconds === undefined ? '' : ` (complete → COMPLETED ${fmt(r.completeSeconds, 2)} s)`;
       console.log(
-        `round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB, peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`,
+        `round ${round} ${face.label}: ${fmt(r.mbps)} MB/s, ${fmt(r.cpuPerGiB, 2)} CPU-s/GiB (kernel ${fmt(r.sysPerGiB, 2)}), peak RSS ${fmt(r.peakRssMiB)} MiB${complete}`,
       );
     }
   }
 
   const med = (key, field) => median(results[key].map((r) => r[field]));
+  const peak = (key) => Math.max(...results[key].map((r) => r.peakRssMiB));
+  const heading = `${fmt(SIZE / MiB, 0)} MiB, medians of ${ROUNDS} round(s), alternating in one run (server CPU and peak RSS during the upload)`;
+  if (objectFace) {
+    console.log(`\nobject face: ${heading}:`);
+    console.table(
+      objectEntries.map((f) => ({
+        upload: f.label,
+        MBps: fmt(med(f.key, 'mbps')),
+        vsTusOneRequest: fmt(med(f.key, 'mbps') / med('tus', 'mbps'), 2),
+        cpuSPerGiB: fmt(med(f.key, 'cpuPerGiB'), 2),
+        cpuVsTus: fmt(med(f.key, 'cpuPerGiB') / med('tus', 'cpuPerGiB'), 2),
+        peakRssMiB: fmt(peak(f.key)),
+        ...(f.key === 'multipart' ? { completeS: fmt(med(f.key, 'completeSeconds'), 2) } : {}),
+      })),
+    );
+  }
+  const variants = [
+    ['one', 'one request', 'ferryTus1', 'peerTus1'],
+    ['chunks', `${TUS_CHUNK / MiB} MiB chunks`, 'ferryTus8', 'peerTus8'],
+  ]
+    .filter(([v]) => TUS_VARIANTS.includes(v))
+    .map(([, ...rest]) => rest);
+  if (tusFace) {
+    console.log(`\ntus face (same raw node:http client, one connection): ${heading}:`);
+    console.table(
+      variants.map(([variant, ferry, peer]) => ({
+        variant,
+        ferryMBps: fmt(med(ferry, 'mbps')),
+        peerMBps: fmt(med(peer, 'mbps')),
+        ratio: fmt(med(ferry, 'mbps') / med(peer, 'mbps'), 2),
+        ferryCpuSPerGiB: fmt(med(ferry, 'cpuPerGiB'), 2),
+        peerCpuSPerGiB: fmt(med(peer, 'cpuPerGiB'), 2),
+        ferryKernel: fmt(med(ferry, 'sysPerGiB'), 2),
+        peerKernel: fmt(med(peer, 'sysPerGiB'), 2),
+        ferryPeakRssMiB: fmt(peak(ferry)),
+        peerPeakRssMiB: fmt(peak(peer)),
+      })),
+    );
+  }
+  const names = { object: 'object-api', multipart: 'multipart-api', worker: 'assembler-worker', grpc: 'ingest-grpc', tus: 'tus' };
   console.log(
-    `\n${fmt(SIZE / MiB, 0)} MiB, medians of ${ROUNDS} round(s), alternating in one run (server CPU and peak RSS during the upload):`,
+    `lifetime peak RSS (VmHWM): ${Object.entries(procs)
+      .map(([k, p]) => `${names[k]} ${fmt(hwmMiB(p.pid))} MiB`)
+      .join(', ')}`,
   );
-  console.table(
-    faces.map((f) => ({
-      upload: f.label,
-      MBps: fmt(med(f.key, 'mbps')),
-      vsTusOneRequest: fmt(med(f.key, 'mbps') / med('tus', 'mbps'), 2),
-      cpuSPerGiB: fmt(med(f.key, 'cpuPerGiB'), 2),
-      cpuVsTus: fmt(med(f.key, 'cpuPerGiB') / med('tus', 'cpuPerGiB'), 2),
-      peakRssMiB: fmt(Math.max(...results[f.key].map((r) => r.peakRssMiB))),
-      ...(f.key === 'multipart' ? { completeS: fmt(med(f.key, 'completeSeconds'), 2) } : {}),
-    })),
-  );
-  console.log(
-    `lifetime peak RSS (VmHWM): object-api ${fmt(hwmMiB(procs.object.pid))} MiB, multipart-api ${fmt(hwmMiB(procs.multipart.pid))} MiB, ` +
-      `assembler-worker ${fmt(hwmMiB(procs.worker.pid))} MiB, ingest-grpc ${fmt(hwmMiB(procs.grpc.pid))} MiB, tus ${fmt(hwmMiB(procs.tus.pid))} MiB`,
-  );
-  console.log(
-    `target: object PUT >= 0.90x tus (one request) with <= 1.5x its CPU-s/GiB: ${fmt(med('object', 'mbps') / med('tus', 'mbps'), 2)}x, ` +
-      `${fmt(med('object', 'cpuPerGiB') / med('tus', 'cpuPerGiB'), 2)}x CPU`,
-  );
+  if (objectFace) {
+    console.log(
+      `target: object PUT >= 0.90x tus (one request) with <= 1.5x its CPU-s/GiB: ${fmt(med('object', 'mbps') / med('tus', 'mbps'), 2)}x, ` +
+        `${fmt(med('object', 'cpuPerGiB') / med('tus', 'cpuPerGiB'), 2)}x CPU`,
+    );
+  }
+  if (tusFace) {
+    console.log(
+      `target: Ferry's tus >= 1.0x @tus/server: ${variants
+        .map(([variant, ferry, peer]) => `${variant} ${fmt(med(ferry, 'mbps') / med(peer, 'mbps'), 2)}x`)
+        .join(', ')}`,
+    );
+  }
 }
 
 runBenchmark(main, { paths: [dataDir, tusDir], work });
