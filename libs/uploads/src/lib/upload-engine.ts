@@ -22,6 +22,11 @@ export interface OpenWriterOptions {
   holdCommits?: boolean;
 }
 
+/** How many uploads' digests the engine keeps between two of their writers (see UploadEngine.park). */
+const PARKED_MAX = 1000;
+/** How long it keeps them: a client that pauses longer pays a re-hash of the committed prefix. */
+const PARKED_TTL_MS = 5 * 60_000;
+
 export interface UploadEngineOptions {
   fsyncBytes: number;
   fsyncIntervalMs: number;
@@ -36,6 +41,12 @@ export interface UploadEngineOptions {
 export class UploadEngine {
   private readonly writerOptions: WriterOptions;
   private readonly publisher: Publisher;
+  /**
+   * The digests of writers that ended cleanly without finishing (a tus PATCH), by upload: they
+   * cover exactly `[0, committed)`, so the upload's next writer in this process continues them
+   * instead of re-hashing its committed prefix (quadratic over a tus upload's PATCHes).
+   */
+  private readonly parked = new Map<string, { hasher: StreamDigests; key: string; timer: NodeJS.Timeout }>();
 
   constructor(
     private readonly sessions: SessionStore,
@@ -153,6 +164,7 @@ export class UploadEngine {
    */
   async discard(uploadId: string, policy: Extract<LeasePolicy, 'refuse' | 'request'> = 'refuse'): Promise<void> {
     const lease = await this.sessions.acquireLease(uploadId, policy);
+    this.unpark(uploadId);
     try {
       await this.storage.deleteStaging(uploadId);
     } catch (err) {
@@ -163,8 +175,39 @@ export class UploadEngine {
   }
 
   /**
+   * Keeps `hasher`, which covers `[0, committed)` of `uploadId`, for the upload's next writer in
+   * this process. A cache, not state: any other writer re-hashes, as every writer did before.
+   */
+  private park(uploadId: string, hasher: StreamDigests, key: string): void {
+    this.unpark(uploadId);
+    if (this.parked.size >= PARKED_MAX) {
+      const oldest = this.parked.keys().next().value;
+      if (oldest !== undefined) this.unpark(oldest);
+    }
+    const timer = setTimeout(() => this.unpark(uploadId), PARKED_TTL_MS);
+    timer.unref();
+    this.parked.set(uploadId, { hasher, key, timer });
+  }
+
+  /**
+   * The parked digests of `uploadId` if they were parked under `key` (the same session, by its
+   * creation time: an upload discarded and made again under the same id on another replica is
+   * another content; the same committed size; the same needs). Any others are disposed.
+   */
+  private unpark(uploadId: string, key?: string): StreamDigests | undefined {
+    const entry = this.parked.get(uploadId);
+    if (!entry) return undefined;
+    this.parked.delete(uploadId);
+    clearTimeout(entry.timer);
+    if (key !== undefined && entry.key === key) return entry.hasher;
+    entry.hasher.dispose();
+    return undefined;
+  }
+
+  /**
    * Becomes the single writer of an upload (ConcurrentWriterError if another one is active) and
-   * positions it at the committed size. A resumed upload re-hashes its committed prefix. The
+   * positions it at the committed size. A resumed upload re-hashes its committed prefix, unless
+   * the previous writer of the upload in this process left its digests at that size. The
    * stream computes sha256 and the `needs`; digests declared only at finish are computed then.
    */
   async openWriter(uploadId: string, needs: DigestNeeds = [], options: OpenWriterOptions = {}): Promise<UploadWriter> {
@@ -173,17 +216,26 @@ export class UploadEngine {
     const writerOptions = { ...this.writerOptions, holdCommits: options.holdCommits ?? false };
     let hasher: StreamDigests | undefined;
     let writer: UploadWriter;
+    let continued = false;
     try {
       const session = await this.sessions.get(uploadId);
       if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
       session.committed = lease.committed;
       uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
-      const deps = { sessions: this.sessions, storage: this.storage, publisher: this.publisher, hashPool: this.hashPool };
+      const deps = {
+        sessions: this.sessions,
+        storage: this.storage,
+        publisher: this.publisher,
+        hashPool: this.hashPool,
+        park: (digests: StreamDigests, size: number) => this.park(uploadId, digests, parkKey(session.createdAt, size, needs)),
+      };
       if (session.state === 'publishing') {
         return new UploadWriter(deps, session, lease, undefined, undefined, writerOptions, takenAt);
       }
       const file = await this.storage.openStaging(uploadId, lease.committed, lease.fence);
-      hasher = new StreamDigests(this.hashPool, needs);
+      hasher = this.unpark(uploadId, parkKey(session.createdAt, lease.committed, needs));
+      continued = hasher !== undefined;
+      hasher ??= new StreamDigests(this.hashPool, needs);
       writer = new UploadWriter(deps, session, lease, file, hasher, writerOptions, takenAt);
     } catch (err) {
       hasher?.dispose();
@@ -191,11 +243,16 @@ export class UploadEngine {
       throw err;
     }
     try {
-      await writer.rehashCommittedPrefix();
+      if (!continued) await writer.rehashCommittedPrefix();
     } catch (err) {
-      await writer.close();
+      await writer.close(false); // (nothing received; and its digests cover only part of the prefix: not parked)
       throw err;
     }
     return writer;
   }
+}
+
+/** What parked digests must match to be continued: the session (its creation), the bytes they cover, the digests. */
+function parkKey(createdAt: number, committed: number, needs: DigestNeeds): string {
+  return `${createdAt}:${committed}:${[...needs].sort().join()}`;
 }

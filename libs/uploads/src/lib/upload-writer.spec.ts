@@ -231,6 +231,63 @@ describe('UploadWriter (real Redis and disk)', () => {
     expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
   });
 
+  it("continues the previous writer's digests in the same process instead of re-reading the prefix (tus PATCHes); another replica re-hashes", async () => {
+    const reads: string[] = [];
+    class CountingStorage extends FsStorage {
+      override readStaging(uploadId: string, start: number, end: number) {
+        reads.push(`${uploadId}:${start}-${end}`);
+        return super.readStaging(uploadId, start, end);
+      }
+    }
+    const counted = new CountingStorage(dir.path);
+    const here = new UploadEngine(sessions, counted, catalog, pool, { fsyncBytes: 64 * KiB, fsyncIntervalMs: 1 });
+    const other = new UploadEngine(sessions, counted, catalog, pool, { fsyncBytes: 64 * KiB, fsyncIntervalMs: 1 });
+    const id = await newUpload();
+    const data = patternBytes(1000 * KiB, 8);
+    const cuts = [0, 100 * KiB, 350 * KiB, 600 * KiB, 800 * KiB];
+    for (let i = 0; i < cuts.length - 1; i++) {
+      // (the third writer runs on the other replica: it re-hashes, and parks there)
+      const engineOf = i === 2 ? other : here;
+      const writer = await engineOf.openWriter(id, ['md5', 'crc32c']);
+      expect(writer.committedSize).toBe(cuts[i]);
+      await writer.write(Buffer.from(data.subarray(cuts[i], cuts[i + 1])));
+      expect(await writer.close()).toBe(cuts[i + 1]);
+    }
+    // writers 1 and 2 on `here` continued; 3 (other) re-read [0, 350 KiB); 4 (here: its parked digests are at 350 KiB, not 600) re-read
+    expect(reads).toEqual([`${id}:0-${350 * KiB}`, `${id}:0-${600 * KiB}`]);
+    const last = await here.openWriter(id, ['md5', 'crc32c']);
+    await last.write(Buffer.from(data.subarray(800 * KiB)));
+    const object = await last.finish({ size: data.length }, describeObject(id));
+    expect(reads).toHaveLength(2);
+    expect(object.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(object.md5).toBe(createHash('md5').update(data).digest('hex'));
+    expect(object.crc32c).toBe(crc32cHex(crc32c(data)));
+  });
+
+  it('never continues digests of an upload discarded and made again under the same id (other content)', async () => {
+    const id = await newUpload();
+    const first = patternBytes(200 * KiB, 9);
+    const writer = await engine.openWriter(id);
+    await writer.write(Buffer.from(first));
+    expect(await writer.close()).toBe(first.length);
+    // expired by the worker (another process: this one is not told): the session and its bytes go
+    expect(await sessions.beginExpiry(id, Date.now() + 1000)).toBe('expiring');
+    await storage.deleteStaging(id);
+    await sessions.endExpiry(id);
+    await sleep(2); // (a new session is told from the old one by its creation time)
+    await engine.getOrCreateSession({ id, name: `obj-${id}`, protocol: 'test', owner: 'dev' });
+    // its first bytes written on another replica: this process's digests of the old content still cover that size
+    const elsewhere = new UploadEngine(sessions, storage, catalog, pool, { fsyncBytes: 64 * KiB, fsyncIntervalMs: 1 });
+    const second = patternBytes(300 * KiB, 10);
+    const again = await elsewhere.openWriter(id);
+    await again.write(Buffer.from(second.subarray(0, first.length)));
+    expect(await again.close()).toBe(first.length);
+    const last = await engine.openWriter(id);
+    await last.write(Buffer.from(second.subarray(first.length)));
+    const object = await last.finish({ size: second.length }, describeObject(id));
+    expect(object.sha256).toBe(createHash('sha256').update(second).digest('hex'));
+  });
+
   it('fences out a writer whose lease was lost: it can neither commit nor keep writing', async () => {
     const id = await newUpload();
     const writer = await engine.openWriter(id);

@@ -36,6 +36,8 @@ export interface WriterDeps {
   publisher: Publisher;
   /** Hashes what the stream's hasher did not (digests declared after the bytes). */
   hashPool: HashPool;
+  /** Takes the digests of a writer that closed cleanly, covering `[0, committed)` (see UploadEngine.openWriter). */
+  park?: (hasher: StreamDigests, committed: number) => void;
 }
 
 /**
@@ -316,10 +318,14 @@ export class UploadWriter {
     } catch {
       // keep the last good committed size
     }
+    // everything received is committed and was hashed (the flush drained every batch): the
+    // digests cover exactly [0, committed) and the upload's next writer can continue them
+    const clean = this.failure === undefined && keepReceived && this.committed === this.offset;
     this.closed = true;
     this.stopTimers();
     await this.out?.settle();
-    this.hasher?.dispose();
+    if (clean && this.hasher && this.deps.park) this.deps.park(this.hasher, this.committed);
+    else this.hasher?.dispose();
     await this.file?.close().catch(() => undefined);
     await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
     return this.committed;
