@@ -140,6 +140,7 @@ async function main() {
     'build',
     '-p',
     ...APPS,
+    'cli',
     '--output-style=static',
   ]);
   process.on('SIGINT', () => void stop(0));
