@@ -1,0 +1,160 @@
+/**
+ * `ferry` as a user runs it (tools/ferry.mjs, the package's "bin", running dist/apps/cli) against
+ * the built stack on a private Redis: uploads and downloads per protocol with their sha256, a
+ * SIGKILL mid-upload and mid-download then the same command again (it resumes), Ctrl-C, the bad
+ * inputs (one line, non-zero exit), and the progress bar in a real terminal (`script`) only.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type FerryStack, type TempDir, startFerryStack, tempDir, waitFor } from '@ferry/testing';
+import { FERRY, ROOT, ferry, jsonEvents, progressBytes, sha256Of, startFerry } from './ferry.harness';
+
+const MiB = 1024 * 1024;
+const PROTOCOLS = ['bytestream', 'tus'] as const;
+
+describe('ferry (the command)', () => {
+  let stack: FerryStack;
+  let dir: TempDir;
+  let env: NodeJS.ProcessEnv;
+  let small: string;
+  let big: string;
+
+  beforeAll(async () => {
+    for (const app of ['cli', 'ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker']) {
+      if (!existsSync(join(ROOT, 'dist', 'apps', app, 'main.js')))
+        throw new Error(`dist/apps/${app} is not built: npx nx run-many -t build`);
+    }
+    stack = await startFerryStack();
+    dir = tempDir('ferry-cli');
+    env = {
+      FERRY_GRPC_ADDRESS: stack.grpcAddress,
+      FERRY_MULTIPART_URL: stack.multipartBase,
+      FERRY_OBJECT_URL: stack.objectBase,
+      FERRY_STATE_DIR: join(dir.path, 'state'),
+      FERRY_TOKEN: 'dev-secret',
+    };
+    small = join(dir.path, 'small.bin');
+    writeFileSync(small, randomBytes(3 * MiB + 17));
+    big = join(dir.path, 'big.bin');
+    writeFileSync(big, randomBytes(64 * MiB));
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+    dir?.remove();
+  });
+
+  it.each(PROTOCOLS)('%s: uploads, says the status, downloads, and the sha256 matches the catalog', async (protocol) => {
+    const up = await ferry(['upload', '--protocol', protocol, small, `cli/${protocol}/small.bin`], env);
+    expect(up).toMatchObject({ code: 0 });
+    const name = /uploaded .* to (\S+) \(/.exec(up.stdout)?.[1] as string;
+    expect(name).toEqual(protocol === 'tus' ? expect.stringMatching(/^tus\//) : `cli/${protocol}/small.bin`);
+    expect(up.stderr).toContain(`sha256 ${sha256Of(small)} verified`);
+
+    const status = await ferry(['status', '--protocol', protocol, name], env);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ name, committed: statSync(small).size, complete: true });
+
+    const copy = join(dir.path, `copy-${protocol}.bin`);
+    const down = await ferry(['download', '--protocol', protocol, name, copy], env);
+    expect(down.code).toBe(0);
+    expect(sha256Of(copy)).toBe(sha256Of(small));
+  });
+
+  it.each(PROTOCOLS)(
+    '%s: killed with SIGKILL mid-upload, the same command resumes, sends the rest only, and the sha256 is right',
+    async (protocol) => {
+      const name = `cli/${protocol}/killed.bin`;
+      const first = startFerry(['upload', '--protocol', protocol, '--json', '--rate-limit', '16M', big, name], env);
+      await waitFor('16 MiB sent', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
+      first.child.kill('SIGKILL');
+      expect((await first.exited).signal).toBe('SIGKILL');
+
+      const second = await ferry(['upload', '--protocol', protocol, '--json', big, name], env);
+      expect(second.code).toBe(0);
+      const resumedAt = Number(/resuming at (\d+) of 67108864 bytes/.exec(second.stderr)?.[1]);
+      expect(resumedAt).toBeGreaterThanOrEqual(4 * MiB);
+      // this run began where the server was, so it sent the rest only
+      const start = jsonEvents(second.stderr).find((e) => e.event === 'start');
+      expect(start?.from).toBe(resumedAt);
+      expect(second.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
+      expect(second.stdout).toContain(`resumed at ${resumedAt}`);
+    },
+  );
+
+  it('Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async () => {
+    const name = 'cli/interrupted.bin';
+    const run = startFerry(['upload', '--json', '--rate-limit', '16M', big, name], env);
+    await waitFor('8 MiB sent', () => progressBytes(run.stderr()) >= 8 * MiB, { timeoutMs: 120_000 });
+    run.child.kill('SIGINT');
+    const r = await run.exited;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/upload interrupted at byte \d+ of 67108864; what was sent is kept/);
+    const again = /To continue, run again:\n {2}ferry (.*)\n/.exec(r.stderr)?.[1] as string;
+    expect(again).toBe(`upload --json --rate-limit 16M ${big} ${name}`);
+    const resumed = await ferry(
+      again.split(' ').filter((a) => a !== '--rate-limit' && a !== '16M'),
+      env,
+    );
+    expect(resumed.code).toBe(0);
+    expect(resumed.stderr).toMatch(/resuming at [1-9]\d* of 67108864 bytes/);
+  });
+
+  it('a download killed half-way resumes from the partial file', async () => {
+    const name = 'cli/download.bin';
+    expect((await ferry(['upload', big, name], env)).code).toBe(0);
+    const file = join(dir.path, 'partial.bin');
+    const first = startFerry(['download', '--json', '--rate-limit', '16M', name, file], env);
+    await waitFor('16 MiB read', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const partial = statSync(file).size;
+    expect(partial).toBeGreaterThan(0);
+    expect(partial).toBeLessThan(64 * MiB);
+
+    const second = await ferry(['download', name, file], env);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toContain(`resuming at ${partial} of 67108864 bytes`);
+    expect(second.stdout).toContain(`resumed at ${partial}`);
+    expect(sha256Of(file)).toBe(sha256Of(big));
+  });
+
+  it.each([
+    ['a missing file', ['upload', 'no-such-file.bin', 'cli/x.bin'], {}, 3, /^ferry: no-such-file\.bin: no such file$/],
+    ['a bad token', ['upload', 'SMALL', 'cli/x.bin'], { FERRY_TOKEN: 'wrong' }, 4, /^ferry: .*UNAUTHENTICATED.*FERRY_TOKEN/],
+    ['a bad token (tus)', ['upload', '-p', 'tus', 'SMALL', 'cli/x.bin'], { FERRY_TOKEN: 'wrong' }, 4, /^ferry: tus: 401.*FERRY_TOKEN/],
+    ['an unknown protocol', ['upload', '--protocol', 'ftp', 'SMALL', 'cli/x.bin'], {}, 2, /^ferry: unknown protocol "ftp"/],
+    ['a name the server refuses', ['upload', 'SMALL', 'cli/../x.bin'], {}, 5, /^ferry: .*INVALID_ARGUMENT: resource_name may not contain/],
+    ['an unknown name', ['download', 'cli/never-uploaded.bin', 'OUT'], {}, 6, /^ferry: cli\/never-uploaded\.bin: not found$/],
+    ['no command', [], {}, 2, /^ferry: no command/],
+  ])('%s: one line and a non-zero exit', async (_what, args, extra, exitCode, line) => {
+    const argv = (args as string[]).map((a) => (a === 'SMALL' ? small : a === 'OUT' ? join(dir.path, 'out.bin') : a));
+    const r = await ferry(argv, { ...env, ...(extra as NodeJS.ProcessEnv) });
+    expect(r.code).toBe(exitCode);
+    expect(r.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(line as RegExp)]);
+  });
+
+  it('shows a progress bar in a terminal, and none when not a terminal', async () => {
+    const command = [process.execPath, FERRY, 'upload', '--rate-limit', '32M', big, 'cli/tty.bin'].join(' ');
+    // `script` gives the command a pseudo-terminal, as a user's shell does
+    const tty = spawnSync('script', ['-qfec', command, '/dev/null'], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    expect(tty.status).toBe(0);
+    expect(tty.stdout).toMatch(/cli\/tty\.bin \[=*>? *\] +\d+\.\d% +[\d.]+ MiB\/64\.0 MiB +[\d.]+ MiB\/s +ETA \d\d:\d\d/);
+    expect(tty.stdout).toContain('100.0%');
+
+    const piped = await ferry(['upload', '--rate-limit', '32M', big, 'cli/piped.bin'], env);
+    expect(piped.code).toBe(0);
+    expect(piped.stderr).not.toMatch(/%|MiB\/s|\r/);
+  });
+
+  it('runs as `npx ferry` in the clone (the package\'s own "bin")', () => {
+    const r = spawnSync('npx', ['ferry', '--version'], { cwd: join(ROOT, 'apps'), encoding: 'utf8', timeout: 120_000 });
+    expect(r.stdout).toBe('ferry 0.1.0\n');
+  });
+});
