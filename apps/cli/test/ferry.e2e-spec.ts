@@ -12,7 +12,11 @@ import { type FerryStack, type TempDir, startFerryStack, tempDir, waitFor } from
 import { FERRY, ROOT, ferry, jsonEvents, progressBytes, sha256Of, startFerry } from './ferry.harness';
 
 const MiB = 1024 * 1024;
-const PROTOCOLS = ['bytestream', 'tus'] as const;
+/** A name each protocol takes: GCS names are <bucket>/<object>; multipart file names have no "/". */
+const nameFor = (protocol: string, base: string) => (protocol === 'gcs' ? `cli-gcs/${base}` : `cli-${protocol}-${base}`);
+const PROTOCOLS = ['bytestream', 'gcs', 'tus', 'multipart'] as const;
+/** What each protocol publishes a name as (`ferry` prints it). */
+const PUBLISHED = { bytestream: /^cli-bytestream-/, gcs: /^cli-gcs\//, tus: /^tus\//, multipart: /^fileHandle\/\d+$/ };
 
 describe('ferry (the command)', () => {
   let stack: FerryStack;
@@ -47,10 +51,10 @@ describe('ferry (the command)', () => {
   });
 
   it.each(PROTOCOLS)('%s: uploads, says the status, downloads, and the sha256 matches the catalog', async (protocol) => {
-    const up = await ferry(['upload', '--protocol', protocol, small, `cli/${protocol}/small.bin`], env);
+    const up = await ferry(['upload', '--protocol', protocol, small, nameFor(protocol, 'small.bin')], env);
     expect(up).toMatchObject({ code: 0 });
     const name = /uploaded .* to (\S+) \(/.exec(up.stdout)?.[1] as string;
-    expect(name).toEqual(protocol === 'tus' ? expect.stringMatching(/^tus\//) : `cli/${protocol}/small.bin`);
+    expect(name).toMatch(PUBLISHED[protocol]);
     expect(up.stderr).toContain(`sha256 ${sha256Of(small)} verified`);
 
     const status = await ferry(['status', '--protocol', protocol, name], env);
@@ -61,14 +65,18 @@ describe('ferry (the command)', () => {
     const down = await ferry(['download', '--protocol', protocol, name, copy], env);
     expect(down.code).toBe(0);
     expect(sha256Of(copy)).toBe(sha256Of(small));
+    // a second download finds the file whole
+    const again = await ferry(['download', '--protocol', protocol, name, copy], env);
+    expect(again.stdout).toContain('nothing to download');
   });
 
   it.each(PROTOCOLS)(
     '%s: killed with SIGKILL mid-upload, the same command resumes, sends the rest only, and the sha256 is right',
     async (protocol) => {
-      const name = `cli/${protocol}/killed.bin`;
-      const first = startFerry(['upload', '--protocol', protocol, '--json', '--rate-limit', '16M', big, name], env);
-      await waitFor('16 MiB sent', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
+      const name = nameFor(protocol, 'killed.bin');
+      // two multipart parts (8 MiB) at a time: with 24 MiB sent, one was added at least
+      const first = startFerry(['upload', '--protocol', protocol, '--parallel', '2', '--json', '--rate-limit', '16M', big, name], env);
+      await waitFor('24 MiB sent', () => progressBytes(first.stderr()) >= 24 * MiB, { timeoutMs: 120_000 });
       first.child.kill('SIGKILL');
       expect((await first.exited).signal).toBe('SIGKILL');
 
@@ -125,6 +133,20 @@ describe('ferry (the command)', () => {
     ['a missing file', ['upload', 'no-such-file.bin', 'cli/x.bin'], {}, 3, /^ferry: no-such-file\.bin: no such file$/],
     ['a bad token', ['upload', 'SMALL', 'cli/x.bin'], { FERRY_TOKEN: 'wrong' }, 4, /^ferry: .*UNAUTHENTICATED.*FERRY_TOKEN/],
     ['a bad token (tus)', ['upload', '-p', 'tus', 'SMALL', 'cli/x.bin'], { FERRY_TOKEN: 'wrong' }, 4, /^ferry: tus: 401.*FERRY_TOKEN/],
+    [
+      'a bad token (multipart)',
+      ['upload', '-p', 'multipart', 'SMALL', 'x.bin'],
+      { FERRY_TOKEN: 'wrong' },
+      4,
+      /^ferry: multipart: 401.*FERRY_TOKEN/,
+    ],
+    [
+      'a name multipart refuses',
+      ['upload', '-p', 'multipart', 'SMALL', 'a/b.bin'],
+      {},
+      5,
+      /^ferry: multipart: 400 INVALID_ARGUMENT .*fileName: must not contain "\/"$/,
+    ],
     ['an unknown protocol', ['upload', '--protocol', 'ftp', 'SMALL', 'cli/x.bin'], {}, 2, /^ferry: unknown protocol "ftp"/],
     ['a name the server refuses', ['upload', 'SMALL', 'cli/../x.bin'], {}, 5, /^ferry: .*INVALID_ARGUMENT: resource_name may not contain/],
     ['an unknown name', ['download', 'cli/never-uploaded.bin', 'OUT'], {}, 6, /^ferry: cli\/never-uploaded\.bin: not found$/],

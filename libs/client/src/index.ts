@@ -6,5 +6,8 @@ export * from './lib/state';
 export { hawkHeader, catalogSha256 } from './lib/catalog';
 export { ByteStreamProtocol } from './lib/bytestream';
 export { TusProtocol } from './lib/tus';
+export { GcsProtocol } from './lib/gcs';
+export { ObjectProtocol } from './lib/object';
+export { MultipartProtocol, partSizeFor } from './lib/multipart';
 export { runCli, VERSION } from './lib/run';
 export type { CliIo } from './lib/run';

@@ -4,7 +4,7 @@ import { UsageError } from './errors';
 export const PROTOCOLS = ['bytestream', 'gcs', 'multipart', 'object', 'tus'] as const;
 export type ProtocolName = (typeof PROTOCOLS)[number];
 /** The protocols this build of `ferry` speaks (the others are refused with a clear line). */
-export const IMPLEMENTED: readonly ProtocolName[] = ['bytestream', 'tus'];
+export const IMPLEMENTED: readonly ProtocolName[] = PROTOCOLS;
 
 export type ProgressMode = 'auto' | 'bar' | 'json' | 'quiet';
 
@@ -48,7 +48,7 @@ export const USAGE = `usage:
   ferry status   [options] <name>           what the server holds under a name
 
 options:
-  -p, --protocol <p>       bytestream (default), tus; planned: gcs, multipart, object
+  -p, --protocol <p>       bytestream (default), gcs, multipart, object, tus
       --json               progress as JSON lines on stderr
       --progress           a progress bar even when stderr is not a terminal
   -q, --quiet              no progress and no notes, only errors and the result

@@ -29,7 +29,13 @@ export function hawkHeader(url: string, method: string, id: string, key: string,
 }
 
 /** An object API call signed with Hawk; the JSON answer, or a typed error. */
-export async function objectApi(endpoints: Endpoints, method: string, path: string, body?: unknown): Promise<unknown> {
+export async function objectApi(
+  endpoints: Endpoints,
+  method: string,
+  path: string,
+  body?: unknown,
+  credentials = 'TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN',
+): Promise<unknown> {
   const url = `${endpoints.objectUrl}/api/object/v1${path}`;
   let res: Response;
   try {
@@ -53,7 +59,7 @@ export async function objectApi(endpoints: Endpoints, method: string, path: stri
   }
   if (res.ok) return json;
   const message = `object API: ${res.status} ${json?.code ?? ''} ${(json?.message ?? text).split('\n')[0]}`.replace(/\s+/g, ' ').trim();
-  if (res.status === 401 || res.status === 403) throw new AuthError(`${message} (check TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN)`);
+  if (res.status === 401 || res.status === 403) throw new AuthError(`${message} (check ${credentials})`);
   if (res.status === 404) throw new NotFoundError(message);
   if (res.status >= 500 || res.status === 429) throw new TransientError(message);
   throw new RefusedError(message);

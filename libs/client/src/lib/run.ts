@@ -3,6 +3,9 @@ import { USAGE, parseCommand } from './args';
 import { CliError, InterruptedError } from './errors';
 import { ByteStreamProtocol } from './bytestream';
 import { TusProtocol } from './tus';
+import { MultipartProtocol } from './multipart';
+import { GcsProtocol } from './gcs';
+import { ObjectProtocol } from './object';
 import { createProgress, formatBytes } from './progress';
 import type { ProgressTarget } from './progress';
 import type { ProtocolClient } from './transfer';
@@ -26,9 +29,12 @@ function client(protocol: ProtocolName, options: Options): ProtocolClient {
       return new ByteStreamProtocol(options.endpoints, options);
     case 'tus':
       return new TusProtocol(options.endpoints, options);
-    default:
-      // parseCommand refuses the others
-      throw new Error(`protocol ${protocol} is not implemented`);
+    case 'gcs':
+      return new GcsProtocol(options.endpoints, options);
+    case 'multipart':
+      return new MultipartProtocol(options.endpoints, options);
+    case 'object':
+      return new ObjectProtocol(options.endpoints, options);
   }
 }
 
@@ -73,7 +79,9 @@ export async function runCli(io: CliIo): Promise<number> {
         const progress = createProgress(options.progress, io.stderr, command.file, command.name);
         const r = await protocol.download(command.name, command.file, { progress, signal: io.signal, options });
         io.stdout.write(
-          `downloaded ${command.name} to ${command.file} (${r.size} bytes${r.resumedAt > 0 ? `, resumed at ${r.resumedAt}` : ''})\n`,
+          r.resumedAt === r.size
+            ? `${command.file} already holds ${command.name} (${r.size} bytes, sha256 checked): nothing to download\n`
+            : `downloaded ${command.name} to ${command.file} (${r.size} bytes${r.resumedAt > 0 ? `, resumed at ${r.resumedAt}` : ''})\n`,
         );
         return 0;
       }
