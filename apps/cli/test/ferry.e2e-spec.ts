@@ -14,9 +14,17 @@ import { FERRY, ROOT, ferry, jsonEvents, progressBytes, sha256Of, startFerry } f
 const MiB = 1024 * 1024;
 /** A name each protocol takes: GCS names are <bucket>/<object>; multipart file names have no "/". */
 const nameFor = (protocol: string, base: string) => (protocol === 'gcs' ? `cli-gcs/${base}` : `cli-${protocol}-${base}`);
-const PROTOCOLS = ['bytestream', 'gcs', 'tus', 'multipart'] as const;
+const PROTOCOLS = ['bytestream', 'gcs', 'tus', 'multipart', 'object'] as const;
+/** The protocols whose server keeps what a killed upload sent (the object API's putUrl starts again). */
+const RESUMABLE = ['bytestream', 'gcs', 'tus', 'multipart'] as const;
 /** What each protocol publishes a name as (`ferry` prints it). */
-const PUBLISHED = { bytestream: /^cli-bytestream-/, gcs: /^cli-gcs\//, tus: /^tus\//, multipart: /^fileHandle\/\d+$/ };
+const PUBLISHED = {
+  bytestream: /^cli-bytestream-/,
+  gcs: /^cli-gcs\//,
+  tus: /^tus\//,
+  multipart: /^fileHandle\/\d+$/,
+  object: /^cli-object-/,
+};
 
 describe('ferry (the command)', () => {
   let stack: FerryStack;
@@ -70,7 +78,7 @@ describe('ferry (the command)', () => {
     expect(again.stdout).toContain('nothing to download');
   });
 
-  it.each(PROTOCOLS)(
+  it.each(RESUMABLE)(
     '%s: killed with SIGKILL mid-upload, the same command resumes, sends the rest only, and the sha256 is right',
     async (protocol) => {
       const name = nameFor(protocol, 'killed.bin');
@@ -91,6 +99,18 @@ describe('ferry (the command)', () => {
       expect(second.stdout).toContain(`resumed at ${resumedAt}`);
     },
   );
+
+  it('object: killed with SIGKILL mid-PUT, the same command continues its upload (a new putUrl, from 0) and the sha256 is right', async () => {
+    const name = nameFor('object', 'killed.bin');
+    const first = startFerry(['upload', '--protocol', 'object', '--json', '--rate-limit', '16M', big, name], env);
+    await waitFor('16 MiB sent', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const second = await ferry(['upload', '--protocol', 'object', big, name], env);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toMatch(/continuing upload [\w-]{22} \(begun .*\): the object API's putUrl cannot resume, so resuming at 0/);
+    expect(second.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
+  });
 
   it('Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async () => {
     const name = 'cli/interrupted.bin';
@@ -147,6 +167,13 @@ describe('ferry (the command)', () => {
       5,
       /^ferry: multipart: 400 INVALID_ARGUMENT .*fileName: must not contain "\/"$/,
     ],
+    [
+      'bad Taskcluster credentials (object)',
+      ['upload', '-p', 'object', 'SMALL', 'x.bin'],
+      { TASKCLUSTER_ACCESS_TOKEN: 'wrong' },
+      4,
+      /^ferry: object API: 401 .*TASKCLUSTER_ACCESS_TOKEN/,
+    ],
     ['an unknown protocol', ['upload', '--protocol', 'ftp', 'SMALL', 'cli/x.bin'], {}, 2, /^ferry: unknown protocol "ftp"/],
     ['a name the server refuses', ['upload', 'SMALL', 'cli/../x.bin'], {}, 5, /^ferry: .*INVALID_ARGUMENT: resource_name may not contain/],
     ['an unknown name', ['download', 'cli/never-uploaded.bin', 'OUT'], {}, 6, /^ferry: cli\/never-uploaded\.bin: not found$/],
@@ -173,6 +200,19 @@ describe('ferry (the command)', () => {
     const piped = await ferry(['upload', '--rate-limit', '32M', big, 'cli/piped.bin'], env);
     expect(piped.code).toBe(0);
     expect(piped.stderr).not.toMatch(/%|MiB\/s|\r/);
+  });
+
+  it('installs globally with `npm link` (a link to the clone) and runs from anywhere', () => {
+    const prefix = join(dir.path, 'global');
+    const link = spawnSync('npm', ['link', '--ignore-scripts', '--offline'], {
+      cwd: ROOT,
+      env: { ...process.env, NPM_CONFIG_PREFIX: prefix },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(link.status).toBe(0);
+    const r = spawnSync(join(prefix, 'bin', 'ferry'), ['--version'], { cwd: dir.path, encoding: 'utf8', timeout: 60_000 });
+    expect(r.stdout).toBe('ferry 0.1.0\n');
   });
 
   it('runs as `npx ferry` in the clone (the package\'s own "bin")', () => {

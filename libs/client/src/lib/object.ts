@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Endpoints, Options } from './args';
 import { objectApi } from './catalog';
 import { InterruptedError, LocalFileError, RefusedError, TransientError } from './errors';
@@ -14,9 +14,9 @@ const PROJECT = 'ferry';
 const KEEP_MS = 365 * 86_400_000;
 const TASKCLUSTER_CREDENTIALS = 'TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN';
 
-/** A slugid: 16 random bytes, base64url (Taskcluster's upload ids). */
+/** A slugid: a v4 UUID in URL-safe base64 (Taskcluster's upload ids). */
 function slugid(): string {
-  return randomBytes(16).toString('base64url');
+  return Buffer.from(randomUUID().replace(/-/g, ''), 'hex').toString('base64url');
 }
 
 interface PutUrl {
