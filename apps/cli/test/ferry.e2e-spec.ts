@@ -112,6 +112,21 @@ describe('ferry (the command)', () => {
     expect(second.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
   });
 
+  it('retries with backoff while the server is down, and finishes once it is back', async () => {
+    const name = 'cli/server-restarted.bin';
+    const run = startFerry(['upload', '--json', '--rate-limit', '16M', big, name], env);
+    await waitFor('8 MiB sent', () => progressBytes(run.stderr()) >= 8 * MiB, { timeoutMs: 120_000 });
+    await stack.kill('ingest-grpc');
+    await waitFor('a retry announced', () => /retrying in/.test(run.stderr()), { timeoutMs: 60_000 });
+    await stack.start('ingest-grpc');
+    const r = await run.exited;
+    expect(r.code).toBe(0);
+    expect(
+      jsonEvents(r.stderr).some((e) => e.event === 'note' && /^(upload|status): .*retrying in/.test(e.message ?? '')),
+    ).toBe(true);
+    expect(r.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
+  });
+
   it('Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async () => {
     const name = 'cli/interrupted.bin';
     const run = startFerry(['upload', '--json', '--rate-limit', '16M', big, name], env);
