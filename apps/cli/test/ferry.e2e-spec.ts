@@ -4,7 +4,7 @@
  * SIGKILL mid-upload and mid-download then the same command again (it resumes), Ctrl-C, the bad
  * inputs (one line, non-zero exit), and the progress bar in a real terminal (`script`) only.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -121,9 +121,7 @@ describe('ferry (the command)', () => {
     await stack.start('ingest-grpc');
     const r = await run.exited;
     expect(r.code).toBe(0);
-    expect(
-      jsonEvents(r.stderr).some((e) => e.event === 'note' && /^(upload|status): .*retrying in/.test(e.message ?? '')),
-    ).toBe(true);
+    expect(jsonEvents(r.stderr).some((e) => e.event === 'note' && /^(upload|status): .*retrying in/.test(e.message ?? ''))).toBe(true);
     expect(r.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
   });
 
@@ -215,6 +213,31 @@ describe('ferry (the command)', () => {
     const piped = await ferry(['upload', '--rate-limit', '32M', big, 'cli/piped.bin'], env);
     expect(piped.code).toBe(0);
     expect(piped.stderr).not.toMatch(/%|MiB\/s|\r/);
+  });
+
+  it('costs little over the plain ByteStream client (tools/cli/bytestream.mjs): same file, alternating runs', async () => {
+    const plain = async (name: string) => {
+      const child = spawn(process.execPath, [join(ROOT, 'tools', 'cli', 'bytestream.mjs'), 'upload', big, name], {
+        env: { ...process.env, ...env },
+        stdio: 'ignore',
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      expect(code).toBe(0);
+    };
+    const timed = async (run: () => Promise<unknown>) => {
+      const t0 = performance.now();
+      await run();
+      return performance.now() - t0;
+    };
+    const ferryMs: number[] = [];
+    const plainMs: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      plainMs.push(await timed(() => plain(`cli/bench-plain-${i}.bin`)));
+      ferryMs.push(await timed(async () => expect((await ferry(['upload', big, `cli/bench-ferry-${i}.bin`], env)).code).toBe(0)));
+    }
+    const best = (xs: number[]) => Math.min(...xs);
+    // ferry also hashes the file and asks the catalog at the end: a bounded extra, not a factor
+    expect(best(ferryMs)).toBeLessThan(2 * best(plainMs) + 3000);
   });
 
   it('installs globally with `npm link` (a link to the clone) and runs from anywhere', () => {

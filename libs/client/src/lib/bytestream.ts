@@ -11,7 +11,7 @@ import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferC
 import { pacer, sizeIfExists, withRetries } from './transfer';
 import { verifyAgainstCatalog } from './verify';
 
-const MESSAGE_BYTES = 1024 * 1024;
+const MESSAGE_BYTES = 2 * 1024 * 1024;
 
 /**
  * ByteStream (google.bytestream) on ingest-grpc: QueryWriteStatus for where to resume (NOT_FOUND
