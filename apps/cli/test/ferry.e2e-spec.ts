@@ -125,22 +125,28 @@ describe('ferry (the command)', () => {
     expect(r.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
   });
 
-  it('Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async () => {
-    const name = 'cli/interrupted.bin';
-    const run = startFerry(['upload', '--json', '--rate-limit', '16M', big, name], env);
-    await waitFor('8 MiB sent', () => progressBytes(run.stderr()) >= 8 * MiB, { timeoutMs: 120_000 });
+  it.each(PROTOCOLS)('%s: Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async (protocol) => {
+    const name = nameFor(protocol, 'interrupted.bin');
+    // one multipart part at a time: with 12 MiB sent, one (8 MiB) was added
+    const run = startFerry(['upload', '-p', protocol, '--parallel', '1', '--json', '--rate-limit', '16M', big, name], env);
+    await waitFor('12 MiB sent', () => progressBytes(run.stderr()) >= 12 * MiB, { timeoutMs: 120_000 });
     run.child.kill('SIGINT');
     const r = await run.exited;
     expect(r.code).toBe(130);
-    expect(r.stderr).toMatch(/upload interrupted at byte \d+ of 67108864; what was sent is kept/);
-    const again = /To continue, run again:\n {2}ferry (.*)\n/.exec(r.stderr)?.[1] as string;
-    expect(again).toBe(`upload --json --rate-limit 16M ${big} ${name}`);
+    expect(r.stderr).toMatch(
+      protocol === 'object'
+        ? /upload interrupted \(the object API PUT starts again at 0 next time\); to continue/
+        : /upload interrupted (at byte [1-9]\d* of 67108864|with [1-9]\d* of 67108864 bytes in parts) .*the server keeps/,
+    );
+    const again = /; to continue, run again:\n {2}ferry (.*)\n/.exec(r.stderr)?.[1] as string;
+    expect(again).toBe(`upload -p ${protocol} --parallel 1 --json --rate-limit 16M ${big} ${name}`);
     const resumed = await ferry(
       again.split(' ').filter((a) => a !== '--rate-limit' && a !== '16M'),
       env,
     );
     expect(resumed.code).toBe(0);
-    expect(resumed.stderr).toMatch(/resuming at [1-9]\d* of 67108864 bytes/);
+    expect(resumed.stderr).toMatch(protocol === 'object' ? /continuing upload/ : /resuming at [1-9]\d* of 67108864 bytes/);
+    expect(resumed.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
   });
 
   it('a download killed half-way resumes from the partial file', async () => {

@@ -160,7 +160,7 @@ export class ByteStreamProtocol implements ProtocolClient {
           (s) => s.committed,
           () => from,
         );
-        throw new InterruptedError(`upload interrupted at byte ${at} of ${file.size}`, at);
+        throw new InterruptedError(`upload interrupted at byte ${at} of ${file.size} (the server keeps them)`, at);
       }
       if (committed !== file.size) throw new TransientError(`${this.where()}: committed ${committed} of ${file.size} bytes`);
       return committed;

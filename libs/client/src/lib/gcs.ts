@@ -202,7 +202,7 @@ export class GcsProtocol implements ProtocolClient {
           (p) => p.size,
           () => from,
         );
-        throw new InterruptedError(`upload interrupted at byte ${at} of ${file.size}`, at);
+        throw new InterruptedError(`upload interrupted at byte ${at} of ${file.size} (the server keeps them)`, at);
       }
       if (failed !== undefined) throw fromGrpc(this.where(), failed);
       const p = await this.persisted(uploadId);

@@ -149,7 +149,7 @@ export class MultipartProtocol implements ProtocolClient {
         progress.end();
       }
       if (signal.aborted || failure instanceof InterruptedError) {
-        throw new InterruptedError(`upload interrupted with ${done} of ${file.size} bytes added`, done);
+        throw new InterruptedError(`upload interrupted with ${done} of ${file.size} bytes in parts the server keeps`, done);
       }
       if (failure !== undefined) throw failure;
       s = await this.complete(uploadId, ctx);

@@ -95,7 +95,7 @@ export async function runCli(io: CliIo): Promise<number> {
     }
   } catch (err) {
     if (err instanceof InterruptedError) {
-      io.stderr.write(`${err.message}; what was sent is kept. To continue, run again:\n  ${again(io)}\n`);
+      io.stderr.write(`${err.message}; to continue, run again:\n  ${again(io)}\n`);
       return err.exitCode;
     }
     return fail(io, err);

@@ -152,7 +152,7 @@ export class TusProtocol implements ProtocolClient {
         req.destroy();
         // what the server made durable of this PATCH (a HEAD also makes it let go of the upload)
         this.offset(url).then(
-          (at) => reject(new InterruptedError(`upload interrupted at byte ${at} of ${file.size}`, at)),
+          (at) => reject(new InterruptedError(`upload interrupted at byte ${at} of ${file.size} (the server keeps them)`, at)),
           () => reject(new InterruptedError(`upload interrupted at byte ${offset} of ${file.size}`, offset)),
         );
       };
