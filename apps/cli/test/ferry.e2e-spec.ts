@@ -149,11 +149,12 @@ describe('ferry (the command)', () => {
     expect(resumed.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
   });
 
-  it('a download killed half-way resumes from the partial file', async () => {
-    const name = 'cli/download.bin';
-    expect((await ferry(['upload', big, name], env)).code).toBe(0);
-    const file = join(dir.path, 'partial.bin');
-    const first = startFerry(['download', '--json', '--rate-limit', '16M', name, file], env);
+  it.each(PROTOCOLS)('%s: a download killed half-way resumes from the partial file', async (protocol) => {
+    const up = await ferry(['upload', '-p', protocol, big, nameFor(protocol, 'download.bin')], env);
+    expect(up.code).toBe(0);
+    const name = /uploaded .* to (\S+) \(/.exec(up.stdout)?.[1] as string;
+    const file = join(dir.path, `partial-${protocol}.bin`);
+    const first = startFerry(['download', '-p', protocol, '--json', '--rate-limit', '16M', name, file], env);
     await waitFor('16 MiB read', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
     first.child.kill('SIGKILL');
     await first.exited;
@@ -161,7 +162,7 @@ describe('ferry (the command)', () => {
     expect(partial).toBeGreaterThan(0);
     expect(partial).toBeLessThan(64 * MiB);
 
-    const second = await ferry(['download', name, file], env);
+    const second = await ferry(['download', '-p', protocol, name, file], env);
     expect(second.code).toBe(0);
     expect(second.stderr).toContain(`resuming at ${partial} of 67108864 bytes`);
     expect(second.stdout).toContain(`resumed at ${partial}`);

@@ -146,7 +146,10 @@ export class ObjectProtocol implements ProtocolClient {
     const { progress, signal } = ctx;
     const retry = { signal, progress, attempts: 12 };
     const have = sizeIfExists(file) ?? 0;
-    if (have > 0) progress.note(`resuming at ${have} bytes`);
+    const total = (await withRetries('status', () => this.status(name), retry)).committed;
+    if (have > total)
+      throw new LocalFileError(`${file} is larger (${have} bytes) than ${name} (${total}): remove it or choose another file`);
+    if (have > 0 && have < total) progress.note(`resuming at ${have} of ${total} bytes`);
     await withRetries(
       'download',
       async () => {
@@ -166,8 +169,6 @@ export class ObjectProtocol implements ProtocolClient {
       retry,
     );
     await verifyAgainstCatalog(this.endpoints, name, file, progress, signal, 'download');
-    const size = sizeIfExists(file);
-    if (size === undefined) throw new LocalFileError(`${file}: gone after the download`);
-    return { size, resumedAt: have };
+    return { size: total, resumedAt: have };
   }
 }
