@@ -32,6 +32,8 @@ describe('ferry (the command)', () => {
   let env: NodeJS.ProcessEnv;
   let small: string;
   let big: string;
+  /** Other content for the Ctrl-C cases: multipart deduplicates a content its user uploaded before (answered at once). */
+  let big2: string;
 
   beforeAll(async () => {
     for (const app of ['cli', 'ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker']) {
@@ -51,6 +53,8 @@ describe('ferry (the command)', () => {
     writeFileSync(small, randomBytes(3 * MiB + 17));
     big = join(dir.path, 'big.bin');
     writeFileSync(big, randomBytes(64 * MiB));
+    big2 = join(dir.path, 'big2.bin');
+    writeFileSync(big2, randomBytes(64 * MiB));
   });
 
   afterAll(async () => {
@@ -61,7 +65,7 @@ describe('ferry (the command)', () => {
   it.each(PROTOCOLS)('%s: uploads, says the status, downloads, and the sha256 matches the catalog', async (protocol) => {
     const up = await ferry(['upload', '--protocol', protocol, small, nameFor(protocol, 'small.bin')], env);
     expect(up).toMatchObject({ code: 0 });
-    const name = /uploaded .* to (\S+) \(/.exec(up.stdout)?.[1] as string;
+    const name = /(?:uploaded .* to|is already uploaded as) (\S+) \(/.exec(up.stdout)?.[1] as string;
     expect(name).toMatch(PUBLISHED[protocol]);
     expect(up.stderr).toContain(`sha256 ${sha256Of(small)} verified`);
 
@@ -128,7 +132,7 @@ describe('ferry (the command)', () => {
   it.each(PROTOCOLS)('%s: Ctrl-C stops an upload cleanly, says how to continue, and that command finishes it', async (protocol) => {
     const name = nameFor(protocol, 'interrupted.bin');
     // one multipart part at a time: with 12 MiB sent, one (8 MiB) was added
-    const run = startFerry(['upload', '-p', protocol, '--parallel', '1', '--json', '--rate-limit', '16M', big, name], env);
+    const run = startFerry(['upload', '-p', protocol, '--parallel', '1', '--json', '--rate-limit', '16M', big2, name], env);
     await waitFor('12 MiB sent', () => progressBytes(run.stderr()) >= 12 * MiB, { timeoutMs: 120_000 });
     run.child.kill('SIGINT');
     const r = await run.exited;
@@ -139,20 +143,20 @@ describe('ferry (the command)', () => {
         : /upload interrupted (at byte [1-9]\d* of 67108864|with [1-9]\d* of 67108864 bytes in parts) .*the server keeps/,
     );
     const again = /; to continue, run again:\n {2}ferry (.*)\n/.exec(r.stderr)?.[1] as string;
-    expect(again).toBe(`upload -p ${protocol} --parallel 1 --json --rate-limit 16M ${big} ${name}`);
+    expect(again).toBe(`upload -p ${protocol} --parallel 1 --json --rate-limit 16M ${big2} ${name}`);
     const resumed = await ferry(
       again.split(' ').filter((a) => a !== '--rate-limit' && a !== '16M'),
       env,
     );
     expect(resumed.code).toBe(0);
     expect(resumed.stderr).toMatch(protocol === 'object' ? /continuing upload/ : /resuming at [1-9]\d* of 67108864 bytes/);
-    expect(resumed.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
+    expect(resumed.stderr).toContain(`sha256 ${sha256Of(big2)} verified`);
   });
 
   it.each(PROTOCOLS)('%s: a download killed half-way resumes from the partial file', async (protocol) => {
     const up = await ferry(['upload', '-p', protocol, big, nameFor(protocol, 'download.bin')], env);
     expect(up.code).toBe(0);
-    const name = /uploaded .* to (\S+) \(/.exec(up.stdout)?.[1] as string;
+    const name = /(?:uploaded .* to|is already uploaded as) (\S+) \(/.exec(up.stdout)?.[1] as string;
     const file = join(dir.path, `partial-${protocol}.bin`);
     const first = startFerry(['download', '-p', protocol, '--json', '--rate-limit', '16M', name, file], env);
     await waitFor('16 MiB read', () => progressBytes(first.stderr()) >= 16 * MiB, { timeoutMs: 120_000 });
@@ -203,6 +207,19 @@ describe('ferry (the command)', () => {
     const r = await ferry(argv, { ...env, ...(extra as NodeJS.ProcessEnv) });
     expect(r.code).toBe(exitCode);
     expect(r.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(line as RegExp)]);
+  });
+
+  it('refuses to upload over a name that holds other content (one line, exit 5); the same file again is nothing to send', async () => {
+    const name = 'cli/taken.bin';
+    expect((await ferry(['upload', small, name], env)).code).toBe(0);
+    const same = await ferry(['upload', small, name], env);
+    expect(same.code).toBe(0);
+    expect(same.stdout).toContain('nothing to send');
+    const other = join(dir.path, 'other.bin');
+    writeFileSync(other, randomBytes(statSync(small).size));
+    const r = await ferry(['upload', other, name], env);
+    expect(r.code).toBe(5);
+    expect(r.stderr.trimEnd().split('\n')).toEqual([`ferry: ${name} already holds another object of the same size: choose another name`]);
   });
 
   it('shows a progress bar in a terminal, and none when not a terminal', async () => {

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '@ferry/protocol';
 import type { ByteStreamClient, WriteRequest } from '@ferry/protocol';
 import type { Endpoints, Options } from './args';
-import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError } from './errors';
+import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError, VerificationError } from './errors';
 import { fromGrpc } from './grpc-errors';
 import { StateStore } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
@@ -73,7 +73,13 @@ export class ByteStreamProtocol implements ProtocolClient {
           `${name} already holds another object (${first.committed} bytes, this file has ${file.size}): choose another name`,
         );
       }
-      await verifyAgainstCatalog(this.endpoints, name, file.path, progress, signal);
+      try {
+        await verifyAgainstCatalog(this.endpoints, name, file.path, progress, signal);
+      } catch (err) {
+        if (err instanceof VerificationError)
+          throw new RefusedError(`${name} already holds another object of the same size: choose another name`);
+        throw err;
+      }
       this.states.remove('bytestream', file, name);
       return { name, size: file.size, resumedAt: file.size, alreadyComplete: true };
     }

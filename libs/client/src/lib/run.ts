@@ -70,7 +70,7 @@ export async function runCli(io: CliIo): Promise<number> {
         const r = await protocol.upload(file, command.name, { progress, signal: io.signal, options });
         io.stdout.write(
           r.alreadyComplete
-            ? `${command.name} already holds ${command.file} (${formatBytes(r.size)}): nothing to send\n`
+            ? `${command.file} is already uploaded as ${r.name} (${formatBytes(r.size)}): nothing to send\n`
             : `uploaded ${command.file} to ${r.name} (${r.size} bytes${r.resumedAt > 0 ? `, resumed at ${r.resumedAt}` : ''})\n`,
         );
         return 0;
