@@ -19,6 +19,7 @@ const scopeRules = [
   { sourceTag: 'scope:multipart', onlyDependOnLibsWithTags: ['scope:multipart', 'scope:shared'] },
   { sourceTag: 'scope:object', onlyDependOnLibsWithTags: ['scope:object', 'scope:shared'] },
   { sourceTag: 'scope:worker', onlyDependOnLibsWithTags: ['scope:worker', 'scope:shared'] },
+  { sourceTag: 'scope:cli', onlyDependOnLibsWithTags: ['scope:cli', 'scope:shared'] },
 ];
 const boundaries = (allowTesting) => [
   'error',

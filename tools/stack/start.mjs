@@ -140,6 +140,7 @@ async function main() {
     'build',
     '-p',
     ...APPS,
+    'cli',
     '--output-style=static',
   ]);
   process.on('SIGINT', () => void stop(0));
@@ -169,6 +170,7 @@ async function main() {
     `  object API          http://${host}:${env.FERRY_OBJECT_PORT ?? 8080}/api/object/v1  (Taskcluster rootUrl http://${host}:${env.FERRY_OBJECT_PORT ?? 8080})`,
   );
   log(`  worker health       http://${host}:${env.FERRY_WORKER_PORT ?? 8082}/healthz`);
+  log(`  the ferry command   npx ferry upload <file> <name>  (npx ferry --help)`);
 }
 
 main().catch((err) => {

@@ -34,6 +34,8 @@ export interface FerryStackOptions {
  * contract suite drives. Each app can be killed (SIGKILL) and started again on its port.
  */
 export interface FerryStack extends FaceContext {
+  /** `127.0.0.1:<port>` of ingest-grpc (for clients that dial it themselves, as `ferry`). */
+  grpcAddress: string;
   redis: TestRedis;
   s3?: TestS3;
   storageKind: 'fs' | 's3';
@@ -120,6 +122,7 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
   }
 
   return {
+    grpcAddress: address,
     redis,
     s3,
     storageKind,

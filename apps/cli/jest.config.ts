@@ -1,0 +1,7 @@
+export default {
+  displayName: 'cli',
+  preset: '../../jest.preset.js',
+  rootDir: '.',
+  testMatch: ['<rootDir>/src/**/*.spec.ts'],
+  coverageDirectory: '../../coverage/apps/cli',
+};

@@ -1,0 +1,13 @@
+export * from './lib/args';
+export * from './lib/errors';
+export * from './lib/progress';
+export * from './lib/transfer';
+export * from './lib/state';
+export { hawkHeader, catalogSha256 } from './lib/catalog';
+export { ByteStreamProtocol } from './lib/bytestream';
+export { TusProtocol } from './lib/tus';
+export { GcsProtocol } from './lib/gcs';
+export { ObjectProtocol } from './lib/object';
+export { MultipartProtocol, partSizeFor } from './lib/multipart';
+export { runCli, VERSION } from './lib/run';
+export type { CliIo } from './lib/run';

@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { LocalFile } from './transfer';
+
+/** What an upload in progress keeps locally, so that the next run of the same command continues it. */
+export interface UploadState {
+  protocol: string;
+  name: string;
+  file: string;
+  size: number;
+  mtimeMs: number;
+  startedAt: string;
+  /** Protocol-specific: the tus upload URL, ... */
+  data: Record<string, string>;
+}
+
+/**
+ * Upload states under `dir` (`$FERRY_STATE_DIR`, `~/.local/state/ferry`), one JSON file per
+ * protocol + absolute file path + size + mtime + name: a changed file starts a new upload.
+ */
+export class StateStore {
+  constructor(private readonly dir: string) {}
+
+  private path(protocol: string, file: LocalFile, name: string): string {
+    const key = createHash('sha256')
+      .update(JSON.stringify([protocol, resolve(file.path), file.size, file.mtimeMs, name]))
+      .digest('hex')
+      .slice(0, 32);
+    return join(this.dir, `upload-${key}.json`);
+  }
+
+  load(protocol: string, file: LocalFile, name: string): UploadState | undefined {
+    try {
+      return JSON.parse(readFileSync(this.path(protocol, file, name), 'utf8')) as UploadState;
+    } catch {
+      return undefined;
+    }
+  }
+
+  save(protocol: string, file: LocalFile, name: string, data: Record<string, string>, startedAt = new Date().toISOString()): UploadState {
+    const state: UploadState = { protocol, name, file: resolve(file.path), size: file.size, mtimeMs: file.mtimeMs, startedAt, data };
+    mkdirSync(this.dir, { recursive: true });
+    const path = this.path(protocol, file, name);
+    writeFileSync(`${path}.tmp`, JSON.stringify(state));
+    renameSync(`${path}.tmp`, path);
+    return state;
+  }
+
+  remove(protocol: string, file: LocalFile, name: string): void {
+    rmSync(this.path(protocol, file, name), { force: true });
+  }
+}
