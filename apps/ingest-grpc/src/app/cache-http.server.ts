@@ -8,6 +8,7 @@ import { CacheFullError } from '@ferry/cache';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG, LOGGER, classifyInfraError } from '@ferry/core';
 import { InvalidArgumentError, toWireError } from '@ferry/errors';
+import { answerClientErrors } from '@ferry/http';
 import type { Logger } from '@ferry/logging';
 import { HttpCacheTarget, ReapiService, parseHttpCachePath } from '@ferry/reapi';
 import { uploadMetrics } from '@ferry/uploads';
@@ -56,6 +57,8 @@ export class CacheHttpServer implements OnApplicationBootstrap, OnApplicationShu
           handler,
         )
       : createServer(options, handler);
+    // what Node's parser refuses is answered with a JSON {code, message} body too
+    answerClientErrors(server);
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

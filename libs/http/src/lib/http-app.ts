@@ -4,6 +4,7 @@ import { json } from 'express';
 import type { Server } from 'node:http';
 import type { SignedRequest } from '@ferry/auth';
 import { InvalidArgumentError } from '@ferry/errors';
+import { answerClientErrors } from './client-errors';
 
 export interface HttpAppOptions {
   /** Paths whose bodies are streamed by the handler (never parsed as JSON), e.g. presigned PUTs. */
@@ -16,7 +17,8 @@ export interface HttpAppOptions {
  * What every Ferry HTTP app sets on its Nest application (created with `bodyParser: false`):
  * JSON bodies parsed only where a route takes JSON, so an uploaded part whose content type
  * happens to be JSON still streams to disk; no whole-request timeout (a 5 GiB part takes as long
- * as it takes; idle sockets are cut by the handlers instead); and the `x-powered-by` banner off.
+ * as it takes; idle sockets are cut by the handlers instead); the `x-powered-by` banner off; and
+ * requests Node's parser refuses answered with a JSON `{code, message}` body (answerClientErrors).
  */
 export function configureHttpApp(app: INestApplication, options: HttpAppOptions): void {
   const parse = json({ limit: options.jsonLimit ?? '1mb' });
@@ -30,6 +32,7 @@ export function configureHttpApp(app: INestApplication, options: HttpAppOptions)
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 65_000;
+  answerClientErrors(server);
 }
 
 /** A request to a signed URL, for UrlSigner.verifyRequest (the raw path: percent-encoding kept). */
