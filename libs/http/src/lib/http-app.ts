@@ -23,14 +23,28 @@ export interface HttpAppOptions {
  */
 export function jsonBodies(options: HttpAppOptions): (req: Request, res: Response, next: NextFunction) => void {
   const parse = json({ limit: options.jsonLimit ?? '1mb' });
-  const idleMs = options.bodyIdleMs ?? 60_000;
   return (req, res, next) => {
     if (options.streamedPaths.test(req.path)) return next();
-    if (!req.complete) req.setTimeout(idleMs, () => req.destroy(new Error('aborted')));
+    const bodyRead = cutIdleBody(req, options.bodyIdleMs);
     parse(req, res, (err?: unknown) => {
-      if (req.socket) req.setTimeout(0);
+      bodyRead();
       next(err === undefined ? undefined : bodyError(err));
     });
+  };
+}
+
+/** How long a JSON body may send nothing before its connection is cut. */
+export const BODY_IDLE_MS = 60_000;
+
+/**
+ * Cuts `req` if its body sends nothing for `idleMs` while it is read; call the function returned
+ * once the body is read (the cut then ends: what runs after may take its time).
+ */
+export function cutIdleBody(req: Request, idleMs = BODY_IDLE_MS): () => void {
+  if (req.complete) return () => undefined;
+  req.setTimeout(idleMs, () => req.destroy(new Error('aborted')));
+  return () => {
+    if (req.socket) req.setTimeout(0);
   };
 }
 
