@@ -89,7 +89,15 @@ let h2: http2.ClientHttp2Session;
 const counts: Record<string, number> = {};
 const outcomes: Record<string, Record<string, number>> = {};
 const failures: string[] = [];
-const real = { objectName: '', tusId: '', signed: [] as { label: string; method: string; url: string }[], bewitUrl: '' };
+const real = {
+  objectName: '',
+  tusId: '',
+  signed: [] as { label: string; method: string; url: string }[],
+  bewitUrl: '',
+  /** Open uploads the stalled clients hold: a tus upload of 1000 bytes, an object API putUrl of 1000 bytes. */
+  stallTusUrl: '',
+  stallPut: { url: '', headers: {} as Record<string, string> },
+};
 
 const tally = (family: string, what: string) => {
   outcomes[family] ??= {};
@@ -182,6 +190,17 @@ async function realUploads(): Promise<void> {
   if (patched.status !== 204) throw new Error(`tus PATCH: ${patched.status} ${await patched.text()}`);
   const urlRes = await fetch(`${tusUrl}/url?redirect=false`, { headers: authHeader() });
   if (urlRes.status === 200) real.signed.push({ label: 'tus download url', method: 'GET', url: await urlRes.text() });
+  // uploads for the stalled clients: open, 1000 bytes declared
+  const stallTus = await fetch(`${stack.multipartBase}/files`, { method: 'POST', headers: { ...tus, 'upload-length': '1000' } });
+  real.stallTusUrl = new URL(stallTus.headers.get('location') as string, stack.multipartBase).toString();
+  const stallUploadId = Buffer.from(randomUUID().replace(/-/g, ''), 'hex').toString('base64url');
+  const stallCreated = await hawkJson('PUT', api(`/upload/${encodeURIComponent(`${name}-stall`)}`), {
+    projectId: 'fuzz',
+    uploadId: stallUploadId,
+    expires: new Date(Date.now() + 86_400_000).toISOString(),
+    proposedUploadMethods: { putUrl: { contentType: 'application/octet-stream', contentLength: 1000 } },
+  });
+  real.stallPut = stallCreated.uploadMethod.putUrl;
   // every GET URL answers before it is mutated
   for (const s of real.signed.filter((s) => s.method === 'GET')) {
     const r = await fetch(s.url);
@@ -565,6 +584,25 @@ function grpcMethods(): MethodInfo[] {
   return out;
 }
 
+/**
+ * What a broken frame may get, per shape. Transport-level breakage is answered by grpc-js before any
+ * handler: a 415 for a content type that is not gRPC; a reset stream for a message past the
+ * receive limit still being sent (RST_STREAM after RESOURCE_EXHAUSTED); INTERNAL for a gzip frame
+ * that does not decompress (grpc-js's own answer, outside Ferry's reach: listed in the report).
+ * Otherwise the method's allowed set, plus UNIMPLEMENTED for a frame that cut the request short.
+ */
+function frameAnswerAllowed(
+  shape: string,
+  method: MethodInfo,
+  out: { httpStatus: number; grpcStatus?: number; reset?: string; hang?: boolean },
+): boolean {
+  if (out.hang) return false;
+  if (shape === 'wrong-content-type') return out.httpStatus === 415 || (out.grpcStatus !== undefined && method.allowed.has(out.grpcStatus));
+  if (out.grpcStatus === undefined) return shape === 'oversized-sent' && out.reset !== undefined;
+  if (shape === 'gzip-garbage' && out.grpcStatus === S.INTERNAL) return true;
+  return method.allowed.has(out.grpcStatus) || out.grpcStatus === S.UNIMPLEMENTED;
+}
+
 function metadataOf(choice: AuthChoice): grpc.Metadata {
   const md = new grpc.Metadata();
   if (choice.kind === 'valid') md.set('authorization', `Bearer ${TOKEN}`);
@@ -623,7 +661,7 @@ describe('npm run fuzz', () => {
     const tusPatch = partialBody(
       ports.multipart,
       'PATCH',
-      `/files/${real.tusId}x`,
+      new URL(real.stallTusUrl).pathname,
       [
         ['authorization', `Bearer ${TOKEN}`],
         ['tus-resumable', '1.0.0'],
@@ -645,11 +683,6 @@ describe('npm run fuzz', () => {
     );
     add('multipart-api: tus PATCH, 10 of 1000 bytes', ports.multipart, tusPatch, 60_000);
     add(
-      'multipart-api: multipart part PUT, 10 of 1000 bytes',
-      ports.multipart,
-      partialBody(ports.multipart, 'PUT', '/file/multipart/1/parts/1?X-Ferry-Signature=x', [], 1000),
-    );
-    add(
       'multipart-api: JSON POST, 10 of 1000 bytes',
       ports.multipart,
       partialBody(
@@ -662,22 +695,33 @@ describe('npm run fuzz', () => {
         ],
         1000,
       ),
+      60_000,
     );
+    const put = new URL(real.stallPut.url);
     add(
-      'object-api: data plane PUT, 10 of 1000 bytes',
+      'object-api: data plane PUT (a real putUrl), 10 of 1000 bytes',
       ports.object,
-      partialBody(ports.object, 'PUT', '/data/uploads/x/y?X-Ferry-Signature=x', [], 1000),
+      partialBody(
+        ports.object,
+        'PUT',
+        `${put.pathname}${put.search}`,
+        Object.entries(real.stallPut.headers).filter(([n]) => n.toLowerCase() !== 'content-length'),
+        1000,
+      ),
+      60_000,
     );
     add(
       'object-api: JSON PUT createUpload, 10 of 1000 bytes',
       ports.object,
       partialBody(ports.object, 'PUT', '/api/object/v1/upload/x', [['content-type', 'application/json']], 1000),
+      60_000,
     );
     add('object-api: request line only', ports.object, Buffer.from('PUT /api/object/v1/upload/x HTTP/1.1\r\n'), 60_000 + 30_000);
     add(
       'cache-http: PUT /cas, 10 of 1000 bytes',
       cachePort,
       partialBody(cachePort, 'PUT', `/cas/${sha256Hex(Buffer.alloc(1000))}`, [['authorization', `Bearer ${TOKEN}`]], 1000),
+      60_000,
     );
     add('cache-http: request line only', cachePort, Buffer.from('GET /cas/'), 60_000 + 30_000);
     // a slow loris: many connections holding half a request
@@ -718,7 +762,11 @@ describe('npm run fuzz', () => {
   });
 
   it('http-auth: broken bearer tokens and Hawk headers at protected routes are refused', async () => {
-    const protectedRoutes = ROUTES.filter((r) => r.protected && r.base !== 'cache' && !r.path.startsWith('/data/'));
+    // OPTIONS (CORS preflight, tus discovery) is public by design
+    const protectedRoutes = ROUTES.filter((r) => r.protected && r.base !== 'cache' && !r.path.startsWith('/data/')).map((r) => ({
+      ...r,
+      methods: r.methods.filter((m) => m !== 'OPTIONS'),
+    }));
     const arb = routeCase(protectedRoutes, brokenAuth, true).filter((c) => !c.target.includes('?'));
     await run('http-auth', arb, (c) => checkHttp('http-auth', c, true));
   });
@@ -749,7 +797,8 @@ describe('npm run fuzz', () => {
         return;
       }
       const url = r.b.how === 'otherPath' ? `${real.bewitUrl}x` : real.bewitUrl;
-      let bewit = hawkBewit(url, HAWK_ID, TOKEN, { ttlSec: 600, clockOffsetMs: r.b.how === 'expired' ? -3_600_000 : 0 });
+      const issued = hawkBewit(url, HAWK_ID, TOKEN, { ttlSec: 600, clockOffsetMs: r.b.how === 'expired' ? -3_600_000 : 0 });
+      let bewit = issued;
       if (r.b.how === 'flip') {
         const i = r.b.at % bewit.length;
         bewit = bewit.slice(0, i) + (bewit[i] === 'A' ? 'B' : 'A') + bewit.slice(i + 1);
@@ -757,6 +806,10 @@ describe('npm run fuzz', () => {
       if (r.b.how === 'truncate') bewit = bewit.slice(0, r.b.at % bewit.length);
       if (r.b.how === 'random') bewit = encodeURIComponent(r.b.value);
       if (r.b.how === 'append') bewit += encodeURIComponent(r.b.value);
+      // base64 is malleable: trailing bits or characters a decoder drops leave the same bewit, which is no mutation
+      const original = hawkBewit(real.bewitUrl, HAWK_ID, TOKEN, { ttlSec: 600 });
+      if (r.b.how !== 'expired' && r.b.how !== 'otherPath' && Buffer.from(bewit, 'base64url').equals(Buffer.from(original, 'base64url')))
+        return;
       const path = new URL(real.bewitUrl).pathname;
       await checkHttp(
         'signed-urls',
@@ -843,10 +896,10 @@ describe('npm run fuzz', () => {
     });
     let oversizedSent = 0;
     await run('grpc-frames', arb, async (r) => {
-      if (h2.closed || h2.destroyed) {
-        h2 = http2.connect(`http://${stack.grpcAddress}`);
-        h2.on('error', () => undefined);
-      }
+      // a session per case: one case's broken stream does not decide the next one's answer
+      h2.close();
+      h2 = http2.connect(`http://${stack.grpcAddress}`);
+      h2.on('error', () => undefined);
       const p = Buffer.from(r.payload);
       const valid = r.method.valid[0];
       const headers: http2.OutgoingHttpHeaders = {
@@ -897,15 +950,14 @@ describe('npm run fuzz', () => {
       const code = out.grpcStatus;
       tally('grpc-frames', `${r.shape} ${out.hang ? 'hang' : code !== undefined ? S[code] : `http ${out.httpStatus} ${out.reset ?? ''}`}`);
       if (out.hang) return fail('grpc-frames', `no answer to ${r.shape} at ${r.method.path}`);
-      // transport-level breakage: grpc-js answers; what must not happen is UNKNOWN (an app error escaping) or a hang
-      if (code === S.UNKNOWN) fail('grpc-frames', `${r.shape} at ${r.method.path}: UNKNOWN ${out.grpcMessage}`);
+      if (!frameAnswerAllowed(r.shape, r.method, out)) fail('grpc-frames', `${r.shape} at ${r.method.path}: ${JSON.stringify(out)}`);
     });
   });
 
   it('no crash or restart, bounded memory, nothing partial in the catalog, nothing outside the data directory; stalled clients cut', async () => {
     const elapsed = Date.now() - started;
     // stalled clients: the full run outlasts the idle cuts (up to 90 s); the short one only checks they did no harm
-    const waitUntil = PROFILE === 'full' ? started + 100_000 : Date.now();
+    const waitUntil = PROFILE === 'full' ? started + 105_000 : Date.now();
     const report: string[] = [];
     for (const s of stalls) {
       const r = await Promise.race([s.closed, sleep(Math.max(0, waitUntil - Date.now())).then(() => undefined)]);
