@@ -128,7 +128,7 @@ export function h2Call(
       finish();
     });
     stream.on('data', () => undefined);
-    stream.on('end', () => finish());
+    stream.on('end', () => finish(out.grpcStatus === undefined ? { reset: 'ended without a status' } : {}));
     stream.on('close', () => finish(out.grpcStatus === undefined ? { reset: `closed with rst code ${stream.rstCode}` } : {}));
     stream.on('error', (err) => finish({ reset: err.message }));
     for (const b of body) stream.write(b);
