@@ -58,7 +58,8 @@ import { APPS, filesUnder, markedNames, partialCatalogEntries, watchProcesses } 
 
 const PROFILE = process.env['FUZZ_PROFILE'] === 'short' ? 'short' : 'full';
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? (PROFILE === 'short' ? 1200 : 10_000));
-const SEED = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
+/** The short pass of `npm test` is the same 1,200 cases every time (seed 21); a full run draws a seed (printed). */
+const SEED = Number(process.env['FUZZ_SEED'] ?? (PROFILE === 'short' ? 21 : Date.now() % 2 ** 31));
 const ONLY = process.env['FUZZ_FAMILY'];
 const PATH = process.env['FUZZ_PATH'];
 /** Collect failures and go on (to see them all) instead of stopping at the first. */
