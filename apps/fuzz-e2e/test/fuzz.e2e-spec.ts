@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { loadProtos } from '@ferry/protocol';
-import { FerryStack, freePort, hawkBewit, hawkHeader, sha256Hex, sleep, startFerryStack } from '@ferry/testing';
+import { FerryStack, freePort, hawkBewit, hawkHeader, md5Hex, sha256Hex, sleep, startFerryStack } from '@ferry/testing';
 import {
   AuthChoice,
   MARK,
@@ -93,6 +93,9 @@ const failures: string[] = [];
 const real = {
   objectName: '',
   tusId: '',
+  multipartUploadId: '',
+  fileHandleId: '',
+  gcsUploadId: '',
   signed: [] as { label: string; method: string; url: string }[],
   bewitUrl: '',
   /** Open uploads the stalled clients hold: a tus upload of 1000 bytes, an object API putUrl of 1000 bytes. */
@@ -166,7 +169,7 @@ async function realUploads(): Promise<void> {
   });
   const put = created.uploadMethod.putUrl as { url: string; headers: Record<string, string> };
   // the putUrl is mutated before its one real use: a mutation must never be taken
-  real.signed.push({ label: 'object putUrl (before its PUT)', method: 'PUT', url: put.url });
+  real.signed.push({ label: 'object putUrl (used)', method: 'PUT', url: put.url });
   const putRes = await fetch(put.url, { method: 'PUT', headers: put.headers, body: content });
   if (putRes.status !== 200) throw new Error(`putUrl PUT: ${putRes.status} ${await putRes.text()}`);
   await hawkJson('POST', api(`/finish-upload/${encodeURIComponent(name)}`), { projectId: 'fuzz', uploadId });
@@ -191,6 +194,57 @@ async function realUploads(): Promise<void> {
   if (patched.status !== 204) throw new Error(`tus PATCH: ${patched.status} ${await patched.text()}`);
   const urlRes = await fetch(`${tusUrl}/url?redirect=false`, { headers: authHeader() });
   if (urlRes.status === 200) real.signed.push({ label: 'tus download url', method: 'GET', url: await urlRes.text() });
+  // multipart: one part, added, completed: a file handle (and a used presigned part URL, a download URL)
+  const json = { ...authHeader(), 'content-type': 'application/json' };
+  const mp = async (method: string, path: string, b?: unknown) => {
+    const res = await fetch(`${stack.multipartBase}/file/multipart${path}`, {
+      method,
+      headers: json,
+      body: b === undefined ? undefined : JSON.stringify(b),
+    });
+    const text = await res.text();
+    if (res.status >= 300) throw new Error(`multipart ${method} ${path}: ${res.status} ${text}`);
+    return { status: res.status, body: JSON.parse(text) };
+  };
+  const started = await mp('POST', '', {
+    fileName: `fuzz-${SEED}.bin`,
+    contentType: 'application/octet-stream',
+    contentMD5Hex: md5Hex(content),
+    fileSizeBytes: content.length,
+    partSizeBytes: 5 * MiB,
+  });
+  real.multipartUploadId = started.body.uploadId;
+  const urls = await mp('POST', `/${real.multipartUploadId}/presigned/url/batch`, { uploadId: real.multipartUploadId, partNumbers: [1] });
+  const part = urls.body.partPresignedUrls[0] as { uploadPresignedUrl: string; signedHeaders?: Record<string, string> };
+  const partPut = await fetch(part.uploadPresignedUrl, { method: 'PUT', headers: part.signedHeaders ?? {}, body: content });
+  if (partPut.status >= 300) throw new Error(`part PUT: ${partPut.status} ${await partPut.text()}`);
+  real.signed.push({ label: 'multipart part url (used)', method: 'PUT', url: part.uploadPresignedUrl });
+  await mp('PUT', `/${real.multipartUploadId}/add/1?partMD5Hex=${md5Hex(content)}`);
+  for (const deadline = Date.now() + 60_000; ;) {
+    const done = await mp('PUT', `/${real.multipartUploadId}/complete`);
+    if (done.status === 200 && done.body.resultFileHandleId) {
+      real.fileHandleId = done.body.resultFileHandleId;
+      break;
+    }
+    if (Date.now() > deadline) throw new Error(`multipart complete: still ${JSON.stringify(done.body)}`);
+    await sleep(200);
+  }
+  const fhUrl = await fetch(`${stack.multipartBase}/fileHandle/${real.fileHandleId}/url?redirect=false`, { headers: authHeader() });
+  if (fhUrl.status === 200) real.signed.push({ label: 'file handle url', method: 'GET', url: await fhUrl.text() });
+  // GCS: a resumable write begun (its upload_id goes into the gRPC messages that are mutated)
+  const start = loadProtos().storage.Storage.service.StartResumableWrite as unknown as grpc.MethodDefinition<object, object>;
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${TOKEN}`);
+  real.gcsUploadId = await new Promise<string>((resolve, reject) =>
+    grpcClient.makeUnaryRequest(
+      start.path,
+      start.requestSerialize,
+      start.responseDeserialize,
+      { write_object_spec: { resource: { bucket: 'projects/_/buckets/fuzz', name: `gcs-${SEED}` }, object_size: 4 } },
+      md,
+      (err, res) => (err ? reject(err) : resolve((res as { upload_id: string }).upload_id)),
+    ),
+  );
   // uploads for the stalled clients: open, 1000 bytes declared
   const stallTus = await fetch(`${stack.multipartBase}/files`, { method: 'POST', headers: { ...tus, 'upload-length': '1000' } });
   real.stallTusUrl = new URL(stallTus.headers.get('location') as string, stack.multipartBase).toString();
@@ -372,7 +426,15 @@ async function checkHttp(family: string, c: HttpCase, expectRefusal: boolean): P
   }
 }
 
-const realParams = () => [real.tusId, encodeURIComponent(real.objectName), real.objectName, '1', sha256Hex(Buffer.alloc(0))];
+const realParams = () => [
+  real.tusId,
+  real.multipartUploadId,
+  real.fileHandleId,
+  encodeURIComponent(real.objectName),
+  real.objectName,
+  '1',
+  sha256Hex(Buffer.alloc(0)),
+];
 
 function routeCase(routes: Route[], authArb: fc.Arbitrary<AuthChoice>, routeMethods: boolean): fc.Arbitrary<HttpCase> {
   return fc
@@ -553,9 +615,12 @@ function grpcMethods(): MethodInfo[] {
     '/google.storage.v2.Storage/BidiWriteObject': [
       { upload_id: 'x', write_offset: 0, checksummed_data: { content: Buffer.from('fuzz') }, finish_write: true },
     ],
-    '/google.storage.v2.Storage/QueryWriteStatus': [{ upload_id: 'x' }],
+    '/google.storage.v2.Storage/QueryWriteStatus': [{ upload_id: 'x' }, { upload_id: real.gcsUploadId }],
     '/google.storage.v2.Storage/CancelResumableWrite': [{ upload_id: 'x' }],
-    '/google.storage.v2.Storage/ReadObject': [{ bucket, object: 'x', read_offset: 0 }],
+    '/google.storage.v2.Storage/ReadObject': [
+      { bucket, object: 'x', read_offset: 0 },
+      { bucket, object: `gcs-${SEED}`, read_offset: 1, read_limit: 2 },
+    ],
     '/google.storage.v2.Storage/GetObject': [{ bucket, object: 'x' }],
     '/google.storage.v2.Storage/DeleteObject': [{ bucket, object: 'x' }],
   };
