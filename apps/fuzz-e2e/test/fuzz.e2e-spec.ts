@@ -577,8 +577,19 @@ const REFUSALS = [
   S.RESOURCE_EXHAUSTED,
   S.ABORTED,
 ];
-/** Per method, beyond REFUSALS. */
-const EXTRA_ALLOWED: Record<string, grpc.status[]> = {};
+/**
+ * Per method, beyond REFUSALS: GCS features Ferry refuses by name (appendable objects,
+ * customer-supplied encryption keys) are UNIMPLEMENTED, as GCS answers what it does not offer.
+ */
+const GCS_FEATURES = [S.UNIMPLEMENTED];
+const EXTRA_ALLOWED: Record<string, grpc.status[]> = {
+  '/google.storage.v2.Storage/StartResumableWrite': GCS_FEATURES,
+  '/google.storage.v2.Storage/WriteObject': GCS_FEATURES,
+  '/google.storage.v2.Storage/BidiWriteObject': GCS_FEATURES,
+  '/google.storage.v2.Storage/ReadObject': GCS_FEATURES,
+  '/google.storage.v2.Storage/GetObject': GCS_FEATURES,
+  '/google.storage.v2.Storage/DeleteObject': GCS_FEATURES,
+};
 
 function grpcMethods(): MethodInfo[] {
   const protos = loadProtos();
