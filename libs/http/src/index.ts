@@ -3,3 +3,4 @@ export * from './lib/range';
 export * from './lib/http-app';
 export * from './lib/openapi';
 export * from './lib/cors';
+export * from './lib/client-errors';

@@ -8,9 +8,13 @@ import { CacheFullError } from '@ferry/cache';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG, LOGGER, classifyInfraError } from '@ferry/core';
 import { InvalidArgumentError, toWireError } from '@ferry/errors';
+import { answerClientErrors } from '@ferry/http';
 import type { Logger } from '@ferry/logging';
 import { HttpCacheTarget, ReapiService, parseHttpCachePath } from '@ferry/reapi';
 import { uploadMetrics } from '@ferry/uploads';
+
+/** A PUT whose body sends nothing for this long is cut (found by `npm run fuzz`: a stalled PUT was held for good). */
+const PUT_IDLE_MS = 60_000;
 
 const METHODS = new Set(['GET', 'HEAD', 'PUT']);
 /** How long a shutdown lets requests in flight finish before their connections are closed. */
@@ -56,6 +60,8 @@ export class CacheHttpServer implements OnApplicationBootstrap, OnApplicationShu
           handler,
         )
       : createServer(options, handler);
+    // what Node's parser refuses is answered with a JSON {code, message} body too
+    answerClientErrors(server);
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -79,6 +85,8 @@ export class CacheHttpServer implements OnApplicationBootstrap, OnApplicationShu
       const principal = this.auth.authenticateBearer(req.headers.authorization);
       const { instance, hash } = target;
       if (method === 'PUT') {
+        // a body that stops arriving is cut, as the other faces cut theirs (no whole-request timeout here)
+        req.setTimeout(PUT_IDLE_MS, () => req.destroy(new Error('aborted')));
         const encoding = req.headers['content-encoding'];
         if (encoding && encoding !== 'identity') {
           throw new InvalidArgumentError(`Content-Encoding ${encoding} is not supported; send the bytes as they are`);

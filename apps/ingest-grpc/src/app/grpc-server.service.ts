@@ -11,6 +11,7 @@ import type { Redis } from '@ferry/redis';
 import type { Storage } from '@ferry/storage';
 import { ByteStreamGrpc } from './bytestream.grpc';
 import { CallDrain } from './call-drain';
+import { malformedMessages, tolerantService } from './malformed-messages';
 import { ReapiGrpc } from './reapi.grpc';
 import { StorageGrpc } from './storage.grpc';
 
@@ -67,14 +68,16 @@ export class GrpcServer implements OnApplicationBootstrap, OnApplicationShutdown
       'grpc.max_send_message_length': config.grpc.maxMessageBytes,
       'grpc.keepalive_time_ms': 60_000,
       'grpc.keepalive_permit_without_calls': 1,
+      // bytes that are no valid request message: INVALID_ARGUMENT, not grpc-js's INTERNAL
+      interceptors: [malformedMessages],
     });
     const protos = loadProtos();
-    this.server.addService(protos.bytestream.ByteStream.service, bytestream.handlers());
+    this.server.addService(tolerantService(protos.bytestream.ByteStream.service), bytestream.handlers());
     // methods without a handler answer UNIMPLEMENTED
-    this.server.addService(protos.storage.Storage.service, gcs.handlers() as grpc.UntypedServiceImplementation);
-    this.server.addService(protos.reapi.Capabilities.service, reapi.capabilities());
-    this.server.addService(protos.reapi.ContentAddressableStorage.service, reapi.cas());
-    this.server.addService(protos.reapi.ActionCache.service, reapi.actionCache());
+    this.server.addService(tolerantService(protos.storage.Storage.service), gcs.handlers() as grpc.UntypedServiceImplementation);
+    this.server.addService(tolerantService(protos.reapi.Capabilities.service), reapi.capabilities());
+    this.server.addService(tolerantService(protos.reapi.ContentAddressableStorage.service), reapi.cas());
+    this.server.addService(tolerantService(protos.reapi.ActionCache.service), reapi.actionCache());
     const statusMap: ServingStatusMap = Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING']));
     this.health = new HealthImplementation(statusMap);
     this.health.addToServer(this.server);

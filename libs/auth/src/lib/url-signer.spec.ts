@@ -31,6 +31,23 @@ describe('UrlSigner', () => {
     expect(() => new UrlSigner('t'.repeat(32)).verify('PUT', path, q, ok, now)).toThrow(mismatch);
   });
 
+  it('refuses signed header names it never signs (empty, spaced) without looking them up, as 403 (npm run fuzz)', () => {
+    const q = query(signer.sign({ method: 'GET', path, expiresAt }));
+    // Express's req.header('') throws: a lookup of such a name was a 500
+    const strict = (n: string) => {
+      if (!n) throw new TypeError('name argument is required to req.get');
+      return undefined;
+    };
+    for (const names of [';1L ~Ni`', ';', 'content-type;', 'Content-Type', 'a b'])
+      expect(() => signer.verify('GET', path, { ...q, 'X-Ferry-SignedHeaders': names }, strict, now)).toThrow(PermissionDeniedError);
+  });
+
+  it('reads a header Node gives as an array (set-cookie) as one value', () => {
+    const q = query(signer.sign({ method: 'GET', path, expiresAt, headers: { 'set-cookie': 'a=1, b=2' } }));
+    const asArray = (n: string) => (n === 'set-cookie' ? (['a=1', 'b=2'] as unknown as string) : undefined);
+    expect(() => signer.verify('GET', path, q, asArray, now)).not.toThrow();
+  });
+
   it('refuses an expired URL and a URL without a signature, as 403', () => {
     const q = query(signer.sign({ method: 'PUT', path, expiresAt }));
     expect(() => signer.verify('PUT', path, q, headers({}), expiresAt * 1000)).toThrow(/expired at 2026-01-01T00:15:00.000Z/);

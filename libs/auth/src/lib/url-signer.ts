@@ -70,7 +70,11 @@ export class UrlSigner {
     }
     const expiresAt = /^\d{1,12}$/.test(expires) ? Number(expires) : NaN;
     const names = signedHeaders === '' ? [] : signedHeaders.split(';');
-    const expected = Number.isFinite(expiresAt) ? this.mac(method, path, expiresAt, names, (n) => header(n)) : '';
+    // sign() lists lower-case header names only: anything else (an empty name, a space) was tampered
+    // with, and is not looked up (Express's req.header('') throws: a 500 found by npm run fuzz)
+    const wellFormed = names.every((n) => HEADER_NAME.test(n));
+    const expected =
+      Number.isFinite(expiresAt) && wellFormed ? this.mac(method, path, expiresAt, names, (n) => headerValue(header(n))) : '';
     const given = Buffer.from(signature);
     const want = Buffer.from(expected);
     if (given.length !== want.length || !timingSafeEqual(given, want)) {
@@ -103,6 +107,15 @@ function headerNames(headers: Record<string, string>): string[] {
   return Object.keys(headers)
     .map((k) => k.toLowerCase())
     .sort();
+}
+
+/** A lower-case HTTP header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+/** A header's value as one string (Node gives a few, such as set-cookie, as an array). */
+function headerValue(v: unknown): string | undefined {
+  if (Array.isArray(v)) return v.join(', ');
+  return typeof v === 'string' ? v : undefined;
 }
 
 function single(v: unknown): string | undefined {

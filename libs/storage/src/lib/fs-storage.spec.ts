@@ -37,6 +37,16 @@ describe('FsStorage layout', () => {
   });
 });
 
+describe('FsStorage.check', () => {
+  it('passes when many checks run at once (each probes its own file; found by npm run fuzz: concurrent heartbeats said storage unavailable)', async () => {
+    const dir = tempDir('ferry-fs');
+    const storage = new FsStorage(dir.path);
+    const results = await Promise.allSettled(Array.from({ length: 50 }, () => storage.check()));
+    expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+    dir.remove();
+  });
+});
+
 /**
  * A writer that lost its lease without knowing it (its process paused past it) must not write once
  * its successor has begun: the staging bytes are locked for the writer that opened them (an open

@@ -228,7 +228,8 @@ export class FsStorage implements Storage {
 
   async check(): Promise<void> {
     await this.prepare();
-    const probe = join(this.dataDir, `.probe-${process.pid}`);
+    // a file of this check's own: checks at once (heartbeats, readiness) unlinked each other's probe
+    const probe = join(this.dataDir, `.probe-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fh = await open(probe, 'w');
     await fh.close();
     await unlink(probe);

@@ -39,6 +39,12 @@ export interface FerryStack extends FaceContext {
   redis: TestRedis;
   s3?: TestS3;
   storageKind: 'fs' | 's3';
+  /** The data directory the apps share (FERRY_DATA_DIR; the stack's temp one unless `env` names another). */
+  dataDir: string;
+  /** `127.0.0.1:<port>` of ingest-grpc (for raw gRPC and HTTP/2 clients). */
+  grpcAddress: string;
+  /** The running process of `app` (its pid, exit events: the fuzz suite watches them for crashes and RSS). */
+  child(app: AppName): ChildProcess | undefined;
   /** Kills `app` with SIGKILL and waits for its exit. */
   kill(app: AppName): Promise<void>;
   /** Starts `app` (again) and waits until it serves. */
@@ -126,6 +132,9 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     redis,
     s3,
     storageKind,
+    dataDir: env['FERRY_DATA_DIR'] as string,
+    grpcAddress: address,
+    child: (app) => children.get(app),
     multipartBase: `http://127.0.0.1:${ports.multipart}`,
     objectBase: `http://127.0.0.1:${ports.object}`,
     byteStream: () => clients?.byteStream as ByteStreamClient,
