@@ -34,14 +34,12 @@ export interface FerryStackOptions {
  * contract suite drives. Each app can be killed (SIGKILL) and started again on its port.
  */
 export interface FerryStack extends FaceContext {
-  /** `127.0.0.1:<port>` of ingest-grpc (for clients that dial it themselves, as `ferry`). */
-  grpcAddress: string;
   redis: TestRedis;
   s3?: TestS3;
   storageKind: 'fs' | 's3';
   /** The data directory the apps share (FERRY_DATA_DIR; the stack's temp one unless `env` names another). */
   dataDir: string;
-  /** `127.0.0.1:<port>` of ingest-grpc (for raw gRPC and HTTP/2 clients). */
+  /** `127.0.0.1:<port>` of ingest-grpc (for clients that dial it themselves: `ferry`, raw gRPC and HTTP/2 clients). */
   grpcAddress: string;
   /** The running process of `app` (its pid, exit events: the fuzz suite watches them for crashes and RSS). */
   child(app: AppName): ChildProcess | undefined;
@@ -128,7 +126,6 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
   }
 
   return {
-    grpcAddress: address,
     redis,
     s3,
     storageKind,
