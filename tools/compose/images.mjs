@@ -24,9 +24,15 @@ export const STAND_INS = [
 ];
 
 function sh(cmd, args, { log, input, quiet } = {}) {
-  const r = spawnSync(cmd, args, { stdio: [input ? 'pipe' : 'ignore', quiet ? 'pipe' : 'inherit', quiet ? 'pipe' : 'inherit'], input, maxBuffer: 1 << 26 });
+  const r = spawnSync(cmd, args, {
+    stdio: [input ? 'pipe' : 'ignore', quiet ? 'pipe' : 'inherit', quiet ? 'pipe' : 'inherit'],
+    input,
+    maxBuffer: 1 << 26,
+  });
   if (r.error || r.status !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})${quiet ? `: ${r.stderr}` : ''}`);
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})${quiet ? `: ${r.stderr}` : ''}`,
+    );
   }
   if (log) log(`${cmd} ${args.slice(0, 3).join(' ')}… done`);
   return r.stdout?.toString() ?? '';
@@ -115,7 +121,9 @@ function nodeContext(ctx) {
 export function ensureImages({ log = console.log, rebuild = false } = {}) {
   if (rebuild) {
     for (const tag of [...STAND_INS.map((s) => s.tag).reverse(), BASE]) {
-      const label = spawnSync('docker', ['image', 'inspect', '-f', `{{index .Config.Labels "${STAND_IN_LABEL}"}}`, tag]).stdout?.toString().trim();
+      const label = spawnSync('docker', ['image', 'inspect', '-f', `{{index .Config.Labels "${STAND_IN_LABEL}"}}`, tag])
+        .stdout?.toString()
+        .trim();
       if (label) sh('docker', ['image', 'rm', '-f', tag], { quiet: true });
     }
   }

@@ -53,7 +53,8 @@ async function ensureDocker() {
   if (ok('docker', ['info'])) return;
   const dockerd = which('dockerd');
   if (!dockerd) fail('no Docker daemon answers and dockerd is missing: apt-get install docker.io (as root)');
-  if (process.getuid?.() !== 0) fail(`no Docker daemon answers and only root can start ${dockerd}: run this as root, or start Docker first`);
+  if (process.getuid?.() !== 0)
+    fail(`no Docker daemon answers and only root can start ${dockerd}: run this as root, or start Docker first`);
   mkdirSync(join(root, 'tmp'), { recursive: true });
   const logFile = join(root, 'tmp', 'dockerd.log');
   log(`starting ${dockerd} (log: ${logFile}; it keeps running afterwards)`);
@@ -74,7 +75,7 @@ function composeCommand() {
   const file = join(root, 'docker-compose.yml');
   if (ok('docker', ['compose', 'version'])) return ['docker', 'compose', '-p', PROJECT, '-f', file];
   if (which('docker-compose')) return [which('docker-compose'), '-p', PROJECT, '-f', file];
-  fail('no compose: install the docker compose plugin, or Debian\'s docker-compose (apt-get install docker-compose)');
+  fail("no compose: install the docker compose plugin, or Debian's docker-compose (apt-get install docker-compose)");
 }
 
 function run(cmd, args, { env, allowFail = false } = {}) {
@@ -96,8 +97,15 @@ async function waitHealthy(compose, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   let states = [];
   for (;;) {
-    const ids = spawnSync(compose[0], [...compose.slice(1), 'ps', '-q'], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
-    const r = spawnSync('docker', ['inspect', '-f', '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}', ...ids], { encoding: 'utf8' });
+    const ids = spawnSync(compose[0], [...compose.slice(1), 'ps', '-q'], { encoding: 'utf8' })
+      .stdout.trim()
+      .split('\n')
+      .filter(Boolean);
+    const r = spawnSync(
+      'docker',
+      ['inspect', '-f', '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}', ...ids],
+      { encoding: 'utf8' },
+    );
     states = r.stdout.trim().split('\n');
     if (ids.length >= 6 && states.every((s) => s.endsWith(' healthy'))) return;
     if (Date.now() > deadline) throw new Error(`not healthy within ${secs(timeoutMs)}: ${states.join('; ')}`);
@@ -127,11 +135,10 @@ async function main() {
       await waitHealthy(compose, 300_000);
     });
     passed = step('test', () =>
-      run(
-        'npx',
-        ['jest', '--config', 'apps/compose-e2e/jest.compose.config.ts', '--runInBand'],
-        { env: { FERRY_COMPOSE: JSON.stringify(compose), NX_DAEMON: 'false' }, allowFail: true },
-      ),
+      run('npx', ['jest', '--config', 'apps/compose-e2e/jest.compose.config.ts', '--runInBand'], {
+        env: { FERRY_COMPOSE: JSON.stringify(compose), NX_DAEMON: 'false' },
+        allowFail: true,
+      }),
     );
   } catch (err) {
     console.error(`[compose] ${err.message}`);

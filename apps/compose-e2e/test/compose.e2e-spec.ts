@@ -72,12 +72,15 @@ afterAll(() => {
 describe('docker compose stack', () => {
   const faces = uploadFaces(ctx);
 
-  it.each(faces.map((f) => [f.label, f] as [string, UploadFace]))('uploads through %s and reads it back everywhere', async (_label, face) => {
-    const content = fresh(12 * MiB + 4321);
-    const upload = await face.begin(content);
-    const name = await upload.finish();
-    await expectReadBack(name, content);
-  });
+  it.each(faces.map((f) => [f.label, f] as [string, UploadFace]))(
+    'uploads through %s and reads it back everywhere',
+    async (_label, face) => {
+      const content = fresh(12 * MiB + 4321);
+      const upload = await face.begin(content);
+      const name = await upload.finish();
+      await expectReadBack(name, content);
+    },
+  );
 
   it('resumes a ByteStream upload across a restart of the ingest-grpc container', async () => {
     const face = faces.find((f) => f.name === 'bytestream') as UploadFace;
