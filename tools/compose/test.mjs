@@ -78,8 +78,8 @@ function composeCommand() {
   fail("no compose: install the docker compose plugin, or Debian's docker-compose (apt-get install docker-compose)");
 }
 
-function run(cmd, args, { env, allowFail = false } = {}) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+function run(cmd, args, { env, allowFail = false, quiet = false } = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: quiet ? 'ignore' : 'inherit', env: { ...process.env, ...env } });
   if (!allowFail && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.status ?? r.signal})`);
   return r.status === 0;
 }
@@ -118,7 +118,7 @@ async function main() {
   const compose = composeCommand();
   log(`compose: ${compose.slice(0, compose.indexOf('-p')).join(' ')} (project ${PROJECT})`);
   // a stack of an earlier run that was kept (--keep) or interrupted goes first
-  run(compose[0], [...compose.slice(1), 'down', '-v', '--remove-orphans'], { allowFail: true });
+  run(compose[0], [...compose.slice(1), 'down', '-v', '--remove-orphans'], { allowFail: true, quiet: true });
   const taken = [];
   for (const p of PORTS) if (await portTaken(p)) taken.push(p);
   if (taken.length) fail(`ports the compose file publishes are in use on this machine: ${taken.join(', ')}`);
