@@ -4,22 +4,25 @@
  * GCS WriteObject and BidiWriteObject, multipart parts, the object API with Hawk, tus), each read
  * back through every read path that can name it (ByteStream Read, GCS ReadObject, the object API's
  * signed download URL, a multipart file handle's URL: MinIO's presigned URLs as clients reach it);
- * a ByteStream upload resumed across a restart of the ingest-grpc container; and the objects in the
- * S3 bucket (Ferry stores through the S3 backend). `npm run test:compose` (tools/compose/test.mjs)
+ * a ByteStream upload resumed across a restart of the ingest-grpc container; zstd served (the image
+ * has the addon); and the objects in the S3 bucket (Ferry stores through the S3 backend). `npm run test:compose` (tools/compose/test.mjs)
  * brings the stack up before and down after; FERRY_COMPOSE is its compose command line (JSON).
  */
 import { execFileSync } from 'node:child_process';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
+import type { ByteStreamClient, ServerCapabilities__Output, StorageClient } from '@ferry/protocol';
 import {
   FaceContext,
   UploadFace,
+  bearer,
   byteStreamClient,
   patternBytes,
   queryWriteStatus,
   readEverywhere,
+  reapiClients,
   sha256Hex,
   storageClient,
+  unaryCall,
   uploadFaces,
   waitFor,
 } from '@ferry/testing';
@@ -112,6 +115,16 @@ describe('docker compose stack', () => {
     expect(after).toBeLessThanOrEqual(cutAt);
     const name = await upload.finish();
     await expectReadBack(name, content);
+  });
+
+  it('serves zstd: the image carries the zstd-napi addon its build stage compiled (REAPI capabilities advertise it)', async () => {
+    const reapi = reapiClients(GRPC);
+    try {
+      const caps = await unaryCall<ServerCapabilities__Output>(reapi.capabilities, 'GetCapabilities', { instance_name: '' }, bearer());
+      expect(caps.cache_capabilities?.supported_compressors).toEqual(['ZSTD']);
+    } finally {
+      reapi.close();
+    }
   });
 
   it('stored the objects in the S3 bucket (MinIO)', async () => {
