@@ -23,10 +23,20 @@ export const STAND_INS = [
   { tag: 'minio/minio:latest', dir: 'minio' },
 ];
 
-function sh(cmd, args, { log, input, quiet } = {}) {
+/**
+ * The environment of `docker build` and compose's build: the classic builder where the CLI has no
+ * buildx plugin (Debian's docker.io has none; BuildKit through the CLI needs it), else the default.
+ */
+export function buildEnv() {
+  const buildx = spawnSync('docker', ['buildx', 'version'], { stdio: 'ignore' }).status === 0;
+  return buildx ? { ...process.env } : { ...process.env, DOCKER_BUILDKIT: '0' };
+}
+
+function sh(cmd, args, { log, input, quiet, env } = {}) {
   const r = spawnSync(cmd, args, {
     stdio: [input ? 'pipe' : 'ignore', quiet ? 'pipe' : 'inherit', quiet ? 'pipe' : 'inherit'],
     input,
+    env,
     maxBuffer: 1 << 26,
   });
   if (r.error || r.status !== 0) {
@@ -143,7 +153,10 @@ export function ensureImages({ log = console.log, rebuild = false } = {}) {
       s.context?.(ctx);
       log(`building ${s.tag} (stand-in: tools/compose/images/${s.dir})`);
       // host networking: apt and npm reach the mirror and the registry as this machine does
-      sh('docker', ['build', '--network', 'host', '--label', `${STAND_IN_LABEL}=${s.dir}`, '-t', s.tag, ctx], { quiet: true });
+      sh('docker', ['build', '--network', 'host', '--label', `${STAND_IN_LABEL}=${s.dir}`, '-t', s.tag, ctx], {
+        quiet: true,
+        env: buildEnv(),
+      });
     } finally {
       rmSync(ctx, { recursive: true, force: true });
     }

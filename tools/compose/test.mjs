@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureImages } from './images.mjs';
+import { buildEnv, ensureImages } from './images.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PROJECT = process.env.FERRY_COMPOSE_PROJECT || 'ferry-compose-test';
@@ -129,7 +129,7 @@ async function main() {
   });
   let passed = false;
   try {
-    step('build ferry:local', () => run(compose[0], [...compose.slice(1), 'build'], { env: { DOCKER_BUILDKIT: '0' } }));
+    step('build ferry:local', () => run(compose[0], [...compose.slice(1), 'build'], { env: buildEnv() }));
     await step('up, healthy', async () => {
       run(compose[0], [...compose.slice(1), 'up', '-d']);
       await waitHealthy(compose, 300_000);
