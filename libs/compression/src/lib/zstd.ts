@@ -7,8 +7,21 @@ import { FailedPreconditionError, InvalidArgumentError } from '@ferry/errors';
  * Without it (no C compiler when installing), `zstdAvailable()` is false and Ferry neither
  * advertises nor accepts zstd.
  */
-type Binding = typeof import('zstd-napi/binding');
-type HighLevel = typeof import('zstd-napi');
+// What Ferry uses of zstd-napi, declared here: the package is optional (npm drops it when its
+// addon does not build), and Ferry must still typecheck and build without it.
+interface DCtx {
+  setParameter(param: number, value: number): void;
+  /** [remaining hint (0: a frame ended), bytes produced, bytes consumed] */
+  decompressStream(dst: Buffer, src: Buffer): [number, number, number];
+}
+interface Binding {
+  DCtx: new () => DCtx;
+  DParameter: { windowLogMax: number };
+}
+interface HighLevel {
+  CompressStream: new (params: { compressionLevel: number }) => Transform;
+  Compressor: new () => { setParameters(params: { compressionLevel: number }): void; compress(data: Buffer): Buffer };
+}
 
 let loaded: { binding: Binding; api: HighLevel } | null | undefined;
 
@@ -60,7 +73,7 @@ function tooLarge(maxBytes: number): InvalidArgumentError {
  * decompresses: a small bomb never allocates its output).
  */
 export class ZstdInflater {
-  private readonly dctx;
+  private readonly dctx: DCtx;
   private inFrame = false;
   /** The next output buffer: replaced only once output went out in it (tiny inputs allocate nothing). */
   private buf = Buffer.allocUnsafe(OUT_BYTES);
