@@ -47,7 +47,7 @@ export class ByteStreamGrpc {
     call: grpc.ServerReadableStream<WriteRequest__Output, WriteResponse>,
     callback: grpc.sendUnaryData<WriteResponse>,
   ): Promise<void> {
-    const { requests, done } = receiving(call, 'Write', this.drain.signal);
+    const { requests, done } = receiving(call, 'Write', this.drain.signal, this.drain.streamIdleMs);
     await serveUnary(callback, this.logger, 'Write', async () => ({
       committed_size: await this.service.write(principalOf(this.auth, call), requests as AsyncIterable<WriteMessage>),
     }));

@@ -554,3 +554,36 @@ describe('ByteStream scopes', () => {
     await expectGrpcCode(readBytes(h.client, 'fileHandle/1', { metadata: bearer('multipart-token') }), grpc.status.NOT_FOUND);
   });
 });
+
+describe('ByteStream Write from a client that stalls', () => {
+  let h: IngestHarness;
+
+  beforeAll(async () => {
+    h = await startIngest({ FERRY_GRPC_STREAM_IDLE_MS: '400' });
+  });
+
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('is ended with DEADLINE_EXCEEDED after FERRY_GRPC_STREAM_IDLE_MS without a message; what it sent stays and another writer continues', async () => {
+    const name = randomName('stalled');
+    const data = patternBytes(3 * MiB, 11);
+    const started = Date.now();
+    const ended = new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = h.client.Write(bearer(), (err) => resolve(err));
+      call.write({ resource_name: name, write_offset: 0, data: data.subarray(0, MiB), finish_write: false });
+      // ...and nothing more, the call left open
+    });
+    const err = await ended;
+    expect({ code: err?.code, details: err?.details }).toEqual({
+      code: grpc.status.DEADLINE_EXCEEDED,
+      details: expect.stringMatching(/sent nothing for 400 ms/),
+    });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // the stream's writer committed what it received and let go: no lease to wait out
+    expect(await queryWriteStatus(h.client, name)).toEqual({ committed_size: MiB, complete: false });
+    expect(await writeRequests(h.client, chunkedRequests(name, data, { offset: MiB }))).toBe(data.length);
+    expect(sha256Hex((await readBytes(h.client, name)).data)).toBe(sha256Hex(data));
+  });
+});

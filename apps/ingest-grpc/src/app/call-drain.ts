@@ -1,4 +1,6 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import type { FerryConfig } from '@ferry/config';
+import { FERRY_CONFIG } from '@ferry/core';
 
 /**
  * Tells the upload streams in flight that the server is shutting down. On SIGTERM the gRPC server
@@ -9,6 +11,12 @@ import { Injectable } from '@nestjs/common';
 @Injectable()
 export class CallDrain {
   private readonly controller = new AbortController();
+  /** How long an upload stream may send nothing before it is ended (FERRY_GRPC_STREAM_IDLE_MS). */
+  readonly streamIdleMs: number;
+
+  constructor(@Inject(FERRY_CONFIG) config: FerryConfig) {
+    this.streamIdleMs = config.grpc.streamIdleMs;
+  }
 
   get signal(): AbortSignal {
     return this.controller.signal;

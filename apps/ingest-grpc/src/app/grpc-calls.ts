@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Authenticator, Principal } from '@ferry/auth';
 import type { ClientTool } from '@ferry/bytestream';
-import { CancelledError, UnavailableError } from '@ferry/errors';
+import { CancelledError, DeadlineExceededError, UnavailableError } from '@ferry/errors';
 import type { Logger } from '@ferry/logging';
 import { type MessageCodec, type RequestMetadata, type RequestMetadata__Output, messageCodec } from '@ferry/protocol';
 import { interruptible } from '@ferry/uploads';
@@ -41,13 +41,16 @@ export function clientToolOf(call: { metadata: grpc.Metadata }): ClientTool | un
  * read ahead (grpc-js decodes one message each time its readable asks, and an object-mode readable
  * asks until 16 are buffered: 32 MiB per stream with 2 MiB messages; two keep the disk busy and the
  * HTTP/2 window holds the rest back at the client). The iteration fails with CANCELLED when the
- * client cancels (instead of hanging) and with UNAVAILABLE when the server drains for shutdown;
- * it never destroys the call, whose status the handler still sends. Call `done()` at the end.
+ * client cancels (instead of hanging), with UNAVAILABLE when the server drains for shutdown, and
+ * with DEADLINE_EXCEEDED when the client sends nothing for `idleMs` while the handler waits for a
+ * message (a stalled client would otherwise hold its upload's lease for good); it never destroys
+ * the call, whose status the handler still sends. Call `done()` at the end.
  */
 export function receiving<T>(
   call: grpc.ServerReadableStream<T, unknown> | grpc.ServerDuplexStream<T, unknown>,
   method: string,
   drain: AbortSignal,
+  idleMs: number,
 ): { requests: AsyncIterable<T>; done(): void } {
   // Node reads the high-water mark from the stream state on every read: lowering it now takes effect.
   const state = (call as unknown as { _readableState?: { highWaterMark: number } })._readableState;
@@ -60,10 +63,22 @@ export function receiving<T>(
   else drain.addEventListener('abort', onDrain, { once: true });
   // A readable's default iterator destroys the stream when the iteration ends: on a duplex call
   // that would also kill the response side before its status is sent.
-  const requests = interruptible(call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]() as AsyncIterator<T>, interrupt.signal);
+  const source = call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]() as AsyncIterator<T>;
+  let idle: NodeJS.Timeout | undefined;
+  const watched: AsyncIterator<T> = {
+    next: () => {
+      idle = setTimeout(
+        () => interrupt.abort(new DeadlineExceededError(`the ${method} sent nothing for ${idleMs} ms: query the write status and resume`)),
+        idleMs,
+      );
+      return source.next().finally(() => clearTimeout(idle));
+    },
+  };
+  const requests = interruptible(watched, interrupt.signal);
   return {
     requests,
     done: () => {
+      clearTimeout(idle);
       call.off('cancelled', onCancel);
       drain.removeEventListener('abort', onDrain);
     },

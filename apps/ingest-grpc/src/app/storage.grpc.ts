@@ -68,7 +68,7 @@ export class StorageGrpc {
     call: grpc.ServerReadableStream<GcsWriteObjectRequest__Output, GcsWriteObjectResponse>,
     callback: grpc.sendUnaryData<GcsWriteObjectResponse>,
   ): Promise<void> {
-    const { requests, done } = receiving(call, 'WriteObject', this.drain.signal);
+    const { requests, done } = receiving(call, 'WriteObject', this.drain.signal, this.drain.streamIdleMs);
     await serveUnary(callback, this.logger, 'WriteObject', () =>
       this.service.write(principalOf(this.auth, call), requests as AsyncIterable<GcsWriteMessage>),
     );
@@ -77,7 +77,7 @@ export class StorageGrpc {
 
   /** Replies as the service produces them: state lookups, the persisted size at the end, or the object. */
   private async bidiWriteObject(call: grpc.ServerDuplexStream<BidiWriteObjectRequest__Output, BidiWriteObjectResponse>): Promise<void> {
-    const { requests, done } = receiving(call, 'BidiWriteObject', this.drain.signal);
+    const { requests, done } = receiving(call, 'BidiWriteObject', this.drain.signal, this.drain.streamIdleMs);
     try {
       await this.service.write(principalOf(this.auth, call), requests as AsyncIterable<GcsWriteMessage>, {
         persisted: async (size) => void (await send(call, { persisted_size: size })),

@@ -54,6 +54,11 @@ export interface FerryConfig {
     maxMessageBytes: number;
     /** HTTP/2 flow-control window (per stream and per connection) of the gRPC server. */
     flowControlWindowBytes: number;
+    /**
+     * A client-streaming upload (ByteStream Write, GCS WriteObject / BidiWriteObject) that sends no
+     * message for this long is ended with DEADLINE_EXCEEDED: what it sent stays, its lease is freed.
+     */
+    streamIdleMs: number;
     /** TLS of ingest-grpc's gRPC port and HTTP cache port; undefined: plaintext. */
     tls?: TlsConfig;
   };
@@ -334,6 +339,7 @@ const envSchema = z.object({
     .min(65_535)
     .max(2 ** 31 - 1)
     .default(8 * 1024 * 1024),
+  FERRY_GRPC_STREAM_IDLE_MS: z.coerce.number().int().min(100).default(60_000),
   FERRY_EXPIRE_INTERVAL_MS: positiveInt.default(60_000),
   FERRY_WORKER_CONCURRENCY: positiveInt.default(2),
   FERRY_JOB_LOCK_MS: z.coerce.number().int().min(500).default(30_000),
@@ -569,6 +575,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
     grpc: {
       maxMessageBytes: e.FERRY_GRPC_MAX_MESSAGE_BYTES,
       flowControlWindowBytes: e.FERRY_GRPC_WINDOW_BYTES,
+      streamIdleMs: e.FERRY_GRPC_STREAM_IDLE_MS,
       ...(tls ? { tls } : {}),
     },
     worker: { expireIntervalMs: e.FERRY_EXPIRE_INTERVAL_MS, concurrency: e.FERRY_WORKER_CONCURRENCY, jobLockMs: e.FERRY_JOB_LOCK_MS },

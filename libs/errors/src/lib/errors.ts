@@ -73,6 +73,11 @@ export class CancelledError extends FerryError {
   readonly code = 'CANCELLED';
 }
 
+/** The client let a call wait past a limit (a stream that sent nothing for too long). */
+export class DeadlineExceededError extends FerryError {
+  readonly code = 'DEADLINE_EXCEEDED';
+}
+
 /** A dependency (Redis, storage) cannot be reached right now. Retryable. */
 export class UnavailableError extends FerryError {
   readonly code = 'UNAVAILABLE';
