@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { LocalFile } from './transfer';
+import type { LocalFile, RemoteStatus } from './transfer';
 
 /** What an upload in progress keeps locally, so that the next run of the same command continues it. */
 export interface UploadState {
@@ -47,7 +47,41 @@ export class StateStore {
     return state;
   }
 
+  /**
+   * The latest upload in progress of `protocol` to `name` (by its start), whatever the file:
+   * what `ferry status <name>` asks the server about.
+   */
+  latestFor(protocol: string, name: string): UploadState | undefined {
+    let files: string[];
+    try {
+      files = readdirSync(this.dir).filter((f) => /^upload-[0-9a-f]+\.json$/.test(f));
+    } catch {
+      return undefined;
+    }
+    let latest: UploadState | undefined;
+    for (const f of files) {
+      let state: UploadState;
+      try {
+        state = JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as UploadState;
+      } catch {
+        continue; // being replaced, or not ours
+      }
+      if (state.protocol === protocol && state.name === name && (!latest || state.startedAt > latest.startedAt)) latest = state;
+    }
+    return latest;
+  }
+
   remove(protocol: string, file: LocalFile, name: string): void {
     rmSync(this.path(protocol, file, name), { force: true });
   }
+}
+
+/** The status of an upload in progress that the local state `local` knows, `committed` bytes persisted on the server. */
+export function inProgress(name: string, committed: number, local: UploadState, details: Record<string, unknown> = {}): RemoteStatus {
+  return {
+    name,
+    committed,
+    complete: false,
+    details: { state: 'in progress', size: local.size, file: local.file, startedAt: local.startedAt, ...details },
+  };
 }
