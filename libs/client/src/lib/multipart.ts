@@ -83,16 +83,21 @@ export class MultipartProtocol implements ProtocolClient {
       return { name, committed: size, complete: true, details: { fileName: h.fileName, contentMd5: h.contentMd5 } };
     }
     const local = this.states.latestFor('multipart', name);
+    const published = local ? undefined : this.states.publishedAs('multipart', name);
+    if (published) return this.status(published);
     const s = (await this.api<MultipartStatus>('GET', `/file/multipart/${encodeURIComponent(local?.data['uploadId'] ?? name)}`)).body;
     if (local && s.state !== 'COMPLETED') {
       // bytes of the parts added (the last part may be short)
       const partSize = partSizeFor(local.size);
-      const bytes = [...s.partsState].reduce((sum, c, i) => sum + (c === '1' ? Math.min(local.size, (i + 1) * partSize) - i * partSize : 0), 0);
+      const bytes = [...s.partsState].reduce(
+        (sum, c, i) => sum + (c === '1' ? Math.min(local.size, (i + 1) * partSize) - i * partSize : 0),
+        0,
+      );
       return inProgress(name, bytes, local, { uploadId: s.uploadId, partsState: s.partsState });
     }
     return {
       name: s.resultFileHandleId ? `fileHandle/${s.resultFileHandleId}` : name,
-      committed: s.partsState.split('').filter((c) => c === '1').length,
+      committed: local ? local.size : s.partsState.split('').filter((c) => c === '1').length,
       complete: s.state === 'COMPLETED',
       details: { uploadId: s.uploadId, state: s.state, partsState: s.partsState },
     };
@@ -102,7 +107,9 @@ export class MultipartProtocol implements ProtocolClient {
     const { progress, signal } = ctx;
     const retry = { signal, progress, attempts: 12 };
     const partSize = partSizeFor(file.size);
-    const md5 = await md5File(file.path, signal);
+    const previous = this.states.load('multipart', file, name);
+    // the whole file's MD5, kept in the state (keyed by path, size and mtime): a resumed run does not read the file for it again
+    const md5 = previous?.data['md5'] ?? (await md5File(file.path, signal));
     const request = {
       fileName: name,
       contentType: 'application/octet-stream',
@@ -120,14 +127,14 @@ export class MultipartProtocol implements ProtocolClient {
     const partEnd = (n: number) => Math.min(file.size, n * partSize);
     const partBytes = (n: number) => partEnd(n) - (n - 1) * partSize;
     const added = () => [...s.partsState].reduce((sum, c, i) => sum + (c === '1' ? partBytes(i + 1) : 0), 0);
-    const previous = this.states.load('multipart', file, name);
     const from = s.state === 'COMPLETED' ? file.size : added();
     if (s.state === 'UPLOADING' && from > 0) {
       progress.note(
-        `resuming at ${from} of ${file.size} bytes (multipart upload ${uploadId}${previous ? `, begun ${previous.startedAt}` : ''})`,
+        `resuming at ${from} of ${file.size} bytes (multipart upload ${uploadId}${previous ? `, begun ${previous.startedAt}` : ''}${previous?.data['md5'] ? ', its MD5 kept' : ''})`,
       );
     }
-    if (!previous) this.states.save('multipart', file, name, { uploadId });
+    if (!previous || previous.data['uploadId'] !== uploadId || previous.data['md5'] !== md5)
+      this.states.save('multipart', file, name, { uploadId, md5 }, previous?.startedAt);
     if (s.state === 'UPLOADING') {
       progress.start(file.size, from);
       const inFlight = new Map<number, number>();
@@ -172,6 +179,7 @@ export class MultipartProtocol implements ProtocolClient {
     }
     const objectName = `fileHandle/${s.resultFileHandleId}`;
     await verifyAgainstCatalog(this.endpoints, objectName, file.path, progress, signal);
+    this.states.published('multipart', name, objectName);
     this.states.remove('multipart', file, name);
     return { name: objectName, size: file.size, resumedAt: from, alreadyComplete: from === file.size };
   }
@@ -226,7 +234,13 @@ export class MultipartProtocol implements ProtocolClient {
     let put;
     for (let renewed = false; ; renewed = true) {
       const u = await urls.get(part);
-      put = await sendFileRange('PUT', u.uploadPresignedUrl, u.signedHeaders ?? {}, file.path, start, end, ctx, shown, pace);
+      try {
+        put = await sendFileRange('PUT', u.uploadPresignedUrl, u.signedHeaders ?? {}, file.path, start, end, ctx, shown, pace);
+      } catch (err) {
+        // a broken PUT (the server may have refused an expired URL and closed): the retry asks a new URL
+        if (err instanceof TransientError) urls.renew(part);
+        throw err;
+      }
       if (put.status === 403 && /expired/i.test(put.text)) {
         urls.renew(part);
         ctx.progress.note(`part ${part}: its presigned URL expired before the PUT: renewed`);

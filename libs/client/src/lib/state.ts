@@ -71,6 +71,31 @@ export class StateStore {
     return latest;
   }
 
+  /** Remembers that the upload of `protocol` to `name` was published as `published` (`ferry status <name>` answers it). */
+  published(protocol: string, name: string, published: string): void {
+    mkdirSync(this.dir, { recursive: true });
+    const path = this.publishedPath(protocol, name);
+    writeFileSync(`${path}.tmp`, JSON.stringify({ protocol, name, published, at: new Date().toISOString() }));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /** What the last finished upload of `protocol` to `name` from here was published as. */
+  publishedAs(protocol: string, name: string): string | undefined {
+    try {
+      return (JSON.parse(readFileSync(this.publishedPath(protocol, name), 'utf8')) as { published?: string }).published;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private publishedPath(protocol: string, name: string): string {
+    const key = createHash('sha256')
+      .update(JSON.stringify([protocol, name]))
+      .digest('hex')
+      .slice(0, 32);
+    return join(this.dir, `published-${key}.json`);
+  }
+
   remove(protocol: string, file: LocalFile, name: string): void {
     rmSync(this.path(protocol, file, name), { force: true });
   }

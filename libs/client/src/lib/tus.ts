@@ -60,6 +60,8 @@ export class TusProtocol implements ProtocolClient {
       if (at < local.size) return inProgress(name, at, local, { url, publishedAs: published });
       return { name: published, committed: at, complete: true, details: { url, length: local.size } };
     }
+    const published = /^(tus\/|https?:\/\/)/.test(name) ? undefined : this.states.publishedAs('tus', name);
+    if (published) return this.status(published);
     const a = await this.send('HEAD', this.url(name), {});
     if (a.status === 404 || a.status === 410) throw new NotFoundError(`tus: ${name}: not found (${a.status})`);
     this.check(a, [200]);
@@ -113,6 +115,7 @@ export class TusProtocol implements ProtocolClient {
       progress.end();
     }
     await verifyAgainstCatalog(this.endpoints, objectName, file.path, progress, signal);
+    this.states.published('tus', name, objectName);
     this.states.remove('tus', file, name);
     return { name: objectName, size: file.size, resumedAt: from, alreadyComplete: from === file.size };
   }
