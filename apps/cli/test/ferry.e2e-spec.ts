@@ -6,7 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type FerryStack, type TempDir, startFerryStack, tempDir, waitFor } from '@ferry/testing';
 import { FERRY, ROOT, ferry, jsonEvents, progressBytes, sha256Of, startFerry } from './ferry.harness';
@@ -92,17 +92,60 @@ describe('ferry (the command)', () => {
       first.child.kill('SIGKILL');
       expect((await first.exited).signal).toBe('SIGKILL');
 
+      // `ferry status <name>`: the server's persisted bytes of the upload the local state knows (tus URL, GCS and multipart upload ids)
+      const during = await ferry(['status', '--protocol', protocol, name], env);
+      expect(during.code).toBe(0);
+      expect(during.stdout.trimEnd().split('\n')).toHaveLength(1);
+      const inProgress = JSON.parse(during.stdout) as { committed: number; complete: boolean; state?: string };
+      expect(inProgress).toMatchObject({ name, protocol, complete: false, ...(protocol === 'bytestream' ? {} : { state: 'in progress' }) });
+      expect(inProgress.committed).toBeGreaterThan(0);
+
       const second = await ferry(['upload', '--protocol', protocol, '--json', big, name], env);
       expect(second.code).toBe(0);
       const resumedAt = Number(/resuming at (\d+) of 67108864 bytes/.exec(second.stderr)?.[1]);
       expect(resumedAt).toBeGreaterThanOrEqual(4 * MiB);
+      // what status said the server held is where the next run resumed (a cut tus PATCH may still have added a little)
+      expect(inProgress.committed).toBeLessThanOrEqual(resumedAt);
+      if (protocol !== 'tus') expect(inProgress.committed).toBe(resumedAt);
+      // multipart keeps the whole file's MD5 in its state: the resumed run does not read the file for it
+      if (protocol === 'multipart')
+        expect(second.stderr).toMatch(/resuming at \d+ of 67108864 bytes \(multipart upload .*, its MD5 kept\)/);
       // this run began where the server was, so it sent the rest only
       const start = jsonEvents(second.stderr).find((e) => e.event === 'start');
       expect(start?.from).toBe(resumedAt);
       expect(second.stderr).toContain(`sha256 ${sha256Of(big)} verified`);
       expect(second.stdout).toContain(`resumed at ${resumedAt}`);
+      // finished: status of the same name answers the published name
+      const published = /uploaded .* to (\S+) \(/.exec(second.stdout)?.[1] as string;
+      expect(published).toMatch(PUBLISHED[protocol]);
+      const after = await ferry(['status', '--protocol', protocol, name], env);
+      expect(after.code).toBe(0);
+      expect(JSON.parse(after.stdout)).toMatchObject({ name: published, committed: 64 * MiB, complete: true });
     },
   );
+
+  it('multipart: presigned URLs that expire before their PUT are renewed (a stack with 1 s URLs), and the sha256 is right', async () => {
+    const short = await startFerryStack({ env: { FERRY_SIGNED_URL_TTL_MS: '1000' } });
+    try {
+      const file = join(dir.path, 'expiring.bin');
+      writeFileSync(file, randomBytes(32 * MiB));
+      // 4 parts of 8 MiB, their URLs asked in one batch, one part at a time at 8 MiB/s: parts 3 and 4 wait > 2 s for their PUT
+      const r = await ferry(['upload', '-p', 'multipart', '--parallel', '1', '--json', '--rate-limit', '8M', file, 'expiring.bin'], {
+        ...env,
+        FERRY_MULTIPART_URL: short.multipartBase,
+        FERRY_GRPC_ADDRESS: short.grpcAddress,
+        FERRY_OBJECT_URL: short.objectBase,
+      });
+      expect(r.code).toBe(0);
+      const renewed = jsonEvents(r.stderr).filter(
+        (e) => e.event === 'note' && /^part \d+: its presigned URL expired before the PUT: renewed$/.test(e.message ?? ''),
+      );
+      expect(renewed.length).toBeGreaterThan(0);
+      expect(r.stderr).toContain(`sha256 ${sha256Of(file)} verified`);
+    } finally {
+      await short.stop();
+    }
+  });
 
   it('object: killed with SIGKILL mid-PUT, the same command continues its upload (a new putUrl, from 0) and the sha256 is right', async () => {
     const name = nameFor('object', 'killed.bin');
@@ -275,6 +318,39 @@ describe('ferry (the command)', () => {
     expect(link.status).toBe(0);
     const r = spawnSync(join(prefix, 'bin', 'ferry'), ['--version'], { cwd: dir.path, encoding: 'utf8', timeout: 60_000 });
     expect(r.stdout).toBe('ferry 0.1.0\n');
+  });
+
+  it('installs globally from its package (`npm pack dist/apps/cli`, `npm install -g`) and works outside the clone', () => {
+    const work = join(dir.path, 'pack');
+    const prefix = join(dir.path, 'global-package');
+    mkdirSync(work, { recursive: true });
+    const pack = spawnSync('npm', ['pack', join(ROOT, 'dist', 'apps', 'cli'), '--pack-destination', work], {
+      cwd: work,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(pack.status).toBe(0);
+    const tarball = join(work, pack.stdout.trim().split('\n').pop() as string);
+    // its dependencies come from the npm cache (the clone's install filled it), the registry otherwise
+    const install = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], {
+      cwd: work,
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    expect(install.status).toBe(0);
+    const installed = join(prefix, 'lib', 'node_modules', '@ferry', 'cli');
+    expect(existsSync(join(installed, 'proto', 'protos.json'))).toBe(true);
+    const bin = join(prefix, 'bin', 'ferry');
+    expect(spawnSync(bin, ['--version'], { cwd: work, encoding: 'utf8', timeout: 60_000 }).stdout).toBe('ferry 0.1.0\n');
+    // gRPC (its protos from the package) and the catalog check, from a directory outside the clone
+    const up = spawnSync(bin, ['upload', small, 'cli/from-package.bin'], {
+      cwd: work,
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(up.status).toBe(0);
+    expect(up.stderr).toContain(`sha256 ${sha256Of(small)} verified`);
   });
 
   it('runs as `npx ferry` in the clone (the package\'s own "bin")', () => {

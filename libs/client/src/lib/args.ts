@@ -45,7 +45,8 @@ export type Command =
 export const USAGE = `usage:
   ferry upload   [options] <file> <name>    upload a file (resumes an interrupted upload of it)
   ferry download [options] <name> <file>    download (resumes a partial local file)
-  ferry status   [options] <name>           what the server holds under a name
+  ferry status   [options] <name>           what the server holds under a name, or of an upload
+                                            in progress from here to <name> (one JSON line)
 
 options:
   -p, --protocol <p>       bytestream (default), gcs, multipart, object, tus

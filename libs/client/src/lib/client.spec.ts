@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseBytes, parseCommand } from './args';
 import { hawkHeader } from './catalog';
 import { UsageError } from './errors';
 import { createProgress } from './progress';
+import { StateStore } from './state';
 
 describe('ferry command line', () => {
   it('reads an upload with its defaults and the environment', () => {
@@ -106,5 +110,32 @@ describe('progress', () => {
       expect.objectContaining({ event: 'start', from: 4, total: 10, name: 'name', file: 'f' }),
       expect.objectContaining({ event: 'end', bytes: 4 }),
     ]);
+  });
+});
+
+describe('upload states', () => {
+  it('finds the latest upload in progress to a name, whatever the file, and what a finished one was published as', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-state-'));
+    try {
+      const states = new StateStore(join(dir, 'state'));
+      expect(states.latestFor('tus', 'x.bin')).toBeUndefined();
+      const a = { path: join(dir, 'a.bin'), size: 10, mtimeMs: 1 };
+      const b = { path: join(dir, 'b.bin'), size: 20, mtimeMs: 2 };
+      states.save('tus', a, 'x.bin', { url: 'http://h/files/1' }, '2026-01-01T00:00:00.000Z');
+      states.save('tus', b, 'x.bin', { url: 'http://h/files/2' }, '2026-01-02T00:00:00.000Z');
+      states.save('gcs', b, 'x.bin', { uploadId: 'g' }, '2026-01-03T00:00:00.000Z');
+      states.save('tus', b, 'y.bin', { url: 'http://h/files/3' }, '2026-01-04T00:00:00.000Z');
+      writeFileSync(join(dir, 'state', 'upload-0123.json'), '{not json');
+      expect(states.latestFor('tus', 'x.bin')).toMatchObject({ file: b.path, size: 20, data: { url: 'http://h/files/2' } });
+      states.remove('tus', b, 'x.bin');
+      expect(states.latestFor('tus', 'x.bin')?.data).toEqual({ url: 'http://h/files/1' });
+
+      expect(states.publishedAs('tus', 'x.bin')).toBeUndefined();
+      states.published('tus', 'x.bin', 'tus/1');
+      expect(states.publishedAs('tus', 'x.bin')).toBe('tus/1');
+      expect(states.publishedAs('multipart', 'x.bin')).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -13,7 +13,7 @@ import type {
 import type { Endpoints, Options } from './args';
 import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError, UsageError } from './errors';
 import { fromGrpc } from './grpc-errors';
-import { StateStore } from './state';
+import { StateStore, inProgress } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
 import { pacer, sizeIfExists, withRetries } from './transfer';
 import { verifyAgainstCatalog } from './verify';
@@ -82,7 +82,17 @@ export class GcsProtocol implements ProtocolClient {
     });
   }
 
+  /** An upload in progress to `name` (its upload id in the local state): its persisted size; else the object. */
   async status(name: string): Promise<RemoteStatus> {
+    const local = this.states.latestFor('gcs', name);
+    if (local?.data['uploadId']) {
+      try {
+        const p = await this.persisted(local.data['uploadId']);
+        if (!p.complete) return inProgress(name, p.size, local);
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err; // gone (expired): what the catalog holds
+      }
+    }
     const o = await this.unary<GcsObject__Output>('GetObject', split(name));
     return { name, committed: Number(o.size), complete: true, details: { generation: String(o.generation) } };
   }

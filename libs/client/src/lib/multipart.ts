@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import type { Endpoints, Options } from './args';
 import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError } from './errors';
 import { call, httpError, jsonOf, rangedDownload, sendFileRange } from './http';
-import { StateStore } from './state';
+import { StateStore, inProgress } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
 import { pacer, sizeIfExists, sleep, withRetries } from './transfer';
 import { verifyAgainstCatalog } from './verify';
@@ -11,6 +11,13 @@ import { verifyAgainstCatalog } from './verify';
 const MiB = 1024 * 1024;
 const MIN_PART = 8 * MiB;
 const MAX_PARTS = 10_000;
+/** Presigned URLs asked in one request (at least this many, or twice `--parallel`). */
+const URL_BATCH = 8;
+
+interface PresignedUrl {
+  uploadPresignedUrl: string;
+  signedHeaders?: Record<string, string>;
+}
 
 interface MultipartStatus {
   uploadId: string;
@@ -28,9 +35,10 @@ export function partSizeFor(size: number): number {
 /**
  * Synapse-style multipart on multipart-api: the start is idempotent (the same file, name and part
  * size give the same upload, and its `partsState` says which parts are missing), each missing part
- * PUT to a presigned URL asked for just before (so never an expired one; one that expires anyway is
- * asked again) and added with its MD5, `--parallel` at a time, then complete. The object is the
- * file handle `fileHandle/<id>`; downloads are ranged GETs of its signed URL.
+ * PUT to a presigned URL and added with its MD5, `--parallel` at a time, then complete. Presigned
+ * URLs are asked in batches (one request for the next few parts); one that expired before its PUT
+ * (the server answers 403 "expired") is renewed and the part sent again. The object is the file
+ * handle `fileHandle/<id>`; downloads are ranged GETs of its signed URL.
  */
 export class MultipartProtocol implements ProtocolClient {
   private readonly states: StateStore;
@@ -61,7 +69,7 @@ export class MultipartProtocol implements ProtocolClient {
     return { status: a.status, body: jsonOf<T>(a) as T };
   }
 
-  /** `fileHandle/<id>` (a finished upload) or an upload id. */
+  /** `fileHandle/<id>` (a finished upload), the file name of an upload in progress that the local state knows, or an upload id. */
   async status(name: string): Promise<RemoteStatus> {
     const handle = /^fileHandle\/(.+)$/.exec(name);
     if (handle) {
@@ -74,10 +82,22 @@ export class MultipartProtocol implements ProtocolClient {
       const size = Number(h.contentSize ?? 0);
       return { name, committed: size, complete: true, details: { fileName: h.fileName, contentMd5: h.contentMd5 } };
     }
-    const s = (await this.api<MultipartStatus>('GET', `/file/multipart/${encodeURIComponent(name)}`)).body;
+    const local = this.states.latestFor('multipart', name);
+    const published = local ? undefined : this.states.publishedAs('multipart', name);
+    if (published) return this.status(published);
+    const s = (await this.api<MultipartStatus>('GET', `/file/multipart/${encodeURIComponent(local?.data['uploadId'] ?? name)}`)).body;
+    if (local && s.state !== 'COMPLETED') {
+      // bytes of the parts added (the last part may be short)
+      const partSize = partSizeFor(local.size);
+      const bytes = [...s.partsState].reduce(
+        (sum, c, i) => sum + (c === '1' ? Math.min(local.size, (i + 1) * partSize) - i * partSize : 0),
+        0,
+      );
+      return inProgress(name, bytes, local, { uploadId: s.uploadId, partsState: s.partsState });
+    }
     return {
       name: s.resultFileHandleId ? `fileHandle/${s.resultFileHandleId}` : name,
-      committed: s.partsState.split('').filter((c) => c === '1').length,
+      committed: local ? local.size : s.partsState.split('').filter((c) => c === '1').length,
       complete: s.state === 'COMPLETED',
       details: { uploadId: s.uploadId, state: s.state, partsState: s.partsState },
     };
@@ -87,7 +107,9 @@ export class MultipartProtocol implements ProtocolClient {
     const { progress, signal } = ctx;
     const retry = { signal, progress, attempts: 12 };
     const partSize = partSizeFor(file.size);
-    const md5 = await md5File(file.path, signal);
+    const previous = this.states.load('multipart', file, name);
+    // the whole file's MD5, kept in the state (keyed by path, size and mtime): a resumed run does not read the file for it again
+    const md5 = previous?.data['md5'] ?? (await md5File(file.path, signal));
     const request = {
       fileName: name,
       contentType: 'application/octet-stream',
@@ -105,20 +127,21 @@ export class MultipartProtocol implements ProtocolClient {
     const partEnd = (n: number) => Math.min(file.size, n * partSize);
     const partBytes = (n: number) => partEnd(n) - (n - 1) * partSize;
     const added = () => [...s.partsState].reduce((sum, c, i) => sum + (c === '1' ? partBytes(i + 1) : 0), 0);
-    const previous = this.states.load('multipart', file, name);
     const from = s.state === 'COMPLETED' ? file.size : added();
     if (s.state === 'UPLOADING' && from > 0) {
       progress.note(
-        `resuming at ${from} of ${file.size} bytes (multipart upload ${uploadId}${previous ? `, begun ${previous.startedAt}` : ''})`,
+        `resuming at ${from} of ${file.size} bytes (multipart upload ${uploadId}${previous ? `, begun ${previous.startedAt}` : ''}${previous?.data['md5'] ? ', its MD5 kept' : ''})`,
       );
     }
-    if (!previous) this.states.save('multipart', file, name, { uploadId });
+    if (!previous || previous.data['uploadId'] !== uploadId || previous.data['md5'] !== md5)
+      this.states.save('multipart', file, name, { uploadId, md5 }, previous?.startedAt);
     if (s.state === 'UPLOADING') {
       progress.start(file.size, from);
       const inFlight = new Map<number, number>();
       let done = from;
       const show = () => progress.update(done + [...inFlight.values()].reduce((a, b) => a + b, 0));
       const missing = [...s.partsState].flatMap((c, i) => (c === '1' ? [] : [i + 1]));
+      const urls = this.urlBatches(uploadId, [...missing], Math.max(URL_BATCH, 2 * this.options.parallel));
       const pace = pacer(this.options.rateLimit, signal);
       let failure: unknown;
       const worker = async () => {
@@ -128,7 +151,7 @@ export class MultipartProtocol implements ProtocolClient {
             await withRetries(
               `part ${part}`,
               () =>
-                this.putPart(uploadId, file, part, (part - 1) * partSize, partEnd(part), ctx, pace, (sent) => {
+                this.putPart(uploadId, urls, file, part, (part - 1) * partSize, partEnd(part), ctx, pace, (sent) => {
                   inFlight.set(part, sent);
                   show();
                 }),
@@ -156,13 +179,50 @@ export class MultipartProtocol implements ProtocolClient {
     }
     const objectName = `fileHandle/${s.resultFileHandleId}`;
     await verifyAgainstCatalog(this.endpoints, objectName, file.path, progress, signal);
+    this.states.published('multipart', name, objectName);
     this.states.remove('multipart', file, name);
     return { name: objectName, size: file.size, resumedAt: from, alreadyComplete: from === file.size };
   }
 
-  /** A presigned URL for the part, its PUT, and its add (with the MD5 of what was sent). */
+  /**
+   * Presigned URLs for `parts` (in that order), asked `batch` at a time: `get(n)` answers part n's
+   * (asking it with the next parts that have none yet), `renew(n)` forgets an expired one.
+   */
+  private urlBatches(uploadId: string, parts: number[], batch: number) {
+    const known = new Map<number, Promise<PresignedUrl>>();
+    const ask = (numbers: number[]) => {
+      const answer = this.api<{ partPresignedUrls: PresignedUrl[] }>('POST', `/file/multipart/${uploadId}/presigned/url/batch`, {
+        uploadId,
+        partNumbers: numbers,
+      });
+      numbers.forEach((n, i) => {
+        const one = answer.then((a) => {
+          const u = a.body.partPresignedUrls[i];
+          if (!u) throw new TransientError(`multipart: no presigned URL for part ${n} in the answer`);
+          return u;
+        });
+        one.catch(() => known.delete(n)); // a failed ask is asked again
+        known.set(n, one);
+      });
+    };
+    return {
+      get: (n: number): Promise<PresignedUrl> => {
+        if (!known.has(n)) {
+          const at = parts.indexOf(n);
+          ask([n, ...parts.slice(at + 1).filter((m) => !known.has(m))].slice(0, batch));
+        }
+        return known.get(n) as Promise<PresignedUrl>;
+      },
+      renew: (n: number): void => {
+        known.delete(n);
+      },
+    };
+  }
+
+  /** The part's PUT to its presigned URL (renewed once if it expired), and its add (with the MD5 of what was sent). */
   private async putPart(
     uploadId: string,
+    urls: ReturnType<MultipartProtocol['urlBatches']>,
     file: LocalFile,
     part: number,
     start: number,
@@ -171,16 +231,27 @@ export class MultipartProtocol implements ProtocolClient {
     pace: (n: number) => Promise<void>,
     shown: (sent: number) => void,
   ): Promise<void> {
-    const urls = await this.api<{ partPresignedUrls: { uploadPresignedUrl: string; signedHeaders?: Record<string, string> }[] }>(
-      'POST',
-      `/file/multipart/${uploadId}/presigned/url/batch`,
-      { uploadId, partNumbers: [part] },
-    );
-    const u = urls.body.partPresignedUrls[0];
-    const put = await sendFileRange('PUT', u.uploadPresignedUrl, u.signedHeaders ?? {}, file.path, start, end, ctx, shown, pace);
+    let put;
+    for (let renewed = false; ; renewed = true) {
+      const u = await urls.get(part);
+      try {
+        put = await sendFileRange('PUT', u.uploadPresignedUrl, u.signedHeaders ?? {}, file.path, start, end, ctx, shown, pace);
+      } catch (err) {
+        // a broken PUT (the server may have refused an expired URL and closed): the retry asks a new URL
+        if (err instanceof TransientError) urls.renew(part);
+        throw err;
+      }
+      if (put.status === 403 && /expired/i.test(put.text)) {
+        urls.renew(part);
+        ctx.progress.note(`part ${part}: its presigned URL expired before the PUT: renewed`);
+        shown(0);
+        if (!renewed) continue;
+      }
+      break;
+    }
     if (put.status !== 200) {
       const err = httpError(`multipart part ${part}`, put);
-      // an expired presigned URL: the retry asks for a new one
+      // an expired presigned URL again: the retry asks for a new one
       throw put.status === 403 ? new TransientError(err.message) : err;
     }
     const partMd5 = await md5File(file.path, ctx.signal, start, end);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { LocalFile } from './transfer';
+import type { LocalFile, RemoteStatus } from './transfer';
 
 /** What an upload in progress keeps locally, so that the next run of the same command continues it. */
 export interface UploadState {
@@ -47,7 +47,66 @@ export class StateStore {
     return state;
   }
 
+  /**
+   * The latest upload in progress of `protocol` to `name` (by its start), whatever the file:
+   * what `ferry status <name>` asks the server about.
+   */
+  latestFor(protocol: string, name: string): UploadState | undefined {
+    let files: string[];
+    try {
+      files = readdirSync(this.dir).filter((f) => /^upload-[0-9a-f]+\.json$/.test(f));
+    } catch {
+      return undefined;
+    }
+    let latest: UploadState | undefined;
+    for (const f of files) {
+      let state: UploadState;
+      try {
+        state = JSON.parse(readFileSync(join(this.dir, f), 'utf8')) as UploadState;
+      } catch {
+        continue; // being replaced, or not ours
+      }
+      if (state.protocol === protocol && state.name === name && (!latest || state.startedAt > latest.startedAt)) latest = state;
+    }
+    return latest;
+  }
+
+  /** Remembers that the upload of `protocol` to `name` was published as `published` (`ferry status <name>` answers it). */
+  published(protocol: string, name: string, published: string): void {
+    mkdirSync(this.dir, { recursive: true });
+    const path = this.publishedPath(protocol, name);
+    writeFileSync(`${path}.tmp`, JSON.stringify({ protocol, name, published, at: new Date().toISOString() }));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /** What the last finished upload of `protocol` to `name` from here was published as. */
+  publishedAs(protocol: string, name: string): string | undefined {
+    try {
+      return (JSON.parse(readFileSync(this.publishedPath(protocol, name), 'utf8')) as { published?: string }).published;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private publishedPath(protocol: string, name: string): string {
+    const key = createHash('sha256')
+      .update(JSON.stringify([protocol, name]))
+      .digest('hex')
+      .slice(0, 32);
+    return join(this.dir, `published-${key}.json`);
+  }
+
   remove(protocol: string, file: LocalFile, name: string): void {
     rmSync(this.path(protocol, file, name), { force: true });
   }
+}
+
+/** The status of an upload in progress that the local state `local` knows, `committed` bytes persisted on the server. */
+export function inProgress(name: string, committed: number, local: UploadState, details: Record<string, unknown> = {}): RemoteStatus {
+  return {
+    name,
+    committed,
+    complete: false,
+    details: { state: 'in progress', size: local.size, file: local.file, startedAt: local.startedAt, ...details },
+  };
 }

@@ -4,7 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Endpoints, Options } from './args';
 import { AuthError, InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError } from './errors';
 import { ByteStreamProtocol } from './bytestream';
-import { StateStore } from './state';
+import { StateStore, inProgress } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
 import { connectionError, pacer, withRetries } from './transfer';
 import { verifyAgainstCatalog } from './verify';
@@ -50,8 +50,18 @@ export class TusProtocol implements ProtocolClient {
     return `${this.endpoints.multipartUrl}/files/${encodeURIComponent(id)}`;
   }
 
-  /** `tus/<id>` or an upload URL. */
+  /** `tus/<id>`, an upload URL, or the name (`filename`) of an upload in progress that the local state knows. */
   async status(name: string): Promise<RemoteStatus> {
+    const local = /^(tus\/|https?:\/\/)/.test(name) ? undefined : this.states.latestFor('tus', name);
+    if (local?.data['url']) {
+      const url = local.data['url'];
+      const at = await this.offset(url);
+      const published = `tus/${url.split('/').pop()}`;
+      if (at < local.size) return inProgress(name, at, local, { url, publishedAs: published });
+      return { name: published, committed: at, complete: true, details: { url, length: local.size } };
+    }
+    const published = /^(tus\/|https?:\/\/)/.test(name) ? undefined : this.states.publishedAs('tus', name);
+    if (published) return this.status(published);
     const a = await this.send('HEAD', this.url(name), {});
     if (a.status === 404 || a.status === 410) throw new NotFoundError(`tus: ${name}: not found (${a.status})`);
     this.check(a, [200]);
@@ -105,6 +115,7 @@ export class TusProtocol implements ProtocolClient {
       progress.end();
     }
     await verifyAgainstCatalog(this.endpoints, objectName, file.path, progress, signal);
+    this.states.published('tus', name, objectName);
     this.states.remove('tus', file, name);
     return { name: objectName, size: file.size, resumedAt: from, alreadyComplete: from === file.size };
   }
