@@ -9,7 +9,7 @@ import { ObjectProtocol } from './object';
 import { createProgress, formatBytes } from './progress';
 import type { ProgressTarget } from './progress';
 import type { ProtocolClient } from './transfer';
-import { localFile } from './transfer';
+import { localFile, startSha256 } from './transfer';
 
 export const VERSION = '0.1.0';
 
@@ -66,6 +66,7 @@ export async function runCli(io: CliIo): Promise<number> {
     switch (command.kind) {
       case 'upload': {
         const file = localFile(command.file);
+        startSha256(file); // for the check against the catalog at the end, beside the upload
         const progress = createProgress(options.progress, io.stderr, command.file, command.name);
         const r = await protocol.upload(file, command.name, { progress, signal: io.signal, options });
         io.stdout.write(
