@@ -10,20 +10,31 @@ type AssemblyJob = Job<AssembleMultipartPayload, AssembleMultipartResult>;
 
 /** The producer side: makes sure exactly one assembly job exists for an upload that is completing. */
 export class AssemblyQueue {
-  private readonly queue: Queue<AssembleMultipartPayload, AssembleMultipartResult>;
+  private made?: Queue<AssembleMultipartPayload, AssembleMultipartResult>;
 
   /**
    * @param onError connection trouble (BullMQ retries by itself); without a listener Node would crash on it.
    * @param retries how often a failed assembly runs again, and after how long the first time (doubling).
    */
   constructor(
-    connection: Redis,
-    prefix: string,
-    onError: (err: Error) => void = () => undefined,
+    private readonly connection: Redis,
+    private readonly prefix: string,
+    private readonly onError: (err: Error) => void = () => undefined,
     private readonly retries = { attempts: ASSEMBLY_ATTEMPTS, backoffMs: 1000 },
-  ) {
-    this.queue = new (bullmq().Queue)(QUEUES.assembly, { connection, prefix });
-    this.queue.on('error', onError);
+  ) {}
+
+  /**
+   * The BullMQ queue, made at its first use: a queue closed while its connection still initializes
+   * (an app stopped soon after it started, before Redis, or a cluster, answered) drops its error
+   * listeners and then emits the failed initialization as an unhandled 'error' (BullMQ 5.81), which
+   * would crash the process. Once used, the connection is initialized.
+   */
+  private get queue(): Queue<AssembleMultipartPayload, AssembleMultipartResult> {
+    if (!this.made) {
+      this.made = new (bullmq().Queue)(QUEUES.assembly, { connection: this.connection, prefix: this.prefix });
+      this.made.on('error', this.onError);
+    }
+    return this.made;
   }
 
   /**
@@ -77,7 +88,7 @@ export class AssemblyQueue {
   }
 
   async close(): Promise<void> {
-    await this.queue.close();
+    await this.made?.close();
   }
 }
 
