@@ -3,34 +3,13 @@
 // checked against the Upload-Offset the server answers. The same code drives Ferry and @tus/server,
 // and costs the client next to nothing: each PATCH body is a view of the caller's buffer handed to
 // the socket whole (no copy, no per-chunk JavaScript), so the shared cores go to the servers.
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
+import { request } from './lib.mjs';
 
 const TUS = '1.0.0';
 
-/** One request on `agent`; resolves with status and headers once the (drained) response ends. */
-function call(url, { method, headers, body, agent }) {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = httpRequest(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: u.pathname + u.search,
-        method,
-        agent,
-        headers: { 'tus-resumable': TUS, ...headers, 'content-length': body ? body.length : 0 },
-      },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** One tus request on `agent` (lib.mjs's request, with Tus-Resumable). */
+const call = (url, { headers, ...rest }) => request(url, { ...rest, headers: { 'tus-resumable': TUS, ...headers } });
 
 /** A keep-alive agent with one socket: a tus client's requests follow one another on one connection. */
 export const tusAgent = () => new Agent({ keepAlive: true, maxSockets: 1 });

@@ -5,7 +5,7 @@ import { loadProtos } from '@ferry/protocol';
 import type { ByteStreamClient, WriteRequest } from '@ferry/protocol';
 import type { Endpoints, Options } from './args';
 import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError, VerificationError } from './errors';
-import { fromGrpc } from './grpc-errors';
+import { GRPC_CLIENT_OPTIONS, bearerMetadata, fromGrpc } from './grpc-errors';
 import { StateStore } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
 import { pacer, sizeIfExists, withRetries } from './transfer';
@@ -31,18 +31,13 @@ export class ByteStreamProtocol implements ProtocolClient {
   private get bytestream(): ByteStreamClient {
     if (!this.client) {
       const { bytestream } = loadProtos();
-      this.client = new bytestream.ByteStream(this.endpoints.grpcAddress, grpc.credentials.createInsecure(), {
-        'grpc.max_receive_message_length': 16 * 1024 * 1024,
-        'grpc.max_send_message_length': 16 * 1024 * 1024,
-      });
+      this.client = new bytestream.ByteStream(this.endpoints.grpcAddress, grpc.credentials.createInsecure(), GRPC_CLIENT_OPTIONS);
     }
     return this.client;
   }
 
   private metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${this.endpoints.token}`);
-    return md;
+    return bearerMetadata(this.endpoints.token);
   }
 
   private where(): string {

@@ -12,7 +12,7 @@ import type {
 } from '@ferry/protocol';
 import type { Endpoints, Options } from './args';
 import { InterruptedError, LocalFileError, NotFoundError, RefusedError, TransientError, UsageError } from './errors';
-import { fromGrpc } from './grpc-errors';
+import { GRPC_CLIENT_OPTIONS, bearerMetadata, fromGrpc } from './grpc-errors';
 import { StateStore, inProgress } from './state';
 import type { DownloadResult, LocalFile, ProtocolClient, RemoteStatus, TransferContext, UploadResult } from './transfer';
 import { pacer, sizeIfExists, withRetries } from './transfer';
@@ -46,18 +46,13 @@ export class GcsProtocol implements ProtocolClient {
   private get storage(): StorageClient {
     if (!this.client) {
       const { storage } = loadProtos();
-      this.client = new storage.Storage(this.endpoints.grpcAddress, grpc.credentials.createInsecure(), {
-        'grpc.max_receive_message_length': 16 * 1024 * 1024,
-        'grpc.max_send_message_length': 16 * 1024 * 1024,
-      });
+      this.client = new storage.Storage(this.endpoints.grpcAddress, grpc.credentials.createInsecure(), GRPC_CLIENT_OPTIONS);
     }
     return this.client;
   }
 
   private metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${this.endpoints.token}`);
-    return md;
+    return bearerMetadata(this.endpoints.token);
   }
 
   private where(): string {

@@ -1,6 +1,19 @@
 import * as grpc from '@grpc/grpc-js';
 import { AuthError, CliError, NotFoundError, RefusedError, TransientError } from './errors';
 
+/** Channel options of the CLI's gRPC clients: messages up to 16 MiB each way (ingest-grpc's limit). */
+export const GRPC_CLIENT_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': 16 * 1024 * 1024,
+  'grpc.max_send_message_length': 16 * 1024 * 1024,
+};
+
+/** The call metadata of a bearer token. */
+export function bearerMetadata(token: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  return md;
+}
+
 /** A gRPC failure as the CLI's typed error (one line: the server's own words). */
 export function fromGrpc(where: string, err: unknown): CliError {
   if (err instanceof CliError) return err;

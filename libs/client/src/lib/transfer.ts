@@ -81,8 +81,7 @@ export function sizeIfExists(path: string): number | undefined {
 }
 
 export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
-  const st = statSync(path);
-  const key = `${path}\0${st.size}\0${st.mtimeMs}`;
+  const key = sha256Key(path);
   const known = sha256s.get(key);
   if (known) {
     try {
@@ -98,6 +97,12 @@ export async function sha256File(path: string, signal?: AbortSignal): Promise<st
 
 /** Hashes files on a thread of their own (see startSha256), by path, size and modification time. */
 const sha256s = new Map<string, Promise<string>>();
+
+/** What a file's hash is remembered by: a file changed since is hashed again. */
+function sha256Key(path: string): string {
+  const st = statSync(path);
+  return `${path}\0${st.size}\0${st.mtimeMs}`;
+}
 
 const HASH_THREAD = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -116,7 +121,7 @@ createReadStream(workerData, { highWaterMark: 4 * 1024 * 1024 })
  * takes the result. A failure falls back to hashing when asked.
  */
 export function startSha256(file: LocalFile): void {
-  const key = `${file.path}\0${file.size}\0${statSync(file.path).mtimeMs}`;
+  const key = sha256Key(file.path);
   if (sha256s.has(key)) return;
   const worker = new Worker(HASH_THREAD, { eval: true, workerData: file.path });
   worker.unref();
