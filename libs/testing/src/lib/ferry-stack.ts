@@ -1,5 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { findWorkspaceRoot } from '@ferry/config';
 import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
 import { byteStreamClient, queryWriteStatus } from './bytestream-client';
 import { storageClient } from './gcs-client';
@@ -26,6 +28,13 @@ export interface FerryStackOptions {
   storage?: 'fs' | 's3';
   /** Variables for every app (win over the stack's defaults). */
   env?: Record<string, string>;
+  /**
+   * Processes of each app (default 1). With more, each serving app's replicas sit behind a TCP
+   * balancer on the stack's port (tools/load/balancer.mjs: a new connection goes to the next
+   * replica that accepts it, as behind a Kubernetes Service), and every address below is the
+   * balancer's.
+   */
+  replicas?: number;
 }
 
 /**
@@ -41,12 +50,14 @@ export interface FerryStack extends FaceContext {
   dataDir: string;
   /** `127.0.0.1:<port>` of ingest-grpc (for clients that dial it themselves: `ferry`, raw gRPC and HTTP/2 clients). */
   grpcAddress: string;
-  /** The running process of `app` (its pid, exit events: the fuzz suite watches them for crashes and RSS). */
-  child(app: AppName): ChildProcess | undefined;
-  /** Kills `app` with SIGKILL and waits for its exit. */
-  kill(app: AppName): Promise<void>;
-  /** Starts `app` (again) and waits until it serves. */
-  start(app: AppName): Promise<void>;
+  /** Processes of each app. */
+  replicas: number;
+  /** The running process of `app`'s replica (its pid, exit events: the fuzz suite watches them for crashes and RSS). */
+  child(app: AppName, replica?: number): ChildProcess | undefined;
+  /** Kills `app`'s replica (the first by default) with SIGKILL and waits for its exit. */
+  kill(app: AppName, replica?: number): Promise<void>;
+  /** Starts `app`'s replica (again; the first by default) and waits until it serves. */
+  start(app: AppName, replica?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -54,11 +65,21 @@ const APPS: AppName[] = ['ingest-grpc', 'multipart-api', 'object-api', 'assemble
 
 export async function startFerryStack(options: FerryStackOptions = {}): Promise<FerryStack> {
   const storageKind = options.storage ?? 'fs';
+  const replicas = options.replicas ?? 1;
   const redis = await startTestRedis();
   const data: TempDir = tempDir('ferry-stack');
   const s3 = storageKind === 's3' ? await startTestS3('contract') : undefined;
+  /** The ports clients use: the one replica's, or the balancers'. */
   const ports = { grpc: await freePort(), multipart: await freePort(), object: await freePort(), worker: await freePort() };
-  const children = new Map<AppName, ChildProcess>();
+  /** Each replica's own ports (the first replica of a stack without balancers listens on the stack's). */
+  const replicaPorts: (typeof ports)[] = [];
+  for (let r = 0; r < replicas; r++) {
+    replicaPorts.push(
+      replicas === 1 ? ports : { grpc: await freePort(), multipart: await freePort(), object: await freePort(), worker: await freePort() },
+    );
+  }
+  const children = new Map<string, ChildProcess>();
+  const balancers: ChildProcess[] = [];
   const address = `127.0.0.1:${ports.grpc}`;
   let clients: { byteStream: ByteStreamClient; storage: StorageClient } | undefined;
 
@@ -66,10 +87,6 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     REDIS_URL: redis.url,
     FERRY_REDIS_PREFIX: redis.prefix,
     FERRY_DATA_DIR: data.path,
-    FERRY_GRPC_PORT: String(ports.grpc),
-    FERRY_MULTIPART_PORT: String(ports.multipart),
-    FERRY_OBJECT_PORT: String(ports.object),
-    FERRY_WORKER_PORT: String(ports.worker),
     // a writer killed with its process blocks its upload this long; a live one renews every third of it
     FERRY_LEASE_TTL_MS: '2000',
     // a worker killed mid-job is replaced after about this long
@@ -79,6 +96,16 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     ...(s3 ? { ...s3.env, FERRY_S3_PART_SIZE: String(5 * MiB) } : {}),
     ...options.env,
   };
+  const envOf = (replica: number): NodeJS.ProcessEnv => {
+    const p = replicaPorts[replica];
+    return {
+      ...env,
+      FERRY_GRPC_PORT: String(p.grpc),
+      FERRY_MULTIPART_PORT: String(p.multipart),
+      FERRY_OBJECT_PORT: String(p.object),
+      FERRY_WORKER_PORT: String(p.worker),
+    };
+  };
 
   /** New gRPC clients once the server accepts connections (an old client may be in grpc-js's reconnect backoff). */
   function renewClients(): void {
@@ -87,29 +114,35 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     clients = { byteStream: byteStreamClient(address), storage: storageClient(address) };
   }
 
-  async function start(app: AppName): Promise<void> {
-    const child = startBuiltApp(app, env, true);
-    children.set(app, child);
-    if (app === 'multipart-api') return waitHttpReady(child, ports.multipart);
-    if (app === 'object-api') return waitHttpReady(child, ports.object);
-    if (app === 'assembler-worker') return waitHttpReady(child, ports.worker);
-    await waitUntilReady(child, () => acceptsConnections(ports.grpc), 'ingest-grpc');
+  async function start(app: AppName, replica = 0): Promise<void> {
+    if (replica < 0 || replica >= replicas) throw new Error(`${app} has no replica ${replica}`);
+    const child = startBuiltApp(app, envOf(replica), true);
+    children.set(`${app}#${replica}`, child);
+    const p = replicaPorts[replica];
+    if (app === 'multipart-api') return waitHttpReady(child, p.multipart);
+    if (app === 'object-api') return waitHttpReady(child, p.object);
+    if (app === 'assembler-worker') return waitHttpReady(child, p.worker);
+    await waitUntilReady(child, () => acceptsConnections(p.grpc), 'ingest-grpc');
+    const probe = byteStreamClient(`127.0.0.1:${p.grpc}`);
+    try {
+      // it serves once a status query answers (NOT_FOUND for a name nobody wrote)
+      await waitUntilReady(
+        child,
+        () =>
+          queryWriteStatus(probe, 'contract/readiness-probe').then(
+            () => true,
+            (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND,
+          ),
+        'ingest-grpc',
+      );
+    } finally {
+      probe.close();
+    }
     renewClients();
-    const client = clients?.byteStream as ByteStreamClient;
-    // it serves once a status query answers (NOT_FOUND for a name nobody wrote)
-    await waitUntilReady(
-      child,
-      () =>
-        queryWriteStatus(client, 'contract/readiness-probe').then(
-          () => true,
-          (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND,
-        ),
-      'ingest-grpc',
-    );
   }
 
   const stop = async () => {
-    await Promise.all([...children.values()].map((c) => stopProcess(c)));
+    await Promise.all([...children.values(), ...balancers].map((c) => stopProcess(c)));
     clients?.byteStream.close();
     clients?.storage.close();
     await redis.stop();
@@ -118,8 +151,18 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
   };
 
   try {
+    if (replicas > 1) {
+      for (const kind of ['grpc', 'multipart', 'object'] as const) {
+        balancers.push(
+          await startBalancer(
+            ports[kind],
+            replicaPorts.map((p) => p[kind]),
+          ),
+        );
+      }
+    }
     // one after the other: apps booting at once on a busy machine each take as long as all of them
-    for (const app of APPS) await start(app);
+    for (let r = 0; r < replicas; r++) for (const app of APPS) await start(app, r);
   } catch (err) {
     await stop();
     throw err;
@@ -129,15 +172,24 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     redis,
     s3,
     storageKind,
+    replicas,
     dataDir: env['FERRY_DATA_DIR'] as string,
     grpcAddress: address,
-    child: (app) => children.get(app),
+    child: (app, replica = 0) => children.get(`${app}#${replica}`),
     multipartBase: `http://127.0.0.1:${ports.multipart}`,
     objectBase: `http://127.0.0.1:${ports.object}`,
     byteStream: () => clients?.byteStream as ByteStreamClient,
     storage: () => clients?.storage as StorageClient,
-    kill: (app) => stopProcess(children.get(app)),
+    kill: (app, replica = 0) => stopProcess(children.get(`${app}#${replica}`)),
     start,
     stop,
   };
+}
+
+/** tools/load/balancer.mjs on `port` in front of `backends`, once it listens. */
+async function startBalancer(port: number, backends: number[]): Promise<ChildProcess> {
+  const script = join(findWorkspaceRoot(__dirname) ?? process.cwd(), 'tools', 'load', 'balancer.mjs');
+  const child = spawn(process.execPath, [script, String(port), ...backends.map(String)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitUntilReady(child, () => acceptsConnections(port), `balancer on port ${port}`);
+  return child;
 }

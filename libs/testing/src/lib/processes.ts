@@ -16,7 +16,9 @@ export function builtApp(app: AppName): string {
  * is piped (read it, or pass `inheritStderr` to see it in the test output).
  */
 export function startBuiltApp(app: AppName, env: NodeJS.ProcessEnv, inheritStderr = false): ChildProcess {
-  return spawn(process.execPath, [builtApp(app)], {
+  // FERRY_TEST_NODE_ARGS: options for node itself that NODE_OPTIONS refuses (--cpu-prof...)
+  const nodeArgs = env['FERRY_TEST_NODE_ARGS']?.split(' ').filter(Boolean) ?? [];
+  return spawn(process.execPath, [...nodeArgs, builtApp(app)], {
     // ingest-grpc's metrics and HTTP cache listeners on free ports: tests run several of them side by side
     env: { ...process.env, FERRY_GRPC_METRICS_PORT: '0', FERRY_CACHE_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', inheritStderr ? 'inherit' : 'pipe'],

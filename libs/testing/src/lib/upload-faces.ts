@@ -1036,12 +1036,7 @@ function tusFace(ctx: FaceContext): UploadFace {
 
     /** HEAD's Upload-Offset (a HEAD asks a PATCH still running to let go first, as tusd's lock release). */
     async persisted(): Promise<number> {
-      let res: Response;
-      try {
-        res = await fetch(this.url, { method: 'HEAD', headers: tus });
-      } catch (err) {
-        throw new FaceError(face, 'CONNECTION', undefined, (err as Error).message);
-      }
+      const res = await fetchAnswer(face, this.url, { method: 'HEAD', headers: tus });
       if (res.status !== 200)
         throw new FaceError(
           face,
@@ -1113,7 +1108,7 @@ function tusFace(ctx: FaceContext): UploadFace {
     granule: () => 1,
     begin: async (content, wrong) => {
       if (wrong === 'size') throw new Error('tus declares its length once, with the last PATCH: nothing to declare wrongly');
-      const res = await fetch(`${ctx.multipartBase}/files/`, {
+      const res = await fetchAnswer(face, `${ctx.multipartBase}/files/`, {
         method: 'POST',
         headers: { ...tus, 'upload-defer-length': '1', 'upload-metadata': `filename ${Buffer.from('contract.bin').toString('base64')}` },
       });
@@ -1122,6 +1117,15 @@ function tusFace(ctx: FaceContext): UploadFace {
       return new Upload(content, res.headers.get('location') as string, wrong === 'digest' ? other(content) : undefined);
     },
   };
+}
+
+/** `fetch`, with a connection that failed reported as the face's CONNECTION error. */
+async function fetchAnswer(face: string, url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    throw new FaceError(face, 'CONNECTION', undefined, (err as Error).message);
+  }
 }
 
 // --- reads -------------------------------------------------------------------------------------
