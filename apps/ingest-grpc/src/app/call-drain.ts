@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Inject, Injectable } from '@nestjs/common';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
@@ -16,6 +17,9 @@ export class CallDrain {
 
   constructor(@Inject(FERRY_CONFIG) config: FerryConfig) {
     this.streamIdleMs = config.grpc.streamIdleMs;
+    // every upload stream in flight listens (and stops listening when it ends): more than Node's
+    // default of 10 at once is the normal case, not a leak to warn about
+    setMaxListeners(0, this.controller.signal);
   }
 
   get signal(): AbortSignal {
