@@ -1,10 +1,9 @@
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { pipeline } from 'node:stream/promises';
 import { Authenticator } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
-import { parseRange, publicBaseUrl, signedRequestOf } from '@ferry/http';
+import { publicBaseUrl, sendRange, signedRequestOf } from '@ferry/http';
 import { FileHandle, MultipartService, parseBooleanFlag } from '@ferry/multipart';
 import { principalOf } from './principal';
 
@@ -38,18 +37,13 @@ export class FileHandleController {
   @Get(':id/content')
   async content(@Req() req: Request, @Res() res: Response, @Param('id') id: string): Promise<void> {
     const { handle, object, read } = await this.multipart.openContent(id, signedRequestOf(req));
-    const range = parseRange(req.header('range'), object.size);
-    const start = range?.start ?? 0;
-    const end = range?.end ?? object.size;
-    res.status(range ? 206 : 200);
-    res.setHeader('Content-Type', handle.contentType);
-    res.setHeader('Content-Length', String(end - start));
-    res.setHeader('Accept-Ranges', 'bytes');
-    res.setHeader('ETag', `"${handle.etag}"`);
-    res.setHeader('Content-Disposition', `attachment; filename*=UTF-8''${encodeURIComponent(handle.fileName)}`);
-    if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${object.size}`);
-    if (!range) res.setHeader('Content-MD5', Buffer.from(handle.contentMd5, 'hex').toString('base64'));
-    // a client that goes away mid-download is not an error of ours
-    await pipeline(read(start, end), res).catch(() => res.destroy());
+    await sendRange(req, res, {
+      size: object.size,
+      etag: `"${handle.etag}"`,
+      contentType: handle.contentType,
+      fileName: handle.fileName,
+      md5Hex: handle.contentMd5,
+      read,
+    });
   }
 }

@@ -1,4 +1,13 @@
-import { SIGNED_URL_PARAMETERS, jsonContent, parameterRef, responseRef, signedUrlParameterRefs } from '@ferry/http';
+import {
+  NOT_MODIFIED_DOWNLOAD,
+  SIGNED_URL_PARAMETERS,
+  UNSATISFIABLE_RANGE,
+  conditionalDownloadParameters,
+  jsonContent,
+  parameterRef,
+  responseRef,
+  signedUrlParameterRefs,
+} from '@ferry/http';
 
 /** The OpenAPI 3.1 description of Ferry's multipart REST API (served at GET /docs). */
 
@@ -238,6 +247,7 @@ export const MULTIPART_OPENAPI = {
             description: 'A single byte range, e.g. bytes=0-1023.',
             schema: { type: 'string', pattern: '^bytes=[0-9]*-[0-9]*$' },
           },
+          ...conditionalDownloadParameters(),
         ],
         responses: {
           '200': {
@@ -260,9 +270,10 @@ export const MULTIPART_OPENAPI = {
             },
             content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
           },
+          '304': NOT_MODIFIED_DOWNLOAD,
           '403': res('SignatureRejected'),
           '404': res('NotFound'),
-          '416': { $ref: '#/components/responses/Error', description: 'The range is not satisfiable.' },
+          '416': { $ref: '#/components/responses/Error', description: UNSATISFIABLE_RANGE },
         },
       },
     },
@@ -375,6 +386,7 @@ export const MULTIPART_OPENAPI = {
             description: 'A single byte range, e.g. bytes=0-1023.',
             schema: { type: 'string', pattern: '^bytes=[0-9]*-[0-9]*$' },
           },
+          ...conditionalDownloadParameters(),
         ],
         responses: {
           '200': {
@@ -387,13 +399,14 @@ export const MULTIPART_OPENAPI = {
             headers: { ...TUS_DOWNLOAD_HEADERS, 'Content-Range': { description: 'bytes start-end/size', schema: { type: 'string' } } },
             content: { 'application/octet-stream': { schema: { $ref: '#/components/schemas/Binary' } } },
           },
+          '304': NOT_MODIFIED_DOWNLOAD,
           '401': res('Unauthenticated'),
           '403': {
             $ref: '#/components/responses/PermissionDenied',
             description: "Another client's upload, or a tampered or expired signed URL.",
           },
           '404': { $ref: '#/components/responses/NotFound', description: 'No such upload, or it is not finished.' },
-          '416': { $ref: '#/components/responses/Error', description: 'The range is not satisfiable.' },
+          '416': { $ref: '#/components/responses/Error', description: UNSATISFIABLE_RANGE },
         },
       },
       options: tusCapabilitiesOp('tusCapabilitiesOfUpload'),

@@ -1,12 +1,11 @@
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { pipeline } from 'node:stream/promises';
 import { Authenticator, SIGNED_URL_PARAMS } from '@ferry/auth';
 import type { FerryConfig } from '@ferry/config';
 import { FERRY_CONFIG } from '@ferry/core';
-import { parseRange, publicBaseUrl, signedRequestOf } from '@ferry/http';
+import { publicBaseUrl, sendRange, signedRequestOf } from '@ferry/http';
 import { parseBooleanFlag } from '@ferry/multipart';
-import { type TusDownload, TusDownloads } from '@ferry/tus';
+import { TusDownloads } from '@ferry/tus';
 import { principalOf } from './principal';
 
 /**
@@ -39,33 +38,20 @@ export class TusDownloadController {
     const download = isSigned(req)
       ? await this.downloads.openSigned(id, signedRequestOf(req))
       : await this.downloads.open(principalOf(this.auth, req), id);
-    await send(req, res, download);
+    await sendRange(req, res, {
+      size: download.object.size,
+      etag: download.etag,
+      contentType: download.contentType,
+      fileName: download.fileName,
+      md5Hex: download.object.md5,
+      // per-client content: no shared cache keeps it, a browser's copy is revalidated by ETag
+      cacheControl: 'private, no-cache',
+      read: download.read,
+    });
   }
 }
 
 /** A request carrying signed-URL parameters (it is then judged by them only). */
 function isSigned(req: Request): boolean {
   return Object.values(SIGNED_URL_PARAMS).some((p) => req.query[p] !== undefined);
-}
-
-async function send(req: Request, res: Response, download: TusDownload): Promise<void> {
-  const { object } = download;
-  const range = parseRange(req.header('range'), object.size);
-  const start = range?.start ?? 0;
-  const end = range?.end ?? object.size;
-  res.status(range ? 206 : 200);
-  res.setHeader('Content-Type', download.contentType);
-  res.setHeader('Content-Length', String(end - start));
-  res.setHeader('Accept-Ranges', 'bytes');
-  res.setHeader('ETag', download.etag);
-  res.setHeader('Content-Disposition', `attachment; filename*=UTF-8''${encodeURIComponent(download.fileName)}`);
-  res.setHeader('Cache-Control', 'private, no-cache');
-  if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${object.size}`);
-  if (!range && object.md5) res.setHeader('Content-MD5', Buffer.from(object.md5, 'hex').toString('base64'));
-  if (end === start) {
-    res.end();
-    return;
-  }
-  // a client that goes away mid-download is not an error of ours
-  await pipeline(download.read(start, end), res).catch(() => res.destroy());
 }

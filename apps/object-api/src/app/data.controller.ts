@@ -1,7 +1,6 @@
 import { Controller, Get, Param, Put, Req, Res } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { pipeline } from 'node:stream/promises';
-import { parseRange, signedRequestOf } from '@ferry/http';
+import { sendRange, signedRequestOf } from '@ferry/http';
 import { ObjectDataPaths, ObjectService } from '@ferry/objects';
 
 /** The data plane of signed putUrl / getUrl URLs (local-disk storage). */
@@ -26,16 +25,11 @@ export class DataController {
   @Get('objects/:name')
   async get(@Req() req: Request, @Res() res: Response, @Param('name') name: string): Promise<void> {
     const { object, read } = await this.objects.openData(ObjectDataPaths.nameOf(name), signedRequestOf(req));
-    const range = parseRange(req.header('range'), object.size);
-    const start = range?.start ?? 0;
-    const end = range?.end ?? object.size;
-    res.status(range ? 206 : 200);
-    res.setHeader('Content-Type', object.contentType || 'application/binary');
-    res.setHeader('Content-Length', String(end - start));
-    res.setHeader('Accept-Ranges', 'bytes');
-    res.setHeader('ETag', `"${object.sha256}"`);
-    if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${object.size}`);
-    // a client that goes away mid-download is not an error of ours
-    await pipeline(read(start, end), res).catch(() => res.destroy());
+    await sendRange(req, res, {
+      size: object.size,
+      etag: `"${object.sha256}"`,
+      contentType: object.contentType || 'application/binary',
+      read,
+    });
   }
 }

@@ -1,4 +1,14 @@
-import { SIGNED_URL_PARAMETERS, jsonContent, parameterRef, responseRef, schemaRef, signedUrlParameterRefs } from '@ferry/http';
+import {
+  NOT_MODIFIED_DOWNLOAD,
+  SIGNED_URL_PARAMETERS,
+  UNSATISFIABLE_RANGE,
+  conditionalDownloadParameters,
+  jsonContent,
+  parameterRef,
+  responseRef,
+  schemaRef,
+  signedUrlParameterRefs,
+} from '@ferry/http';
 
 /** The OpenAPI 3.1 description of Ferry's Taskcluster object API (served at GET /docs). */
 
@@ -211,6 +221,7 @@ export const OBJECT_OPENAPI = {
             description: 'One byte range (bytes=first-last, bytes=first- or bytes=-suffix); a malformed one is ignored.',
             schema: { type: 'string' },
           },
+          ...conditionalDownloadParameters(),
         ],
         responses: {
           '200': { ...binary('The whole object, of its contentType.'), headers: objectHeaders },
@@ -218,9 +229,10 @@ export const OBJECT_OPENAPI = {
             ...binary('The requested byte range.'),
             headers: { ...objectHeaders, 'Content-Range': { description: 'bytes first-last/size', schema: { type: 'string' } } },
           },
+          '304': NOT_MODIFIED_DOWNLOAD,
           '403': res('SignatureRejected'),
           '404': err('ResourceNotFound', 'No finished object of this name.'),
-          '416': err('RangeNotSatisfiable', 'The range is not satisfiable.'),
+          '416': err('RangeNotSatisfiable', UNSATISFIABLE_RANGE),
           '500': res('InternalServerError'),
         },
       },

@@ -38,3 +38,28 @@ export const SIGNED_URL_PARAMETERS = {
 
 /** References to SIGNED_URL_PARAMETERS, for an operation's parameters. */
 export const signedUrlParameterRefs = () => Object.keys(SIGNED_URL_PARAMETERS).map(parameterRef);
+
+/** The conditional request headers sendRange honours, for an operation's parameters. */
+export const conditionalDownloadParameters = () => [
+  {
+    name: 'If-None-Match',
+    in: 'header',
+    description: 'Entity tags (or *): when one is the ETag (weak comparison), the answer is 304 with no body.',
+    schema: { type: 'string' },
+  },
+  {
+    name: 'If-Range',
+    in: 'header',
+    description: 'With Range: the range is honoured only when this is the (strong) ETag; otherwise, a date included, the whole is sent.',
+    schema: { type: 'string' },
+  },
+];
+
+/** The 304 of sendRange: the ETag only. */
+export const NOT_MODIFIED_DOWNLOAD = {
+  description: 'If-None-Match names the ETag: no body.',
+  headers: { ETag: { description: 'The entity tag, quoted, as a 200 sends it.', schema: { type: 'string' } } },
+};
+
+/** What sendRange's 416 says besides the app's error body. */
+export const UNSATISFIABLE_RANGE = 'The range is not satisfiable; Content-Range gives the size (bytes */size).';
