@@ -4,7 +4,7 @@ import { FsStorage } from '@ferry/storage';
 import { TempDir, patternBytes, tempDir } from '@ferry/testing';
 import { BatchedWriter } from './batched-writer';
 import { DigestAlgorithm, HashPool, OffloadedHasher, ResumableOptions, crc32cHex } from './hashing';
-import { UnloadableStateError } from './resumable-hash';
+import { UnloadableStateError, nativeStates } from './resumable-hash';
 import { StreamDigests } from './stream-digests';
 
 const KiB = 1024;
@@ -94,7 +94,13 @@ describe('StreamDigests and BatchedWriter (real files, real hashing threads)', (
     expect(await digests.digest()).toEqual({ sha256: hex('sha256', data), md5: hex('md5', data) });
   });
 
-  it.each([
+  /**
+   * Digests can be saved where the native addon is built (npm install builds it; the
+   * resumable-hash spec fails where a C compiler could have built it and did not).
+   */
+  const whereSaved = nativeStates() ? it : it.skip;
+
+  whereSaved.each([
     ['on arrival', 16 * KiB, 300 * KiB],
     ['on a pool thread', 512 * KiB, 64 * KiB],
   ])('saves its digests (%s) and continues them in another stream that hashes the other way', async (_label, chunk, rest) => {
@@ -132,7 +138,7 @@ describe('StreamDigests and BatchedWriter (real files, real hashing threads)', (
     expect(await second?.digest()).toEqual({ sha256: hex('sha256', data), md5: hex('md5', data), crc32c: crc32cHex(crc32c(data)) });
   });
 
-  it('saves nothing it cannot continue (sha512), and refuses a state altered or not its own', async () => {
+  whereSaved('saves nothing it cannot continue (sha512), and refuses a state altered or not its own', async () => {
     const data = patternBytes(100 * KiB, 13);
     const withSha512 = new StreamDigests(pool, ['sha512']);
     withSha512.arrived(Buffer.from(data));
