@@ -9,6 +9,10 @@
  *   update(state, chunks, cb)            hashes chunks (Buffers) after state, on libuv's pool;
  *                                        cb(null) when done. state and chunks must not change
  *                                        until then.
+ *   updateSync(state, chunk)             hashes chunk (a Buffer) after state, on the calling
+ *                                        thread, now (a chunk still in the CPU cache; a
+ *                                        hashing thread of Ferry's own). Never while an update
+ *                                        of the same state runs.
  *   digest(state)             -> Buffer   the digest of what state covers (state is unchanged)
  *   tag                       -> string   names the state layout; a state with another tag
  *                                        cannot be loaded here
@@ -186,6 +190,28 @@ static napi_value update(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value update_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  unsigned int alg = argc == 2 ? state_of(env, argv[0], &data) : 0;
+  if (alg == 0) {
+    if (argc != 2) napi_throw_type_error(env, NULL, "ferry_native: updateSync(state, chunk)");
+    return NULL;
+  }
+  bool is_buffer = false;
+  void *bytes = NULL;
+  size_t length = 0;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[1], &bytes, &length) != napi_ok) {
+    napi_throw_type_error(env, NULL, "ferry_native: updateSync(state, chunk): chunk is a Buffer");
+    return NULL;
+  }
+  if (alg == ALG_MD5) MD5_Update((MD5_CTX *)((char *)data + HEADER), bytes, length);
+  else SHA256_Update((SHA256_CTX *)((char *)data + HEADER), bytes, length);
+  return NULL;
+}
+
 static napi_value digest(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
@@ -261,6 +287,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "init", fn);
   napi_create_function(env, "update", NAPI_AUTO_LENGTH, update, NULL, &fn);
   napi_set_named_property(env, exports, "update", fn);
+  napi_create_function(env, "updateSync", NAPI_AUTO_LENGTH, update_sync, NULL, &fn);
+  napi_set_named_property(env, exports, "updateSync", fn);
   napi_create_function(env, "digest", NAPI_AUTO_LENGTH, digest, NULL, &fn);
   napi_set_named_property(env, exports, "digest", fn);
   napi_create_function(env, "lock", NAPI_AUTO_LENGTH, lock, NULL, &fn);

@@ -7,6 +7,8 @@ export interface NativeAddon {
   readonly tag: string;
   init(algorithm: 'md5' | 'sha256'): Buffer;
   update(state: Buffer, chunks: readonly Buffer[], cb: (err: Error | null) => void): void;
+  /** Hashes `chunk` after `state` on the calling thread, now (never while an `update` of the state runs). */
+  updateSync(state: Buffer, chunk: Buffer): void;
   digest(state: Buffer): Buffer;
   /** An exclusive OFD lock of [start, start+length) (length 0: to the end); false if held elsewhere. Never waits. */
   lock(fd: number, start: number, length: number): boolean;
@@ -28,7 +30,7 @@ function findAddon(): string | undefined {
   return candidates.map((d) => join(d, FILE)).find((p) => existsSync(p));
 }
 
-let loaded: { addon?: NativeAddon } | undefined;
+let loaded: { addon?: NativeAddon; path?: string } | undefined;
 
 /** The native addon, or undefined where it was not built (no C compiler): see libs/native/README.md. */
 export function nativeAddon(): NativeAddon | undefined {
@@ -37,7 +39,16 @@ export function nativeAddon(): NativeAddon | undefined {
     const module = { exports: {} };
     // a path known at run time only: nothing for the bundler to resolve
     if (path) process.dlopen(module, path);
-    loaded = { addon: path ? (module.exports as NativeAddon) : undefined };
+    loaded = path ? { addon: module.exports as NativeAddon, path } : {};
   }
   return loaded.addon;
+}
+
+/**
+ * The file `nativeAddon()` loaded (undefined without it), for a worker thread to load the same
+ * build (`process.dlopen`: an N-API addon can be loaded by every thread).
+ */
+export function nativeAddonPath(): string | undefined {
+  nativeAddon();
+  return loaded?.path;
 }

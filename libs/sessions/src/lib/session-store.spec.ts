@@ -103,6 +103,55 @@ describe('SessionStore (real Redis)', () => {
     await store.releaseLease(next);
   });
 
+  it("keeps a writer's running digests only under its lease and at the committed size they cover", async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    expect((await store.get(uid))?.writerDigests).toBeUndefined();
+    const first = await store.acquireLease(uid);
+    await store.commit(first, 0, 100);
+    expect(await store.saveDigests(first, 50, 'state at 50')).toBe(false); // not the committed size: nothing kept
+    expect((await store.get(uid))?.writerDigests).toBeUndefined();
+    expect(await store.saveDigests(first, 100, 'state at 100')).toBe(true);
+    await store.releaseLease(first);
+    expect((await store.get(uid))?.writerDigests).toBe('state at 100');
+    // a writer whose lease lapsed, still believing it holds it, while a successor went on
+    const stale = await store.acquireLease(uid);
+    await store.commit(stale, 100, 150);
+    await redis.del(keys.uploadLease(uid));
+    const next = await store.acquireLease(uid);
+    await store.commit(next, 150, 200);
+    expect(await store.saveDigests(next, 200, 'state at 200')).toBe(true);
+    await expect(store.saveDigests(stale, 150, 'state at 150')).rejects.toBeInstanceOf(ConcurrentWriterError);
+    await expect(store.saveDigests(stale, 200, 'stale state')).rejects.toBeInstanceOf(ConcurrentWriterError);
+    await store.releaseLease(next);
+    await expect(store.saveDigests(next, 200, 'after release')).rejects.toBeInstanceOf(ConcurrentWriterError);
+    expect((await store.get(uid))?.writerDigests).toBe('state at 200');
+    // a finished session kept as a record keeps no digests
+    const finisher = await store.acquireLease(uid);
+    await store.finish(finisher, { result: 'done', retainMs: 50_000 });
+    expect(await redis.hexists(keys.upload(uid), 'writerDigests')).toBe(0);
+  });
+
+  it("forgets a writer's running digests with the content when a writer takes over or records another", async () => {
+    const uid = id();
+    await store.getOrCreate(init(uid));
+    const keep = async () => {
+      const lease = await store.acquireLease(uid);
+      const at = lease.committed + 10;
+      await store.commit(lease, lease.committed, at);
+      expect(await store.saveDigests(lease, at, `state at ${at}`)).toBe(true);
+      await store.releaseLease(lease);
+    };
+    await keep();
+    const takeover = await store.acquireLease(uid, 'takeover');
+    expect((await store.get(uid))?.writerDigests).toBeUndefined();
+    await store.releaseLease(takeover);
+    await keep();
+    await store.record(await store.acquireLease(uid), 10, { sha256: 'a'.repeat(64) });
+    expect(await store.get(uid)).toMatchObject({ committed: 10 });
+    expect((await store.get(uid))?.writerDigests).toBeUndefined();
+  });
+
   it('records digests when publishing and forgets the session when finished', async () => {
     const uid = id();
     await store.getOrCreate(init(uid));

@@ -2,7 +2,20 @@ import { randomBytes } from 'node:crypto';
 import { AlreadyExistsError, ConcurrentWriterError, FailedPreconditionError, NotFoundError } from '@ferry/errors';
 import { Redis, RedisKeys, bindScripts, codeOf } from '@ferry/redis';
 import * as scripts from './session.scripts';
-import { Acquire, Amend, BeginExpiry, Commit, Create, EndExpiry, Finish, Record, Release, Renew, Update } from './session.scripts';
+import {
+  Acquire,
+  Amend,
+  BeginExpiry,
+  Commit,
+  Create,
+  EndExpiry,
+  Finish,
+  Record,
+  Release,
+  Renew,
+  SaveDigests,
+  Update,
+} from './session.scripts';
 
 /** A takeover found a finisher publishing the upload (the object API answers 409 "being finished"). */
 export class PublishingError extends ConcurrentWriterError {}
@@ -41,6 +54,11 @@ export interface UploadSession {
   writtenBy?: number;
   /** When a session with a lifetime from its creation ends (ms; see NewSession.lifetimeMs). */
   deadline?: number;
+  /**
+   * The running digests the last writer that ended cleanly left for the next one (see
+   * `saveDigests`): opaque here, they say themselves which bytes and digests they cover.
+   */
+  writerDigests?: string;
 }
 
 /** The digests an upload's bytes were found to have (sha256 always; the others when computed). */
@@ -122,8 +140,20 @@ export class SessionStore {
     private readonly keys: RedisKeys,
     private readonly options: SessionStoreOptions,
   ) {
-    const { create2, acquireLease2, renewLease2, releaseLease2, commit2, update2, record2, amend2, finish2, beginExpiry2, endExpiry3 } =
-      scripts;
+    const {
+      create2,
+      acquireLease2,
+      renewLease2,
+      releaseLease2,
+      commit2,
+      saveDigests2,
+      update2,
+      record2,
+      amend2,
+      finish2,
+      beginExpiry2,
+      endExpiry3,
+    } = scripts;
     this.run = bindScripts(redis, {
       create2,
       record2,
@@ -132,6 +162,7 @@ export class SessionStore {
       renewLease2,
       releaseLease2,
       commit2,
+      saveDigests2,
       update2,
       finish2,
       beginExpiry2,
@@ -208,6 +239,7 @@ export class SessionStore {
       fence: Number(h['fence'] ?? 0),
       ...(h['writtenBy'] ? { writtenBy: Number(h['writtenBy']) } : {}),
       ...(deadline !== undefined ? { deadline } : {}),
+      ...(h['writerDigests'] !== undefined ? { writerDigests: h['writerDigests'] } : {}),
     };
   }
 
@@ -300,6 +332,18 @@ export class SessionStore {
     if (this.underLease('commit2', Commit, r, lease) === 'conflict') {
       throw new ConcurrentWriterError(`committed size of upload ${lease.uploadId} changed under the writer`);
     }
+  }
+
+  /**
+   * Leaves `state`, the running digests of the holder of `lease` covering the `committed` bytes, in
+   * the session for the upload's next writer (a tus PATCH on another replica continues them instead
+   * of hashing the committed bytes again). Only under the lease (ConcurrentWriterError if it was
+   * lost: a stale writer never overwrites its successor's) and while `committed` is the committed
+   * size (false otherwise: nothing saved).
+   */
+  async saveDigests(lease: Lease, committed: number, state: string): Promise<boolean> {
+    const r = await this.run.saveDigests2(this.k(lease.uploadId), lease.token, committed, state);
+    return this.underLease('saveDigests2', SaveDigests, r, lease) === 'saved';
   }
 
   /** Marks the session as publishing, recording the digests of its bytes. */

@@ -70,7 +70,7 @@ local writtenBy = redis.call('HGET', KEYS[1], 'writtenBy') or ''
 if ARGV[5] == 'takeover' then
   if current and state == 'publishing' then return {'publishing'} end
   redis.call('HSET', KEYS[1], 'committed', 0, 'state', 'open')
-  redis.call('HDEL', KEYS[1], 'writtenBy', 'sha256', 'md5', 'crc32c', 'sha512')
+  redis.call('HDEL', KEYS[1], 'writtenBy', 'sha256', 'md5', 'crc32c', 'sha512', 'writerDigests')
 elseif current then
   if ARGV[5] == 'request' then redis.call('HSET', KEYS[1], 'releaseAsked', current) end
   return {'held', current}
@@ -130,6 +130,24 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 'ok'`,
 );
 
+export const SaveDigests = statuses('saved', 'leaseLost', 'noSession', 'moved');
+/**
+ * Leaves the running digests of a writer that ends cleanly in `writerDigests`, for the upload's
+ * next writer on any replica, under the writer's lease (a writer that lost it, even one that still
+ * believes it holds it, cannot overwrite its successor's) and only while the committed size is the
+ * one they cover ({moved} otherwise: nothing written). ARGV: token, committed, state → SaveDigests.
+ */
+export const saveDigests2 = lua<{ keys: SessionKeys; args: [token: string, committed: number, state: string]; result: string }>(
+  'saveDigests2',
+  `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'leaseLost' end
+local committed = redis.call('HGET', KEYS[1], 'committed')
+if not committed then return 'noSession' end
+if tonumber(committed) ~= tonumber(ARGV[2]) then return 'moved' end
+redis.call('HSET', KEYS[1], 'writerDigests', ARGV[3])
+return 'saved'`,
+);
+
 export const Update = statuses('ok', 'leaseLost', 'noSession');
 /** Sets fields under the lease. ARGV: token, nowMs, field, value, ... → Update. */
 export const update2 = lua<{ keys: SessionKeys; args: [token: string, nowMs: number, ...fields: Fields]; result: string }>(
@@ -156,7 +174,7 @@ export const record2 = lua<{
   `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'leaseLost' end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'noSession' end
-redis.call('HDEL', KEYS[1], 'sha256', 'md5', 'crc32c', 'sha512')
+redis.call('HDEL', KEYS[1], 'sha256', 'md5', 'crc32c', 'sha512', 'writerDigests')
 redis.call('HSET', KEYS[1], 'committed', ARGV[4], 'writtenBy', ARGV[2], 'updatedAt', ARGV[3], unpack(ARGV, 5))
 redis.call('DEL', KEYS[2])
 return 'ok'`,
@@ -209,6 +227,7 @@ export const finish2 = lua<{
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'leaseLost' end
 if ARGV[2] then
   redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[1], 'writerDigests')
   redis.call('HSET', KEYS[1], 'state', 'finished', 'result', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 else

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { crc32c } from '@node-rs/crc32';
 import { HashPool, InlineHasher, crc32cHex } from './hashing';
+import { nativeStates } from './resumable-hash';
 
 describe('hashing', () => {
   const data = randomBytes(3 * 1024 * 1024 + 17);
@@ -60,6 +61,32 @@ describe('hashing', () => {
       await h.update(Buffer.from(data.subarray(0, 2 * 1024 * 1024 + 1)));
       await h.update(Buffer.from(data.subarray(2 * 1024 * 1024 + 1)));
       expect(await h.digest()).toEqual({ ...expected, sha512: createHash('sha512').update(data).digest('hex') });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('HashPool saves the states of resumable digests and continues them in another stream; others cannot be saved', async () => {
+    const native = nativeStates();
+    if (!native) return; // (no native addon: nothing is resumable on a pool thread)
+    const pool = new HashPool(2);
+    try {
+      const cut = 1024 * 1024 + 5;
+      const first = pool.offloaded(['sha256', 'md5', 'crc32c'], { addonPath: native.addonPath });
+      await first.update(Buffer.from(data.subarray(0, cut)));
+      const states = await first.save();
+      expect(Object.keys(states ?? {}).sort()).toEqual(['crc32c', 'md5', 'sha256']);
+      expect(typeof states?.crc32c).toBe('number');
+      // the first goes on; the second, on another thread, continues from the states
+      await first.update(Buffer.from(data.subarray(cut)));
+      const second = pool.offloaded(['sha256', 'md5', 'crc32c'], { addonPath: native.addonPath, from: states });
+      await second.update(Buffer.from(data.subarray(cut)));
+      expect(await second.digest()).toEqual(expected);
+      expect(await first.digest()).toEqual(expected);
+      const plain = pool.offloaded(['md5']);
+      await plain.update(Buffer.from(data.subarray(0, 100)));
+      expect(await plain.save()).toBeUndefined();
+      plain.dispose();
     } finally {
       await pool.close();
     }

@@ -105,13 +105,32 @@ const SLICE = 512 * 1024;
 let sinceCollect = 0;
 const states = new Map();
 class Crc32c {
-  crc = 0;
+  constructor(crc) { this.crc = crc || 0; }
   update(data) { this.crc = crc32c(data, this.crc); }
   digest() { return (this.crc >>> 0).toString(16).padStart(8, '0'); }
+  save() { return this.crc; }
 }
+// md5 and sha256 of a stream whose state is saved (StreamDigests): OpenSSL's state through Ferry's
+// native addon, the same build the parent loaded (libs/uploads resumable-hash.ts saves and loads it)
+let addon;
+class Resumable {
+  constructor(path, algo, from) {
+    if (!addon) { const m = { exports: {} }; process.dlopen(m, path); addon = m.exports; }
+    this.state = from ? Buffer.from(from) : addon.init(algo);
+  }
+  update(data) { addon.updateSync(this.state, data); }
+  digest() { return addon.digest(this.state).toString('hex'); }
+  save() { return new Uint8Array(this.state); }
+}
+const hasherOf = (a, m) => {
+  const from = m.from ? m.from[a] : undefined;
+  if (a === 'crc32c') return new Crc32c(from);
+  if (m.addon && (a === 'md5' || a === 'sha256')) return new Resumable(m.addon, a, from);
+  return createHash(a);
+};
 parentPort.on('message', (m) => {
   if (m.op === 'start') {
-    states.set(m.id, m.algos.map((a) => [a, a === 'crc32c' ? new Crc32c() : createHash(a)]));
+    states.set(m.id, m.algos.map((a) => [a, hasherOf(a, m)]));
   } else if (m.op === 'update') {
     const hashes = states.get(m.id);
     const data = m.data;
@@ -129,6 +148,14 @@ parentPort.on('message', (m) => {
     const hashes = states.get(m.id) || [];
     states.delete(m.id);
     parentPort.postMessage({ id: m.id, op: 'digest', digests: Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) });
+  } else if (m.op === 'save') {
+    // after every update posted before: the states of exactly what the stream was fed
+    let saved = {};
+    for (const [a, h] of states.get(m.id) || []) {
+      if (!h.save) { saved = null; break; }
+      saved[a] = h.save();
+    }
+    parentPort.postMessage({ id: m.id, op: 'saved', states: saved });
   } else if (m.op === 'dispose') {
     states.delete(m.id);
   }
@@ -137,15 +164,35 @@ parentPort.on('message', (m) => {
 
 interface WorkerReply {
   id: number;
-  op: 'ack' | 'digest';
+  op: 'ack' | 'digest' | 'saved';
   bytes?: number;
   digests?: Record<string, string>;
+  states?: ThreadStates | null;
+}
+
+/**
+ * The states of a pool thread's digests, as it takes and hands them back: md5's and sha256's the
+ * bytes of the native addon's state (see NativeStates), crc32c's its value.
+ */
+export type ThreadStates = Partial<Record<DigestAlgorithm, Uint8Array | number>>;
+
+/** How a pool thread's digests can be saved and continued (HashPool.offloaded). */
+export interface ResumableOptions {
+  /** The native addon's file: md5 and sha256 are OpenSSL states through it (NativeStates.addonPath). */
+  addonPath: string;
+  /** Where the digests start: the states another stream saved (each algorithm absent here starts at byte 0). */
+  from?: ThreadStates;
 }
 
 /** Digests computed on a pool thread; same ownership and backpressure contract as StreamHasher. */
 export interface OffloadedHasher<A extends DigestAlgorithm> {
   update(chunk: Buffer): Promise<void> | void;
   digest(): Promise<Record<A, string>>;
+  /**
+   * The states of the digests after every update so far (the digests go on); undefined when one
+   * of them cannot be saved (sha512; md5 and sha256 of a hasher made without ResumableOptions).
+   */
+  save(): Promise<ThreadStates | undefined>;
   dispose(): void;
 }
 
@@ -153,7 +200,8 @@ interface Stream {
   worker: number;
   outstanding: number;
   waiters: (() => void)[];
-  onDigest?: (r: WorkerReply) => void;
+  /** Takes the answer to the digest or save asked (one at a time), or a lost worker's end. */
+  onAnswer?: (r: WorkerReply) => void;
   failure?: Error;
 }
 
@@ -189,7 +237,7 @@ export class HashPool {
       if (s.worker !== slot) continue;
       s.failure = new InternalError(`hashing failed: ${cause.message}`);
       s.waiters.splice(0).forEach((w) => w());
-      s.onDigest?.({ id: 0, op: 'digest' });
+      s.onAnswer?.({ id: 0, op: 'digest' });
     }
   }
 
@@ -200,7 +248,7 @@ export class HashPool {
       s.outstanding -= r.bytes ?? 0;
       if (s.outstanding <= this.maxOutstandingBytes) s.waiters.splice(0).forEach((w) => w());
     } else {
-      s.onDigest?.(r);
+      s.onAnswer?.(r);
     }
   }
 
@@ -231,13 +279,16 @@ export class HashPool {
     }
   }
 
-  /** The given digests on a pool thread (one thread per stream, so their order is kept). */
-  offloaded<A extends DigestAlgorithm>(algos: A[]): OffloadedHasher<A> {
+  /**
+   * The given digests on a pool thread (one thread per stream, so their order is kept); with
+   * `resumable`, md5 and sha256 are native states that `save` hands back, continued from `from`.
+   */
+  offloaded<A extends DigestAlgorithm>(algos: A[], resumable?: ResumableOptions): OffloadedHasher<A> {
     const id = this.nextId++;
     const slot = id % this.workers.length;
     const stream: Stream = { worker: slot, outstanding: 0, waiters: [] };
     this.streams.set(id, stream);
-    this.workers[slot].postMessage({ op: 'start', id, algos });
+    this.workers[slot].postMessage({ op: 'start', id, algos, addon: resumable?.addonPath, from: resumable?.from });
     let done = false;
     const finish = () => {
       done = true;
@@ -247,6 +298,20 @@ export class HashPool {
       if (stream.failure) throw stream.failure;
       if (done) throw new InternalError('hasher already finished');
     };
+    /** Asks the thread for the digests (`digest`: then the stream ends) or their states (`save`). */
+    const ask = <T>(op: 'digest' | 'save', answer: (r: WorkerReply) => T) =>
+      new Promise<T>((resolve, reject) => {
+        check();
+        if (stream.onAnswer) throw new InternalError(`hasher asked to ${op} while it answers another question`);
+        stream.onAnswer = (r) => {
+          stream.onAnswer = undefined;
+          if (op === 'digest') finish();
+          if (stream.failure || (op === 'digest' ? !r.digests : r.op !== 'saved'))
+            reject(stream.failure ?? new InternalError('hashing failed'));
+          else resolve(answer(r));
+        };
+        this.workers[slot].postMessage({ op, id });
+      });
     return {
       update: async (chunk: Buffer) => {
         check();
@@ -260,21 +325,14 @@ export class HashPool {
         if (stream.outstanding > this.maxOutstandingBytes) await new Promise<void>((resolve) => stream.waiters.push(resolve));
         check();
       },
-      digest: () =>
-        new Promise<Record<A, string>>((resolve, reject) => {
-          check();
-          stream.onDigest = (r) => {
-            finish();
-            if (stream.failure || !r.digests) reject(stream.failure ?? new InternalError('hashing failed'));
-            else resolve(r.digests as Record<A, string>);
-          };
-          this.workers[slot].postMessage({ op: 'digest', id });
-        }),
+      digest: () => ask('digest', (r) => r.digests as Record<A, string>),
+      save: () => ask('save', (r) => r.states ?? undefined),
       dispose: () => {
         if (done) return;
         // wake an update() waiting for acks: they are no longer routed to this stream
         stream.failure ??= new InternalError('hashing was cancelled');
         stream.waiters.splice(0).forEach((w) => w());
+        stream.onAnswer?.({ id: 0, op: 'digest' });
         finish();
         this.workers[slot].postMessage({ op: 'dispose', id });
       },

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { type ResumableAlgorithm, UnloadableStateError, resumableHashing } from './resumable-hash';
+import { type ResumableAlgorithm, UnloadableStateError, nativeStates, resumableHashing } from './resumable-hash';
 
 const data = randomBytes(5 * 1024 * 1024 + 77);
 const expected = (alg: ResumableAlgorithm, bytes: Buffer) => createHash(alg).update(bytes).digest('hex');
@@ -32,6 +32,17 @@ describe.each(['openssl', 'wasm'] as const)('resumable hashing (%s)', (backend) 
     },
   );
 
+  it('hashes on the calling thread at once (updateSync), as update does, and refuses it while an update runs', async () => {
+    const digest = await hashing.start('sha256');
+    for (let at = 0; at < 1_000_000; at += 65_536) digest.updateSync(data.subarray(at, Math.min(at + 65_536, 1_000_000)));
+    expect(digest.hex()).toBe(expected('sha256', data.subarray(0, 1_000_000)));
+    const running = digest.update([data.subarray(1_000_000, 2_000_000)]);
+    expect(() => digest.updateSync(data.subarray(2_000_000, 2_000_001))).toThrow(/while an update runs/);
+    await running;
+    digest.updateSync(data.subarray(2_000_000));
+    expect(digest.hex()).toBe(expected('sha256', data));
+  });
+
   it('runs updates of one digest in order, however they are called', async () => {
     const digest = await hashing.start('sha256');
     await Promise.all([0, 1, 2, 3, 4].map((i) => digest.update([data.subarray(i * 1_000_000, (i + 1) * 1_000_000)])));
@@ -45,6 +56,22 @@ describe.each(['openssl', 'wasm'] as const)('resumable hashing (%s)', (backend) 
     for (const saved of [foreign.save(), 'garbage', '', `${(await hashing.start('md5')).save().split('.')[0]}.AAAA`]) {
       await expect(hashing.load(saved)).rejects.toBeInstanceOf(UnloadableStateError);
     }
+  });
+});
+
+describe('native states (for hashing threads)', () => {
+  const native = nativeStates();
+
+  (native ? it : it.skip)('are the bytes of the states that save and load exchange, and nothing else loads', async () => {
+    const states = native as NonNullable<typeof native>;
+    const digest = states.startNow('md5');
+    digest.updateSync(data.subarray(0, 1000));
+    const bytes = states.bytesOf(digest);
+    const back = states.fromBytes(bytes);
+    expect(back.algorithm).toBe('md5');
+    expect(back.save()).toBe(digest.save());
+    expect(() => states.fromBytes(bytes.subarray(1))).toThrow(UnloadableStateError);
+    expect(() => states.bytesOf({ ...digest })).toThrow();
   });
 });
 

@@ -1,4 +1,4 @@
-import { type NativeAddon, nativeAddon } from '@ferry/native';
+import { type NativeAddon, nativeAddon, nativeAddonPath } from '@ferry/native';
 import { createMD5, createSHA256, type IHasher } from 'hash-wasm';
 
 /** The digests that can be saved mid-stream and continued by another process. */
@@ -12,6 +12,11 @@ export interface ResumableDigest {
   readonly algorithm: ResumableAlgorithm;
   /** Hashes `chunks` in order after what the digest covers (off the event loop where it can). */
   update(chunks: readonly Buffer[]): Promise<void>;
+  /**
+   * Hashes `chunk` after what the digest covers on this thread, at once (a chunk still in the CPU
+   * cache, as it arrives); never while an `update` runs.
+   */
+  updateSync(chunk: Buffer): void;
   /** The saved state: what `ResumableHashing.load` continues from. */
   save(): string;
   /** The hex digest of what the digest covers so far (the digest goes on unchanged). */
@@ -31,19 +36,26 @@ export interface ResumableHashing {
 
 class NativeDigest implements ResumableDigest {
   private busy: Promise<void> = Promise.resolve();
+  private updating = 0;
 
   constructor(
     private readonly addon: NativeAddon,
     readonly algorithm: ResumableAlgorithm,
-    private readonly state: Buffer,
+    readonly state: Buffer,
   ) {}
 
   update(chunks: readonly Buffer[]): Promise<void> {
-    const run = this.busy.then(
-      () => new Promise<void>((resolve, reject) => this.addon.update(this.state, chunks, (err) => (err ? reject(err) : resolve()))),
-    );
+    this.updating++;
+    const run = this.busy
+      .then(() => new Promise<void>((resolve, reject) => this.addon.update(this.state, chunks, (err) => (err ? reject(err) : resolve()))))
+      .finally(() => this.updating--);
     this.busy = run.catch(() => undefined);
     return run;
+  }
+
+  updateSync(chunk: Buffer): void {
+    if (this.updating > 0) throw new Error('updateSync while an update runs');
+    this.addon.updateSync(this.state, chunk);
   }
 
   save(): string {
@@ -55,19 +67,46 @@ class NativeDigest implements ResumableDigest {
   }
 }
 
-class NativeHashing implements ResumableHashing {
+/**
+ * The native backend's digest states as plain bytes, for a hashing thread that loads the addon
+ * itself (HashPool's, for StreamDigests): the thread continues the bytes of a state it is handed
+ * and hands back the bytes of the state it reached, which this process then saves as any digest's.
+ */
+export interface NativeStates extends ResumableHashing {
+  /** The addon's file, for the thread to load (the same build: the same state layout). */
+  readonly addonPath: string;
+  /** A digest before any byte, at once (the native backend needs no setup). */
+  startNow(algorithm: ResumableAlgorithm): ResumableDigest;
+  /** A copy of the state of `digest`, a digest of this backend. */
+  bytesOf(digest: ResumableDigest): Uint8Array;
+  /** The digest whose state a thread handed back (UnloadableStateError if these are not a state's bytes). */
+  fromBytes(bytes: Uint8Array): ResumableDigest;
+}
+
+class NativeHashing implements ResumableHashing, NativeStates {
   readonly backend = 'openssl' as const;
 
-  constructor(private readonly addon: NativeAddon) {}
+  constructor(
+    private readonly addon: NativeAddon,
+    readonly addonPath: string,
+  ) {}
 
   async start(algorithm: ResumableAlgorithm): Promise<ResumableDigest> {
+    return this.startNow(algorithm);
+  }
+
+  startNow(algorithm: ResumableAlgorithm): ResumableDigest {
     return new NativeDigest(this.addon, algorithm, this.addon.init(algorithm));
   }
 
   async load(saved: string): Promise<ResumableDigest> {
     const dot = saved.lastIndexOf('.');
     if (saved.slice(0, dot) !== this.addon.tag) throw new UnloadableStateError(`a digest state of another build (${saved.slice(0, dot)})`);
-    const state = Buffer.from(saved.slice(dot + 1), 'base64url');
+    return this.fromBytes(Buffer.from(saved.slice(dot + 1), 'base64url'));
+  }
+
+  fromBytes(bytes: Uint8Array): ResumableDigest {
+    const state = Buffer.from(bytes);
     const algorithm = state.length === this.addon.init('md5').length ? 'md5' : 'sha256';
     const digest = new NativeDigest(this.addon, algorithm, state);
     try {
@@ -77,6 +116,11 @@ class NativeHashing implements ResumableHashing {
     }
     return digest;
   }
+
+  bytesOf(digest: ResumableDigest): Uint8Array {
+    if (!(digest instanceof NativeDigest)) throw new Error(`not a digest of ${this.addon.tag}`);
+    return new Uint8Array(digest.state);
+  }
 }
 
 /** hash-wasm's hashers yield to the event loop between chunks of this size. */
@@ -84,6 +128,7 @@ const WASM_SLICE = 1 << 20;
 
 class WasmDigest implements ResumableDigest {
   private busy: Promise<void> = Promise.resolve();
+  private updating = 0;
 
   constructor(
     private readonly tag: string,
@@ -92,16 +137,24 @@ class WasmDigest implements ResumableDigest {
   ) {}
 
   update(chunks: readonly Buffer[]): Promise<void> {
-    const run = this.busy.then(async () => {
-      for (const chunk of chunks) {
-        for (let at = 0; at < chunk.length; at += WASM_SLICE) {
-          this.hasher.update(chunk.subarray(at, at + WASM_SLICE));
-          await new Promise<void>((resolve) => setImmediate(resolve));
+    this.updating++;
+    const run = this.busy
+      .then(async () => {
+        for (const chunk of chunks) {
+          for (let at = 0; at < chunk.length; at += WASM_SLICE) {
+            this.hasher.update(chunk.subarray(at, at + WASM_SLICE));
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
         }
-      }
-    });
+      })
+      .finally(() => this.updating--);
     this.busy = run.catch(() => undefined);
     return run;
+  }
+
+  updateSync(chunk: Buffer): void {
+    if (this.updating > 0) throw new Error('updateSync while an update runs');
+    this.hasher.update(chunk);
   }
 
   save(): string {
@@ -155,7 +208,16 @@ export function resumableHashing(backend?: 'openssl' | 'wasm'): ResumableHashing
     if (backend === 'openssl') throw new Error('the native addon is not built: run node tools/native/build.mjs');
     return (chosen = new WasmHashing());
   }
-  const native = new NativeHashing(addon);
+  const native = new NativeHashing(addon, nativeAddonPath() as string);
   if (backend === undefined) chosen = native;
   return native;
+}
+
+/**
+ * The native states of this process's resumable hashing, for hashing threads (see NativeStates);
+ * undefined where it is hash-wasm (no addon), or an addon built before `updateSync`.
+ */
+export function nativeStates(): NativeStates | undefined {
+  const hashing = resumableHashing();
+  return hashing instanceof NativeHashing && typeof nativeAddon()?.updateSync === 'function' ? hashing : undefined;
 }

@@ -5,6 +5,7 @@ import { InternalError, InvalidArgumentError } from '@ferry/errors';
 import type { LeasePolicy, NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { DigestNeeds, Digests, HashPool, InlineHasher, declaredDigests } from './hashing';
+import { UnloadableStateError } from './resumable-hash';
 import { StreamDigests } from './stream-digests';
 import { Publisher } from './publisher';
 import { uploadMetrics } from './upload-metrics';
@@ -22,7 +23,7 @@ export interface OpenWriterOptions {
   holdCommits?: boolean;
 }
 
-/** How many uploads' digests the engine keeps between two of their writers (see UploadEngine.park). */
+/** How many uploads' unsaveable digests the engine keeps between two of their writers (see UploadEngine.park). */
 const PARKED_MAX = 1000;
 /** How long it keeps them: a client that pauses longer pays a re-hash of the committed prefix. */
 const PARKED_TTL_MS = 5 * 60_000;
@@ -42,9 +43,10 @@ export class UploadEngine {
   private readonly writerOptions: WriterOptions;
   private readonly publisher: Publisher;
   /**
-   * The digests of writers that ended cleanly without finishing (a tus PATCH), by upload: they
-   * cover exactly `[0, committed)`, so the upload's next writer in this process continues them
-   * instead of re-hashing its committed prefix (quadratic over a tus upload's PATCHes).
+   * The digests of writers that ended cleanly without finishing (a tus PATCH) whose state could not
+   * be saved in the session (a process without the native addon, or sha512), by upload: they cover
+   * exactly `[0, committed)`, so the upload's next writer in this process continues them instead of
+   * re-hashing its committed prefix (quadratic over a tus upload's PATCHes).
    */
   private readonly parked = new Map<string, { hasher: StreamDigests; key: string; timer: NodeJS.Timeout }>();
 
@@ -175,8 +177,8 @@ export class UploadEngine {
   }
 
   /**
-   * Keeps `hasher`, which covers `[0, committed)` of `uploadId`, for the upload's next writer in
-   * this process. A cache, not state: any other writer re-hashes, as every writer did before.
+   * Keeps `hasher`, which covers `[0, committed)` of `uploadId` and cannot be saved in the session,
+   * for the upload's next writer in this process. A cache, not state: any other writer re-hashes.
    */
   private park(uploadId: string, hasher: StreamDigests, key: string): void {
     this.unpark(uploadId);
@@ -206,9 +208,12 @@ export class UploadEngine {
 
   /**
    * Becomes the single writer of an upload (ConcurrentWriterError if another one is active) and
-   * positions it at the committed size. A resumed upload re-hashes its committed prefix, unless
-   * the previous writer of the upload in this process left its digests at that size. The
-   * stream computes sha256 and the `needs`; digests declared only at finish are computed then.
+   * positions it at the committed size. The stream computes sha256 and the `needs`; digests
+   * declared only at finish are computed then. A resumed upload continues the digests its previous
+   * writer left when it ended cleanly, if they cover the committed size and are the same digests:
+   * their state in the session (`writerDigests`, see UploadWriter.close), whichever process wrote
+   * it, or digests that could not be saved, parked by a writer of this process. Otherwise (a writer
+   * that failed or died, a state this process cannot load) it re-hashes its committed prefix.
    */
   async openWriter(uploadId: string, needs: DigestNeeds = [], options: OpenWriterOptions = {}): Promise<UploadWriter> {
     const takenAt = performance.now(); // before asking: the lease may start any time after this
@@ -233,7 +238,7 @@ export class UploadEngine {
         return new UploadWriter(deps, session, lease, undefined, undefined, writerOptions, takenAt);
       }
       const file = await this.storage.openStaging(uploadId, lease.committed, lease.fence);
-      hasher = this.unpark(uploadId, parkKey(session.createdAt, lease.committed, needs));
+      hasher = await this.continued(uploadId, session, lease.committed, needs);
       continued = hasher !== undefined;
       hasher ??= new StreamDigests(this.hashPool, needs);
       writer = new UploadWriter(deps, session, lease, file, hasher, writerOptions, takenAt);
@@ -249,6 +254,39 @@ export class UploadEngine {
       throw err;
     }
     return writer;
+  }
+
+  /**
+   * The digests a previous writer left covering the `committed` bytes (see openWriter), or
+   * undefined: the prefix is to be hashed again.
+   */
+  private async continued(
+    uploadId: string,
+    session: UploadSession,
+    committed: number,
+    needs: DigestNeeds,
+  ): Promise<StreamDigests | undefined> {
+    const protocol = session.protocol;
+    const parked = this.unpark(uploadId, parkKey(session.createdAt, committed, needs));
+    if (committed === 0) return parked;
+    if (parked) {
+      uploadMetrics.prefixDigests.inc({ protocol, from: 'parked' });
+      return parked;
+    }
+    if (session.writerDigests !== undefined) {
+      try {
+        const saved = await StreamDigests.resume(this.hashPool, needs, committed, session.writerDigests);
+        if (saved) {
+          uploadMetrics.prefixDigests.inc({ protocol, from: 'saved' });
+          return saved;
+        }
+      } catch (err) {
+        if (!(err instanceof UnloadableStateError)) throw err;
+        // another build's, or not a state: hashing the bytes again is never wrong
+      }
+    }
+    uploadMetrics.prefixDigests.inc({ protocol, from: 'rehashed' });
+    return undefined;
   }
 }
 

@@ -21,6 +21,13 @@ export const uploadMetrics = {
     help: 'Upload streams that took an upload\u2019s writer lease: resumed="true" when bytes were already committed',
     labelNames: ['protocol', 'resumed'],
   }),
+  prefixDigests: new Counter({
+    name: 'ferry_upload_prefix_digests_total',
+    help:
+      'Resumed upload streams by how they got the digests of the committed bytes: from="saved" (the state the previous writer left ' +
+      'in the session, on any replica), "parked" (its digests, kept in this process), "rehashed" (read back and hashed again)',
+    labelNames: ['protocol', 'from'],
+  }),
   completed: new Counter({ name: 'ferry_uploads_completed_total', help: 'Uploads verified and published', labelNames: ['protocol'] }),
   failed: new Counter({
     name: 'ferry_uploads_failed_total',

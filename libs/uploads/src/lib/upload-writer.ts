@@ -36,7 +36,10 @@ export interface WriterDeps {
   publisher: Publisher;
   /** Hashes what the stream's hasher did not (digests declared after the bytes). */
   hashPool: HashPool;
-  /** Takes the digests of a writer that closed cleanly, covering `[0, committed)` (see UploadEngine.openWriter). */
+  /**
+   * Takes the digests of a writer that closed cleanly, covering `[0, committed)`, when they cannot
+   * be saved in the session (see UploadEngine.openWriter).
+   */
   park?: (hasher: StreamDigests, committed: number) => void;
 }
 
@@ -324,11 +327,30 @@ export class UploadWriter {
     this.closed = true;
     this.stopTimers();
     await this.out?.settle();
-    if (clean && this.hasher && this.deps.park) this.deps.park(this.hasher, this.committed);
+    if (clean && this.hasher && this.committed > 0) await this.leaveDigests(this.hasher);
     else this.hasher?.dispose();
     await this.file?.close().catch(() => undefined);
     await this.deps.sessions.releaseLease(this.lease).catch(() => undefined);
     return this.committed;
+  }
+
+  /**
+   * Leaves the digests, which cover exactly `[0, committed)`, to the upload's next writer: their
+   * state in the session, under this writer's lease (before it is released), for a writer on any
+   * replica; digests that cannot be saved (no native addon, sha512) are parked in this process.
+   * Never fails the close: a next writer that finds nothing hashes the committed bytes again.
+   */
+  private async leaveDigests(hasher: StreamDigests): Promise<void> {
+    let saved: string | undefined;
+    try {
+      saved = await hasher.save(this.committed);
+    } catch {
+      hasher.dispose(); // (its hashing thread failed: nothing to leave)
+      return;
+    }
+    if (saved === undefined && this.deps.park) return this.deps.park(hasher, this.committed);
+    hasher.dispose();
+    if (saved !== undefined) await this.deps.sessions.saveDigests(this.lease, this.committed, saved).catch(() => undefined);
   }
 
   private stopTimers(): void {
