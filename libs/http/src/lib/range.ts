@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { OutOfRangeError } from '@ferry/errors';
@@ -76,6 +77,18 @@ export async function sendRange(req: Request, res: Response, content: RangedCont
   }
   const start = range?.start ?? 0;
   const end = range?.end ?? size;
+  // a HEAD (Express routes it to GET handlers) has no body to read
+  const body = req.method === 'HEAD' || end === start ? undefined : content.read(start, end);
+  if (body) {
+    // a read that fails before its first byte (the blob gone, storage down) is still answered as
+    // an error, by the app's error filter: nothing has been sent yet
+    try {
+      await once(body, 'readable');
+    } catch (err) {
+      body.destroy();
+      throw err;
+    }
+  }
   res.status(range ? 206 : 200);
   res.setHeader('Content-Type', content.contentType);
   res.setHeader('Content-Length', String(end - start));
@@ -87,13 +100,13 @@ export async function sendRange(req: Request, res: Response, content: RangedCont
   if (content.cacheControl) res.setHeader('Cache-Control', content.cacheControl);
   if (range) res.setHeader('Content-Range', `bytes ${start}-${end - 1}/${size}`);
   if (!range && content.md5Hex) res.setHeader('Content-MD5', Buffer.from(content.md5Hex, 'hex').toString('base64'));
-  // a HEAD (Express routes it to GET handlers) has no body to read
-  if (req.method === 'HEAD' || end === start) {
+  if (!body) {
     res.end();
     return;
   }
-  // a client that goes away mid-download is not an error of ours
-  await pipeline(content.read(start, end), res).catch(() => res.destroy());
+  // a client that goes away mid-download is not an error of ours; a read that fails later cuts
+  // the connection (the status line is sent: a short body must not pass for the whole)
+  await pipeline(body, res).catch(() => res.destroy());
 }
 
 /** The opaque part of an entity tag (`"x"` of `W/"x"`). */

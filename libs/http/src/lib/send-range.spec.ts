@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { ferryErrorBody, toEdgeError } from './error.filter';
 import { type RangedContent, sendRange } from './range';
 
@@ -49,6 +50,20 @@ describe('sendRange (real sockets, real files)', () => {
       big: { size: big.length, etag: `"${sha256(big)}"`, contentType: 'application/binary', read: fileOf(join(dir, 'big')) },
       empty: { size: 0, etag: `"${sha256(Buffer.alloc(0))}"`, contentType: 'text/plain', read: fileOf(join(dir, 'empty')) },
       gone: { size: 1000, etag: '"gone"', contentType: 'application/binary', read: fileOf(join(dir, 'no-such-file')) },
+      // the first bytes, then the storage fails
+      broken: {
+        size: 1000,
+        etag: '"broken"',
+        contentType: 'application/binary',
+        read: () =>
+          new Readable({
+            read() {
+              if (this.readableLength > 0 || this.destroyed) return;
+              this.push(Buffer.alloc(100));
+              setTimeout(() => this.destroy(new Error('the disk went away')), 20);
+            },
+          }),
+      },
     };
     const app = express();
     app.get('/:name', (req: Request<{ name: string }>, res: Response, next: NextFunction) => {
@@ -227,8 +242,16 @@ describe('sendRange (real sockets, real files)', () => {
     expect([r.status, (await bytes(r)).equals(data.subarray(0, 1))]).toEqual([206, true]);
   });
 
-  it('cuts the connection when the read fails rather than answering a short 200', async () => {
-    await expect(get('gone').then((r) => r.arrayBuffer())).rejects.toThrow();
+  it('answers a read that fails before its first byte with a JSON error, nothing else sent', async () => {
+    const r = await get('gone');
+    expect(r.status).toBe(500);
+    expect(r.headers.get('content-length')).not.toBe('1000');
+    expect(r.headers.get('etag')).not.toBe('"gone"');
+    expect(await r.json()).toMatchObject({ code: 'INTERNAL', message: expect.any(String) });
     expect(reads).toHaveLength(1);
+  });
+
+  it('cuts the connection when the read fails after its first bytes rather than answering a short 200', async () => {
+    await expect(get('broken').then((r) => r.arrayBuffer())).rejects.toThrow();
   });
 });
