@@ -124,6 +124,8 @@ export interface LoadReport {
   cpuSeconds: Record<string, number>;
   /** The clients' own event loop delay (what the client process adds to every latency above). */
   clientLoopDelay: { p50Ms: number; p99Ms: number; maxMs: number };
+  /** The prober's event loop delay, p99: small, or its timings include its own lag too. */
+  proberLoopDelayP99Ms: number;
 }
 
 interface Finished {
@@ -200,7 +202,7 @@ async function startProber(stack: FerryStack): Promise<{ stop(): Promise<ProbeRe
   };
 }
 
-function describe(err: unknown): string {
+function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -373,7 +375,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       }
       finished.push({ name, face: face.label, size, sha256: createHash('sha256').update(content).digest('hex') });
     } catch (err) {
-      failures.push(`${face.label}, ${size} bytes, at ${step} (${since()} s): ${describe(err)}`);
+      failures.push(`${face.label}, ${size} bytes, at ${step} (${since()} s): ${messageOf(err)}`);
     }
   }
 
@@ -426,7 +428,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
           if (data.length === f.size && sha256 === f.sha256) verified++;
           else lost.push(`${f.face} ${f.name}: read ${data.length} bytes, sha256 ${sha256}; acknowledged ${f.size}, ${f.sha256}`);
         } catch (err) {
-          lost.push(`${f.face} ${f.name}: ${describe(err)}`);
+          lost.push(`${f.face} ${f.name}: ${messageOf(err)}`);
         }
       }
     }),
@@ -472,6 +474,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       p99Ms: +(loop.percentile(99) / 1e6).toFixed(1),
       maxMs: +(loop.max / 1e6).toFixed(1),
     },
+    proberLoopDelayP99Ms: +probe.loopDelayP99Ms.toFixed(1),
   };
 }
 
@@ -487,7 +490,7 @@ export function formatReport(r: LoadReport): string {
     '|---|---|---|',
     ...Object.entries(r.byFace).map(([face, e]) => `| ${face} | ${e.uploads} | ${(e.bytes / MiB).toFixed(0)} |`),
     '',
-    'Status calls and starts by the prober (a thread of its own, one call every 25 ms):',
+    `Status calls and starts by the prober (a thread of its own, one call every 25 ms; its loop delay p99 ${r.proberLoopDelayP99Ms} ms):`,
     '',
     '| call | count | p50 ms | p99 ms | max ms | failed |',
     '|---|---|---|---|---|---|',
