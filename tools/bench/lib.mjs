@@ -39,13 +39,24 @@ export function procSample(pid) {
   return { rssMiB: rssKiB / 1024, cpuSeconds: ticks / 100, sysSeconds: Number(stat[12]) / 100, minorFaults: Number(stat[7]) };
 }
 
-/** Samples a process's RSS every 20 ms while `fn` runs; returns fn's result, peak RSS and CPU used. */
+/** procSample of several processes together (their sums): the replicas of one service. */
+function procsSample(pids) {
+  const all = pids.map(procSample);
+  const sum = (field) => all.reduce((n, s) => n + s[field], 0);
+  return { rssMiB: sum('rssMiB'), cpuSeconds: sum('cpuSeconds'), sysSeconds: sum('sysSeconds'), minorFaults: sum('minorFaults') };
+}
+
+/**
+ * Samples a process's RSS every 20 ms while `fn` runs; returns fn's result, peak RSS and CPU used.
+ * `pid` may be a list (replicas of one service): their CPU summed, the peak of their summed RSS.
+ */
 export async function measure(pid, fn) {
-  const start = procSample(pid);
+  const pids = Array.isArray(pid) ? pid : [pid];
+  const start = procsSample(pids);
   let peak = start.rssMiB;
   const timer = setInterval(() => {
     try {
-      peak = Math.max(peak, procSample(pid).rssMiB);
+      peak = Math.max(peak, procsSample(pids).rssMiB);
     } catch {
       // process gone
     }
@@ -54,7 +65,7 @@ export async function measure(pid, fn) {
   try {
     const result = await fn();
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const end = procSample(pid);
+    const end = procsSample(pids);
     return {
       result,
       seconds,

@@ -17,6 +17,11 @@
 // multipart-api under /files/ and to @tus/server, creation then
 //  - one PATCH of the whole file ("one request"),
 //  - PATCHes of 8 MiB one after the other (as tus-js-client with chunkSize 8 MiB);
+//  - (`replicas`, only when asked) the same 8 MiB PATCHes alternating between two processes of each
+//    server on one store (Ferry: two multipart-api on one Redis and data directory; the peer: two
+//    @tus/server on one directory), as a load balancer may spread them: each PATCH's writer
+//    continues the digests the previous one saved in the session (Ferry re-hashed the whole prefix
+//    on every other PATCH before);
 // it prints per variant Ferry's and the peer's MB/s, their ratio, each server's CPU and peak RSS.
 //
 // Prints per round and as medians: MB/s, server CPU-seconds per GiB, the server's peak RSS during
@@ -63,12 +68,14 @@ const FACES = (process.env.BENCH_FACES ?? 'object,tus')
   .map((f) => f.trim())
   .filter(Boolean);
 for (const f of FACES) if (!['object', 'tus'].includes(f)) throw new Error(`BENCH_FACES: unknown face ${f} (object, tus)`);
-/** The tus face's variants: `one` (one PATCH), `chunks` (8 MiB PATCHes); one alone to profile it. */
+/** The tus face's variants: `one` (one PATCH), `chunks` (8 MiB PATCHes), `replicas` (8 MiB PATCHes over two processes). */
 const TUS_VARIANTS = (process.env.BENCH_TUS_VARIANTS ?? 'one,chunks')
   .split(',')
   .map((f) => f.trim())
   .filter(Boolean);
-for (const v of TUS_VARIANTS) if (!['one', 'chunks'].includes(v)) throw new Error(`BENCH_TUS_VARIANTS: unknown variant ${v} (one, chunks)`);
+for (const v of TUS_VARIANTS)
+  if (!['one', 'chunks', 'replicas'].includes(v)) throw new Error(`BENCH_TUS_VARIANTS: unknown variant ${v} (one, chunks, replicas)`);
+const REPLICAS = FACES.includes('tus') && TUS_VARIANTS.includes('replicas');
 const PEER_FSYNC = process.env.BENCH_PEER_FSYNC === '1';
 const TUS_CHUNK = 8 * MiB;
 const PART = 8 * MiB;
@@ -148,6 +155,8 @@ async function main(onCleanup) {
     worker: await freePort(),
     grpc: await freePort(),
     tus: await freePort(),
+    multipart2: await freePort(),
+    tus2: await freePort(),
   };
   const env = {
     ...FERRY_ENV,
@@ -185,6 +194,20 @@ async function main(onCleanup) {
       { BENCH_PEER_FSYNC: PEER_FSYNC ? '1' : '' },
       () => listening(ports.tus),
     ),
+    ...(REPLICAS
+      ? {
+          multipart2: await start(
+            [dist('multipart-api')],
+            { ...env, FERRY_MULTIPART_PORT: String(ports.multipart2) },
+            readyz(ports.multipart2),
+          ),
+          tus2: await start(
+            [join(root, 'tools', 'bench', 'tus-peer.mjs'), String(ports.tus2), tusDir],
+            { BENCH_PEER_FSYNC: PEER_FSYNC ? '1' : '' },
+            () => listening(ports.tus2),
+          ),
+        }
+      : {}),
   };
 
   /** Deletes what earlier measurements wrote (Ferry's blobs, tus's files), then idles. */
@@ -208,10 +231,11 @@ async function main(onCleanup) {
   const ferryTusEndpoint = `${multipartBase}/files`;
   const auth = { authorization: `Bearer ${TOKEN}` }; // sent to both servers (the peer ignores it)
   /** The tus face: the same raw client, one connection, to Ferry and to the peer. */
-  const tusRun = (endpoint, chunkSize) => () => {
+  const tusRun = (endpoint, chunkSize, origins) => () => {
     const agent = tusAgent();
-    return rawTusUpload({ endpoint, data, chunkSize, headers: auth, agent }).finally(() => agent.destroy());
+    return rawTusUpload({ endpoint, data, chunkSize, headers: auth, agent, origins }).finally(() => agent.destroy());
   };
+  const origin = (port) => `http://127.0.0.1:${port}`;
   const objectEntries = [
     {
       key: 'tus',
@@ -302,6 +326,22 @@ async function main(onCleanup) {
       run: tusRun(tusEndpoint, TUS_CHUNK),
       check: () => oneFile('peer tus chunks', tusDir),
     },
+    {
+      variant: 'replicas',
+      key: 'ferryTusR',
+      label: `tus face: Ferry, ${TUS_CHUNK / MiB} MiB chunks over 2 replicas`,
+      pid: [procs.multipart.pid, procs.multipart2?.pid],
+      run: tusRun(ferryTusEndpoint, TUS_CHUNK, [origin(ports.multipart), origin(ports.multipart2)]),
+      check: () => oneFile('Ferry tus replicas', join(dataDir, 'blobs')),
+    },
+    {
+      variant: 'replicas',
+      key: 'peerTusR',
+      label: `tus face: @tus/server, ${TUS_CHUNK / MiB} MiB chunks over 2 processes`,
+      pid: [procs.tus.pid, procs.tus2?.pid],
+      run: tusRun(tusEndpoint, TUS_CHUNK, [origin(ports.tus), origin(ports.tus2)]),
+      check: () => oneFile('peer tus replicas', tusDir),
+    },
   ];
   const faces = [...(objectFace ? objectEntries : []), ...(tusFace ? tusEntries.filter((e) => TUS_VARIANTS.includes(e.variant)) : [])];
 
@@ -346,6 +386,7 @@ async function main(onCleanup) {
   const variants = [
     ['one', 'one request', 'ferryTus1', 'peerTus1'],
     ['chunks', `${TUS_CHUNK / MiB} MiB chunks`, 'ferryTus8', 'peerTus8'],
+    ['replicas', `${TUS_CHUNK / MiB} MiB chunks, 2 replicas`, 'ferryTusR', 'peerTusR'],
   ]
     .filter(([v]) => TUS_VARIANTS.includes(v))
     .map(([, ...rest]) => rest);
@@ -366,7 +407,15 @@ async function main(onCleanup) {
       })),
     );
   }
-  const names = { object: 'object-api', multipart: 'multipart-api', worker: 'assembler-worker', grpc: 'ingest-grpc', tus: 'tus' };
+  const names = {
+    object: 'object-api',
+    multipart: 'multipart-api',
+    worker: 'assembler-worker',
+    grpc: 'ingest-grpc',
+    tus: 'tus',
+    multipart2: 'multipart-api #2',
+    tus2: 'tus #2',
+  };
   console.log(
     `lifetime peak RSS (VmHWM): ${Object.entries(procs)
       .map(([k, p]) => `${names[k]} ${fmt(hwmMiB(p.pid))} MiB`)

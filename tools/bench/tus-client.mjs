@@ -17,9 +17,11 @@ export const tusAgent = () => new Agent({ keepAlive: true, maxSockets: 1 });
 /**
  * Uploads `data` to the tus `endpoint` (e.g. http://127.0.0.1:1080/files): POST with Upload-Length
  * and Upload-Metadata (filename), then PATCHes of `chunkSize` bytes in order. `headers` go on every
- * request (e.g. Authorization). Resolves with the upload URL; throws on any unexpected answer.
+ * request (e.g. Authorization). `origins` (e.g. two replicas' `http://127.0.0.1:port`): PATCH n goes
+ * to origins[n % length], as a load balancer may spread them. Resolves with the upload URL; throws
+ * on any unexpected answer.
  */
-export async function tusUpload({ endpoint, data, chunkSize = Infinity, headers = {}, agent, filename = 'bench.bin' }) {
+export async function tusUpload({ endpoint, data, chunkSize = Infinity, headers = {}, agent, filename = 'bench.bin', origins }) {
   const created = await call(endpoint, {
     method: 'POST',
     agent,
@@ -34,9 +36,10 @@ export async function tusUpload({ endpoint, data, chunkSize = Infinity, headers 
   }
   const url = new URL(created.headers.location, endpoint).href;
   let offset = 0;
-  while (offset < data.length) {
+  for (let n = 0; offset < data.length; n++) {
     const end = Math.min(data.length, offset + chunkSize);
-    const res = await call(url, {
+    const target = origins ? new URL(new URL(url).pathname, origins[n % origins.length]).href : url;
+    const res = await call(target, {
       method: 'PATCH',
       agent,
       headers: { ...headers, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(offset) },
