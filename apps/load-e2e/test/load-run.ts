@@ -26,6 +26,7 @@ import {
   AppName,
   FaceContext,
   FaceError,
+  FERRY_APPS,
   FaceUpload,
   FerryStack,
   UploadFace,
@@ -238,7 +239,9 @@ function kindOf(cmdline: string): string {
  */
 function childCpu(): { stop(): Record<string, number> } {
   const tick = 100; // USER_HZ on Linux
-  const last = new Map<number, { kind: string; first: number; seconds: number }>();
+  /** By pid: its kind, its CPU seconds at the run's start (0 for a process started during it), at the last sample. */
+  const seen = new Map<number, { kind: string; base: number; seconds: number }>();
+  let starting = true;
   const sample = () => {
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
@@ -247,29 +250,24 @@ function childCpu(): { stop(): Record<string, number> } {
         const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
         if (Number(fields[1]) !== process.pid) continue;
         const seconds = (Number(fields[11]) + Number(fields[12])) / tick;
-        const pid = Number(entry);
-        const known = last.get(pid);
+        const known = seen.get(Number(entry));
         if (known) known.seconds = seconds;
-        else last.set(pid, { kind: kindOf(readFileSync(`/proc/${entry}/cmdline`, 'utf8')), first: seconds, seconds });
+        else
+          seen.set(Number(entry), { kind: kindOf(readFileSync(`/proc/${entry}/cmdline`, 'utf8')), base: starting ? seconds : 0, seconds });
       } catch {
         // it ended between the listing and the read
       }
     }
   };
   sample();
-  // a process that starts during the run counts from its start
-  for (const e of last.values()) e.first = e.seconds;
-  const firstSeen = new Set(last.keys());
+  starting = false;
   const timer = setInterval(sample, 1000);
   return {
     stop: () => {
       clearInterval(timer);
       sample();
       const out: Record<string, number> = {};
-      for (const [pid, e] of last) {
-        const used = e.seconds - (firstSeen.has(pid) ? e.first : 0);
-        out[e.kind] = +((out[e.kind] ?? 0) + used).toFixed(1);
-      }
+      for (const e of seen.values()) out[e.kind] = +((out[e.kind] ?? 0) + e.seconds - e.base).toFixed(1);
       return out;
     },
   };
@@ -302,8 +300,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       if (!planned.has(child)) crashes.push(`${app}#${replica} (pid ${child.pid}) exited: code ${code}, signal ${signal}`);
     });
   };
-  const APPS: AppName[] = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'];
-  for (const app of APPS) for (let r = 0; r < stack.replicas; r++) watch(app, r);
+  for (const app of FERRY_APPS) for (let r = 0; r < stack.replicas; r++) watch(app, r);
 
   const prober = await startProber(stack);
   const cpu = childCpu();

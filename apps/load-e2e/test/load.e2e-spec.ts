@@ -19,7 +19,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findWorkspaceRoot } from '@ferry/config';
-import { FerryStack, startFerryStack, stopProcess } from '@ferry/testing';
+import { FERRY_APPS, FerryStack, startFerryStack, stopProcess } from '@ferry/testing';
 import { Kill, LoadReport, formatReport, runLoad } from './load-run';
 
 const FULL = process.env['LOAD_PROFILE'] !== 'short';
@@ -56,8 +56,7 @@ if (CPU_PROF) PRODUCTION_TIMINGS['FERRY_TEST_NODE_ARGS'] = `--cpu-prof --cpu-pro
 /** Stops the apps gracefully when they profile (a profile is written at exit, not at SIGKILL). */
 async function stopProfiled(stack: FerryStack): Promise<void> {
   if (!CPU_PROF) return;
-  const apps = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'] as const;
-  for (const app of apps) for (let r = 0; r < stack.replicas; r++) await stopProcess(stack.child(app, r), 'SIGTERM');
+  for (const app of FERRY_APPS) for (let r = 0; r < stack.replicas; r++) await stopProcess(stack.child(app, r), 'SIGTERM');
 }
 
 function keep(report: LoadReport): void {

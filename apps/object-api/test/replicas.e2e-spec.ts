@@ -17,7 +17,6 @@ import {
   TestRedis,
   TestS3,
   WAIT_MS,
-  acceptsConnections,
   bearer,
   byteStreamClient,
   chunkedRequests,
@@ -36,11 +35,11 @@ import {
   startTestRedis,
   startTestS3,
   stopProcess,
+  waitGrpcReady,
   storageClient,
   tempDir,
   waitFor,
   waitHttpReady,
-  waitUntilReady,
   writeObject,
   writeRequests,
 } from '@ferry/testing';
@@ -104,18 +103,7 @@ describe.each([['local disk', 'fs'] as const, ['S3 (s3rver)', 's3'] as const])(
       const child = startBuiltApp(app, env(name), true);
       procs.set(name, child);
       if (app !== 'ingest-grpc') return waitHttpReady(child, port);
-      // no gRPC call before the port accepts connections (see acceptsConnections)
-      const probe = byteStreamClient(`127.0.0.1:${port}`);
-      const answers = () =>
-        queryWriteStatus(probe, 'replicas/probe', bearer(TOKEN)).then(
-          () => true,
-          (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND,
-        );
-      try {
-        await waitUntilReady(child, async () => (await acceptsConnections(port)) && (await answers()), name);
-      } finally {
-        probe.close();
-      }
+      await waitGrpcReady(child, port, bearer(TOKEN));
     }
 
     const kill = (name: string) => stopProcess(procs.get(name));

@@ -59,12 +59,16 @@ static size_t ctx_size(unsigned int alg) {
     }                                                                 \
   } while (0)
 
+/* The bytes of `value` if it is a Buffer. */
+static bool buffer_of(napi_env env, napi_value value, void **bytes, size_t *length) {
+  bool is_buffer = false;
+  return napi_is_buffer(env, value, &is_buffer) == napi_ok && is_buffer && napi_get_buffer_info(env, value, bytes, length) == napi_ok;
+}
+
 /* The state buffer's algorithm, or 0 (and a thrown TypeError) when it is not a state. */
 static unsigned int state_of(napi_env env, napi_value value, void **data) {
   size_t length = 0;
-  bool is_buffer = false;
-  if (napi_is_buffer(env, value, &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, value, data, &length) != napi_ok || length < HEADER) {
+  if (!buffer_of(env, value, data, &length) || length < HEADER) {
     napi_throw_type_error(env, NULL, "ferry_native: not a digest state");
     return 0;
   }
@@ -112,13 +116,16 @@ typedef struct {
   size_t *lengths;
 } Update;
 
+/* Hashes `length` bytes into the context of a state of algorithm `alg` (update and updateSync). */
+static void hash_bytes(unsigned int alg, void *ctx, const void *bytes, size_t length) {
+  if (alg == ALG_MD5) MD5_Update((MD5_CTX *)ctx, bytes, length);
+  else SHA256_Update((SHA256_CTX *)ctx, bytes, length);
+}
+
 static void update_execute(napi_env env, void *arg) {
   (void)env;
   Update *u = arg;
-  for (uint32_t i = 0; i < u->count; i++) {
-    if (u->alg == ALG_MD5) MD5_Update((MD5_CTX *)u->ctx, u->bytes[i], u->lengths[i]);
-    else SHA256_Update((SHA256_CTX *)u->ctx, u->bytes[i], u->lengths[i]);
-  }
+  for (uint32_t i = 0; i < u->count; i++) hash_bytes(u->alg, u->ctx, u->bytes[i], u->lengths[i]);
 }
 
 static void update_complete(napi_env env, napi_status status, void *arg) {
@@ -168,10 +175,8 @@ static napi_value update(napi_env env, napi_callback_info info) {
   u->count = count;
   for (uint32_t i = 0; i < count; i++) {
     napi_value chunk;
-    bool is_buffer = false;
     void *bytes = NULL;
-    if (napi_get_element(env, argv[1], i, &chunk) != napi_ok || napi_is_buffer(env, chunk, &is_buffer) != napi_ok || !is_buffer ||
-        napi_get_buffer_info(env, chunk, &bytes, &u->lengths[i]) != napi_ok) {
+    if (napi_get_element(env, argv[1], i, &chunk) != napi_ok || !buffer_of(env, chunk, &bytes, &u->lengths[i])) {
       free(u->bytes);
       free(u->lengths);
       free(u);
@@ -200,15 +205,13 @@ static napi_value update_sync(napi_env env, napi_callback_info info) {
     if (argc != 2) napi_throw_type_error(env, NULL, "ferry_native: updateSync(state, chunk)");
     return NULL;
   }
-  bool is_buffer = false;
   void *bytes = NULL;
   size_t length = 0;
-  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[1], &bytes, &length) != napi_ok) {
+  if (!buffer_of(env, argv[1], &bytes, &length)) {
     napi_throw_type_error(env, NULL, "ferry_native: updateSync(state, chunk): chunk is a Buffer");
     return NULL;
   }
-  if (alg == ALG_MD5) MD5_Update((MD5_CTX *)((char *)data + HEADER), bytes, length);
-  else SHA256_Update((SHA256_CTX *)((char *)data + HEADER), bytes, length);
+  hash_bytes(alg, (char *)data + HEADER, bytes, length);
   return NULL;
 }
 

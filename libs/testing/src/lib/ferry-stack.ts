@@ -1,12 +1,11 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { findWorkspaceRoot } from '@ferry/config';
 import type { ByteStreamClient, StorageClient } from '@ferry/protocol';
-import { byteStreamClient, queryWriteStatus } from './bytestream-client';
+import { byteStreamClient } from './bytestream-client';
 import { storageClient } from './gcs-client';
 import { freePort } from './ports';
-import { AppName, acceptsConnections, startBuiltApp, stopProcess, waitHttpReady, waitUntilReady } from './processes';
+import { AppName, acceptsConnections, startBuiltApp, stopProcess, waitGrpcReady, waitHttpReady, waitUntilReady } from './processes';
 import { TestRedis, startTestRedis } from './redis-server';
 import { TestS3, startTestS3 } from './s3-server';
 import { TempDir, tempDir } from './temp-dir';
@@ -61,7 +60,8 @@ export interface FerryStack extends FaceContext {
   stop(): Promise<void>;
 }
 
-const APPS: AppName[] = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'];
+/** Ferry's four apps, in the order a stack starts them. */
+export const FERRY_APPS: readonly AppName[] = ['ingest-grpc', 'multipart-api', 'object-api', 'assembler-worker'];
 
 export async function startFerryStack(options: FerryStackOptions = {}): Promise<FerryStack> {
   const storageKind = options.storage ?? 'fs';
@@ -122,22 +122,7 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
     if (app === 'multipart-api') return waitHttpReady(child, p.multipart);
     if (app === 'object-api') return waitHttpReady(child, p.object);
     if (app === 'assembler-worker') return waitHttpReady(child, p.worker);
-    await waitUntilReady(child, () => acceptsConnections(p.grpc), 'ingest-grpc');
-    const probe = byteStreamClient(`127.0.0.1:${p.grpc}`);
-    try {
-      // it serves once a status query answers (NOT_FOUND for a name nobody wrote)
-      await waitUntilReady(
-        child,
-        () =>
-          queryWriteStatus(probe, 'contract/readiness-probe').then(
-            () => true,
-            (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND,
-          ),
-        'ingest-grpc',
-      );
-    } finally {
-      probe.close();
-    }
+    await waitGrpcReady(child, p.grpc);
     renewClients();
   }
 
@@ -162,7 +147,7 @@ export async function startFerryStack(options: FerryStackOptions = {}): Promise<
       }
     }
     // one after the other: apps booting at once on a busy machine each take as long as all of them
-    for (let r = 0; r < replicas; r++) for (const app of APPS) await start(app, r);
+    for (let r = 0; r < replicas; r++) for (const app of FERRY_APPS) await start(app, r);
   } catch (err) {
     await stop();
     throw err;

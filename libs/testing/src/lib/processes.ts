@@ -1,7 +1,9 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { findWorkspaceRoot } from '@ferry/config';
+import { bearer, byteStreamClient, queryWriteStatus } from './bytestream-client';
 import { waitFor } from './wait';
 
 export type AppName = 'ingest-grpc' | 'multipart-api' | 'object-api' | 'assembler-worker';
@@ -54,6 +56,26 @@ export function acceptsConnections(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/**
+ * Resolves once ingest-grpc on `port` serves: it accepts connections (first: see
+ * acceptsConnections), then a status query on a client of its own answers (NOT_FOUND for a name
+ * nobody wrote). `metadata`: the credentials the server takes (dev mode's by default).
+ */
+export async function waitGrpcReady(child: ChildProcess, port: number, metadata = bearer()): Promise<void> {
+  await waitUntilReady(child, () => acceptsConnections(port), 'ingest-grpc');
+  const probe = byteStreamClient(`127.0.0.1:${port}`);
+  try {
+    const answers = () =>
+      queryWriteStatus(probe, 'readiness-probe', metadata).then(
+        () => true,
+        (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND,
+      );
+    await waitUntilReady(child, answers, 'ingest-grpc');
+  } finally {
+    probe.close();
+  }
 }
 
 /** Resolves once GET /readyz on `port` answers 200. */

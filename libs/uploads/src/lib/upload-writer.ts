@@ -341,16 +341,11 @@ export class UploadWriter {
    * Never fails the close: a next writer that finds nothing hashes the committed bytes again.
    */
   private async leaveDigests(hasher: StreamDigests): Promise<void> {
-    let saved: string | undefined;
-    try {
-      saved = await hasher.save(this.committed);
-    } catch {
-      hasher.dispose(); // (its hashing thread failed: nothing to leave)
-      return;
-    }
+    // (a hashing thread that failed: nothing to leave)
+    const saved = await hasher.save(this.committed).catch(() => null);
     if (saved === undefined && this.deps.park) return this.deps.park(hasher, this.committed);
     hasher.dispose();
-    if (saved !== undefined) await this.deps.sessions.saveDigests(this.lease, this.committed, saved).catch(() => undefined);
+    if (saved) await this.deps.sessions.saveDigests(this.lease, this.committed, saved).catch(() => undefined);
   }
 
   private stopTimers(): void {
