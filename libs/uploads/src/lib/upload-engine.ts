@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import type { Catalog, CatalogObject, DeleteOutcome } from '@ferry/catalog';
-import { InternalError, InvalidArgumentError } from '@ferry/errors';
+import { InvalidArgumentError, NotFoundError } from '@ferry/errors';
 import type { LeasePolicy, NewSession, SessionStore, UploadSession } from '@ferry/sessions';
 import type { Storage } from '@ferry/storage';
 import { DigestNeeds, Digests, HashPool, InlineHasher, declaredDigests } from './hashing';
@@ -224,7 +224,8 @@ export class UploadEngine {
     let continued = false;
     try {
       const session = await this.sessions.get(uploadId);
-      if (!session) throw new InternalError(`upload ${uploadId} vanished while taking its lease`);
+      // the expiry ended it between the lease and this read: the client's answer is that it expired
+      if (!session) throw new NotFoundError(`upload ${uploadId} not found: it has just expired`);
       session.committed = lease.committed;
       uploadMetrics.streams.inc({ protocol: session.protocol, resumed: String(lease.committed > 0) });
       const deps = {
